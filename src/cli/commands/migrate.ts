@@ -1,0 +1,22 @@
+/** `keyctl migrate`: create or upgrade keyctl's own tables. */
+import { loadConfig } from '../../config/load.js';
+import { ExitCode } from '../../core/exit-codes.js';
+import { openDatabase } from '../../db/connect.js';
+import { migrate } from '../../db/migrations.js';
+import type { CliRuntime } from '../runtime.js';
+
+export async function run(rt: CliRuntime): Promise<number> {
+  const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
+  const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
+  try {
+    const result = await migrate(db);
+    rt.output.result({ applied: result.applied, total: result.total, database: db.endpoint.description }, () =>
+      result.applied.length > 0
+        ? `applied ${result.applied.length} migration(s) to ${db.endpoint.description}: ${result.applied.join(', ')}`
+        : `${db.endpoint.description}: keyctl tables are up to date (${result.total} migration(s))`,
+    );
+  } finally {
+    await db.close();
+  }
+  return ExitCode.OK;
+}

@@ -1,0 +1,81 @@
+/** `keyctl status [--check]`: render the status report as tables, or JSON. */
+import { ExitCode } from '../../core/exit-codes.js';
+import { getStatus, statusProblems, type StatusReport } from '../../core/status.js';
+import type { ChalkInstance } from 'chalk';
+import { openCoreContext, type CliRuntime } from '../runtime.js';
+
+interface StatusFlags {
+  check?: boolean;
+}
+
+export async function run(rt: CliRuntime, flags: StatusFlags): Promise<number> {
+  const ctx = await openCoreContext(rt);
+  let report: StatusReport;
+  try {
+    report = await getStatus(ctx);
+  } finally {
+    await ctx.close();
+  }
+  for (const w of report.warnings) rt.output.warn(w);
+  const problems = statusProblems(report);
+  const { default: Table } = await import('cli-table3');
+  rt.output.result({ ...report, problems }, () => renderStatus(report, problems, rt.output.out, Table, rt.now()));
+  if (flags.check && problems.length > 0) {
+    if (!rt.output.json) for (const p of problems) rt.output.info(`keyctl: check failed: ${p}`);
+    return ExitCode.PROBLEMS_FOUND;
+  }
+  return ExitCode.OK;
+}
+
+type TableCtor = typeof import('cli-table3');
+
+function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Table: TableCtor, now: Date): string {
+  const plain = c.level === 0;
+  const style = { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] };
+  const out: string[] = [];
+  out.push(`${c.bold('Keyring')} ${r.keyring}  primary ${c.bold(r.primary)}  (${r.keystore.location})`);
+  const versions = new Table({ head: ['version', 'state', 'fingerprint', 'created (UTC)', 'notes'], style });
+  for (const v of r.versions) {
+    const notes = [v.compromised ? c.red('compromised') : '', v.inKeystore ? '' : 'not in keystore'].filter(Boolean).join(', ');
+    versions.push([v.version, v.state === 'primary' ? c.green(v.state) : v.state, v.fingerprint, v.createdAt.replace('T', ' ').slice(0, 19), notes]);
+  }
+  out.push(versions.toString());
+
+  if (r.rotation) {
+    out.push(
+      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}`,
+    );
+  } else {
+    out.push(`${c.bold('Rotation')}: none open`);
+  }
+  const days = Math.round((new Date(r.nextRotationDue).getTime() - now.getTime()) / 86_400_000);
+  out.push(
+    `${c.bold('Next rotation due')} ${r.nextRotationDue.slice(0, 10)} ` +
+      (r.overdue ? c.red(`(overdue by ${-days} day${days === -1 ? '' : 's'})`) : `(in ${days} day${days === 1 ? '' : 's'}; every ${r.rotationIntervalDays} days)`),
+  );
+
+  if (r.targets.length === 0) {
+    out.push('', 'No targets configured: add encrypted columns under targets: in keyctl.yaml.');
+  } else {
+    const allVersions = [...new Set(r.targets.flatMap((t) => Object.keys(t.counts)))].sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)));
+    const counts = new Table({ head: ['column', ...allVersions, 'null', 'unparseable', 'total'], style });
+    for (const t of r.targets) {
+      counts.push([
+        `${t.table}.${t.column}`,
+        ...allVersions.map((v) => {
+          const n = t.counts[v] ?? 0;
+          const s = n.toLocaleString('en-US');
+          return t.unknownVersions.includes(v) && n > 0 ? c.red(`${s}?`) : v === r.primary || n === 0 ? s : c.yellow(s);
+        }),
+        t.null.toLocaleString('en-US'),
+        t.unparseable > 0 ? c.red(t.unparseable.toLocaleString('en-US')) : '0',
+        t.total.toLocaleString('en-US'),
+      ]);
+    }
+    out.push('', counts.toString());
+  }
+  if (problems.length > 0) {
+    out.push('', c.red('Problems:'), ...problems.map((p) => `  - ${p}`));
+  }
+  return out.join('\n');
+}

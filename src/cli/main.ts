@@ -1,0 +1,117 @@
+/**
+ * keyctl's command-line entry: registers commands and lazily imports each handler, so
+ * `keyctl --version` and `--help` never load Knex, database drivers or crypto code.
+ * This is the only module that decides exit statuses; bin/keyctl.js sets process.exitCode.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../core/exit-codes.js';
+import { Output, type Stream } from '../ui/output.js';
+import type { CliRuntime, GlobalFlags } from './runtime.js';
+
+export interface MainIO {
+  argv: string[];
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  stdout: Stream;
+  stderr: Stream;
+  stdinIsTTY: boolean;
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const EXIT_HELP = `
+Exit codes:
+${EXIT_CODE_DESCRIPTIONS.map(([name, text]) => `  ${String(ExitCode[name]).padStart(2)}  ${text}`).join('\n')}
+
+Configuration: ./keyctl.yaml, or --config PATH, or KEYCTL_CONFIG=PATH.
+Start here: keyctl init --demo   then   keyctl status`;
+
+type Handler<O> = (rt: CliRuntime, opts: O) => Promise<number>;
+
+export async function main(io: MainIO): Promise<number> {
+  let status: number = ExitCode.OK;
+  const program = new Command('keyctl');
+  const writeOut = (s: string) => void io.stdout.write(s);
+  const writeErr = (s: string) => void io.stderr.write(s);
+
+  const runtimeFor = (cmd: Command): CliRuntime => {
+    const g = cmd.optsWithGlobals() as Partial<GlobalFlags>;
+    const flags: GlobalFlags = { json: Boolean(g.json), color: g.color !== false, ...(g.config ? { config: g.config } : {}) };
+    return {
+      flags,
+      output: new Output({ json: flags.json, color: flags.color, env: io.env, stdout: io.stdout, stderr: io.stderr }),
+      env: io.env,
+      cwd: io.cwd,
+      stdinIsTTY: io.stdinIsTTY,
+      now: () => new Date(),
+    };
+  };
+
+  /** Wrap a lazily imported handler: run it, turn any error into a message and an exit status. */
+  function action<O>(load: () => Promise<{ run: Handler<O> }>) {
+    return async (...args: unknown[]) => {
+      const cmd = args[args.length - 1] as Command;
+      const rt = runtimeFor(cmd);
+      try {
+        const { run } = await load();
+        status = await run(rt, cmd.opts() as O);
+      } catch (err) {
+        status = rt.output.error(err);
+      }
+    };
+  }
+
+  program
+    .description('Rotate the encryption keys that protect fields in SQL databases.')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'show help')
+    .option('-c, --config <path>', 'config file (default: ./keyctl.yaml or $KEYCTL_CONFIG)')
+    .option('--json', 'print one JSON object on stdout; human messages go to stderr')
+    .option('--no-color', 'no colour in output (also when NO_COLOR is set or output is not a terminal)')
+    .addHelpText('after', EXIT_HELP)
+    .showHelpAfterError('(run `keyctl --help` for usage)')
+    .configureOutput({ writeOut, writeErr })
+    .exitOverride();
+
+  program
+    .command('init')
+    .description('write a working keyctl.yaml (SQLite + file keystore) and create key v1')
+    .option('--demo', 'also create a customers table of encrypted sample data, declared as a target')
+    .addOption(new Option('--rows <n>', 'rows of demo data (with --demo)').default('1000'))
+    .option('--key-from-env <VAR>', 'adopt the existing base64 key in environment variable VAR as v1 instead of generating one')
+    .option('--database <url-or-path>', 'database.connection to write: a SQLite file (default ./keyctl.db) or a postgres:// or mysql:// URL; use \'${VAR}\' to keep secrets out of the file')
+    .option('--keyring <name>', 'keyring name', 'default')
+    .option('-f, --force', 'overwrite an existing keyctl.yaml (keys are never overwritten); with --demo, recreate the customers table')
+    .addHelpText('after', '\nExamples:\n  keyctl init --demo --rows 1000\n  KEY=$(cat old.key) keyctl init --key-from-env KEY --database \'${DATABASE_URL}\'')
+    .action(action(() => import('./commands/init.js')));
+
+  program
+    .command('status')
+    .description('show key versions, the open rotation, and how many values each key version protects')
+    .option('--check', `exit ${ExitCode.PROBLEMS_FOUND} when the rotation is overdue or unparseable values exist (for monitoring)`)
+    .action(action(() => import('./commands/status.js')));
+
+  program
+    .command('migrate')
+    .description("create or upgrade keyctl's own tables (other commands do this automatically)")
+    .action(action(() => import('./commands/migrate.js')));
+
+  try {
+    await program.parseAsync(io.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.OK;
+      if (err.code === 'commander.executeSubCommandAsync') return err.exitCode;
+      return ExitCode.USAGE;
+    }
+    throw err;
+  }
+  if (program.args.length === 0 && io.argv.length <= 2) {
+    program.outputHelp();
+  }
+  return status;
+}

@@ -1,0 +1,62 @@
+/**
+ * What every command handler gets from the CLI layer: parsed global flags, the output, the
+ * process environment and helpers to open the configured database and keystore.
+ */
+import os from 'node:os';
+import type { CoreContext } from '../core/context.js';
+import type { Output } from '../ui/output.js';
+
+export interface GlobalFlags {
+  config?: string;
+  json: boolean;
+  color: boolean;
+}
+
+export interface CliRuntime {
+  flags: GlobalFlags;
+  output: Output;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  stdinIsTTY: boolean;
+  now: () => Date;
+}
+
+export function actorName(env: NodeJS.ProcessEnv): string {
+  if (env.KEYCTL_ACTOR) return env.KEYCTL_ACTOR;
+  let user = env.USER ?? env.LOGNAME ?? 'unknown';
+  try {
+    user = os.userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep the environment's idea of the user
+  }
+  return `${user}@${os.hostname()}`;
+}
+
+/** Load config, open keystore and database, apply keyctl's migrations. Caller must close(). */
+export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { close(): Promise<void> }> {
+  const [{ loadConfig }, { openKeystore }, { openDatabase }, { migrate }] = await Promise.all([
+    import('../config/load.js'),
+    import('../keystore/index.js'),
+    import('../db/connect.js'),
+    import('../db/migrations.js'),
+  ]);
+  const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
+  const keystore = openKeystore(config, rt.env);
+  const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
+  try {
+    const result = await migrate(db);
+    if (result.applied.length > 0) rt.output.info(`applied keyctl migrations: ${result.applied.join(', ')}`);
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  return {
+    config,
+    db,
+    keystore,
+    now: rt.now,
+    actor: actorName(rt.env),
+    log: rt.output,
+    close: () => db.close(),
+  };
+}

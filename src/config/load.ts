@@ -1,0 +1,226 @@
+/**
+ * Finding, reading, interpolating and validating keyctl.yaml. Every problem is reported as
+ * `<file>: <key path>: expected …, found …`, all problems at once, so one run shows everything to fix.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../core/errors.js';
+import { ConfigSchema, type RawConfig } from './schema.js';
+
+export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';
+
+export interface LoadedConfig extends RawConfig {
+  /** Absolute path of the file it came from. */
+  file: string;
+  /** Directory relative paths in the file are resolved against. */
+  baseDir: string;
+}
+
+export interface LocateOptions {
+  /** --config */
+  explicitPath?: string | undefined;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+}
+
+/** Which file to read: --config, then KEYCTL_CONFIG, then ./keyctl.yaml. */
+export function locateConfig(opts: LocateOptions): { file: string; source: string } {
+  if (opts.explicitPath) return { file: path.resolve(opts.cwd, opts.explicitPath), source: '--config' };
+  const fromEnv = opts.env.KEYCTL_CONFIG;
+  if (fromEnv) return { file: path.resolve(opts.cwd, fromEnv), source: 'KEYCTL_CONFIG' };
+  return { file: path.resolve(opts.cwd, DEFAULT_CONFIG_FILE), source: 'working directory' };
+}
+
+export function loadConfig(opts: LocateOptions): LoadedConfig {
+  const { file, source } = locateConfig(opts);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      const where = source === 'working directory' ? `in ${opts.cwd}` : `at ${file} (from ${source})`;
+      throw new ConfigError(
+        `no keyctl configuration found ${where}`,
+        [],
+        'run `keyctl init` to create one (add --demo to try keyctl on sample data),\n' +
+          'or point to an existing file with --config PATH or KEYCTL_CONFIG=PATH',
+      );
+    }
+    throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`, [], 'check the path and its permissions');
+  }
+  return parseConfig(text, file, opts.env);
+}
+
+/** Parse config text; `file` is used for messages and to resolve relative paths. */
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv): LoadedConfig {
+  const label = displayName(file);
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      const at = pos ? `${label}:${pos.line}:${pos.col}` : label;
+      return `${at}: YAML syntax error: ${firstLine(e.message)}`;
+    });
+    throw new ConfigError(`${label} is not valid YAML`, problems, 'fix the syntax at the line shown; keyctl.yaml uses two-space indentation');
+  }
+  const raw: unknown = doc.toJS();
+  if (raw === null || raw === undefined || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(
+      `${label}: expected a mapping with database, keystore and targets, found ${describeValue(raw)}`,
+      [],
+      'see docs/configuration.md, or run `keyctl init` to write a working file',
+    );
+  }
+
+  const envProblems: string[] = [];
+  const interpolated = interpolate(raw, [], env, (p, name) =>
+    envProblems.push(`${label}: ${formatPath(p)}: environment variable ${name} is not set (referenced as \${${name}})`),
+  );
+  if (envProblems.length > 0) {
+    throw new ConfigError(
+      `${label} references environment variables that are not set`,
+      envProblems,
+      'export the variables, or use ${NAME:-default} to give a default',
+    );
+  }
+
+  const result = ConfigSchema.safeParse(interpolated);
+  if (!result.success) {
+    const problems = result.error.issues.flatMap((issue) => formatIssue(issue, interpolated, label));
+    throw new ConfigError(
+      `${label} is not a valid keyctl configuration (${problems.length} problem${problems.length === 1 ? '' : 's'})`,
+      problems,
+      'see docs/configuration.md for every key and its allowed values',
+    );
+  }
+  const baseDir = path.dirname(file);
+  return { ...result.data, file, baseDir };
+}
+
+/** Replace ${NAME} and ${NAME:-default} in every string; $${ escapes a literal ${. */
+function interpolate(
+  value: unknown,
+  at: PropertyKey[],
+  env: NodeJS.ProcessEnv,
+  missing: (at: PropertyKey[], name: string) => void,
+): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (whole, escaped, name: string, fallback?: string) => {
+      if (escaped) return whole.slice(1);
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (fallback !== undefined) return fallback;
+      missing(at, name);
+      return '';
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, [...at, i], env, missing));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, interpolate(v, [...at, k], env, missing)]),
+    );
+  }
+  return value;
+}
+
+function formatIssue(issue: z.core.$ZodIssue, input: unknown, label: string): string[] {
+  const p = issue.path;
+  const found = valueAt(input, p);
+  const where = `${label}: ${formatPath(p)}`;
+  switch (issue.code) {
+    case 'invalid_type':
+      if (found.present === false) return [`${where}: required ${issue.expected} is missing`];
+      return [`${where}: expected ${issue.expected}, found ${describeValue(found.value)}`];
+    case 'invalid_value':
+      return [`${where}: expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, found ${describeValue(found.value)}`];
+    case 'unrecognized_keys':
+      return issue.keys.map(
+        (k) => `${label}: ${formatPath([...p, k])}: unknown key${suggestKey(k, input, p)}`,
+      );
+    case 'invalid_union': {
+      // A discriminated union with an unknown discriminator: point at the discriminator itself.
+      const disc = (issue as { discriminator?: string }).discriminator;
+      if (disc) {
+        const dv = valueAt(input, [...p, disc]);
+        const options = p.length === 1 && p[0] === 'keystore' ? '"file" | "env"' : 'a supported value';
+        if (!dv.present) return [`${label}: ${formatPath([...p, disc])}: required, expected ${options}`];
+        return [`${label}: ${formatPath([...p, disc])}: expected ${options}, found ${describeValue(dv.value)}`];
+      }
+      return [`${where}: ${issue.message}, found ${describeValue(found.value)}`];
+    }
+    case 'invalid_format':
+      return [`${where}: expected ${issue.message.replace(/^Invalid string: must match pattern .*$/, 'a different format')}, found ${describeValue(found.value)}`];
+    case 'too_small':
+    case 'too_big':
+      return [`${where}: ${issue.message.replace(/^Too (small|big): /, '').replace(/^expected /, 'expected ')}, found ${describeValue(found.value)}`];
+    default:
+      return [`${where}: ${issue.message}, found ${describeValue(found.value)}`];
+  }
+}
+
+const KNOWN_KEYS: Record<string, string[]> = {
+  '': ['database', 'keystore', 'keyring', 'targets', 'policy'],
+  database: ['client', 'connection', 'pool', 'connectTimeoutSeconds'],
+  keystore: ['provider', 'path', 'prefix'],
+  policy: ['rotationIntervalDays', 'minPropagationSeconds', 'rollbackWindowDays', 'retiredKeys'],
+  target: ['table', 'primaryKey', 'columns'],
+};
+
+function suggestKey(key: string, _input: unknown, at: PropertyKey[]): string {
+  const section = at.length === 0 ? '' : at[0] === 'targets' ? 'target' : String(at[0]);
+  const known = KNOWN_KEYS[section];
+  if (!known) return '';
+  const close = known.find((k) => k.toLowerCase() === key.toLowerCase() || editDistance(k.toLowerCase(), key.toLowerCase()) <= 2);
+  return close ? ` (did you mean "${close}"?)` : ` (allowed here: ${known.join(', ')})`;
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+function valueAt(input: unknown, p: PropertyKey[]): { present: boolean; value: unknown } {
+  let cur: unknown = input;
+  for (const k of p) {
+    if (cur === null || typeof cur !== 'object' || !(k in (cur as object))) return { present: false, value: undefined };
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return { present: true, value: cur };
+}
+
+export function formatPath(p: readonly PropertyKey[]): string {
+  if (p.length === 0) return '(top level)';
+  return p.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '');
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null (an empty value)';
+  if (typeof v === 'string') return v.length > 60 ? `a string of ${v.length} characters` : JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean') return `${typeof v} ${String(v)}`;
+  if (Array.isArray(v)) return `a list of ${v.length}`;
+  return 'a mapping';
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s;
+}
+
+function displayName(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
+}
+
+/** Resolve a path from the config file relative to the config file's directory. */
+export function resolveConfigPath(config: Pick<LoadedConfig, 'baseDir'>, p: string): string {
+  return path.resolve(config.baseDir, p);
+}

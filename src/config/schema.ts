@@ -1,0 +1,74 @@
+/**
+ * The shape of keyctl.yaml. Strict objects: an unknown key is an error (a typo in a policy
+ * name must not silently fall back to a default). docs/configuration.md mirrors this file.
+ */
+import { z } from 'zod';
+
+const identifier = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier (letters, digits, _ and $; not starting with a digit)');
+
+const tableName = z
+  .string()
+  .regex(
+    /^([A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$/,
+    'a table name, optionally schema-qualified (schema.table)',
+  );
+
+export const DatabaseSchema = z.strictObject({
+  client: z.enum(['sqlite', 'pg', 'mysql']),
+  connection: z.string().min(1),
+  pool: z
+    .strictObject({
+      min: z.int().min(0).default(0),
+      max: z.int().min(1).max(100).default(4),
+    })
+    .optional(),
+  connectTimeoutSeconds: z.number().positive().max(600).default(10),
+});
+
+const FileKeystoreSchema = z.strictObject({
+  provider: z.literal('file'),
+  path: z.string().min(1).default('.keyctl/keyring.json'),
+});
+
+const EnvKeystoreSchema = z.strictObject({
+  provider: z.literal('env'),
+  /** Variables are <prefix>KEY_V1, <prefix>KEY_V2, … and <prefix>PRIMARY. */
+  prefix: z
+    .string()
+    .regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable prefix in capitals, e.g. KEYCTL_')
+    .default('KEYCTL_'),
+});
+
+export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema]);
+
+export const TargetSchema = z.strictObject({
+  table: tableName,
+  primaryKey: identifier.default('id'),
+  columns: z.array(identifier).min(1),
+});
+
+export const PolicySchema = z.strictObject({
+  rotationIntervalDays: z.int().min(1).max(3650).default(90),
+  minPropagationSeconds: z.int().min(0).default(300),
+  rollbackWindowDays: z.int().min(0).max(3650).default(30),
+  retiredKeys: z.enum(['destroy', 'archive']).default('destroy'),
+});
+
+export const ConfigSchema = z.strictObject({
+  database: DatabaseSchema,
+  keystore: KeystoreSchema,
+  keyring: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a keyring name (letters, digits, _ . -)')
+    .default('default'),
+  targets: z.array(TargetSchema).default([]),
+  policy: PolicySchema.default(() => PolicySchema.parse({})),
+});
+
+export type RawConfig = z.infer<typeof ConfigSchema>;
+export type TargetConfig = z.infer<typeof TargetSchema>;
+export type KeystoreConfig = z.infer<typeof KeystoreSchema>;
+export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
+export type PolicyConfig = z.infer<typeof PolicySchema>;

@@ -1,0 +1,24 @@
+/**
+ * What core operations receive instead of reaching for globals: the database, the keystore,
+ * the configuration, a clock, who is acting, and somewhere to say what is happening.
+ */
+import type { LoadedConfig } from '../config/load.js';
+import type { Db } from '../db/connect.js';
+import type { Keystore } from '../keystore/types.js';
+
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export const silentLogger: Logger = { info: () => undefined, warn: () => undefined };
+
+export interface CoreContext {
+  config: LoadedConfig;
+  db: Db;
+  keystore: Keystore;
+  now: () => Date;
+  /** "user@host", or KEYCTL_ACTOR. Recorded in the audit table. */
+  actor: string;
+  log: Logger;
+}

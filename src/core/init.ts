@@ -1,0 +1,186 @@
+/**
+ * `keyctl init`: writes a working keyctl.yaml on the embedded default (SQLite + file keystore),
+ * creates key v1 (or adopts an existing key), prepares the database and, with --demo, a
+ * customers table of encrypted sample data. The config file is written last, so a failure
+ * half-way leaves no config pointing at something that does not exist; running init again
+ * picks up the keyring already created.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
+import { AesGcmV1Codec } from '../crypto/codec.js';
+import { fingerprint, generateKey } from '../crypto/keys.js';
+import { openDatabase } from '../db/connect.js';
+import { migrate } from '../db/migrations.js';
+import { openKeystore } from '../keystore/index.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
+import { appendAudit } from './audit.js';
+import type { CoreContext, Logger } from './context.js';
+import { createDemoTable, DEMO_TARGET } from './demo.js';
+import { KeyctlError, RefusedError, UsageError } from './errors.js';
+import { reconcileRegistry } from './registry.js';
+
+export interface InitOptions {
+  configFile: string;
+  force: boolean;
+  demo: boolean;
+  rows: number;
+  /** An existing key to adopt as v1 instead of generating one. */
+  adoptKey?: { source: string; key: Buffer };
+  /** database.connection to write: a SQLite path (default ./keyctl.db) or a postgres:// / mysql:// URL, may be ${VAR}. */
+  database?: string;
+  keyring?: string;
+  env: NodeJS.ProcessEnv;
+  now: () => Date;
+  actor: string;
+  log: Logger;
+}
+
+export interface InitResult {
+  configFile: string;
+  keyring: string;
+  keystore: string;
+  primary: string;
+  fingerprint: string;
+  keySource: 'generated' | 'adopted' | 'existing';
+  database: string;
+  demoRows: number | null;
+}
+
+export function clientFor(connection: string): 'sqlite' | 'pg' | 'mysql' {
+  if (/^postgres(ql)?:\/\//i.test(connection)) return 'pg';
+  if (/^(mysql|mariadb):\/\//i.test(connection)) return 'mysql';
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(connection)) {
+    throw new UsageError(`unsupported database URL scheme in "${connection.split('://')[0]}://…"`, 'use postgres://, mysql:// or a SQLite file path');
+  }
+  return 'sqlite';
+}
+
+export function renderConfig(opts: { client: string; connection: string; keyring: string; demo: boolean }): string {
+  const targets = opts.demo
+    ? `targets:
+  - table: ${DEMO_TARGET.table}
+    primaryKey: ${DEMO_TARGET.primaryKey}
+    columns: [${DEMO_TARGET.columns.join(', ')}]
+`
+    : `targets: []
+  # - table: customers        # a table with encrypted columns
+  #   primaryKey: id
+  #   columns: [email, phone, notes]
+`;
+  return `# keyctl configuration. Reference: docs/configuration.md
+# Secrets never belong here: reference them as \${ENV_VAR} instead.
+database:
+  client: ${opts.client}              # sqlite | pg | mysql
+  connection: ${JSON.stringify(opts.connection)}  # SQLite file (relative to this file) or a URL, may be \${DATABASE_URL}
+keystore:
+  provider: file              # file | env
+  path: .keyctl/keyring.json  # created 0600 in a 0700 directory
+keyring: ${opts.keyring}
+${targets}policy:
+  rotationIntervalDays: 90    # status --check fails when the primary key is older
+  minPropagationSeconds: 300  # wait between generate and dual-key so every reader has the new key
+  rollbackWindowDays: 30      # how long promote keeps the old key for rollback
+  retiredKeys: destroy        # destroy | archive
+`;
+}
+
+export async function initProject(opts: InitOptions): Promise<InitResult> {
+  const configFile = opts.configFile;
+  if (existsSync(configFile) && !opts.force) {
+    throw new RefusedError(
+      `${configFile} already exists`,
+      'keyctl is already set up here: run `keyctl status`.\nTo rewrite the config file (keys and database are kept), run `keyctl init --force`',
+    );
+  }
+  if (!Number.isInteger(opts.rows) || opts.rows < 0) throw new UsageError(`--rows must be a whole number ≥ 0, found ${opts.rows}`);
+
+  const connection = opts.database ?? './keyctl.db';
+  const text = renderConfig({
+    client: clientFor(connection),
+    connection,
+    keyring: opts.keyring ?? 'default',
+    demo: opts.demo,
+  });
+  // Validate what we are about to write exactly as every later command will read it.
+  const config: LoadedConfig = parseConfig(text, configFile, opts.env);
+
+  const keystore = openKeystore(config, opts.env);
+  const existing = await keystore.read();
+  let keySource: InitResult['keySource'];
+  let primary: string;
+  let key: Buffer;
+  if (existing) {
+    primary = existing.doc.primary;
+    key = existing.doc.keys.get(primary)!;
+    if (opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
+      throw new RefusedError(
+        `${keystore.describe()} already exists with a different v1 than the key in ${opts.adoptKey.source}`,
+        'keyctl never overwrites existing keys: move the keyring file away first if you really mean to replace it',
+      );
+    }
+    if (existing.doc.keyring !== config.keyring) {
+      throw new RefusedError(`${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`, `use --keyring ${existing.doc.keyring}, or another keystore path`);
+    }
+    keySource = 'existing';
+    opts.log.info(`using the existing keyring in ${keystore.describe()} (primary ${primary})`);
+  } else {
+    key = opts.adoptKey?.key ?? generateKey();
+    primary = 'v1';
+    await keystore.write({ keyring: config.keyring, primary, keys: new Map([[primary, key]]) }, null, 'create the keyring');
+    keySource = opts.adoptKey ? 'adopted' : 'generated';
+    opts.log.info(
+      opts.adoptKey
+        ? `adopted the key from ${opts.adoptKey.source} as v1 in ${keystore.describe()}`
+        : `created key v1 in ${keystore.describe()}`,
+    );
+  }
+
+  const sqliteFile = config.database.client === 'sqlite' ? resolveConfigPath(config, config.database.connection) : null;
+  const db = await openDatabase(config.database, { baseDir: config.baseDir });
+  try {
+    await migrate(db);
+    const ctx: CoreContext = { config, db, keystore, now: opts.now, actor: opts.actor, log: opts.log };
+    await reconcileRegistry(ctx);
+    let demoRows: number | null = null;
+    if (opts.demo) {
+      const exists = await db.knex.schema.hasTable(DEMO_TARGET.table);
+      if (exists && !opts.force) {
+        throw new RefusedError(
+          `table "${DEMO_TARGET.table}" already exists in ${db.endpoint.description}`,
+          'run `keyctl init --demo --force` to drop and recreate it (its rows are lost), or use another database',
+        );
+      }
+      opts.log.info(`creating ${opts.rows} demo rows in ${DEMO_TARGET.table} under ${primary}`);
+      await createDemoTable(db, { rows: opts.rows, version: primary, key, codec: new AesGcmV1Codec(), replace: exists });
+      demoRows = opts.rows;
+    }
+    await appendAudit(
+      db,
+      {
+        keyring: config.keyring,
+        action: 'init',
+        actor: opts.actor,
+        newVersion: primary,
+        outcome: 'ok',
+        details: { keySource, fingerprint: fingerprint(key), keystore: keystore.provider, demoRows },
+      },
+      opts.now(),
+    );
+    await writeFileAtomic(configFile, text, 0o644).catch((err: NodeJS.ErrnoException) => {
+      throw new KeyctlError('io', 'USAGE', `cannot write ${configFile}: ${err.code ?? err.message}`, 'check that the directory exists and is writable');
+    });
+    return {
+      configFile,
+      keyring: config.keyring,
+      keystore: keystore.describe(),
+      primary,
+      fingerprint: fingerprint(key),
+      keySource,
+      database: sqliteFile ? path.relative(path.dirname(configFile), sqliteFile) || sqliteFile : db.endpoint.description,
+      demoRows,
+    };
+  } finally {
+    await db.close();
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * `keyctl status`: the keyring's versions, the open rotation, and per target column how many
+ * values sit under each key version — counted by the database (one GROUP BY scan per table),
+ * never by loading rows into memory.
+ */
+import { AesGcmV1Codec, type Codec } from '../crypto/codec.js';
+import { compareVersions, isVersionName } from '../crypto/keys.js';
+import type { TargetConfig } from '../config/schema.js';
+import type { Db } from '../db/connect.js';
+import { translateDbError } from '../db/errors.js';
+import type { CoreContext } from './context.js';
+import { reconcileRegistry, type VersionState } from './registry.js';
+import { openRotation } from './rotations.js';
+import { checkTargets } from './targets.js';
+
+export interface ColumnCounts {
+  table: string;
+  column: string;
+  /** version → number of values that claim it */
+  counts: Record<string, number>;
+  null: number;
+  unparseable: number;
+  total: number;
+  /** Versions found in the data that the keyring does not hold. */
+  unknownVersions: string[];
+}
+
+export interface StatusReport {
+  keyring: string;
+  primary: string;
+  keystore: { provider: string; location: string };
+  versions: Array<{ version: string; state: VersionState; fingerprint: string; compromised: boolean; createdAt: string; inKeystore: boolean }>;
+  rotation: null | { id: number; phase: string; oldVersion: string | null; newVersion: string | null; emergency: boolean; openedAt: string };
+  targets: ColumnCounts[];
+  rotationIntervalDays: number;
+  nextRotationDue: string;
+  overdue: boolean;
+  warnings: string[];
+}
+
+const DAY_MS = 86_400_000;
+
+export async function countVersions(db: Db, target: TargetConfig, codec: Codec): Promise<ColumnCounts[]> {
+  const knex = db.knex;
+  const aliases = target.columns.map((_, i) => `b${i}`);
+  const select: Record<string, unknown> = {};
+  target.columns.forEach((c, i) => (select[aliases[i]!] = db.adapter.versionBucket(c, codec.shapePattern)));
+  let rows: Array<Record<string, unknown>>;
+  try {
+    // One scan per table: group by every column's bucket at once. The number of groups is bounded
+    // by the combinations of versions actually present, not by the row count.
+    rows = await knex(target.table)
+      .select(select as Record<string, string>)
+      .count({ n: '*' })
+      .groupByRaw(aliases.map((_, i) => String(i + 1)).join(', '));
+  } catch (err) {
+    throw translateDbError(err, db.endpoint, `count values in ${target.table} of`);
+  }
+  return target.columns.map((column, i) => {
+    const out: ColumnCounts = { table: target.table, column, counts: {}, null: 0, unparseable: 0, total: 0, unknownVersions: [] };
+    for (const r of rows) {
+      const bucket = String(r[aliases[i]!]);
+      const n = Number(r.n);
+      out.total += n;
+      if (bucket === '#null') out.null += n;
+      else if (bucket === '#unparseable' || !isVersionName(bucket)) out.unparseable += n;
+      else out.counts[bucket] = (out.counts[bucket] ?? 0) + n;
+    }
+    out.counts = Object.fromEntries(Object.entries(out.counts).sort(([a], [b]) => compareVersions(a, b)));
+    return out;
+  });
+}
+
+export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Codec()): Promise<StatusReport> {
+  const { config, db } = ctx;
+  const { snapshot, versions, warnings } = await reconcileRegistry(ctx);
+  await checkTargets(db, config);
+  const rotation = await openRotation(db, config.keyring);
+  const targets: ColumnCounts[] = [];
+  for (const t of config.targets) targets.push(...(await countVersions(db, t, codec)));
+  const known = new Set(snapshot.doc.keys.keys());
+  for (const t of targets) {
+    t.unknownVersions = Object.keys(t.counts).filter((v) => !known.has(v));
+  }
+  const primaryReg = versions.find((v) => v.version === snapshot.doc.primary);
+  const since = primaryReg?.createdAt ?? ctx.now();
+  const due = new Date(since.getTime() + config.policy.rotationIntervalDays * DAY_MS);
+  return {
+    keyring: config.keyring,
+    primary: snapshot.doc.primary,
+    keystore: { provider: ctx.keystore.provider, location: ctx.keystore.describe() },
+    versions: versions.map((v) => ({
+      version: v.version,
+      state: v.state,
+      fingerprint: v.fingerprint,
+      compromised: v.compromised,
+      createdAt: v.createdAt.toISOString(),
+      inKeystore: snapshot.doc.keys.has(v.version),
+    })),
+    rotation: rotation
+      ? {
+          id: rotation.id,
+          phase: rotation.phase,
+          oldVersion: rotation.oldVersion,
+          newVersion: rotation.newVersion,
+          emergency: rotation.emergency,
+          openedAt: rotation.openedAt.toISOString(),
+        }
+      : null,
+    targets,
+    rotationIntervalDays: config.policy.rotationIntervalDays,
+    nextRotationDue: due.toISOString(),
+    overdue: ctx.now().getTime() > due.getTime(),
+    warnings,
+  };
+}
+
+/** Problems `status --check` fails on (empty when healthy). */
+export function statusProblems(report: StatusReport): string[] {
+  const problems: string[] = [];
+  if (report.overdue) problems.push(`rotation overdue: the next rotation was due ${report.nextRotationDue}`);
+  for (const t of report.targets) {
+    if (t.unparseable > 0) problems.push(`${t.table}.${t.column}: ${t.unparseable} unparseable value(s)`);
+    for (const v of t.unknownVersions) problems.push(`${t.table}.${t.column}: ${t.counts[v]} value(s) under ${v}, which the keyring does not hold`);
+  }
+  return problems;
+}

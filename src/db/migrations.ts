@@ -1,0 +1,131 @@
+/**
+ * keyctl's own tables, created by versioned migrations (Knex's migrator with an in-code source,
+ * recorded in keyctl_migrations and serialised by its lock table). Each step also checks before
+ * it creates, so a step interrupted on MySQL (no transactional DDL) can simply be run again.
+ */
+import type { Knex } from 'knex';
+import { translateDbError } from './errors.js';
+import type { Db } from './connect.js';
+
+export const TABLES = {
+  keyVersions: 'keyctl_key_versions',
+  rotations: 'keyctl_rotations',
+  audit: 'rotation_audit',
+  checkpoints: 'keyctl_reencrypt_checkpoints',
+} as const;
+
+interface Migration {
+  name: string;
+  up(knex: Knex): Promise<void>;
+}
+
+async function createIfMissing(knex: Knex, table: string, build: (t: Knex.CreateTableBuilder) => void): Promise<void> {
+  if (await knex.schema.hasTable(table)) return;
+  await knex.schema.createTable(table, build);
+}
+
+const MIGRATIONS: Migration[] = [
+  {
+    name: '0001_registry_rotations_audit_checkpoints',
+    async up(knex) {
+      await createIfMissing(knex, TABLES.keyVersions, (t) => {
+        t.string('keyring', 64).notNullable();
+        t.string('version', 16).notNullable();
+        t.integer('version_number').notNullable();
+        // primary | decrypt-only | archived | retired
+        t.string('state', 16).notNullable();
+        t.string('fingerprint', 32).notNullable();
+        t.boolean('compromised').notNullable().defaultTo(false);
+        t.datetime('created_at', { precision: 3 }).notNullable();
+        t.datetime('state_changed_at', { precision: 3 }).notNullable();
+        t.primary(['keyring', 'version']);
+      });
+      await createIfMissing(knex, TABLES.rotations, (t) => {
+        t.bigIncrements('id').primary();
+        t.string('keyring', 64).notNullable();
+        t.string('phase', 32).notNullable();
+        t.string('old_version', 16).nullable();
+        t.string('new_version', 16).nullable();
+        t.boolean('emergency').notNullable().defaultTo(false);
+        t.text('reason').nullable();
+        // Equals keyring while the rotation is open, NULL once closed: the unique index allows at
+        // most one open rotation per keyring on every dialect (MySQL has no partial indexes).
+        t.string('open_keyring', 64).nullable().unique({ indexName: 'keyctl_rotations_one_open' });
+        t.string('opened_by', 255).notNullable();
+        t.datetime('opened_at', { precision: 3 }).notNullable();
+        t.datetime('phase_changed_at', { precision: 3 }).notNullable();
+        t.datetime('rollback_deadline', { precision: 3 }).nullable();
+        t.datetime('closed_at', { precision: 3 }).nullable();
+        t.index(['keyring', 'opened_at'], 'keyctl_rotations_keyring_opened');
+      });
+      await createIfMissing(knex, TABLES.audit, (t) => {
+        t.bigIncrements('id').primary();
+        t.bigInteger('rotation_id').nullable();
+        t.string('keyring', 64).notNullable();
+        t.string('action', 32).notNullable();
+        t.string('from_phase', 32).nullable();
+        t.string('to_phase', 32).nullable();
+        t.string('actor', 255).notNullable();
+        t.string('old_version', 16).nullable();
+        t.string('new_version', 16).nullable();
+        t.bigInteger('rows_affected').nullable();
+        // ok | refused | failed | interrupted
+        t.string('outcome', 16).notNullable();
+        t.text('details').nullable();
+        t.datetime('created_at', { precision: 3 }).notNullable();
+        t.index(['keyring', 'created_at'], 'rotation_audit_keyring_created');
+        t.index(['rotation_id'], 'rotation_audit_rotation');
+      });
+      await createIfMissing(knex, TABLES.checkpoints, (t) => {
+        t.bigIncrements('id').primary();
+        t.bigInteger('rotation_id').notNullable();
+        t.string('table_name', 130).notNullable();
+        t.string('shard', 16).notNullable().defaultTo('0/1');
+        // JSON text of the last primary key value committed.
+        t.text('cursor').nullable();
+        t.bigInteger('rows_scanned').notNullable().defaultTo(0);
+        t.bigInteger('rows_rewritten').notNullable().defaultTo(0);
+        t.bigInteger('rows_failed').notNullable().defaultTo(0);
+        t.boolean('completed').notNullable().defaultTo(false);
+        t.datetime('updated_at', { precision: 3 }).notNullable();
+        t.unique(['rotation_id', 'table_name', 'shard'], { indexName: 'keyctl_checkpoints_unique' });
+      });
+    },
+  },
+];
+
+const migrationSource: Knex.MigrationSource<Migration> = {
+  getMigrations: async () => MIGRATIONS,
+  getMigrationName: (m) => m.name,
+  getMigration: async (m) => ({ up: m.up, down: async () => undefined }),
+};
+
+const MIGRATOR_CONFIG: Knex.MigratorConfig = {
+  migrationSource,
+  tableName: 'keyctl_migrations',
+};
+
+export interface MigrationResult {
+  applied: string[];
+  total: number;
+}
+
+/** Apply pending migrations; a no-op when the schema is current. */
+export async function migrate(db: Db): Promise<MigrationResult> {
+  try {
+    const [, applied] = (await db.knex.migrate.latest(MIGRATOR_CONFIG)) as [number, string[]];
+    return { applied, total: MIGRATIONS.length };
+  } catch (err) {
+    throw translateDbError(err, db.endpoint, 'create keyctl tables in');
+  }
+}
+
+/** Names of migrations not yet applied (for `keyctl migrate --status`). */
+export async function pendingMigrations(db: Db): Promise<string[]> {
+  try {
+    const [, pending] = (await db.knex.migrate.list(MIGRATOR_CONFIG)) as [unknown[], Migration[]];
+    return pending.map((m) => m.name);
+  } catch (err) {
+    throw translateDbError(err, db.endpoint, 'read the migration state of');
+  }
+}
