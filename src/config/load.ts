@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { ConfigSchema, type RawConfig } from './schema.js';
+import { ConfigSchema, KEYSTORE_PROVIDERS, type RawConfig } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';
 
@@ -100,6 +100,11 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
   return { ...result.data, file, baseDir };
 }
 
+/** Expand ${NAME} / ${NAME:-default} in one string; unset names become ''. */
+export function expandEnv(text: string, env: NodeJS.ProcessEnv): string {
+  return interpolate(text, [], env, () => undefined) as string;
+}
+
 /** Replace ${NAME} and ${NAME:-default} in every string; $${ escapes a literal ${. */
 function interpolate(
   value: unknown,
@@ -144,10 +149,11 @@ function formatIssue(issue: z.core.$ZodIssue, input: unknown, label: string): st
       // A discriminated union with an unknown discriminator: point at the discriminator itself.
       const disc = (issue as { discriminator?: string }).discriminator;
       if (disc) {
-        const dv = valueAt(input, [...p, disc]);
-        const options = p.length === 1 && p[0] === 'keystore' ? '"file" | "env"' : 'a supported value';
-        if (!dv.present) return [`${label}: ${formatPath([...p, disc])}: required, expected ${options}`];
-        return [`${label}: ${formatPath([...p, disc])}: expected ${options}, found ${describeValue(dv.value)}`];
+        const at = p[p.length - 1] === disc ? p : [...p, disc];
+        const dv = valueAt(input, at);
+        const options = at[0] === 'keystore' ? KEYSTORE_PROVIDERS.map((v) => JSON.stringify(v)).join(' | ') : 'a supported value';
+        if (!dv.present) return [`${label}: ${formatPath(at)}: required, expected ${options}`];
+        return [`${label}: ${formatPath(at)}: expected ${options}, found ${describeValue(dv.value)}`];
       }
       return [`${where}: ${issue.message}, found ${describeValue(found.value)}`];
     }

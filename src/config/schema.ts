@@ -41,6 +41,9 @@ const EnvKeystoreSchema = z.strictObject({
     .default('KEYCTL_'),
 });
 
+/** Keep in step with the union below (used for error messages). */
+export const KEYSTORE_PROVIDERS = ['file', 'env'] as const;
+
 export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema]);
 
 export const TargetSchema = z.strictObject({

@@ -7,7 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
+import { expandEnv, parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import { fingerprint, generateKey } from '../crypto/keys.js';
 import { openDatabase } from '../db/connect.js';
@@ -97,7 +97,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
 
   const connection = opts.database ?? './keyctl.db';
   const text = renderConfig({
-    client: clientFor(connection),
+    client: clientFor(expandEnv(connection, opts.env)),
     connection,
     keyring: opts.keyring ?? 'default',
     demo: opts.demo,
@@ -107,38 +107,39 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
 
   const keystore = openKeystore(config, opts.env);
   const existing = await keystore.read();
-  let keySource: InitResult['keySource'];
-  let primary: string;
-  let key: Buffer;
-  if (existing) {
-    primary = existing.doc.primary;
-    key = existing.doc.keys.get(primary)!;
-    if (opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
-      throw new RefusedError(
-        `${keystore.describe()} already exists with a different v1 than the key in ${opts.adoptKey.source}`,
-        'keyctl never overwrites existing keys: move the keyring file away first if you really mean to replace it',
-      );
-    }
-    if (existing.doc.keyring !== config.keyring) {
-      throw new RefusedError(`${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`, `use --keyring ${existing.doc.keyring}, or another keystore path`);
-    }
-    keySource = 'existing';
-    opts.log.info(`using the existing keyring in ${keystore.describe()} (primary ${primary})`);
-  } else {
-    key = opts.adoptKey?.key ?? generateKey();
-    primary = 'v1';
-    await keystore.write({ keyring: config.keyring, primary, keys: new Map([[primary, key]]) }, null, 'create the keyring');
-    keySource = opts.adoptKey ? 'adopted' : 'generated';
-    opts.log.info(
-      opts.adoptKey
-        ? `adopted the key from ${opts.adoptKey.source} as v1 in ${keystore.describe()}`
-        : `created key v1 in ${keystore.describe()}`,
+  if (existing && opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
+    throw new RefusedError(
+      `${keystore.describe()} already exists with a different v1 than the key in ${opts.adoptKey.source}`,
+      'keyctl never overwrites existing keys: move the keyring file away first if you really mean to replace it',
     );
   }
+  if (existing && existing.doc.keyring !== config.keyring) {
+    throw new RefusedError(`${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`, `use --keyring ${existing.doc.keyring}, or another keystore path`);
+  }
 
+  // Connect before creating any key, so a wrong database URL leaves nothing behind.
   const sqliteFile = config.database.client === 'sqlite' ? resolveConfigPath(config, config.database.connection) : null;
   const db = await openDatabase(config.database, { baseDir: config.baseDir });
   try {
+    let keySource: InitResult['keySource'];
+    let primary: string;
+    let key: Buffer;
+    if (existing) {
+      primary = existing.doc.primary;
+      key = existing.doc.keys.get(primary)!;
+      keySource = 'existing';
+      opts.log.info(`using the existing keyring in ${keystore.describe()} (primary ${primary})`);
+    } else {
+      key = opts.adoptKey?.key ?? generateKey();
+      primary = 'v1';
+      await keystore.write({ keyring: config.keyring, primary, keys: new Map([[primary, key]]) }, null, 'create the keyring');
+      keySource = opts.adoptKey ? 'adopted' : 'generated';
+      opts.log.info(
+        opts.adoptKey
+          ? `adopted the key from ${opts.adoptKey.source} as v1 in ${keystore.describe()}`
+          : `created key v1 in ${keystore.describe()}`,
+      );
+    }
     await migrate(db);
     const ctx: CoreContext = { config, db, keystore, now: opts.now, actor: opts.actor, log: opts.log };
     await reconcileRegistry(ctx);

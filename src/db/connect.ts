@@ -137,6 +137,9 @@ function knexConfig(cfg: DatabaseConfig, ep: DbEndpoint): Knex.Config {
   }
 }
 
+const ignore = (): void => undefined;
+const QUIET_KNEX_LOG = { warn: ignore, error: ignore, debug: ignore, deprecate: ignore, log: ignore };
+
 export async function openDatabase(cfg: DatabaseConfig, opts: OpenOptions): Promise<Db> {
   const endpoint = describeEndpoint(cfg, opts.baseDir);
   if (cfg.client === 'sqlite' && opts.mustExist && endpoint.database !== ':memory:' && !existsSync(endpoint.database!)) {
@@ -146,7 +149,8 @@ export async function openDatabase(cfg: DatabaseConfig, opts: OpenOptions): Prom
     );
   }
   const { default: knexFactory } = await import('knex');
-  const knex = knexFactory(knexConfig(cfg, endpoint));
+  // Knex logs connection failures with stack traces on its own; keyctl reports them itself.
+  const knex = knexFactory({ ...knexConfig(cfg, endpoint), log: QUIET_KNEX_LOG });
   const db: Db = {
     knex,
     adapter: createAdapter(cfg.client, knex),

@@ -91,7 +91,7 @@ export function assertPrivateMode(file: string, mode: number): void {
     throw new KeystoreError(
       `keyring file ${file} is accessible by group or others (mode ${perms.toString(8).padStart(4, '0')}); keyctl refuses to use it`,
       `restrict it to its owner with:\n  chmod 600 ${shellQuote(file)}\n` +
-        'and, if anyone else could have read it, treat the keys as exposed: run `keyctl generate --emergency --reason "…"`',
+        'and, if anyone else could have read it, treat its keys as exposed and rotate them',
     );
   }
 }

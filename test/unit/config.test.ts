@@ -1,0 +1,127 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/core/errors.js';
+import { renderConfig } from '../../src/core/init.js';
+
+const FILE = '/srv/app/keyctl.yaml';
+
+function problemsOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(text, FILE, env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    const e = err as ConfigError;
+    return [e.message, ...e.problems];
+  }
+  throw new Error('expected a ConfigError');
+}
+
+const ISSUE_EXAMPLE = `
+database:
+  client: sqlite        # sqlite | pg | mysql
+  connection: ./keyctl.db
+keystore:
+  provider: file
+  path: .keyctl/keyring.json
+keyring: default
+targets:
+  - table: customers
+    primaryKey: id
+    columns: [email, phone, notes]
+policy:
+  rotationIntervalDays: 90
+`;
+
+describe('config', () => {
+  it('accepts the documented example and fills defaults', () => {
+    const c = parseConfig(ISSUE_EXAMPLE, FILE, {});
+    expect(c.database).toMatchObject({ client: 'sqlite', connection: './keyctl.db' });
+    expect(c.keystore).toEqual({ provider: 'file', path: '.keyctl/keyring.json' });
+    expect(c.targets).toEqual([{ table: 'customers', primaryKey: 'id', columns: ['email', 'phone', 'notes'] }]);
+    expect(c.policy.rotationIntervalDays).toBe(90);
+    expect(c.policy.rollbackWindowDays).toBe(30);
+    expect(c.baseDir).toBe('/srv/app');
+  });
+
+  it('the file init writes is valid', () => {
+    for (const demo of [true, false]) {
+      const c = parseConfig(renderConfig({ client: 'sqlite', connection: './keyctl.db', keyring: 'default', demo }), FILE, {});
+      expect(c.targets.length).toBe(demo ? 1 : 0);
+    }
+  });
+
+  it('interpolates ${VAR} and ${VAR:-default}, and names a missing variable with its key path', () => {
+    const text = ISSUE_EXAMPLE.replace('client: sqlite        # sqlite | pg | mysql', 'client: pg').replace('./keyctl.db', '${DATABASE_URL}').replace('keyring: default', 'keyring: ${KR:-orders}');
+    const c = parseConfig(text, FILE, { DATABASE_URL: 'postgres://u:p@db:5432/app' });
+    expect(c.database.connection).toBe('postgres://u:p@db:5432/app');
+    expect(c.keyring).toBe('orders');
+    const problems = problemsOf(text, {});
+    expect(problems.join('\n')).toContain('keyctl.yaml: database.connection: environment variable DATABASE_URL is not set');
+  });
+
+  it('keeps $${ as a literal', () => {
+    const c = parseConfig(ISSUE_EXAMPLE.replace('./keyctl.db', () => './$${weird}.db'), FILE, {});
+    expect(c.database.connection).toBe('./${weird}.db');
+  });
+
+  it('reports every problem with file, key path, expected and found', () => {
+    const problems = problemsOf(`
+database:
+  client: postgres
+  conection: x
+keystore:
+  provider: file
+  pth: a
+targets:
+  - table: customers
+    columns: email
+policy:
+  rotationIntervalDays: "ninety"
+extra: 1
+`);
+    const text = problems.join('\n');
+    expect(text).toContain('/srv/app/keyctl.yaml: database.client: expected "sqlite" | "pg" | "mysql", found "postgres"');
+    expect(text).toContain('database.connection: required string is missing');
+    expect(text).toContain('database.conection: unknown key (did you mean "connection"?)');
+    expect(text).toContain('keystore.pth: unknown key (did you mean "path"?)');
+    expect(text).toContain('targets[0].columns: expected array, found "email"');
+    expect(text).toContain('policy.rotationIntervalDays: expected number, found "ninety"');
+    expect(text).toMatch(/extra: unknown key \(allowed here: database, keystore/);
+  });
+
+  it('names an unknown keystore provider', () => {
+    const text = problemsOf(ISSUE_EXAMPLE.replace('provider: file', 'provider: s3')).join('\n');
+    expect(text).toContain('keystore.provider: expected "file" | "env", found "s3"');
+  });
+
+  it('reports YAML syntax errors with line and column', () => {
+    const problems = problemsOf('database:\n  client: sqlite\n connection: [\n');
+    expect(problems[0]).toContain('is not valid YAML');
+    expect(problems.slice(1).join('\n')).toMatch(/keyctl\.yaml:\d+:\d+: YAML syntax error/);
+  });
+
+  it('rejects an empty file and a list at the top level', () => {
+    expect(problemsOf('')[0]).toContain('expected a mapping');
+    expect(problemsOf('- a\n- b\n')[0]).toContain('found a list of 2');
+  });
+
+  it('finds the file via --config, then KEYCTL_CONFIG, then the working directory; a missing one suggests init', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-cfg-'));
+    writeFileSync(path.join(dir, 'other.yaml'), ISSUE_EXAMPLE.replace('keyring: default', 'keyring: other'));
+    writeFileSync(path.join(dir, 'keyctl.yaml'), ISSUE_EXAMPLE);
+    expect(loadConfig({ cwd: dir, env: {} }).keyring).toBe('default');
+    expect(loadConfig({ cwd: dir, env: { KEYCTL_CONFIG: 'other.yaml' } }).keyring).toBe('other');
+    expect(loadConfig({ cwd: dir, env: { KEYCTL_CONFIG: 'nope.yaml' }, explicitPath: 'other.yaml' }).keyring).toBe('other');
+    const empty = mkdtempSync(path.join(os.tmpdir(), 'keyctl-cfg-'));
+    try {
+      loadConfig({ cwd: empty, env: {} });
+      throw new Error('expected failure');
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).hint).toContain('keyctl init');
+    }
+  });
+});
