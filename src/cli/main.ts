@@ -98,6 +98,7 @@ export async function main(io: MainIO): Promise<number> {
   program
     .command('migrate')
     .description("create or upgrade keyctl's own tables (other commands do this automatically)")
+    .option('--unlock', 'first release a migration lock left by a keyctl that died while migrating (only when no other keyctl runs)')
     .action(action(() => import('./commands/migrate.js')));
 
   try {

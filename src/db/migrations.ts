@@ -4,6 +4,7 @@
  * it creates, so a step interrupted on MySQL (no transactional DDL) can simply be run again.
  */
 import type { Knex } from 'knex';
+import { DatabaseError } from '../core/errors.js';
 import { translateDbError } from './errors.js';
 import type { Db } from './connect.js';
 
@@ -110,13 +111,45 @@ export interface MigrationResult {
   total: number;
 }
 
-/** Apply pending migrations; a no-op when the schema is current. */
-export async function migrate(db: Db): Promise<MigrationResult> {
+function isLockContention(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; message?: string };
+  return e?.name === 'MigrationLocked' || e?.code === 'SQLITE_BUSY' || /already locked|database is locked/i.test(e?.message ?? '');
+}
+
+/**
+ * Apply pending migrations; a no-op when the schema is current. Two keyctl processes starting
+ * on a fresh database (cron and an operator, say) contend for Knex's migration lock: the loser
+ * waits and retries instead of failing, and then finds nothing left to do.
+ */
+export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promise<MigrationResult> {
+  const deadline = Date.now() + (opts.lockWaitMs ?? 30_000);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const [, applied] = (await db.knex.migrate.latest(MIGRATOR_CONFIG)) as [number, string[]];
+      return { applied, total: MIGRATIONS.length };
+    } catch (err) {
+      if (isLockContention(err) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+        continue;
+      }
+      if (isLockContention(err)) {
+        throw new DatabaseError(
+          `keyctl's migration lock in ${db.endpoint.description} is still held after ${Math.round((opts.lockWaitMs ?? 30_000) / 1000)} s`,
+          'another keyctl may be migrating right now; if none is running, a previous run died mid-migration:\n' +
+            'release the lock with `keyctl migrate --unlock`, then run the command again',
+        );
+      }
+      throw translateDbError(err, db.endpoint, 'create keyctl tables in');
+    }
+  }
+}
+
+/** Release a migration lock left behind by a process that died while migrating. */
+export async function releaseMigrationLock(db: Db): Promise<void> {
   try {
-    const [, applied] = (await db.knex.migrate.latest(MIGRATOR_CONFIG)) as [number, string[]];
-    return { applied, total: MIGRATIONS.length };
+    await db.knex.migrate.forceFreeMigrationsLock(MIGRATOR_CONFIG);
   } catch (err) {
-    throw translateDbError(err, db.endpoint, 'create keyctl tables in');
+    throw translateDbError(err, db.endpoint, 'release the migration lock in');
   }
 }
 

@@ -2,13 +2,17 @@
 import { loadConfig } from '../../config/load.js';
 import { ExitCode } from '../../core/exit-codes.js';
 import { openDatabase } from '../../db/connect.js';
-import { migrate } from '../../db/migrations.js';
+import { migrate, releaseMigrationLock } from '../../db/migrations.js';
 import type { CliRuntime } from '../runtime.js';
 
-export async function run(rt: CliRuntime): Promise<number> {
+export async function run(rt: CliRuntime, flags: { unlock?: boolean }): Promise<number> {
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {
+    if (flags.unlock) {
+      await releaseMigrationLock(db);
+      rt.output.info(`released keyctl's migration lock in ${db.endpoint.description}`);
+    }
     const result = await migrate(db);
     rt.output.result({ applied: result.applied, total: result.total, database: db.endpoint.description }, () =>
       result.applied.length > 0

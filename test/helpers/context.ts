@@ -1,0 +1,33 @@
+/** Builds a CoreContext on a test database, as the CLI would, for integration tests. */
+import path from 'node:path';
+import type { LoadedConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/config/load.js';
+import type { CoreContext } from '../../src/core/context.js';
+import { silentLogger } from '../../src/core/context.js';
+import { openDatabase, type Db } from '../../src/db/connect.js';
+import { migrate } from '../../src/db/migrations.js';
+import { FileKeystore } from '../../src/keystore/file.js';
+import type { Keystore } from '../../src/keystore/types.js';
+import type { TestDatabase } from './databases.js';
+
+export function testConfig(tdb: TestDatabase, extra = ''): LoadedConfig {
+  const text = `database:\n  client: ${tdb.dialect}\n  connection: ${JSON.stringify(tdb.connection)}\nkeystore:\n  provider: file\n  path: keyring.json\n${extra}`;
+  return parseConfig(text, path.join(tdb.dir, 'keyctl.yaml'), {});
+}
+
+export async function openTestContext(
+  tdb: TestDatabase,
+  opts: { extraConfig?: string; keystore?: Keystore; now?: () => Date } = {},
+): Promise<CoreContext & { db: Db }> {
+  const config = testConfig(tdb, opts.extraConfig);
+  const db = await openDatabase(config.database, { baseDir: config.baseDir });
+  await migrate(db);
+  return {
+    config,
+    db,
+    keystore: opts.keystore ?? new FileKeystore(path.join(tdb.dir, 'keyring.json')),
+    now: opts.now ?? (() => new Date()),
+    actor: 'tester@test',
+    log: silentLogger,
+  };
+}

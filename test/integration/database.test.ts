@@ -1,0 +1,182 @@
+/**
+ * The database layer against real SQLite, PostgreSQL and MariaDB/MySQL: the same tests for each
+ * dialect, each in a database of its own.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { appendAudit, listAudit } from '../../src/core/audit.js';
+import { ConfigError, DatabaseError, KeystoreError } from '../../src/core/errors.js';
+import { createDemoTable, DEMO_TARGET } from '../../src/core/demo.js';
+import { listVersions, reconcileRegistry } from '../../src/core/registry.js';
+import { countVersions, getStatus, statusProblems } from '../../src/core/status.js';
+import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
+import { fingerprint, generateKey } from '../../src/crypto/keys.js';
+import { openDatabase } from '../../src/db/connect.js';
+import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
+import { EnvKeystore } from '../../src/keystore/env.js';
+import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { openTestContext, testConfig } from '../helpers/context.js';
+
+const codec = new AesGcmV1Codec();
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(!dialectAvailable(dialect))(`database layer on ${dialect}`, () => {
+    let tdb: TestDatabase;
+    const cleanups: Array<() => Promise<void>> = [];
+    beforeEach(async () => {
+      tdb = await createTestDatabase(dialect);
+    });
+    afterEach(async () => {
+      for (const c of cleanups.splice(0).reverse()) await c();
+      await tdb.drop();
+    });
+
+    async function ctx(opts: Parameters<typeof openTestContext>[1] = {}) {
+      const c = await openTestContext(tdb, opts);
+      cleanups.push(() => c.db.close());
+      return c;
+    }
+
+    it('migrations create every table, are idempotent, and survive two migrators racing', async () => {
+      const config = testConfig(tdb);
+      const a = await openDatabase(config.database, { baseDir: config.baseDir });
+      const b = await openDatabase(config.database, { baseDir: config.baseDir });
+      cleanups.push(() => a.close(), () => b.close());
+      expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints']);
+      const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
+      expect([...ra.applied, ...rb.applied]).toEqual(['0001_registry_rotations_audit_checkpoints']);
+      expect((await migrate(a)).applied).toEqual([]);
+      expect(await pendingMigrations(a)).toEqual([]);
+      for (const t of Object.values(TABLES)) expect(await a.knex.schema.hasTable(t)).toBe(true);
+      const auditCols = Object.keys(await a.knex(TABLES.audit).columnInfo());
+      for (const c of ['id', 'rotation_id', 'keyring', 'action', 'from_phase', 'to_phase', 'actor', 'old_version', 'new_version', 'rows_affected', 'outcome', 'details', 'created_at']) {
+        expect(auditCols).toContain(c);
+      }
+    });
+
+    it('audit rows round-trip, with UTC timestamps to the millisecond and JSON details', async () => {
+      const c = await ctx();
+      const at = new Date('2026-03-04T05:06:07.089Z');
+      await appendAudit(c.db, { keyring: 'default', action: 'test', actor: 'a@b', outcome: 'ok', rowsAffected: 12345678901, details: { note: 'ü ☕' } }, at);
+      const [row] = await listAudit(c.db, 'default');
+      expect(row).toMatchObject({ action: 'test', actor: 'a@b', outcome: 'ok', rowsAffected: 12345678901, details: { note: 'ü ☕' }, rotationId: null });
+      expect(row!.createdAt.toISOString()).toBe(at.toISOString());
+    });
+
+    it('adopts the keystore into an empty registry once, records it, and stores no key material', async () => {
+      const c = await ctx();
+      const key = generateKey();
+      await c.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+      const first = await reconcileRegistry(c);
+      expect(first.versions.map((v) => [v.version, v.state, v.fingerprint])).toEqual([['v1', 'primary', fingerprint(key)]]);
+      await reconcileRegistry(c);
+      const audit = await listAudit(c.db, 'default');
+      expect(audit.filter((a) => a.action === 'register')).toHaveLength(1);
+      // Key material appears in no keyctl table.
+      const b64 = key.toString('base64');
+      for (const t of Object.values(TABLES)) {
+        const rows = await c.db.knex(t).select();
+        expect(JSON.stringify(rows)).not.toContain(b64);
+        expect(JSON.stringify(rows)).not.toContain(key.toString('hex'));
+      }
+    });
+
+    it('refuses a keystore whose key does not match the registry fingerprint', async () => {
+      const c = await ctx();
+      await c.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', generateKey()]]) }, null, 'create');
+      await reconcileRegistry(c);
+      const other = new EnvKeystore({ env: { KEYCTL_KEY_V1: generateKey().toString('base64') }, prefix: 'KEYCTL_', keyring: 'default' });
+      await expect(reconcileRegistry({ ...c, keystore: other })).rejects.toThrow(KeystoreError);
+      await expect(reconcileRegistry({ ...c, keystore: other })).rejects.toThrow(/does not match the database registry/);
+    });
+
+    it('counts values per version in SQL exactly as the codec classifies them', async () => {
+      const c = await ctx({ extraConfig: `targets:\n  - table: customers\n    columns: [email, phone, notes]\n` });
+      const k1 = generateKey();
+      const k2 = generateKey();
+      await c.keystore.write({ keyring: 'default', primary: 'v2', keys: new Map([['v1', k1], ['v2', k2]]) }, null, 'create');
+      await createDemoTable(c.db, { rows: 300, version: 'v1', key: k1, codec, replace: false });
+      const weird = [
+        null,
+        'plain text',
+        'V1:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==',
+        'v1:AAAAAAAAAAAAAAAA:AAAA',
+        'v1:AAAAAAAAAAAAAA==:AAAAAAAAAAAAAAAAAAAAAA==',
+        '',
+        'v9:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==',
+        codec.encrypt('x', 'v2', k2),
+        codec.encrypt('y', 'v2', k2),
+      ];
+      for (const [i, v] of weird.entries()) {
+        await c.db.knex(DEMO_TARGET.table).where({ id: i + 1 }).update({ email: v });
+      }
+      await c.db.knex(DEMO_TARGET.table).where('id', '>', 290).update({ phone: null });
+      const counts = await countVersions(c.db, c.config.targets[0]!, codec);
+      // Expected, computed in JS from the same rows.
+      const rows: Array<Record<string, string | null>> = await c.db.knex(DEMO_TARGET.table).select();
+      for (const col of counts) {
+        const expected = { counts: {} as Record<string, number>, null: 0, unparseable: 0 };
+        for (const r of rows) {
+          const v = r[col.column];
+          if (v === null || v === undefined) expected.null++;
+          else if (!isWellFormed(v)) expected.unparseable++;
+          else {
+            const ver = codec.versionOf(v);
+            expected.counts[ver] = (expected.counts[ver] ?? 0) + 1;
+          }
+        }
+        expect({ counts: col.counts, null: col.null, unparseable: col.unparseable }).toEqual(expected);
+        expect(col.total).toBe(300);
+      }
+      expect(counts[0]).toMatchObject({ column: 'email', null: 1, unparseable: 5, counts: { v1: 291, v2: 2, v9: 1 } });
+      expect(counts[1]).toMatchObject({ column: 'phone', null: 10, counts: { v1: 290 } });
+
+      const report = await getStatus(c);
+      expect(report.primary).toBe('v2');
+      expect(report.targets[0]!.unknownVersions).toEqual(['v9']);
+      expect(report.overdue).toBe(false);
+      const problems = statusProblems(report);
+      expect(problems.join('\n')).toContain('customers.email: 5 unparseable value(s)');
+      expect(problems.join('\n')).toContain('under v9, which the keyring does not hold');
+    });
+
+    it('status is overdue once the primary key is older than the interval', async () => {
+      const later = new Date(Date.now() + 91 * 86_400_000);
+      const c = await ctx({ now: () => later });
+      await c.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', generateKey()]]) }, null, 'create');
+      await reconcileRegistry({ ...c, now: () => new Date() });
+      const report = await getStatus(c);
+      expect(report.overdue).toBe(true);
+      expect(statusProblems(report)[0]).toContain('rotation overdue');
+      expect((await listVersions(c.db, 'default'))[0]!.state).toBe('primary');
+    });
+
+    it('names targets that do not exist in the database', async () => {
+      const c = await ctx({ extraConfig: `targets:\n  - table: customers\n    columns: [email, fax]\n  - table: nowhere\n    columns: [a]\n` });
+      await c.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', generateKey()]]) }, null, 'create');
+      await createDemoTable(c.db, { rows: 1, version: 'v1', key: generateKey(), codec, replace: false });
+      const err = await getStatus(c).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      const text = (err as ConfigError).problems.join('\n');
+      expect(text).toContain('targets[0].columns[1]: table "customers" has no column "fax"');
+      expect(text).toContain('targets[1].table: table "nowhere" does not exist');
+    });
+  });
+}
+
+describe('unreachable servers give a DatabaseError naming client, host and port', () => {
+  for (const [client, url] of [
+    ['pg', 'postgres://postgres:hunter2@127.0.0.1:1/test'],
+    ['mysql', 'mysql://root:hunter2@127.0.0.1:1/test'],
+  ] as const) {
+    it(client, async () => {
+      const err = await openDatabase({ client, connection: url, connectTimeoutSeconds: 5 }, { baseDir: '/' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DatabaseError);
+      const e = err as DatabaseError;
+      expect(e.message).toContain('127.0.0.1:1');
+      expect(e.message).toContain(client === 'pg' ? 'PostgreSQL' : 'MySQL');
+      expect(e.message).toContain('connection refused');
+      expect(e.message + e.hint).not.toContain('hunter2');
+      expect(e.hint).toContain('database.connection');
+    });
+  }
+});
