@@ -105,14 +105,13 @@ export async function main(io: MainIO): Promise<number> {
     await program.parseAsync(io.argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.OK;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return ExitCode.OK;
+      // Help shown because no command was given: a usage error, so scripts notice.
+      if (err.code === 'commander.help') return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
       if (err.code === 'commander.executeSubCommandAsync') return err.exitCode;
       return ExitCode.USAGE;
     }
     throw err;
-  }
-  if (program.args.length === 0 && io.argv.length <= 2) {
-    program.outputHelp();
   }
   return status;
 }

@@ -5,7 +5,7 @@
  * half-way leaves no config pointing at something that does not exist; running init again
  * picks up the keyring already created.
  */
-import { existsSync } from 'node:fs';
+import { accessSync, existsSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import { expandEnv, parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
@@ -94,6 +94,12 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
     );
   }
   if (!Number.isInteger(opts.rows) || opts.rows < 0) throw new UsageError(`--rows must be a whole number ≥ 0, found ${opts.rows}`);
+  const configDir = path.dirname(configFile);
+  try {
+    accessSync(configDir, fsConstants.W_OK);
+  } catch {
+    throw new UsageError(`cannot write the config file: directory ${configDir} does not exist or is not writable`, 'create the directory first, or run init somewhere you can write');
+  }
 
   const connection = opts.database ?? './keyctl.db';
   const text = renderConfig({

@@ -253,3 +253,11 @@ for (const dialect of DIALECTS.filter((d) => d !== 'sqlite')) {
 function statMode(p: string): number {
   return statSync(p).mode & 0o777;
 }
+
+describe('keyctl without a command', () => {
+  it('shows the help on stderr and exits 2', async () => {
+    const r = await keyctl([], { cwd: tmpdir() });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toContain('Usage: keyctl');
+  });
+});

@@ -2,10 +2,10 @@
  * Adds one plain closing line, "Tests: N passed, N failed, N skipped", after vitest's own
  * summary, so tools that read a run's last lines see the counts without parsing vitest's format.
  */
-import type { Reporter, TestModule } from 'vitest/node';
+import type { Reporter, TestModule, TestRunEndReason } from 'vitest/node';
 
 export default class SummaryLineReporter implements Reporter {
-  onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>, reason: TestRunEndReason): void {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
@@ -22,6 +22,8 @@ export default class SummaryLineReporter implements Reporter {
       if (tests === 0 && m.state() === 'failed') failed++;
     }
     failed += unhandledErrors.length;
+    // A run that failed outside any test (e.g. global setup: a database unreachable under CI) is a failure.
+    if (reason === 'failed' && failed === 0) failed = 1;
     process.stdout.write(`\nTests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
   }
 }
