@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { ConfigSchema, KEYSTORE_PROVIDERS, type RawConfig } from './schema.js';
+import { ConfigSchema, DatabaseSchema, KEYSTORE_PROVIDERS, KeystoreSchema, PolicySchema, TargetSchema, type RawConfig } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';
 
@@ -167,12 +167,13 @@ function formatIssue(issue: z.core.$ZodIssue, input: unknown, label: string): st
   }
 }
 
+/** Allowed keys per section, read from the schema so suggestions never drift from it. */
 const KNOWN_KEYS: Record<string, string[]> = {
-  '': ['database', 'keystore', 'keyring', 'targets', 'policy'],
-  database: ['client', 'connection', 'pool', 'connectTimeoutSeconds'],
-  keystore: ['provider', 'path', 'prefix'],
-  policy: ['rotationIntervalDays', 'minPropagationSeconds', 'rollbackWindowDays', 'retiredKeys'],
-  target: ['table', 'primaryKey', 'columns'],
+  '': Object.keys(ConfigSchema.shape),
+  database: Object.keys(DatabaseSchema.shape),
+  keystore: [...new Set(KeystoreSchema.options.flatMap((o) => Object.keys(o.shape)))],
+  policy: Object.keys(PolicySchema.shape),
+  target: Object.keys(TargetSchema.shape),
 };
 
 function suggestKey(key: string, _input: unknown, at: PropertyKey[]): string {

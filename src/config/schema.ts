@@ -41,9 +41,6 @@ const EnvKeystoreSchema = z.strictObject({
     .default('KEYCTL_'),
 });
 
-/** Keep in step with the union below (used for error messages). */
-export const KEYSTORE_PROVIDERS = ['file', 'env'] as const;
-
 export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema]);
 
 export const TargetSchema = z.strictObject({
@@ -75,3 +72,6 @@ export type TargetConfig = z.infer<typeof TargetSchema>;
 export type KeystoreConfig = z.infer<typeof KeystoreSchema>;
 export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;
+
+/** Provider names, read from the union (for error messages). */
+export const KEYSTORE_PROVIDERS: string[] = KeystoreSchema.options.map((o) => o.shape.provider.value);

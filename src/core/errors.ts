@@ -69,9 +69,3 @@ export class ProblemsFoundError extends KeyctlError {
     super('problems-found', 'PROBLEMS_FOUND', message, hint);
   }
 }
-
-/** Describe any thrown value without leaking stack traces into user output. */
-export function describeError(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}

@@ -3,7 +3,6 @@
  * typo in keyctl.yaml is reported as such rather than as a SQL error.
  */
 import type { LoadedConfig } from '../config/load.js';
-import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import { ConfigError } from './errors.js';
@@ -50,8 +49,4 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
       'fix the table and column names under targets:, or check that keyctl points at the right database',
     );
   }
-}
-
-export function targetLabel(t: TargetConfig, column: string): string {
-  return `${t.table}.${column}`;
 }
