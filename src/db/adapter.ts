@@ -35,45 +35,44 @@ export function fromDbTime(v: unknown): Date | null {
   return null;
 }
 
+interface DialectSpec {
+  knexClient: string;
+  label: string;
+  /** Regex match operator; SQLite's REGEXP is a function keyctl registers (see connect.ts). */
+  regexOperator: '~' | 'REGEXP';
+  /** MySQL's REGEXP follows the column's collation, usually case-insensitive; the format is not. */
+  patternPrefix: string;
+  /** SQL for "the text before the first ':'" of the column bound as ??. */
+  versionPrefixSql: string;
+  /** SQLite has no timestamp type: keyctl stores ISO-8601 text there. */
+  timeAsText: boolean;
+}
+
+const SPECS: Record<Dialect, DialectSpec> = {
+  sqlite: {
+    knexClient: 'better-sqlite3',
+    label: 'SQLite',
+    regexOperator: 'REGEXP',
+    patternPrefix: '',
+    versionPrefixSql: "substr(??, 1, instr(??, ':') - 1)",
+    timeAsText: true,
+  },
+  pg: { knexClient: 'pg', label: 'PostgreSQL', regexOperator: '~', patternPrefix: '', versionPrefixSql: "split_part(??, ':', 1)", timeAsText: false },
+  mysql: { knexClient: 'mysql2', label: 'MySQL', regexOperator: 'REGEXP', patternPrefix: '(?-i)', versionPrefixSql: "SUBSTRING_INDEX(??, ':', 1)", timeAsText: false },
+};
+
 export function createAdapter(dialect: Dialect, knex: Knex): DialectAdapter {
-  switch (dialect) {
-    case 'sqlite':
-      return {
-        dialect,
-        knexClient: 'better-sqlite3',
-        label: 'SQLite',
-        // keyctl registers REGEXP on every SQLite connection (see connect.ts).
-        versionBucket: (column, pattern) =>
-          knex.raw(
-            `CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN substr(??, 1, instr(??, ':') - 1) ELSE '#unparseable' END`,
-            [column, column, pattern, column, column],
-          ),
-        toDbTime: (d) => d.toISOString(),
-      };
-    case 'pg':
-      return {
-        dialect,
-        knexClient: 'pg',
-        label: 'PostgreSQL',
-        versionBucket: (column, pattern) =>
-          knex.raw(
-            `CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ELSE '#unparseable' END`,
-            [column, column, pattern, column],
-          ),
-        toDbTime: (d) => d,
-      };
-    case 'mysql':
-      return {
-        dialect,
-        knexClient: 'mysql2',
-        label: 'MySQL',
-        // (?-i): REGEXP follows the column's collation, usually case-insensitive; the format is not.
-        versionBucket: (column, pattern) =>
-          knex.raw(
-            `CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ELSE '#unparseable' END`,
-            [column, column, `(?-i)${pattern}`, column],
-          ),
-        toDbTime: (d) => d,
-      };
-  }
+  const spec = SPECS[dialect];
+  const prefixRefs = spec.versionPrefixSql.split('??').length - 1;
+  return {
+    dialect,
+    knexClient: spec.knexClient,
+    label: spec.label,
+    versionBucket: (column, pattern) =>
+      knex.raw(
+        `CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ${spec.regexOperator} ? THEN ${spec.versionPrefixSql} ELSE '#unparseable' END`,
+        [column, column, spec.patternPrefix + pattern, ...Array<string>(prefixRefs).fill(column)],
+      ),
+    toDbTime: (d) => (spec.timeAsText ? d.toISOString() : d),
+  };
 }
