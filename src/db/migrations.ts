@@ -4,6 +4,8 @@
  * it creates, so a step interrupted on MySQL (no transactional DDL) can simply be run again.
  */
 import type { Knex } from 'knex';
+import { auditRowHash, GENESIS_HASH } from '../core/audit-hash.js';
+import { auditFieldsOf } from '../core/audit-fields.js';
 import { DatabaseError } from '../core/errors.js';
 import { translateDbError } from './errors.js';
 import type { Db } from './connect.js';
@@ -13,6 +15,7 @@ export const TABLES = {
   rotations: 'keyctl_rotations',
   audit: 'rotation_audit',
   checkpoints: 'keyctl_reencrypt_checkpoints',
+  auditHead: 'keyctl_audit_head',
 } as const;
 
 interface Migration {
@@ -94,6 +97,48 @@ const MIGRATIONS: Migration[] = [
     },
   },
 ];
+
+async function addColumnIfMissing(knex: Knex, table: string, column: string, add: (t: Knex.AlterTableBuilder) => void): Promise<void> {
+  if (await knex.schema.hasColumn(table, column)) return;
+  await knex.schema.alterTable(table, add);
+}
+
+MIGRATIONS.push({
+  name: '0002_audit_hash_chain_and_key_publication',
+  async up(knex) {
+    await addColumnIfMissing(knex, TABLES.audit, 'seq', (t) => t.bigInteger('seq').nullable());
+    await addColumnIfMissing(knex, TABLES.audit, 'prev_hash', (t) => t.string('prev_hash', 64).nullable());
+    await addColumnIfMissing(knex, TABLES.audit, 'row_hash', (t) => t.string('row_hash', 64).nullable());
+    // When the version's key was first published to readers (the propagation delay counts from here).
+    await addColumnIfMissing(knex, TABLES.keyVersions, 'published_at', (t) => t.datetime('published_at', { precision: 3 }).nullable());
+    // present | destroyed: whether the key's material still exists in the keystore (published or archived).
+    await addColumnIfMissing(knex, TABLES.keyVersions, 'material', (t) => t.string('material', 16).notNullable().defaultTo('present'));
+    await addColumnIfMissing(knex, TABLES.rotations, 'compromised_version', (t) => t.string('compromised_version', 16).nullable());
+    await createIfMissing(knex, TABLES.auditHead, (t) => {
+      t.string('keyring', 64).primary();
+      t.bigInteger('seq').notNullable();
+      t.string('last_hash', 64).notNullable();
+    });
+    // Chain the rows written before the chain existed, once, in id order.
+    await backfillAuditChain(knex);
+  },
+});
+
+async function backfillAuditChain(knex: Knex): Promise<void> {
+  const rows: Record<string, unknown>[] = await knex(TABLES.audit).whereNull('row_hash').orderBy('id');
+  const heads = new Map<string, { seq: number; hash: string }>();
+  for (const r of rows) {
+    const keyring = String(r.keyring);
+    const head = heads.get(keyring) ?? { seq: 0, hash: GENESIS_HASH };
+    const seq = head.seq + 1;
+    const hash = auditRowHash(head.hash, auditFieldsOf({ ...r, seq }));
+    await knex(TABLES.audit).where({ id: r.id }).update({ seq, prev_hash: head.hash, row_hash: hash });
+    heads.set(keyring, { seq, hash });
+  }
+  for (const [keyring, h] of heads) {
+    await knex(TABLES.auditHead).insert({ keyring, seq: h.seq, last_hash: h.hash });
+  }
+}
 
 const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => MIGRATIONS,

@@ -1,13 +1,16 @@
 /**
- * The JSON form of a published keyring document, shared by providers that store it as text:
+ * The JSON forms of the keystore's two documents, shared by providers that store them as text.
  *
+ * Published keyring (what applications read):
  *     {"keyring":"default","primary":"v2","keys":{"v1":"<base64>","v2":"<base64>"}}
+ * Archive (never read by applications):
+ *     {"keyring":"default","keys":{"v1":{"key":"<base64>","status":"archived","since":"<ISO>"}}}
  *
  * Parsing validates every field and names the problem without quoting key material.
  */
 import { KeystoreError } from '../core/errors.js';
 import { compareVersions, isVersionName, parseKeyBase64 } from '../crypto/keys.js';
-import type { KeyringDocument } from './types.js';
+import type { ArchiveDocument, ArchivedKey, KeyringDocument } from './types.js';
 
 export function serialiseKeyring(doc: KeyringDocument): string {
   const keys: Record<string, string> = {};
@@ -15,30 +18,59 @@ export function serialiseKeyring(doc: KeyringDocument): string {
   return `${JSON.stringify({ keyring: doc.keyring, primary: doc.primary, keys }, null, 2)}\n`;
 }
 
-export function parseKeyringJson(text: string, where: string, fixHint: string): KeyringDocument {
+export function serialiseArchive(doc: ArchiveDocument): string {
+  const keys: Record<string, { key: string; status: string; since: string }> = {};
+  for (const v of [...doc.keys.keys()].sort(compareVersions)) {
+    const a = doc.keys.get(v)!;
+    keys[v] = { key: a.key.toString('base64'), status: a.status, since: a.since };
+  }
+  return `${JSON.stringify({ keyring: doc.keyring, keys }, null, 2)}\n`;
+}
+
+function parseObject(text: string, where: string, fixHint: string): { obj: Record<string, unknown>; bad: (what: string) => never } {
+  const bad = (what: string): never => {
+    throw new KeystoreError(`${where}: ${what}`, fixHint);
+  };
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch {
     throw new KeystoreError(`${where} is not valid JSON`, fixHint);
   }
-  const bad = (what: string): never => {
-    throw new KeystoreError(`${where}: ${what}`, fixHint);
-  };
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) bad('expected a JSON object with keyring, primary and keys');
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) bad('expected a JSON object');
   const obj = raw as Record<string, unknown>;
   if (typeof obj.keyring !== 'string' || obj.keyring === '') bad('"keyring" must be a non-empty string');
+  if (!obj.keys || typeof obj.keys !== 'object' || Array.isArray(obj.keys)) bad('"keys" must be an object keyed by version');
+  return { obj, bad };
+}
+
+function parseKeyEntry(version: string, value: unknown, bad: (what: string) => never): Buffer {
+  if (!isVersionName(version)) bad(`"keys" has an entry "${version}" that is not a version name (v1, v2, …)`);
+  if (typeof value !== 'string') bad(`key ${version} must be a base64 string`);
+  const parsed = parseKeyBase64(value as string);
+  if (!parsed.ok) return bad(`key ${version} ${parsed.problem}`);
+  return parsed.key;
+}
+
+export function parseKeyringJson(text: string, where: string, fixHint: string): KeyringDocument {
+  const { obj, bad } = parseObject(text, where, fixHint);
   if (typeof obj.primary !== 'string' || !isVersionName(obj.primary)) bad('"primary" must be a version name such as "v1"');
-  if (!obj.keys || typeof obj.keys !== 'object' || Array.isArray(obj.keys)) bad('"keys" must be an object of version → base64 key');
   const keys = new Map<string, Buffer>();
-  for (const [version, value] of Object.entries(obj.keys as Record<string, unknown>)) {
-    if (!isVersionName(version)) bad(`"keys" has an entry "${version}" that is not a version name (v1, v2, …)`);
-    if (typeof value !== 'string') bad(`key ${version} must be a base64 string`);
-    const parsed = parseKeyBase64(value as string);
-    if (!parsed.ok) bad(`key ${version} ${parsed.problem}`);
-    else keys.set(version, parsed.key);
-  }
+  for (const [version, value] of Object.entries(obj.keys as Record<string, unknown>)) keys.set(version, parseKeyEntry(version, value, bad));
   const primary = obj.primary as string;
   if (!keys.has(primary)) bad(`the primary version ${primary} has no key in "keys"`);
   return { keyring: obj.keyring as string, primary, keys };
+}
+
+export function parseArchiveJson(text: string, where: string, fixHint: string): ArchiveDocument {
+  const { obj, bad } = parseObject(text, where, fixHint);
+  const keys = new Map<string, ArchivedKey>();
+  for (const [version, value] of Object.entries(obj.keys as Record<string, unknown>)) {
+    if (!value || typeof value !== 'object') bad(`archive entry ${version} must be an object`);
+    const e = value as Record<string, unknown>;
+    if (e.status !== 'archived' && e.status !== 'retired') bad(`archive entry ${version} has status "${String(e.status)}", expected "archived" or "retired"`);
+    if (typeof e.since !== 'string') bad(`archive entry ${version} needs "since" (an ISO-8601 time)`);
+    keys.set(version, { key: parseKeyEntry(version, e.key, bad), status: e.status as ArchivedKey['status'], since: e.since as string });
+  }
+  return { keyring: obj.keyring as string, keys };
 }

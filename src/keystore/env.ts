@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { KeystoreError, KeystoreReadOnlyError } from '../core/errors.js';
 import { compareVersions, fingerprint, normaliseVersion, parseKeyBase64 } from '../crypto/keys.js';
-import type { Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 export class EnvKeystore implements Keystore {
   readonly provider = 'env';
@@ -82,6 +82,18 @@ export class EnvKeystore implements Keystore {
         `  ${wanted.join(', ')} (base64 of 32 bytes; a new one from: openssl rand -base64 32)\n` +
         `  ${primaryVar}=${doc.primary}\n` +
         'or switch keystore.provider to "file" (or a managed keystore) so keyctl can write keys itself',
+    );
+  }
+
+  /** The environment has no archive: versions no longer published are simply unset. */
+  async readArchive(keyring: string): Promise<ArchiveSnapshot> {
+    return { doc: { keyring, keys: new Map() }, revision: null };
+  }
+
+  async writeArchive(_doc: ArchiveDocument, _expectedRevision: string | null, why: string): Promise<void> {
+    throw new KeystoreReadOnlyError(
+      `the env keystore is read-only and has no archive, so keyctl cannot ${why}`,
+      'keep retired keys elsewhere (e.g. a backup), or switch keystore.provider to "file" or a managed keystore',
     );
   }
 }

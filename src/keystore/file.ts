@@ -1,30 +1,22 @@
 /**
  * The `file` keystore, the embedded default: the published keyring document as a JSON file,
- * created 0600 inside a 0700 directory, replaced atomically (temp file, fsync, rename, fsync
- * of the directory) and refused when group or others can read it.
+ * and the archive beside it (`<name>.archive.json`). Both are created 0600 inside a 0700
+ * directory, replaced atomically (temp file, fsync, rename, fsync of the directory), checked
+ * for concurrent changes before each write, and refused when group or others can read them.
  */
 import { createHash } from 'node:crypto';
 import { promises as fs, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { KeystoreError } from '../core/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { parseKeyringJson, serialiseKeyring } from './document.js';
-import type { Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
+import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
-export class FileKeystore implements Keystore {
-  readonly provider = 'file';
-  readonly writable = true;
-  readonly file: string;
+/** One private JSON file: permission checks, revisions, atomic replacement. */
+class PrivateFile {
+  constructor(readonly file: string, readonly what: string) {}
 
-  constructor(file: string) {
-    this.file = file;
-  }
-
-  describe(): string {
-    return `file keystore ${this.file}`;
-  }
-
-  async read(): Promise<KeystoreSnapshot | null> {
+  async read(): Promise<{ text: string; revision: string } | null> {
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(this.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
@@ -32,52 +24,94 @@ export class FileKeystore implements Keystore {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return null;
       if (code === 'ELOOP') {
-        throw new KeystoreError(`keyring file ${this.file} is a symbolic link; keyctl refuses to follow it`, 'point keystore.path at the real file');
+        throw new KeystoreError(`${this.what} ${this.file} is a symbolic link; keyctl refuses to follow it`, 'point keystore.path at the real file');
       }
-      throw new KeystoreError(`cannot open keyring file ${this.file}: ${code ?? (err as Error).message}`, 'check that the path exists and that you may read it');
+      throw new KeystoreError(`cannot open ${this.what} ${this.file}: ${code ?? (err as Error).message}`, 'check that the path exists and that you may read it');
     }
     try {
       const st = await handle.stat();
-      if (!st.isFile()) throw new KeystoreError(`keyring path ${this.file} is not a regular file`);
+      if (!st.isFile()) throw new KeystoreError(`${this.what} path ${this.file} is not a regular file`);
       assertPrivateMode(this.file, st.mode);
       const text = await handle.readFile('utf8');
-      const doc = parseKeyringJson(text, `keyring file ${this.file}`, 'restore the file from a backup (`keyctl restore`), or fix its JSON by hand');
-      return { doc, revision: revisionOf(text) };
+      return { text, revision: revisionOf(text) };
     } finally {
       await handle.close();
     }
   }
 
-  async write(doc: KeyringDocument, expectedRevision: string | null, _why: string): Promise<void> {
+  async write(text: string, expectedRevision: string | null): Promise<void> {
     const dir = path.dirname(this.file);
-    await ensurePrivateDir(dir);
-    const current = await this.currentRevision();
+    try {
+      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new KeystoreError(`cannot create keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 'check the permissions of its parent directory');
+    }
+    const current = (await this.read())?.revision ?? null;
     if (current !== expectedRevision) {
       throw new KeystoreError(
         expectedRevision === null
-          ? `keyring file ${this.file} already exists`
-          : `keyring file ${this.file} was changed by someone else since keyctl read it`,
+          ? `${this.what} ${this.file} already exists`
+          : `${this.what} ${this.file} was changed by someone else since keyctl read it`,
         'run the command again so it starts from the current keyring',
       );
     }
     try {
-      await writeFileAtomic(this.file, serialiseKeyring(doc), 0o600);
+      await writeFileAtomic(this.file, text, 0o600);
     } catch (err) {
       throw new KeystoreError(
-        `cannot write keyring file ${this.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        'check free disk space and the permissions of its directory; the previous keyring is unchanged',
+        `cannot write ${this.what} ${this.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        'check free disk space and the permissions of its directory; the previous version is unchanged',
       );
     }
   }
+}
 
-  private async currentRevision(): Promise<string | null> {
-    try {
-      return revisionOf(await fs.readFile(this.file, 'utf8'));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new KeystoreError(`cannot read keyring file ${this.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
+export class FileKeystore implements Keystore {
+  readonly provider = 'file';
+  readonly writable = true;
+  readonly file: string;
+  readonly archiveFile: string;
+  private readonly published: PrivateFile;
+  private readonly archive: PrivateFile;
+
+  constructor(file: string, archiveFile = defaultArchivePath(file)) {
+    this.file = file;
+    this.archiveFile = archiveFile;
+    this.published = new PrivateFile(file, 'keyring file');
+    this.archive = new PrivateFile(archiveFile, 'key archive');
   }
+
+  describe(): string {
+    return `file keystore ${this.file}`;
+  }
+
+  async read(): Promise<KeystoreSnapshot | null> {
+    const got = await this.published.read();
+    if (!got) return null;
+    const doc = parseKeyringJson(got.text, `keyring file ${this.file}`, 'restore the file from a backup (`keyctl restore`), or fix its JSON by hand');
+    return { doc, revision: got.revision };
+  }
+
+  async write(doc: KeyringDocument, expectedRevision: string | null, _why: string): Promise<void> {
+    await this.published.write(serialiseKeyring(doc), expectedRevision);
+  }
+
+  async readArchive(keyring: string): Promise<ArchiveSnapshot> {
+    const got = await this.archive.read();
+    if (!got) return { doc: { keyring, keys: new Map() }, revision: null };
+    const doc = parseArchiveJson(got.text, `key archive ${this.archiveFile}`, 'restore the archive from a backup, or fix its JSON by hand');
+    return { doc, revision: got.revision };
+  }
+
+  async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, _why: string): Promise<void> {
+    await this.archive.write(serialiseArchive(doc), expectedRevision);
+  }
+}
+
+/** `.keyctl/keyring.json` → `.keyctl/keyring.archive.json` */
+export function defaultArchivePath(file: string): string {
+  const ext = path.extname(file);
+  return path.join(path.dirname(file), `${path.basename(file, ext)}.archive${ext || '.json'}`);
 }
 
 function revisionOf(text: string): string {
@@ -93,14 +127,6 @@ export function assertPrivateMode(file: string, mode: number): void {
       `restrict it to its owner with:\n  chmod 600 ${shellQuote(file)}\n` +
         'and, if anyone else could have read it, treat its keys as exposed and rotate them',
     );
-  }
-}
-
-async function ensurePrivateDir(dir: string): Promise<void> {
-  try {
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  } catch (err) {
-    throw new KeystoreError(`cannot create keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 'check the permissions of its parent directory');
   }
 }
 

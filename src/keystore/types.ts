@@ -1,6 +1,9 @@
 /**
- * The keystore interface. A keystore holds the *published keyring document* that applications
- * read: which version is primary and the material of every version they may decrypt with.
+ * The keystore interface. A keystore holds two documents:
+ * - the *published keyring document* that applications read: which version is primary and the
+ *   material of every version they may decrypt with;
+ * - the *archive*: versions taken out of the published keyring but kept — for rollback after
+ *   promote, or for the long term when `policy.retiredKeys: archive`.
  * Key material lives only here — the database registry keeps fingerprints.
  */
 
@@ -21,6 +24,27 @@ export interface KeystoreSnapshot {
   revision: string;
 }
 
+export type ArchiveStatus = 'archived' | 'retired';
+
+export interface ArchivedKey {
+  key: Buffer;
+  /** archived: kept for rollback; retired: kept long-term after retire. */
+  status: ArchiveStatus;
+  /** ISO-8601 UTC time it entered this status. */
+  since: string;
+}
+
+export interface ArchiveDocument {
+  keyring: string;
+  keys: Map<string, ArchivedKey>;
+}
+
+export interface ArchiveSnapshot {
+  doc: ArchiveDocument;
+  /** null when no archive exists yet. */
+  revision: string | null;
+}
+
 export interface Keystore {
   readonly provider: string;
   /** False for providers keyctl can only read from (environment variables). */
@@ -35,4 +59,8 @@ export interface Keystore {
    * KeystoreReadOnlyError for read-only providers, naming what the operator should set instead.
    */
   write(doc: KeyringDocument, expectedRevision: string | null, why: string): Promise<void>;
+  /** The archive (empty, revision null, when there is none). */
+  readArchive(keyring: string): Promise<ArchiveSnapshot>;
+  /** Replace the archive, with the same revision check as `write`. */
+  writeArchive(doc: ArchiveDocument, expectedRevision: string | null, why: string): Promise<void>;
 }

@@ -41,9 +41,9 @@ for (const dialect of DIALECTS) {
       const a = await openDatabase(config.database, { baseDir: config.baseDir });
       const b = await openDatabase(config.database, { baseDir: config.baseDir });
       cleanups.push(() => a.close(), () => b.close());
-      expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints']);
+      expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication']);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
-      expect([...ra.applied, ...rb.applied]).toEqual(['0001_registry_rotations_audit_checkpoints']);
+      expect([...ra.applied, ...rb.applied].sort()).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication']);
       expect((await migrate(a)).applied).toEqual([]);
       expect(await pendingMigrations(a)).toEqual([]);
       for (const t of Object.values(TABLES)) expect(await a.knex.schema.hasTable(t)).toBe(true);
