@@ -23,6 +23,10 @@ export interface RegisteredVersion {
   compromised: boolean;
   createdAt: Date;
   stateChangedAt: Date;
+  /** When readers could first see the key (null: not yet published). */
+  publishedAt: Date | null;
+  /** Whether the key's material still exists in the keystore. */
+  material: 'present' | 'destroyed';
 }
 
 export async function listVersions(db: Db | Knex.Transaction, keyring: string): Promise<RegisteredVersion[]> {
@@ -36,16 +40,37 @@ export async function listVersions(db: Db | Knex.Transaction, keyring: string): 
     compromised: Boolean(Number(r.compromised)),
     createdAt: fromDbTime(r.created_at) ?? new Date(0),
     stateChangedAt: fromDbTime(r.state_changed_at) ?? new Date(0),
+    publishedAt: fromDbTime(r.published_at),
+    material: r.material === 'destroyed' ? 'destroyed' : 'present',
   }));
+}
+
+type Executor = Knex | Knex.Transaction;
+
+export async function setVersionState(t: Executor, db: Db, keyring: string, version: string, state: VersionState, at: Date): Promise<void> {
+  await t(TABLES.keyVersions).where({ keyring, version }).update({ state, state_changed_at: db.adapter.toDbTime(at) });
+}
+
+export async function markCompromised(t: Executor, keyring: string, version: string): Promise<void> {
+  await t(TABLES.keyVersions).where({ keyring, version }).update({ compromised: true });
+}
+
+export async function markMaterialDestroyed(t: Executor, keyring: string, version: string): Promise<void> {
+  await t(TABLES.keyVersions).where({ keyring, version }).update({ material: 'destroyed' });
+}
+
+export async function markPublished(t: Executor, db: Db, keyring: string, version: string, at: Date): Promise<void> {
+  await t(TABLES.keyVersions).where({ keyring, version }).whereNull('published_at').update({ published_at: db.adapter.toDbTime(at) });
 }
 
 export async function insertVersion(
   db: Db,
-  v: Omit<RegisteredVersion, 'stateChangedAt'>,
+  v: Omit<RegisteredVersion, 'stateChangedAt' | 'publishedAt' | 'material'> & { published?: boolean },
   trx?: Knex.Transaction,
 ): Promise<void> {
   const at = db.adapter.toDbTime(v.createdAt);
   await (trx ?? db.knex)(TABLES.keyVersions).insert({
+    published_at: v.published === false ? null : at,
     keyring: v.keyring,
     version: v.version,
     version_number: versionNumber(v.version),

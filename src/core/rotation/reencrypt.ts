@@ -1,0 +1,113 @@
+/**
+ * `keyctl reencrypt`: moves every value of every target (or of --table) under the primary
+ * version, then — when nothing is left — the phase to `reencrypted`. In `rolling_back` the
+ * primary is the old key again, so the same pass moves values back.
+ */
+import { AesGcmV1Codec } from '../../crypto/codec.js';
+import { reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
+import type { Row } from '../../reencrypt/scan.js';
+import { appendAudit } from '../audit.js';
+import type { CoreContext } from '../context.js';
+import { UsageError } from '../errors.js';
+import type { Rotation } from '../rotations.js';
+import { countAllTargets, notUnder } from './counts.js';
+import { loadAllKeys, lookup } from './material.js';
+import { prepare } from './prepare.js';
+import { requirePhase } from './steps.js';
+import { transition } from './transition.js';
+
+export interface ReencryptOptions {
+  dryRun: boolean;
+  batchSize: number;
+  table?: string | undefined;
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
+  afterRead?: (table: string, rows: Row[]) => Promise<void>;
+}
+
+export interface ReencryptReport {
+  rotation: Rotation;
+  target: string;
+  dryRun: boolean;
+  tables: TableResult[];
+  failures: ValueFailure[];
+  /** Values not under the target across all targets after the run (database count). */
+  remaining: number;
+  interrupted: boolean;
+}
+
+export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
+  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
+  const targets = opts.table ? ctx.config.targets.filter((t) => t.table === opts.table) : ctx.config.targets;
+  if (opts.table && targets.length === 0) {
+    throw new UsageError(`--table ${opts.table} is not a target in ${ctx.config.file}`, `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`);
+  }
+  const state = await prepare(ctx);
+  let rotation = await requirePhase(ctx, state, opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt', ['dual_key', 'reencrypting', 'reencrypted', 'rolling_back']);
+  const target = state.primary;
+  const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
+  const targetKey = keys.get(target)!;
+  if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted')) {
+    rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', details: { target, batchSize: opts.batchSize, table: opts.table ?? null } });
+  }
+  const started = ctx.now();
+  const codec = new AesGcmV1Codec();
+  const tables: TableResult[] = [];
+  for (const t of targets) {
+    const res = await reencryptTable(t, {
+      db: ctx.db,
+      codec,
+      keys: lookup(keys),
+      target,
+      targetKey,
+      rotationId: rotation.id,
+      dryRun: opts.dryRun,
+      batchSize: opts.batchSize,
+      now: ctx.now,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.afterRead ? { afterRead: opts.afterRead } : {}),
+    });
+    tables.push(res);
+    if (res.interrupted) break;
+  }
+  const failures = tables.flatMap((t) => t.failures);
+  const interrupted = tables.some((t) => t.interrupted);
+  const totals = await countAllTargets(ctx, codec);
+  const remaining = notUnder(totals, target) + totals.unparseable;
+  const report: ReencryptReport = { rotation, target, dryRun: opts.dryRun, tables, failures, remaining, interrupted };
+  if (opts.dryRun) return report;
+
+  const rowsUpdated = tables.reduce((n, t) => n + t.rowsUpdated, 0);
+  const details = {
+    target,
+    seconds: (ctx.now().getTime() - started.getTime()) / 1000,
+    tables: tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, passes: t.passes, resumedFrom: t.resumedFrom === null ? null : String(t.resumedFrom) })),
+    failures: failures.length,
+    failureSample: failures.slice(0, 20),
+    remaining,
+    byVersion: totals.byVersion,
+  };
+  if (!interrupted && remaining === 0 && rotation.phase === 'reencrypting') {
+    report.rotation = await transition(ctx, { action: 'reencrypt', rotation, to: 'reencrypted', rowsAffected: rowsUpdated, details });
+  } else {
+    await appendAudit(
+      ctx.db,
+      {
+        rotationId: rotation.id,
+        keyring: rotation.keyring,
+        action: 'reencrypt',
+        fromPhase: rotation.phase,
+        toPhase: rotation.phase,
+        actor: ctx.actor,
+        oldVersion: rotation.oldVersion,
+        newVersion: rotation.newVersion,
+        rowsAffected: rowsUpdated,
+        outcome: interrupted ? 'interrupted' : failures.length > 0 ? 'failed' : 'ok',
+        details,
+      },
+      ctx.now(),
+    );
+  }
+  return report;
+}

@@ -1,0 +1,89 @@
+/**
+ * The keystore follows the registry. After every committed phase change (and before every
+ * rotation command) keyctl makes the keystore match what the registry says:
+ *   published keyring = versions in state primary or decrypt-only, primary = the registry's primary;
+ *   archive           = versions in state archived, plus retired versions whose material is kept.
+ * Writes go archive-additions first, then the published document, then archive removals, so a
+ * crash between two writes never leaves a key in neither place. A change interrupted by a crash
+ * or a keystore outage is completed by the next command. Keys the registry does not know are
+ * left alone (see generate's recovery).
+ */
+import { compareVersions, fingerprint } from '../../crypto/keys.js';
+import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
+import type { CoreContext } from '../context.js';
+import { KeystoreError } from '../errors.js';
+import { listVersions, markPublished, type RegisteredVersion } from '../registry.js';
+
+function sameKeys(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [v, k] of a) if (!b.get(v)?.equals(k)) return false;
+  return true;
+}
+
+export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
+  const { keystore, db, config } = ctx;
+  const keyring = config.keyring;
+  const versions = await listVersions(db, keyring);
+  const published = await keystore.read();
+  if (!published) throw new KeystoreError(`${keystore.describe()} holds no keys`, 'restore the keyring from a backup (`keyctl restore`)');
+  const archive = await keystore.readArchive(keyring);
+  const material = (v: RegisteredVersion): Buffer => {
+    const key = published.doc.keys.get(v.version) ?? archive.doc.keys.get(v.version)?.key;
+    if (!key) {
+      throw new KeystoreError(
+        `the registry lists ${v.version} as ${v.state} but ${keystore.describe()} no longer holds its key`,
+        'restore the key from a backup (`keyctl restore`) before continuing',
+      );
+    }
+    if (fingerprint(key) !== v.fingerprint) {
+      throw new KeystoreError(`key ${v.version} in ${keystore.describe()} does not match the registry's fingerprint ${v.fingerprint}`, 'restore the right key from a backup');
+    }
+    return key;
+  };
+  const registered = new Set(versions.map((v) => v.version));
+  const primary = versions.find((v) => v.state === 'primary');
+  if (!primary) throw new KeystoreError(`the registry has no primary version for keyring ${keyring}`, 'restore the database or the keyring from a backup');
+
+  // Desired published document: registry's published versions + keys the registry does not know.
+  const pubKeys = new Map<string, Buffer>();
+  for (const [v, k] of published.doc.keys) if (!registered.has(v)) pubKeys.set(v, k);
+  for (const v of versions) if (v.state === 'primary' || v.state === 'decrypt-only') pubKeys.set(v.version, material(v));
+  const desiredPublished: KeyringDocument = { keyring, primary: primary.version, keys: new Map([...pubKeys].sort(([a], [b]) => compareVersions(a, b))) };
+
+  // Desired archive.
+  const now = ctx.now().toISOString();
+  const keep = new Map(archive.doc.keys);
+  const removals: string[] = [];
+  for (const v of versions) {
+    const want = v.state === 'archived' ? 'archived' : v.state === 'retired' && v.material === 'present' ? 'retired' : null;
+    const have = archive.doc.keys.get(v.version);
+    if (want && (!have || have.status !== want)) keep.set(v.version, { key: material(v), status: want, since: now });
+    if (!want && have && (v.state === 'primary' || v.state === 'decrypt-only' || v.material === 'destroyed')) removals.push(v.version);
+  }
+
+  const changes: string[] = [];
+  const additionsChanged = keep.size !== archive.doc.keys.size || [...keep].some(([v, a]) => archive.doc.keys.get(v)?.status !== a.status);
+  let archiveRevision = archive.revision;
+  if (additionsChanged) {
+    const doc: ArchiveDocument = { keyring, keys: keep };
+    await keystore.writeArchive(doc, archiveRevision, 'archive keys');
+    archiveRevision = (await keystore.readArchive(keyring)).revision;
+    changes.push(`archive: ${[...keep].filter(([v, a]) => archive.doc.keys.get(v)?.status !== a.status).map(([v, a]) => `${v} ${a.status}`).join(', ')}`);
+  }
+  if (desiredPublished.primary !== published.doc.primary || !sameKeys(desiredPublished.keys, published.doc.keys)) {
+    await keystore.write(desiredPublished, published.revision, 'update the published keyring');
+    changes.push(`published: primary ${desiredPublished.primary}, keys ${[...desiredPublished.keys.keys()].join(', ')}`);
+  }
+  if (removals.length > 0) {
+    const after = new Map(keep);
+    for (const v of removals) after.delete(v);
+    await keystore.writeArchive({ keyring, keys: after }, archiveRevision, 'remove keys from the archive');
+    changes.push(`archive: removed ${removals.join(', ')}`);
+  }
+  const at = ctx.now();
+  for (const v of versions) {
+    if ((v.state === 'primary' || v.state === 'decrypt-only') && !v.publishedAt) await markPublished(db.knex, db, keyring, v.version, at);
+  }
+  if (changes.length > 0) ctx.log.info(`keystore updated to match the registry: ${changes.join('; ')}`);
+  return changes;
+}

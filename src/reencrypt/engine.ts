@@ -1,0 +1,150 @@
+/**
+ * The re-encryption engine: walks each target table by primary key, decrypts every value that
+ * is not under the target version with its own version's key, encrypts it under the target,
+ * and writes each batch with one compare-and-set statement plus the saved cursor, in one
+ * transaction. Running it again resumes after the last committed batch; a value already under
+ * the target is never touched again, so nothing is encrypted twice.
+ *
+ * A value that cannot be decrypted is never rewritten: it is reported (table, primary key,
+ * column, reason — never the value or its plaintext). After a full pass the database counts
+ * what is still not under the target (rows the application wrote behind the cursor with an old
+ * key, or values changed under a batch); another pass handles them, up to `maxPasses`.
+ */
+import type { TargetConfig } from '../config/schema.js';
+import { CiphertextError, type Codec, type KeyLookup } from '../crypto/codec.js';
+import type { Db } from '../db/connect.js';
+import { countVersions } from '../core/status.js';
+import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasRow } from './cas.js';
+import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
+import { readBatch, type PkValue, type Row } from './scan.js';
+
+export interface ValueFailure {
+  table: string;
+  pk: string;
+  column: string;
+  reason: string;
+}
+
+export interface ProgressEvent {
+  table: string;
+  pass: number;
+  rowsScanned: number;
+  rowsTotal: number;
+  valuesRewritten: number;
+  failures: number;
+}
+
+export interface EngineOptions {
+  db: Db;
+  codec: Codec;
+  keys: KeyLookup;
+  /** The version every value must end up under (the primary). */
+  target: string;
+  targetKey: Buffer;
+  rotationId: number;
+  dryRun: boolean;
+  batchSize: number;
+  maxPasses?: number;
+  signal?: AbortSignal;
+  now: () => Date;
+  onProgress?: (e: ProgressEvent) => void;
+  /** Called after a batch is read and before it is written (observability and tests). */
+  afterRead?: (table: string, rows: Row[]) => Promise<void>;
+}
+
+export interface TableResult {
+  table: string;
+  rowsScanned: number;
+  /** Values the batches set out to rewrite (dry run: would rewrite). */
+  valuesPlanned: number;
+  /** Rows the database reports as updated by the compare-and-set statements. */
+  rowsUpdated: number;
+  failures: ValueFailure[];
+  /** Values still not under the target after the last pass (counted by the database). */
+  remaining: number;
+  passes: number;
+  interrupted: boolean;
+  resumedFrom: PkValue | null;
+}
+
+const MAX_LISTED_FAILURES = 1000;
+
+export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise<TableResult> {
+  const { db } = o;
+  const shard = shardKey(o.target);
+  const batchSize = Math.max(1, Math.min(o.batchSize, maxCasBatch(t.columns.length)));
+  const pkType = db.adapter.dialect === 'pg' ? await pgColumnType(db, t.table, t.primaryKey) : undefined;
+  const rowsTotal = Number(((await db.knex(t.table).count({ n: '*' })) as Array<{ n: unknown }>)[0]?.n ?? 0);
+  const saved = o.dryRun ? null : await loadCheckpoint(db, o.rotationId, t.table, shard);
+  const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };
+  const failed = new Set<string>();
+  const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
+  const maxPasses = o.dryRun ? 1 : (o.maxPasses ?? 3);
+
+  while (result.passes < maxPasses) {
+    result.passes++;
+    let cursor = cp.cursor;
+    for (;;) {
+      const rows = await readBatch(db, t.table, t.primaryKey, t.columns, cursor, batchSize);
+      if (rows.length === 0) break;
+      const plan: CasRow[] = [];
+      for (const row of rows) {
+        const changes = new Map<string, [string, string]>();
+        for (const column of t.columns) {
+          const value = row[column];
+          if (value === null || value === undefined) continue;
+          const pk = String(row[t.primaryKey]);
+          let plain: string;
+          try {
+            if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
+            if (o.codec.versionOf(value) === o.target) continue;
+            plain = o.codec.decrypt(value, o.keys);
+          } catch (err) {
+            if (!(err instanceof CiphertextError)) throw err;
+            const id = `${pk}\u0000${column}`;
+            if (!failed.has(id)) {
+              failed.add(id);
+              if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: err.reason });
+            }
+            continue;
+          }
+          changes.set(column, [value, o.codec.encrypt(plain, o.target, o.targetKey)]);
+        }
+        if (changes.size > 0) plan.push({ pk: row[t.primaryKey] as PkValue, changes });
+      }
+      cursor = rows[rows.length - 1]![t.primaryKey] as PkValue;
+      result.rowsScanned += rows.length;
+      result.valuesPlanned += plan.reduce((n, r) => n + r.changes.size, 0);
+      await o.afterRead?.(t.table, rows);
+      if (!o.dryRun) {
+        let updated = 0;
+        await db.knex.transaction(async (trx) => {
+          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, plan, pkType);
+          cp.cursor = cursor;
+          cp.rowsScanned += rows.length;
+          cp.rowsRewritten += updated;
+          cp.rowsFailed = failed.size;
+          await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
+        });
+        result.rowsUpdated += updated;
+      }
+      o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size });
+      if (o.signal?.aborted) {
+        result.interrupted = true;
+        return result;
+      }
+      if (rows.length < batchSize) break;
+    }
+    // What is still not under the target, counted by the database.
+    const counts = await countVersions(db, t, o.codec);
+    result.remaining = counts.reduce((n, c) => n + c.unparseable + Object.entries(c.counts).reduce((m, [v, k]) => (v === o.target ? m : m + k), 0), 0);
+    if (o.dryRun || result.remaining <= failed.size) break;
+    // Rows written behind the cursor with an old key, or changed under a batch: scan again.
+    cp.cursor = null;
+  }
+  if (!o.dryRun) {
+    cp.completed = result.remaining <= failed.size;
+    await saveCheckpoint(db, db.knex, o.rotationId, t.table, shard, cp, o.now());
+  }
+  return result;
+}

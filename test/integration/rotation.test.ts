@@ -1,0 +1,331 @@
+/**
+ * The rotation lifecycle against real SQLite, PostgreSQL and MariaDB/MySQL: full cycles,
+ * rollbacks, guards, races, concurrent application writes and interrupted runs.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { listAudit, verifyAuditChain } from '../../src/core/audit.js';
+import type { CoreContext } from '../../src/core/context.js';
+import { createDemoTable, demoRows, DEMO_TARGET } from '../../src/core/demo.js';
+import { RefusedError } from '../../src/core/errors.js';
+import { reconcileRegistry, listVersions } from '../../src/core/registry.js';
+import { generate } from '../../src/core/rotation/generate.js';
+import { reencrypt } from '../../src/core/rotation/reencrypt.js';
+import { dualKey, promote, retire, rollback } from '../../src/core/rotation/steps.js';
+import { verify } from '../../src/core/rotation/verify.js';
+import { openRotation } from '../../src/core/rotations.js';
+import { getStatus } from '../../src/core/status.js';
+import { AesGcmV1Codec } from '../../src/crypto/codec.js';
+import { generateKey } from '../../src/crypto/keys.js';
+import { TABLES } from '../../src/db/migrations.js';
+import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { openTestContext } from '../helpers/context.js';
+
+const codec = new AesGcmV1Codec();
+const ROWS = 2000;
+const TARGETS = `targets:\n  - table: customers\n    columns: [email, phone, notes]\n`;
+const NO_WAIT = `policy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 30\n`;
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(!dialectAvailable(dialect))(`rotation lifecycle on ${dialect}`, () => {
+    let tdb: TestDatabase;
+    const cleanups: Array<() => Promise<void>> = [];
+    let clock = Date.now();
+    const now = () => new Date(clock);
+    beforeEach(async () => {
+      tdb = await createTestDatabase(dialect);
+      clock = Date.now();
+    });
+    afterEach(async () => {
+      for (const c of cleanups.splice(0).reverse()) await c();
+      await tdb.drop();
+    });
+
+    async function setup(policy = NO_WAIT, rows = ROWS): Promise<CoreContext> {
+      const ctx = await openTestContext(tdb, { extraConfig: TARGETS + policy, now });
+      cleanups.push(() => ctx.db.close());
+      const key = generateKey();
+      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+      await reconcileRegistry(ctx);
+      await createDemoTable(ctx.db, { rows, version: 'v1', key, codec, replace: false });
+      return ctx;
+    }
+
+    /** Every row decrypts with the published keyring to the plaintext demoRows generated. */
+    async function expectPlaintextIntact(ctx: CoreContext, version: string, rows = ROWS): Promise<void> {
+      const published = (await ctx.keystore.read())!;
+      const expected = [...demoRows(rows)];
+      const stored: Array<Record<string, string>> = await ctx.db.knex(DEMO_TARGET.table).orderBy('id');
+      expect(stored).toHaveLength(rows);
+      for (const [i, row] of stored.entries()) {
+        for (const c of ['email', 'phone', 'notes'] as const) {
+          expect(codec.versionOf(row[c]!)).toBe(version);
+          expect(codec.decrypt(row[c]!, (v) => published.doc.keys.get(v))).toBe(expected[i]![c]);
+        }
+      }
+    }
+
+    async function counts(ctx: CoreContext) {
+      return (await getStatus(ctx)).targets.map((t) => t.counts);
+    }
+
+    async function published(ctx: CoreContext) {
+      const s = (await ctx.keystore.read())!;
+      return { primary: s.doc.primary, keys: [...s.doc.keys.keys()].sort() };
+    }
+
+    async function archived(ctx: CoreContext) {
+      const a = await ctx.keystore.readArchive('default');
+      return Object.fromEntries([...a.doc.keys].map(([v, e]) => [v, e.status]));
+    }
+
+    it('runs a full rotation and a second one, checking counts, keystore, audit and plaintext after each step', async () => {
+      const ctx = await setup();
+      const g = await generate(ctx, { emergency: false });
+      expect(g.newVersion).toBe('v2');
+      expect(await published(ctx)).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
+      expect(await counts(ctx)).toEqual([{ v1: ROWS }, { v1: ROWS }, { v1: ROWS }]);
+
+      await dualKey(ctx);
+      expect(await published(ctx)).toEqual({ primary: 'v2', keys: ['v1', 'v2'] });
+
+      const dry = await reencrypt(ctx, { dryRun: true, batchSize: 300 });
+      expect(dry.tables[0]!.valuesPlanned).toBe(3 * ROWS);
+      expect(await counts(ctx)).toEqual([{ v1: ROWS }, { v1: ROWS }, { v1: ROWS }]);
+      expect((await openRotation(ctx.db, 'default'))!.phase).toBe('dual_key');
+
+      const re = await reencrypt(ctx, { dryRun: false, batchSize: 300 });
+      expect(re.failures).toEqual([]);
+      expect(re.remaining).toBe(0);
+      expect(re.rotation.phase).toBe('reencrypted');
+      expect(await counts(ctx)).toEqual([{ v2: ROWS }, { v2: ROWS }, { v2: ROWS }]);
+      await expectPlaintextIntact(ctx, 'v2');
+
+      const v = await verify(ctx, {});
+      expect(v.passed).toBe(true);
+      expect(v.rotation!.phase).toBe('verified');
+      expect(v.checked).toEqual({ v2: 3 * ROWS });
+
+      const p = await promote(ctx);
+      expect(p.phase).toBe('promoted');
+      expect(await published(ctx)).toEqual({ primary: 'v2', keys: ['v2'] });
+      expect(await archived(ctx)).toEqual({ v1: 'archived' });
+
+      await expect(retire(ctx, {})).rejects.toThrow(/rollback window/);
+      clock += 31 * 86_400_000;
+      const r = await retire(ctx, {});
+      expect(r.phase).toBe('retired');
+      expect(await archived(ctx)).toEqual({});
+      expect((await listVersions(ctx.db, 'default')).map((x) => [x.version, x.state, x.material])).toEqual([
+        ['v1', 'retired', 'destroyed'],
+        ['v2', 'primary', 'present'],
+      ]);
+      expect(await openRotation(ctx.db, 'default')).toBeNull();
+      await expectPlaintextIntact(ctx, 'v2');
+
+      const audit = await listAudit(ctx.db, 'default');
+      expect(audit.filter((a) => a.outcome === 'ok').map((a) => [a.action, a.fromPhase, a.toPhase])).toEqual([
+        ['register', null, null],
+        ['generate', 'generating', 'generated'],
+        ['dual-key', 'generated', 'dual_key'],
+        ['reencrypt-start', 'dual_key', 'reencrypting'],
+        ['reencrypt', 'reencrypting', 'reencrypted'],
+        ['verify', 'reencrypted', 'verified'],
+        ['promote', 'verified', 'promoted'],
+        ['retire', 'promoted', 'retired'],
+      ]);
+      expect(audit.find((a) => a.action === 'retire' && a.outcome === 'refused')).toBeDefined();
+      expect(audit.every((a) => a.actor === 'tester@test')).toBe(true);
+
+      // A second rotation, v2 → v3.
+      expect((await generate(ctx, { emergency: false })).newVersion).toBe('v3');
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 700 });
+      expect((await verify(ctx, { sample: 50 })).passed).toBe(true);
+      await promote(ctx);
+      clock += 31 * 86_400_000;
+      await retire(ctx, {});
+      expect(await published(ctx)).toEqual({ primary: 'v3', keys: ['v3'] });
+      expect(await counts(ctx)).toEqual([{ v3: ROWS }, { v3: ROWS }, { v3: ROWS }]);
+      await expectPlaintextIntact(ctx, 'v3');
+      expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
+    });
+
+    it('rolls back from dual_key after part of the data was re-encrypted', async () => {
+      const ctx = await setup();
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const stop = new AbortController();
+      let batches = 0;
+      const partial = await reencrypt(ctx, { dryRun: false, batchSize: 250, signal: stop.signal, onProgress: () => ++batches === 3 && stop.abort() });
+      expect(partial.interrupted).toBe(true);
+      const mid = await counts(ctx);
+      expect(mid[0]).toEqual({ v1: ROWS - 750, v2: 750 });
+
+      const rb = await rollback(ctx, { reason: 'app errors' });
+      expect(rb.phase).toBe('rolling_back');
+      expect(await published(ctx)).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
+      const back = await reencrypt(ctx, { dryRun: false, batchSize: 400 });
+      expect(back.remaining).toBe(0);
+      const v = await verify(ctx, {});
+      expect(v.passed).toBe(true);
+      expect(v.rotation!.phase).toBe('rolled_back');
+      expect(await published(ctx)).toEqual({ primary: 'v1', keys: ['v1'] });
+      expect(await openRotation(ctx.db, 'default')).toBeNull();
+      await expectPlaintextIntact(ctx, 'v1');
+    });
+
+    it('rolls back from promoted, restoring the archived old key', async () => {
+      const ctx = await setup(NO_WAIT, 500);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 200 });
+      await verify(ctx, {});
+      await promote(ctx);
+      expect(await published(ctx)).toEqual({ primary: 'v2', keys: ['v2'] });
+      await rollback(ctx, {});
+      expect(await published(ctx)).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
+      expect(await archived(ctx)).toEqual({});
+      await reencrypt(ctx, { dryRun: false, batchSize: 200 });
+      expect((await verify(ctx, {})).rotation!.phase).toBe('rolled_back');
+      expect(await counts(ctx)).toEqual([{ v1: 500 }, { v1: 500 }, { v1: 500 }]);
+      await expectPlaintextIntact(ctx, 'v1', 500);
+    });
+
+    it('guards refuse with exit code 3 and a refused audit row', async () => {
+      const ctx = await setup(`policy:\n  minPropagationSeconds: 600\n`, 50);
+      const refused = async (p: Promise<unknown>, msg: RegExp) => {
+        const err = await p.catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(RefusedError);
+        expect((err as RefusedError).exitStatus).toBe(3);
+        expect((err as Error).message).toMatch(msg);
+        expect((err as RefusedError).hint).toBeTruthy();
+      };
+      await refused(dualKey(ctx), /no rotation is open/);
+      await generate(ctx, { emergency: false });
+      await refused(generate(ctx, { emergency: false }), /already open/);
+      await refused(promote(ctx), /needs phase verified/);
+      await refused(dualKey(ctx), /minPropagationSeconds/);
+      clock += 601_000;
+      await dualKey(ctx);
+      await refused(verify(ctx, {}), /needs phase/);
+      const audit = await listAudit(ctx.db, 'default');
+      const refusals = audit.filter((a) => a.outcome === 'refused').map((a) => a.action);
+      expect(refusals).toEqual(['dual-key', 'generate', 'promote', 'dual-key', 'verify']);
+    });
+
+    it('an emergency rotation skips the waits and refuses to roll back to the compromised key', async () => {
+      const ctx = await setup(`policy:\n  minPropagationSeconds: 600\n`, 50);
+      await generate(ctx, { emergency: true, reason: 'INC-7: key leaked' });
+      await dualKey(ctx);
+      const err = await rollback(ctx, {}).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RefusedError);
+      expect((err as Error).message).toMatch(/compromised/);
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      await verify(ctx, {});
+      await promote(ctx);
+      const r = await retire(ctx, {});
+      expect(r.phase).toBe('retired');
+      expect((await listVersions(ctx.db, 'default'))[0]).toMatchObject({ version: 'v1', compromised: true, state: 'retired' });
+    });
+
+    it('two promotes racing: exactly one wins, the other is refused', async () => {
+      const ctx = await setup(NO_WAIT, 30);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      await verify(ctx, {});
+      const other = await openTestContext(tdb, { extraConfig: TARGETS + NO_WAIT, now });
+      cleanups.push(() => other.db.close());
+      const results = await Promise.allSettled([promote(ctx), promote({ ...other, actor: 'other@test' })]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(lost.reason).toBeInstanceOf(RefusedError);
+      const promotes = (await listAudit(ctx.db, 'default')).filter((a) => a.action === 'promote');
+      expect(promotes.map((a) => a.outcome).sort()).toEqual(['ok', 'refused']);
+      expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
+    });
+
+    it('never overwrites an application write made between read and write', async () => {
+      const ctx = await setup(NO_WAIT, 100);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const keys = (await ctx.keystore.read())!.doc.keys;
+      const appValue = codec.encrypt('written by the app', 'v2', keys.get('v2')!);
+      const staleV1 = codec.encrypt('app wrote with the old key', 'v1', keys.get('v1')!);
+      let once = false;
+      await reencrypt(ctx, {
+        dryRun: false,
+        batchSize: 40,
+        afterRead: async (_t, rows) => {
+          if (once) return;
+          once = true;
+          // The application updates two rows of this batch after keyctl read them.
+          await ctx.db.knex('customers').where({ id: rows[5]!.id }).update({ email: appValue });
+          await ctx.db.knex('customers').where({ id: rows[6]!.id }).update({ notes: staleV1 });
+        },
+      });
+      const r5 = await ctx.db.knex('customers').where({ id: 6 }).first();
+      expect(r5.email).toBe(appValue);
+      // The stale old-key write was not overwritten by the batch, then rewritten by a later pass.
+      const r7 = await ctx.db.knex('customers').where({ id: 7 }).first();
+      expect(codec.versionOf(r7.notes)).toBe('v2');
+      expect(codec.decrypt(r7.notes, (v) => keys.get(v))).toBe('app wrote with the old key');
+      expect(await counts(ctx)).toEqual([{ v2: 100 }, { v2: 100 }, { v2: 100 }]);
+    });
+
+    it('an interrupted reencrypt resumes without skipping or double-encrypting', async () => {
+      const ctx = await setup(NO_WAIT, 1000);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const stop = new AbortController();
+      let n = 0;
+      const first = await reencrypt(ctx, { dryRun: false, batchSize: 100, signal: stop.signal, onProgress: () => ++n === 4 && stop.abort() });
+      expect(first.interrupted).toBe(true);
+      expect((await counts(ctx))[0]).toEqual({ v1: 600, v2: 400 });
+      const cp = await ctx.db.knex(TABLES.checkpoints).first();
+      expect(JSON.parse(cp.cursor)).toEqual(expect.anything());
+      const second = await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      expect(second.tables[0]!.resumedFrom).not.toBeNull();
+      expect(second.tables[0]!.rowsScanned).toBe(600);
+      expect(second.rotation.phase).toBe('reencrypted');
+      await expectPlaintextIntact(ctx, 'v2', 1000);
+    });
+
+    it('reports values that cannot be decrypted and never rewrites them', async () => {
+      const ctx = await setup(NO_WAIT, 50);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const foreign = codec.encrypt('someone else', 'v1', generateKey());
+      await ctx.db.knex('customers').where({ id: 3 }).update({ phone: foreign });
+      await ctx.db.knex('customers').where({ id: 4 }).update({ notes: 'plain text!' });
+      const re = await reencrypt(ctx, { dryRun: false, batchSize: 20 });
+      expect(re.failures.map((f) => [f.pk, f.column, f.reason]).sort()).toEqual([
+        ['3', 'phone', 'authentication-failed'],
+        ['4', 'notes', 'malformed'],
+      ]);
+      expect(re.rotation.phase).toBe('reencrypting');
+      expect((await ctx.db.knex('customers').where({ id: 3 }).first()).phone).toBe(foreign);
+      expect(JSON.stringify(re)).not.toContain('someone else');
+      // Not finished, so verify is refused; the values stay listed until someone repairs them.
+      await expect(verify(ctx, {})).rejects.toThrow(RefusedError);
+      const again = await reencrypt(ctx, { dryRun: false, batchSize: 20 });
+      expect(again.failures).toHaveLength(2);
+      expect(again.remaining).toBe(2);
+    });
+
+    it('audit --verify passes untouched and fails after a row is edited or deleted in SQL', async () => {
+      const ctx = await setup(NO_WAIT, 10);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
+      const rows = await listAudit(ctx.db, 'default');
+      await ctx.db.knex(TABLES.audit).where({ id: rows[1]!.id }).update({ actor: 'mallory@evil' });
+      expect((await verifyAuditChain(ctx.db))[0]!.problems.join('\n')).toMatch(/was edited/);
+      await ctx.db.knex(TABLES.audit).where({ id: rows[1]!.id }).update({ actor: rows[1]!.actor });
+      expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
+      await ctx.db.knex(TABLES.audit).where({ id: rows[rows.length - 1]!.id }).delete();
+      expect((await verifyAuditChain(ctx.db))[0]!.problems.join('\n')).toMatch(/deleted/);
+    });
+  });
+}
+
