@@ -40,7 +40,7 @@ export async function main(io: MainIO): Promise<number> {
 
   const runtimeFor = (cmd: Command): CliRuntime => {
     const g = cmd.optsWithGlobals() as Partial<GlobalFlags>;
-    const flags: GlobalFlags = { json: Boolean(g.json), color: g.color !== false, ...(g.config ? { config: g.config } : {}) };
+    const flags: GlobalFlags = { json: Boolean(g.json), color: g.color !== false, ...(g.config ? { config: g.config } : {}), ...(g.actor ? { actor: g.actor } : {}) };
     return {
       flags,
       output: new Output({ json: flags.json, color: flags.color, env: io.env, stdout: io.stdout, stderr: io.stderr }),
@@ -72,6 +72,7 @@ export async function main(io: MainIO): Promise<number> {
     .option('-c, --config <path>', 'config file (default: ./keyctl.yaml or $KEYCTL_CONFIG)')
     .option('--json', 'print one JSON object on stdout; human messages go to stderr')
     .option('--no-color', 'no colour in output (also when NO_COLOR is set or output is not a terminal)')
+    .option('--actor <name>', 'who is acting, recorded in rotation_audit (default: $KEYCTL_ACTOR, else user@host)')
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run `keyctl --help` for usage)')
     .configureOutput({ writeOut, writeErr })
@@ -94,6 +95,61 @@ export async function main(io: MainIO): Promise<number> {
     .description('show key versions, the open rotation, and how many values each key version protects')
     .option('--check', `exit ${ExitCode.PROBLEMS_FOUND} when the rotation is overdue or unparseable values exist (for monitoring)`)
     .action(action(() => import('./commands/status.js')));
+
+  program
+    .command('generate')
+    .description('open a rotation: create the next key version and publish it decrypt-only')
+    .option('--emergency', 'the current primary is compromised: mark it so, skip the waiting periods')
+    .option('--reason <text>', 'why (required with --emergency; recorded in the audit)')
+    .action(action(() => import('./commands/generate.js')));
+
+  program
+    .command('dual-key')
+    .description('make the new version primary (new writes use it); the old one stays for decryption')
+    .action(action(() => import('./commands/dual-key.js')));
+
+  program
+    .command('reencrypt')
+    .description('rewrite every value not under the primary version; resumes where it stopped')
+    .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
+    .addOption(new Option('--batch-size <n>', 'rows per batch (one compare-and-set statement each)').default('1000'))
+    .option('--table <name>', 'only this target table')
+    .addHelpText('after', `\nCtrl-C (or SIGTERM) finishes the current batch, saves the cursor and exits ${ExitCode.INTERRUPTED}; run the same command to resume.`)
+    .action(action(() => import('./commands/reencrypt.js')));
+
+  program
+    .command('verify')
+    .description('check that every value decrypts and is under the primary version; a pass moves the rotation on')
+    .option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)')
+    .action(action(() => import('./commands/verify.js')));
+
+  program
+    .command('promote')
+    .description('remove the old version from the published keyring (kept archived for rollback)')
+    .action(action(() => import('./commands/promote.js')));
+
+  program
+    .command('retire')
+    .description("after the rollback window: destroy (or archive) the old version's key and close the rotation")
+    .option('--force', 'retire before the rollback window has passed (needs --reason)')
+    .option('--reason <text>', 'why (recorded in the audit)')
+    .action(action(() => import('./commands/retire.js')));
+
+  program
+    .command('rollback')
+    .description('make the old version primary again; values under the new one are re-encrypted back')
+    .option('--reason <text>', 'why (recorded in the audit)')
+    .option('--force', 'allow restoring a key marked compromised (needs --reason)')
+    .action(action(() => import('./commands/rollback.js')));
+
+  program
+    .command('audit')
+    .description('print the history of a rotation as evidence, or check the audit chain')
+    .option('--rotation <id>', 'this rotation (default: the open one, else the latest)')
+    .option('--all', "the keyring's whole history")
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'markdown']).default('table'))
+    .option('--verify', `check the hash chain: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`)
+    .action(action(() => import('./commands/audit.js')));
 
   program
     .command('migrate')

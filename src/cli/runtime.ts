@@ -10,6 +10,8 @@ export interface GlobalFlags {
   config?: string;
   json: boolean;
   color: boolean;
+  /** --actor: who is acting, for the audit record. */
+  actor?: string;
 }
 
 export interface CliRuntime {
@@ -21,7 +23,9 @@ export interface CliRuntime {
   now: () => Date;
 }
 
-export function actorName(env: NodeJS.ProcessEnv): string {
+/** --actor, else KEYCTL_ACTOR, else the OS user@host. */
+export function actorName(env: NodeJS.ProcessEnv, flag?: string): string {
+  if (flag) return flag;
   if (env.KEYCTL_ACTOR) return env.KEYCTL_ACTOR;
   let user = env.USER ?? env.LOGNAME ?? 'unknown';
   try {
@@ -55,8 +59,18 @@ export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { c
     db,
     keystore,
     now: rt.now,
-    actor: actorName(rt.env),
+    actor: actorName(rt.env, rt.flags.actor),
     log: rt.output,
     close: () => db.close(),
   };
+}
+
+/** Run `fn` with an open context, closing the database afterwards whatever happens. */
+export async function withCoreContext<T>(rt: CliRuntime, fn: (ctx: CoreContext) => Promise<T>): Promise<T> {
+  const ctx = await openCoreContext(rt);
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
 }

@@ -79,7 +79,7 @@ keystore:
 keyring: ${opts.keyring}
 ${targets}policy:
   rotationIntervalDays: 90    # status --check fails when the primary key is older
-  minPropagationSeconds: 300  # wait between generate and dual-key so every reader has the new key
+  minPropagationSeconds: ${opts.demo ? '0    # demo: no wait. In production: at least the time your applications take to reload the keyring' : '300  # wait between generate and dual-key so every reader has the new key'}
   rollbackWindowDays: 30      # how long promote keeps the old key for rollback
   retiredKeys: destroy        # destroy | archive
 `;

@@ -48,7 +48,7 @@ export async function run(rt: CliRuntime, flags: InitFlags): Promise<number> {
     keyring: flags.keyring,
     env: rt.env,
     now: rt.now,
-    actor: actorName(rt.env),
+    actor: actorName(rt.env, rt.flags.actor),
     log: rt.output,
   });
   const c = rt.output.out;

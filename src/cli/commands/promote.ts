@@ -1,0 +1,11 @@
+/** `keyctl promote`: parse flags → core step → render. */
+import { promote } from '../../core/rotation/steps.js';
+import { done } from './phase-output.js';
+import { withCoreContext, type CliRuntime } from '../runtime.js';
+
+export async function run(rt: CliRuntime): Promise<number> {
+  return withCoreContext(rt, async (ctx) => {
+    const r = await promote(ctx);
+    return done(rt, r, `${r.oldVersion} removed from the published keyring and archived for rollback until ${r.rollbackDeadline?.toISOString()}`);
+  });
+}

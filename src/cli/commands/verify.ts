@@ -1,0 +1,47 @@
+/** `keyctl verify`: parse flags → core step → render. */
+import { verify } from '../../core/rotation/verify.js';
+import { UsageError } from '../../core/errors.js';
+import { ExitCode } from '../../core/exit-codes.js';
+import { NEXT_STEP } from '../../core/rotations.js';
+import { rotationJson } from './phase-output.js';
+import { withCoreContext, type CliRuntime } from '../runtime.js';
+
+export async function run(rt: CliRuntime, f: { sample?: string }): Promise<number> {
+  let sample: number | undefined;
+  if (f.sample !== undefined) {
+    sample = Number(f.sample);
+    if (!/^\d+$/.test(f.sample) || sample < 1) throw new UsageError(`--sample expects a whole number ≥ 1, found "${f.sample}"`);
+  }
+  return withCoreContext(rt, async (ctx) => {
+    const v = await verify(ctx, { sample });
+    const c = rt.output.out;
+    rt.output.result(
+      {
+        passed: v.passed,
+        primary: v.primary,
+        rotation: v.rotation ? rotationJson(v.rotation) : null,
+        byVersion: v.totals.byVersion,
+        unparseable: v.totals.unparseable,
+        checked: v.checked,
+        sampled: v.sampled,
+        problems: v.problems,
+        failures: v.failures,
+      },
+      () => {
+        const lines = [
+          `values per version (database count): ${Object.entries(v.totals.byVersion).map(([k, n]) => `${k}=${n}`).join(' ') || 'none'}${v.totals.unparseable ? `, unparseable=${v.totals.unparseable}` : ''}`,
+          `decrypted${v.sampled ? ' (sample)' : ''}: ${Object.entries(v.checked).map(([k, n]) => `${k}=${n}`).join(' ') || 'none'}`,
+        ];
+        if (v.passed) lines.push(`${c.green('✓')} verification passed${v.rotation ? `; rotation #${v.rotation.id} is in phase ${c.bold(v.rotation.phase)}; next: ${NEXT_STEP[v.rotation.phase]}` : ''}`);
+        else {
+          lines.push(c.red('✗ verification failed:'), ...v.problems.map((p) => `  - ${p}`));
+          for (const f of v.failures.slice(0, 50)) lines.push(`    ${f.table} ${f.column} pk=${f.pk}: ${f.reason}`);
+          if (v.failures.length > 50) lines.push(`    … ${v.failures.length - 50} more (use --json for the full list)`);
+          lines.push('run `keyctl reencrypt` to move values under the primary; values that do not decrypt need repair by hand');
+        }
+        return lines.join('\n');
+      },
+    );
+    return v.passed ? ExitCode.OK : ExitCode.PROBLEMS_FOUND;
+  });
+}
