@@ -129,6 +129,9 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         result.rowsUpdated += updated;
       }
       o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size });
+      // better-sqlite3 answers synchronously, so without this the loop never polls for signals
+      // (Ctrl-C) or timers between batches.
+      await new Promise((resolve) => setImmediate(resolve));
       if (o.signal?.aborted) {
         result.interrupted = true;
         return result;
