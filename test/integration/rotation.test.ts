@@ -80,47 +80,57 @@ for (const dialect of DIALECTS) {
 
     it('runs a full rotation and a second one, checking counts, keystore, audit and plaintext after each step', async () => {
       const ctx = await setup();
+      const all = (v: string) => [{ [v]: ROWS }, { [v]: ROWS }, { [v]: ROWS }];
+      /** After each step: database counts, published keyring, archive, the step's audit row, and every plaintext. */
+      async function after(step: string, expectCounts: unknown, expectPublished: unknown, expectArchive: unknown, dataVersion: string) {
+        expect([step, await counts(ctx)]).toEqual([step, expectCounts]);
+        expect([step, await published(ctx)]).toEqual([step, expectPublished]);
+        expect([step, await archived(ctx)]).toEqual([step, expectArchive]);
+        const last = (await listAudit(ctx.db, 'default')).at(-1)!;
+        expect([step, last.action, last.outcome, last.actor]).toEqual([step, step, 'ok', 'tester@test']);
+        await expectPlaintextIntact(ctx, dataVersion);
+      }
+
       const g = await generate(ctx, { emergency: false });
       expect(g.newVersion).toBe('v2');
-      expect(await published(ctx)).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
-      expect(await counts(ctx)).toEqual([{ v1: ROWS }, { v1: ROWS }, { v1: ROWS }]);
+      await after('generate', all('v1'), { primary: 'v1', keys: ['v1', 'v2'] }, {}, 'v1');
 
       await dualKey(ctx);
-      expect(await published(ctx)).toEqual({ primary: 'v2', keys: ['v1', 'v2'] });
+      await after('dual-key', all('v1'), { primary: 'v2', keys: ['v1', 'v2'] }, {}, 'v1');
 
       const dry = await reencrypt(ctx, { dryRun: true, batchSize: 300 });
       expect(dry.tables[0]!.valuesPlanned).toBe(3 * ROWS);
-      expect(await counts(ctx)).toEqual([{ v1: ROWS }, { v1: ROWS }, { v1: ROWS }]);
+      expect(await counts(ctx)).toEqual(all('v1'));
       expect((await openRotation(ctx.db, 'default'))!.phase).toBe('dual_key');
 
       const re = await reencrypt(ctx, { dryRun: false, batchSize: 300 });
       expect(re.failures).toEqual([]);
       expect(re.remaining).toBe(0);
       expect(re.rotation.phase).toBe('reencrypted');
-      expect(await counts(ctx)).toEqual([{ v2: ROWS }, { v2: ROWS }, { v2: ROWS }]);
-      await expectPlaintextIntact(ctx, 'v2');
+      await after('reencrypt', all('v2'), { primary: 'v2', keys: ['v1', 'v2'] }, {}, 'v2');
+      expect((await listAudit(ctx.db, 'default')).at(-1)!.rowsAffected).toBe(ROWS);
 
       const v = await verify(ctx, {});
       expect(v.passed).toBe(true);
       expect(v.rotation!.phase).toBe('verified');
       expect(v.checked).toEqual({ v2: 3 * ROWS });
+      await after('verify', all('v2'), { primary: 'v2', keys: ['v1', 'v2'] }, {}, 'v2');
 
       const p = await promote(ctx);
       expect(p.phase).toBe('promoted');
-      expect(await published(ctx)).toEqual({ primary: 'v2', keys: ['v2'] });
-      expect(await archived(ctx)).toEqual({ v1: 'archived' });
+      await after('promote', all('v2'), { primary: 'v2', keys: ['v2'] }, { v1: 'archived' }, 'v2');
 
       await expect(retire(ctx, {})).rejects.toThrow(/rollback window/);
+      expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({ action: 'retire', outcome: 'refused' });
       clock += 31 * 86_400_000;
       const r = await retire(ctx, {});
       expect(r.phase).toBe('retired');
-      expect(await archived(ctx)).toEqual({});
+      await after('retire', all('v2'), { primary: 'v2', keys: ['v2'] }, {}, 'v2');
       expect((await listVersions(ctx.db, 'default')).map((x) => [x.version, x.state, x.material])).toEqual([
         ['v1', 'retired', 'destroyed'],
         ['v2', 'primary', 'present'],
       ]);
       expect(await openRotation(ctx.db, 'default')).toBeNull();
-      await expectPlaintextIntact(ctx, 'v2');
 
       const audit = await listAudit(ctx.db, 'default');
       expect(audit.filter((a) => a.outcome === 'ok').map((a) => [a.action, a.fromPhase, a.toPhase])).toEqual([
@@ -133,21 +143,34 @@ for (const dialect of DIALECTS) {
         ['promote', 'verified', 'promoted'],
         ['retire', 'promoted', 'retired'],
       ]);
-      expect(audit.find((a) => a.action === 'retire' && a.outcome === 'refused')).toBeDefined();
-      expect(audit.every((a) => a.actor === 'tester@test')).toBe(true);
 
-      // A second rotation, v2 → v3.
+      // A second rotation, v2 → v3, with policy.retiredKeys left at destroy.
       expect((await generate(ctx, { emergency: false })).newVersion).toBe('v3');
+      await after('generate', all('v2'), { primary: 'v2', keys: ['v2', 'v3'] }, {}, 'v2');
       await dualKey(ctx);
+      await after('dual-key', all('v2'), { primary: 'v3', keys: ['v2', 'v3'] }, {}, 'v2');
       await reencrypt(ctx, { dryRun: false, batchSize: 700 });
+      await after('reencrypt', all('v3'), { primary: 'v3', keys: ['v2', 'v3'] }, {}, 'v3');
       expect((await verify(ctx, { sample: 50 })).passed).toBe(true);
+      await after('verify', all('v3'), { primary: 'v3', keys: ['v2', 'v3'] }, {}, 'v3');
       await promote(ctx);
+      await after('promote', all('v3'), { primary: 'v3', keys: ['v3'] }, { v2: 'archived' }, 'v3');
       clock += 31 * 86_400_000;
       await retire(ctx, {});
-      expect(await published(ctx)).toEqual({ primary: 'v3', keys: ['v3'] });
-      expect(await counts(ctx)).toEqual([{ v3: ROWS }, { v3: ROWS }, { v3: ROWS }]);
-      await expectPlaintextIntact(ctx, 'v3');
+      await after('retire', all('v3'), { primary: 'v3', keys: ['v3'] }, {}, 'v3');
       expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
+    });
+
+    it('with policy.retiredKeys: archive, retire keeps the old key in the archive', async () => {
+      const ctx = await setup(`${NO_WAIT}  retiredKeys: archive\n`, 20);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      await verify(ctx, {});
+      await promote(ctx);
+      await retire(ctx, { force: true, reason: 'test' });
+      expect(await archived(ctx)).toEqual({ v1: 'retired' });
+      expect((await listVersions(ctx.db, 'default'))[0]).toMatchObject({ version: 'v1', state: 'retired', material: 'present' });
     });
 
     it('rolls back from dual_key after part of the data was re-encrypted', async () => {
@@ -220,6 +243,7 @@ for (const dialect of DIALECTS) {
       const err = await rollback(ctx, {}).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RefusedError);
       expect((err as Error).message).toMatch(/compromised/);
+      expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({ action: 'rollback', outcome: 'refused' });
       await reencrypt(ctx, { dryRun: false, batchSize: 100 });
       await verify(ctx, {});
       await promote(ctx);
