@@ -96,33 +96,32 @@ const MIGRATIONS: Migration[] = [
       });
     },
   },
+  {
+    name: '0002_audit_hash_chain_and_key_publication',
+    async up(knex) {
+      await addColumnIfMissing(knex, TABLES.audit, 'seq', (t) => t.bigInteger('seq').nullable());
+      await addColumnIfMissing(knex, TABLES.audit, 'prev_hash', (t) => t.string('prev_hash', 64).nullable());
+      await addColumnIfMissing(knex, TABLES.audit, 'row_hash', (t) => t.string('row_hash', 64).nullable());
+      // When the version's key was first published to readers (the propagation delay counts from here).
+      await addColumnIfMissing(knex, TABLES.keyVersions, 'published_at', (t) => t.datetime('published_at', { precision: 3 }).nullable());
+      // present | destroyed: whether the key's material still exists in the keystore (published or archived).
+      await addColumnIfMissing(knex, TABLES.keyVersions, 'material', (t) => t.string('material', 16).notNullable().defaultTo('present'));
+      await addColumnIfMissing(knex, TABLES.rotations, 'compromised_version', (t) => t.string('compromised_version', 16).nullable());
+      await createIfMissing(knex, TABLES.auditHead, (t) => {
+        t.string('keyring', 64).primary();
+        t.bigInteger('seq').notNullable();
+        t.string('last_hash', 64).notNullable();
+      });
+      // Chain the rows written before the chain existed, once, in id order.
+      await backfillAuditChain(knex);
+    },
+  },
 ];
 
 async function addColumnIfMissing(knex: Knex, table: string, column: string, add: (t: Knex.AlterTableBuilder) => void): Promise<void> {
   if (await knex.schema.hasColumn(table, column)) return;
   await knex.schema.alterTable(table, add);
 }
-
-MIGRATIONS.push({
-  name: '0002_audit_hash_chain_and_key_publication',
-  async up(knex) {
-    await addColumnIfMissing(knex, TABLES.audit, 'seq', (t) => t.bigInteger('seq').nullable());
-    await addColumnIfMissing(knex, TABLES.audit, 'prev_hash', (t) => t.string('prev_hash', 64).nullable());
-    await addColumnIfMissing(knex, TABLES.audit, 'row_hash', (t) => t.string('row_hash', 64).nullable());
-    // When the version's key was first published to readers (the propagation delay counts from here).
-    await addColumnIfMissing(knex, TABLES.keyVersions, 'published_at', (t) => t.datetime('published_at', { precision: 3 }).nullable());
-    // present | destroyed: whether the key's material still exists in the keystore (published or archived).
-    await addColumnIfMissing(knex, TABLES.keyVersions, 'material', (t) => t.string('material', 16).notNullable().defaultTo('present'));
-    await addColumnIfMissing(knex, TABLES.rotations, 'compromised_version', (t) => t.string('compromised_version', 16).nullable());
-    await createIfMissing(knex, TABLES.auditHead, (t) => {
-      t.string('keyring', 64).primary();
-      t.bigInteger('seq').notNullable();
-      t.string('last_hash', 64).notNullable();
-    });
-    // Chain the rows written before the chain existed, once, in id order.
-    await backfillAuditChain(knex);
-  },
-});
 
 async function backfillAuditChain(knex: Knex): Promise<void> {
   const rows: Record<string, unknown>[] = await knex(TABLES.audit).whereNull('row_hash').orderBy('id');
@@ -146,7 +145,7 @@ const migrationSource: Knex.MigrationSource<Migration> = {
   getMigration: async (m) => ({ up: m.up, down: async () => undefined }),
 };
 
-const MIGRATOR_CONFIG: Knex.MigratorConfig = {
+export const MIGRATOR_CONFIG: Knex.MigratorConfig = {
   migrationSource,
   tableName: 'keyctl_migrations',
 };

@@ -16,7 +16,7 @@ import { openRotation } from '../../src/core/rotations.js';
 import { getStatus } from '../../src/core/status.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
-import { TABLES } from '../../src/db/migrations.js';
+import { migrate, MIGRATOR_CONFIG, TABLES } from '../../src/db/migrations.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
 import { openTestContext } from '../helpers/context.js';
 
@@ -335,6 +335,44 @@ for (const dialect of DIALECTS) {
       const again = await reencrypt(ctx, { dryRun: false, batchSize: 20 });
       expect(again.failures).toHaveLength(2);
       expect(again.remaining).toBe(2);
+    });
+
+    it('generate interrupted after publishing the key resumes and adopts that key', async () => {
+      const ctx = await setup(NO_WAIT, 10);
+      const crashing = {
+        provider: ctx.keystore.provider,
+        writable: true,
+        describe: () => ctx.keystore.describe(),
+        read: () => ctx.keystore.read(),
+        readArchive: (k: string) => ctx.keystore.readArchive(k),
+        writeArchive: ctx.keystore.writeArchive.bind(ctx.keystore),
+        write: async (...args: Parameters<CoreContext['keystore']['write']>) => {
+          await ctx.keystore.write(...args);
+          throw new Error('simulated crash right after publishing');
+        },
+      };
+      await expect(generate({ ...ctx, keystore: crashing }, { emergency: false })).rejects.toThrow(/simulated crash/);
+      expect((await openRotation(ctx.db, 'default'))!.phase).toBe('generating');
+      const orphanKey = (await ctx.keystore.read())!.doc.keys.get('v2')!;
+      const g = await generate(ctx, { emergency: false });
+      expect(g).toMatchObject({ newVersion: 'v2', resumed: true });
+      expect((await ctx.keystore.read())!.doc.keys.get('v2')!.equals(orphanKey)).toBe(true);
+      expect((await listVersions(ctx.db, 'default')).map((v) => [v.version, v.state])).toEqual([['v1', 'primary'], ['v2', 'decrypt-only']]);
+    });
+
+    it('migration 0002 chains audit rows written before the chain existed', async () => {
+      const ctx = await openTestContext(tdb, { now });
+      cleanups.push(() => ctx.db.close());
+      // Start again from a schema at 0001 only.
+      for (const t of [TABLES.audit, TABLES.auditHead, TABLES.keyVersions, TABLES.rotations, TABLES.checkpoints, 'keyctl_migrations', 'keyctl_migrations_lock']) await ctx.db.knex.schema.dropTableIfExists(t);
+      await ctx.db.knex.migrate.up(MIGRATOR_CONFIG);
+      for (const action of ['init', 'register']) {
+        await ctx.db.knex(TABLES.audit).insert({ keyring: 'default', action, actor: 'old@host', outcome: 'ok', created_at: ctx.db.adapter.toDbTime(new Date('2026-01-02T03:04:05.678Z')) });
+      }
+      await migrate(ctx.db);
+      const rows = await listAudit(ctx.db, 'default');
+      expect(rows.map((r) => [r.seq, r.action])).toEqual([[1, 'init'], [2, 'register']]);
+      expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
     });
 
     it('audit --verify passes untouched and fails after a row is edited or deleted in SQL', async () => {
