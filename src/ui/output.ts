@@ -62,6 +62,11 @@ export class Output implements Logger {
     }
   }
 
+  /** Print a JSON document on stdout whatever the mode (e.g. `--format json`). */
+  data(data: object): void {
+    this.stdout.write(`${JSON.stringify({ ok: true, ...data }, null, 2)}\n`);
+  }
+
   /** Report a failure; returns the exit status to use. */
   error(err: unknown): number {
     if (err instanceof KeyctlError) {

@@ -60,8 +60,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
       ? `Rotation #${rotation.id} of keyring ${rotation.keyring}: ${rotation.oldVersion} → ${rotation.newVersion}${rotation.emergency ? ' (EMERGENCY)' : ''}, opened ${rotation.openedAt.toISOString()} by ${rotation.openedBy}, phase ${rotation.phase}${rotation.closedAt ? `, closed ${rotation.closedAt.toISOString()} (took ${duration(rotation.closedAt.getTime() - rotation.openedAt.getTime())})` : ''}`
       : `Audit history of keyring ${ctx.config.keyring}`;
     if (f.format === 'json' || rt.output.json) {
-      rt.output.result({ rotation: rotation ? { id: rotation.id, phase: rotation.phase, oldVersion: rotation.oldVersion, newVersion: rotation.newVersion, emergency: rotation.emergency } : null, entries }, () => '');
-      if (!rt.output.json) process.stdout.write(`${JSON.stringify({ rotation, entries }, null, 2)}\n`);
+      rt.output.data({ summary: head, rotation, entries });
       return ExitCode.OK;
     }
     const cols = ['time (UTC)', 'action', 'phase', 'actor', 'versions', 'rows', 'outcome', '+time', 'details'];
