@@ -1,6 +1,6 @@
 /**
  * The one table of keyctl's exit codes. Scripts and cron jobs depend on these numbers:
- * never renumber an entry, only add new ones. README.md and docs/exit-codes.md list them.
+ * never renumber an entry, only add new ones. README.md lists them (a test keeps it in step).
  */
 export const ExitCode = {
   /** The command did what was asked. */

@@ -98,7 +98,7 @@ export async function reconcileRegistry(ctx: CoreContext): Promise<Reconciled> {
       `${keystore.describe()} holds no keys`,
       keystore.provider === 'env'
         ? 'set KEYCTL_KEY_V1 (base64 of 32 bytes) and KEYCTL_PRIMARY=v1 in the environment'
-        : 'run `keyctl init` to create the keyring, or `keyctl restore` to bring it back from a backup',
+        : 'run `keyctl init` to create the keyring, or restore the keyring file from a backup',
     );
   }
   if (snapshot.doc.keyring !== config.keyring) {

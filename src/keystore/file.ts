@@ -88,7 +88,7 @@ export class FileKeystore implements Keystore {
   async read(): Promise<KeystoreSnapshot | null> {
     const got = await this.published.read();
     if (!got) return null;
-    const doc = parseKeyringJson(got.text, `keyring file ${this.file}`, 'restore the file from a backup (`keyctl restore`), or fix its JSON by hand');
+    const doc = parseKeyringJson(got.text, `keyring file ${this.file}`, 'restore the file from a backup, or fix its JSON by hand');
     return { doc, revision: got.revision };
   }
 

@@ -50,6 +50,8 @@ export interface EngineOptions {
   onProgress?: (e: ProgressEvent) => void;
   /** Called after a batch is read and before it is written (observability and tests). */
   afterRead?: (table: string, rows: Row[]) => Promise<void>;
+  /** Checked after every committed batch: a reason to stop, or null to go on. */
+  shouldStop?: () => Promise<string | null>;
 }
 
 export interface TableResult {
@@ -64,6 +66,8 @@ export interface TableResult {
   remaining: number;
   passes: number;
   interrupted: boolean;
+  /** Why the engine stopped early on its own (shouldStop), if it did. */
+  stoppedBecause?: string;
   resumedFrom: PkValue | null;
 }
 
@@ -134,6 +138,12 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       await new Promise((resolve) => setImmediate(resolve));
       if (o.signal?.aborted) {
         result.interrupted = true;
+        return result;
+      }
+      const stop = await o.shouldStop?.();
+      if (stop) {
+        result.interrupted = true;
+        result.stoppedBecause = stop;
         return result;
       }
       if (rows.length < batchSize) break;

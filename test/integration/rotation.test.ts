@@ -337,6 +337,43 @@ for (const dialect of DIALECTS) {
       expect(again.remaining).toBe(2);
     });
 
+    it('a value written under the old key after verify blocks promote until reencrypt and verify run again', async () => {
+      const ctx = await setup(NO_WAIT, 30);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      await verify(ctx, {});
+      const v1 = (await ctx.keystore.read())!.doc.keys.get('v1')!;
+      await ctx.db.knex('customers').where({ id: 2 }).update({ email: codec.encrypt('late writer', 'v1', v1) });
+      await expect(promote(ctx)).rejects.toThrow(/1 value\(s\) not under v2/);
+      const re = await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      expect(re.rotation.phase).toBe('reencrypted');
+      expect((await verify(ctx, {})).passed).toBe(true);
+      expect((await promote(ctx)).phase).toBe('promoted');
+    });
+
+    it('a reencrypt running while someone rolls back stops after its batch instead of writing on', async () => {
+      const ctx = await setup(NO_WAIT, 400);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const other = await openTestContext(tdb, { extraConfig: TARGETS + NO_WAIT, now });
+      cleanups.push(() => other.db.close());
+      let batches = 0;
+      const err = await reencrypt(ctx, {
+        dryRun: false,
+        batchSize: 50,
+        afterRead: async () => {
+          if (++batches === 2) await rollback({ ...other, actor: 'other@test' }, { reason: 'abort' });
+        },
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RefusedError);
+      expect((err as Error).message).toMatch(/left phase reencrypting/);
+      expect((await counts(ctx))[0]).toEqual({ v1: 300, v2: 100 });
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      expect((await verify(ctx, {})).rotation!.phase).toBe('rolled_back');
+      await expectPlaintextIntact(ctx, 'v1', 400);
+    });
+
     it('generate interrupted after publishing the key resumes and adopts that key', async () => {
       const ctx = await setup(NO_WAIT, 10);
       const crashing = {

@@ -50,7 +50,9 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
     if (f.rotation !== undefined) {
       if (!/^\d+$/.test(f.rotation)) throw new UsageError(`--rotation expects a rotation id (a number), found "${f.rotation}"`);
       rotation = await getRotation(ctx.db, Number(f.rotation));
-      if (!rotation) throw new UsageError(`there is no rotation #${f.rotation}`, 'run `keyctl audit --all` to see every rotation');
+      if (!rotation || rotation.keyring !== ctx.config.keyring) {
+        throw new UsageError(`keyring ${ctx.config.keyring} has no rotation #${f.rotation}`, 'run `keyctl audit --all` to see every rotation of this keyring');
+      }
     } else if (!f.all) {
       rotation = (await openRotation(ctx.db, ctx.config.keyring)) ?? (await latestRotation(ctx.db, ctx.config.keyring));
     }

@@ -73,12 +73,16 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
           if (report.interrupted) lines.push(`${c.yellow('interrupted')}: progress is saved; resume with: ${resume}`);
           else if (report.dryRun) lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());
           else if (report.remaining === 0) lines.push(`${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${NEXT_STEP[report.rotation.phase]}`);
-          else lines.push(`${report.remaining} value(s) are still not under ${report.target}${report.failures.length > 0 ? ' (they cannot be decrypted: repair or remove them, then run reencrypt again)' : '; run reencrypt again'}`);
+          else if (report.failures.length > 0) lines.push(`${report.remaining} value(s) are still not under ${report.target}: those that cannot be decrypted need repair (or removal) by hand, then run reencrypt again`);
+          else if (f.table) lines.push(`${report.remaining} value(s) in other targets are still not under ${report.target}; run reencrypt without --table`);
+          else lines.push(`${report.remaining} value(s) are still not under ${report.target} after several passes: an application instance is probably still writing with an old key; make it reload the keyring, then run reencrypt again`);
           return lines.join('\n');
         },
       );
       if (report.interrupted) return ExitCode.INTERRUPTED;
-      return report.failures.length > 0 ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;
+      if (report.failures.length > 0) return ExitCode.PROBLEMS_FOUND;
+      // Not finished although nothing failed: a writer keeps using an old key (after --table, other tables remain).
+      return report.remaining > 0 && !f.table && !report.dryRun ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;
     });
   } finally {
     progress.stop();

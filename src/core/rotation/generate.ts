@@ -3,11 +3,13 @@
  * database learns about it (its material must exist somewhere before it is registered), as a
  * decrypt-only version, so every reader can decrypt it before any writer uses it.
  *
- * Crash safety: the rotation row is claimed first (phase `generating`; the unique open_keyring
- * index lets only one operator claim it). If keyctl dies after publishing the key but before
- * registering it, running generate again finds the unregistered key and adopts it.
+ * Crash safety: the rotation row is claimed first (phase `generating`, with the new version's
+ * number; the unique open_keyring index lets only one operator claim it). If keyctl dies after
+ * publishing the key but before registering it, running generate again finds that version in
+ * the keystore and registers it instead of creating another.
  */
 import { fingerprint, generateKey, versionName, versionNumber } from '../../crypto/keys.js';
+import { translateDbError } from '../../db/errors.js';
 import { TABLES } from '../../db/migrations.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
@@ -50,8 +52,8 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
     return refuse(ctx, {
       action: 'generate',
       rotation,
-      reason: `${keystore.describe()} is read-only: keyctl cannot add a key to it`,
-      hint: `add the next key yourself (e.g. KEYCTL_KEY_V${Math.max(...state.versions.map((v) => versionNumber(v.version))) + 1}=$(openssl rand -base64 32)), or use a writable keystore`,
+      reason: `${keystore.describe()} is read-only: keyctl cannot add, publish or retire keys in it, so it cannot run a rotation`,
+      hint: 'run rotations with a keystore keyctl can write (keystore.provider: file, or a managed keystore); the env keystore is for reading',
     });
   }
 
@@ -61,13 +63,9 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
     ...state.versions.map((v) => versionNumber(v.version)),
     ...[...published.doc.keys.keys(), ...archive.doc.keys.keys()].map(versionNumber),
   );
-  const registered = new Set(state.versions.map((v) => v.version));
-  // A published key the registry does not know, numbered right after the registry: left by an interrupted generate.
-  const orphan = [...published.doc.keys.keys()].find((v) => !registered.has(v) && versionNumber(v) === Math.max(...state.versions.map((x) => versionNumber(x.version))) + 1);
-
   if (!rotation) {
     const at = ctx.now();
-    const newVersion = orphan ?? versionName(highest + 1);
+    const newVersion = versionName(highest + 1);
     try {
       await db.knex(TABLES.rotations).insert({
         keyring,
@@ -81,7 +79,8 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
         opened_at: db.adapter.toDbTime(at),
         phase_changed_at: db.adapter.toDbTime(at),
       });
-    } catch {
+    } catch (err) {
+      if (!isUniqueViolation(err)) throw translateDbError(err, db.endpoint, 'open a rotation in');
       const other = await openRotation(db, keyring);
       return refuse(ctx, {
         action: 'generate',
@@ -105,17 +104,24 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
     ctx.log.info(`found ${newVersion} in the keystore from an interrupted generate; using it`);
   }
   const fp = fingerprint(key);
-  const emergency = rotation.emergency;
+  // Resuming with --emergency turns the rotation into an emergency one; it never turns one back.
+  const emergency = rotation.emergency || opts.emergency;
+  const reason = opts.reason ?? rotation.reason;
   const done = await transition(ctx, {
     action: 'generate',
     rotation,
     to: 'generated',
-    rotationColumns: emergency ? { compromised_version: rotation.oldVersion } : {},
-    details: { fingerprint: fp, emergency, reason: rotation.reason, resumed },
+    rotationColumns: { emergency, reason, ...(emergency ? { compromised_version: rotation.oldVersion } : {}) },
+    details: { fingerprint: fp, emergency, reason, resumed },
     apply: async (trx, at) => {
       await insertVersion(db, { keyring, version: newVersion, state: 'decrypt-only', fingerprint: fp, compromised: false, createdAt: at }, trx);
       if (emergency) await markCompromised(trx, keyring, rotation!.oldVersion);
     },
   });
-  return { rotation: done, newVersion, fingerprint: fp, resumed };
+  return { rotation: { ...done, emergency, reason }, newVersion, fingerprint: fp, resumed };
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return code === '23505' || code === 'ER_DUP_ENTRY' || code.startsWith('SQLITE_CONSTRAINT');
 }

@@ -8,8 +8,8 @@ import { reencryptTable, type ProgressEvent, type TableResult, type ValueFailure
 import type { Row } from '../../reencrypt/scan.js';
 import { appendAudit } from '../audit.js';
 import type { CoreContext } from '../context.js';
-import { UsageError } from '../errors.js';
-import type { Rotation } from '../rotations.js';
+import { RefusedError, UsageError } from '../errors.js';
+import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
 import { countAllTargets, notUnder } from './counts.js';
 import { loadAllKeys, lookup } from './material.js';
 import { prepare } from './prepare.js';
@@ -43,15 +43,24 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     throw new UsageError(`--table ${opts.table} is not a target in ${ctx.config.file}`, `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`);
   }
   const state = await prepare(ctx);
-  let rotation = await requirePhase(ctx, state, opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt', ['dual_key', 'reencrypting', 'reencrypted', 'rolling_back']);
+  let rotation = await requirePhase(ctx, state, opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt', ['dual_key', 'reencrypting', 'reencrypted', 'verified', 'rolling_back']);
   const target = state.primary;
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
   const targetKey = keys.get(target)!;
-  if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted')) {
+  // From verified too: values written under an old key after verify (a writer that had not
+  // reloaded) are moved again, and verify has to pass again before promote.
+  if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted' || rotation.phase === 'verified')) {
     rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', details: { target, batchSize: opts.batchSize, table: opts.table ?? null } });
   }
   const started = ctx.now();
   const codec = new AesGcmV1Codec();
+  const runningIn = rotation.phase;
+  const rotationId = rotation.id;
+  // Stop (after saving the cursor) if someone else moved the rotation on, e.g. rolled it back.
+  const phaseChanged = async (): Promise<string | null> => {
+    const now = await openRotation(ctx.db, ctx.config.keyring);
+    return now?.id === rotationId && now.phase === runningIn ? null : `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
+  };
   const tables: TableResult[] = [];
   for (const t of targets) {
     const res = await reencryptTable(t, {
@@ -67,12 +76,19 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.afterRead ? { afterRead: opts.afterRead } : {}),
+      ...(opts.dryRun ? {} : { shouldStop: phaseChanged }),
     });
     tables.push(res);
     if (res.interrupted) break;
   }
   const failures = tables.flatMap((t) => t.failures);
   const interrupted = tables.some((t) => t.interrupted);
+  const stoppedBecause = tables.find((t) => t.stoppedBecause)?.stoppedBecause;
+  if (stoppedBecause) {
+    await appendAudit(ctx.db, { rotationId, keyring: rotation.keyring, action: 'reencrypt', fromPhase: runningIn, toPhase: null, actor: ctx.actor, outcome: 'interrupted', details: { reason: stoppedBecause } }, ctx.now());
+    const now = await openRotation(ctx.db, ctx.config.keyring);
+    throw new RefusedError(`${stoppedBecause}; stopped after saving the cursor`, now ? `next: ${NEXT_STEP[now.phase]}` : 'run `keyctl status`');
+  }
   const totals = await countAllTargets(ctx, codec);
   const remaining = notUnder(totals, target) + totals.unparseable;
   const report: ReencryptReport = { rotation, target, dryRun: opts.dryRun, tables, failures, remaining, interrupted };

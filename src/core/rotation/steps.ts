@@ -150,7 +150,8 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
   const state = await prepare(ctx);
   const r = await requirePhase(ctx, state, 'rollback', ROLLBACK_FROM);
   const old = state.versions.find((v) => v.version === r.oldVersion)!;
-  if (old.compromised && !opts.force) {
+  // From `generated` the old key never stopped being primary: abandoning the new key restores nothing.
+  if (old.compromised && !opts.force && r.phase !== 'generated') {
     return refuse(ctx, {
       action: 'rollback',
       rotation: r,

@@ -25,14 +25,14 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
   const keyring = config.keyring;
   const versions = await listVersions(db, keyring);
   const published = await keystore.read();
-  if (!published) throw new KeystoreError(`${keystore.describe()} holds no keys`, 'restore the keyring from a backup (`keyctl restore`)');
+  if (!published) throw new KeystoreError(`${keystore.describe()} holds no keys`, 'restore the keyring from a backup');
   const archive = await keystore.readArchive(keyring);
   const material = (v: RegisteredVersion): Buffer => {
     const key = published.doc.keys.get(v.version) ?? archive.doc.keys.get(v.version)?.key;
     if (!key) {
       throw new KeystoreError(
         `the registry lists ${v.version} as ${v.state} but ${keystore.describe()} no longer holds its key`,
-        'restore the key from a backup (`keyctl restore`) before continuing',
+        'restore the key from a backup before continuing',
       );
     }
     if (fingerprint(key) !== v.fingerprint) {

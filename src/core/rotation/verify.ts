@@ -45,6 +45,7 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   const keyFor = (v: string) => published.doc.keys.get(v);
   const checked: Record<string, number> = {};
   const failures: ValueFailure[] = [];
+  let failureCount = 0;
   const check = (table: string, pk: string, columns: string[], rows: Row[]) => {
     for (const row of rows) {
       for (const column of columns) {
@@ -57,6 +58,7 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
           checked[v] = (checked[v] ?? 0) + 1;
         } catch (err) {
           if (!(err instanceof CiphertextError)) throw err;
+          failureCount++;
           if (failures.length < 1000) failures.push({ table, pk: String(row[pk]), column, reason: err.reason });
         }
       }
@@ -70,9 +72,9 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   const problems: string[] = [];
   for (const [v, n] of Object.entries(totals.byVersion)) if (v !== state.primary) problems.push(`${n} value(s) under ${v}, not the primary ${state.primary}`);
   if (totals.unparseable > 0) problems.push(`${totals.unparseable} unparseable value(s)`);
-  if (failures.length > 0) problems.push(`${failures.length} value(s) do not decrypt with the published keyring`);
+  if (failureCount > 0) problems.push(`${failureCount} value(s) do not decrypt with the published keyring`);
   const passed = problems.length === 0;
-  const details = { primary: state.primary, byVersion: totals.byVersion, unparseable: totals.unparseable, checked, sample: opts.sample ?? null, failures: failures.length, failureSample: failures.slice(0, 20) };
+  const details = { primary: state.primary, byVersion: totals.byVersion, unparseable: totals.unparseable, checked, sample: opts.sample ?? null, failures: failureCount, failureSample: failures.slice(0, 20) };
   const rowsChecked = Object.values(checked).reduce((a, b) => a + b, 0);
 
   if (passed && rotation?.phase === 'reencrypted') {
