@@ -12,11 +12,16 @@ export interface ProgressLine {
 }
 
 export async function startProgress(output: Output, first: string, intervalMs = 5000): Promise<ProgressLine> {
-  if (output.interactive) {
+  // A terminal that reports no width (e.g. a pty without a window size) cannot host a one-line
+  // spinner: ora would keep clearing lines it thinks the text wrapped onto. Use plain lines there.
+  const columns = process.stderr.columns ?? 0;
+  if (output.interactive && columns > 0) {
     const { default: ora } = await import('ora');
-    const spinner = ora({ text: first, stream: process.stderr, discardStdin: false }).start();
+    // Keep the text on one line so the spinner redraws in place.
+    const fit = (t: string) => (t.length > columns - 3 ? `${t.slice(0, Math.max(0, columns - 4))}…` : t);
+    const spinner = ora({ text: fit(first), stream: process.stderr, discardStdin: false }).start();
     return {
-      update: (t) => void (spinner.text = t),
+      update: (t) => void (spinner.text = fit(t)),
       log: (t) => {
         spinner.clear();
         output.info(t);

@@ -1,5 +1,5 @@
 /** The rotation commands through the built binary: exit codes, JSON, signals, the README demo. */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,5 +140,21 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     const s = json<{ primary: string; targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
     expect(s.primary).toBe('v2');
     expect(s.targets.map((t) => t.counts)).toEqual([{ v2: 1000 }, { v2: 1000 }, { v2: 1000 }]);
+  });
+});
+
+const hasScript = spawnSync('script', ['--version']).status === 0;
+
+describe.skipIf(!hasScript)('reencrypt in a terminal', () => {
+  // Regression: in a pty that reports no width, the spinner cleared "wrapped" lines forever.
+  it('finishes under a pseudo-terminal without a window size', async () => {
+    const dir = tmpdir();
+    expect((await keyctl(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
+    await keyctl(['generate'], { cwd: dir });
+    await keyctl(['dual-key'], { cwd: dir });
+    const r = spawnSync('script', ['-qec', `${process.execPath} ${KEYCTL_BIN} reencrypt --batch-size 100`, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('every value is under v2');
   });
 });
