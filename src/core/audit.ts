@@ -10,7 +10,7 @@ import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import { TABLES } from '../db/migrations.js';
 import { auditFieldsOf } from './audit-fields.js';
-import { auditRowHash, GENESIS_HASH } from './audit-hash.js';
+import { auditRowHash, GENESIS_HASH, type HashedAuditFields } from './audit-hash.js';
 
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted';
 
@@ -28,18 +28,8 @@ export interface AuditEntry {
   details?: Record<string, unknown> | null;
 }
 
-export interface AuditRow {
+export interface AuditRow extends Omit<HashedAuditFields, 'detailsText' | 'createdAt' | 'outcome'> {
   id: number;
-  seq: number;
-  rotationId: number | null;
-  keyring: string;
-  action: string;
-  fromPhase: string | null;
-  toPhase: string | null;
-  actor: string;
-  oldVersion: string | null;
-  newVersion: string | null;
-  rowsAffected: number | null;
   outcome: AuditOutcome;
   details: Record<string, unknown> | null;
   createdAt: Date;
@@ -86,21 +76,12 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
 }
 
 function toAuditRow(r: Record<string, unknown>): AuditRow {
-  const f = auditFieldsOf(r);
+  const { detailsText, createdAt: _iso, ...f } = auditFieldsOf(r);
   return {
+    ...f,
     id: Number(r.id),
-    seq: f.seq,
-    rotationId: f.rotationId,
-    keyring: f.keyring,
-    action: f.action,
-    fromPhase: f.fromPhase,
-    toPhase: f.toPhase,
-    actor: f.actor,
-    oldVersion: f.oldVersion,
-    newVersion: f.newVersion,
-    rowsAffected: f.rowsAffected,
     outcome: f.outcome as AuditOutcome,
-    details: f.detailsText ? (JSON.parse(f.detailsText) as Record<string, unknown>) : null,
+    details: detailsText ? (JSON.parse(detailsText) as Record<string, unknown>) : null,
     createdAt: fromDbTime(r.created_at) ?? new Date(0),
     rowHash: (r.row_hash as string | null) ?? null,
   };

@@ -2,6 +2,7 @@
  * dual-key, promote, retire and rollback: each checks its guards (recording refusals), then
  * changes phase and registry in one compare-and-set transaction, then brings the keystore in line.
  */
+import type { Knex } from 'knex';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import { markMaterialDestroyed, setVersionState } from '../registry.js';
@@ -13,6 +14,17 @@ import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
 
 const DAY_MS = 86_400_000;
+
+/** What `policy.retiredKeys` does to a retired key's material: destroyed, or kept in the archive. */
+function retiredMaterial(ctx: CoreContext): 'destroyed' | 'archived' {
+  return ctx.config.policy.retiredKeys === 'destroy' ? 'destroyed' : 'archived';
+}
+
+/** Registry side of retiring a version (the keystore follows in syncKeystore). */
+async function retireVersion(ctx: CoreContext, trx: Knex.Transaction, keyring: string, version: string, at: Date): Promise<void> {
+  await setVersionState(trx, ctx.db, keyring, version, 'retired', at);
+  if (retiredMaterial(ctx) === 'destroyed') await markMaterialDestroyed(trx, keyring, version);
+}
 
 /** The open rotation, in one of `phases`, or a recorded refusal naming the next step. */
 export async function requirePhase(ctx: CoreContext, state: Prepared, action: string, phases: readonly Phase[], why = ''): Promise<Rotation> {
@@ -127,17 +139,13 @@ export async function retire(ctx: CoreContext, opts: ForceOptions): Promise<Rota
       details: { byVersion: totals.byVersion },
     });
   }
-  const destroy = ctx.config.policy.retiredKeys === 'destroy';
   const done = await transition(ctx, {
     action: 'retire',
     rotation: r,
     to: 'retired',
     rowsAffected: 0,
-    details: { material: destroy ? 'destroyed' : 'archived', forced: Boolean(early && opts.force), reason: opts.reason ?? null, emergency: r.emergency },
-    apply: async (trx, at) => {
-      await setVersionState(trx, ctx.db, r.keyring, r.oldVersion, 'retired', at);
-      if (destroy) await markMaterialDestroyed(trx, r.keyring, r.oldVersion);
-    },
+    details: { material: retiredMaterial(ctx), forced: Boolean(early && opts.force), reason: opts.reason ?? null, emergency: r.emergency },
+    apply: (trx, at) => retireVersion(ctx, trx, r.keyring, r.oldVersion, at),
   });
   await syncKeystore(ctx);
   return done;
@@ -163,7 +171,6 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
   // (and writers that have not reloaded yet) may use it, so it stays readable until reencrypt and
   // verify have moved everything back.
   const closeNow = r.phase === 'generated';
-  const destroy = ctx.config.policy.retiredKeys === 'destroy';
   const done = await transition(ctx, {
     action: 'rollback',
     rotation: r,
@@ -171,10 +178,8 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
     details: { reason: opts.reason ?? null, forcedCompromised: old.compromised, from: r.phase },
     apply: async (trx, at) => {
       await setVersionState(trx, ctx.db, r.keyring, r.oldVersion, 'primary', at);
-      if (closeNow) {
-        await setVersionState(trx, ctx.db, r.keyring, r.newVersion, 'retired', at);
-        if (destroy) await markMaterialDestroyed(trx, r.keyring, r.newVersion);
-      } else {
+      if (closeNow) await retireVersion(ctx, trx, r.keyring, r.newVersion, at);
+      else {
         await setVersionState(trx, ctx.db, r.keyring, r.newVersion, 'decrypt-only', at);
       }
     },
@@ -185,17 +190,13 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
 
 /** Closing a rollback (called by verify once nothing is left under the new version). */
 export async function finishRollback(ctx: CoreContext, r: Rotation, details: Record<string, unknown>): Promise<Rotation> {
-  const destroy = ctx.config.policy.retiredKeys === 'destroy';
   const done = await transition(ctx, {
     action: 'verify',
     rotation: r,
     to: 'rolled_back',
     rowsAffected: 0,
-    details: { ...details, material: destroy ? 'destroyed' : 'archived' },
-    apply: async (trx, at) => {
-      await setVersionState(trx, ctx.db, r.keyring, r.newVersion, 'retired', at);
-      if (destroy) await markMaterialDestroyed(trx, r.keyring, r.newVersion);
-    },
+    details: { ...details, material: retiredMaterial(ctx) },
+    apply: (trx, at) => retireVersion(ctx, trx, r.keyring, r.newVersion, at),
   });
   await syncKeystore(ctx);
   return done;
