@@ -20,6 +20,12 @@ export interface DialectAdapter {
   versionBucket(column: string, shapePattern: string): Knex.Raw;
   /** Timestamps as the driver should bind them (UTC). */
   toDbTime(d: Date): Date | string;
+  /**
+   * A SQL expression: 1 when the column holds a value that does not start with `prefix`
+   * (e.g. 'v2:'), else 0. A byte comparison of a prefix — much cheaper than the shape regex,
+   * for counting what is left to re-encrypt.
+   */
+  notPrefixed(column: string, prefix: string): Knex.Raw;
 }
 
 export function fromDbTime(v: unknown): Date | null {
@@ -74,5 +80,9 @@ export function createAdapter(dialect: Dialect, knex: Knex): DialectAdapter {
         [column, column, spec.patternPrefix + pattern, ...Array<string>(prefixRefs).fill(column)],
       ),
     toDbTime: (d) => (spec.timeAsText ? d.toISOString() : d),
+    notPrefixed: (column, prefix) =>
+      dialect === 'mysql'
+        ? knex.raw(`CASE WHEN ?? IS NOT NULL AND CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY) THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix])
+        : knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]),
   };
 }

@@ -4,13 +4,12 @@
  * primary is the old key again, so the same pass moves values back.
  */
 import { AesGcmV1Codec } from '../../crypto/codec.js';
-import { reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
+import { countNotUnder, reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Row } from '../../reencrypt/scan.js';
 import { appendAudit } from '../audit.js';
 import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
-import { countAllTargets, notUnder } from './counts.js';
 import { loadAllKeys, lookup } from './material.js';
 import { prepare } from './prepare.js';
 import { requirePhase } from './steps.js';
@@ -89,8 +88,8 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     const now = await openRotation(ctx.db, ctx.config.keyring);
     throw new RefusedError(`${stoppedBecause}; stopped after saving the cursor`, now ? `next: ${NEXT_STEP[now.phase]}` : 'run `keyctl status`');
   }
-  const totals = await countAllTargets(ctx, codec);
-  const remaining = notUnder(totals, target) + totals.unparseable;
+  let remaining = 0;
+  for (const t of ctx.config.targets) remaining += await countNotUnder(ctx.db, t, target);
   const report: ReencryptReport = { rotation, target, dryRun: opts.dryRun, tables, failures, remaining, interrupted };
   if (opts.dryRun) return report;
 
@@ -102,7 +101,6 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     failures: failures.length,
     failureSample: failures.slice(0, 20),
     remaining,
-    byVersion: totals.byVersion,
   };
   if (!interrupted && remaining === 0 && rotation.phase === 'reencrypting') {
     report.rotation = await transition(ctx, { action: 'reencrypt', rotation, to: 'reencrypted', rowsAffected: rowsUpdated, details });
