@@ -25,7 +25,7 @@ const opt = (name, def) => {
 const dbKind = opt('db', 'sqlite');
 const rows = Number(opt('rows', '200000'));
 const naiveRows = Math.min(rows, Number(opt('naive-rows', String(Math.min(rows, 5000)))));
-const batchArgs = opt('batch-size') ? ['--batch-size', opt('batch-size')] : [];
+const batchArgs = [...(opt('batch-size') ? ['--batch-size', opt('batch-size')] : []), ...(opt('workers') ? ['--crypto-workers', opt('workers')] : [])];
 const keep = args.includes('--keep');
 // --profile DIR: write a V8 CPU profile of the keyctl reencrypt process into DIR.
 const profileArgs = opt('profile') ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(opt('profile'))}`] : [];

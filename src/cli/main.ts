@@ -114,6 +114,7 @@ export async function main(io: MainIO): Promise<number> {
     .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
     .addOption(new Option('--batch-size <n>', 'rows per batch (one compare-and-set statement each)').default('1000'))
     .option('--table <name>', 'only this target table')
+    .option('--crypto-workers <n>', 'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)')
     .addHelpText('after', `\nCtrl-C (or SIGTERM) finishes the current batch, saves the cursor and exits ${ExitCode.INTERRUPTED}; run the same command to resume.`)
     .action(action(() => import('./commands/reencrypt.js')));
 

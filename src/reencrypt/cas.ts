@@ -32,39 +32,45 @@ export async function pgColumnType(db: Db, table: string, column: string): Promi
   return t;
 }
 
-export function buildCasStatement(knex: Knex, dialect: Db['adapter']['dialect'], table: string, pk: string, columns: string[], rows: CasRow[], pkType = 'text'): Knex.Raw {
-  const vcols = ['pk', ...columns.flatMap((_, i) => [`o${i}`, `n${i}`])];
-  const bindings: unknown[] = [];
-  const tuple = (r: CasRow): unknown[] => [r.pk, ...columns.flatMap((c) => r.changes.get(c) ?? [null, null])];
+export interface CasStatement {
+  sql: string;
+  bindings: unknown[];
+}
+
+/** The statement text and its bindings, built directly (no second pass through Knex's formatter). */
+export function buildCasStatement(knex: Knex, dialect: Db['adapter']['dialect'], table: string, pk: string, columns: string[], rows: CasRow[], pkType = 'text'): CasStatement {
   const q = (name: string) => knex.raw('??', [name]).toQuery();
+  const vcols = ['pk'];
+  for (let i = 0; i < columns.length; i++) vcols.push(`o${i}`, `n${i}`);
+  const bindings: unknown[] = [];
+  for (const r of rows) {
+    bindings.push(r.pk);
+    for (const c of columns) {
+      const change = r.changes.get(c);
+      if (change) bindings.push(change[0], change[1]);
+      else bindings.push(null, null);
+    }
+  }
   const matches = (i: number, col: string) =>
     dialect === 'mysql' ? `v.n${i} IS NOT NULL AND CAST(t.${q(col)} AS BINARY) = CAST(v.o${i} AS BINARY)` : `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
   const sets = columns.map((c, i) => `${dialect === 'mysql' ? 't.' : ''}${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
   const anyMatch = columns.map((c, i) => `(${matches(i, c)})`).join(' OR ');
   const tableRef = knex.raw('??', [table]).toQuery();
+  const repeat = (one: string) => Array<string>(rows.length).fill(one).join(', ');
   switch (dialect) {
     case 'pg': {
       const rowSql = `(CAST(? AS ${pkType}), ${columns.map(() => 'CAST(? AS text), CAST(? AS text)').join(', ')})`;
-      for (const r of rows) bindings.push(...tuple(r));
-      return knex.raw(
-        `UPDATE ${tableRef} AS t SET ${sets} FROM (VALUES ${rows.map(() => rowSql).join(', ')}) AS v(${vcols.join(', ')}) WHERE t.${q(pk)} = v.pk AND (${anyMatch})`,
-        bindings as Knex.RawBinding[],
-      );
+      return { sql: `UPDATE ${tableRef} AS t SET ${sets} FROM (VALUES ${repeat(rowSql)}) AS v(${vcols.join(', ')}) WHERE t.${q(pk)} = v.pk AND (${anyMatch})`, bindings };
     }
     case 'sqlite': {
       const rowSql = `(${vcols.map(() => '?').join(', ')})`;
-      for (const r of rows) bindings.push(...tuple(r));
-      return knex.raw(
-        `WITH v(${vcols.join(', ')}) AS (VALUES ${rows.map(() => rowSql).join(', ')}) UPDATE ${tableRef} AS t SET ${sets} FROM v WHERE t.${q(pk)} = v.pk AND (${anyMatch})`,
-        bindings as Knex.RawBinding[],
-      );
+      return { sql: `WITH v(${vcols.join(', ')}) AS (VALUES ${repeat(rowSql)}) UPDATE ${tableRef} AS t SET ${sets} FROM v WHERE t.${q(pk)} = v.pk AND (${anyMatch})`, bindings };
     }
     case 'mysql': {
       const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
-      const rest = `SELECT ${vcols.map(() => '?').join(', ')}`;
-      for (const r of rows) bindings.push(...tuple(r));
-      const derived = [first, ...rows.slice(1).map(() => rest)].join(' UNION ALL ');
-      return knex.raw(`UPDATE ${tableRef} AS t JOIN (${derived}) AS v ON t.${q(pk)} = v.pk SET ${sets} WHERE ${anyMatch}`, bindings as Knex.RawBinding[]);
+      const rest = ` UNION ALL SELECT ${vcols.map(() => '?').join(', ')}`;
+      const derived = first + rest.repeat(rows.length - 1);
+      return { sql: `UPDATE ${tableRef} AS t JOIN (${derived}) AS v ON t.${q(pk)} = v.pk SET ${sets} WHERE ${anyMatch}`, bindings };
     }
   }
 }
@@ -74,7 +80,7 @@ export async function compareAndSetBatch(db: Db, trx: Knex.Transaction, table: s
   if (rows.length === 0) return 0;
   const stmt = buildCasStatement(trx as unknown as Knex, db.adapter.dialect, table, pk, columns, rows, pkType);
   try {
-    const res: unknown = await trx.raw(stmt.toSQL().sql, stmt.toSQL().bindings as Knex.RawBinding[]);
+    const res: unknown = await trx.raw(stmt.sql, stmt.bindings as Knex.RawBinding[]);
     return affectedRows(db.adapter.dialect, res);
   } catch (err) {
     throw translateDbError(err, db.endpoint, `rewrite a batch of ${table} in`);

@@ -11,10 +11,10 @@
  * key, or values changed under a batch); another pass handles them, up to `maxPasses`.
  */
 import type { TargetConfig } from '../config/schema.js';
-import { CiphertextError, type Codec, type KeyLookup } from '../crypto/codec.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasRow } from './cas.js';
 import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
+import type { Planner } from './planner.js';
 import { readBatch, type PkValue, type Row } from './scan.js';
 
 export interface ValueFailure {
@@ -35,11 +35,10 @@ export interface ProgressEvent {
 
 export interface EngineOptions {
   db: Db;
-  codec: Codec;
-  keys: KeyLookup;
+  /** Runs the batch crypto (in worker threads or inline). */
+  planner: Planner;
   /** The version every value must end up under (the primary). */
   target: string;
-  targetKey: Buffer;
   rotationId: number;
   dryRun: boolean;
   batchSize: number;
@@ -90,48 +89,43 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const failed = new Set<string>();
   const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
   const maxPasses = o.dryRun ? 1 : (o.maxPasses ?? 3);
+  const read = (after: PkValue | null) => readBatch(db, t.table, t.primaryKey, t.columns, after, batchSize);
+  const plan = (rows: Row[]) => o.planner.plan({ values: rows.map((r) => t.columns.map((c) => r[c])) });
 
   while (result.passes < maxPasses) {
     result.passes++;
-    let cursor = cp.cursor;
-    for (;;) {
-      const rows = await readBatch(db, t.table, t.primaryKey, t.columns, cursor, batchSize);
-      if (rows.length === 0) break;
-      const plan: CasRow[] = [];
-      for (const row of rows) {
-        const changes = new Map<string, [string, string]>();
-        for (const column of t.columns) {
-          const value = row[column];
-          if (value === null || value === undefined) continue;
-          const pk = String(row[t.primaryKey]);
-          let plain: string;
-          try {
-            if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
-            if (o.codec.versionOf(value) === o.target) continue;
-            plain = o.codec.decrypt(value, o.keys);
-          } catch (err) {
-            if (!(err instanceof CiphertextError)) throw err;
-            const id = `${pk}\u0000${column}`;
-            if (!failed.has(id)) {
-              failed.add(id);
-              if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: err.reason });
-            }
-            continue;
-          }
-          changes.set(column, [value, o.codec.encrypt(plain, o.target, o.targetKey)]);
+    // A two-stage pipeline: while the planner (a worker thread) encrypts batch k, the main
+    // thread writes batch k-1 and reads batch k+1.
+    let current = await read(cp.cursor);
+    let pending = current.length > 0 ? plan(current) : null;
+    while (current.length > 0 && pending) {
+      const last = current[current.length - 1]![t.primaryKey] as PkValue;
+      const next = current.length === batchSize ? await read(last) : [];
+      const batchPlan = await pending;
+      pending = next.length > 0 ? plan(next) : null;
+
+      for (const f of batchPlan.failures) {
+        const pk = String(current[f.index]![t.primaryKey]);
+        const column = t.columns[f.column]!;
+        const id = `${pk}\u0000${column}`;
+        if (!failed.has(id)) {
+          failed.add(id);
+          if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: f.reason });
         }
-        if (changes.size > 0) plan.push({ pk: row[t.primaryKey] as PkValue, changes });
       }
-      cursor = rows[rows.length - 1]![t.primaryKey] as PkValue;
-      result.rowsScanned += rows.length;
-      result.valuesPlanned += plan.reduce((n, r) => n + r.changes.size, 0);
-      await o.afterRead?.(t.table, rows);
+      const casRows: CasRow[] = batchPlan.rows.map((r) => ({
+        pk: current[r.index]![t.primaryKey] as PkValue,
+        changes: new Map(r.changes.map(([c, after]) => [t.columns[c]!, [current[r.index]![t.columns[c]!] as string, after] as [string, string]])),
+      }));
+      result.rowsScanned += current.length;
+      result.valuesPlanned += batchPlan.planned;
+      await o.afterRead?.(t.table, current);
       if (!o.dryRun) {
         let updated = 0;
         await db.knex.transaction(async (trx) => {
-          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, plan, pkType);
-          cp.cursor = cursor;
-          cp.rowsScanned += rows.length;
+          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, casRows, pkType);
+          cp.cursor = last;
+          cp.rowsScanned += current.length;
           cp.rowsRewritten += updated;
           cp.rowsFailed = failed.size;
           await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
@@ -152,7 +146,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         result.stoppedBecause = stop;
         return result;
       }
-      if (rows.length < batchSize) break;
+      current = next;
     }
     // What is still not under the target, counted by the database.
     result.remaining = await countNotUnder(db, t, o.target);

@@ -14,11 +14,13 @@ interface Flags {
   dryRun?: boolean;
   batchSize: string;
   table?: string;
+  cryptoWorkers?: string;
 }
 
 export async function run(rt: CliRuntime, f: Flags): Promise<number> {
   const batchSize = Number(f.batchSize);
   if (!/^\d+$/.test(f.batchSize) || batchSize < 1) throw new UsageError(`--batch-size expects a whole number ≥ 1, found "${f.batchSize}"`);
+  if (f.cryptoWorkers !== undefined && !/^\d+$/.test(f.cryptoWorkers)) throw new UsageError(`--crypto-workers expects a whole number ≥ 0, found "${f.cryptoWorkers}"`);
   const stop = new AbortController();
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -41,6 +43,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
         dryRun: Boolean(f.dryRun),
         batchSize,
         table: f.table,
+        ...(f.cryptoWorkers !== undefined ? { cryptoWorkers: Number(f.cryptoWorkers) } : {}),
         signal: stop.signal,
         onProgress: (e) => {
           const secs = (Date.now() - started) / 1000;

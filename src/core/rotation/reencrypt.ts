@@ -3,14 +3,15 @@
  * version, then — when nothing is left — the phase to `reencrypted`. In `rolling_back` the
  * primary is the old key again, so the same pass moves values back.
  */
-import { AesGcmV1Codec } from '../../crypto/codec.js';
 import { countNotUnder, reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Row } from '../../reencrypt/scan.js';
 import { appendAudit } from '../audit.js';
 import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
-import { loadAllKeys, lookup } from './material.js';
+import { availableParallelism } from 'node:os';
+import { ThreadPlanner } from '../../reencrypt/planner.js';
+import { loadAllKeys } from './material.js';
 import { prepare } from './prepare.js';
 import { requirePhase } from './steps.js';
 import { transition } from './transition.js';
@@ -20,6 +21,8 @@ export interface ReencryptOptions {
   batchSize: number;
   table?: string | undefined;
   signal?: AbortSignal;
+  /** Worker threads for crypto (0: in the main thread). Default: one per CPU, at most 4. */
+  cryptoWorkers?: number;
   onProgress?: (e: ProgressEvent) => void;
   afterRead?: (table: string, rows: Row[]) => Promise<void>;
 }
@@ -45,14 +48,12 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   let rotation = await requirePhase(ctx, state, opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt', ['dual_key', 'reencrypting', 'reencrypted', 'verified', 'rolling_back']);
   const target = state.primary;
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
-  const targetKey = keys.get(target)!;
   // From verified too: values written under an old key after verify (a writer that had not
   // reloaded) are moved again, and verify has to pass again before promote.
   if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted' || rotation.phase === 'verified')) {
     rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', details: { target, batchSize: opts.batchSize, table: opts.table ?? null } });
   }
   const started = ctx.now();
-  const codec = new AesGcmV1Codec();
   const runningIn = rotation.phase;
   const rotationId = rotation.id;
   // Stop (after saving the cursor) if someone else moved the rotation on, e.g. rolled it back.
@@ -61,24 +62,27 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     return now?.id === rotationId && now.phase === runningIn ? null : `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
   };
   const tables: TableResult[] = [];
-  for (const t of targets) {
-    const res = await reencryptTable(t, {
-      db: ctx.db,
-      codec,
-      keys: lookup(keys),
-      target,
-      targetKey,
-      rotationId: rotation.id,
-      dryRun: opts.dryRun,
-      batchSize: opts.batchSize,
-      now: ctx.now,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-      ...(opts.afterRead ? { afterRead: opts.afterRead } : {}),
-      ...(opts.dryRun ? {} : { shouldStop: phaseChanged }),
-    });
-    tables.push(res);
-    if (res.interrupted) break;
+  const planner = ThreadPlanner.create(opts.cryptoWorkers ?? Math.max(1, Math.min(4, availableParallelism())), keys, target);
+  try {
+    for (const t of targets) {
+      const res = await reencryptTable(t, {
+        db: ctx.db,
+        planner,
+        target,
+        rotationId: rotation.id,
+        dryRun: opts.dryRun,
+        batchSize: opts.batchSize,
+        now: ctx.now,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.afterRead ? { afterRead: opts.afterRead } : {}),
+        ...(opts.dryRun ? {} : { shouldStop: phaseChanged }),
+      });
+      tables.push(res);
+      if (res.interrupted) break;
+    }
+  } finally {
+    await planner.close();
   }
   const failures = tables.flatMap((t) => t.failures);
   const interrupted = tables.some((t) => t.interrupted);

@@ -1,0 +1,82 @@
+/**
+ * Where batch crypto runs. `ThreadPlanner` hands batches to worker threads, so the main thread
+ * reads and writes the database while a worker encrypts (on SQLite, whose driver is synchronous,
+ * this is the only way to overlap the two). `InlinePlanner` runs in the main thread.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { AesGcmV1Codec } from '../crypto/codec.js';
+import { planBatch, type BatchInput, type BatchPlan } from './plan.js';
+
+export interface Planner {
+  plan(batch: BatchInput): Promise<BatchPlan>;
+  close(): Promise<void>;
+}
+
+export class InlinePlanner implements Planner {
+  private readonly codec = new AesGcmV1Codec();
+  constructor(private readonly keys: Map<string, Buffer>, private readonly target: string) {}
+  async plan(batch: BatchInput): Promise<BatchPlan> {
+    return planBatch(batch, this.codec, this.keys, this.target);
+  }
+  async close(): Promise<void> {}
+}
+
+/** The compiled worker; when running from TypeScript sources (tests), the built one in dist/. */
+function workerFile(): string | null {
+  const here = fileURLToPath(import.meta.url);
+  const candidates = here.endsWith('.ts')
+    ? [path.resolve(path.dirname(here), '../../dist/reencrypt/crypto-worker.js')]
+    : [path.join(path.dirname(here), 'crypto-worker.js')];
+  return candidates.find((f) => existsSync(f)) ?? null;
+}
+
+export class ThreadPlanner implements Planner {
+  private readonly workers: Worker[];
+  private next = 0;
+  private seq = 0;
+  private readonly waiting = new Map<number, { resolve: (p: BatchPlan) => void; reject: (e: Error) => void }>();
+
+  private constructor(file: string, count: number, keys: Map<string, Buffer>, target: string) {
+    const workerData = { keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), target };
+    this.workers = Array.from({ length: count }, () => {
+      // A larger young generation: each batch allocates many short-lived strings and buffers.
+      const w = new Worker(file, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 64 } });
+      w.on('message', (m: { id: number; plan?: BatchPlan; error?: string }) => {
+        const p = this.waiting.get(m.id);
+        if (!p) return;
+        this.waiting.delete(m.id);
+        if (m.plan) p.resolve(m.plan);
+        else p.reject(new Error(`crypto worker: ${m.error}`));
+      });
+      w.on('error', (err) => {
+        for (const p of this.waiting.values()) p.reject(err);
+        this.waiting.clear();
+      });
+      w.unref();
+      return w;
+    });
+  }
+
+  /** Worker threads when the compiled worker is available and `count` > 0, else inline. */
+  static create(count: number, keys: Map<string, Buffer>, target: string): Planner {
+    const file = workerFile();
+    if (count < 1 || !file) return new InlinePlanner(keys, target);
+    return new ThreadPlanner(file, count, keys, target);
+  }
+
+  plan(batch: BatchInput): Promise<BatchPlan> {
+    const id = ++this.seq;
+    const worker = this.workers[this.next++ % this.workers.length]!;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      worker.postMessage({ id, batch });
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
