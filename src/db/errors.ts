@@ -23,6 +23,13 @@ interface DriverError {
 
 export function translateDbError(err: unknown, ep: DbEndpoint, doing = 'connect to'): KeyctlError {
   if (err instanceof KeyctlError) return err;
+  const translated = describeDbError(err, ep, doing);
+  // Keep the driver's error for callers that decide on its code (retries); it is never printed.
+  Object.defineProperty(translated, 'cause', { value: err, enumerable: false });
+  return translated;
+}
+
+function describeDbError(err: unknown, ep: DbEndpoint, doing: string): KeyctlError {
   const e = (err ?? {}) as DriverError;
   const code = e.code ?? '';
   const where = ep.description;

@@ -15,6 +15,8 @@ import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasRow } from './cas.js';
 import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
 import type { Planner } from './planner.js';
+import { withRetry, type RetryOptions } from './retry.js';
+import { Throttle } from './throttle.js';
 import { readBatch, type PkValue, type Row } from './scan.js';
 
 export interface ValueFailure {
@@ -31,6 +33,9 @@ export interface ProgressEvent {
   rowsTotal: number;
   valuesRewritten: number;
   failures: number;
+  batchSize: number;
+  /** Why keyctl is waiting right now (pause file, max rate, database load), or null. */
+  throttle: string | null;
 }
 
 export interface EngineOptions {
@@ -41,7 +46,13 @@ export interface EngineOptions {
   target: string;
   rotationId: number;
   dryRun: boolean;
-  batchSize: number;
+  /** Batch sizing and waits; a fixed-size throttle without limits when absent. */
+  throttle?: Throttle;
+  /** Used for the default throttle when none is given. */
+  batchSize?: number;
+  retry?: Omit<RetryOptions, 'onRetry'>;
+  /** Told about every retried batch (for the log). */
+  onRetry?: (message: string) => void;
   maxPasses?: number;
   signal?: AbortSignal;
   now: () => Date;
@@ -59,6 +70,8 @@ export interface TableResult {
   valuesPlanned: number;
   /** Rows the database reports as updated by the compare-and-set statements. */
   rowsUpdated: number;
+  /** Rows planned but not updated because they changed meanwhile (the application wrote them). */
+  rowsSkippedConcurrent: number;
   failures: ValueFailure[];
   /** Values still not under the target after the last pass (counted by the database). */
   remaining: number;
@@ -81,15 +94,24 @@ export async function countNotUnder(db: Db, t: TargetConfig, version: string): P
 export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise<TableResult> {
   const { db } = o;
   const shard = shardKey(o.target);
-  const batchSize = Math.max(1, Math.min(o.batchSize, maxCasBatch(t.columns.length)));
+  const maxBatch = maxCasBatch(t.columns.length);
+  const throttle = o.throttle ?? new Throttle({ chunkTimeMs: 500, fixedBatchSize: Math.max(1, Math.min(o.batchSize ?? 1000, maxBatch)), maxBatchSize: maxBatch, maxRate: null, sleepMs: 0, pauseFile: null, maxLoad: null });
+  const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200 };
+  const onRetry: RetryOptions['onRetry'] = (r) => o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
+  let throttleReason: string | null = null;
   const pkType = db.adapter.dialect === 'pg' ? await pgColumnType(db, t.table, t.primaryKey) : undefined;
   const rowsTotal = Number(((await db.knex(t.table).count({ n: '*' })) as Array<{ n: unknown }>)[0]?.n ?? 0);
   const saved = o.dryRun ? null : await loadCheckpoint(db, o.rotationId, t.table, shard);
-  const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };
+  const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, rowsSkippedConcurrent: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };
   const failed = new Set<string>();
   const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
   const maxPasses = o.dryRun ? 1 : (o.maxPasses ?? 3);
-  const read = (after: PkValue | null) => readBatch(db, t.table, t.primaryKey, t.columns, after, batchSize);
+  // Each read remembers its size: a short batch is the end of the table.
+  const read = async (after: PkValue | null) => {
+    const size = Math.min(maxBatch, throttle.batchSize());
+    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, t.columns, after, size), { ...retry, onRetry });
+    return Object.assign(rows, { size });
+  };
   const plan = (rows: Row[]) => o.planner.plan({ values: rows.map((r) => t.columns.map((c) => r[c])) });
 
   while (result.passes < maxPasses) {
@@ -99,8 +121,9 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     let current = await read(cp.cursor);
     let pending = current.length > 0 ? plan(current) : null;
     while (current.length > 0 && pending) {
+      const batchStarted = performance.now();
       const last = current[current.length - 1]![t.primaryKey] as PkValue;
-      const next = current.length === batchSize ? await read(last) : [];
+      const next = current.length === current.size ? await read(last) : Object.assign([] as Row[], { size: 0 });
       const batchPlan = await pending;
       pending = next.length > 0 ? plan(next) : null;
 
@@ -122,17 +145,35 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       await o.afterRead?.(t.table, current);
       if (!o.dryRun) {
         let updated = 0;
-        await db.knex.transaction(async (trx) => {
-          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, casRows, pkType);
-          cp.cursor = last;
-          cp.rowsScanned += current.length;
-          cp.rowsRewritten += updated;
-          cp.rowsFailed = failed.size;
-          await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
-        });
+        const before = { ...cp };
+        await withRetry(
+          'writing a batch',
+          async () => {
+            Object.assign(cp, before);
+            await db.knex.transaction(async (trx) => {
+              updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, casRows, pkType);
+              cp.cursor = last;
+              cp.rowsScanned += current.length;
+              cp.rowsRewritten += updated;
+              cp.rowsFailed = failed.size;
+              await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
+            });
+          },
+          { ...retry, onRetry },
+        );
         result.rowsUpdated += updated;
+        // Rows with a value to rewrite that the statement did not update: changed meanwhile.
+        result.rowsSkippedConcurrent += Math.max(0, casRows.length - updated);
       }
-      o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size });
+      const progress = () =>
+        o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: throttle.batchSize(), throttle: throttleReason });
+      progress();
+      await throttle.afterBatch(current.length, performance.now() - batchStarted, (reason) => {
+        if (reason !== throttleReason) {
+          throttleReason = reason;
+          progress();
+        }
+      });
       // better-sqlite3 answers synchronously, so without this the loop never polls for signals
       // (Ctrl-C) or timers between batches.
       await new Promise((resolve) => setImmediate(resolve));

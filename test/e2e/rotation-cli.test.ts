@@ -1,6 +1,6 @@
 /** The rotation commands through the built binary: exit codes, JSON, signals, the README demo. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,7 +114,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     let signalled = false;
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
-      if (!signalled && /rows rewritten/.test(stderr)) {
+      if (!signalled && / rewritten, /.test(stderr)) {
         signalled = true;
         child.kill('SIGINT');
       }
@@ -156,5 +156,41 @@ describe.skipIf(!hasScript)('reencrypt in a terminal', () => {
     expect(r.error).toBeUndefined();
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('every value is under v2');
+  });
+});
+
+describe('reencrypt throttling through the CLI', () => {
+  it('pauses while the pause file exists, says so in the log, and finishes once it is removed', async () => {
+    const dir = tmpdir();
+    expect((await keyctl(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
+    await keyctl(['generate'], { cwd: dir });
+    await keyctl(['dual-key'], { cwd: dir });
+    const pause = path.join(dir, 'PAUSE');
+    writeFileSync(pause, '');
+    const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '100', '--pause-file', 'PAUSE'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (/paused: .*PAUSE exists/.test(stderr) && existsSync(pause)) setTimeout(() => rmSync(pause, { force: true }), 1500);
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).toMatch(/paused: .*PAUSE exists \(remove it to resume\)/);
+    expect(code, stderr).toBe(0);
+    expect(stdout).toContain('every value is under v2');
+    // Paused after the first batch: the rest waited for the file to go.
+    const status = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+    expect(status.targets[0]!.counts).toEqual({ v2: 3000 });
+  });
+
+  it('--max-load is refused on SQLite with a hint', async () => {
+    const dir = tmpdir();
+    expect((await keyctl(['init', '--demo', '--rows', '10'], { cwd: dir })).code).toBe(0);
+    await keyctl(['generate'], { cwd: dir });
+    await keyctl(['dual-key'], { cwd: dir });
+    const r = await keyctl(['reencrypt', '--max-load', '5'], { cwd: dir });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toContain('--max-load needs PostgreSQL or MySQL');
   });
 });

@@ -11,6 +11,7 @@ import { countVersions, getStatus, statusProblems } from '../../src/core/status.
 import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
+import { loadProbe } from '../../src/db/load.js';
 import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
@@ -177,6 +178,25 @@ describe('unreachable servers give a DatabaseError naming client, host and port'
       expect(e.message).toContain('connection refused');
       expect(e.message + e.hint).not.toContain('hunter2');
       expect(e.hint).toContain('database.connection');
+    });
+  }
+});
+
+describe('database load probe (reencrypt --max-load)', () => {
+  for (const dialect of ['pg', 'mysql'] as const) {
+    it.skipIf(!dialectAvailable(dialect))(`${dialect} reports a load`, async () => {
+      const tdb = await createTestDatabase(dialect);
+      const config = testConfig(tdb);
+      const db = await openDatabase(config.database, { baseDir: config.baseDir });
+      try {
+        const probe = loadProbe(db)!;
+        const n = await probe();
+        expect(Number.isInteger(n)).toBe(true);
+        expect(n).toBeGreaterThanOrEqual(0);
+      } finally {
+        await db.close();
+        await tdb.drop();
+      }
     });
   }
 });

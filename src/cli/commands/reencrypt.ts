@@ -3,24 +3,81 @@
  * save the cursor and exit INTERRUPTED; a second signal stops at once (still safe: each batch is
  * one statement in one transaction).
  */
+import path from 'node:path';
 import { ExitCode } from '../../core/exit-codes.js';
 import { UsageError } from '../../core/errors.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { NEXT_STEP } from '../../core/rotations.js';
+import type { ProgressEvent } from '../../reencrypt/engine.js';
 import { startProgress } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 interface Flags {
   dryRun?: boolean;
-  batchSize: string;
+  batchSize?: string;
+  chunkTime: string;
+  maxRate?: string;
+  sleep?: string;
+  pauseFile?: string;
+  maxLoad?: string;
   table?: string;
   cryptoWorkers?: string;
 }
 
+function wholeNumber(flag: string, value: string | undefined, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < min) throw new UsageError(`${flag} expects a whole number ≥ ${min}, found "${value}"`);
+  return Number(value);
+}
+
+function duration(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 90) return `${Math.round(s)}s`;
+  if (s < 5400) return `${Math.round(s / 60)}m`;
+  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** Rows per second over the last ~10 s, not the lifetime average (a paused hour would skew it). */
+class RecentRate {
+  private samples: Array<[number, number]> = [];
+  add(t: number, rows: number): number {
+    this.samples.push([t, rows]);
+    while (this.samples.length > 2 && t - this.samples[0]![0] > 10_000) this.samples.shift();
+    const [t0, r0] = this.samples[0]!;
+    return t > t0 ? ((rows - r0) * 1000) / (t - t0) : 0;
+  }
+  reset(): void {
+    this.samples = [];
+  }
+}
+
+/** The same command with the same limits, for the operator to paste. */
+function resumeCommand(rt: CliRuntime, f: Flags): string {
+  const parts = ['keyctl'];
+  if (rt.flags.config) parts.push('--config', rt.flags.config);
+  parts.push('reencrypt');
+  const flag = (name: string, v: string | undefined) => v !== undefined && parts.push(name, v);
+  flag('--batch-size', f.batchSize);
+  if (f.chunkTime !== '0.5') flag('--chunk-time', f.chunkTime);
+  flag('--max-rate', f.maxRate);
+  flag('--sleep', f.sleep);
+  flag('--pause-file', f.pauseFile);
+  flag('--max-load', f.maxLoad);
+  flag('--table', f.table);
+  flag('--crypto-workers', f.cryptoWorkers);
+  return parts.join(' ');
+}
+
 export async function run(rt: CliRuntime, f: Flags): Promise<number> {
-  const batchSize = Number(f.batchSize);
-  if (!/^\d+$/.test(f.batchSize) || batchSize < 1) throw new UsageError(`--batch-size expects a whole number ≥ 1, found "${f.batchSize}"`);
-  if (f.cryptoWorkers !== undefined && !/^\d+$/.test(f.cryptoWorkers)) throw new UsageError(`--crypto-workers expects a whole number ≥ 0, found "${f.cryptoWorkers}"`);
+  const batchSize = wholeNumber('--batch-size', f.batchSize, 1);
+  const maxRate = wholeNumber('--max-rate', f.maxRate, 1);
+  const sleepMs = wholeNumber('--sleep', f.sleep, 0);
+  const maxLoad = wholeNumber('--max-load', f.maxLoad, 1);
+  const cryptoWorkers = wholeNumber('--crypto-workers', f.cryptoWorkers, 0);
+  const chunkTime = Number(f.chunkTime);
+  if (!(chunkTime > 0 && chunkTime <= 60)) throw new UsageError(`--chunk-time expects seconds between 0 and 60, found "${f.chunkTime}"`);
+  const pauseFile = f.pauseFile ? path.resolve(rt.cwd, f.pauseFile) : undefined;
+
   const stop = new AbortController();
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -36,30 +93,66 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const progress = await startProgress(rt.output, f.dryRun ? 'reencrypt --dry-run: scanning…' : 'reencrypt: starting…');
+  const rate = new RecentRate();
+  let currentTable = '';
+  let lastEvent: ProgressEvent | null = null;
+  const line = (e: ProgressEvent): string => {
+    const r = rate.add(Date.now(), e.rowsScanned);
+    const pct = e.rowsTotal > 0 ? Math.min(100, Math.floor((100 * e.rowsScanned) / e.rowsTotal)) : 100;
+    const eta = r > 0 ? duration(Math.max(0, e.rowsTotal - e.rowsScanned) / r) : '?';
+    const n = (x: number) => x.toLocaleString('en-US');
+    return (
+      `${e.table}: ${n(e.rowsScanned)}/${n(e.rowsTotal)} rows ${pct}%, ${n(Math.round(r))} rows/s, ETA ${eta}, ` +
+      `${n(e.valuesRewritten)} ${f.dryRun ? 'to rewrite' : 'rewritten'}, ${e.failures} failed, batch ${e.batchSize}${e.pass > 1 ? `, pass ${e.pass}` : ''}` +
+      (e.throttle ? ` — ${e.throttle}` : '')
+    );
+  };
   try {
     return await withCoreContext(rt, async (ctx) => {
       const started = Date.now();
       const report = await reencrypt(ctx, {
         dryRun: Boolean(f.dryRun),
         batchSize,
+        chunkTimeMs: chunkTime * 1000,
+        maxRate,
+        sleepMs,
+        pauseFile,
+        maxLoad,
         table: f.table,
-        ...(f.cryptoWorkers !== undefined ? { cryptoWorkers: Number(f.cryptoWorkers) } : {}),
         signal: stop.signal,
+        ...(cryptoWorkers !== undefined ? { cryptoWorkers } : {}),
+        onRetry: (m) => progress.log(`keyctl: ${m}`),
         onProgress: (e) => {
-          const secs = (Date.now() - started) / 1000;
-          const rate = secs > 0 ? Math.round(e.rowsScanned / secs) : 0;
-          const pct = e.rowsTotal > 0 ? ` (${Math.min(100, Math.floor((100 * e.rowsScanned) / e.rowsTotal))}%)` : '';
-          progress.update(`${e.table}: ${e.rowsScanned.toLocaleString('en-US')}/${e.rowsTotal.toLocaleString('en-US')} rows${pct}, ${e.valuesRewritten.toLocaleString('en-US')} ${f.dryRun ? 'to rewrite' : 'rows rewritten'}, ${e.failures} failed, ${rate.toLocaleString('en-US')} rows/s${e.pass > 1 ? `, pass ${e.pass}` : ''}`);
+          if (e.table !== currentTable) {
+            if (lastEvent) progress.log(line(lastEvent));
+            currentTable = e.table;
+            rate.reset();
+          }
+          // A throttle starting or ending is news: shown at once, also in logs.
+          if (lastEvent && e.throttle !== lastEvent.throttle) progress.log(line(e));
+          else progress.update(line(e));
+          lastEvent = e;
         },
       });
       progress.stop();
+      const secs = (Date.now() - started) / 1000;
       const c = rt.output.out;
-      const resume = `keyctl ${rt.flags.config ? `--config ${rt.flags.config} ` : ''}reencrypt --batch-size ${batchSize}${f.table ? ` --table ${f.table}` : ''}`;
+      const resume = resumeCommand(rt, f);
+      const rowsScanned = report.tables.reduce((n, t) => n + t.rowsScanned, 0);
+      const summary = {
+        rowsScanned,
+        rowsRewritten: report.tables.reduce((n, t) => n + t.rowsUpdated, 0),
+        rowsSkippedConcurrent: report.tables.reduce((n, t) => n + t.rowsSkippedConcurrent, 0),
+        valuesFailed: report.failures.length,
+        seconds: Math.round(secs * 10) / 10,
+        rowsPerSecond: secs > 0 ? Math.round(rowsScanned / secs) : 0,
+      };
       rt.output.result(
         {
           dryRun: report.dryRun,
           target: report.target,
           rotation: { id: report.rotation.id, phase: report.rotation.phase },
+          summary,
           tables: report.tables,
           failures: report.failures,
           remaining: report.remaining,
@@ -67,10 +160,12 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
           ...(report.interrupted ? { resume } : {}),
         },
         () => {
+          const n = (x: number) => x.toLocaleString('en-US');
           const lines = report.tables.map(
             (t) =>
-              `${t.table}: scanned ${t.rowsScanned.toLocaleString('en-US')} rows, ${report.dryRun ? `would rewrite ${t.valuesPlanned.toLocaleString('en-US')} values` : `rewrote ${t.rowsUpdated.toLocaleString('en-US')} rows`}, ${t.failures.length} value(s) failed${t.resumedFrom !== null ? ` (resumed after pk ${String(t.resumedFrom)})` : ''}`,
+              `${t.table}: scanned ${n(t.rowsScanned)} rows, ${report.dryRun ? `would rewrite ${n(t.valuesPlanned)} values` : `rewrote ${n(t.rowsUpdated)} rows, ${n(t.rowsSkippedConcurrent)} skipped (changed by the application meanwhile)`}, ${t.failures.length} value(s) failed${t.resumedFrom !== null ? ` (resumed after pk ${String(t.resumedFrom)})` : ''}`,
           );
+          lines.push(`${n(summary.rowsScanned)} rows in ${duration(secs)} (${n(summary.rowsPerSecond)} rows/s)`);
           for (const x of report.failures.slice(0, 50)) lines.push(`  ${c.red('cannot decrypt')} ${x.table}.${x.column} pk=${x.pk}: ${x.reason}`);
           if (report.failures.length > 50) lines.push(`  … ${report.failures.length - 50} more (use --json for the full list)`);
           if (report.interrupted) lines.push(`${c.yellow('interrupted')}: progress is saved; resume with: ${resume}`);

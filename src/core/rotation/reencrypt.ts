@@ -10,7 +10,9 @@ import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../errors.js';
 import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
 import { availableParallelism } from 'node:os';
+import { loadProbe } from '../../db/load.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
+import { Throttle } from '../../reencrypt/throttle.js';
 import { loadAllKeys } from './material.js';
 import { prepare } from './prepare.js';
 import { requirePhase } from './steps.js';
@@ -18,7 +20,16 @@ import { transition } from './transition.js';
 
 export interface ReencryptOptions {
   dryRun: boolean;
-  batchSize: number;
+  /** A fixed batch size; without it the size adapts to chunkTimeMs. */
+  batchSize?: number | undefined;
+  /** Target time per batch for adaptive sizing (default 500 ms). */
+  chunkTimeMs?: number | undefined;
+  maxRate?: number | undefined;
+  sleepMs?: number | undefined;
+  pauseFile?: string | undefined;
+  maxLoad?: number | undefined;
+  /** Told about retried batches (deadlock, lock wait, dropped connection). */
+  onRetry?: (message: string) => void;
   table?: string | undefined;
   signal?: AbortSignal;
   /** Worker threads for crypto (0: in the main thread). Default: one per CPU, at most 4. */
@@ -39,7 +50,9 @@ export interface ReencryptReport {
 }
 
 export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
-  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
+  if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1)) throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
+  const probe = opts.maxLoad !== undefined ? loadProbe(ctx.db) : null;
+  if (opts.maxLoad !== undefined && !probe) throw new UsageError('--max-load needs PostgreSQL or MySQL/MariaDB (SQLite has no server load to watch)', 'use --max-rate or --sleep to slow down on SQLite');
   const targets = opts.table ? ctx.config.targets.filter((t) => t.table === opts.table) : ctx.config.targets;
   if (opts.table && targets.length === 0) {
     throw new UsageError(`--table ${opts.table} is not a target in ${ctx.config.file}`, `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`);
@@ -51,7 +64,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   // From verified too: values written under an old key after verify (a writer that had not
   // reloaded) are moved again, and verify has to pass again before promote.
   if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted' || rotation.phase === 'verified')) {
-    rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', details: { target, batchSize: opts.batchSize, table: opts.table ?? null } });
+    rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', details: { target, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null } });
   }
   const started = ctx.now();
   const runningIn = rotation.phase;
@@ -62,6 +75,17 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     return now?.id === rotationId && now.phase === runningIn ? null : `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
   };
   const tables: TableResult[] = [];
+  const throttle = new Throttle({
+    chunkTimeMs: opts.chunkTimeMs ?? 500,
+    fixedBatchSize: opts.batchSize ?? null,
+    maxBatchSize: 10_000,
+    maxRate: opts.maxRate ?? null,
+    sleepMs: opts.sleepMs ?? 0,
+    pauseFile: opts.pauseFile ?? null,
+    maxLoad: opts.maxLoad ?? null,
+    ...(probe ? { probeLoad: probe } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   const planner = ThreadPlanner.create(opts.cryptoWorkers ?? Math.max(1, Math.min(4, availableParallelism())), keys, target);
   try {
     for (const t of targets) {
@@ -71,7 +95,8 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
         target,
         rotationId: rotation.id,
         dryRun: opts.dryRun,
-        batchSize: opts.batchSize,
+        throttle,
+        ...(opts.onRetry ? { onRetry: opts.onRetry } : {}),
         now: ctx.now,
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
@@ -101,7 +126,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   const details = {
     target,
     seconds: (ctx.now().getTime() - started.getTime()) / 1000,
-    tables: tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, passes: t.passes, resumedFrom: t.resumedFrom === null ? null : String(t.resumedFrom) })),
+    tables: tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, rowsSkippedConcurrent: t.rowsSkippedConcurrent, passes: t.passes, resumedFrom: t.resumedFrom === null ? null : String(t.resumedFrom) })),
     failures: failures.length,
     failureSample: failures.slice(0, 20),
     remaining,

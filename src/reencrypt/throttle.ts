@@ -1,0 +1,88 @@
+/**
+ * Keeping a long re-encryption gentle on a live database:
+ * - batch size adapts so each batch takes about `chunkTimeMs` (exponentially smoothed), unless a
+ *   fixed --batch-size was given;
+ * - --max-rate caps rows per second, --sleep pauses after every batch;
+ * - while the --pause-file exists, nothing runs;
+ * - with --max-load, keyctl waits while the database is busier than that (PostgreSQL: other
+ *   active backends in pg_stat_activity; MySQL: Threads_running).
+ * Every wait reports its reason, so the progress line can say why it is slow.
+ */
+import { existsSync } from 'node:fs';
+
+export interface ThrottleOptions {
+  /** Target duration of one batch (adaptive sizing); ignored when fixedBatchSize is set. */
+  chunkTimeMs: number;
+  fixedBatchSize: number | null;
+  maxBatchSize: number;
+  maxRate: number | null;
+  sleepMs: number;
+  pauseFile: string | null;
+  maxLoad: number | null;
+  /** Current database load, for maxLoad. */
+  probeLoad?: () => Promise<number>;
+  signal?: AbortSignal;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+}
+
+const MIN_BATCH = 10;
+const INITIAL_BATCH = 200;
+
+export class Throttle {
+  private size: number;
+  private msPerRow: number | null = null;
+  private rowsDone = 0;
+  private readonly started: number;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly now: () => number;
+
+  constructor(private readonly o: ThrottleOptions) {
+    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.now = o.now ?? (() => performance.now());
+    this.started = this.now();
+    this.size = Math.min(o.maxBatchSize, o.fixedBatchSize ?? INITIAL_BATCH);
+  }
+
+  batchSize(): number {
+    return this.size;
+  }
+
+  /** Record a finished batch (rows, how long it took), then wait as the limits require. */
+  async afterBatch(rows: number, elapsedMs: number, onWait: (reason: string | null) => void): Promise<void> {
+    this.rowsDone += rows;
+    if (this.o.fixedBatchSize === null && rows > 0) {
+      const sample = elapsedMs / rows;
+      this.msPerRow = this.msPerRow === null ? sample : 0.7 * this.msPerRow + 0.3 * sample;
+      const ideal = this.o.chunkTimeMs / Math.max(this.msPerRow, 1e-6);
+      // Grow at most 2× per batch, so one fast batch does not produce a huge slow one.
+      this.size = Math.round(Math.max(MIN_BATCH, Math.min(this.o.maxBatchSize, ideal, this.size * 2)));
+    }
+    if (this.o.maxRate !== null) {
+      const earliest = this.started + (this.rowsDone / this.o.maxRate) * 1000;
+      const wait = earliest - this.now();
+      if (wait > 0) {
+        onWait(`--max-rate ${this.o.maxRate} rows/s`);
+        await this.sleep(wait);
+      }
+    }
+    if (this.o.sleepMs > 0) await this.sleep(this.o.sleepMs);
+    await this.waitWhile(() => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)), () => `paused: ${this.o.pauseFile} exists (remove it to resume)`, onWait);
+    if (this.o.maxLoad !== null && this.o.probeLoad) {
+      let load = 0;
+      await this.waitWhile(
+        async () => (load = await this.o.probeLoad!()) > this.o.maxLoad!,
+        () => `database busy: load ${load} > --max-load ${this.o.maxLoad}`,
+        onWait,
+      );
+    }
+    onWait(null);
+  }
+
+  private async waitWhile(cond: () => Promise<boolean>, reason: () => string, onWait: (r: string | null) => void): Promise<void> {
+    while (!this.o.signal?.aborted && (await cond())) {
+      onWait(reason());
+      await this.sleep(1000);
+    }
+  }
+}

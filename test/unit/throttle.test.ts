@@ -1,0 +1,118 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isRetryable, withRetry } from '../../src/reencrypt/retry.js';
+import { Throttle } from '../../src/reencrypt/throttle.js';
+
+function fakeClock() {
+  let t = 0;
+  const slept: number[] = [];
+  return { now: () => t, sleep: async (ms: number) => void (slept.push(ms), (t += ms)), advance: (ms: number) => (t += ms), slept };
+}
+
+const base = { chunkTimeMs: 500, fixedBatchSize: null, maxBatchSize: 5000, maxRate: null, sleepMs: 0, pauseFile: null, maxLoad: null };
+
+describe('throttle', () => {
+  it('adapts the batch size toward the target time per batch, growing at most 2× a step', async () => {
+    const clock = fakeClock();
+    const th = new Throttle({ ...base, now: clock.now, sleep: clock.sleep });
+    const msPerRow = 0.25; // the database takes 0.25 ms per row → 2000 rows per 0.5 s
+    const sizes: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const n = th.batchSize();
+      sizes.push(n);
+      await th.afterBatch(n, n * msPerRow, () => undefined);
+    }
+    expect(sizes[1]).toBeLessThanOrEqual(sizes[0]! * 2);
+    expect(th.batchSize()).toBe(2000);
+    // The database slows down 4×: batches shrink to keep ~0.5 s each.
+    for (let i = 0; i < 12; i++) await th.afterBatch(th.batchSize(), th.batchSize() * msPerRow * 4, () => undefined);
+    expect(th.batchSize()).toBeGreaterThan(450);
+    expect(th.batchSize()).toBeLessThan(560);
+  });
+
+  it('keeps a fixed batch size when one is given', async () => {
+    const th = new Throttle({ ...base, fixedBatchSize: 300 });
+    await th.afterBatch(300, 5000, () => undefined);
+    expect(th.batchSize()).toBe(300);
+  });
+
+  it('--max-rate sleeps so rows per second stay under the cap, and says why', async () => {
+    const clock = fakeClock();
+    const reasons: Array<string | null> = [];
+    const th = new Throttle({ ...base, fixedBatchSize: 100, maxRate: 200, now: clock.now, sleep: clock.sleep });
+    for (let i = 0; i < 10; i++) {
+      clock.advance(50);
+      await th.afterBatch(100, 50, (r) => reasons.push(r));
+    }
+    // 1000 rows at ≤ 200 rows/s take at least 5 s.
+    expect(clock.now()).toBeGreaterThanOrEqual(5000);
+    expect(reasons).toContain('--max-rate 200 rows/s');
+    expect(reasons.at(-1)).toBeNull();
+  });
+
+  it('waits while the pause file exists, reporting it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-pause-'));
+    const file = path.join(dir, 'pause');
+    writeFileSync(file, '');
+    let waits = 0;
+    const reasons: Array<string | null> = [];
+    const th = new Throttle({
+      ...base,
+      pauseFile: file,
+      sleep: async () => {
+        if (++waits === 3) rmSync(file);
+      },
+    });
+    await th.afterBatch(10, 1, (r) => reasons.push(r));
+    expect(waits).toBe(3);
+    expect(existsSync(file)).toBe(false);
+    expect(reasons[0]).toContain(`paused: ${file} exists`);
+    expect(reasons.at(-1)).toBeNull();
+  });
+
+  it('waits while the database load is above --max-load', async () => {
+    const loads = [9, 7, 2];
+    const reasons: Array<string | null> = [];
+    const th = new Throttle({ ...base, maxLoad: 4, probeLoad: async () => loads.shift() ?? 0, sleep: async () => undefined });
+    await th.afterBatch(10, 1, (r) => reasons.push(r));
+    expect(loads).toEqual([]);
+    expect(reasons.slice(0, 2)).toEqual(['database busy: load 9 > --max-load 4', 'database busy: load 7 > --max-load 4']);
+  });
+});
+
+describe('retry', () => {
+  const sleep = async () => undefined;
+
+  it('retries deadlocks, lock waits and dropped connections, bounded, and reports each retry', async () => {
+    for (const code of ['40P01', 'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'SQLITE_BUSY', 'ECONNRESET']) {
+      let calls = 0;
+      const seen: string[] = [];
+      const result = await withRetry(
+        'writing a batch',
+        async () => {
+          if (++calls < 3) throw Object.assign(new Error('boom'), { code });
+          return 'ok';
+        },
+        { tries: 5, baseDelayMs: 1, sleep, onRetry: (r) => seen.push(`${r.code} ${r.attempt}/${r.tries}`) },
+      );
+      expect(result).toBe('ok');
+      expect(seen).toEqual([`${code} 1/5`, `${code} 2/5`]);
+    }
+  });
+
+  it('gives up after the last try and does not retry other errors', async () => {
+    let calls = 0;
+    await expect(withRetry('x', async () => { calls++; throw Object.assign(new Error('dead'), { code: '40P01' }); }, { tries: 3, baseDelayMs: 1, sleep, onRetry: () => undefined })).rejects.toThrow('dead');
+    expect(calls).toBe(3);
+    calls = 0;
+    await expect(withRetry('x', async () => { calls++; throw Object.assign(new Error('syntax'), { code: '42601' }); }, { tries: 3, baseDelayMs: 1, sleep, onRetry: () => undefined })).rejects.toThrow('syntax');
+    expect(calls).toBe(1);
+  });
+
+  it('looks through keyctl errors at the driver error they wrap', () => {
+    const wrapped = Object.assign(new Error('database error'), { cause: { code: 'ER_LOCK_DEADLOCK' } });
+    expect(isRetryable(wrapped)).toBe(true);
+  });
+});
