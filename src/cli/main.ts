@@ -119,6 +119,7 @@ export async function main(io: MainIO): Promise<number> {
     .option('--pause-file <path>', 'pause while this file exists (touch it to pause, remove it to resume)')
     .option('--max-load <n>', 'wait while the database is busier than this (PostgreSQL: other active backends; MySQL: Threads_running)')
     .option('--table <name>', 'only this target table')
+    .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job')
     .option('--crypto-workers <n>', 'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)')
     .addHelpText('after', `\nCtrl-C (or SIGTERM) finishes the current batch, saves the cursor and exits ${ExitCode.INTERRUPTED}; run the same command to resume.`)
     .action(action(() => import('./commands/reencrypt.js')));

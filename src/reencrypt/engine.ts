@@ -17,7 +17,7 @@ import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './che
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from './retry.js';
 import { Throttle } from './throttle.js';
-import { readBatch, type PkValue, type Row } from './scan.js';
+import { readBatch, shardFilter, type PkValue, type Row, type Shard } from './scan.js';
 
 export interface ValueFailure {
   table: string;
@@ -46,6 +46,8 @@ export interface EngineOptions {
   target: string;
   rotationId: number;
   dryRun: boolean;
+  /** Only this shard of the table (integer primary keys); each shard has its own checkpoint. */
+  shard?: Shard;
   /** Batch sizing and waits; a fixed-size throttle without limits when absent. */
   throttle?: Throttle;
   /** Used for the default throttle when none is given. */
@@ -85,22 +87,22 @@ export interface TableResult {
 const MAX_LISTED_FAILURES = 1000;
 
 /** Values of the target's columns not under `version` (unparseable ones included), one scan. */
-export async function countNotUnder(db: Db, t: TargetConfig, version: string): Promise<number> {
+export async function countNotUnder(db: Db, t: TargetConfig, version: string, shard?: Shard): Promise<number> {
   const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(c, `${version}:`), `n_${c}`]));
-  const [row] = (await db.knex(t.table).select(sums as unknown as string[])) as Array<Record<string, unknown>>;
+  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, shard)) as Array<Record<string, unknown>>;
   return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0);
 }
 
 export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise<TableResult> {
   const { db } = o;
-  const shard = shardKey(o.target);
+  const shard = shardKey(o.target, o.shard ? `${o.shard.index}/${o.shard.count}` : undefined);
   const maxBatch = maxCasBatch(t.columns.length);
   const throttle = o.throttle ?? new Throttle({ chunkTimeMs: 500, fixedBatchSize: Math.max(1, Math.min(o.batchSize ?? 1000, maxBatch)), maxBatchSize: maxBatch, maxRate: null, sleepMs: 0, pauseFile: null, maxLoad: null });
   const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200 };
   const onRetry: RetryOptions['onRetry'] = (r) => o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
   let throttleReason: string | null = null;
   const pkType = db.adapter.dialect === 'pg' ? await pgColumnType(db, t.table, t.primaryKey) : undefined;
-  const rowsTotal = Number(((await db.knex(t.table).count({ n: '*' })) as Array<{ n: unknown }>)[0]?.n ?? 0);
+  const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard)) as Array<{ n: unknown }>)[0]?.n ?? 0);
   const saved = o.dryRun ? null : await loadCheckpoint(db, o.rotationId, t.table, shard);
   const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, rowsSkippedConcurrent: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };
   const failed = new Set<string>();
@@ -109,7 +111,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // Each read remembers its size: a short batch is the end of the table.
   const read = async (after: PkValue | null) => {
     const size = Math.min(maxBatch, throttle.batchSize());
-    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, t.columns, after, size), { ...retry, onRetry });
+    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, t.columns, after, size, o.shard), { ...retry, onRetry });
     return Object.assign(rows, { size });
   };
   const plan = (rows: Row[]) => o.planner.plan({ values: rows.map((r) => t.columns.map((c) => r[c])) });
@@ -190,7 +192,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       current = next;
     }
     // What is still not under the target, counted by the database.
-    result.remaining = await countNotUnder(db, t, o.target);
+    result.remaining = await countNotUnder(db, t, o.target, o.shard);
     if (o.dryRun || result.remaining <= failed.size) break;
     // Rows written behind the cursor with an old key, or changed under a batch: scan again.
     cp.cursor = null;

@@ -374,6 +374,37 @@ for (const dialect of DIALECTS) {
       await expectPlaintextIntact(ctx, 'v1', 400);
     });
 
+    it('three shards running at once cover the table exactly once, each with its own checkpoint', async () => {
+      const ctx = await setup(NO_WAIT, 1200);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const others = await Promise.all([1, 2].map(() => openTestContext(tdb, { extraConfig: TARGETS + NO_WAIT, now })));
+      for (const o of others) cleanups.push(() => o.db.close());
+      const contexts = [ctx, ...others];
+      const reports = await Promise.all(contexts.map((c, index) => reencrypt(c, { dryRun: false, batchSize: 70, shard: { index, count: 3 } })));
+      expect(reports.map((r) => r.tables[0]!.rowsScanned).reduce((a, b) => a + b, 0)).toBe(1200);
+      expect(reports.map((r) => r.tables[0]!.rowsUpdated).reduce((a, b) => a + b, 0)).toBe(1200);
+      expect(reports.map((r) => r.tables[0]!.rowsScanned)).toEqual([400, 400, 400]);
+      const shards = (await ctx.db.knex(TABLES.checkpoints).select('shard', 'completed', 'rows_scanned')).map((r: Record<string, unknown>) => [r.shard, Boolean(Number(r.completed)), Number(r.rows_scanned)]);
+      expect(shards.sort()).toEqual([['0/3>v2', true, 400], ['1/3>v2', true, 400], ['2/3>v2', true, 400]]);
+      expect((await openRotation(ctx.db, 'default'))!.phase).toBe('reencrypted');
+      await expectPlaintextIntact(ctx, 'v2', 1200);
+      // No shard was refused: starting and finishing together is not a race to lose.
+      expect((await listAudit(ctx.db, 'default')).filter((a) => a.outcome === 'refused')).toEqual([]);
+    });
+
+    it('a shard run alone leaves the rotation in reencrypting until the other shards are done', async () => {
+      const ctx = await setup(NO_WAIT, 300);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const first = await reencrypt(ctx, { dryRun: false, batchSize: 50, shard: { index: 0, count: 2 } });
+      expect(first.rotation.phase).toBe('reencrypting');
+      expect(first.remaining).toBe(3 * 150);
+      const second = await reencrypt(ctx, { dryRun: false, batchSize: 50, shard: { index: 1, count: 2 } });
+      expect(second.rotation.phase).toBe('reencrypted');
+      await expectPlaintextIntact(ctx, 'v2', 300);
+    });
+
     it('generate interrupted after publishing the key resumes and adopts that key', async () => {
       const ctx = await setup(NO_WAIT, 10);
       const crashing = {

@@ -21,6 +21,7 @@ interface Flags {
   pauseFile?: string;
   maxLoad?: string;
   table?: string;
+  shard?: string;
   cryptoWorkers?: string;
 }
 
@@ -64,6 +65,7 @@ function resumeCommand(rt: CliRuntime, f: Flags): string {
   flag('--pause-file', f.pauseFile);
   flag('--max-load', f.maxLoad);
   flag('--table', f.table);
+  flag('--shard', f.shard);
   flag('--crypto-workers', f.cryptoWorkers);
   return parts.join(' ');
 }
@@ -77,6 +79,14 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
   const chunkTime = Number(f.chunkTime);
   if (!(chunkTime > 0 && chunkTime <= 60)) throw new UsageError(`--chunk-time expects seconds between 0 and 60, found "${f.chunkTime}"`);
   const pauseFile = f.pauseFile ? path.resolve(rt.cwd, f.pauseFile) : undefined;
+  let shard: { index: number; count: number } | undefined;
+  if (f.shard !== undefined) {
+    const m = /^(\d+)\/(\d+)$/.exec(f.shard);
+    if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) {
+      throw new UsageError(`--shard expects I/N with 0 ≤ I < N, found "${f.shard}"`, 'e.g. --shard 0/4 … --shard 3/4, one process each (in Kubernetes: --shard $JOB_COMPLETION_INDEX/4)');
+    }
+    shard = { index: Number(m[1]), count: Number(m[2]) };
+  }
 
   const stop = new AbortController();
   let signals = 0;
@@ -119,6 +129,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
         pauseFile,
         maxLoad,
         table: f.table,
+        shard,
         signal: stop.signal,
         ...(cryptoWorkers !== undefined ? { cryptoWorkers } : {}),
         onRetry: (m) => progress.log(`keyctl: ${m}`),

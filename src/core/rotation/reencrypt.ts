@@ -11,6 +11,7 @@ import { RefusedError, UsageError } from '../errors.js';
 import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
 import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
+import type { Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { Throttle } from '../../reencrypt/throttle.js';
 import { loadAllKeys } from './material.js';
@@ -31,6 +32,8 @@ export interface ReencryptOptions {
   /** Told about retried batches (deadlock, lock wait, dropped connection). */
   onRetry?: (message: string) => void;
   table?: string | undefined;
+  /** Work on one shard (index of count) of every target; see docs/reencrypt.md. */
+  shard?: Shard | undefined;
   signal?: AbortSignal;
   /** Worker threads for crypto (0: in the main thread). Default: one per CPU, at most 4. */
   cryptoWorkers?: number;
@@ -58,13 +61,22 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     throw new UsageError(`--table ${opts.table} is not a target in ${ctx.config.file}`, `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`);
   }
   const state = await prepare(ctx);
+  if (opts.shard) {
+    for (const t of targets) {
+      const info = await ctx.db.knex(t.table).columnInfo(t.primaryKey as never);
+      if (!/int|serial|number|decimal|numeric/i.test(String((info as { type?: string }).type ?? ''))) {
+        throw new UsageError(`--shard needs an integer primary key; ${t.table}.${t.primaryKey} is ${String((info as { type?: string }).type)}`, 'run without --shard for this target (use --table to pick the others)');
+      }
+    }
+  }
   let rotation = await requirePhase(ctx, state, opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt', ['dual_key', 'reencrypting', 'reencrypted', 'verified', 'rolling_back']);
   const target = state.primary;
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
   // From verified too: values written under an old key after verify (a writer that had not
   // reloaded) are moved again, and verify has to pass again before promote.
   if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted' || rotation.phase === 'verified')) {
-    rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', details: { target, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null } });
+    // Shards started together all try this; the others find it done.
+    rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', alreadyThereIsFine: true, details: { target, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null, shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null } });
   }
   const started = ctx.now();
   const runningIn = rotation.phase;
@@ -72,7 +84,10 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   // Stop (after saving the cursor) if someone else moved the rotation on, e.g. rolled it back.
   const phaseChanged = async (): Promise<string | null> => {
     const now = await openRotation(ctx.db, ctx.config.keyring);
-    return now?.id === rotationId && now.phase === runningIn ? null : `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
+    if (now?.id === rotationId && now.phase === runningIn) return null;
+    // Another shard found nothing left and moved on: this one's writes were already counted.
+    if (now?.id === rotationId && runningIn === 'reencrypting' && now.phase === 'reencrypted') return null;
+    return `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
   };
   const tables: TableResult[] = [];
   const throttle = new Throttle({
@@ -96,6 +111,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
         rotationId: rotation.id,
         dryRun: opts.dryRun,
         throttle,
+        ...(opts.shard ? { shard: opts.shard } : {}),
         ...(opts.onRetry ? { onRetry: opts.onRetry } : {}),
         now: ctx.now,
         ...(opts.signal ? { signal: opts.signal } : {}),
@@ -132,7 +148,8 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     remaining,
   };
   if (!interrupted && remaining === 0 && rotation.phase === 'reencrypting') {
-    report.rotation = await transition(ctx, { action: 'reencrypt', rotation, to: 'reencrypted', rowsAffected: rowsUpdated, details });
+    // With shards, the last one to finish moves the phase; one finishing at the same moment finds it done.
+    report.rotation = await transition(ctx, { action: 'reencrypt', rotation, to: 'reencrypted', rowsAffected: rowsUpdated, details, alreadyThereIsFine: true });
   } else {
     await appendAudit(
       ctx.db,

@@ -21,6 +21,8 @@ export interface TransitionSpec {
   details?: Record<string, unknown>;
   /** Extra columns of keyctl_rotations to set. */
   rotationColumns?: Record<string, unknown>;
+  /** If someone else already made this very change, succeed quietly instead of refusing. */
+  alreadyThereIsFine?: boolean;
 }
 
 export async function transition(ctx: CoreContext, spec: TransitionSpec): Promise<Rotation> {
@@ -67,6 +69,7 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
   if (!won) {
     const current = (await db.knex(TABLES.rotations).where({ id: spec.rotation.id }).first()) as { phase?: string } | undefined;
     const now = (current?.phase ?? 'unknown') as Phase;
+    if (spec.alreadyThereIsFine && now === spec.to) return { ...spec.rotation, phase: spec.to };
     return refuse(ctx, {
       action: spec.action,
       rotation: spec.rotation,
