@@ -168,7 +168,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         result.rowsSkippedConcurrent += Math.max(0, casRows.length - updated);
       }
       const progress = () =>
-        o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: throttle.batchSize(), throttle: throttleReason });
+        o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
       progress();
       await throttle.afterBatch(current.length, performance.now() - batchStarted, (reason) => {
         if (reason !== throttleReason) {

@@ -33,7 +33,8 @@ export class Throttle {
   private size: number;
   private msPerRow: number | null = null;
   private rowsDone = 0;
-  private readonly started: number;
+  /** Start of the current --max-rate window (restarted after a pause, so no burst follows it). */
+  private started: number;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly now: () => number;
 
@@ -80,9 +81,15 @@ export class Throttle {
   }
 
   private async waitWhile(cond: () => Promise<boolean>, reason: () => string, onWait: (r: string | null) => void): Promise<void> {
+    let waited = false;
     while (!this.o.signal?.aborted && (await cond())) {
+      waited = true;
       onWait(reason());
       await this.sleep(1000);
+    }
+    if (waited) {
+      this.started = this.now();
+      this.rowsDone = 0;
     }
   }
 }

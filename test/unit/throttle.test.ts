@@ -116,3 +116,28 @@ describe('retry', () => {
     expect(isRetryable(wrapped)).toBe(true);
   });
 });
+
+describe('throttle after a pause', () => {
+  it('does not let --max-rate burst to catch up on the time spent paused', async () => {
+    let t = 0;
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-pause-'));
+    const file = path.join(dir, 'pause');
+    writeFileSync(file, '');
+    const th = new Throttle({
+      ...base,
+      fixedBatchSize: 100,
+      maxRate: 100,
+      pauseFile: file,
+      now: () => t,
+      sleep: async (ms) => {
+        t += ms;
+        if (t > 60_000) rmSync(file, { force: true });
+      },
+    });
+    await th.afterBatch(100, 10, () => undefined); // waits out the minute-long pause
+    const afterPause = t;
+    for (let i = 0; i < 5; i++) await th.afterBatch(100, 10, () => undefined);
+    // 500 rows at 100 rows/s after the pause: at least ~5 s, not a burst.
+    expect(t - afterPause).toBeGreaterThanOrEqual(4900);
+  });
+});
