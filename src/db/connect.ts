@@ -93,6 +93,8 @@ function knexConfig(cfg: DatabaseConfig, ep: DbEndpoint): Knex.Config {
           afterCreate(conn: BetterSqliteConnection, done: (err: Error | null, conn: unknown) => void) {
             try {
               conn.pragma('journal_mode = WAL');
+              // Writers from other processes (shards) wait up to 5 s; a phase change that still finds
+              // the database busy is retried (transition.ts), a batch too (engine.ts).
               conn.pragma('busy_timeout = 5000');
               conn.function('regexp', { deterministic: true }, (pattern, value) => sqliteRegexp(String(pattern), value));
               done(null, conn);

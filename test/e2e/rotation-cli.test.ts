@@ -194,3 +194,18 @@ describe('reencrypt throttling through the CLI', () => {
     expect(r.stderr).toContain('--max-load needs PostgreSQL or MySQL');
   });
 });
+
+describe('reencrypt --shard in separate processes (SQLite)', () => {
+  it('three shard processes at once: each does its third, each exits 0, the rotation ends reencrypted', async () => {
+    const dir = tmpdir();
+    expect((await keyctl(['init', '--demo', '--rows', '9000'], { cwd: dir })).code).toBe(0);
+    await keyctl(['generate'], { cwd: dir });
+    await keyctl(['dual-key'], { cwd: dir });
+    const runs = await Promise.all([0, 1, 2].map((i) => keyctl(['reencrypt', '--shard', `${i}/3`, '--json'], { cwd: dir })));
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    expect(runs.map((r) => json<{ summary: { rowsScanned: number } }>(r).summary.rowsScanned)).toEqual([3000, 3000, 3000]);
+    const status = json<{ rotation: { phase: string }; targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+    expect(status.rotation.phase).toBe('reencrypted');
+    expect(status.targets.map((t) => t.counts)).toEqual([{ v2: 9000 }, { v2: 9000 }, { v2: 9000 }]);
+  });
+});

@@ -183,6 +183,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
           else if (report.dryRun) lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());
           else if (report.remaining === 0) lines.push(`${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${NEXT_STEP[report.rotation.phase]}`);
           else if (report.failures.length > 0) lines.push(`${report.remaining} value(s) are still not under ${report.target}: those that cannot be decrypted need repair (or removal) by hand, then run reencrypt again`);
+          else if (shard && report.tables.every((t) => t.remaining === 0)) lines.push(`shard ${f.shard} is done; ${report.remaining} value(s) of other shards are still not under ${report.target} (the last shard to finish moves the rotation on)`);
           else if (f.table) lines.push(`${report.remaining} value(s) in other targets are still not under ${report.target}; run reencrypt without --table`);
           else lines.push(`${report.remaining} value(s) are still not under ${report.target} after several passes: an application instance is probably still writing with an old key; make it reload the keyring, then run reencrypt again`);
           return lines.join('\n');
@@ -191,7 +192,9 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
       if (report.interrupted) return ExitCode.INTERRUPTED;
       if (report.failures.length > 0) return ExitCode.PROBLEMS_FOUND;
       // Not finished although nothing failed: a writer keeps using an old key (after --table, other tables remain).
-      return report.remaining > 0 && !f.table && !report.dryRun ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;
+      // With --shard, this process answers for its own shard only.
+      const left = shard ? report.tables.reduce((n, t) => n + t.remaining, 0) : report.remaining;
+      return left > 0 && !f.table && !report.dryRun ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;
     });
   } finally {
     progress.stop();

@@ -6,6 +6,7 @@
 import type { Knex } from 'knex';
 import { TABLES } from '../../db/migrations.js';
 import { translateDbError } from '../../db/errors.js';
+import { withRetry } from '../../reencrypt/retry.js';
 import { appendAudit } from '../audit.js';
 import type { CoreContext } from '../context.js';
 import { CLOSED_PHASES, NEXT_STEP, type Phase, type Rotation } from '../rotations.js';
@@ -32,7 +33,9 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
   const closing = CLOSED_PHASES.includes(spec.to);
   let won = false;
   try {
-    await db.knex.transaction(async (trx) => {
+    // A lock conflict (SQLite busy, a deadlock) rolls the whole transaction back: safe to run again.
+    await withRetry('recording a phase change', () => db.knex.transaction(async (trx) => {
+      won = false;
       const changed = await trx(TABLES.rotations)
         .where({ id: spec.rotation.id, phase: from })
         .update({
@@ -62,7 +65,7 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
         at,
         trx,
       );
-    });
+    }), { tries: 5, baseDelayMs: 200, onRetry: (r) => ctx.log.warn(`${spec.action}: ${r.what} hit ${r.code}; retrying in ${r.delayMs} ms`) });
   } catch (err) {
     throw translateDbError(err, db.endpoint, `record ${spec.action} in`);
   }
