@@ -102,7 +102,8 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     expect(re.stdout).toContain('cannot be decrypted');
   });
 
-  it('Ctrl-C finishes the batch, prints how to resume, exits 7; the same command then completes', async () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  it(`${signal} finishes the batch, prints how to resume, exits 7; the same command then completes`, async () => {
     const dir = tmpdir();
     expect((await keyctl(['init', '--demo', '--rows', '20000'], { cwd: dir })).code).toBe(0);
     await keyctl(['generate'], { cwd: dir });
@@ -116,7 +117,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
       stderr += d.toString();
       if (!signalled && / rewritten, /.test(stderr)) {
         signalled = true;
-        child.kill('SIGINT');
+        child.kill(signal);
       }
     });
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
@@ -131,6 +132,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     expect(resumed.stdout).toContain('resumed after pk');
     expect((await keyctl(['verify'], { cwd: dir })).code).toBe(0);
   });
+  }
 
   it("the README's demo (npm run demo) runs a whole rotation", async () => {
     const script = fileURLToPath(new URL('../../scripts/demo.sh', import.meta.url));
