@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
-import { inject } from 'vitest';
+import { afterEach, beforeEach, inject } from 'vitest';
 import type { DatabaseConfig } from '../../src/config/schema.js';
 import { MYSQL_ADMIN_URL, PG_ADMIN_URL, type TestDialect } from './env.js';
 
@@ -78,5 +78,30 @@ export async function createTestDatabase(dialect: TestDialect): Promise<TestData
         rmSync(dir, { recursive: true, force: true });
       }
     },
+  };
+}
+
+/**
+ * Gives every test of the enclosing suite a database of its own: created before each test,
+ * dropped after it together with whatever the test registered with `cleanup` (closed last-in,
+ * first-out, before the drop).
+ */
+export function perTestDatabase(dialect: TestDialect): { readonly db: TestDatabase; cleanup(...fns: Array<() => Promise<void>>): void } {
+  let current: TestDatabase | undefined;
+  const cleanups: Array<() => Promise<void>> = [];
+  beforeEach(async () => {
+    current = await createTestDatabase(dialect);
+  });
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+    await current?.drop();
+    current = undefined;
+  });
+  return {
+    get db(): TestDatabase {
+      if (!current) throw new Error('perTestDatabase: used outside a test');
+      return current;
+    },
+    cleanup: (...fns) => void cleanups.push(...fns),
   };
 }

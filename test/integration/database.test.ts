@@ -2,7 +2,7 @@
  * The database layer against real SQLite, PostgreSQL and MariaDB/MySQL: the same tests for each
  * dialect, each in a database of its own.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendAudit, listAudit } from '../../src/core/audit.js';
 import { ConfigError, DatabaseError, KeystoreError } from '../../src/core/errors.js';
 import { createDemoTable, DEMO_TARGET } from '../../src/core/demo.js';
@@ -14,34 +14,26 @@ import { openDatabase } from '../../src/db/connect.js';
 import { loadProbe } from '../../src/db/load.js';
 import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
-import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { createTestDatabase, DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
 import { openTestContext, testConfig } from '../helpers/context.js';
 
 const codec = new AesGcmV1Codec();
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`database layer on ${dialect}`, () => {
-    let tdb: TestDatabase;
-    const cleanups: Array<() => Promise<void>> = [];
-    beforeEach(async () => {
-      tdb = await createTestDatabase(dialect);
-    });
-    afterEach(async () => {
-      for (const c of cleanups.splice(0).reverse()) await c();
-      await tdb.drop();
-    });
+    const t = perTestDatabase(dialect);
 
     async function ctx(opts: Parameters<typeof openTestContext>[1] = {}) {
-      const c = await openTestContext(tdb, opts);
-      cleanups.push(() => c.db.close());
+      const c = await openTestContext(t.db, opts);
+      t.cleanup(() => c.db.close());
       return c;
     }
 
     it('migrations create every table, are idempotent, and survive two migrators racing', async () => {
-      const config = testConfig(tdb);
+      const config = testConfig(t.db);
       const a = await openDatabase(config.database, { baseDir: config.baseDir });
       const b = await openDatabase(config.database, { baseDir: config.baseDir });
-      cleanups.push(() => a.close(), () => b.close());
+      t.cleanup(() => a.close(), () => b.close());
       expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication']);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
       expect([...ra.applied, ...rb.applied].sort()).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication']);

@@ -3,7 +3,7 @@
  * random rows (new values under the primary key, other columns), deleting rows and inserting
  * rows. At the end every row decrypts and holds exactly the application's last write.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { CoreContext } from '../../src/core/context.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
@@ -12,7 +12,7 @@ import { dualKey } from '../../src/core/rotation/steps.js';
 import { verify } from '../../src/core/rotation/verify.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
-import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
 import { openTestContext } from '../helpers/context.js';
 
 const codec = new AesGcmV1Codec();
@@ -27,20 +27,12 @@ interface Expected {
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`reencrypt under a live writer on ${dialect}`, () => {
-    let tdb: TestDatabase;
-    const cleanups: Array<() => Promise<void>> = [];
-    beforeEach(async () => {
-      tdb = await createTestDatabase(dialect);
-    });
-    afterEach(async () => {
-      for (const c of cleanups.splice(0).reverse()) await c();
-      await tdb.drop();
-    });
+    const t = perTestDatabase(dialect);
 
     it("never overwrites the application's writes, and every row ends under the primary", async () => {
-      const ctx: CoreContext = await openTestContext(tdb, { extraConfig: TARGETS });
-      const app = await openTestContext(tdb, { extraConfig: TARGETS });
-      cleanups.push(() => ctx.db.close(), () => app.db.close());
+      const ctx: CoreContext = await openTestContext(t.db, { extraConfig: TARGETS });
+      const app = await openTestContext(t.db, { extraConfig: TARGETS });
+      t.cleanup(() => ctx.db.close(), () => app.db.close());
       const k1 = generateKey();
       await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
       await reconcileRegistry(ctx);

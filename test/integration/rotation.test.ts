@@ -2,7 +2,7 @@
  * The rotation lifecycle against real SQLite, PostgreSQL and MariaDB/MySQL: full cycles,
  * rollbacks, guards, races, concurrent application writes and interrupted runs.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { listAudit, verifyAuditChain } from '../../src/core/audit.js';
 import type { CoreContext } from '../../src/core/context.js';
 import { createDemoTable, demoRows, DEMO_TARGET } from '../../src/core/demo.js';
@@ -17,7 +17,7 @@ import { getStatus } from '../../src/core/status.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
 import { migrate, MIGRATOR_CONFIG, TABLES } from '../../src/db/migrations.js';
-import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
 import { openTestContext } from '../helpers/context.js';
 
 const codec = new AesGcmV1Codec();
@@ -27,22 +27,16 @@ const NO_WAIT = `policy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 30\n
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`rotation lifecycle on ${dialect}`, () => {
-    let tdb: TestDatabase;
-    const cleanups: Array<() => Promise<void>> = [];
+    const t = perTestDatabase(dialect);
     let clock = Date.now();
     const now = () => new Date(clock);
     beforeEach(async () => {
-      tdb = await createTestDatabase(dialect);
       clock = Date.now();
-    });
-    afterEach(async () => {
-      for (const c of cleanups.splice(0).reverse()) await c();
-      await tdb.drop();
     });
 
     async function setup(policy = NO_WAIT, rows = ROWS): Promise<CoreContext> {
-      const ctx = await openTestContext(tdb, { extraConfig: TARGETS + policy, now });
-      cleanups.push(() => ctx.db.close());
+      const ctx = await openTestContext(t.db, { extraConfig: TARGETS + policy, now });
+      t.cleanup(() => ctx.db.close());
       const key = generateKey();
       await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
       await reconcileRegistry(ctx);
@@ -258,8 +252,8 @@ for (const dialect of DIALECTS) {
       await dualKey(ctx);
       await reencrypt(ctx, { dryRun: false, batchSize: 100 });
       await verify(ctx, {});
-      const other = await openTestContext(tdb, { extraConfig: TARGETS + NO_WAIT, now });
-      cleanups.push(() => other.db.close());
+      const other = await openTestContext(t.db, { extraConfig: TARGETS + NO_WAIT, now });
+      t.cleanup(() => other.db.close());
       const results = await Promise.allSettled([promote(ctx), promote({ ...other, actor: 'other@test' })]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
@@ -356,8 +350,8 @@ for (const dialect of DIALECTS) {
       const ctx = await setup(NO_WAIT, 400);
       await generate(ctx, { emergency: false });
       await dualKey(ctx);
-      const other = await openTestContext(tdb, { extraConfig: TARGETS + NO_WAIT, now });
-      cleanups.push(() => other.db.close());
+      const other = await openTestContext(t.db, { extraConfig: TARGETS + NO_WAIT, now });
+      t.cleanup(() => other.db.close());
       let batches = 0;
       const err = await reencrypt(ctx, {
         dryRun: false,
@@ -379,8 +373,8 @@ for (const dialect of DIALECTS) {
       await generate(ctx, { emergency: false });
       await dualKey(ctx);
       const others: CoreContext[] = [];
-      for (const _ of [1, 2]) others.push(await openTestContext(tdb, { extraConfig: TARGETS + NO_WAIT, now }));
-      for (const o of others) cleanups.push(() => o.db.close());
+      for (const _ of [1, 2]) others.push(await openTestContext(t.db, { extraConfig: TARGETS + NO_WAIT, now }));
+      for (const o of others) t.cleanup(() => o.db.close());
       const contexts = [ctx, ...others];
       const run = (c: CoreContext, index: number) => reencrypt(c, { dryRun: false, batchSize: 70, shard: { index, count: 3 } });
       // better-sqlite3 is synchronous: connections in one process cannot run side by side (a
@@ -434,8 +428,8 @@ for (const dialect of DIALECTS) {
     });
 
     it('migration 0002 chains audit rows written before the chain existed', async () => {
-      const ctx = await openTestContext(tdb, { now });
-      cleanups.push(() => ctx.db.close());
+      const ctx = await openTestContext(t.db, { now });
+      t.cleanup(() => ctx.db.close());
       // Start again from a schema at 0001 only.
       for (const t of [TABLES.audit, TABLES.auditHead, TABLES.keyVersions, TABLES.rotations, TABLES.checkpoints, 'keyctl_migrations', 'keyctl_migrations_lock']) await ctx.db.knex.schema.dropTableIfExists(t);
       await ctx.db.knex.migrate.up(MIGRATOR_CONFIG);
