@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import { fromDbTime } from '../db/adapter.js';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
+import { withRetry } from '../db/retry.js';
 import { TABLES } from '../db/migrations.js';
 import { auditFieldsOf } from './audit-fields.js';
 import { auditRowHash, GENESIS_HASH, type HashedAuditFields } from './audit-hash.js';
@@ -43,9 +44,14 @@ export interface AuditRow extends Omit<HashedAuditFields, 'detailsText' | 'creat
  */
 export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Knex.Transaction): Promise<void> {
   const write = async (t: Knex.Transaction): Promise<void> => {
-    await t(TABLES.auditHead).insert({ keyring: entry.keyring, seq: 0, last_hash: GENESIS_HASH }).onConflict('keyring').ignore();
-    // A write first: takes the row lock (PostgreSQL, MySQL) or the write lock (SQLite) before reading.
-    await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq: t.raw('seq') });
+    // A write first: takes the head row's exclusive lock (PostgreSQL, MySQL) or the write lock
+    // (SQLite) before reading. (An INSERT … IGNORE first would take a shared lock on MySQL, and two
+    // writers upgrading shared locks deadlock.)
+    const locked = await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq: t.raw('seq') });
+    if (locked === 0) {
+      await t(TABLES.auditHead).insert({ keyring: entry.keyring, seq: 0, last_hash: GENESIS_HASH }).onConflict('keyring').ignore();
+      await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq: t.raw('seq') });
+    }
     const head = (await t(TABLES.auditHead).where({ keyring: entry.keyring }).forUpdate().first()) as { seq: unknown; last_hash: string };
     const seq = Number(head.seq) + 1;
     const row = {
@@ -69,7 +75,8 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
   };
   try {
     if (trx) await write(trx);
-    else await db.knex.transaction(write);
+    // On its own: a lock conflict rolls the whole append back, so it is safe to try again.
+    else await withRetry('appending to rotation_audit', () => db.knex.transaction(write), { tries: 5, baseDelayMs: 100, onRetry: () => undefined });
   } catch (err) {
     throw translateDbError(err, db.endpoint, 'append to rotation_audit in');
   }

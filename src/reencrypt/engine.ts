@@ -15,7 +15,7 @@ import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasRow } from './cas.js';
 import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
 import type { Planner } from './planner.js';
-import { withRetry, type RetryOptions } from './retry.js';
+import { withRetry, type RetryOptions } from '../db/retry.js';
 import { Throttle } from './throttle.js';
 import { readBatch, shardFilter, type PkValue, type Row, type Shard } from './scan.js';
 

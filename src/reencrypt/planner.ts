@@ -35,7 +35,6 @@ function workerFile(): string | null {
 
 export class ThreadPlanner implements Planner {
   private readonly workers: Worker[];
-  private next = 0;
   private seq = 0;
   private readonly waiting = new Map<number, { resolve: (p: BatchPlan) => void; reject: (e: Error) => void }>();
 
@@ -67,9 +66,26 @@ export class ThreadPlanner implements Planner {
     return new ThreadPlanner(file, count, keys, target);
   }
 
-  plan(batch: BatchInput): Promise<BatchPlan> {
+  /** Split the batch across all workers and merge their plans, so every worker is busy on every batch. */
+  async plan(batch: BatchInput): Promise<BatchPlan> {
+    const n = this.workers.length;
+    const per = Math.ceil(batch.values.length / n);
+    const parts = await Promise.all(
+      this.workers.map((w, i) => (i * per < batch.values.length ? this.send(w, { values: batch.values.slice(i * per, (i + 1) * per) }) : null)),
+    );
+    const merged: BatchPlan = { rows: [], failures: [], planned: 0 };
+    parts.forEach((p, i) => {
+      if (!p) return;
+      const offset = i * per;
+      for (const r of p.rows) merged.rows.push({ index: r.index + offset, changes: r.changes });
+      for (const f of p.failures) merged.failures.push({ ...f, index: f.index + offset });
+      merged.planned += p.planned;
+    });
+    return merged;
+  }
+
+  private send(worker: Worker, batch: BatchInput): Promise<BatchPlan> {
     const id = ++this.seq;
-    const worker = this.workers[this.next++ % this.workers.length]!;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       worker.postMessage({ id, batch });

@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import { TABLES } from '../../db/migrations.js';
 import { translateDbError } from '../../db/errors.js';
-import { withRetry } from '../../reencrypt/retry.js';
+import { withRetry } from '../../db/retry.js';
 import { appendAudit } from '../audit.js';
 import type { CoreContext } from '../context.js';
 import { CLOSED_PHASES, NEXT_STEP, type Phase, type Rotation } from '../rotations.js';
