@@ -14,6 +14,7 @@ import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasRow } from './cas.js';
 import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
+import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../db/retry.js';
 import { Throttle } from './throttle.js';
@@ -116,69 +117,89 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   };
   const plan = (rows: Row[]) => o.planner.plan({ values: rows.map((r) => t.columns.map((c) => r[c])) });
 
+  interface Planned {
+    rows: Row[];
+    last: PkValue;
+    cas: CasRow[];
+  }
+  const noRows = Object.assign([] as Row[], { size: 0 });
+  const toCas = (rows: Row[], batchPlan: BatchPlan): CasRow[] => {
+    for (const f of batchPlan.failures) {
+      const pk = String(rows[f.index]![t.primaryKey]);
+      const column = t.columns[f.column]!;
+      const id = `${pk}\u0000${column}`;
+      if (!failed.has(id)) {
+        failed.add(id);
+        if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: f.reason });
+      }
+    }
+    return batchPlan.rows.map((r) => ({
+      pk: rows[r.index]![t.primaryKey] as PkValue,
+      changes: new Map(r.changes.map(([c, after]) => [t.columns[c]!, [rows[r.index]![t.columns[c]!] as string, after] as [string, string]])),
+    }));
+  };
+  /** One compare-and-set statement and the cursor, in one transaction (retried on lock conflicts). */
+  const writeBatch = async (b: Planned): Promise<void> => {
+    let updated = 0;
+    const before = { ...cp };
+    await withRetry(
+      'writing a batch',
+      async () => {
+        Object.assign(cp, before);
+        await db.knex.transaction(async (trx) => {
+          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, b.cas, pkType);
+          cp.cursor = b.last;
+          cp.rowsScanned += b.rows.length;
+          cp.rowsRewritten += updated;
+          cp.rowsFailed = failed.size;
+          await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
+        });
+      },
+      { ...retry, onRetry },
+    );
+    result.rowsUpdated += updated;
+    // Rows with a value to rewrite that the statement did not update: changed meanwhile.
+    result.rowsSkippedConcurrent += Math.max(0, b.cas.length - updated);
+  };
+  const progress = () =>
+    o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
+
   while (result.passes < maxPasses) {
     result.passes++;
-    // A two-stage pipeline: while the planner (a worker thread) encrypts batch k, the main
-    // thread writes batch k-1 and reads batch k+1.
+    // A three-stage pipeline: the workers encrypt batch k while the database writes batch k-1
+    // (one statement + cursor, one transaction) and reads batch k+1.
     let current = await read(cp.cursor);
-    let pending = current.length > 0 ? plan(current) : null;
-    while (current.length > 0 && pending) {
-      const batchStarted = performance.now();
-      const last = current[current.length - 1]![t.primaryKey] as PkValue;
-      const next = current.length === current.size ? await read(last) : Object.assign([] as Row[], { size: 0 });
-      const batchPlan = await pending;
-      pending = next.length > 0 ? plan(next) : null;
-
-      for (const f of batchPlan.failures) {
-        const pk = String(current[f.index]![t.primaryKey]);
-        const column = t.columns[f.column]!;
-        const id = `${pk}\u0000${column}`;
-        if (!failed.has(id)) {
-          failed.add(id);
-          if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: f.reason });
-        }
+    let toWrite: Planned | null = null;
+    while (current.length > 0 || toWrite) {
+      const started = performance.now();
+      const last = current.length > 0 ? (current[current.length - 1]![t.primaryKey] as PkValue) : null;
+      const writing: Planned | null = o.dryRun ? null : toWrite;
+      const [next, batchPlan]: [typeof current, BatchPlan | null, void] = await Promise.all([
+        last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
+        current.length > 0 ? plan(current) : Promise.resolve(null),
+        writing ? writeBatch(writing) : Promise.resolve(),
+      ]);
+      toWrite = batchPlan && last !== null ? { rows: current, last, cas: toCas(current, batchPlan) } : null;
+      if (batchPlan) {
+        result.valuesPlanned += batchPlan.planned;
+        await o.afterRead?.(t.table, current);
       }
-      const casRows: CasRow[] = batchPlan.rows.map((r) => ({
-        pk: current[r.index]![t.primaryKey] as PkValue,
-        changes: new Map(r.changes.map(([c, after]) => [t.columns[c]!, [current[r.index]![t.columns[c]!] as string, after] as [string, string]])),
-      }));
-      result.rowsScanned += current.length;
-      result.valuesPlanned += batchPlan.planned;
-      await o.afterRead?.(t.table, current);
-      if (!o.dryRun) {
-        let updated = 0;
-        const before = { ...cp };
-        await withRetry(
-          'writing a batch',
-          async () => {
-            Object.assign(cp, before);
-            await db.knex.transaction(async (trx) => {
-              updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, casRows, pkType);
-              cp.cursor = last;
-              cp.rowsScanned += current.length;
-              cp.rowsRewritten += updated;
-              cp.rowsFailed = failed.size;
-              await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
-            });
-          },
-          { ...retry, onRetry },
-        );
-        result.rowsUpdated += updated;
-        // Rows with a value to rewrite that the statement did not update: changed meanwhile.
-        result.rowsSkippedConcurrent += Math.max(0, casRows.length - updated);
+      const done = o.dryRun ? (toWrite ? current : null) : writing?.rows;
+      if (done) {
+        result.rowsScanned += done.length;
+        progress();
+        await throttle.afterBatch(done.length, performance.now() - started, (reason) => {
+          if (reason !== throttleReason) {
+            throttleReason = reason;
+            progress();
+          }
+        });
       }
-      const progress = () =>
-        o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
-      progress();
-      await throttle.afterBatch(current.length, performance.now() - batchStarted, (reason) => {
-        if (reason !== throttleReason) {
-          throttleReason = reason;
-          progress();
-        }
-      });
+      if (o.dryRun) toWrite = null;
       // better-sqlite3 answers synchronously, so without this the loop never polls for signals
       // (Ctrl-C) or timers between batches.
       await new Promise((resolve) => setImmediate(resolve));
+      // Stopping drops the batch planned but not yet written: the saved cursor is before it.
       if (o.signal?.aborted) {
         result.interrupted = true;
         return result;
