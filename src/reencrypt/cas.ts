@@ -54,23 +54,26 @@ export function buildCasStatement(knex: Knex, dialect: Db['adapter']['dialect'],
   const matches = (i: number, col: string) =>
     dialect === 'mysql' ? `v.n${i} IS NOT NULL AND CAST(t.${q(col)} AS BINARY) = CAST(v.o${i} AS BINARY)` : `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
   const sets = columns.map((c, i) => `${dialect === 'mysql' ? 't.' : ''}${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-  const anyMatch = columns.map((c, i) => `(${matches(i, c)})`).join(' OR ');
+  // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the VALUES
+  // list against a sequential scan of the whole table, for every batch.
+  const anyMatch = `t.${q(pk)} BETWEEN ? AND ? AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+  const range = [rows[0]!.pk, rows[rows.length - 1]!.pk];
   const tableRef = knex.raw('??', [table]).toQuery();
   const repeat = (one: string) => Array<string>(rows.length).fill(one).join(', ');
   switch (dialect) {
     case 'pg': {
       const rowSql = `(CAST(? AS ${pkType}), ${columns.map(() => 'CAST(? AS text), CAST(? AS text)').join(', ')})`;
-      return { sql: `UPDATE ${tableRef} AS t SET ${sets} FROM (VALUES ${repeat(rowSql)}) AS v(${vcols.join(', ')}) WHERE t.${q(pk)} = v.pk AND (${anyMatch})`, bindings };
+      return { sql: `UPDATE ${tableRef} AS t SET ${sets} FROM (VALUES ${repeat(rowSql)}) AS v(${vcols.join(', ')}) WHERE t.${q(pk)} = v.pk AND ${anyMatch.replace('BETWEEN ? AND ?', `BETWEEN CAST(? AS ${pkType}) AND CAST(? AS ${pkType})`)}`, bindings: [...bindings, ...range] };
     }
     case 'sqlite': {
       const rowSql = `(${vcols.map(() => '?').join(', ')})`;
-      return { sql: `WITH v(${vcols.join(', ')}) AS (VALUES ${repeat(rowSql)}) UPDATE ${tableRef} AS t SET ${sets} FROM v WHERE t.${q(pk)} = v.pk AND (${anyMatch})`, bindings };
+      return { sql: `WITH v(${vcols.join(', ')}) AS (VALUES ${repeat(rowSql)}) UPDATE ${tableRef} AS t SET ${sets} FROM v WHERE t.${q(pk)} = v.pk AND ${anyMatch}`, bindings: [...bindings, ...range] };
     }
     case 'mysql': {
       const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
       const rest = ` UNION ALL SELECT ${vcols.map(() => '?').join(', ')}`;
       const derived = first + rest.repeat(rows.length - 1);
-      return { sql: `UPDATE ${tableRef} AS t JOIN (${derived}) AS v ON t.${q(pk)} = v.pk SET ${sets} WHERE ${anyMatch}`, bindings };
+      return { sql: `UPDATE ${tableRef} AS t JOIN (${derived}) AS v ON t.${q(pk)} = v.pk SET ${sets} WHERE ${anyMatch}`, bindings: [...bindings, ...range] };
     }
   }
 }

@@ -12,6 +12,7 @@ import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
 import { loadProbe } from '../../src/db/load.js';
+import { buildCasStatement } from '../../src/reencrypt/cas.js';
 import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
@@ -191,4 +192,27 @@ describe('database load probe (reencrypt --max-load)', () => {
       }
     });
   }
+});
+
+describe('bulk compare-and-set on PostgreSQL', () => {
+  // Regression: without the batch's key range, PostgreSQL hash-joined the VALUES list against a
+  // sequential scan of the whole table for every batch — quadratic on a large table.
+  it.skipIf(!dialectAvailable('pg'))('uses the primary-key index, not a scan of the whole table', async () => {
+    const tdb = await createTestDatabase('pg');
+    const config = testConfig(tdb);
+    const db = await openDatabase(config.database, { baseDir: config.baseDir });
+    try {
+      await db.knex.raw(`CREATE TABLE big (id bigserial PRIMARY KEY, email text)`);
+      await db.knex.raw(`INSERT INTO big (email) SELECT 'v1:' || md5(g::text) FROM generate_series(1, 50000) g`);
+      await db.knex.raw('ANALYZE big');
+      const rows: Array<{ id: string; email: string }> = await db.knex('big').where('id', '>', 20000).orderBy('id').limit(1000);
+      const stmt = buildCasStatement(db.knex, 'pg', 'big', 'id', ['email'], rows.map((r) => ({ pk: r.id, changes: new Map([['email', [r.email, `v2:${r.email.slice(3)}`] as [string, string]]]) })), 'bigint');
+      const plan = (await db.knex.raw(`EXPLAIN ${stmt.sql}`, stmt.bindings as never[])).rows.map((r: Record<string, string>) => r['QUERY PLAN']).join('\n');
+      expect(plan).not.toMatch(/Seq Scan on big/);
+      expect(plan).toMatch(/Index Scan using big_pkey/);
+    } finally {
+      await db.close();
+      await tdb.drop();
+    }
+  });
 });
