@@ -17,7 +17,7 @@ import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './che
 import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../db/retry.js';
-import { Throttle } from './throttle.js';
+import type { Throttle } from './throttle.js';
 import { readBatch, shardFilter, type PkValue, type Row, type Shard } from './scan.js';
 
 export interface ValueFailure {
@@ -49,10 +49,8 @@ export interface EngineOptions {
   dryRun: boolean;
   /** Only this shard of the table (integer primary keys); each shard has its own checkpoint. */
   shard?: Shard;
-  /** Batch sizing and waits; a fixed-size throttle without limits when absent. */
-  throttle?: Throttle;
-  /** Used for the default throttle when none is given. */
-  batchSize?: number;
+  /** Batch sizing and waits (shared by all tables of a run). */
+  throttle: Throttle;
   retry?: Omit<RetryOptions, 'onRetry'>;
   /** Told about every retried batch (for the log). */
   onRetry?: (message: string) => void;
@@ -98,7 +96,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const { db } = o;
   const shard = shardKey(o.target, o.shard ? `${o.shard.index}/${o.shard.count}` : undefined);
   const maxBatch = maxCasBatch(t.columns.length);
-  const throttle = o.throttle ?? new Throttle({ chunkTimeMs: 500, fixedBatchSize: Math.max(1, Math.min(o.batchSize ?? 1000, maxBatch)), maxBatchSize: maxBatch, maxRate: null, sleepMs: 0, pauseFile: null, maxLoad: null });
+  const throttle = o.throttle;
   const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200 };
   const onRetry: RetryOptions['onRetry'] = (r) => o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
   let throttleReason: string | null = null;

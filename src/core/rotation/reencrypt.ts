@@ -133,8 +133,11 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     const now = await openRotation(ctx.db, ctx.config.keyring);
     throw new RefusedError(`${stoppedBecause}; stopped after saving the cursor`, now ? `next: ${NEXT_STEP[now.phase]}` : 'run `keyctl status`');
   }
+  // Tables the engine finished whole already counted what is left after their last pass; only
+  // the others (not in --table, interrupted, or this process's shard only) are counted here.
+  const counted = new Map(tables.filter((t) => !t.interrupted && !opts.shard).map((t) => [t.table, t.remaining]));
   let remaining = 0;
-  for (const t of ctx.config.targets) remaining += await countNotUnder(ctx.db, t, target);
+  for (const t of ctx.config.targets) remaining += counted.get(t.table) ?? (await countNotUnder(ctx.db, t, target));
   const report: ReencryptReport = { rotation, target, dryRun: opts.dryRun, tables, failures, remaining, interrupted };
   if (opts.dryRun) return report;
 

@@ -11,7 +11,7 @@ import { appendAudit } from '../audit.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import type { Rotation } from '../rotations.js';
-import { countAllTargets, notUnder, type VersionTotals } from './counts.js';
+import { countAllTargets, type VersionTotals } from './counts.js';
 import { refuse } from './guard.js';
 import { prepare } from './prepare.js';
 import { finishRollback, requirePhase } from './steps.js';
