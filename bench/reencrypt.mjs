@@ -10,7 +10,7 @@
 // Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,6 +104,28 @@ function keyctl(...a) {
   return r;
 }
 
+/** CPU time (user + system) used so far by the database server's processes, from /proc (Linux). */
+function serverCpuSeconds() {
+  const names = { pg: ['postgres'], mysql: ['mariadbd', 'mysqld'] }[dbKind];
+  if (!names) return 0;
+  const tick = 100; // USER_HZ on Linux
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!names.includes(comm)) continue;
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime + stime, plus cutime + cstime: PostgreSQL's backends are child processes that exit
+      // with their connection, and their time is added to the postmaster's children's time.
+      total += (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / tick;
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return total;
+}
+
 async function main() {
   const knex = await setup();
   writeProject();
@@ -125,9 +147,11 @@ async function main() {
   values.length = 0;
 
   // keyctl reencrypt, the real command (wall time includes process start-up).
-  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
+  const serverBefore = serverCpuSeconds();
+  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
   if (timed.status !== 0) throw new Error(`keyctl reencrypt exited ${timed.status}: ${timed.stderr}`);
-  const [rssKb, wall] = timed.stderr.trim().split('\n').at(-1).split(' ').map(Number);
+  const serverCpu = serverCpuSeconds() - serverBefore;
+  const [rssKb, wall, userCpu, sysCpu] = timed.stderr.trim().split('\n').at(-1).split(' ').map(Number);
   const report = JSON.parse(timed.stdout);
   if (report.remaining !== 0) throw new Error(`reencrypt left ${report.remaining} values`);
 
@@ -166,7 +190,8 @@ async function main() {
   const lines = [
     `db=${dbKind} rows=${rows} (2 encrypted columns per row) node=${process.version} cpus=${os.cpus().length}`,
     `method                         rows/s`,
-    `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up, peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
+    `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
+    `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
     `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${cryptoSecs.toFixed(2)} s)`,
     `database ceiling          ${fmt(dbRate)}   (${dbSecs.toFixed(2)} s, server-side UPDATE in keyset batches)`,
     `naive (OFFSET + per-row)  ${fmt(naiveRate)}   (${naiveSecs.toFixed(2)} s for ${pages} pages of 100 spread over the table)`,
@@ -175,7 +200,7 @@ async function main() {
     `keyctl / naive            ${(keyctlRate / naiveRate).toFixed(1)}`,
   ];
   console.log(lines.join('\n'));
-  if (args.includes('--json')) console.log(JSON.stringify({ db: dbKind, rows, keyctlRate, cryptoRate, dbRate, naiveRate, peakRssMiB: rssKb / 1024, wall }));
+  if (args.includes('--json')) console.log(JSON.stringify({ db: dbKind, rows, keyctlRate, cryptoRate, dbRate, naiveRate, peakRssMiB: rssKb / 1024, wall, keyctlCpu: userCpu + sysCpu, serverCpu }));
 }
 
 try {
