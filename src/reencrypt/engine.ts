@@ -12,7 +12,7 @@
  */
 import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
-import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasRow } from './cas.js';
+import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasBatch } from './cas.js';
 import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
 import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
@@ -113,15 +113,21 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, t.columns, after, size, o.shard), { ...retry, onRetry });
     return Object.assign(rows, { size });
   };
-  const plan = (rows: Row[]) => o.planner.plan({ values: rows.map((r) => t.columns.map((c) => r[c])) });
+  const width = t.columns.length;
+  /** The batch's values, flat (row by row), as the planner and the compare-and-set take them. */
+  const valuesOf = (rows: Row[]): unknown[] => {
+    const values = new Array<unknown>(rows.length * width);
+    for (let r = 0, at = 0; r < rows.length; r++) for (let c = 0; c < width; c++) values[at++] = rows[r]![t.columns[c]!];
+    return values;
+  };
 
   interface Planned {
     rows: Row[];
     last: PkValue;
-    cas: CasRow[];
+    cas: CasBatch;
   }
   const noRows = Object.assign([] as Row[], { size: 0 });
-  const toCas = (rows: Row[], batchPlan: BatchPlan): CasRow[] => {
+  const toCas = (rows: Row[], values: unknown[], batchPlan: BatchPlan): CasBatch => {
     for (const f of batchPlan.failures) {
       const pk = String(rows[f.index]![t.primaryKey]);
       const column = t.columns[f.column]!;
@@ -131,10 +137,19 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: f.reason });
       }
     }
-    return batchPlan.rows.map((r) => ({
-      pk: rows[r.index]![t.primaryKey] as PkValue,
-      changes: new Map(r.changes.map(([c, after]) => [t.columns[c]!, [rows[r.index]![t.columns[c]!] as string, after] as [string, string]])),
-    }));
+    const cas: CasBatch = { pks: [], old: [], next: [] };
+    const { next } = batchPlan;
+    for (let r = 0; r < rows.length; r++) {
+      let any = false;
+      for (let c = 0; c < width; c++) if (next[r * width + c] !== null) any = true;
+      if (!any) continue;
+      cas.pks.push(rows[r]![t.primaryKey] as PkValue);
+      for (let c = 0, at = r * width; c < width; c++, at++) {
+        cas.old.push(next[at] === null ? null : (values[at] as string));
+        cas.next.push(next[at]!);
+      }
+    }
+    return cas;
   };
   /** One compare-and-set statement and the cursor, in one transaction (retried on lock conflicts). */
   const writeBatch = async (b: Planned): Promise<void> => {
@@ -157,7 +172,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     );
     result.rowsUpdated += updated;
     // Rows with a value to rewrite that the statement did not update: changed meanwhile.
-    result.rowsSkippedConcurrent += Math.max(0, b.cas.length - updated);
+    result.rowsSkippedConcurrent += Math.max(0, b.cas.pks.length - updated);
   };
   const progress = () =>
     o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
@@ -172,12 +187,13 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const started = performance.now();
       const last = current.length > 0 ? (current[current.length - 1]![t.primaryKey] as PkValue) : null;
       const writing: Planned | null = o.dryRun ? null : toWrite;
+      const values = valuesOf(current);
       const [next, batchPlan]: [typeof current, BatchPlan | null, void] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
-        current.length > 0 ? plan(current) : Promise.resolve(null),
+        current.length > 0 ? o.planner.plan({ values, columns: width }) : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
       ]);
-      toWrite = batchPlan && last !== null ? { rows: current, last, cas: toCas(current, batchPlan) } : null;
+      toWrite = batchPlan && last !== null ? { rows: current, last, cas: toCas(current, values, batchPlan) } : null;
       if (batchPlan) {
         result.valuesPlanned += batchPlan.planned;
         await o.afterRead?.(t.table, current);

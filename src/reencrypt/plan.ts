@@ -2,17 +2,24 @@
  * Planning a batch: for every value not under the target version, decrypt it with its own
  * version's key and encrypt it under the target. Pure CPU work on plain data, so it runs the
  * same in the main thread or in a worker (crypto-worker.ts).
+ *
+ * Values travel flat (row-major, `columns` per row) and the plan answers with one flat array of
+ * new values aligned with them: few objects to copy between threads and to collect afterwards.
  */
 import { CiphertextError, type Codec } from '../crypto/codec.js';
 
-/** A batch as sent to a planner: per row, the values of the target's columns (values[row][column]). */
+/** A batch as sent to a planner: the values of the target's columns, row by row. */
 export interface BatchInput {
-  values: unknown[][];
+  /** values[row * columns + column] */
+  values: unknown[];
+  columns: number;
 }
 
 export interface BatchPlan {
-  /** Per row that needs a write: its index in the batch and [column index, new value] pairs (the old value is the one sent). */
-  rows: Array<{ index: number; changes: Array<[number, string]> }>;
+  /** next[row * columns + column]: the new ciphertext, or null where nothing is to be written. */
+  next: Array<string | null>;
+  /** Rows with at least one new value. */
+  rowsToWrite: number;
   failures: Array<{ index: number; column: number; reason: string }>;
   planned: number;
 }
@@ -21,13 +28,13 @@ export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buf
   const targetKey = keys.get(target);
   if (!targetKey) throw new Error(`no key for the target version ${target}`);
   const keyFor = (v: string) => keys.get(v);
-  const plan: BatchPlan = { rows: [], failures: [], planned: 0 };
+  const { values, columns } = input;
+  const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), rowsToWrite: 0, failures: [], planned: 0 };
   const prefix = `${target}:`;
-  for (let i = 0; i < input.values.length; i++) {
-    const row = input.values[i]!;
-    let changes: Array<[number, string]> | undefined;
-    for (let c = 0; c < row.length; c++) {
-      const value = row[c];
+  for (let i = 0, at = 0; at < values.length; i++) {
+    let changed = false;
+    for (let c = 0; c < columns; c++, at++) {
+      const value = values[at];
       if (value === null || value === undefined) continue;
       if (typeof value !== 'string') {
         plan.failures.push({ index: i, column: c, reason: 'malformed' });
@@ -35,17 +42,15 @@ export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buf
       }
       if (value.startsWith(prefix)) continue;
       try {
-        const next = codec.encrypt(codec.decrypt(value, keyFor), target, targetKey);
-        (changes ??= []).push([c, next]);
+        plan.next[at] = codec.encrypt(codec.decrypt(value, keyFor), target, targetKey);
+        plan.planned++;
+        changed = true;
       } catch (err) {
         if (!(err instanceof CiphertextError)) throw err;
         plan.failures.push({ index: i, column: c, reason: err.reason });
       }
     }
-    if (changes) {
-      plan.rows.push({ index: i, changes });
-      plan.planned += changes.length;
-    }
+    if (changed) plan.rowsToWrite++;
   }
   return plan;
 }

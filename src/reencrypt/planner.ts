@@ -69,16 +69,19 @@ export class ThreadPlanner implements Planner {
   /** Split the batch across all workers and merge their plans, so every worker is busy on every batch. */
   async plan(batch: BatchInput): Promise<BatchPlan> {
     const n = this.workers.length;
-    const per = Math.ceil(batch.values.length / n);
+    const rows = batch.values.length / batch.columns;
+    const per = Math.ceil(rows / n);
     const parts = await Promise.all(
-      this.workers.map((w, i) => (i * per < batch.values.length ? this.send(w, { values: batch.values.slice(i * per, (i + 1) * per) }) : null)),
+      this.workers.map((w, i) => (i * per < rows ? this.send(w, { values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns), columns: batch.columns }) : null)),
     );
-    const merged: BatchPlan = { rows: [], failures: [], planned: 0 };
+    if (parts.length === 1 && parts[0]) return parts[0];
+    const merged: BatchPlan = { next: [], rowsToWrite: 0, failures: [], planned: 0 };
     parts.forEach((p, i) => {
       if (!p) return;
       const offset = i * per;
-      for (const r of p.rows) merged.rows.push({ index: r.index + offset, changes: r.changes });
+      for (const v of p.next) merged.next.push(v);
       for (const f of p.failures) merged.failures.push({ ...f, index: f.index + offset });
+      merged.rowsToWrite += p.rowsToWrite;
       merged.planned += p.planned;
     });
     return merged;

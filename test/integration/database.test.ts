@@ -12,7 +12,7 @@ import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
 import { loadProbe } from '../../src/db/load.js';
-import { buildCasStatement } from '../../src/reencrypt/cas.js';
+import { buildCasStatement, casBatch, compareAndSetBatch, pgArrayLiteral } from '../../src/reencrypt/cas.js';
 import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
@@ -154,8 +154,48 @@ for (const dialect of DIALECTS) {
       expect(text).toContain('targets[0].columns[1]: table "customers" has no column "fax"');
       expect(text).toContain('targets[1].table: table "nowhere" does not exist');
     });
+
+    it('the bulk compare-and-set writes only values still as read, with awkward text keys', async () => {
+      const c = await ctx();
+      await c.db.knex.schema.createTable('cas_t', (tb) => {
+        tb.string('code', 64).primary();
+        tb.text('a');
+        tb.text('b');
+      });
+      // Keys that need escaping in a PostgreSQL array literal or a SQL string.
+      const codes = ['plain', 'with "quote"', 'back\\slash', 'comma,brace{}', "it's", 'NULL', ' spaced '];
+      await c.db.knex('cas_t').insert(codes.map((code, i) => ({ code, a: `v1:a${i}`, b: `v1:b${i}` })));
+      // The application changes one value after keyctl read it.
+      await c.db.knex('cas_t').where({ code: 'comma,brace{}' }).update({ a: 'v1:app' });
+      const batch = casBatch(
+        ['a', 'b'],
+        [...codes].sort().map((code) => {
+          const i = codes.indexOf(code);
+          // Only column b of "plain" is to be written.
+          return { pk: code, changes: code === 'plain' ? { b: [`v1:b${i}`, `v2:b${i}`] as [string, string] } : { a: [`v1:a${i}`, `v2:a${i}`] as [string, string], b: [`v1:b${i}`, `v2:b${i}`] as [string, string] } };
+        }),
+      );
+      const pkType = c.db.adapter.dialect === 'pg' ? 'character varying(64)' : undefined;
+      const updated = await c.db.knex.transaction((trx) => compareAndSetBatch(c.db, trx, 'cas_t', 'code', ['a', 'b'], batch, pkType));
+      expect(updated).toBe(codes.length);
+      const rows = (await c.db.knex('cas_t').select('code', 'a', 'b')) as Array<{ code: string; a: string; b: string }>;
+      const byCode = new Map(rows.map((r) => [r.code, r]));
+      codes.forEach((code, i) => {
+        const r = byCode.get(code)!;
+        expect(r.a, code).toBe(code === 'plain' ? `v1:a${i}` : code === 'comma,brace{}' ? 'v1:app' : `v2:a${i}`);
+        expect(r.b, code).toBe(`v2:b${i}`);
+      });
+    });
   });
 }
+
+describe('PostgreSQL array literals for the compare-and-set', () => {
+  it('escape keys and refuse a ciphertext that would break the literal', () => {
+    expect(pgArrayLiteral(3, (i) => ['a"b', 'c\\d', null][i], false)).toBe('{"a\\"b","c\\\\d",NULL}');
+    expect(pgArrayLiteral(2, (i) => ['v1:AAAA', null][i], true)).toBe('{"v1:AAAA",NULL}');
+    expect(() => pgArrayLiteral(1, () => 'v1:A","B', true)).toThrow(/quote/);
+  });
+});
 
 describe('unreachable servers give a DatabaseError naming client, host and port', () => {
   for (const [client, url] of [
@@ -206,7 +246,7 @@ describe('bulk compare-and-set on PostgreSQL', () => {
       await db.knex.raw(`INSERT INTO big (email) SELECT 'v1:' || md5(g::text) FROM generate_series(1, 50000) g`);
       await db.knex.raw('ANALYZE big');
       const rows: Array<{ id: string; email: string }> = await db.knex('big').where('id', '>', 20000).orderBy('id').limit(1000);
-      const stmt = buildCasStatement(db.knex, 'pg', 'big', 'id', ['email'], rows.map((r) => ({ pk: r.id, changes: new Map([['email', [r.email, `v2:${r.email.slice(3)}`] as [string, string]]]) })), 'bigint');
+      const stmt = buildCasStatement(db.knex, 'pg', 'big', 'id', ['email'], casBatch(['email'], rows.map((r) => ({ pk: r.id, changes: { email: [r.email, `v2:${r.email.slice(3)}`] } }))), 'bigint');
       const plan = (await db.knex.raw(`EXPLAIN ${stmt.sql}`, stmt.bindings as never[])).rows.map((r: Record<string, string>) => r['QUERY PLAN']).join('\n');
       expect(plan).not.toMatch(/Seq Scan on big/);
       expect(plan).toMatch(/Index Scan using big_pkey/);
