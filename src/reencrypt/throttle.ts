@@ -33,19 +33,24 @@ export class Throttle {
   private size: number;
   private msPerRow: number | null = null;
   private rowsDone = 0;
-  /** Start of the current --max-rate window (restarted after a pause, so no burst follows it). */
-  private started: number;
+  /**
+   * Start of the current --max-rate window: the first batch (so time spent before it, counting
+   * the table, is no credit for a burst), restarted after a pause (so no burst follows it).
+   */
+  private started: number | null = null;
+  /** Whether the last batch had to wait for --max-rate: the reason stays shown while it does. */
+  private rateLimited = false;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly now: () => number;
 
   constructor(private readonly o: ThrottleOptions) {
     this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
     this.now = o.now ?? (() => performance.now());
-    this.started = this.now();
     this.size = Math.min(o.maxBatchSize, o.fixedBatchSize ?? INITIAL_BATCH);
   }
 
   batchSize(): number {
+    this.started ??= this.now();
     return this.size;
   }
 
@@ -59,16 +64,19 @@ export class Throttle {
       // Grow at most 2× per batch, so one fast batch does not produce a huge slow one.
       this.size = Math.round(Math.max(MIN_BATCH, Math.min(this.o.maxBatchSize, ideal, this.size * 2)));
     }
+    const rateReason = `--max-rate ${this.o.maxRate} rows/s`;
     if (this.o.maxRate !== null) {
+      this.started ??= this.now();
       const earliest = this.started + (this.rowsDone / this.o.maxRate) * 1000;
       const wait = earliest - this.now();
+      this.rateLimited = wait > 0;
       if (wait > 0) {
-        onWait(`--max-rate ${this.o.maxRate} rows/s`);
+        onWait(rateReason);
         await this.sleep(wait);
       }
     }
     if (this.o.sleepMs > 0) await this.sleep(this.o.sleepMs);
-    await this.waitWhile(() => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)), () => `paused: ${this.o.pauseFile} exists (remove it to resume)`, onWait);
+    await this.waitWhile(() => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)), () => `paused: remove ${this.o.pauseFile} to resume`, onWait);
     if (this.o.maxLoad !== null && this.o.probeLoad) {
       let load = 0;
       await this.waitWhile(
@@ -77,7 +85,8 @@ export class Throttle {
         onWait,
       );
     }
-    onWait(null);
+    // Held back by --max-rate is a steady state, not news after every batch.
+    onWait(this.rateLimited ? rateReason : null);
   }
 
   private async waitWhile(cond: () => Promise<boolean>, reason: () => string, onWait: (r: string | null) => void): Promise<void> {

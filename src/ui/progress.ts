@@ -8,6 +8,8 @@ export interface ProgressLine {
   update(text: string): void;
   /** Print a line that stays (the spinner continues below it). */
   log(text: string): void;
+  /** A new state worth a line of its own (e.g. a throttle starting): printed now, and the live line shows it. */
+  news(text: string): void;
   stop(): void;
 }
 
@@ -27,6 +29,12 @@ export async function startProgress(output: Output, first: string, intervalMs = 
         output.info(t);
         spinner.render();
       },
+      news: (t) => {
+        spinner.clear();
+        output.info(t);
+        spinner.text = fit(t);
+        spinner.render();
+      },
       stop: () => void spinner.stop(),
     };
   }
@@ -44,6 +52,11 @@ export async function startProgress(output: Output, first: string, intervalMs = 
       }
     },
     log: (t) => output.info(t),
+    news: (t) => {
+      output.info(t);
+      last = Date.now();
+      pending = null;
+    },
     stop: () => {
       if (pending) output.info(pending);
       pending = null;

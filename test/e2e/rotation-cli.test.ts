@@ -175,10 +175,10 @@ describe('reencrypt throttling through the CLI', () => {
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
-      if (/paused: .*PAUSE exists/.test(stderr) && existsSync(pause)) setTimeout(() => rmSync(pause, { force: true }), 1500);
+      if (/paused: remove .*PAUSE to resume/.test(stderr) && existsSync(pause)) setTimeout(() => rmSync(pause, { force: true }), 1500);
     });
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-    expect(stderr).toMatch(/paused: .*PAUSE exists \(remove it to resume\)/);
+    expect(stderr).toMatch(/paused: remove .*PAUSE to resume/);
     expect(code, stderr).toBe(0);
     expect(stdout).toContain('every value is under v2');
     // Paused after the first batch: the rest waited for the file to go.

@@ -172,7 +172,8 @@ for (const dialect of DIALECTS) {
         [...codes].sort().map((code) => {
           const i = codes.indexOf(code);
           // Only column b of "plain" is to be written.
-          return { pk: code, changes: code === 'plain' ? { b: [`v1:b${i}`, `v2:b${i}`] as [string, string] } : { a: [`v1:a${i}`, `v2:a${i}`] as [string, string], b: [`v1:b${i}`, `v2:b${i}`] as [string, string] } };
+          const changes: Record<string, [string, string]> = code === 'plain' ? { b: [`v1:b${i}`, `v2:b${i}`] } : { a: [`v1:a${i}`, `v2:a${i}`], b: [`v1:b${i}`, `v2:b${i}`] };
+          return { pk: code, changes };
         }),
       );
       const pkType = c.db.adapter.dialect === 'pg' ? 'character varying(64)' : undefined;

@@ -49,7 +49,25 @@ describe('throttle', () => {
     // 1000 rows at ≤ 200 rows/s take at least 5 s.
     expect(clock.now()).toBeGreaterThanOrEqual(5000);
     expect(reasons).toContain('--max-rate 200 rows/s');
+    // Held back on every batch: the reason stays, it does not flap on and off each batch.
+    expect(reasons.slice(1)).toEqual(reasons.slice(1).map(() => '--max-rate 200 rows/s'));
+    // A batch that no longer needs to wait clears it.
+    clock.advance(10_000);
+    await th.afterBatch(100, 50, (r) => reasons.push(r));
     expect(reasons.at(-1)).toBeNull();
+  });
+
+  it('--max-rate gives no burst for the time before the first batch', async () => {
+    const clock = fakeClock();
+    const th = new Throttle({ ...base, fixedBatchSize: 100, maxRate: 100, now: clock.now, sleep: clock.sleep });
+    clock.advance(30_000); // counting a big table before the first batch
+    const start = clock.now();
+    for (let i = 0; i < 5; i++) {
+      th.batchSize();
+      await th.afterBatch(100, 0, () => undefined);
+    }
+    // 500 rows at 100 rows/s: at least 5 s after the first batch started.
+    expect(clock.now() - start).toBeGreaterThanOrEqual(5000);
   });
 
   it('waits while the pause file exists, reporting it', async () => {
@@ -68,7 +86,7 @@ describe('throttle', () => {
     await th.afterBatch(10, 1, (r) => reasons.push(r));
     expect(waits).toBe(3);
     expect(existsSync(file)).toBe(false);
-    expect(reasons[0]).toContain(`paused: ${file} exists`);
+    expect(reasons[0]).toContain(`paused: remove ${file} to resume`);
     expect(reasons.at(-1)).toBeNull();
   });
 

@@ -9,7 +9,7 @@ import { UsageError } from '../../core/errors.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { NEXT_STEP } from '../../core/rotations.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';
-import { startProgress } from '../../ui/progress.js';
+import { startProgress, type ProgressLine } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 interface Flags {
@@ -89,11 +89,15 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
   }
 
   const stop = new AbortController();
+  let progress: ProgressLine | undefined;
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
     if (signals === 1) {
-      rt.output.info(`\nkeyctl: ${sig}: finishing the current batch and saving the cursor (press Ctrl-C again to stop at once)`);
+      // Through the progress line, so a spinner is cleared first instead of left behind.
+      const text = `keyctl: ${sig}: finishing the current batch and saving the cursor (press Ctrl-C again to stop at once)`;
+      if (progress) progress.log(text);
+      else rt.output.info(text);
       stop.abort();
     } else {
       rt.output.info(`keyctl: stopping now; the last committed batch is saved. Run the same command to resume.`);
@@ -102,7 +106,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const progress = await startProgress(rt.output, f.dryRun ? 'reencrypt --dry-run: scanning…' : 'reencrypt: starting…');
+  progress = await startProgress(rt.output, f.dryRun ? 'reencrypt --dry-run: scanning…' : 'reencrypt: starting…');
   const rate = new RecentRate();
   let currentTable = '';
   let lastEvent: ProgressEvent | null = null;
@@ -132,20 +136,21 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
         shard,
         signal: stop.signal,
         ...(cryptoWorkers !== undefined ? { cryptoWorkers } : {}),
-        onRetry: (m) => progress.log(`keyctl: ${m}`),
+        onRetry: (m) => progress!.log(`keyctl: ${m}`),
         onProgress: (e) => {
           if (e.table !== currentTable) {
-            if (lastEvent) progress.log(line(lastEvent));
+            if (lastEvent) progress!.log(line(lastEvent));
             currentTable = e.table;
             rate.reset();
           }
           // A throttle starting or ending is news: shown at once, also in logs.
-          if (lastEvent && e.throttle !== lastEvent.throttle) progress.log(line(e));
-          else progress.update(line(e));
+          const text = line(e);
+          if (lastEvent && e.throttle !== lastEvent.throttle) progress!.news(text);
+          else progress!.update(text);
           lastEvent = e;
         },
       });
-      progress.stop();
+      progress!.stop();
       const secs = (Date.now() - started) / 1000;
       const c = rt.output.out;
       const resume = resumeCommand(rt, f);
@@ -197,7 +202,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
       return left > 0 && !f.table && !report.dryRun ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;
     });
   } finally {
-    progress.stop();
+    progress?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
