@@ -130,6 +130,33 @@ export async function main(io: MainIO): Promise<number> {
     .option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)')
     .action(action(() => import('./commands/verify.js')));
 
+  const collect = (v: string, acc: string[]) => [...acc, v];
+  program
+    .command('backup')
+    .description('write an OpenPGP-encrypted backup of every non-retired key version, then prune old backups (cron-safe)')
+    .option('--out <dir>', 'backup directory (default: backup.dir in keyctl.yaml, .keyctl/backups)')
+    .option('--recipient <file>', 'armored OpenPGP public key to encrypt to; repeat for several (default: backup.recipients)', collect, [])
+    .addHelpText('after', '\nSee docs/backup.md for the backup format, retention, a crontab line and a systemd timer.')
+    .action(action(() => import('./commands/backup.js')));
+
+  program
+    .command('recover-test')
+    .description('prove a backup restores access: decrypt it, check every key and version in use, decrypt sample rows with it')
+    .option('--backup <file>', 'the backup to test (default: the newest in backup.dir)')
+    .option('--identity <file>', 'armored OpenPGP secret key of a recipient (gpg --armor --export-secret-keys)')
+    .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
+    .option('--sample <n>', 'rows per target decrypted with the recovered keys', '20')
+    .action(action(() => import('./commands/recover-test.js')));
+
+  program
+    .command('restore')
+    .description('put key versions from a backup back into the keystore (never overwrites a different key)')
+    .option('--backup <file>', 'the backup file')
+    .option('--identity <file>', 'armored OpenPGP secret key of a recipient')
+    .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
+    .option('-y, --yes', 'do not ask for confirmation (needed without a terminal)')
+    .action(action(() => import('./commands/restore.js')));
+
   program
     .command('promote')
     .description('remove the old version from the published keyring (kept archived for rollback)')

@@ -56,6 +56,18 @@ export const PolicySchema = z.strictObject({
   retiredKeys: z.enum(['destroy', 'archive']).default('destroy'),
 });
 
+export const BackupSchema = z.strictObject({
+  /** Where `keyctl backup` writes (relative to the config file). */
+  dir: z.string().min(1).default('.keyctl/backups'),
+  /** Armored OpenPGP public key files; every backup is encrypted to all of them. */
+  recipients: z.array(z.string().min(1)).default([]),
+  /** Backups older than this are pruned, except the newest `keepAtLeast` valid ones. */
+  retentionDays: z.int().min(1).max(36500).default(7),
+  keepAtLeast: z.int().min(1).max(1000).default(3),
+  /** recover-test fails when the newest backup is older than this (a silently broken nightly job). */
+  maxAgeHours: z.number().positive().max(87600).default(26),
+});
+
 export const ConfigSchema = z.strictObject({
   database: DatabaseSchema,
   keystore: KeystoreSchema,
@@ -65,6 +77,7 @@ export const ConfigSchema = z.strictObject({
     .default('default'),
   targets: z.array(TargetSchema).default([]),
   policy: PolicySchema.default(() => PolicySchema.parse({})),
+  backup: BackupSchema.default(() => BackupSchema.parse({})),
 });
 
 export type RawConfig = z.infer<typeof ConfigSchema>;
@@ -72,6 +85,7 @@ export type TargetConfig = z.infer<typeof TargetSchema>;
 export type KeystoreConfig = z.infer<typeof KeystoreSchema>;
 export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;
+export type BackupConfig = z.infer<typeof BackupSchema>;
 
 /** Provider names, read from the union (for error messages). */
 export const KEYSTORE_PROVIDERS: string[] = KeystoreSchema.options.map((o) => o.shape.provider.value);

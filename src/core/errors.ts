@@ -69,3 +69,24 @@ export class ProblemsFoundError extends KeyctlError {
     super('problems-found', 'PROBLEMS_FOUND', message, hint);
   }
 }
+
+/** A backup could not be written, read or trusted (not writable, missing, corrupted, too old). */
+export class BackupError extends KeyctlError {
+  constructor(message: string, hint?: string) {
+    super('backup', 'BACKUP', message, hint);
+  }
+}
+
+/** Another run holds a lock keyctl needs. */
+export class LockedError extends KeyctlError {
+  constructor(message: string, hint?: string) {
+    super('locked', 'LOCKED', message, hint);
+  }
+}
+
+/** An OpenPGP key given to keyctl cannot be used (recipient or identity). */
+export class PgpKeyError extends KeyctlError {
+  constructor(message: string, hint?: string) {
+    super('pgp-key', 'PGP_KEY', message, hint);
+  }
+}

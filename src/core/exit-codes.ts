@@ -19,8 +19,12 @@ export const ExitCode = {
   DATABASE: 6,
   /** Stopped by a signal after saving progress; running the same command again resumes. */
   INTERRUPTED: 7,
-  /** A backup or recovery test failed. */
+  /** A backup could not be written, or a backup or recovery test failed. */
   BACKUP: 8,
+  /** Another `keyctl backup` holds the lock on the backup directory. */
+  LOCKED: 9,
+  /** An OpenPGP key is unusable: invalid recipient, wrong identity or passphrase. */
+  PGP_KEY: 10,
 } as const;
 
 export type ExitCodeName = keyof typeof ExitCode;
@@ -35,5 +39,7 @@ export const EXIT_CODE_DESCRIPTIONS: ReadonlyArray<[ExitCodeName, string]> = [
   ['KEYSTORE', 'keystore unreachable, unwritable or holding invalid keys'],
   ['DATABASE', 'database unreachable or a statement failed'],
   ['INTERRUPTED', 'interrupted after saving progress; run the same command again to resume'],
-  ['BACKUP', 'backup or recovery test failed'],
+  ['BACKUP', 'backup failed (output not writable) or a backup or recovery test failed'],
+  ['LOCKED', 'another backup run holds the lock (overlapping cron runs)'],
+  ['PGP_KEY', 'unusable OpenPGP key: invalid recipient, wrong identity or passphrase'],
 ];

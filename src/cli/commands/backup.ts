@@ -1,0 +1,16 @@
+/** `keyctl backup`: an OpenPGP-encrypted backup of the keyring, pruned by retention. Cron-safe: one line, no prompts. */
+import path from 'node:path';
+import { runBackup } from '../../core/backup.js';
+import { ExitCode } from '../../core/exit-codes.js';
+import { withCoreContext, type CliRuntime } from '../runtime.js';
+
+export async function run(rt: CliRuntime, f: { out?: string; recipient?: string[] }): Promise<number> {
+  return withCoreContext(rt, async (ctx) => {
+    const r = await runBackup(ctx, { ...(f.out ? { outDir: path.resolve(rt.cwd, f.out) } : {}), ...(f.recipient?.length ? { recipients: f.recipient.map((p) => path.resolve(rt.cwd, p)) } : {}) });
+    rt.output.result(
+      { file: r.file, sha256: r.sha256, bytes: r.bytes, versions: r.versions, recipients: r.recipients, pruned: r.pruned },
+      () => `backup ${r.file} (${r.versions.join(', ')}; ${r.recipients.length} recipient(s); sha256 ${r.sha256.slice(0, 16)}…)${r.pruned.length ? `; pruned ${r.pruned.length} old backup(s)` : ''}`,
+    );
+    return ExitCode.OK;
+  });
+}

@@ -1,0 +1,31 @@
+/** `keyctl recover-test`: prove the newest (or a given) backup restores access to the data. */
+import path from 'node:path';
+import { recoverTest } from '../../core/backup.js';
+import { UsageError } from '../../core/errors.js';
+import { ExitCode } from '../../core/exit-codes.js';
+import { withCoreContext, type CliRuntime } from '../runtime.js';
+import { passphraseFrom } from './restore.js';
+
+export async function run(rt: CliRuntime, f: { backup?: string; identity?: string; passphraseEnv?: string; sample: string }): Promise<number> {
+  if (!f.identity) throw new UsageError('recover-test needs --identity FILE: the armored secret key of a backup recipient');
+  const sample = Number(f.sample);
+  if (!/^\d+$/.test(f.sample) || sample < 1) throw new UsageError(`--sample expects a whole number ≥ 1, found "${f.sample}"`);
+  const passphrase = passphraseFrom(rt, f.passphraseEnv);
+  return withCoreContext(rt, async (ctx) => {
+    const r = await recoverTest(ctx, {
+      ...(f.backup ? { backupFile: path.resolve(rt.cwd, f.backup) } : {}),
+      identityFile: path.resolve(rt.cwd, f.identity!),
+      ...(passphrase !== undefined ? { passphrase } : {}),
+      sample,
+    });
+    const c = rt.output.out;
+    rt.output.result(r, () => {
+      const head = r.passed
+        ? `${c.green('✓')} recover-test passed: ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old) restores ${r.versions.join(', ')}; ${Object.values(r.decrypted).reduce((a, b) => a + b, 0)} sampled value(s) decrypted with the recovered keys`
+        : `${c.red('✗')} recover-test FAILED for ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old):`;
+      const failed = r.checks.filter((k) => !k.ok).map((k) => `  - ${k.name}: ${k.detail}`);
+      return [head, ...failed].join('\n');
+    });
+    return r.passed ? ExitCode.OK : ExitCode.BACKUP;
+  });
+}

@@ -1,0 +1,267 @@
+/**
+ * backup / recover-test / restore end to end, with key pairs made by the real `gpg` binary:
+ * keyctl encrypts to a key gpg exported, gpg decrypts keyctl's file, and keyctl decrypts with a
+ * secret key gpg exported (with and without a passphrase). On the embedded default (SQLite).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/core/exit-codes.js';
+import { backupName } from '../../src/backup/files.js';
+import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
+
+const PASSPHRASE = 'correct horse battery staple';
+let gnupg: string;
+let keys: { pub: string; sec: string; pubLocked: string; secLocked: string; pubOther: string; secOther: string };
+
+function gpg(args: string[], input?: string): string {
+  return execFileSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', ...args], { env: { ...process.env, GNUPGHOME: gnupg }, input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+beforeAll(() => {
+  gnupg = mkdtempSync(path.join(os.tmpdir(), 'kg-'));
+  const out = mkdtempSync(path.join(os.tmpdir(), 'keyctl-gpgkeys-'));
+  const make = (uid: string, pass: string) => {
+    gpg(['--passphrase', pass, '--quick-gen-key', uid, 'future-default', 'default', 'never']);
+    const pub = path.join(out, `${uid.replace(/\W/g, '_')}.pub.asc`);
+    const sec = path.join(out, `${uid.replace(/\W/g, '_')}.sec.asc`);
+    writeFileSync(pub, gpg(['--armor', '--export', uid]));
+    writeFileSync(sec, gpg(['--armor', '--passphrase', pass, '--export-secret-keys', uid]));
+    return { pub, sec };
+  };
+  const a = make('backup@example.com', '');
+  const b = make('vault@example.com', PASSPHRASE);
+  const c = make('stranger@example.com', '');
+  keys = { pub: a.pub, sec: a.sec, pubLocked: b.pub, secLocked: b.sec, pubOther: c.pub, secOther: c.sec };
+}, 60_000);
+
+afterAll(() => {
+  spawnSync('gpgconf', ['--kill', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: gnupg } });
+  rmSync(gnupg, { recursive: true, force: true });
+});
+
+async function project(opts: { rows?: number; keyring?: string; backup?: string } = {}): Promise<string> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-e2e-bk-'));
+  expect((await keyctl(['init', '--demo', '--rows', String(opts.rows ?? 40)], { cwd: dir })).code).toBe(0);
+  if (opts.keyring) {
+    const cfg = path.join(dir, 'keyctl.yaml');
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('keyring: default', `keyring: ${opts.keyring}`));
+    const kr = path.join(dir, '.keyctl', 'keyring.json');
+    writeFileSync(kr, readFileSync(kr, 'utf8').replace('"default"', JSON.stringify(opts.keyring)), { mode: 0o600 });
+  }
+  appendFileSync(path.join(dir, 'keyctl.yaml'), `backup:\n  recipients: [${JSON.stringify(keys.pub)}, ${JSON.stringify(keys.pubLocked)}]\n${opts.backup ?? ''}`);
+  return dir;
+}
+
+const backupsIn = (dir: string) => readdirSync(path.join(dir, '.keyctl', 'backups')).filter((n) => n.endsWith('.gpg')).sort();
+
+describe('keyctl backup', () => {
+  it('writes a file gpg decrypts into the documented JSON, with a checksum sha256sum accepts, 0600, one line, audited without key material', async () => {
+    const dir = await project();
+    const r = await keyctl(['backup'], { cwd: dir });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toHaveLength(1);
+    const [name] = backupsIn(dir);
+    const file = path.join(dir, '.keyctl', 'backups', name!);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(name).toMatch(/^keyctl-backup-default-\d{8}T\d{9}Z\.gpg$/);
+    const doc = JSON.parse(gpg(['--decrypt', file])) as { format: string; keyring: string; primary: string; keys: Array<{ version: string; key: string; fingerprint: string }> };
+    expect(doc).toMatchObject({ format: 'keyctl-key-backup', formatVersion: 1, keyring: 'default', primary: 'v1' });
+    const keyring = JSON.parse(readFileSync(path.join(dir, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
+    expect(doc.keys.map((k) => [k.version, k.key])).toEqual([['v1', keyring.keys.v1]]);
+    const check = spawnSync('sha256sum', ['-c', `${name}.sha256`], { cwd: path.dirname(file), encoding: 'utf8' });
+    expect(check.stdout).toContain(`${name}: OK`);
+    const audit = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> }> }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }));
+    const row = audit.entries.find((e) => e.action === 'backup')!;
+    expect(row).toMatchObject({ outcome: 'ok', details: { file: name, versions: ['v1'] } });
+    expect(String(row.details.sha256)).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.stringify(audit)).not.toContain(keyring.keys.v1);
+  });
+
+  it('runs as cron would: no TTY, no stdin, minimal environment, one line', async () => {
+    const dir = await project();
+    const r = spawnSync('env', ['-i', 'PATH=/usr/bin:/bin', 'HOME=/tmp', 'bash', '-c', `cd ${JSON.stringify(dir)} && ${JSON.stringify(process.execPath)} ${JSON.stringify(KEYCTL_BIN)} backup </dev/null`], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toMatch(/^backup .*\.gpg \(v1; 2 recipient\(s\)/);
+    expect(r.stdout + r.stderr).not.toMatch(/\u001b\[/); // no colour, no spinner
+  });
+
+  it('prunes backups past retention but never the newest keepAtLeast valid ones', async () => {
+    const dir = await project({ backup: '  retentionDays: 7\n  keepAtLeast: 3\n' });
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const bdir = path.join(dir, '.keyctl', 'backups');
+    const [today] = backupsIn(dir);
+    const day = 86_400_000;
+    const plant = (daysAgo: number, valid: boolean) => {
+      const name = backupName('default', new Date(Date.now() - daysAgo * day));
+      copyFileSync(path.join(bdir, today!), path.join(bdir, name));
+      const sum = readFileSync(path.join(bdir, `${today}.sha256`), 'utf8').split(' ')[0]!;
+      writeFileSync(path.join(bdir, `${name}.sha256`), `${valid ? sum : '0'.repeat(64)}  ${name}\n`);
+      return name;
+    };
+    // Older than 7 days: 20 and 30 days (valid), 10 days (checksum broken).
+    const d10 = plant(10, false);
+    const d20 = plant(20, true);
+    const d30 = plant(30, true);
+    const d40 = plant(40, true);
+    rmSync(path.join(bdir, today!));
+    rmSync(path.join(bdir, `${today}.sha256`));
+    // Now: the newest valid backups are 20, 30 and 40 days old, all past retention; none may go.
+    const r1 = json<{ pruned: string[] }>(await keyctl(['--json', 'backup'], { cwd: dir }));
+    // Kept: the new one, 20 and 30 (three valid). Pruned: 40 (valid, but a fourth) and 10 (invalid).
+    expect(r1.pruned.sort()).toEqual([d10, d40].sort());
+    expect(backupsIn(dir)).toContain(d20);
+    expect(backupsIn(dir)).toContain(d30);
+    expect(backupsIn(dir)).toHaveLength(3);
+    expect(existsSync(path.join(bdir, `${d40}.sha256`))).toBe(false);
+  });
+
+  it('a failed backup prunes nothing; a bad recipient exits with its own code before writing', async () => {
+    const dir = await project({ backup: '  retentionDays: 1\n  keepAtLeast: 1\n' });
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const bdir = path.join(dir, '.keyctl', 'backups');
+    const [today] = backupsIn(dir);
+    const old = backupName('default', new Date(Date.now() - 5 * 86_400_000));
+    copyFileSync(path.join(bdir, today!), path.join(bdir, old));
+    copyFileSync(path.join(bdir, `${today}.sha256`), path.join(bdir, `${old}.sha256`));
+    const notAKey = path.join(dir, 'not-a-key.asc');
+    writeFileSync(notAKey, 'hello\n');
+    const r = await keyctl(['backup', '--recipient', notAKey], { cwd: dir });
+    expect(r.code).toBe(ExitCode.PGP_KEY);
+    expect(r.stderr).toContain(`recipient ${notAKey} is not an armored OpenPGP public key`);
+    const secret = await keyctl(['backup', '--recipient', keys.sec], { cwd: dir });
+    expect(secret.code).toBe(ExitCode.PGP_KEY);
+    expect(secret.stderr).toContain('holds a secret key; a recipient must be a public key');
+    expect(backupsIn(dir)).toEqual([old, today].sort());
+  });
+
+  it('a second run while one holds the lock exits with LOCKED; a stale lock is taken over', async () => {
+    const dir = await project();
+    const bdir = path.join(dir, '.keyctl', 'backups');
+    mkdirSync(bdir, { recursive: true, mode: 0o700 });
+    const lock = path.join(bdir, '.keyctl-backup.lock');
+    writeFileSync(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString() }));
+    const r = await keyctl(['backup'], { cwd: dir });
+    expect(r.code).toBe(ExitCode.LOCKED);
+    expect(r.stderr).toContain(`another keyctl backup is running in ${bdir} (pid ${process.pid}`);
+    expect(backupsIn(dir)).toEqual([]);
+    // The holder died without cleaning up.
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    writeFileSync(lock, JSON.stringify({ pid: Number(dead.stdout), host: os.hostname(), startedAt: new Date().toISOString() }));
+    const r2 = await keyctl(['backup'], { cwd: dir });
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('an unreachable keystore and an unwritable output have their own exit codes', async () => {
+    const dir = await project();
+    const blocker = path.join(dir, 'a-file');
+    writeFileSync(blocker, '');
+    const out = await keyctl(['backup', '--out', path.join(blocker, 'backups')], { cwd: dir });
+    expect(out.code).toBe(ExitCode.BACKUP);
+    expect(out.stderr).toContain(`cannot write to the backup directory ${path.join(blocker, 'backups')}`);
+    rmSync(path.join(dir, '.keyctl', 'keyring.json'));
+    const ks = await keyctl(['backup'], { cwd: dir });
+    expect(ks.code).toBe(ExitCode.KEYSTORE);
+    expect(ks.stderr).toMatch(/holds no keys/);
+  });
+});
+
+describe('keyctl recover-test', () => {
+  it('passes with the secret key gpg exported, with and without a passphrase, and audits the outcome', async () => {
+    const dir = await project();
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const plain = await keyctl(['recover-test', '--identity', keys.sec, '--sample', '10'], { cwd: dir });
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toMatch(/recover-test passed: .* restores v1; 30 sampled value\(s\) decrypted/);
+    const locked = await keyctl(['recover-test', '--identity', keys.secLocked], { cwd: dir });
+    expect(locked.code).toBe(ExitCode.PGP_KEY);
+    expect(locked.stderr).toContain('is protected by a passphrase');
+    const wrong = await keyctl(['recover-test', '--identity', keys.secLocked, '--passphrase-env', 'PP'], { cwd: dir, env: { PP: 'nope' } });
+    expect(wrong.code).toBe(ExitCode.PGP_KEY);
+    expect(wrong.stderr).toContain('wrong passphrase');
+    const ok = await keyctl(['recover-test', '--identity', keys.secLocked, '--passphrase-env', 'PP'], { cwd: dir, env: { PP: PASSPHRASE } });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout + ok.stderr).not.toMatch(/@example\.com|Customer/); // no plaintext of the rows
+    const audit = json<{ entries: Array<{ action: string; outcome: string }> }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }));
+    expect(audit.entries.filter((e) => e.action === 'recover-test').map((e) => e.outcome)).toEqual(['ok', 'failed', 'failed', 'ok']);
+  });
+
+  it('a wrong identity, a corrupted backup, another keyring and an old backup each fail, naming what failed', async () => {
+    const dir = await project({ backup: '  maxAgeHours: 0.0003\n' });
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const [name] = backupsIn(dir);
+    const file = path.join(dir, '.keyctl', 'backups', name!);
+
+    const stranger = await keyctl(['recover-test', '--identity', keys.secOther], { cwd: dir });
+    expect(stranger.code).toBe(ExitCode.PGP_KEY);
+    expect(stranger.stderr).toContain(`identity ${keys.secOther} cannot open ${file}: it was encrypted to key ID(s)`);
+
+    await new Promise((r) => setTimeout(r, 1500)); // older than maxAgeHours (1.08 s)
+    const old = await keyctl(['recover-test', '--identity', keys.sec], { cwd: dir });
+    expect(old.code).toBe(ExitCode.BACKUP);
+    expect(old.stdout).toMatch(/recover-test FAILED[\s\S]*- age: .* h old \(backup\.maxAgeHours: 0\.0003\)/);
+
+    const other = await project({ keyring: 'billing' });
+    expect((await keyctl(['backup'], { cwd: other })).code).toBe(0);
+    const otherFile = path.join(other, '.keyctl', 'backups', backupsIn(other)[0]!);
+    const foreign = await keyctl(['recover-test', '--identity', keys.sec, '--backup', otherFile], { cwd: dir });
+    expect(foreign.code).toBe(ExitCode.BACKUP);
+    expect(foreign.stdout).toContain('- keyring: backup is of keyring "billing", keyctl.yaml names "default"');
+
+    const bytes = readFileSync(file);
+    const at = bytes.length - 40;
+    bytes[at] = bytes[at]! ^ 0x01;
+    writeFileSync(file, bytes);
+    const corrupt = await keyctl(['recover-test', '--identity', keys.sec], { cwd: dir });
+    expect(corrupt.code).toBe(ExitCode.BACKUP);
+    expect(corrupt.stderr).toContain('failed its checksum');
+  });
+
+  it('catches a backup that lacks a version still in use by some rows', async () => {
+    const dir = await project();
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const [before] = backupsIn(dir);
+    for (const step of ['generate', 'dual-key', 'reencrypt']) expect((await keyctl([step], { cwd: dir })).code).toBe(0);
+    const r = await keyctl(['recover-test', '--identity', keys.sec, '--backup', path.join(dir, '.keyctl', 'backups', before!)], { cwd: dir });
+    expect(r.code).toBe(ExitCode.BACKUP);
+    expect(r.stdout).toMatch(/- versions in use: the backup lacks v2 \(120 value\(s\) in the database\)/);
+    // A fresh backup has both.
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const fresh = await keyctl(['recover-test', '--identity', keys.sec], { cwd: dir });
+    expect(fresh.code, fresh.stdout).toBe(0);
+    expect(fresh.stdout).toContain('restores v1, v2');
+  });
+});
+
+describe('keyctl restore', () => {
+  it('brings a lost keystore back, and refuses to overwrite a different key under the same version', async () => {
+    const dir = await project();
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const file = path.join(dir, '.keyctl', 'backups', backupsIn(dir)[0]!);
+    const keyringFile = path.join(dir, '.keyctl', 'keyring.json');
+    const original = readFileSync(keyringFile, 'utf8');
+    const noTty = await keyctl(['restore', '--backup', file, '--identity', keys.sec], { cwd: dir });
+    expect(noTty.code).toBe(ExitCode.USAGE);
+    expect(noTty.stderr).toContain('pass --yes');
+
+    rmSync(keyringFile);
+    const r = await keyctl(['restore', '--backup', file, '--identity', keys.sec, '--yes'], { cwd: dir });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('restored v1 into the keystore');
+    expect(JSON.parse(readFileSync(keyringFile, 'utf8'))).toEqual(JSON.parse(original));
+    expect(statSync(keyringFile).mode & 0o777).toBe(0o600);
+    expect((await keyctl(['verify'], { cwd: dir })).code).toBe(0);
+
+    const doc = JSON.parse(original) as { keys: Record<string, string> };
+    doc.keys.v1 = Buffer.alloc(32, 7).toString('base64');
+    writeFileSync(keyringFile, JSON.stringify(doc), { mode: 0o600 });
+    const clash = await keyctl(['restore', '--backup', file, '--identity', keys.sec, '--yes'], { cwd: dir });
+    expect(clash.code).not.toBe(0);
+    expect(clash.stderr).toMatch(/v1/);
+    expect(JSON.parse(readFileSync(keyringFile, 'utf8'))).toEqual(doc);
+  });
+});
