@@ -74,9 +74,8 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
     }
     const release = await acquireLock(dir, ctx.now());
     try {
-      const { snapshot } = await reconcileRegistry(ctx);
+      const { snapshot, versions: registry } = await reconcileRegistry(ctx);
       const archive = await ctx.keystore.readArchive(ctx.config.keyring);
-      const registry = await listVersions(ctx.db, ctx.config.keyring);
       const rotation = await openRotation(ctx.db, ctx.config.keyring);
       const keys: BackupDocument['keys'] = [];
       for (const v of registry) {

@@ -23,19 +23,6 @@ export interface CasBatch {
   next: Array<string | null>;
 }
 
-/** A batch from rows given as column → [old, new] (tests and small callers). */
-export function casBatch(columns: string[], rows: Array<{ pk: PkValue; changes: Record<string, [string, string]> }>): CasBatch {
-  const b: CasBatch = { pks: [], old: [], next: [] };
-  for (const r of rows) {
-    b.pks.push(r.pk);
-    for (const c of columns) {
-      b.old.push(r.changes[c]?.[0] ?? null);
-      b.next.push(r.changes[c]?.[1] ?? null);
-    }
-  }
-  return b;
-}
-
 /** Largest batch whose statement stays under every dialect's bind-parameter limit. */
 export function maxCasBatch(columnCount: number): number {
   return Math.floor(30_000 / (1 + 2 * columnCount));

@@ -18,8 +18,6 @@ export interface BatchInput {
 export interface BatchPlan {
   /** next[row * columns + column]: the new ciphertext, or null where nothing is to be written. */
   next: Array<string | null>;
-  /** Rows with at least one new value. */
-  rowsToWrite: number;
   failures: Array<{ index: number; column: number; reason: string }>;
   planned: number;
 }
@@ -29,10 +27,9 @@ export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buf
   if (!targetKey) throw new Error(`no key for the target version ${target}`);
   const keyFor = (v: string) => keys.get(v);
   const { values, columns } = input;
-  const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), rowsToWrite: 0, failures: [], planned: 0 };
+  const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), failures: [], planned: 0 };
   const prefix = `${target}:`;
   for (let i = 0, at = 0; at < values.length; i++) {
-    let changed = false;
     for (let c = 0; c < columns; c++, at++) {
       const value = values[at];
       if (value === null || value === undefined) continue;
@@ -44,13 +41,11 @@ export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buf
       try {
         plan.next[at] = codec.encrypt(codec.decrypt(value, keyFor), target, targetKey);
         plan.planned++;
-        changed = true;
       } catch (err) {
         if (!(err instanceof CiphertextError)) throw err;
         plan.failures.push({ index: i, column: c, reason: err.reason });
       }
     }
-    if (changed) plan.rowsToWrite++;
   }
   return plan;
 }

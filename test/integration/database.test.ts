@@ -12,13 +12,28 @@ import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
 import { loadProbe } from '../../src/db/load.js';
-import { buildCasStatement, casBatch, compareAndSetBatch, pgArrayLiteral } from '../../src/reencrypt/cas.js';
+import { buildCasStatement, compareAndSetBatch, pgArrayLiteral, type CasBatch } from '../../src/reencrypt/cas.js';
+import type { PkValue } from '../../src/reencrypt/scan.js';
 import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
 import { openTestContext, testConfig } from '../helpers/context.js';
 
 const codec = new AesGcmV1Codec();
+
+/** A batch from rows given as column → [old, new]. */
+function casBatch(columns: string[], rows: Array<{ pk: PkValue; changes: Record<string, [string, string]> }>): CasBatch {
+  const b: CasBatch = { pks: [], old: [], next: [] };
+  for (const r of rows) {
+    b.pks.push(r.pk);
+    for (const c of columns) {
+      b.old.push(r.changes[c]?.[0] ?? null);
+      b.next.push(r.changes[c]?.[1] ?? null);
+    }
+  }
+  return b;
+}
+
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`database layer on ${dialect}`, () => {
