@@ -85,9 +85,13 @@ export async function main(io: MainIO): Promise<number> {
     .addOption(new Option('--rows <n>', 'rows of demo data (with --demo)').default('1000'))
     .option('--key-from-env <VAR>', 'adopt the existing base64 key in environment variable VAR as v1 instead of generating one')
     .option('--database <url-or-path>', 'database.connection to write: a SQLite file (default ./keyctl.db) or a postgres:// or mysql:// URL; use \'${VAR}\' to keep secrets out of the file')
-    .option('--keyring <name>', 'keyring name', 'default')
+    .option('--keyring <name>', 'keyring name (default: default)')
     .option('-f, --force', 'overwrite an existing keyctl.yaml (keys are never overwritten); with --demo, recreate the customers table')
-    .addHelpText('after', '\nExamples:\n  keyctl init --demo --rows 1000\n  KEY=$(cat old.key) keyctl init --key-from-env KEY --database \'${DATABASE_URL}\'')
+    .option('--existing-config', 'keep the keyctl.yaml already there (e.g. written for an AWS or Vault keystore): create or adopt the keyring in its keystore and prepare its database')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  keyctl init --demo --rows 1000\n  KEY=$(cat old.key) keyctl init --key-from-env KEY --database \'${DATABASE_URL}\'\n  keyctl init --existing-config          # keyctl.yaml names a vault or aws-secrets-manager keystore',
+    )
     .action(action(() => import('./commands/init.js')));
 
   program

@@ -45,7 +45,7 @@ export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { c
     import('../db/migrations.js'),
   ]);
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
-  const keystore = openKeystore(config, rt.env);
+  const keystore = openKeystore(config, rt.env, rt.output);
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {
     const result = await migrate(db);

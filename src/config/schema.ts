@@ -41,7 +41,58 @@ const EnvKeystoreSchema = z.strictObject({
     .default('KEYCTL_'),
 });
 
-export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema]);
+/** Timeouts and retries shared by the network keystores. */
+const networkOptions = {
+  /** Per request; a request that takes longer is abandoned (and retried). */
+  timeoutSeconds: z.number().positive().max(300).default(10),
+  /** Tries per request, counting the first: retried on throttling, 5xx, timeouts and dropped connections. */
+  maxAttempts: z.int().min(1).max(10).default(4),
+};
+
+const AwsKeystoreSchema = z
+  .strictObject({
+    provider: z.literal('aws-secrets-manager'),
+    /** Name or ARN of the secret holding the published keyring document. */
+    secretId: z.string().min(1).max(2048),
+    /** Defaults to the SDK's own (AWS_REGION, the profile's region). */
+    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1').optional(),
+    /** Another endpoint (VPC endpoint, FIPS endpoint, a local test server). */
+    endpoint: z.url({ protocol: /^https?$/ }).optional(),
+    /** Archived and retired keys are secrets named <archivePrefix><version>; default "<secret name>/archive/". */
+    archivePrefix: z.string().regex(/^[A-Za-z0-9/_+=.@-]{1,500}$/, 'a secret name prefix (letters, digits and /_+=.@-)').optional(),
+    /** KMS key for secrets keyctl creates (default: the account's aws/secretsmanager key). */
+    kmsKeyId: z.string().min(1).optional(),
+    /** Days a deleted archive secret stays recoverable (AWS allows 7 to 30). */
+    recoveryWindowDays: z.int().min(7).max(30).default(30),
+    ...networkOptions,
+  })
+  .refine((k) => k.archivePrefix !== undefined || !k.secretId.startsWith('arn:'), {
+    message: 'archivePrefix is required when secretId is an ARN (e.g. archivePrefix: keyctl/payments/archive/)',
+    path: ['archivePrefix'],
+  });
+
+const vaultPath = z.string().regex(/^[A-Za-z0-9_.@-]+(\/[A-Za-z0-9_.@-]+)*$/, 'a Vault path such as keyctl/payments (no leading or trailing slash)');
+
+const VaultKeystoreSchema = z.strictObject({
+  provider: z.literal('vault'),
+  /** Default: VAULT_ADDR. */
+  address: z.url({ protocol: /^https?$/ }).optional(),
+  /** Vault Enterprise namespace; default: VAULT_NAMESPACE. */
+  namespace: z.string().min(1).optional(),
+  /** Mount point of the KV version 2 secrets engine. */
+  mount: vaultPath.default('secret'),
+  /** Path of the published keyring document inside the mount. */
+  path: vaultPath,
+  /** Path of the archive (archived and retired keys); default "<path>-archive". */
+  archivePath: vaultPath.optional(),
+  /** File holding the token; default: VAULT_TOKEN, then ~/.vault-token. */
+  tokenFile: z.string().min(1).optional(),
+  /** PEM file of the CA that signed Vault's certificate; default: VAULT_CACERT. */
+  caCert: z.string().min(1).optional(),
+  ...networkOptions,
+});
+
+export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema, AwsKeystoreSchema, VaultKeystoreSchema]);
 
 export const TargetSchema = z.strictObject({
   table: tableName,

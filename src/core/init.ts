@@ -5,7 +5,7 @@
  * half-way leaves no config pointing at something that does not exist; running init again
  * picks up the keyring already created.
  */
-import { accessSync, existsSync, constants as fsConstants } from 'node:fs';
+import { accessSync, existsSync, readFileSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import { expandEnv, parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
@@ -23,6 +23,12 @@ import { reconcileRegistry } from './registry.js';
 export interface InitOptions {
   configFile: string;
   force: boolean;
+  /**
+   * Use the keyctl.yaml that is already there (written by hand, e.g. for an AWS or Vault
+   * keystore) instead of writing one: create or adopt the keyring in its keystore and prepare
+   * its database. The file is left untouched.
+   */
+  existingConfig?: boolean;
   demo: boolean;
   rows: number;
   /** An existing key to adopt as v1 instead of generating one. */
@@ -38,6 +44,8 @@ export interface InitOptions {
 
 export interface InitResult {
   configFile: string;
+  /** False with --existing-config: the file was read, not written. */
+  configWritten: boolean;
   keyring: string;
   keystore: string;
   primary: string;
@@ -87,7 +95,13 @@ ${targets}policy:
 
 export async function initProject(opts: InitOptions): Promise<InitResult> {
   const configFile = opts.configFile;
-  if (existsSync(configFile) && !opts.force) {
+  if (opts.existingConfig && !existsSync(configFile)) {
+    throw new UsageError(`--existing-config: ${configFile} does not exist`, 'write keyctl.yaml first (docs/configuration.md, docs/keystores.md), or run `keyctl init` without --existing-config to have one written');
+  }
+  if (opts.existingConfig && (opts.force || opts.database || opts.keyring)) {
+    throw new UsageError('--existing-config takes database and keyring from the file; --force, --database and --keyring do not apply', 'edit keyctl.yaml instead');
+  }
+  if (existsSync(configFile) && !opts.force && !opts.existingConfig) {
     throw new RefusedError(
       `${configFile} already exists`,
       'keyctl is already set up here: run `keyctl status`.\nTo rewrite the config file (keys and database are kept), run `keyctl init --force`',
@@ -102,16 +116,18 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
   }
 
   const connection = opts.database ?? './keyctl.db';
-  const text = renderConfig({
-    client: clientFor(expandEnv(connection, opts.env)),
-    connection,
-    keyring: opts.keyring ?? 'default',
-    demo: opts.demo,
-  });
+  const text = opts.existingConfig
+    ? readFileSync(configFile, 'utf8')
+    : renderConfig({
+        client: clientFor(expandEnv(connection, opts.env)),
+        connection,
+        keyring: opts.keyring ?? 'default',
+        demo: opts.demo,
+      });
   // Validate what we are about to write exactly as every later command will read it.
   const config: LoadedConfig = parseConfig(text, configFile, opts.env);
 
-  const keystore = openKeystore(config, opts.env);
+  const keystore = openKeystore(config, opts.env, opts.log);
   const existing = await keystore.read();
   if (existing && opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
     throw new RefusedError(
@@ -174,11 +190,12 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       },
       opts.now(),
     );
-    await writeFileAtomic(configFile, text, 0o644).catch((err: NodeJS.ErrnoException) => {
+    if (!opts.existingConfig) await writeFileAtomic(configFile, text, 0o644).catch((err: NodeJS.ErrnoException) => {
       throw new KeyctlError('io', 'USAGE', `cannot write ${configFile}: ${err.code ?? err.message}`, 'check that the directory exists and is writable');
     });
     return {
       configFile,
+      configWritten: !opts.existingConfig,
       keyring: config.keyring,
       keystore: keystore.describe(),
       primary,

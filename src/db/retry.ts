@@ -15,7 +15,7 @@ const RETRYABLE_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT',
 ]);
 
-function codeOf(err: unknown): string {
+export function codeOf(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
   return String(e?.cause?.code ?? e?.code ?? '');
 }
@@ -30,8 +30,10 @@ export function isRetryable(err: unknown): boolean {
 export interface RetryOptions {
   tries: number;
   baseDelayMs: number;
-  onRetry: (info: { attempt: number; tries: number; delayMs: number; code: string; what: string }) => void;
+  onRetry: (info: { attempt: number; tries: number; delayMs: number; code: string; what: string; err: unknown }) => void;
   sleep?: (ms: number) => Promise<void>;
+  /** Which failures are worth another try (default: the database and socket ones above). */
+  retryable?: (err: unknown) => boolean;
 }
 
 export async function withRetry<T>(what: string, fn: () => Promise<T>, o: RetryOptions): Promise<T> {
@@ -40,9 +42,9 @@ export async function withRetry<T>(what: string, fn: () => Promise<T>, o: RetryO
     try {
       return await fn();
     } catch (err) {
-      if (attempt >= o.tries || !isRetryable(err)) throw err;
+      if (attempt >= o.tries || !(o.retryable ?? isRetryable)(err)) throw err;
       const delayMs = Math.round(o.baseDelayMs * 2 ** (attempt - 1) * (0.75 + Math.random() * 0.5));
-      o.onRetry({ attempt, tries: o.tries, delayMs, code: codeOf(err) || 'connection', what });
+      o.onRetry({ attempt, tries: o.tries, delayMs, code: codeOf(err) || 'connection', what, err });
       await sleep(delayMs);
     }
   }

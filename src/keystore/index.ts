@@ -1,17 +1,30 @@
-/** Builds the configured keystore provider. */
+/** Builds the configured keystore provider. Network providers load their client on first use. */
 import type { LoadedConfig } from '../config/load.js';
 import { resolveConfigPath } from '../config/load.js';
+import { silentLogger, type Logger } from '../core/context.js';
+import { AwsSecretsManagerKeystore } from './aws.js';
 import { EnvKeystore } from './env.js';
 import { FileKeystore } from './file.js';
 import type { Keystore } from './types.js';
+import { VaultKeystore } from './vault.js';
 
-export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv): Keystore {
+export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv, log: Logger = silentLogger): Keystore {
   const ks = config.keystore;
   switch (ks.provider) {
     case 'file':
       return new FileKeystore(resolveConfigPath(config, ks.path));
     case 'env':
       return new EnvKeystore({ env, prefix: ks.prefix, keyring: config.keyring });
+    case 'aws-secrets-manager':
+      return new AwsSecretsManagerKeystore({ ...ks, log });
+    case 'vault':
+      return new VaultKeystore({
+        ...ks,
+        ...(ks.tokenFile ? { tokenFile: resolveConfigPath(config, ks.tokenFile) } : {}),
+        ...(ks.caCert ? { caCert: resolveConfigPath(config, ks.caCert) } : {}),
+        env,
+        log,
+      });
   }
 }
 

@@ -12,8 +12,9 @@ interface InitFlags {
   rows: string;
   keyFromEnv?: string;
   database?: string;
-  keyring: string;
+  keyring?: string;
   force?: boolean;
+  existingConfig?: boolean;
 }
 
 export async function run(rt: CliRuntime, flags: InitFlags): Promise<number> {
@@ -45,7 +46,8 @@ export async function run(rt: CliRuntime, flags: InitFlags): Promise<number> {
     rows,
     ...(adoptKey ? { adoptKey } : {}),
     ...(flags.database ? { database: flags.database } : {}),
-    keyring: flags.keyring,
+    ...(flags.keyring ? { keyring: flags.keyring } : {}),
+    existingConfig: Boolean(flags.existingConfig),
     env: rt.env,
     now: rt.now,
     actor: actorName(rt.env, rt.flags.actor),
@@ -55,7 +57,7 @@ export async function run(rt: CliRuntime, flags: InitFlags): Promise<number> {
   rt.output.result(result, () => {
     const rel = path.relative(rt.cwd, result.configFile) || result.configFile;
     const lines = [
-      `${c.green('✓')} wrote ${rel}`,
+      `${c.green('✓')} ${result.configWritten ? 'wrote' : 'using'} ${rel}`,
       `${c.green('✓')} keyring ${result.keyring}: primary ${result.primary} (fingerprint ${result.fingerprint}, ${result.keySource}) in ${result.keystore}`,
       `${c.green('✓')} database ${result.database} ready`,
     ];

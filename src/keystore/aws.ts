@@ -1,0 +1,336 @@
+/**
+ * The `aws-secrets-manager` keystore, through the official @aws-sdk/client-secrets-manager
+ * (loaded only when this provider is used). Credentials come from the SDK's default provider
+ * chain (environment, shared config/profile, SSO, web identity, instance or task role), never
+ * from keyctl's config file.
+ *
+ * Published keyring: the value of secret `secretId`, in Secrets Manager's rotation vocabulary.
+ * Each change is staged as a new version labelled AWSPENDING, then AWSCURRENT is moved onto it
+ * with `RemoveFromVersionId` = the version keyctl read (Secrets Manager refuses the move if
+ * someone else made another version current meanwhile: that is keyctl's check-and-set), and
+ * Secrets Manager itself gives AWSPREVIOUS to the version that was current. AWSPENDING is then
+ * removed, so a version labelled AWSPENDING is always a change that was not made current.
+ *
+ * Archive: one secret per archived or retired version, named `<archivePrefix><version>`, its
+ * value the archive document with that one key, tagged keyctl:keyring, keyctl:version,
+ * keyctl:status (archived | retired) and keyctl:since (when it entered that status). A key
+ * whose material is destroyed is deleted with the configured recovery window (7–30 days);
+ * within the window `aws secretsmanager restore-secret` brings it back.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { SecretsManagerClient, Tag } from '@aws-sdk/client-secrets-manager';
+import type { Logger } from '../core/context.js';
+import { KeyctlError, KeystoreError } from '../core/errors.js';
+import { compareVersions, isVersionName } from '../crypto/keys.js';
+import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
+import { networkCode, unreachable, withRemoteRetry } from './remote.js';
+import type { ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+
+type Sdk = typeof import('@aws-sdk/client-secrets-manager');
+
+export interface AwsKeystoreOptions {
+  secretId: string;
+  region?: string | undefined;
+  endpoint?: string | undefined;
+  archivePrefix?: string | undefined;
+  kmsKeyId?: string | undefined;
+  recoveryWindowDays: number;
+  timeoutSeconds: number;
+  maxAttempts: number;
+  log: Logger;
+}
+
+const SERVICE = 'AWS Secrets Manager';
+const RETRYABLE_NAMES = new Set(['ThrottlingException', 'TooManyRequestsException', 'InternalServiceError', 'InternalFailure', 'ServiceUnavailable', 'RequestTimeout']);
+
+interface ArchiveEntrySecret {
+  name: string;
+  version: string;
+  /** VersionId holding AWSCURRENT. */
+  current: string;
+}
+
+export class AwsSecretsManagerKeystore implements Keystore {
+  readonly provider = 'aws-secrets-manager';
+  readonly writable = true;
+  private readonly o: AwsKeystoreOptions;
+  private readonly region: string | undefined;
+  private readonly prefix: string;
+  private loaded: Promise<{ sdk: Sdk; client: SecretsManagerClient }> | undefined;
+
+  constructor(o: AwsKeystoreOptions) {
+    this.o = o;
+    // An ARN names its region; otherwise the SDK's own default (AWS_REGION, the profile).
+    this.region = o.region ?? (o.secretId.startsWith('arn:') ? o.secretId.split(':')[3] : undefined);
+    this.prefix = o.archivePrefix ?? `${o.secretId}/archive/`;
+  }
+
+  describe(): string {
+    return `AWS Secrets Manager secret ${this.o.secretId}${this.region ? ` (${this.region})` : ''}`;
+  }
+
+  async read(): Promise<KeystoreSnapshot | null> {
+    const got = await this.call('GetSecretValue', this.o.secretId, (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: this.o.secretId, VersionStage: 'AWSCURRENT' })), {
+      notFound: true,
+    });
+    if (!got) return null;
+    if (got.SecretString === undefined || !got.VersionId) {
+      throw new KeystoreError(`${this.describe()}: the AWSCURRENT version has no SecretString`, 'keyctl stores the keyring as a JSON string; restore the previous version (see docs/keystores.md)');
+    }
+    const doc = parseKeyringJson(got.SecretString, `${this.describe()} (version ${got.VersionId})`, this.restoreHint(got.VersionId));
+    return { doc, revision: got.VersionId };
+  }
+
+  async write(doc: KeyringDocument, expectedRevision: string | null, why: string): Promise<void> {
+    const id = this.o.secretId;
+    const text = serialiseKeyring(doc);
+    if (expectedRevision === null) {
+      await this.createOrFill(id, text, [...this.baseTags(doc.keyring), { Key: 'keyctl:role', Value: 'published' }], `keyctl keyring ${doc.keyring}: the published keyring document`, why);
+      return;
+    }
+    const current = await this.currentVersionId(id);
+    if (current !== expectedRevision) throw this.conflict(expectedRevision, current, null);
+    const token = randomUUID();
+    const staged = await this.call('PutSecretValue', id, (c, s) =>
+      c.send(new s.PutSecretValueCommand({ SecretId: id, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSPENDING'] })),
+    );
+    const pending = staged.VersionId ?? token;
+    try {
+      await this.call('UpdateSecretVersionStage', id, (c, s) =>
+        c.send(new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSCURRENT', MoveToVersionId: pending, RemoveFromVersionId: expectedRevision })),
+      );
+    } catch (err) {
+      // Refused because AWSCURRENT is no longer on the version keyctl read: someone else won.
+      if (err instanceof KeystoreError && /InvalidParameterException/.test(err.message)) {
+        throw this.conflict(expectedRevision, await this.currentVersionId(id).catch(() => null), pending);
+      }
+      throw err;
+    }
+    try {
+      await this.call('UpdateSecretVersionStage', id, (c, s) => c.send(new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSPENDING', RemoveFromVersionId: pending })));
+    } catch (err) {
+      this.o.log.warn(`keystore: the new keyring is current, but removing its AWSPENDING label failed (${(err as Error).message})`);
+    }
+  }
+
+  async readArchive(keyring: string): Promise<ArchiveSnapshot> {
+    const entries = await this.listArchive(false);
+    const keys = new Map<string, ArchivedKey>();
+    for (const e of entries) {
+      const got = await this.call('GetSecretValue', e.name, (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: e.name, VersionId: e.current })));
+      const doc = parseArchiveJson(got.SecretString ?? '', `archive secret ${e.name}`, this.restoreHint(e.current, e.name));
+      const key = doc.keys.get(e.version);
+      if (doc.keyring !== keyring || doc.keys.size !== 1 || !key) {
+        throw new KeystoreError(`archive secret ${e.name} does not hold exactly key ${e.version} of keyring ${keyring}`, 'fix or remove that secret; keyctl names archive secrets <archivePrefix><version>');
+      }
+      keys.set(e.version, key);
+    }
+    return { doc: { keyring, keys }, revision: entries.length === 0 ? null : archiveRevision(entries) };
+  }
+
+  async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, why: string): Promise<void> {
+    const live = await this.listArchive(false);
+    const revision = live.length === 0 ? null : archiveRevision(live);
+    if (revision !== expectedRevision) {
+      throw new KeystoreError(
+        `the key archive under ${this.prefix} was changed by someone else since keyctl read it`,
+        'run the command again so it starts from the current archive',
+      );
+    }
+    const before = (await this.readArchive(doc.keyring)).doc.keys;
+    const liveByVersion = new Map(live.map((e) => [e.version, e]));
+    const planned = new Map((await this.listArchive(true)).filter((e) => !liveByVersion.has(e.version)).map((e) => [e.version, e]));
+    for (const version of [...doc.keys.keys()].sort(compareVersions)) {
+      const entry = doc.keys.get(version)!;
+      const old = before.get(version);
+      if (old && old.status === entry.status && old.since === entry.since && old.key.equals(entry.key)) continue;
+      const name = `${this.prefix}${version}`;
+      const text = serialiseArchive({ keyring: doc.keyring, keys: new Map([[version, entry]]) });
+      const tags = [...this.baseTags(doc.keyring), { Key: 'keyctl:role', Value: 'archive' }, { Key: 'keyctl:version', Value: version }, { Key: 'keyctl:status', Value: entry.status }, { Key: 'keyctl:since', Value: entry.since }];
+      if (old || planned.has(version)) {
+        if (planned.has(version)) await this.call('RestoreSecret', name, (c, s) => c.send(new s.RestoreSecretCommand({ SecretId: name })));
+        const token = randomUUID();
+        await this.call('PutSecretValue', name, (c, s) => c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text })));
+        await this.call('TagResource', name, (c, s) => c.send(new s.TagResourceCommand({ SecretId: name, Tags: tags })));
+      } else {
+        await this.createOrFill(name, text, tags, `keyctl keyring ${doc.keyring}: ${entry.status} key ${version}`, why);
+      }
+    }
+    for (const e of live) {
+      if (doc.keys.has(e.version)) continue;
+      await this.call('DeleteSecret', e.name, (c, s) => c.send(new s.DeleteSecretCommand({ SecretId: e.name, RecoveryWindowInDays: this.o.recoveryWindowDays })));
+      this.o.log.info(`keystore: scheduled deletion of archive secret ${e.name} (recoverable for ${this.o.recoveryWindowDays} days)`);
+    }
+  }
+
+  // ── helpers ────────────────────────────────────────────────────────────────────────────────
+
+  private baseTags(keyring: string): Tag[] {
+    return [
+      { Key: 'keyctl:keyring', Value: keyring },
+      { Key: 'keyctl:managed-by', Value: 'keyctl' },
+    ];
+  }
+
+  /** CreateSecret; when the secret exists without a current value (made by Terraform, say), fill it. */
+  private async createOrFill(name: string, text: string, tags: Tag[], description: string, _why: string): Promise<void> {
+    const token = randomUUID();
+    try {
+      await this.call('CreateSecret', name, (c, s) =>
+        c.send(
+          new s.CreateSecretCommand({ Name: name, ClientRequestToken: token, SecretString: text, Description: description, Tags: tags, ...(this.o.kmsKeyId ? { KmsKeyId: this.o.kmsKeyId } : {}) }),
+        ),
+      );
+      return;
+    } catch (err) {
+      if (!(err instanceof KeystoreError && /ResourceExistsException/.test(err.message))) throw err;
+    }
+    const current = await this.currentVersionId(name);
+    if (current !== null) {
+      throw new KeystoreError(`secret ${name} was created by someone else since keyctl read it`, 'run the command again so it starts from what is there now');
+    }
+    await this.call('PutSecretValue', name, (c, s) => c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSCURRENT'] })));
+    await this.call('TagResource', name, (c, s) => c.send(new s.TagResourceCommand({ SecretId: name, Tags: tags })));
+  }
+
+  private async currentVersionId(id: string): Promise<string | null> {
+    const d = await this.call('DescribeSecret', id, (c, s) => c.send(new s.DescribeSecretCommand({ SecretId: id })), { notFound: true });
+    if (!d) return null;
+    for (const [version, stages] of Object.entries(d.VersionIdsToStages ?? {})) if (stages.includes('AWSCURRENT')) return version;
+    return null;
+  }
+
+  /** Archive secrets (names <prefix>v<N>) — live ones, or those scheduled for deletion. */
+  private async listArchive(scheduledForDeletion: boolean): Promise<ArchiveEntrySecret[]> {
+    const out: ArchiveEntrySecret[] = [];
+    let next: string | undefined;
+    do {
+      const token = next;
+      const page = await this.call('ListSecrets', this.prefix, (c, s) =>
+        c.send(
+          new s.ListSecretsCommand({
+            Filters: [{ Key: 'name', Values: [this.prefix] }],
+            IncludePlannedDeletion: scheduledForDeletion,
+            MaxResults: 100,
+            ...(token ? { NextToken: token } : {}),
+          }),
+        ),
+      );
+      for (const s of page.SecretList ?? []) {
+        const name = s.Name ?? '';
+        if (!name.startsWith(this.prefix)) continue;
+        const version = name.slice(this.prefix.length);
+        if (!isVersionName(version)) continue;
+        if (Boolean(s.DeletedDate) !== scheduledForDeletion) continue;
+        const current = Object.entries(s.SecretVersionsToStages ?? {}).find(([, stages]) => stages.includes('AWSCURRENT'))?.[0];
+        if (!current && !scheduledForDeletion) continue;
+        out.push({ name, version, current: current ?? '' });
+      }
+      next = page.NextToken;
+    } while (next);
+    return out.sort((a, b) => compareVersions(a.version, b.version));
+  }
+
+  private conflict(expected: string, now: string | null, pending: string | null): KeystoreError {
+    return new KeystoreError(
+      `${this.describe()} was changed by someone else since keyctl read it (AWSCURRENT is ${now ? `version ${now}` : 'gone'}, keyctl read ${expected})`,
+      `run the command again so it starts from the current keyring${pending ? `; keyctl's change stays staged as AWSPENDING (version ${pending}) and was not made current` : ''}`,
+    );
+  }
+
+  private restoreHint(versionId: string, name = this.o.secretId): string {
+    return (
+      `put the previous value back, e.g.: aws secretsmanager update-secret-version-stage --secret-id ${name} --version-stage AWSCURRENT ` +
+      `--move-to-version-id <the AWSPREVIOUS version id> --remove-from-version-id ${versionId}`
+    );
+  }
+
+  private load(): Promise<{ sdk: Sdk; client: SecretsManagerClient }> {
+    // The SDK warns on every start under Node < 22 about its releases after January 2027; the
+    // version keyctl pins supports Node 20, and cron mail should not fill with that notice.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    this.loaded ??= import('@aws-sdk/client-secrets-manager').then((sdk) => ({
+      sdk,
+      client: new sdk.SecretsManagerClient({
+        ...(this.region ? { region: this.region } : {}),
+        ...(this.o.endpoint ? { endpoint: this.o.endpoint } : {}),
+        // keyctl retries itself (logged, with the same ClientRequestToken, so a retried write is idempotent).
+        maxAttempts: 1,
+        requestHandler: { connectionTimeout: this.o.timeoutSeconds * 1000, requestTimeout: this.o.timeoutSeconds * 1000, throwOnRequestTimeout: true },
+      }),
+    }));
+    return this.loaded;
+  }
+
+  /** One API call with retries and error translation; `notFound` turns ResourceNotFoundException into null. */
+  private call<T>(op: string, secretId: string, fn: (c: SecretsManagerClient, s: Sdk) => Promise<T>): Promise<T>;
+  private call<T>(op: string, secretId: string, fn: (c: SecretsManagerClient, s: Sdk) => Promise<T>, o: { notFound: true }): Promise<T | null>;
+  private async call<T>(op: string, secretId: string, fn: (c: SecretsManagerClient, s: Sdk) => Promise<T>, o?: { notFound: true }): Promise<T | null> {
+    const { sdk, client } = await this.load();
+    try {
+      return await withRemoteRetry(`${op} ${secretId}`, () => fn(client, sdk), {
+        attempts: this.o.maxAttempts,
+        log: this.o.log,
+        serviceRetryable: (err) => RETRYABLE_NAMES.has(errName(err)) || (httpStatus(err) ?? 0) >= 500,
+        label: (err) => errName(err),
+      });
+    } catch (err) {
+      if (o?.notFound && errName(err) === 'ResourceNotFoundException') return null;
+      throw this.translate(err, op, secretId);
+    }
+  }
+
+  private translate(err: unknown, op: string, secretId: string): KeyctlError {
+    if (err instanceof KeyctlError) return err;
+    const name = errName(err);
+    const message = String((err as { message?: unknown })?.message ?? '');
+    const where = this.o.endpoint ?? `secretsmanager.${this.region ?? '<region>'}.amazonaws.com`;
+    const net = networkCode(err);
+    if (net) return unreachable(SERVICE, where, net, this.o.maxAttempts);
+    switch (name) {
+      case 'AccessDeniedException': {
+        const who = /^User: (\S+) is not authorized/.exec(message)?.[1];
+        return new KeystoreError(
+          `AccessDeniedException: AWS denied secretsmanager:${op} on ${secretId}${who ? ` to ${who}` : ''}`,
+          `allow "secretsmanager:${op}" on this secret in the IAM policy of the identity keyctl runs as${this.o.kmsKeyId ? ` (and kms:Decrypt/kms:GenerateDataKey on ${this.o.kmsKeyId})` : ''}; docs/keystores.md lists the actions each command needs`,
+        );
+      }
+      case 'ResourceNotFoundException':
+        return new KeystoreError(
+          `ResourceNotFoundException: ${SERVICE} has no secret ${secretId}${this.region ? ` in ${this.region}` : ''}`,
+          'check keystore.secretId and keystore.region; to create the keyring there, run `keyctl init --existing-config`',
+        );
+      case 'UnrecognizedClientException':
+      case 'InvalidSignatureException':
+      case 'ExpiredTokenException':
+      case 'InvalidClientTokenId':
+      case 'IncompleteSignature':
+        return new KeystoreError(`${name}: AWS rejected keyctl's credentials for secretsmanager:${op}`, 'check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or refresh the session (e.g. aws sso login)');
+      case 'CredentialsProviderError':
+        return new KeystoreError(
+          'no AWS credentials found (environment, shared config/profile, SSO, web identity, instance role)',
+          'set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached; keyctl never reads credentials from its own config',
+        );
+    }
+    if (/Region is missing/i.test(message)) return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
+    if (RETRYABLE_NAMES.has(name) || (httpStatus(err) ?? 0) >= 500) {
+      return new KeystoreError(`${name}: ${SERVICE} did not complete ${op} on ${secretId} after ${this.o.maxAttempts} tries`, 'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening');
+    }
+    // Service error messages name resources and parameters, never secret values.
+    return new KeystoreError(`${name}: ${SERVICE} refused ${op} on ${secretId}: ${message}`);
+  }
+}
+
+function errName(err: unknown): string {
+  return String((err as { name?: unknown })?.name ?? 'Error');
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+function archiveRevision(entries: ArchiveEntrySecret[]): string {
+  return createHash('sha256')
+    .update(entries.map((e) => `${e.name}@${e.current}`).join('\n'))
+    .digest('hex');
+}

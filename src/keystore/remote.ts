@@ -1,0 +1,53 @@
+/**
+ * What the network keystores (AWS Secrets Manager, Vault) share: bounded retries with backoff on
+ * throttling, 5xx, timeouts and dropped connections, each retry logged; and the message for an
+ * endpoint keyctl cannot reach. Messages never carry secret values: they are built from the
+ * operation, the secret's name and the service's error code only.
+ */
+import type { Logger } from '../core/context.js';
+import { KeystoreError } from '../core/errors.js';
+import { codeOf, withRetry } from '../db/retry.js';
+
+export const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ERR_SOCKET_CONNECTION_TIMEOUT']);
+
+/** Network failures worth another try (ENOTFOUND is not: a wrong host name stays wrong). */
+const RETRY_NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'ERR_SOCKET_CONNECTION_TIMEOUT']);
+
+export function networkCode(err: unknown): string | null {
+  const code = codeOf(err);
+  if (NETWORK_CODES.has(code)) return code;
+  const name = (err as { name?: string })?.name;
+  if (name === 'TimeoutError' || name === 'RequestTimeout') return 'ETIMEDOUT';
+  return null;
+}
+
+export interface RemoteRetry {
+  attempts: number;
+  log: Logger;
+  /** The service's own "try again" answers: throttling, 5xx. */
+  serviceRetryable: (err: unknown) => boolean;
+  /** A short label for a failure in the retry log: an error code or HTTP status, never a body. */
+  label: (err: unknown) => string;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** Run one keystore request with bounded retries; `what` names it in the log (never a value). */
+export function withRemoteRetry<T>(what: string, fn: () => Promise<T>, r: RemoteRetry): Promise<T> {
+  return withRetry(what, fn, {
+    tries: r.attempts,
+    baseDelayMs: 200,
+    retryable: (err) => RETRY_NETWORK_CODES.has(networkCode(err) ?? '') || r.serviceRetryable(err),
+    onRetry: ({ attempt, tries, delayMs, err }) =>
+      r.log.warn(`keystore: ${what} failed (${networkCode(err) ?? r.label(err)}), retrying in ${delayMs} ms (attempt ${attempt + 1} of ${tries})`),
+    ...(r.sleep ? { sleep: r.sleep } : {}),
+  });
+}
+
+export function unreachable(service: string, where: string, code: string, attempts: number): KeystoreError {
+  return new KeystoreError(
+    `cannot reach ${service} at ${where}: ${code}${attempts > 1 ? ` (tried ${attempts} times)` : ''}`,
+    code === 'ENOTFOUND'
+      ? 'check the host name in the keystore settings and your DNS'
+      : 'check the keystore address and region, the network path (proxy, firewall, VPC endpoint) and that the service is up; nothing was changed',
+  );
+}

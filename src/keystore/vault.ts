@@ -1,0 +1,255 @@
+/**
+ * The `vault` keystore: HashiCorp Vault's KV version 2 secrets engine, through the official
+ * `node-vault` client (loaded only when this provider is used).
+ *
+ * Published keyring: the secret at `<mount>/data/<path>`; its data is the keyring document
+ * ({keyring, primary, keys}), so applications read it with `vault kv get -field=keys …` or any
+ * client. Archive: a second secret at `<archivePath>` (default `<path>-archive`) with the archive
+ * document. Every write is a check-and-set (`options.cas`) against the version keyctl read, so
+ * two operators cannot silently overwrite each other: Vault answers 400 and keyctl stops.
+ *
+ * KV keeps up to `max_versions` old versions; keyctl never relies on that history for old keys
+ * (the archive holds them). When a key is destroyed, keyctl destroys (POST <mount>/destroy/…)
+ * every older version of both secrets that still holds it, so it cannot be read back from the
+ * history either.
+ *
+ * Token: VAULT_TOKEN, else `tokenFile`, else ~/.vault-token (as the vault CLI). Address:
+ * `address`, else VAULT_ADDR. Namespace: `namespace`, else VAULT_NAMESPACE. TLS: `caCert`, else
+ * VAULT_CACERT.
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from '../core/context.js';
+import { KeyctlError, KeystoreError } from '../core/errors.js';
+import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
+import { networkCode, unreachable, withRemoteRetry } from './remote.js';
+import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+
+export interface VaultKeystoreOptions {
+  address?: string | undefined;
+  namespace?: string | undefined;
+  mount: string;
+  path: string;
+  archivePath?: string | undefined;
+  tokenFile?: string | undefined;
+  caCert?: string | undefined;
+  timeoutSeconds: number;
+  maxAttempts: number;
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+}
+
+interface VaultClient {
+  read(path: string): Promise<any>;
+  write(path: string, data: unknown): Promise<any>;
+}
+
+interface KvSecret {
+  data: Record<string, unknown>;
+  version: number;
+}
+
+/** What a request needs, for the message when Vault says 403. */
+type Capability = 'read' | 'create/update' | 'update';
+
+const SERVICE = 'Vault';
+const CAS_MISMATCH = /check-and-set parameter did not match the current version/;
+
+export class VaultKeystore implements Keystore {
+  readonly provider = 'vault';
+  readonly writable = true;
+  private readonly o: VaultKeystoreOptions;
+  private readonly address: string | undefined;
+  private readonly namespace: string | undefined;
+  private readonly archivePath: string;
+  private client: Promise<VaultClient> | undefined;
+
+  constructor(o: VaultKeystoreOptions) {
+    this.o = o;
+    this.address = (o.address ?? o.env.VAULT_ADDR)?.replace(/\/+$/, '') || undefined;
+    this.namespace = o.namespace ?? (o.env.VAULT_NAMESPACE || undefined);
+    this.archivePath = o.archivePath ?? `${o.path}-archive`;
+  }
+
+  describe(): string {
+    return `Vault KV secret ${this.o.mount}/${this.o.path}${this.namespace ? ` (namespace ${this.namespace})` : ''}${this.address ? ` at ${this.address}` : ''}`;
+  }
+
+  async read(): Promise<KeystoreSnapshot | null> {
+    const got = await this.readKv(this.o.path);
+    if (!got) return null;
+    const doc = parseKeyringJson(JSON.stringify(got.data), `${this.describe()} (version ${got.version})`, this.restoreHint(this.o.path, got.version));
+    return { doc, revision: String(got.version) };
+  }
+
+  async write(doc: KeyringDocument, expectedRevision: string | null, _why: string): Promise<void> {
+    const before = expectedRevision === null ? null : await this.read();
+    await this.writeKv(this.o.path, JSON.parse(serialiseKeyring(doc)) as Record<string, unknown>, expectedRevision);
+    const gone = [...(before?.doc.keys.keys() ?? [])].filter((v) => !doc.keys.has(v));
+    if (gone.length > 0) await this.purgeDestroyed(gone, doc.keys, (await this.readArchive(doc.keyring)).doc.keys);
+  }
+
+  async readArchive(keyring: string): Promise<ArchiveSnapshot> {
+    const got = await this.readKv(this.archivePath);
+    if (!got) return { doc: { keyring, keys: new Map() }, revision: null };
+    const doc = parseArchiveJson(JSON.stringify(got.data), `Vault KV secret ${this.o.mount}/${this.archivePath} (version ${got.version})`, this.restoreHint(this.archivePath, got.version));
+    return { doc, revision: String(got.version) };
+  }
+
+  async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, _why: string): Promise<void> {
+    const before = expectedRevision === null ? null : await this.readArchive(doc.keyring);
+    await this.writeKv(this.archivePath, JSON.parse(serialiseArchive(doc)) as Record<string, unknown>, expectedRevision);
+    const gone = [...(before?.doc.keys.keys() ?? [])].filter((v) => !doc.keys.has(v));
+    if (gone.length > 0) await this.purgeDestroyed(gone, (await this.read())?.doc.keys ?? new Map(), doc.keys);
+  }
+
+  /** Keys that left one secret and are in neither now are destroyed: purge them from the KV history too. */
+  private async purgeDestroyed(gone: string[], published: Map<string, unknown>, archive: Map<string, unknown>): Promise<void> {
+    const destroyed = gone.filter((v) => !published.has(v) && !archive.has(v));
+    if (destroyed.length > 0) for (const p of [this.o.path, this.archivePath]) await this.destroyHistory(p, destroyed);
+  }
+
+  // ── KV v2 requests ─────────────────────────────────────────────────────────────────────────
+
+  private async readKv(p: string, version?: number): Promise<KvSecret | null> {
+    const apiPath = `${this.o.mount}/data/${p}${version ? `?version=${version}` : ''}`;
+    const body = await this.call(`read ${this.o.mount}/${p}`, 'read', `${this.o.mount}/data/${p}`, (c) => c.read(apiPath), { notFound: true });
+    if (!body) return null;
+    const data = body?.data?.data;
+    const v = body?.data?.metadata?.version;
+    if (typeof v !== 'number') throw new KeystoreError(`Vault's answer for ${this.o.mount}/data/${p} has no version: is ${this.o.mount} a KV version 2 mount?`, `check keystore.mount; enable one with: vault secrets enable -path=${this.o.mount} kv-v2`);
+    if (!data || typeof data !== 'object') return null;
+    return { data: data as Record<string, unknown>, version: v };
+  }
+
+  private async writeKv(p: string, data: Record<string, unknown>, expectedRevision: string | null): Promise<void> {
+    const cas = expectedRevision === null ? 0 : Number(expectedRevision);
+    try {
+      await this.call(`write ${this.o.mount}/${p}`, 'create/update', `${this.o.mount}/data/${p}`, (c) => c.write(`${this.o.mount}/data/${p}`, { options: { cas }, data }));
+    } catch (err) {
+      if (!(err instanceof KeystoreError && CAS_MISMATCH.test(err.message))) throw err;
+      // A retried write whose first try did land also fails the check: that is not a conflict.
+      const now = await this.readKv(p).catch(() => null);
+      if (now && now.version === cas + 1 && JSON.stringify(now.data) === JSON.stringify(data)) return;
+      throw new KeystoreError(
+        `check-and-set failed on ${this.o.mount}/${p}: it is at version ${now?.version ?? '?'} now, keyctl read version ${cas} — someone else changed it meanwhile`,
+        'nothing was written; run the command again so it starts from the current keyring',
+      );
+    }
+  }
+
+  /** Destroy every stored version of `p` whose data still holds one of `versions`' keys. */
+  private async destroyHistory(p: string, keyVersions: string[]): Promise<void> {
+    const meta = await this.call(`read metadata ${this.o.mount}/${p}`, 'read', `${this.o.mount}/metadata/${p}`, (c) => c.read(`${this.o.mount}/metadata/${p}`), { notFound: true });
+    const versions = Object.entries((meta?.data?.versions ?? {}) as Record<string, { destroyed?: boolean }>).filter(([, m]) => !m.destroyed);
+    const doomed: number[] = [];
+    for (const [n] of versions) {
+      const got = await this.readKv(p, Number(n));
+      const keys = (got?.data.keys ?? {}) as Record<string, unknown>;
+      if (keyVersions.some((v) => v in keys)) doomed.push(Number(n));
+    }
+    if (doomed.length === 0) return;
+    await this.call(`destroy ${this.o.mount}/${p}`, 'update', `${this.o.mount}/destroy/${p}`, (c) => c.write(`${this.o.mount}/destroy/${p}`, { versions: doomed }));
+    this.o.log.info(`keystore: destroyed versions ${doomed.join(', ')} of ${this.o.mount}/${p}, which held ${keyVersions.join(', ')}`);
+  }
+
+  private restoreHint(p: string, version: number): string {
+    return `write back the previous version, e.g.: vault kv rollback -mount=${this.o.mount} -version=${Math.max(1, version - 1)} ${p}`;
+  }
+
+  // ── client, retries, errors ────────────────────────────────────────────────────────────────
+
+  private token(): string {
+    if (this.o.env.VAULT_TOKEN) return this.o.env.VAULT_TOKEN;
+    const file = this.o.tokenFile ?? path.join(this.o.env.HOME ?? os.homedir(), '.vault-token');
+    try {
+      const t = readFileSync(file, 'utf8').trim();
+      if (t) return t;
+    } catch {
+      if (this.o.tokenFile) throw new KeystoreError(`cannot read the Vault token file ${file}`, 'check keystore.tokenFile and its permissions, or set VAULT_TOKEN');
+    }
+    throw new KeystoreError('no Vault token: VAULT_TOKEN is not set and there is no token file', 'log in (vault login …), set VAULT_TOKEN, or point keystore.tokenFile at a file holding the token');
+  }
+
+  private load(): Promise<VaultClient> {
+    this.client ??= (async () => {
+      if (!this.address) throw new KeystoreError('no Vault address: keystore.address is not set and neither is VAULT_ADDR', 'set keystore.address (e.g. https://vault.example.com:8200) or VAULT_ADDR');
+      const token = this.token();
+      const caFile = this.o.caCert ?? (this.o.env.VAULT_CACERT || undefined);
+      let ca: string | undefined;
+      if (caFile) {
+        try {
+          ca = readFileSync(caFile, 'utf8');
+        } catch {
+          throw new KeystoreError(`cannot read the Vault CA certificate ${caFile}`, 'check keystore.caCert (or VAULT_CACERT)');
+        }
+      }
+      const { default: factory } = await import('node-vault');
+      return factory({
+        apiVersion: 'v1',
+        endpoint: this.address,
+        token,
+        ...(this.namespace ? { namespace: this.namespace } : {}),
+        requestOptions: { timeout: this.o.timeoutSeconds * 1000, ...(ca ? { ca } : {}) },
+        // node-vault's debug output would print request bodies, keys included.
+        debug: () => undefined,
+      } as Parameters<typeof factory>[0]) as unknown as VaultClient;
+    })();
+    return this.client;
+  }
+
+  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<any>): Promise<any>;
+  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<any>, o: { notFound: true }): Promise<any | null>;
+  private async call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<any>, o?: { notFound: true }): Promise<any | null> {
+    const client = await this.load();
+    try {
+      return await withRemoteRetry(what, () => fn(client), {
+        attempts: this.o.maxAttempts,
+        log: this.o.log,
+        serviceRetryable: (err) => [429, 500, 502, 503, 504].includes(statusOf(err) ?? 0),
+        label: (err) => `HTTP ${statusOf(err) ?? '?'}`,
+      });
+    } catch (err) {
+      if (o?.notFound && statusOf(err) === 404) return null;
+      throw await this.translate(err, what, capability, apiPath, client);
+    }
+  }
+
+  private async translate(err: unknown, what: string, capability: Capability, apiPath: string, client: VaultClient): Promise<KeyctlError> {
+    if (err instanceof KeyctlError) return err;
+    const net = networkCode(err);
+    if (net) return unreachable(SERVICE, this.address ?? '?', net, this.o.maxAttempts);
+    if (/self[- ]signed|unable to verify|certificate/i.test(String((err as Error)?.message))) {
+      return new KeystoreError(`TLS: cannot verify Vault's certificate at ${this.address}: ${(err as { code?: string }).code ?? (err as Error).message}`, 'point keystore.caCert (or VAULT_CACERT) at the PEM file of the CA that signed it');
+    }
+    const status = statusOf(err);
+    const message = String((err as Error)?.message ?? '');
+    if (status === 403) {
+      // Vault says "permission denied" both for a bad token and for a missing policy: ask which.
+      const tokenOk = await client.read('auth/token/lookup-self').then(
+        () => true,
+        () => false,
+      );
+      if (!tokenOk) {
+        return new KeystoreError(`Vault rejected the token (403 permission denied on ${what}): it is invalid, expired or revoked`, 'log in again (vault login …) and set VAULT_TOKEN, or refresh the token file');
+      }
+      return new KeystoreError(
+        `Vault denied ${what}: the token's policies lack "${capability}" on ${this.namespace ? `${this.namespace}/` : ''}${apiPath}`,
+        `add to the token's policy: path "${apiPath}" { capabilities = [${capability.split('/').map((c) => `"${c}"`).join(', ')}] }; docs/keystores.md lists what each command needs`,
+      );
+    }
+    if (status === 404) {
+      return new KeystoreError(`Vault has nothing at ${apiPath}${message && message !== 'Status 404' ? ` (${message})` : ''}`, 'check keystore.mount and keystore.path; to create the keyring there, run `keyctl init --existing-config`');
+    }
+    if (status && [429, 500, 502, 503, 504].includes(status)) {
+      return new KeystoreError(`Vault answered ${status}${message ? ` (${message})` : ''} to ${what} ${this.o.maxAttempts} times`, status === 503 ? 'Vault may be sealed or in standby: unseal it or use the active node, then run the command again' : 'wait a minute and run the command again (it resumes where it stopped)');
+    }
+    // Vault's error strings name paths and parameters, never secret data.
+    return new KeystoreError(`Vault refused ${what}${status ? ` (${status})` : ''}: ${message}`);
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as { response?: { statusCode?: number } })?.response?.statusCode;
+}

@@ -1,0 +1,148 @@
+/**
+ * What an operator sees when AWS Secrets Manager or Vault misbehaves: the message, the keystore
+ * exit code (5), retries in the log, no secret value anywhere in the output, and nothing
+ * written half-way.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/core/exit-codes.js';
+import { json, keyctl, type RunResult } from '../helpers/cli.js';
+import { AWS_ENV, AWS_SECRET, awsHarness, VAULT_PATH, vaultHarness, writeConfig, type KeystoreHarness } from '../helpers/keystores.js';
+
+const open: Array<{ close(): Promise<void> }> = [];
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0)) await o.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function sqliteProject(h: KeystoreHarness, policy = ''): { dir: string; run: (args: string[], env?: NodeJS.ProcessEnv) => Promise<RunResult> } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-ksfail-'));
+  dirs.push(dir);
+  const file = path.join(dir, 'keyctl.db');
+  writeConfig(dir, { config: { client: 'sqlite' }, connection: file }, h, policy);
+  return { dir, run: (args, env) => keyctl(args, { cwd: dir, env: { ...h.env, ...env } }) };
+}
+
+/** Every base64 key the service holds, so outputs can be checked for leaks. */
+function keysIn(values: Array<string | undefined>): string[] {
+  return values.flatMap((v) => (v ? [...v.matchAll(/"([A-Za-z0-9+/]{43}=)"/g)].map((m) => m[1]!) : []));
+}
+
+function expectNoSecrets(r: RunResult, keys: string[]): void {
+  for (const k of keys) {
+    expect(r.stdout).not.toContain(k);
+    expect(r.stderr).not.toContain(k);
+  }
+}
+
+async function closedPort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe('AWS Secrets Manager failures', () => {
+  async function ready(policy = '') {
+    const h = await awsHarness();
+    open.push(h);
+    const p = sqliteProject(h, policy);
+    const init = await p.run(['init', '--existing-config', '--demo', '--rows', '20']);
+    expect(init.code, init.stderr).toBe(0);
+    const allKeys = () => keysIn([...h.server.secrets.values()].flatMap((s) => [...s.versions.values()].map((v) => v.value)));
+    return { h, ...p, allKeys };
+  }
+
+  it('unreachable endpoint: retried, then exit 5 naming the endpoint; nothing changes', async () => {
+    const port = await closedPort();
+    const h = await awsHarness();
+    open.push(h);
+    const p = sqliteProject({ ...h, yaml: h.yaml.replace(h.server.endpoint, `http://127.0.0.1:${port}`) });
+    const r = await p.run(['init', '--existing-config']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain(`cannot reach AWS Secrets Manager at http://127.0.0.1:${port}: ECONNREFUSED (tried 4 times)`);
+    expect(r.stderr).toMatch(/retrying in \d+ ms \(attempt 2 of 4\)/);
+    expect(p.dir && h.server.secrets.size).toBe(0);
+  });
+
+  it('denied permission names the missing IAM action; a half-done write leaves AWSCURRENT untouched', async () => {
+    const { h, run, allKeys } = await ready();
+    const before = h.server.valueAt(AWS_SECRET);
+    h.server.deny('UpdateSecretVersionStage');
+    const r = await run(['generate', '--json']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(json<{ error: { message: string; hint: string } }>(r).error.message).toMatch(
+      /AccessDeniedException: AWS denied secretsmanager:UpdateSecretVersionStage on keyctl\/test\/keyring to arn:aws:iam::\d+:user\/keyctl-test/,
+    );
+    expect(r.stdout).toContain('allow \\"secretsmanager:UpdateSecretVersionStage\\"');
+    // The new document was staged (AWSPENDING) but never made current: readers still see the old one.
+    expect(h.server.valueAt(AWS_SECRET)).toBe(before);
+    expect(h.server.stagesOf(AWS_SECRET).AWSPENDING).toBeDefined();
+    expectNoSecrets(r, allKeys());
+  });
+
+  it('missing secret and malformed keyring document: exit 5, with the fix, never the value', async () => {
+    const { h, run } = await ready();
+    const good = h.server.valueAt(AWS_SECRET)!;
+    const leaked = 'QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU2';
+    h.server.secrets.delete(AWS_SECRET);
+    h.server.seed(AWS_SECRET, JSON.stringify({ keyring: 'default', primary: 'v1', keys: { v1: leaked } }));
+    let r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toMatch(/AWS Secrets Manager secret keyctl\/test\/keyring \(eu-west-1\) \(version .+\): key v1 /);
+    expect(r.stderr).toContain('update-secret-version-stage');
+    expect(r.stderr).not.toContain(leaked);
+    expectNoSecrets(r, keysIn([good]));
+
+    h.server.secrets.delete(AWS_SECRET);
+    h.server.seed(AWS_SECRET, 'not json {');
+    r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('is not valid JSON');
+
+    h.server.secrets.delete(AWS_SECRET);
+    r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('AWS Secrets Manager secret keyctl/test/keyring (eu-west-1) holds no keys');
+  });
+
+  it('throttling and 5xx are retried with backoff and logged; persistent 5xx ends in exit 5', async () => {
+    const { h, run, allKeys } = await ready();
+    h.server.failNext('GetSecretValue', 2, 'throttle');
+    let r = await run(['status']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/keystore: GetSecretValue keyctl\/test\/keyring failed \(ThrottlingException\), retrying in \d+ ms \(attempt 2 of 4\)/);
+
+    h.server.failNext('*', 4, 'internal');
+    r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('InternalServiceError: AWS Secrets Manager did not complete GetSecretValue on keyctl/test/keyring after 4 tries');
+    expectNoSecrets(r, allKeys());
+  });
+
+  it('a request that hangs times out after keystore.timeoutSeconds and is retried', { timeout: 30_000 }, async () => {
+    const { h, run } = await ready();
+    h.server.failNext('GetSecretValue', 1, 'hang');
+    const started = Date.now();
+    const r = await run(['status']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/GetSecretValue keyctl\/test\/keyring failed \((ETIMEDOUT|TimeoutError|RequestTimeout)\), retrying/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+  });
+
+  it('no credentials: says where the SDK looked and never reads them from keyctl.yaml', async () => {
+    const { run } = await ready();
+    const env: NodeJS.ProcessEnv = { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_PROFILE: '', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/c', AWS_CONFIG_FILE: '/nonexistent/f', AWS_EC2_METADATA_DISABLED: 'true' };
+    const r = await run(['status'], env);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('no AWS credentials found');
+    expect(Object.keys(AWS_ENV)).toContain('AWS_ACCESS_KEY_ID');
+  });
+});
+

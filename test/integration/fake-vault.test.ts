@@ -1,0 +1,227 @@
+/**
+ * Self-test of the Vault test server (test/fixtures/vault-server.ts), driven by the real node-vault
+ * client the product uses, so the fixture's answers are the ones node-vault sees from Vault.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import nodeVault from 'node-vault';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeVault, type FakeVault } from '../fixtures/vault-server.js';
+
+const CAS_MISMATCH = 'check-and-set parameter did not match the current version';
+
+const started: FakeVault[] = [];
+afterEach(async () => {
+  await Promise.all(started.splice(0).map((v) => v.close()));
+});
+
+async function start(opts?: Parameters<typeof startFakeVault>[0]): Promise<FakeVault> {
+  const fake = await startFakeVault(opts);
+  started.push(fake);
+  return fake;
+}
+
+function client(fake: FakeVault, token: string, extra: Partial<nodeVault.VaultOptions> = {}): nodeVault.client {
+  return nodeVault({ apiVersion: 'v1', endpoint: fake.address, token, ...extra });
+}
+
+/** The status, message and body node-vault rejects with. */
+async function failure(p: Promise<unknown>): Promise<{ status: number | undefined; message: string; body: any }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as { message: string; response?: { statusCode: number; body: unknown } };
+    return { status: e.response?.statusCode, message: e.message, body: e.response?.body };
+  }
+  throw new Error('expected the request to fail');
+}
+
+describe('fake Vault (KV v2) through node-vault', () => {
+  it('creates with cas 0, reads back, and rejects a stale check-and-set', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    const created = await vault.write('secret/data/keyctl/k', { options: { cas: 0 }, data: { key: 'one' } });
+    expect(created.data).toMatchObject({ version: 1, destroyed: false, deletion_time: '', custom_metadata: null });
+    expect(Date.parse(created.data.created_time)).not.toBeNaN();
+
+    const read = await vault.read('secret/data/keyctl/k');
+    expect(read).toMatchObject({ lease_id: '', renewable: false, lease_duration: 0, wrap_info: null, warnings: null, auth: null });
+    expect(read.data.data).toEqual({ key: 'one' });
+    expect(read.data.metadata).toMatchObject({ version: 1, destroyed: false, deletion_time: '', custom_metadata: null });
+
+    expect(await failure(vault.write('secret/data/keyctl/k', { options: { cas: 0 }, data: { key: 'two' } }))).toMatchObject({
+      status: 400,
+      message: CAS_MISMATCH,
+      body: { errors: [CAS_MISMATCH] },
+    });
+    expect((await vault.write('secret/data/keyctl/k', { options: { cas: 1 }, data: { key: 'two' } })).data.version).toBe(2);
+    expect((await vault.write('secret/data/keyctl/k', { data: { key: 'three' } })).data.version).toBe(3);
+    expect(fake.current('secret', 'keyctl/k')).toEqual({ version: 3, data: { key: 'three' } });
+    expect((await vault.read('secret/data/keyctl/k?version=2')).data.data).toEqual({ key: 'two' });
+
+    expect(await failure(vault.read('secret/data/keyctl/missing'))).toEqual({ status: 404, message: 'Status 404', body: { errors: [] } });
+    expect(await failure(vault.write('secret/data/keyctl/k', { options: { cas: 3 } }))).toMatchObject({ status: 400, message: 'no data provided' });
+    expect(await failure(vault.read('nomount/data/x'))).toMatchObject({
+      status: 404,
+      message: 'no handler for route "nomount/data/x". route entry not found.',
+    });
+    const wrongPath = await failure(vault.read('secret/keyctl/k'));
+    expect(wrongPath.status).toBe(404);
+    expect(wrongPath.body.warnings[0]).toMatch(/^Invalid path for a versioned K\/V secrets engine/);
+  });
+
+  it('enforces tokens and policy capabilities, and answers lookup-self', async () => {
+    const fake = await start();
+    fake.addToken('reader', [{ path: 'secret/data/keyctl/*', capabilities: ['read'] }]);
+    fake.addToken('creator', [{ path: 'secret/data/keyctl/*', capabilities: ['create', 'read'] }]);
+    fake.addToken('writer', [
+      { path: 'secret/data/keyctl/*', capabilities: ['create', 'read', 'update'] },
+      { path: 'secret/data/keyctl/locked', capabilities: ['read'] }, // an exact rule beats the glob
+    ]);
+    const denied = { status: 403, message: 'permission denied', body: { errors: ['permission denied'] } };
+
+    expect(await failure(client(fake, 'nope').read('secret/data/keyctl/a'))).toEqual(denied);
+    expect(await failure(nodeVault({ endpoint: fake.address }).read('secret/data/keyctl/a'))).toEqual(denied);
+    expect(await failure(client(fake, 'reader').write('secret/data/keyctl/a', { data: { x: 1 } }))).toEqual(denied);
+
+    const creator = client(fake, 'creator');
+    expect((await creator.write('secret/data/keyctl/a', { options: { cas: 0 }, data: { x: 1 } })).data.version).toBe(1);
+    expect(await failure(creator.write('secret/data/keyctl/a', { options: { cas: 1 }, data: { x: 2 } }))).toEqual(denied);
+    expect(await failure(creator.read('secret/data/other/a'))).toEqual(denied);
+
+    const writer = client(fake, 'writer');
+    expect((await writer.write('secret/data/keyctl/a', { options: { cas: 1 }, data: { x: 2 } })).data.version).toBe(2);
+    expect(await failure(writer.write('secret/data/keyctl/locked', { data: { x: 1 } }))).toEqual(denied);
+    expect(await failure(writer.read('secret/metadata/keyctl/a'))).toEqual(denied);
+
+    const self = await client(fake, 'reader').tokenLookupSelf();
+    expect(self.data).toMatchObject({ id: 'reader', policies: ['default', 'test-policy'], renewable: true });
+    expect(self.data.ttl).toBeGreaterThan(0);
+    expect((await client(fake, fake.rootToken).tokenLookupSelf()).data).toMatchObject({ policies: ['root'], ttl: 0 });
+
+    fake.revokeToken('reader');
+    expect(await failure(client(fake, 'reader').tokenLookupSelf())).toEqual(denied);
+    expect(await failure(client(fake, 'reader').read('secret/data/keyctl/a'))).toEqual(denied);
+    expect(fake.requests.some((r) => JSON.stringify(r).includes('reader'))).toBe(false);
+  });
+
+  it('keeps version metadata, soft-deletes, destroys and lists', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    for (const n of [1, 2, 3]) await vault.write('secret/data/keyctl/k', { data: { n } });
+    await vault.write('secret/data/keyctl/sub/x', { data: { n: 0 } });
+
+    const meta = (await vault.read('secret/metadata/keyctl/k')).data;
+    expect(meta).toMatchObject({ current_version: 3, oldest_version: 0, max_versions: 0, cas_required: false, delete_version_after: '0s', custom_metadata: null });
+    expect(Object.keys(meta.versions)).toEqual(['1', '2', '3']);
+    expect(meta.versions['1']).toMatchObject({ deletion_time: '', destroyed: false });
+
+    await expect(vault.write('secret/destroy/keyctl/k', { versions: [1] })).resolves.toBe('');
+    const destroyed = await failure(vault.read('secret/data/keyctl/k?version=1'));
+    expect(destroyed.status).toBe(404);
+    expect(destroyed.body.data).toMatchObject({ data: null, metadata: { version: 1, destroyed: true } });
+    expect(fake.versions('secret', 'keyctl/k').map((v) => [v.version, v.data, v.destroyed])).toEqual([
+      [1, null, true],
+      [2, { n: 2 }, false],
+      [3, { n: 3 }, false],
+    ]);
+
+    await vault.write('secret/delete/keyctl/k', { versions: [2] });
+    expect((await failure(vault.read('secret/data/keyctl/k?version=2'))).body.data.metadata.deletion_time).not.toBe('');
+    await vault.write('secret/undelete/keyctl/k', { versions: [2] });
+    expect((await vault.read('secret/data/keyctl/k?version=2')).data.data).toEqual({ n: 2 });
+
+    await vault.delete('secret/data/keyctl/k'); // soft delete of the latest version
+    expect((await failure(vault.read('secret/data/keyctl/k'))).status).toBe(404);
+    expect(fake.current('secret', 'keyctl/k')).toEqual({ version: 3, data: null });
+    expect(fake.versions('secret', 'keyctl/k')[2]?.data).toEqual({ n: 3 });
+
+    expect((await vault.list('secret/metadata/keyctl')).data.keys).toEqual(['k', 'sub/']);
+    const getList = client(fake, fake.rootToken, { noCustomHTTPVerbs: true });
+    expect((await getList.list('secret/metadata/')).data.keys).toEqual(['keyctl/']);
+    expect((await failure(vault.list('secret/metadata/nothing'))).status).toBe(404);
+    expect(fake.requests.filter((r) => r.path === '/v1/secret/metadata/keyctl').map((r) => r.method)).toEqual(['LIST']);
+  });
+
+  it('prunes versions beyond maxVersions', async () => {
+    const fake = await start({ maxVersions: 3 });
+    const vault = client(fake, fake.rootToken);
+    for (const n of [1, 2, 3, 4, 5]) await vault.write('secret/data/k', { options: { cas: n - 1 }, data: { n } });
+    expect(fake.versions('secret', 'k').map((v) => v.version)).toEqual([3, 4, 5]);
+    expect((await vault.read('secret/metadata/k')).data).toMatchObject({ current_version: 5, oldest_version: 3 });
+    expect(await failure(vault.read('secret/data/k?version=2'))).toMatchObject({ status: 404, body: { errors: [] } });
+    expect((await vault.read('secret/config')).data.max_versions).toBe(3);
+  });
+
+  it('keeps namespaces and mounts apart', async () => {
+    const fake = await start({ mounts: ['secret', 'kv'] });
+    const teamA = client(fake, fake.rootToken, { namespace: 'team-a' });
+    const root = client(fake, fake.rootToken);
+    await teamA.write('secret/data/k', { data: { ns: 'a' } });
+    await root.write('kv/data/k', { data: { mount: 'kv' } });
+    expect((await teamA.read('secret/data/k')).data.data).toEqual({ ns: 'a' });
+    expect((await failure(root.read('secret/data/k'))).status).toBe(404);
+    expect(fake.current('secret', 'k', 'team-a')).toEqual({ version: 1, data: { ns: 'a' } });
+    expect(fake.current('secret', 'k')).toBeUndefined();
+    expect(fake.current('kv', 'k')).toEqual({ version: 1, data: { mount: 'kv' } });
+    expect(fake.requests[0]).toEqual({ method: 'POST', path: '/v1/secret/data/k', namespace: 'team-a' });
+    expect(fake.requests[1]).toEqual({ method: 'POST', path: '/v1/kv/data/k' });
+  });
+
+  it('fails and hangs requests on demand', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken, { requestOptions: { timeout: 300 } });
+    fake.failNext(1, 503);
+    expect(await failure(vault.read('secret/data/k'))).toMatchObject({ status: 503, message: 'Vault is sealed' });
+    fake.failNext(2, 429, '/data/k');
+    await vault.write('secret/data/other', { data: { a: 1 } });
+    expect((await failure(vault.read('secret/data/k'))).status).toBe(429);
+    expect((await failure(vault.write('secret/data/k', { data: { a: 1 } }))).message).toBe('request path "secret/data/k": rate limit quota exceeded');
+    fake.failNext(1, 500);
+    expect((await failure(vault.read('secret/data/other'))).message).toBe('internal error');
+
+    fake.hangNext(1, '/data/other');
+    expect((await failure(vault.read('secret/data/other'))).message).toMatch(/timeout/);
+    expect((await vault.read('secret/data/other')).data.data).toEqual({ a: 1 });
+  });
+
+  it('holdWrites lets exactly one of two racing check-and-set writes win', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    await vault.write('secret/data/race', { data: { v: 'base' } });
+    fake.holdWrites('/data/race', 2);
+    const first = vault.write('secret/data/race', { options: { cas: 1 }, data: { v: 'a' } });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(fake.current('secret', 'race')?.version).toBe(1); // held until the second write arrives
+    const second = vault.write('secret/data/race', { options: { cas: 1 }, data: { v: 'b' } });
+    const results = await Promise.allSettled([first, second]);
+    // Applied in arrival order: the first wins, the second finds version 2 already there.
+    expect(results[0]).toMatchObject({ status: 'fulfilled', value: { data: { version: 2 } } });
+    expect(results[1]).toMatchObject({ status: 'rejected', reason: { message: CAS_MISMATCH, response: { statusCode: 400 } } });
+    expect(fake.current('secret', 'race')).toEqual({ version: 2, data: { v: 'a' } });
+    // Once released, later writes are not held.
+    expect((await vault.write('secret/data/race', { data: { v: 'c' } })).data.version).toBe(3);
+  });
+
+  it('serves HTTPS with a self-signed certificate trusted through requestOptions.ca', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'fake-vault-tls-'));
+    try {
+      const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
+        '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
+      const fake = await start({ tls: { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') } });
+      expect(fake.address).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const ca = readFileSync(cert, 'utf8');
+      const vault = client(fake, fake.rootToken, { requestOptions: { ca } });
+      await vault.write('secret/data/tls', { options: { cas: 0 }, data: { ok: true } });
+      expect((await vault.read('secret/data/tls')).data.data).toEqual({ ok: true });
+      const untrusted = await failure(client(fake, fake.rootToken).read('secret/data/tls'));
+      expect(untrusted.status).toBeUndefined();
+      expect(untrusted.message).toMatch(/self[- ]signed/i);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
