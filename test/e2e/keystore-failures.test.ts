@@ -3,7 +3,8 @@
  * exit code (5), retries in the log, no secret value anywhere in the output, and nothing
  * written half-way.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -146,3 +147,142 @@ describe('AWS Secrets Manager failures', () => {
   });
 });
 
+
+describe('Vault failures', () => {
+  async function ready() {
+    const h = await vaultHarness();
+    open.push(h);
+    const p = sqliteProject(h);
+    const init = await p.run(['init', '--existing-config', '--demo', '--rows', '20']);
+    expect(init.code, init.stderr).toBe(0);
+    const allKeys = () => keysIn(h.server.versions('secret', VAULT_PATH).map((v) => JSON.stringify(v.data)));
+    return { h, ...p, allKeys };
+  }
+
+  it('unreachable address: retried, then exit 5 naming the address', async () => {
+    const port = await closedPort();
+    const h = await vaultHarness();
+    open.push(h);
+    const p = sqliteProject({ ...h, yaml: h.yaml.replace(h.server.address, `http://127.0.0.1:${port}`) });
+    const r = await p.run(['init', '--existing-config']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain(`cannot reach Vault at http://127.0.0.1:${port}: ECONNREFUSED (tried 4 times)`);
+    expect(r.stderr).toMatch(/retrying in \d+ ms/);
+  });
+
+  it('a bad token and a policy without update are told apart; nothing is written', async () => {
+    const { h, run, allKeys } = await ready();
+    let r = await run(['status'], { VAULT_TOKEN: 'not-a-token' });
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('Vault rejected the token (403 permission denied on read secret/keyctl/test): it is invalid, expired or revoked');
+
+    h.server.addToken('reader', [{ path: 'secret/data/keyctl/*', capabilities: ['read'] }]);
+    expect((await run(['status'], { VAULT_TOKEN: 'reader' })).code).toBe(0);
+    r = await run(['generate', '--json'], { VAULT_TOKEN: 'reader' });
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    const err = json<{ error: { message: string; hint: string } }>(r).error;
+    expect(err.message).toBe(`Vault denied write secret/${VAULT_PATH}: the token's policies lack "create/update" on secret/data/${VAULT_PATH}`);
+    expect(err.hint).toContain(`path "secret/data/${VAULT_PATH}" { capabilities = ["create", "update"] }`);
+    expect(h.server.current('secret', VAULT_PATH)!.version).toBe(1);
+    expectNoSecrets(r, allKeys());
+  });
+
+  it('missing path and malformed keyring document: exit 5, with the fix, never the value', async () => {
+    const { h, run, dir } = await ready();
+    const leaked = 'QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU2';
+    const res = await fetch(`${h.server.address}/v1/secret/data/${VAULT_PATH}`, {
+      method: 'POST',
+      headers: { 'X-Vault-Token': h.server.rootToken, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ data: { keyring: 'default', primary: 'v1', keys: { v1: leaked } } }),
+    });
+    expect(res.status).toBe(200);
+    let r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toMatch(/Vault KV secret secret\/keyctl\/test at http:\/\/127\.0\.0\.1:\d+ \(version 2\): key v1 /);
+    expect(r.stderr).toContain('vault kv rollback -mount=secret -version=1 keyctl/test');
+    expect(r.stderr).not.toContain(leaked);
+
+    writeConfig(dir, { config: { client: 'sqlite' }, connection: path.join(dir, 'keyctl.db') }, { ...h, yaml: h.yaml.replace(`path: ${VAULT_PATH}`, 'path: keyctl/elsewhere') });
+    r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('Vault KV secret secret/keyctl/elsewhere');
+    expect(r.stderr).toContain('holds no keys');
+  });
+
+  it('503 (sealed) and 429 are retried and logged; a persistent 500 ends in exit 5', async () => {
+    const { h, run, allKeys } = await ready();
+    h.server.failNext(1, 503);
+    h.server.failNext(1, 429);
+    let r = await run(['status']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/keystore: read secret\/keyctl\/test failed \(HTTP (503|429)\), retrying in \d+ ms \(attempt 2 of 4\)/);
+    h.server.failNext(4, 500);
+    r = await run(['status']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain('Vault answered 500 (internal error) to read secret/keyctl/test 4 times');
+    expectNoSecrets(r, allKeys());
+  });
+
+  it('a request that hangs times out after keystore.timeoutSeconds and is retried', { timeout: 30_000 }, async () => {
+    const { h, run } = await ready();
+    h.server.hangNext(1, `data/${VAULT_PATH}`);
+    const r = await run(['status']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/read secret\/keyctl\/test failed \((ECONNABORTED|ETIMEDOUT)\), retrying/);
+  });
+
+  it('TLS: trusts a private CA only through caCert', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'keyctl-vault-tls-'));
+    dirs.push(tmp);
+    const [key, cert] = [path.join(tmp, 'key.pem'), path.join(tmp, 'cert.pem')];
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
+    const { startFakeVault } = await import('../fixtures/vault-server.js');
+    const server = await startFakeVault({ tls: { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') } });
+    open.push(server);
+    const yaml = `keystore:\n  provider: vault\n  address: ${server.address}\n  path: ${VAULT_PATH}\n`;
+    const h: KeystoreHarness = { provider: 'vault', yaml, env: { VAULT_TOKEN: server.rootToken }, published: () => null, archive: () => ({}), close: async () => undefined };
+    const p = sqliteProject(h);
+    let r = await p.run(['init', '--existing-config']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(r.stderr).toContain(`TLS: cannot verify Vault's certificate at ${server.address}`);
+    expect(r.stderr).toContain('keystore.caCert');
+    r = await p.run(['init', '--existing-config'], { VAULT_CACERT: cert });
+    expect(r.code, r.stderr).toBe(0);
+    expect(server.current('secret', VAULT_PATH)!.version).toBe(1);
+  });
+});
+
+describe('two keyctl processes change the same Vault keyring at once', () => {
+  it('check-and-set: one wins, the other fails cleanly (exit 5) and nothing is lost', async () => {
+    const h = await vaultHarness();
+    open.push(h);
+    const a = sqliteProject(h);
+    const b = sqliteProject(h);
+    expect((await a.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    expect((await b.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    const v1 = (h.server.current('secret', VAULT_PATH)!.data!.keys as Record<string, string>).v1;
+    // Both read version 1; the server holds the first write until the second arrives.
+    h.server.holdWrites(`secret/data/${VAULT_PATH}`, 2);
+    const [ra, rb] = await Promise.all([a.run(['generate', '--json']), b.run(['generate', '--json'])]);
+    const results = [ra, rb];
+    const winner = results.findIndex((r) => r.code === 0);
+    expect(winner, `${ra.stderr}\n${rb.stderr}`).toBeGreaterThanOrEqual(0);
+    const loser = results[1 - winner]!;
+    expect(loser.code).toBe(ExitCode.KEYSTORE);
+    expect(json<{ error: { message: string; hint: string } }>(loser).error).toMatchObject({
+      message: `check-and-set failed on secret/${VAULT_PATH}: it is at version 2 now, keyctl read version 1 — someone else changed it meanwhile`,
+      hint: expect.stringContaining('nothing was written'),
+    });
+    const now = h.server.current('secret', VAULT_PATH)!;
+    expect(now.version).toBe(2);
+    const keys = now.data!.keys as Record<string, string>;
+    expect(keys.v1).toBe(v1);
+    // The winner's new key is the one in Vault, and its database knows it by the same fingerprint.
+    expect(json<{ fingerprint: string }>(results[winner]!).fingerprint).toBeDefined();
+    const { fingerprint } = await import('../../src/crypto/keys.js');
+    expect(fingerprint(Buffer.from(keys.v2!, 'base64'))).toBe(json<{ fingerprint: string }>(results[winner]!).fingerprint);
+    // The loser's project is unharmed: status works and still shows v1 as primary.
+    const status = await [a, b][1 - winner]!.run(['status', '--json']);
+    expect(json<{ primary: string }>(status).primary).toBe('v1');
+  });
+});
