@@ -4,7 +4,7 @@
  * written half-way.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -284,5 +284,42 @@ describe('two keyctl processes change the same Vault keyring at once', () => {
     // The loser's project is unharmed: status works and still shows v1 as primary.
     const status = await [a, b][1 - winner]!.run(['status', '--json']);
     expect(json<{ primary: string }>(status).primary).toBe('v1');
+  });
+});
+
+describe('where the network keystores take their settings from', () => {
+  it('Vault: VAULT_ADDR, VAULT_NAMESPACE and a token file instead of keyctl.yaml entries', async () => {
+    const h = await vaultHarness();
+    open.push(h);
+    const yaml = `keystore:\n  provider: vault\n  path: ${VAULT_PATH}\n  tokenFile: vault-token\n`;
+    const p = sqliteProject({ ...h, yaml });
+    writeFileSync(path.join(p.dir, 'vault-token'), `${h.server.rootToken}\n`, { mode: 0o600 });
+    const r = await p.run(['init', '--existing-config'], { VAULT_TOKEN: '', VAULT_ADDR: h.server.address, VAULT_NAMESPACE: 'team-a' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(h.server.current('secret', VAULT_PATH, 'team-a')!.version).toBe(1);
+    expect(h.server.current('secret', VAULT_PATH)).toBeUndefined();
+    expect(h.server.requests.every((q) => q.namespace === 'team-a')).toBe(true);
+    const none = await p.run(['status'], { VAULT_TOKEN: '', VAULT_ADDR: '' });
+    expect(none.code).toBe(ExitCode.KEYSTORE);
+    expect(none.stderr).toContain('no Vault address: keystore.address is not set and neither is VAULT_ADDR');
+  });
+
+  it('AWS: a secret created beforehand without a value (by Terraform, say) is filled by init', async () => {
+    const h = await awsHarness();
+    open.push(h);
+    const { SecretsManagerClient, CreateSecretCommand } = await import('@aws-sdk/client-secrets-manager');
+    const sm = new SecretsManagerClient({ region: 'eu-west-1', endpoint: h.server.endpoint, credentials: { accessKeyId: 'AKID', secretAccessKey: 'x' } });
+    await sm.send(new CreateSecretCommand({ Name: AWS_SECRET, Description: 'made by terraform' }));
+    const p = sqliteProject(h);
+    const r = await p.run(['init', '--existing-config']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(h.published()).toEqual({ primary: 'v1', keys: ['v1'] });
+    expect(h.server.secrets.get(AWS_SECRET)!.description).toBe('made by terraform');
+    expect(h.server.secrets.get(AWS_SECRET)!.tags).toMatchObject({ 'keyctl:keyring': 'default' });
+    // And a second init finds the keyring there and adopts it instead of making another key.
+    const again = sqliteProject(h);
+    const r2 = await again.run(['init', '--existing-config', '--json']);
+    expect(json<{ keySource: string }>(r2).keySource).toBe('existing');
+    expect(h.server.secrets.get(AWS_SECRET)!.versions.size).toBe(1);
   });
 });
