@@ -30,7 +30,7 @@ ${EXIT_CODE_DESCRIPTIONS.map(([name, text]) => `  ${String(ExitCode[name]).padSt
 Configuration: ./keyctl.yaml, or --config PATH, or KEYCTL_CONFIG=PATH.
 Start here: keyctl init --demo   then   keyctl status`;
 
-type Handler<O> = (rt: CliRuntime, opts: O) => Promise<number>;
+type Handler<O> = (rt: CliRuntime, opts: O, args: string[]) => Promise<number>;
 
 export async function main(io: MainIO): Promise<number> {
   let status: number = ExitCode.OK;
@@ -48,6 +48,18 @@ export async function main(io: MainIO): Promise<number> {
       cwd: io.cwd,
       stdinIsTTY: io.stdinIsTTY,
       now: () => new Date(),
+      invoke: (args) =>
+        main({
+          ...io,
+          argv: [
+            io.argv[0] ?? 'node',
+            io.argv[1] ?? 'keyctl',
+            ...(flags.config ? ['--config', flags.config] : []),
+            ...(flags.actor ? ['--actor', flags.actor] : []),
+            ...(flags.color ? [] : ['--no-color']),
+            ...args,
+          ],
+        }),
     };
   };
 
@@ -58,7 +70,7 @@ export async function main(io: MainIO): Promise<number> {
       const rt = runtimeFor(cmd);
       try {
         const { run } = await load();
-        status = await run(rt, cmd.opts() as O);
+        status = await run(rt, cmd.opts() as O, cmd.args);
       } catch (err) {
         status = rt.output.error(err);
       }
@@ -188,6 +200,25 @@ export async function main(io: MainIO): Promise<number> {
     .addOption(new Option('--format <format>', 'output format').choices(['table', 'json', 'markdown']).default('table'))
     .option('--verify', `check the hash chain: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`)
     .action(action(() => import('./commands/audit.js')));
+
+  const runbook = program
+    .command('runbook')
+    .description('follow a rotation step by step: checks, commands and confirmations from runbooks/*.yaml, resumable by anyone')
+    .addHelpText('after', '\nExamples:\n  keyctl runbook list\n  keyctl runbook run routine-rotation --dry-run\n  keyctl runbook run routine-rotation\n  keyctl runbook run key-recovery-test --yes --set identity=/secure/recovery.asc   # from cron');
+  runbook
+    .command('list')
+    .description('the runbooks shipped with keyctl and those of the config\'s runbooks: directory')
+    .option('--file <path>', 'also a runbook file of your own')
+    .action(action(async () => ({ run: (await import('./commands/runbook.js')).list })));
+  runbook
+    .command('run')
+    .description('run a runbook from the first step not yet done for the current rotation')
+    .argument('<name>', 'runbook name (see `keyctl runbook list`)')
+    .option('--file <path>', 'run this runbook file instead of one found by name')
+    .option('--dry-run', 'print the plan (done, next and pending steps) without doing anything')
+    .option('-y, --yes', 'run check, command and wait steps without asking (for scripts); confirm steps still need a terminal')
+    .option('--set <name=value...>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing)')
+    .action(action(async () => ({ run: (await import('./commands/runbook.js')).runRunbook })));
 
   program
     .command('migrate')

@@ -21,6 +21,11 @@ export interface CliRuntime {
   cwd: string;
   stdinIsTTY: boolean;
   now: () => Date;
+  /**
+   * Run another keyctl command in this process, with its normal output and progress, and the same
+   * --config, --actor and --no-color; returns its exit status (runbooks use this).
+   */
+  invoke: (args: string[]) => Promise<number>;
 }
 
 /** --actor, else KEYCTL_ACTOR, else the OS user@host. */

@@ -129,6 +129,8 @@ export const ConfigSchema = z.strictObject({
   targets: z.array(TargetSchema).default([]),
   policy: PolicySchema.default(() => PolicySchema.parse({})),
   backup: BackupSchema.default(() => BackupSchema.parse({})),
+  /** A directory of your own runbooks (*.yaml), relative to this file; they may replace shipped ones by name. */
+  runbooks: z.string().min(1).optional(),
 });
 
 export type RawConfig = z.infer<typeof ConfigSchema>;
