@@ -195,7 +195,11 @@ export interface IncidentSummary {
 export async function incidentSummary(ctx: CoreContext, incident: string | null): Promise<IncidentSummary | null> {
   const rotation = (await openRotation(ctx.db, ctx.config.keyring)) ?? (await latestRotation(ctx.db, ctx.config.keyring));
   if (!rotation) return null;
-  const rows = await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id });
+  // A command step's own row says what the runbook row would repeat; keep the runbook rows that
+  // add something (confirmations with their values, skips, aborts, failures).
+  const rows = (await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id })).filter(
+    (r) => !(r.action === RUNBOOK_ACTION && r.details?.kind === 'command' && r.outcome === 'ok'),
+  );
   if (rows.length === 0) return null;
   const first = rows[0]!.createdAt;
   const last = rows.at(-1)!.createdAt;

@@ -133,6 +133,9 @@ export function parseRunbook(text: string, file: string): Runbook {
       }
     });
   }
+  // In file order: problems of the file itself first, then step by step.
+  const stepNo = (line: string) => Number(/: step (\d+)/.exec(line)?.[1] ?? 0);
+  problems.sort((a, b) => stepNo(a) - stepNo(b));
   if (problems.length > 0) {
     throw new ConfigError(`${label} is not a valid runbook (${problems.length} problem${problems.length === 1 ? '' : 's'})`, problems, 'see docs/runbooks.md for the format');
   }
@@ -178,7 +181,8 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, label: string): st
   const found = rest.reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as string], p[0] === 'steps' ? (raw as { steps: unknown[] }).steps[p[1] as number] : raw);
   switch (issue.code) {
     case 'invalid_union': {
-      const kind = (found as { kind?: unknown } | undefined)?.kind;
+      const step = p[0] === 'steps' ? (raw as { steps: unknown[] }).steps[p[1] as number] : found;
+      const kind = (step as { kind?: unknown } | undefined)?.kind;
       if (kind === undefined) return `${where}: missing "kind" (one of ${KINDS.join(', ')})`;
       return `${where}: unknown kind ${JSON.stringify(kind)} (one of ${KINDS.join(', ')})`;
     }

@@ -265,3 +265,25 @@ describe('keyctl restore', () => {
     expect(JSON.parse(readFileSync(keyringFile, 'utf8'))).toEqual(doc);
   });
 });
+
+describe('the key-recovery-test runbook', () => {
+  it('from cron (--yes, no terminal): backup, recover-test against it, one evidence line; then routine-rotation\'s checks pass', async () => {
+    const dir = await project();
+    const r = await keyctl(['runbook', 'run', 'key-recovery-test', '--yes', '--set', `identity=${keys.sec}`], { cwd: dir, env: { KEYCTL_ACTOR: 'cron@ops' } });
+    expect(r.code, r.stderr).toBe(0);
+    const [name] = backupsIn(dir);
+    const sha = readFileSync(path.join(dir, '.keyctl', 'backups', `${name}.sha256`), 'utf8').split(' ')[0];
+    expect(r.stdout.trim().split('\n').at(-1)).toMatch(new RegExp(`^KEY-RECOVERY-TEST PASS keyring=default at=\\S+Z backup=${name!.replace(/\./g, '\\.')} sha256=${sha} versions=v1 actor=cron@ops audit_id=\\d+$`));
+    const steps = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> }> }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }))
+      .entries.filter((e) => e.action === 'runbook-step')
+      .map((e) => `${String(e.details.step)}:${e.outcome}`);
+    expect(steps).toEqual(['keystore-reachable:ok', 'backup:ok', 'recover-test:ok']);
+
+    // The routine rotation's preflight now finds a fresh backup and a recent recovery test.
+    const plan = await keyctl(['runbook', 'run', 'routine-rotation', '--yes'], { cwd: dir });
+    expect(plan.stderr).toMatch(/✓ backup-fresh: keyctl-backup-default-\S+\.gpg \(0\.\d h old\)/);
+    expect(plan.stderr).toMatch(/✓ recover-test-recent: passed \S+ by \S+/);
+    expect(plan.code).toBe(ExitCode.REFUSED); // stops at the first confirm step (deploy), after generate
+    expect(plan.stderr).toContain('step deploy needs a person to confirm');
+  });
+});

@@ -342,7 +342,11 @@ function isPromptExit(err: unknown): boolean {
 function printIncident(rt: CliRuntime, s: Awaited<ReturnType<typeof incidentSummary>>): void {
   if (!s) return;
   rt.output.result({ incident: s }, () => {
-    const table = new Table({ head: ['time (UTC)', '+', 'step', 'outcome', 'actor', 'detail'], style: { head: [], border: [] } });
+    const table = new Table({
+      head: ['time (UTC)', '+', 'step', 'outcome', 'actor', 'detail'],
+      style: { head: [], border: [] },
+      chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+    });
     for (const e of s.timeline) table.push([e.at.replace('T', ' ').slice(0, 19), formatDuration(e.sincePreviousSeconds), e.action, e.outcome, e.actor, e.detail]);
     return [
       rt.output.out.bold(`Incident summary${s.incident ? ` — ${s.incident}` : ''} (rotation #${s.rotationId})`),
