@@ -10,10 +10,18 @@ try {
   }
   throw err;
 }
+let cwd;
+try {
+  cwd = process.cwd();
+} catch {
+  // The shell's directory was deleted (or renamed) under it.
+  process.stderr.write('keyctl: error: the current directory no longer exists\nkeyctl: hint: cd to the directory holding keyctl.yaml (or pass --config PATH from an existing directory)\n');
+  process.exit(2);
+}
 process.exitCode = await cli.main({
   argv: process.argv,
   env: process.env,
-  cwd: process.cwd(),
+  cwd,
   stdout: process.stdout,
   stderr: process.stderr,
   stdinIsTTY: Boolean(process.stdin.isTTY),

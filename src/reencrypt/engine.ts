@@ -174,8 +174,10 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     // Rows with a value to rewrite that the statement did not update: changed meanwhile.
     result.rowsSkippedConcurrent += Math.max(0, b.cas.pks.length - updated);
   };
+  // A resumed run counts the rows done before it, so done/total and the ETA are about the table.
+  const scannedBefore = result.resumedFrom !== null ? cp.rowsScanned : 0;
   const progress = () =>
-    o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
+    o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: scannedBefore + result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
 
   while (result.passes < maxPasses) {
     result.passes++;

@@ -302,9 +302,13 @@ for (const dialect of DIALECTS) {
       expect((await counts(ctx))[0]).toEqual({ v1: 600, v2: 400 });
       const cp = await ctx.db.knex(TABLES.checkpoints).first();
       expect(JSON.parse(cp.cursor)).toEqual(expect.anything());
-      const second = await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      const seen: Array<[number, number]> = [];
+      const second = await reencrypt(ctx, { dryRun: false, batchSize: 100, onProgress: (e) => seen.push([e.rowsScanned, e.rowsTotal]) });
       expect(second.tables[0]!.resumedFrom).not.toBeNull();
       expect(second.tables[0]!.rowsScanned).toBe(600);
+      // The live line counts the rows done before the interruption: it ends at 1000/1000, not 600/1000.
+      expect(seen[0]).toEqual([500, 1000]);
+      expect(seen.at(-1)).toEqual([1000, 1000]);
       expect(second.rotation.phase).toBe('reencrypted');
       await expectPlaintextIntact(ctx, 'v2', 1000);
     });

@@ -115,10 +115,12 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
     const pct = e.rowsTotal > 0 ? Math.min(100, Math.floor((100 * e.rowsScanned) / e.rowsTotal)) : 100;
     const eta = r > 0 ? duration(Math.max(0, e.rowsTotal - e.rowsScanned) / r) : '?';
     const n = (x: number) => x.toLocaleString('en-US');
+    // Why it is slow comes right after the rate it explains, so a narrow terminal cuts the
+    // batch size rather than the throttle reason.
     return (
-      `${e.table}: ${n(e.rowsScanned)}/${n(e.rowsTotal)} rows ${pct}%, ${n(Math.round(r))} rows/s, ETA ${eta}, ` +
-      `${n(e.valuesRewritten)} ${f.dryRun ? 'to rewrite' : 'rewritten'}, ${e.failures} failed, batch ${e.batchSize}${e.pass > 1 ? `, pass ${e.pass}` : ''}` +
-      (e.throttle ? ` — ${e.throttle}` : '')
+      `${e.table}: ${n(e.rowsScanned)}/${n(e.rowsTotal)} rows ${pct}%, ${n(Math.round(r))} rows/s, ETA ${eta}` +
+      (e.throttle ? ` (${e.throttle})` : '') +
+      `, ${n(e.valuesRewritten)} ${f.dryRun ? 'to rewrite' : 'rewritten'}, ${e.failures} failed, batch ${e.batchSize}${e.pass > 1 ? `, pass ${e.pass}` : ''}`
     );
   };
   try {
