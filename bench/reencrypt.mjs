@@ -2,13 +2,16 @@
 // Re-encryption benchmark: one table of N rows with two encrypted columns (an email and a
 // ~200-character note), measured on the same data and database:
 //   keyctl      `keyctl reencrypt` run as a child process (the real command path), wall time and peak RSS
+//   dry run     `keyctl reencrypt --dry-run`: the same reads and crypto without writes
 //   crypto      the same decrypt + encrypt of the same values in memory, one thread, keyctl's codec
+//               (and once more split across one thread per core, to show how far crypto scales here)
 //   database    a server-side rewrite of the same columns in keyset batches (no client can beat it)
 //   naive       OFFSET pages of 100, then one UPDATE per row (how hand-written procedures do it),
 //               measured on --naive-rows rows in pages spread evenly over the table (so OFFSET costs
 //               what it would on average over a full run) and reported as rows/s
 // Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
 import { spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -126,6 +129,39 @@ function serverCpuSeconds() {
   return total;
 }
 
+/**
+ * Decrypt + encrypt `values` split across `threads` worker threads running at once (each gets its
+ * share before the clock starts); returns the seconds until the last one finishes.
+ */
+async function parallelCrypto(values, threads) {
+  const per = Math.ceil(values.length / threads);
+  const src = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(workerData.codecUrl).then(({ AesGcmV1Codec }) => {
+      const codec = new AesGcmV1Codec();
+      const keys = new Map(workerData.keys.map(([v, k]) => [v, Buffer.from(k)]));
+      const lookup = (v) => keys.get(v);
+      const target = keys.get('v2');
+      parentPort.postMessage('ready');
+      parentPort.once('message', () => {
+        let sink = 0;
+        for (const v of workerData.values) sink += codec.encrypt(codec.decrypt(v, lookup), 'v2', target).length;
+        parentPort.postMessage(sink);
+      });
+    });`;
+  const codecUrl = new URL('../dist/crypto/codec.js', import.meta.url).href;
+  const workers = Array.from({ length: threads }, (_, i) => new Worker(src, { eval: true, workerData: { codecUrl, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) } }));
+  const next = (w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  await Promise.all(workers.map(next));
+  const t0 = performance.now();
+  const done = workers.map(next);
+  for (const w of workers) w.postMessage('go');
+  await Promise.all(done);
+  const secs = (performance.now() - t0) / 1000;
+  await Promise.all(workers.map((w) => w.terminate()));
+  return secs;
+}
+
 async function main() {
   const knex = await setup();
   writeProject();
@@ -144,7 +180,17 @@ async function main() {
   for (const v of values) sink += codec.encrypt(codec.decrypt(v, lookup), 'v2', target).length;
   const cryptoSecs = (performance.now() - t0) / 1000;
   if (sink === 0) throw new Error('unreachable');
+  // The same work on one thread per core at once: how far crypto scales on this machine.
+  const parallelSecs = await parallelCrypto(values, os.cpus().length);
   values.length = 0;
+
+  // keyctl reencrypt --dry-run: the same reads and crypto without the writes, to tell what the
+  // writes (the database server's share of the two cores) cost the real run.
+  const dryServerBefore = serverCpuSeconds();
+  const dry = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
+  if (dry.status !== 0) throw new Error(`keyctl reencrypt --dry-run exited ${dry.status}: ${dry.stderr}`);
+  const dryServerCpu = serverCpuSeconds() - dryServerBefore;
+  const [, dryWall, dryUser, drySys] = dry.stderr.trim().split('\n').at(-1).split(' ').map(Number);
 
   // keyctl reencrypt, the real command (wall time includes process start-up).
   const serverBefore = serverCpuSeconds();
@@ -192,15 +238,18 @@ async function main() {
     `method                         rows/s`,
     `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
     `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
+    `keyctl --dry-run          ${fmt(rate(rows, dryWall))}   (${dryWall.toFixed(2)} s wall: reads and crypto, no writes; CPU keyctl ${(dryUser + drySys).toFixed(1)} s${dbKind === 'sqlite' ? '' : `, database server ${dryServerCpu.toFixed(1)} s`})`,
     `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${cryptoSecs.toFixed(2)} s)`,
+    `crypto on ${os.cpus().length} threads       ${fmt(rate(rows, parallelSecs))}   (${parallelSecs.toFixed(2)} s: the same work split across ${os.cpus().length} threads at once, ${(cryptoSecs / parallelSecs).toFixed(2)}× one thread)`,
     `database ceiling          ${fmt(dbRate)}   (${dbSecs.toFixed(2)} s, server-side UPDATE in keyset batches)`,
     `naive (OFFSET + per-row)  ${fmt(naiveRate)}   (${naiveSecs.toFixed(2)} s for ${pages} pages of 100 spread over the table)`,
     `keyctl / crypto ceiling   ${(keyctlRate / cryptoRate).toFixed(2)}`,
     `keyctl / database ceiling ${(keyctlRate / dbRate).toFixed(2)}`,
+    `keyctl --dry-run / crypto ${(rate(rows, dryWall) / cryptoRate).toFixed(2)}`,
     `keyctl / naive            ${(keyctlRate / naiveRate).toFixed(1)}`,
   ];
   console.log(lines.join('\n'));
-  if (args.includes('--json')) console.log(JSON.stringify({ db: dbKind, rows, keyctlRate, cryptoRate, dbRate, naiveRate, peakRssMiB: rssKb / 1024, wall, keyctlCpu: userCpu + sysCpu, serverCpu }));
+  if (args.includes('--json')) console.log(JSON.stringify({ db: dbKind, rows, keyctlRate, cryptoRate, dbRate, naiveRate, peakRssMiB: rssKb / 1024, wall, keyctlCpu: userCpu + sysCpu, serverCpu, dryRunRate: rate(rows, dryWall), dryRunCpu: dryUser + drySys, dryRunServerCpu: dryServerCpu, parallelCryptoRate: rate(rows, parallelSecs) }));
 }
 
 try {
