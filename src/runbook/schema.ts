@@ -168,30 +168,25 @@ function stepLabel(i: number, s: unknown): string {
 
 function describeIssue(issue: z.core.$ZodIssue, raw: unknown, label: string): string {
   const p = issue.path;
-  let where = label;
-  let rest = p;
-  if (p[0] === 'steps' && typeof p[1] === 'number') {
-    where = `${label}: ${stepLabel(p[1], (raw as { steps: unknown[] }).steps[p[1]])}`;
-    rest = p.slice(2);
-  } else if (p.length > 0) {
-    where = `${label}: ${p.join('.')}`;
-    rest = [];
-  }
+  // Inside a step, paths are told relative to the step; elsewhere relative to the file.
+  const inStep = p[0] === 'steps' && typeof p[1] === 'number';
+  const base: unknown = inStep ? (raw as { steps: unknown[] }).steps[p[1] as number] : raw;
+  const where = inStep ? `${label}: ${stepLabel(p[1] as number, base)}` : label;
+  const rest = inStep ? p.slice(2) : p;
   const field = rest.length > 0 ? `${rest.join('.')}: ` : '';
-  const found = rest.reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as string], p[0] === 'steps' ? (raw as { steps: unknown[] }).steps[p[1] as number] : raw);
+  const found = rest.reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as string], base);
   switch (issue.code) {
     case 'invalid_union': {
-      const step = p[0] === 'steps' ? (raw as { steps: unknown[] }).steps[p[1] as number] : found;
-      const kind = (step as { kind?: unknown } | undefined)?.kind;
+      const kind = ((inStep ? base : found) as { kind?: unknown } | undefined)?.kind;
       if (kind === undefined) return `${where}: missing "kind" (one of ${KINDS.join(', ')})`;
       return `${where}: unknown kind ${JSON.stringify(kind)} (one of ${KINDS.join(', ')})`;
     }
     case 'invalid_type': {
-      if (found === undefined) return `${where}: missing "${String(rest.at(-1) ?? p.at(-1))}"`;
+      if (found === undefined) return `${where}: missing "${rest.join('.')}"`;
       return `${where}: ${field}expected ${issue.expected}, found ${JSON.stringify(found)}`;
     }
     case 'unrecognized_keys':
-      return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+      return `${where}: ${field}unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
     case 'invalid_value':
       return `${where}: ${field}expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}, found ${JSON.stringify(found)}`;
     default:

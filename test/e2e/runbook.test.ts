@@ -216,5 +216,14 @@ describe('keyctl runbook without a terminal', () => {
     expect(r.stderr).toContain('bad.yaml: step 2 (id "two"): command "generat" is not a keyctl command a runbook can run');
     expect(r.stderr).toContain('bad.yaml: step 3 (id "two"): unknown key "colour"');
     expect(r.stderr).toContain('bad.yaml: step 3 (id "two"): the id "two" is used by an earlier step');
+
+    // Problems outside the steps name the field, never dump the file's contents.
+    writeFileSync(bad, `name: bad\ntitle: Bad\ninputs:\n  - prompt: Incident\n    colour: red\nsteps:\n  - id: one\n    kind: wait\n    title: t\n    explain: e\n    wait: 1\n`);
+    const top = await keyctl(['runbook', 'run', 'bad', '--file', bad], { cwd: dir });
+    expect(top.code).toBe(ExitCode.USAGE);
+    expect(top.stderr).toContain('bad.yaml: missing "description"');
+    expect(top.stderr).toContain('bad.yaml: missing "inputs.0.id"');
+    expect(top.stderr).toContain('bad.yaml: inputs.0: unknown key "colour"');
+    expect(top.stderr).not.toContain('found {');
   });
 });
