@@ -115,8 +115,15 @@ export async function main(io: MainIO): Promise<number> {
   program
     .command('generate')
     .description('open a rotation: create the next key version and publish it decrypt-only')
-    .option('--emergency', 'the current primary is compromised: mark it so, skip the waiting periods')
+    .option('--emergency', 'a key is compromised: mark it so, skip the waiting periods and the rollback window')
+    .option('--compromised <version>', 'with --emergency: the compromised key (default: the current primary)')
     .option('--reason <text>', 'why (required with --emergency; recorded in the audit)')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  keyctl generate\n  keyctl generate --emergency --compromised v3 --reason "INC-1234: key in a log"\n\n' +
+        'With a routine rotation open, --emergency naming its old key turns that rotation into an emergency one;\n' +
+        'naming its new key is refused with the way forward (docs/rotation.md, "Emergency rotations").',
+    )
     .action(action(() => import('./commands/generate.js')));
 
   program
@@ -175,7 +182,9 @@ export async function main(io: MainIO): Promise<number> {
 
   program
     .command('promote')
-    .description('remove the old version from the published keyring (kept archived for rollback)')
+    .description('remove the old version from the published keyring (kept archived for rollback); needs a full verify that passed')
+    .option('--force', 'promote after a sampled verify (needs --reason)')
+    .option('--reason <text>', 'why (recorded in the audit)')
     .action(action(() => import('./commands/promote.js')));
 
   program

@@ -18,11 +18,12 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
 import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum, backupName } from '../backup/files.js';
 import { decryptWith, encryptTo, readIdentity, readRecipient } from '../backup/pgp.js';
-import { appendAudit, type AuditOutcome } from './audit.js';
+import { appendAudit, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from './errors.js';
-import { listVersions, reconcileRegistry } from './registry.js';
-import { openRotation } from './rotations.js';
+import { reconcileRegistry } from './registry.js';
+import { listVersions } from '../rotation/store.js';
+import { openRotation } from '../rotation/store.js';
 import { countVersions } from './status.js';
 
 export interface BackupOptions {
@@ -45,12 +46,12 @@ function backupDir(ctx: CoreContext, override?: string): string {
   return override ? path.resolve(override) : resolveConfigPath(ctx.config, ctx.config.backup.dir);
 }
 
-async function audit(ctx: CoreContext, action: string, outcome: AuditOutcome, details: Record<string, unknown>, rotationId?: number | null): Promise<void> {
+async function audit(ctx: CoreContext, action: AuditAction, outcome: AuditOutcome, details: Record<string, unknown>, rotationId?: number | null): Promise<void> {
   await appendAudit(ctx.db, { keyring: ctx.config.keyring, action, actor: ctx.actor, outcome, rotationId: rotationId ?? null, details }, ctx.now());
 }
 
 /** Record a failed run when the database is there to record it; the original error is what matters. */
-async function auditFailure(ctx: CoreContext, action: string, err: unknown, details: Record<string, unknown>): Promise<void> {
+async function auditFailure(ctx: CoreContext, action: AuditAction, err: unknown, details: Record<string, unknown>): Promise<void> {
   const reason = err instanceof KeyctlError ? `${err.kind}: ${err.message}` : String(err);
   await audit(ctx, action, 'failed', { ...details, reason }).catch(() => undefined);
 }

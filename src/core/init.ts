@@ -14,7 +14,7 @@ import { openDatabase } from '../db/connect.js';
 import { migrate } from '../db/migrations.js';
 import { openKeystore } from '../keystore/index.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { appendAudit } from './audit.js';
+import { appendAudit } from '../rotation/store.js';
 import type { CoreContext, Logger } from './context.js';
 import { createDemoTable, DEMO_TARGET } from './demo.js';
 import { KeyctlError, RefusedError, UsageError } from './errors.js';

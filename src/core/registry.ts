@@ -3,84 +3,11 @@
  * keyring — never the material. `reconcileRegistry` checks the keystore against it, and on first
  * contact (an empty registry) adopts the keystore's versions, recording that in the audit.
  */
-import type { Knex } from 'knex';
-import { fromDbTime } from '../db/adapter.js';
-import type { Db } from '../db/connect.js';
-import { TABLES } from '../db/migrations.js';
-import { compareVersions, fingerprint, versionNumber } from '../crypto/keys.js';
+import { compareVersions, fingerprint } from '../crypto/keys.js';
 import type { KeystoreSnapshot } from '../keystore/types.js';
-import { appendAudit } from './audit.js';
+import { appendAudit, insertVersion, listVersions, type RegisteredVersion } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { KeystoreError } from './errors.js';
-
-export type VersionState = 'primary' | 'decrypt-only' | 'archived' | 'retired';
-
-export interface RegisteredVersion {
-  keyring: string;
-  version: string;
-  state: VersionState;
-  fingerprint: string;
-  compromised: boolean;
-  createdAt: Date;
-  stateChangedAt: Date;
-  /** When readers could first see the key (null: not yet published). */
-  publishedAt: Date | null;
-  /** Whether the key's material still exists in the keystore. */
-  material: 'present' | 'destroyed';
-}
-
-export async function listVersions(db: Db | Knex.Transaction, keyring: string): Promise<RegisteredVersion[]> {
-  const knex = 'knex' in db ? db.knex : db;
-  const rows: Record<string, unknown>[] = await knex(TABLES.keyVersions).where({ keyring }).orderBy('version_number');
-  return rows.map((r) => ({
-    keyring: String(r.keyring),
-    version: String(r.version),
-    state: r.state as VersionState,
-    fingerprint: String(r.fingerprint),
-    compromised: Boolean(Number(r.compromised)),
-    createdAt: fromDbTime(r.created_at) ?? new Date(0),
-    stateChangedAt: fromDbTime(r.state_changed_at) ?? new Date(0),
-    publishedAt: fromDbTime(r.published_at),
-    material: r.material === 'destroyed' ? 'destroyed' : 'present',
-  }));
-}
-
-type Executor = Knex | Knex.Transaction;
-
-export async function setVersionState(t: Executor, db: Db, keyring: string, version: string, state: VersionState, at: Date): Promise<void> {
-  await t(TABLES.keyVersions).where({ keyring, version }).update({ state, state_changed_at: db.adapter.toDbTime(at) });
-}
-
-export async function markCompromised(t: Executor, keyring: string, version: string): Promise<void> {
-  await t(TABLES.keyVersions).where({ keyring, version }).update({ compromised: true });
-}
-
-export async function markMaterialDestroyed(t: Executor, keyring: string, version: string): Promise<void> {
-  await t(TABLES.keyVersions).where({ keyring, version }).update({ material: 'destroyed' });
-}
-
-export async function markPublished(t: Executor, db: Db, keyring: string, version: string, at: Date): Promise<void> {
-  await t(TABLES.keyVersions).where({ keyring, version }).whereNull('published_at').update({ published_at: db.adapter.toDbTime(at) });
-}
-
-export async function insertVersion(
-  db: Db,
-  v: Omit<RegisteredVersion, 'stateChangedAt' | 'publishedAt' | 'material'> & { published?: boolean },
-  trx?: Knex.Transaction,
-): Promise<void> {
-  const at = db.adapter.toDbTime(v.createdAt);
-  await (trx ?? db.knex)(TABLES.keyVersions).insert({
-    published_at: v.published === false ? null : at,
-    keyring: v.keyring,
-    version: v.version,
-    version_number: versionNumber(v.version),
-    state: v.state,
-    fingerprint: v.fingerprint,
-    compromised: v.compromised,
-    created_at: at,
-    state_changed_at: at,
-  });
-}
 
 export interface Reconciled {
   snapshot: KeystoreSnapshot;

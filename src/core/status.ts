@@ -9,8 +9,9 @@ import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import type { CoreContext } from './context.js';
-import { reconcileRegistry, type VersionState } from './registry.js';
-import { openRotation } from './rotations.js';
+import { reconcileRegistry } from './registry.js';
+import type { VersionState } from '../rotation/store.js';
+import { openRotation } from '../rotation/store.js';
 import { checkTargets } from './targets.js';
 
 export interface ColumnCounts {

@@ -26,7 +26,15 @@ export interface DialectAdapter {
    * for counting what is left to re-encrypt.
    */
   notPrefixed(column: string, prefix: string): Knex.Raw;
+  /** Whether a driver error is a unique-constraint violation. */
+  isUniqueViolation(err: unknown): boolean;
 }
+
+const UNIQUE_VIOLATION: Record<Dialect, (code: string) => boolean> = {
+  sqlite: (code) => code.startsWith('SQLITE_CONSTRAINT'),
+  pg: (code) => code === '23505',
+  mysql: (code) => code === 'ER_DUP_ENTRY',
+};
 
 export function fromDbTime(v: unknown): Date | null {
   if (v === null || v === undefined) return null;
@@ -84,5 +92,6 @@ export function createAdapter(dialect: Dialect, knex: Knex): DialectAdapter {
       dialect === 'mysql'
         ? knex.raw(`CASE WHEN ?? IS NOT NULL AND CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY) THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix])
         : knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]),
+    isUniqueViolation: (err) => UNIQUE_VIOLATION[dialect](String((err as { code?: unknown } | null)?.code ?? '')),
   };
 }

@@ -116,6 +116,16 @@ const MIGRATIONS: Migration[] = [
       await backfillAuditChain(knex);
     },
   },
+  {
+    name: '0003_verify_evidence',
+    async up(knex) {
+      // The latest verify of the rotation since its last write pass: scope full | sample, outcome
+      // passed | failed. promote needs a full, passed one (docs/rotation.md, "verification gate").
+      await addColumnIfMissing(knex, TABLES.rotations, 'verify_scope', (t) => t.string('verify_scope', 16).nullable());
+      await addColumnIfMissing(knex, TABLES.rotations, 'verify_outcome', (t) => t.string('verify_outcome', 16).nullable());
+      await addColumnIfMissing(knex, TABLES.rotations, 'verified_at', (t) => t.datetime('verified_at', { precision: 3 }).nullable());
+    },
+  },
 ];
 
 async function addColumnIfMissing(knex: Knex, table: string, column: string, add: (t: Knex.AlterTableBuilder) => void): Promise<void> {

@@ -6,7 +6,6 @@
  */
 import type { Knex } from 'knex';
 import type { Db } from '../db/connect.js';
-import { TABLES } from '../db/migrations.js';
 import type { PkValue } from './scan.js';
 
 export interface Checkpoint {
@@ -21,27 +20,9 @@ export function shardKey(targetVersion: string, shard = '0/1'): string {
   return `${shard}>${targetVersion}`;
 }
 
-export async function loadCheckpoint(db: Db, rotationId: number, table: string, shard: string): Promise<Checkpoint | null> {
-  const r = (await db.knex(TABLES.checkpoints).where({ rotation_id: rotationId, table_name: table, shard }).first()) as Record<string, unknown> | undefined;
-  if (!r) return null;
-  return {
-    cursor: r.cursor === null || r.cursor === undefined ? null : (JSON.parse(String(r.cursor)) as PkValue),
-    rowsScanned: Number(r.rows_scanned),
-    rowsRewritten: Number(r.rows_rewritten),
-    rowsFailed: Number(r.rows_failed),
-    completed: Boolean(Number(r.completed)),
-  };
-}
-
-export async function saveCheckpoint(db: Db, t: Knex | Knex.Transaction, rotationId: number, table: string, shard: string, cp: Checkpoint, at: Date): Promise<void> {
-  const values = {
-    cursor: cp.cursor === null ? null : JSON.stringify(typeof cp.cursor === 'bigint' ? cp.cursor.toString() : cp.cursor),
-    rows_scanned: cp.rowsScanned,
-    rows_rewritten: cp.rowsRewritten,
-    rows_failed: cp.rowsFailed,
-    completed: cp.completed,
-    updated_at: db.adapter.toDbTime(at),
-  };
-  const updated = await t(TABLES.checkpoints).where({ rotation_id: rotationId, table_name: table, shard }).update(values);
-  if (updated === 0) await t(TABLES.checkpoints).insert({ rotation_id: rotationId, table_name: table, shard, ...values });
+/** Where checkpoints are kept (the rotation store); passed in so this layer never queries keyctl's tables. */
+export interface CheckpointStore {
+  load(db: Db, rotationId: number, table: string, shard: string): Promise<Checkpoint | null>;
+  /** Inside the batch's transaction, so the cursor commits with the rows it covers. */
+  save(db: Db, t: Knex | Knex.Transaction, rotationId: number, table: string, shard: string, cp: Checkpoint, at: Date): Promise<void>;
 }

@@ -13,7 +13,7 @@
 import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasBatch } from './cas.js';
-import { loadCheckpoint, saveCheckpoint, shardKey, type Checkpoint } from './checkpoint.js';
+import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
 import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../db/retry.js';
@@ -46,6 +46,8 @@ export interface EngineOptions {
   /** The version every value must end up under (the primary). */
   target: string;
   rotationId: number;
+  /** Where the cursor is loaded from and saved to. */
+  checkpoints: CheckpointStore;
   dryRun: boolean;
   /** Only this shard of the table (integer primary keys); each shard has its own checkpoint. */
   shard?: Shard;
@@ -102,7 +104,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   let throttleReason: string | null = null;
   const pkType = db.adapter.dialect === 'pg' ? await pgColumnType(db, t.table, t.primaryKey) : undefined;
   const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard)) as Array<{ n: unknown }>)[0]?.n ?? 0);
-  const saved = o.dryRun ? null : await loadCheckpoint(db, o.rotationId, t.table, shard);
+  const saved = o.dryRun ? null : await o.checkpoints.load(db, o.rotationId, t.table, shard);
   const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, rowsSkippedConcurrent: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };
   const failed = new Set<string>();
   const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
@@ -165,7 +167,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
           cp.rowsScanned += b.rows.length;
           cp.rowsRewritten += updated;
           cp.rowsFailed = failed.size;
-          await saveCheckpoint(db, trx, o.rotationId, t.table, shard, cp, o.now());
+          await o.checkpoints.save(db, trx, o.rotationId, t.table, shard, cp, o.now());
         });
       },
       { ...retry, onRetry },
@@ -236,7 +238,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   }
   if (!o.dryRun) {
     cp.completed = result.remaining <= failed.size;
-    await saveCheckpoint(db, db.knex, o.rotationId, t.table, shard, cp, o.now());
+    await o.checkpoints.save(db, db.knex, o.rotationId, t.table, shard, cp, o.now());
   }
   return result;
 }

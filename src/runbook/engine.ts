@@ -7,11 +7,11 @@
 import path from 'node:path';
 import { resolveConfigPath } from '../config/load.js';
 import { checkChecksum, listBackups } from '../backup/files.js';
-import { appendAudit, listAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../core/audit.js';
+import { appendAudit, listAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../rotation/store.js';
 import type { CoreContext } from '../core/context.js';
 import { UsageError } from '../core/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
-import { latestRotation, openRotation, type Rotation } from '../core/rotations.js';
+import { latestRotation, openRotation, type Rotation } from '../rotation/store.js';
 import { fromDbTime } from '../db/adapter.js';
 import { TABLES } from '../db/migrations.js';
 import { countVersions } from '../core/status.js';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { PHASES } from '../core/rotations.js';
+import { PHASES } from '../rotation/machine.js';
 
 /** keyctl commands a runbook may run (not `runbook` itself, not `init`). */
 export const RUNBOOK_COMMANDS = [

@@ -3,10 +3,11 @@
  * dialect, each in a database of its own.
  */
 import { describe, expect, it } from 'vitest';
-import { appendAudit, listAudit } from '../../src/core/audit.js';
+import { appendAudit, listAudit } from '../../src/rotation/store.js';
 import { ConfigError, DatabaseError, KeystoreError } from '../../src/core/errors.js';
 import { createDemoTable, DEMO_TARGET } from '../../src/core/demo.js';
-import { listVersions, reconcileRegistry } from '../../src/core/registry.js';
+import { reconcileRegistry } from '../../src/core/registry.js';
+import { listVersions } from '../../src/rotation/store.js';
 import { countVersions, getStatus, statusProblems } from '../../src/core/status.js';
 import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
@@ -50,9 +51,9 @@ for (const dialect of DIALECTS) {
       const a = await openDatabase(config.database, { baseDir: config.baseDir });
       const b = await openDatabase(config.database, { baseDir: config.baseDir });
       t.cleanup(() => a.close(), () => b.close());
-      expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication']);
+      expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication', '0003_verify_evidence']);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
-      expect([...ra.applied, ...rb.applied].sort()).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication']);
+      expect([...ra.applied, ...rb.applied].sort()).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication', '0003_verify_evidence']);
       expect((await migrate(a)).applied).toEqual([]);
       expect(await pendingMigrations(a)).toEqual([]);
       for (const t of Object.values(TABLES)) expect(await a.knex.schema.hasTable(t)).toBe(true);
@@ -65,9 +66,9 @@ for (const dialect of DIALECTS) {
     it('audit rows round-trip, with UTC timestamps to the millisecond and JSON details', async () => {
       const c = await ctx();
       const at = new Date('2026-03-04T05:06:07.089Z');
-      await appendAudit(c.db, { keyring: 'default', action: 'test', actor: 'a@b', outcome: 'ok', rowsAffected: 12345678901, details: { note: 'ü ☕' } }, at);
+      await appendAudit(c.db, { keyring: 'default', action: 'init', actor: 'a@b', outcome: 'ok', rowsAffected: 12345678901, details: { note: 'ü ☕' } }, at);
       const [row] = await listAudit(c.db, 'default');
-      expect(row).toMatchObject({ action: 'test', actor: 'a@b', outcome: 'ok', rowsAffected: 12345678901, details: { note: 'ü ☕' }, rotationId: null });
+      expect(row).toMatchObject({ action: 'init', actor: 'a@b', outcome: 'ok', rowsAffected: 12345678901, details: { note: 'ü ☕' }, rotationId: null });
       expect(row!.createdAt.toISOString()).toBe(at.toISOString());
     });
 

@@ -3,16 +3,17 @@
  * rollbacks, guards, races, concurrent application writes and interrupted runs.
  */
 import { beforeEach, describe, expect, it } from 'vitest';
-import { listAudit, verifyAuditChain } from '../../src/core/audit.js';
+import { listAudit, verifyAuditChain } from '../../src/rotation/store.js';
 import type { CoreContext } from '../../src/core/context.js';
 import { createDemoTable, demoRows, DEMO_TARGET } from '../../src/core/demo.js';
 import { RefusedError } from '../../src/core/errors.js';
-import { reconcileRegistry, listVersions } from '../../src/core/registry.js';
+import { reconcileRegistry } from '../../src/core/registry.js';
+import { listVersions } from '../../src/rotation/store.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey, promote, retire, rollback } from '../../src/core/rotation/steps.js';
 import { verify } from '../../src/core/rotation/verify.js';
-import { openRotation } from '../../src/core/rotations.js';
+import { openRotation } from '../../src/rotation/store.js';
 import { getStatus } from '../../src/core/status.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
@@ -146,6 +147,10 @@ for (const dialect of DIALECTS) {
       await reencrypt(ctx, { dryRun: false, batchSize: 700 });
       await after('reencrypt', all('v3'), { primary: 'v3', keys: ['v2', 'v3'] }, {}, 'v3');
       expect((await verify(ctx, { sample: 50 })).passed).toBe(true);
+      await after('verify', all('v3'), { primary: 'v3', keys: ['v2', 'v3'] }, {}, 'v3');
+      // A sampled verify is shown but does not unlock promote without --force --reason.
+      await expect(promote(ctx)).rejects.toThrow(/was a sample/);
+      expect((await verify(ctx, {})).passed).toBe(true);
       await after('verify', all('v3'), { primary: 'v3', keys: ['v2', 'v3'] }, {}, 'v3');
       await promote(ctx);
       await after('promote', all('v3'), { primary: 'v3', keys: ['v3'] }, { v2: 'archived' }, 'v3');

@@ -1,8 +1,8 @@
 /** `keyctl audit`: a rotation's history as evidence (table, JSON or Markdown), or `--verify` the chain. */
-import { listAudit, verifyAuditChain, type AuditRow } from '../../core/audit.js';
+import { listAudit, verifyAuditChain, type AuditRow } from '../../rotation/store.js';
 import { ExitCode } from '../../core/exit-codes.js';
 import { UsageError } from '../../core/errors.js';
-import { getRotation, latestRotation, openRotation, type Rotation } from '../../core/rotations.js';
+import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 interface Flags {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { ExitCode } from '../../core/exit-codes.js';
 import { UsageError } from '../../core/errors.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
-import { NEXT_STEP } from '../../core/rotations.js';
+import { nextStep } from '../../rotation/machine.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';
 import { startProgress, type ProgressLine } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
@@ -175,6 +175,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
           failures: report.failures,
           remaining: report.remaining,
           interrupted: report.interrupted,
+          noop: report.noop ?? null,
           ...(report.interrupted ? { resume } : {}),
         },
         () => {
@@ -186,9 +187,10 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
           lines.push(`${n(summary.rowsScanned)} rows in ${duration(secs)} (${n(summary.rowsPerSecond)} rows/s)`);
           for (const x of report.failures.slice(0, 50)) lines.push(`  ${c.red('cannot decrypt')} ${x.table}.${x.column} pk=${x.pk}: ${x.reason}`);
           if (report.failures.length > 50) lines.push(`  … ${report.failures.length - 50} more (use --json for the full list)`);
-          if (report.interrupted) lines.push(`${c.yellow('interrupted')}: progress is saved; resume with: ${resume}`);
+          if (report.noop) lines.push(`${c.green('✓')} ${report.noop}; next: ${nextStep(report.rotation.phase)}`);
+          else if (report.interrupted) lines.push(`${c.yellow('interrupted')}: progress is saved; resume with: ${resume}`);
           else if (report.dryRun) lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());
-          else if (report.remaining === 0) lines.push(`${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${NEXT_STEP[report.rotation.phase]}`);
+          else if (report.remaining === 0) lines.push(`${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${nextStep(report.rotation.phase)}`);
           else if (report.failures.length > 0) lines.push(`${report.remaining} value(s) are still not under ${report.target}: those that cannot be decrypted need repair (or removal) by hand, then run reencrypt again`);
           else if (shard && report.tables.every((t) => t.remaining === 0)) lines.push(`shard ${f.shard} is done; ${report.remaining} value(s) of other shards are still not under ${report.target} (the last shard to finish moves the rotation on)`);
           else if (f.table) lines.push(`${report.remaining} value(s) in other targets are still not under ${report.target}; run reencrypt without --table`);

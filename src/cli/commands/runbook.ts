@@ -11,7 +11,7 @@ import { locateConfig, loadConfig, resolveConfigPath } from '../../config/load.j
 import type { CoreContext } from '../../core/context.js';
 import { RefusedError, UsageError } from '../../core/errors.js';
 import { ExitCode } from '../../core/exit-codes.js';
-import { NEXT_STEP } from '../../core/rotations.js';
+import { nextStep } from '../../rotation/machine.js';
 import {
   fillTemplate,
   formatDuration,
@@ -134,7 +134,7 @@ function planLines(rt: CliRuntime, runbook: Runbook, p: RunbookProgress, keyring
   lines.push(
     p.next
       ? `next: step ${p.next.index + 1}, ${p.next.step.id} (${describeStep(p.next.step)})`
-      : `nothing left to do in this phase${p.rotation ? `; next: ${NEXT_STEP[p.rotation.phase]}` : ''}`,
+      : `nothing left to do in this phase${p.rotation ? `; next: ${nextStep(p.rotation.phase)}` : ''}`,
   );
   lines.push(c.dim('✓ done  ▸ next  · to do  – not for this phase'));
   return lines;
@@ -237,7 +237,7 @@ export async function runRunbook(rt: CliRuntime, flags: RunFlags, args: string[]
       const line = await recoveryEvidence(ctx);
       if (line) rt.output.result({ evidence: line }, () => line);
     }
-    out(c.green(`✓ runbook ${runbook.name}: nothing left to do${rotation ? ` in phase ${rotation.phase}; next: ${NEXT_STEP[rotation.phase]}` : ''}`));
+    out(c.green(`✓ runbook ${runbook.name}: nothing left to do${rotation ? ` in phase ${rotation.phase}; next: ${nextStep(rotation.phase)}` : ''}`));
     return ExitCode.OK;
   });
 }
@@ -260,7 +260,7 @@ async function collectInputs(ctx: CoreContext, runbook: Runbook, sets: Record<st
 
 /** Inputs given earlier in this rotation (the runbook-step rows keep them), so a resume does not ask again. */
 async function previousInputs(ctx: CoreContext, runbook: Runbook): Promise<Record<string, string>> {
-  const { listAudit } = await import('../../core/audit.js');
+  const { listAudit } = await import('../../rotation/store.js');
   const progress = await runbookProgress(ctx, runbook);
   const rows = (await listAudit(ctx.db, ctx.config.keyring)).filter(
     (r) => r.action === 'runbook-step' && r.details?.runbook === runbook.name && (progress.rotation ? r.rotationId === progress.rotation.id : false),

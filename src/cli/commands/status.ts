@@ -1,7 +1,7 @@
 /** `keyctl status [--check]`: render the status report as tables, or JSON. */
 import { ExitCode } from '../../core/exit-codes.js';
 import { getStatus, statusProblems, type StatusReport } from '../../core/status.js';
-import { NEXT_STEP, type Phase } from '../../core/rotations.js';
+import { type Phase, nextStep } from '../../rotation/machine.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, type CliRuntime } from '../runtime.js';
 
@@ -44,7 +44,7 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
 
   if (r.rotation) {
     out.push(
-      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}\n  next: ${NEXT_STEP[r.rotation.phase as Phase] ?? '`keyctl status`'}`,
+      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}\n  next: ${nextStep(r.rotation.phase as Phase)}`,
     );
   } else {
     out.push(`${c.bold('Rotation')}: none open`);

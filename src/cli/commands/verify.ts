@@ -2,7 +2,7 @@
 import { verify } from '../../core/rotation/verify.js';
 import { UsageError } from '../../core/errors.js';
 import { ExitCode } from '../../core/exit-codes.js';
-import { NEXT_STEP } from '../../core/rotations.js';
+import { nextStep } from '../../rotation/machine.js';
 import { rotationJson } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
@@ -26,18 +26,20 @@ export async function run(rt: CliRuntime, f: { sample?: string }): Promise<numbe
         sampled: v.sampled,
         problems: v.problems,
         failures: v.failures,
+        movedFrom: v.movedFrom,
       },
       () => {
         const lines = [
           `values per version (database count): ${Object.entries(v.totals.byVersion).map(([k, n]) => `${k}=${n}`).join(' ') || 'none'}${v.totals.unparseable ? `, unparseable=${v.totals.unparseable}` : ''}`,
           `decrypted${v.sampled ? ' (sample)' : ''}: ${Object.entries(v.checked).map(([k, n]) => `${k}=${n}`).join(' ') || 'none'}`,
         ];
-        if (v.passed) lines.push(`${c.green('✓')} verification passed${v.rotation ? `; rotation #${v.rotation.id} is in phase ${c.bold(v.rotation.phase)}; next: ${NEXT_STEP[v.rotation.phase]}` : ''}`);
+        if (v.passed) lines.push(`${c.green('✓')} verification passed${v.sampled ? ' (sample: does not unlock promote)' : ''}${v.rotation ? `; rotation #${v.rotation.id} is in phase ${c.bold(v.rotation.phase)}; next: ${nextStep(v.rotation.phase)}` : ''}`);
         else {
           lines.push(c.red('✗ verification failed:'), ...v.problems.map((p) => `  - ${p}`));
           for (const f of v.failures.slice(0, 50)) lines.push(`    ${f.table} ${f.column} pk=${f.pk}: ${f.reason}`);
           if (v.failures.length > 50) lines.push(`    … ${v.failures.length - 50} more (use --json for the full list)`);
-          lines.push('run `keyctl reencrypt` to move values under the primary; values that do not decrypt need repair by hand');
+          if (v.rotation && v.movedFrom) lines.push(`rotation #${v.rotation.id} moved back from ${v.movedFrom} to ${c.bold(v.rotation.phase)}: promote stays locked until a full verify passes`);
+          lines.push('run `keyctl reencrypt` to move values under the primary; values that do not decrypt need repair by hand (or `keyctl rollback`)');
         }
         return lines.join('\n');
       },

@@ -8,20 +8,21 @@
  * publishing the key but before registering it, running generate again finds that version in
  * the keystore and registers it instead of creating another.
  */
-import { fingerprint, generateKey, versionName, versionNumber } from '../../crypto/keys.js';
-import { translateDbError } from '../../db/errors.js';
-import { TABLES } from '../../db/migrations.js';
+import { fingerprint, generateKey, isVersionName, versionName, versionNumber } from '../../crypto/keys.js';
+import { nextStep, phasesFor } from '../../rotation/machine.js';
+import { insertRotation, insertVersion, markCompromised, openRotation, RotationAlreadyOpen, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
-import { insertVersion, markCompromised } from '../registry.js';
-import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
-import { refuse } from './guard.js';
-import { prepare } from './prepare.js';
+import { checkGuards, refuse } from './guard.js';
+import { prepare, snapshot } from './prepare.js';
+import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
 
 export interface GenerateOptions {
   emergency: boolean;
   reason?: string | undefined;
+  /** The key that is compromised (default: the current primary). */
+  compromised?: string | undefined;
 }
 
 export interface GenerateResult {
@@ -30,32 +31,49 @@ export interface GenerateResult {
   fingerprint: string;
   /** True when a key left by an interrupted generate was adopted instead of creating one. */
   resumed: boolean;
+  /** True when an open routine rotation was turned into an emergency one instead of opening another. */
+  escalated: boolean;
 }
 
 export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise<GenerateResult> {
   if (opts.emergency && !opts.reason?.trim()) {
     throw new UsageError('--emergency needs --reason TEXT (recorded in the audit)', 'e.g. keyctl generate --emergency --reason "INC-1234: key exposed in a log"');
   }
+  if (opts.compromised !== undefined && !opts.emergency) throw new UsageError('--compromised goes with --emergency', 'e.g. keyctl generate --emergency --compromised v3 --reason "INC-1234: …"');
+  if (opts.compromised !== undefined && !isVersionName(opts.compromised)) throw new UsageError(`--compromised expects a key version such as v3, found "${opts.compromised}"`);
   const { db, keystore, config } = ctx;
   const keyring = config.keyring;
   const state = await prepare(ctx);
+  const s = await snapshot(ctx, state);
   let rotation = state.rotation;
-  if (rotation && rotation.phase !== 'generating') {
-    return refuse(ctx, {
-      action: 'generate',
-      rotation,
-      reason: `rotation #${rotation.id} is already open (phase ${rotation.phase}); a keyring has one rotation at a time`,
-      hint: `next: ${NEXT_STEP[rotation.phase]}; or abandon it with \`keyctl rollback\``,
+  const input = opts.compromised ? { compromised: opts.compromised } : {};
+  if (rotation && !phasesFor('generate').includes(rotation.phase)) {
+    if (!opts.emergency) {
+      return refuse(ctx, {
+        action: 'generate',
+        rotation,
+        reason: `rotation #${rotation.id} is already open (phase ${rotation.phase}); a keyring has one rotation at a time`,
+        hint: `next: ${nextStep(rotation.phase)}; or abandon it with \`keyctl rollback\``,
+        details: { guard: 'phase' },
+      });
+    }
+    // An emergency while a routine rotation is open: when the compromised key is the one that
+    // rotation replaces, the rotation itself becomes the emergency (audited as `escalate`).
+    await checkGuards(ctx, 'escalate', s, input);
+    const r = rotation;
+    const done = await transition(ctx, {
+      rule: 'escalate',
+      rotation: r,
+      changes: { emergency: true, reason: opts.reason ?? null, compromisedVersion: r.oldVersion },
+      details: { emergency: true, reason: opts.reason ?? null, compromised: r.oldVersion },
+      apply: (trx) => markCompromised(trx, keyring, r.oldVersion),
     });
+    await syncKeystore(ctx);
+    const newV = state.versions.find((v) => v.version === r.newVersion);
+    return { rotation: done, newVersion: r.newVersion, fingerprint: newV?.fingerprint ?? '', resumed: false, escalated: true };
   }
-  if (!keystore.writable) {
-    return refuse(ctx, {
-      action: 'generate',
-      rotation,
-      reason: `${keystore.describe()} is read-only: keyctl cannot add, publish or retire keys in it, so it cannot run a rotation`,
-      hint: 'run rotations with a keystore keyctl can write (keystore.provider: file, or a managed keystore); the env keystore is for reading',
-    });
-  }
+  if (!rotation) await checkGuards(ctx, 'open', s, input);
+  else await checkGuards(ctx, 'generate', s, input);
 
   const published = (await keystore.read())!;
   const archive = await keystore.readArchive(keyring);
@@ -64,23 +82,20 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
     ...[...published.doc.keys.keys(), ...archive.doc.keys.keys()].map(versionNumber),
   );
   if (!rotation) {
-    const at = ctx.now();
     const newVersion = versionName(highest + 1);
     try {
-      await db.knex(TABLES.rotations).insert({
+      rotation = await insertRotation(db, {
         keyring,
-        phase: 'generating',
-        old_version: state.primary,
-        new_version: newVersion,
+        oldVersion: state.primary,
+        newVersion,
         emergency: opts.emergency,
         reason: opts.reason ?? null,
-        open_keyring: keyring,
-        opened_by: ctx.actor,
-        opened_at: db.adapter.toDbTime(at),
-        phase_changed_at: db.adapter.toDbTime(at),
+        compromisedVersion: opts.emergency ? state.primary : null,
+        openedBy: ctx.actor,
+        at: ctx.now(),
       });
     } catch (err) {
-      if (!isUniqueViolation(err)) throw translateDbError(err, db.endpoint, 'open a rotation in');
+      if (!(err instanceof RotationAlreadyOpen)) throw err;
       const other = await openRotation(db, keyring);
       return refuse(ctx, {
         action: 'generate',
@@ -89,7 +104,6 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
         hint: 'run `keyctl status` to see it',
       });
     }
-    rotation = (await openRotation(db, keyring))!;
   }
 
   const newVersion = rotation.newVersion;
@@ -108,20 +122,14 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
   const emergency = rotation.emergency || opts.emergency;
   const reason = opts.reason ?? rotation.reason;
   const done = await transition(ctx, {
-    action: 'generate',
+    rule: 'generate',
     rotation,
-    to: 'generated',
-    rotationColumns: { emergency, reason, ...(emergency ? { compromised_version: rotation.oldVersion } : {}) },
+    changes: { emergency, reason, ...(emergency ? { compromisedVersion: rotation.oldVersion } : {}) },
     details: { fingerprint: fp, emergency, reason, resumed },
     apply: async (trx, at) => {
       await insertVersion(db, { keyring, version: newVersion, state: 'decrypt-only', fingerprint: fp, compromised: false, createdAt: at }, trx);
       if (emergency) await markCompromised(trx, keyring, rotation!.oldVersion);
     },
   });
-  return { rotation: { ...done, emergency, reason }, newVersion, fingerprint: fp, resumed };
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: string }).code ?? '';
-  return code === '23505' || code === 'ER_DUP_ENTRY' || code.startsWith('SQLITE_CONSTRAINT');
+  return { rotation: done, newVersion, fingerprint: fp, resumed, escalated: false };
 }

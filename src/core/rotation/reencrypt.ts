@@ -5,18 +5,18 @@
  */
 import { countNotUnder, reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Row } from '../../reencrypt/scan.js';
-import { appendAudit } from '../audit.js';
+import { nextStep, rule } from '../../rotation/machine.js';
+import { appendAudit, checkpointStore, openRotation, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../errors.js';
-import { NEXT_STEP, openRotation, type Rotation } from '../rotations.js';
 import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
 import type { Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { Throttle } from '../../reencrypt/throttle.js';
 import { loadAllKeys } from './material.js';
-import { prepare } from './prepare.js';
-import { requirePhase } from './steps.js';
+import { checkGuards, requireRotation } from './guard.js';
+import { prepare, snapshot } from './prepare.js';
 import { transition } from './transition.js';
 
 export interface ReencryptOptions {
@@ -50,6 +50,15 @@ export interface ReencryptReport {
   /** Values not under the target across all targets after the run (database count). */
   remaining: number;
   interrupted: boolean;
+  /** Set when there was nothing to rewrite and the phase was left as it was: says so. */
+  noop?: string;
+}
+
+/** Values (in the targets of this run) not under `target`, or unparseable. */
+async function countPending(ctx: CoreContext, targets: CoreContext['config']['targets'], target: string): Promise<number> {
+  let n = 0;
+  for (const t of targets) n += await countNotUnder(ctx.db, t, target);
+  return n;
 }
 
 export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
@@ -69,14 +78,29 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       }
     }
   }
-  let rotation = await requirePhase(ctx, state, opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt', ['dual_key', 'reencrypting', 'reencrypted', 'verified', 'rolling_back']);
+  let rotation = await requireRotation(ctx, 'reencrypt', await snapshot(ctx, state), opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt');
   const target = state.primary;
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
-  // From verified too: values written under an old key after verify (a writer that had not
-  // reloaded) are moved again, and verify has to pass again before promote.
-  if (!opts.dryRun && (rotation.phase === 'dual_key' || rotation.phase === 'reencrypted' || rotation.phase === 'verified')) {
-    // Shards started together all try this; the others find it done.
-    rotation = await transition(ctx, { action: 'reencrypt-start', rotation, to: 'reencrypting', alreadyThereIsFine: true, details: { target, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null, shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null } });
+  // From reencrypted or verified too: values written under an old key after verify (a writer that
+  // had not reloaded) are moved again, and verify has to pass again before promote. A pass that
+  // finds nothing to rewrite leaves the phase (and the verify evidence) as it is, and says so.
+  let noop: string | null = null;
+  if (!opts.dryRun && rule('reencrypt-start').from.includes(rotation.phase)) {
+    const pending = rotation.phase === 'dual_key' ? 1 : await countPending(ctx, targets, target);
+    if (pending === 0) {
+      noop = `nothing to re-encrypt: every value is already under ${target}; rotation #${rotation.id} stays in phase ${rotation.phase}`;
+    } else {
+      if (rotation.phase !== 'dual_key') {
+        ctx.log.warn(`${pending} value(s) are not under ${target}: rotation #${rotation.id} moves back from ${rotation.phase} to reencrypting, and verify has to pass again before promote`);
+      }
+      // Shards started together all try this; the others find it done.
+      rotation = await transition(ctx, { rule: 'reencrypt-start', rotation, alreadyThereIsFine: true, changes: { verify: null }, details: { target, pending: rotation.phase === 'dual_key' ? null : pending, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null, shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null } });
+    }
+  }
+  if (noop) {
+    ctx.log.info(noop);
+    await appendAudit(ctx.db, { rotationId: rotation.id, keyring: rotation.keyring, action: 'reencrypt', fromPhase: rotation.phase, toPhase: rotation.phase, actor: ctx.actor, oldVersion: rotation.oldVersion, newVersion: rotation.newVersion, rowsAffected: 0, outcome: 'ok', details: { target, noop: true } }, ctx.now());
+    return { rotation, target, dryRun: false, tables: [], failures: [], remaining: 0, interrupted: false, noop };
   }
   const started = ctx.now();
   const runningIn = rotation.phase;
@@ -86,7 +110,8 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     const now = await openRotation(ctx.db, ctx.config.keyring);
     if (now?.id === rotationId && now.phase === runningIn) return null;
     // Another shard found nothing left and moved on: this one's writes were already counted.
-    if (now?.id === rotationId && runningIn === 'reencrypting' && now.phase === 'reencrypted') return null;
+    const done = rule('reencrypt-done');
+    if (now?.id === rotationId && done.from.includes(runningIn) && now.phase === done.to) return null;
     return `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
   };
   const tables: TableResult[] = [];
@@ -109,6 +134,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
         planner,
         target,
         rotationId: rotation.id,
+        checkpoints: checkpointStore,
         dryRun: opts.dryRun,
         throttle,
         ...(opts.shard ? { shard: opts.shard } : {}),
@@ -129,9 +155,10 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   const interrupted = tables.some((t) => t.interrupted);
   const stoppedBecause = tables.find((t) => t.stoppedBecause)?.stoppedBecause;
   if (stoppedBecause) {
-    await appendAudit(ctx.db, { rotationId, keyring: rotation.keyring, action: 'reencrypt', fromPhase: runningIn, toPhase: null, actor: ctx.actor, outcome: 'interrupted', details: { reason: stoppedBecause } }, ctx.now());
+    const rowsSoFar = tables.reduce((n, t) => n + t.rowsUpdated, 0);
+    await appendAudit(ctx.db, { rotationId, keyring: rotation.keyring, action: 'reencrypt', fromPhase: runningIn, toPhase: null, actor: ctx.actor, rowsAffected: rowsSoFar, outcome: 'interrupted', details: { reason: stoppedBecause } }, ctx.now());
     const now = await openRotation(ctx.db, ctx.config.keyring);
-    throw new RefusedError(`${stoppedBecause}; stopped after saving the cursor`, now ? `next: ${NEXT_STEP[now.phase]}` : 'run `keyctl status`');
+    throw new RefusedError(`${stoppedBecause}; stopped after saving the cursor`, now ? `next: ${nextStep(now.phase)}` : 'run `keyctl status`');
   }
   // Tables the engine finished whole already counted what is left after their last pass; only
   // the others (not in --table, interrupted, or this process's shard only) are counted here.
@@ -150,9 +177,10 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     failureSample: failures.slice(0, 20),
     remaining,
   };
-  if (!interrupted && remaining === 0 && rotation.phase === 'reencrypting') {
+  if (!interrupted && remaining === 0 && rule('reencrypt-done').from.includes(rotation.phase)) {
     // With shards, the last one to finish moves the phase; one finishing at the same moment finds it done.
-    report.rotation = await transition(ctx, { action: 'reencrypt', rotation, to: 'reencrypted', rowsAffected: rowsUpdated, details, alreadyThereIsFine: true });
+    await checkGuards(ctx, 'reencrypt-done', await snapshot(ctx, { ...state, rotation }), { remaining });
+    report.rotation = await transition(ctx, { rule: 'reencrypt-done', rotation, rowsAffected: rowsUpdated, details, alreadyThereIsFine: true });
   } else {
     await appendAudit(
       ctx.db,

@@ -12,7 +12,7 @@ import { compareVersions, fingerprint } from '../../crypto/keys.js';
 import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
 import type { CoreContext } from '../context.js';
 import { KeystoreError } from '../errors.js';
-import { listVersions, markPublished, type RegisteredVersion } from '../registry.js';
+import { listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
 
 function sameKeys(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
   if (a.size !== b.size) return false;

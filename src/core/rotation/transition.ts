@@ -1,85 +1,97 @@
 /**
- * Phase changes as compare-and-set: `UPDATE keyctl_rotations SET phase = :to WHERE id = :id AND
- * phase = :from`, the registry changes and the audit row, all in one transaction. When two
- * operators race, exactly one UPDATE matches; the other is refused (and that is recorded too).
+ * Phase moves as compare-and-set: `UPDATE keyctl_rotations SET phase = :to WHERE id = :id AND
+ * phase = :from`, the registry changes and the audit row, all in one transaction — and only moves
+ * the machine's table allows (a move it does not know is refused and recorded, never made).
+ * When two operators race, exactly one UPDATE matches; the other is refused (and that is recorded too).
  */
 import type { Knex } from 'knex';
-import { TABLES } from '../../db/migrations.js';
 import { translateDbError } from '../../db/errors.js';
 import { withRetry } from '../../db/retry.js';
-import { appendAudit } from '../audit.js';
+import { allows, CLOSED_PHASES, nextStep, rule, targetPhase, type Phase } from '../../rotation/machine.js';
+import { appendAudit, casPhase, currentPhase, type AuditOutcome, type Rotation, type RotationChanges } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { CLOSED_PHASES, NEXT_STEP, type Phase, type Rotation } from '../rotations.js';
 import { refuse } from './guard.js';
 
 export interface TransitionSpec {
-  action: string;
+  /** The machine rule this move follows (src/rotation/machine.ts). */
+  rule: string;
   rotation: Rotation;
-  to: Phase;
   /** Registry (and other) changes made in the same transaction. */
   apply?: (trx: Knex.Transaction, at: Date) => Promise<void>;
   rowsAffected?: number | null;
   details?: Record<string, unknown>;
-  /** Extra columns of keyctl_rotations to set. */
-  rotationColumns?: Record<string, unknown>;
+  /** Columns of the rotation row to change with the phase. */
+  changes?: RotationChanges;
+  outcome?: AuditOutcome;
   /** If someone else already made this very change, succeed quietly instead of refusing. */
   alreadyThereIsFine?: boolean;
 }
 
 export async function transition(ctx: CoreContext, spec: TransitionSpec): Promise<Rotation> {
   const { db } = ctx;
-  const at = ctx.now();
+  const r = rule(spec.rule);
   const from = spec.rotation.phase;
-  const closing = CLOSED_PHASES.includes(spec.to);
+  const to: Phase = r.from.includes(from) ? targetPhase(r, from) : from;
+  if (!allows(r, from, to)) {
+    return refuse(ctx, {
+      action: r.action,
+      rotation: spec.rotation,
+      reason: `the rotation machine has no move ${r.id} from phase ${from} (it starts from ${r.from.join(', ')})`,
+      hint: `next: ${nextStep(from)}`,
+      details: { guard: 'phase', rule: r.id },
+    });
+  }
+  const at = ctx.now();
   let won = false;
   try {
     // A lock conflict (SQLite busy, a deadlock) rolls the whole transaction back: safe to run again.
     await withRetry('recording a phase change', () => db.knex.transaction(async (trx) => {
-      won = false;
-      const changed = await trx(TABLES.rotations)
-        .where({ id: spec.rotation.id, phase: from })
-        .update({
-          phase: spec.to,
-          phase_changed_at: db.adapter.toDbTime(at),
-          ...(closing ? { open_keyring: null, closed_at: db.adapter.toDbTime(at) } : {}),
-          ...spec.rotationColumns,
-        });
-      if (changed !== 1) return;
-      won = true;
+      won = await casPhase(db, trx, spec.rotation.id, from, to, at, spec.changes);
+      if (!won) return;
       await spec.apply?.(trx, at);
       await appendAudit(
         db,
         {
           rotationId: spec.rotation.id,
           keyring: spec.rotation.keyring,
-          action: spec.action,
+          action: r.action,
           fromPhase: from,
-          toPhase: spec.to,
+          toPhase: to,
           actor: ctx.actor,
           oldVersion: spec.rotation.oldVersion,
           newVersion: spec.rotation.newVersion,
           rowsAffected: spec.rowsAffected ?? null,
-          outcome: 'ok',
-          details: spec.details ?? null,
+          outcome: spec.outcome ?? 'ok',
+          details: { rule: r.id, ...spec.details },
         },
         at,
         trx,
       );
-    }), { tries: 5, baseDelayMs: 200, onRetry: (r) => ctx.log.warn(`${spec.action}: ${r.what} hit ${r.code}; retrying in ${r.delayMs} ms`) });
+    }), { tries: 5, baseDelayMs: 200, onRetry: (x) => ctx.log.warn(`${r.action}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`) });
   } catch (err) {
-    throw translateDbError(err, db.endpoint, `record ${spec.action} in`);
+    throw translateDbError(err, db.endpoint, `record ${r.action} in`);
   }
   if (!won) {
-    const current = (await db.knex(TABLES.rotations).where({ id: spec.rotation.id }).first()) as { phase?: string } | undefined;
-    const now = (current?.phase ?? 'unknown') as Phase;
-    if (spec.alreadyThereIsFine && now === spec.to) return { ...spec.rotation, phase: spec.to };
+    const now = await currentPhase(db, spec.rotation.id);
+    if (spec.alreadyThereIsFine && now === to) return { ...spec.rotation, phase: to };
     return refuse(ctx, {
-      action: spec.action,
+      action: r.action,
       rotation: spec.rotation,
-      reason: `rotation #${spec.rotation.id} left phase ${from} while ${spec.action} was running (it is now ${now}); another operator got there first`,
-      hint: `run \`keyctl status\` to see where it stands; next: ${NEXT_STEP[now] ?? '`keyctl status`'}`,
+      reason: `rotation #${spec.rotation.id} left phase ${from} while ${r.action} was running (it is now ${now ?? 'gone'}); another operator got there first`,
+      hint: `run \`keyctl status\` to see where it stands; next: ${now ? nextStep(now) : '`keyctl status`'}`,
       details: { expectedPhase: from, actualPhase: now },
     });
   }
-  return { ...spec.rotation, phase: spec.to, phaseChangedAt: at, closedAt: closing ? at : spec.rotation.closedAt };
+  const c = spec.changes ?? {};
+  return {
+    ...spec.rotation,
+    phase: to,
+    phaseChangedAt: to === from ? spec.rotation.phaseChangedAt : at,
+    closedAt: CLOSED_PHASES.includes(to) ? at : spec.rotation.closedAt,
+    ...(c.emergency !== undefined ? { emergency: c.emergency } : {}),
+    ...(c.reason !== undefined ? { reason: c.reason } : {}),
+    ...(c.compromisedVersion !== undefined ? { compromisedVersion: c.compromisedVersion } : {}),
+    ...(c.rollbackDeadline !== undefined ? { rollbackDeadline: c.rollbackDeadline } : {}),
+    ...(c.verify !== undefined ? { verifyScope: c.verify?.scope ?? null, verifyOutcome: c.verify?.outcome ?? null, verifiedAt: c.verify?.at ?? null } : {}),
+  };
 }

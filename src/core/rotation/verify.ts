@@ -1,20 +1,24 @@
 /**
  * `keyctl verify [--sample N]`: decrypts every value (or N random rows per target) with the
  * published keyring and counts values per version in the database. It passes only when every
- * value is under the primary and every checked value decrypts. A pass moves `reencrypted` to
- * `verified`, or closes a rollback (`rolling_back` → `rolled_back`).
+ * value is under the primary and every checked value decrypts.
+ *
+ * Verification is a gate, not a label: the scope (full or sample) and the result are recorded on
+ * the rotation. A pass moves `reencrypted` to `verified`; a failure moves `verified` back to
+ * `reencrypted`; `promote` needs the latest verify since the last write pass to be full and passed;
+ * only a full pass closes a rollback (`rolling_back` → `rolled_back`).
  */
 import { AesGcmV1Codec, CiphertextError } from '../../crypto/codec.js';
 import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
-import { appendAudit } from '../audit.js';
+import { verifyRuleFor, type VerifyScope } from '../../rotation/machine.js';
+import { appendAudit, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
-import type { Rotation } from '../rotations.js';
 import { countAllTargets, type VersionTotals } from './counts.js';
-import { refuse } from './guard.js';
-import { prepare } from './prepare.js';
-import { finishRollback, requirePhase } from './steps.js';
+import { checkGuards, requireRotation } from './guard.js';
+import { prepare, snapshot } from './prepare.js';
+import { finishRollback } from './steps.js';
 import { transition } from './transition.js';
 
 export interface VerifyOptions {
@@ -33,13 +37,16 @@ export interface VerifyReport {
   failures: ValueFailure[];
   sampled: boolean;
   problems: string[];
+  /** The phase before verify, when verify moved it (e.g. a failure moved `verified` back). */
+  movedFrom: string | null;
 }
 
 export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<VerifyReport> {
   if (opts.sample !== undefined && (!Number.isInteger(opts.sample) || opts.sample < 1)) throw new UsageError(`--sample must be a whole number ≥ 1, found ${opts.sample}`);
   const state = await prepare(ctx);
   let rotation = state.rotation;
-  if (rotation) rotation = await requirePhase(ctx, state, 'verify', ['reencrypted', 'verified', 'promoted', 'rolling_back'], ' (after reencrypt)');
+  if (rotation) rotation = await requireRotation(ctx, 'verify', await snapshot(ctx, state), 'verify');
+  const scope: VerifyScope = opts.sample === undefined ? 'full' : 'sample';
   const codec = new AesGcmV1Codec();
   const published = (await ctx.keystore.read())!;
   const keyFor = (v: string) => published.doc.keys.get(v);
@@ -74,42 +81,20 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   if (totals.unparseable > 0) problems.push(`${totals.unparseable} unparseable value(s)`);
   if (failureCount > 0) problems.push(`${failureCount} value(s) do not decrypt with the published keyring`);
   const passed = problems.length === 0;
-  const details = { primary: state.primary, byVersion: totals.byVersion, unparseable: totals.unparseable, checked, sample: opts.sample ?? null, failures: failureCount, failureSample: failures.slice(0, 20) };
+  const details = { scope, primary: state.primary, byVersion: totals.byVersion, unparseable: totals.unparseable, checked, sample: opts.sample ?? null, failures: failureCount, failureSample: failures.slice(0, 20), problems };
   const rowsChecked = Object.values(checked).reduce((a, b) => a + b, 0);
+  const evidence = { scope, outcome: passed ? ('passed' as const) : ('failed' as const), at: ctx.now() };
+  const before = rotation?.phase ?? null;
 
-  if (passed && rotation?.phase === 'reencrypted') {
-    rotation = await transition(ctx, { action: 'verify', rotation, to: 'verified', rowsAffected: rowsChecked, details });
-  } else if (passed && rotation?.phase === 'rolling_back') {
-    const since = rotation.phaseChangedAt.getTime();
-    const left = since + ctx.config.policy.minPropagationSeconds * 1000 - ctx.now().getTime();
-    if (left > 0 && !rotation.emergency) {
-      return refuse(ctx, {
-        action: 'verify',
-        rotation,
-        reason: `the rollback is only ${Math.floor((ctx.now().getTime() - since) / 1000)} s old; writers may still use ${rotation.newVersion} until they reload the keyring (policy.minPropagationSeconds = ${ctx.config.policy.minPropagationSeconds})`,
-        hint: `wait ${Math.ceil(left / 1000)} s, run \`keyctl reencrypt\` once more, then \`keyctl verify\``,
-      });
-    }
-    rotation = await finishRollback(ctx, rotation, details);
+  if (!rotation) {
+    await appendAudit(ctx.db, { keyring: ctx.config.keyring, action: 'verify', actor: ctx.actor, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details }, ctx.now());
   } else {
-    await appendAudit(
-      ctx.db,
-      {
-        rotationId: rotation?.id ?? null,
-        keyring: ctx.config.keyring,
-        action: 'verify',
-        fromPhase: rotation?.phase ?? null,
-        toPhase: rotation?.phase ?? null,
-        actor: ctx.actor,
-        oldVersion: rotation?.oldVersion ?? null,
-        newVersion: rotation?.newVersion ?? null,
-        rowsAffected: rowsChecked,
-        outcome: passed ? 'ok' : 'failed',
-        details: { ...details, problems },
-      },
-      ctx.now(),
-    );
+    const move = verifyRuleFor(rotation.phase, passed);
+    await checkGuards(ctx, move.id, await snapshot(ctx, { ...state, rotation }), { verify: { passed, scope } });
+    rotation =
+      move.id === 'finish-rollback'
+        ? await finishRollback(ctx, rotation, details, scope)
+        : await transition(ctx, { rule: move.id, rotation, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details, changes: { verify: evidence } });
   }
-  return { passed, primary: state.primary, rotation, totals, checked, failures, sampled: opts.sample !== undefined, problems };
+  return { passed, primary: state.primary, rotation, totals, checked, failures, sampled: scope === 'sample', problems, movedFrom: rotation && before !== rotation.phase ? before : null };
 }
-

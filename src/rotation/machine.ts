@@ -1,0 +1,607 @@
+/**
+ * The rotation machine: the one place that decides which phase moves are legal and what must be
+ * true before each. Every command, the runbook engine, `status`'s "next" line and the table in
+ * docs/rotation.md read this module (test/unit/machine.test.ts checks the doc against it).
+ *
+ * A rule is (action, from-phases, to-phase, guards, effects). `transition()` in
+ * core/rotation/transition.ts refuses any move that no rule allows. Guards are pure functions over
+ * a snapshot of the rotation, the registry, fresh database counts, policy and the clock; each
+ * returns a refusal (reason + hint) or null. Nothing in here touches the database.
+ */
+import type { RegisteredVersion } from './store.js';
+import type { Rotation } from './store.js';
+
+// ── phases ─────────────────────────────────────────────────────────────────────────────────────
+
+export const PHASES = [
+  'generating',
+  'generated',
+  'dual_key',
+  'reencrypting',
+  'reencrypted',
+  'verified',
+  'promoted',
+  'rolling_back',
+  'retired',
+  'rolled_back',
+] as const;
+export type Phase = (typeof PHASES)[number];
+/** `none`: the keyring has no open rotation. */
+export type PhaseOrNone = Phase | 'none';
+
+interface PhaseInfo {
+  /** A closed rotation frees its keyring for the next one. */
+  closed: boolean;
+  /** What an operator runs next (status, every command's last line, runbook plans). */
+  next: string;
+  meaning: string;
+}
+
+export const PHASE_INFO: Record<Phase, PhaseInfo> = {
+  generating: { closed: false, next: '`keyctl generate` again, to finish opening the rotation', meaning: 'rotation claimed; the new key may not be in the keystore yet' },
+  generated: { closed: false, next: '`keyctl dual-key` once every application has reloaded the keyring', meaning: 'new key published decrypt-only' },
+  dual_key: { closed: false, next: '`keyctl reencrypt`', meaning: 'new key primary; old key decrypt-only' },
+  reencrypting: { closed: false, next: '`keyctl reencrypt` (it resumes where it stopped)', meaning: 'a write pass is running or was interrupted' },
+  reencrypted: { closed: false, next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)', meaning: 'no value counted under another version; not yet verified in full' },
+  verified: { closed: false, next: '`keyctl promote`', meaning: 'a verify passed since the last write pass' },
+  promoted: { closed: false, next: '`keyctl retire` when the rollback window has passed', meaning: 'old key unpublished, archived for rollback' },
+  rolling_back: { closed: false, next: '`keyctl reencrypt`, then `keyctl verify`', meaning: 'old key primary again; values move back to it' },
+  retired: { closed: true, next: '`keyctl generate` to start the next rotation', meaning: 'closed: the old key is retired' },
+  rolled_back: { closed: true, next: '`keyctl generate` to start a new rotation', meaning: 'closed: the new key is retired' },
+};
+
+export const CLOSED_PHASES: readonly Phase[] = PHASES.filter((p) => PHASE_INFO[p].closed);
+const OPEN_PHASES: readonly Phase[] = PHASES.filter((p) => !PHASE_INFO[p].closed);
+
+export function isPhase(value: unknown): value is Phase {
+  return typeof value === 'string' && (PHASES as readonly string[]).includes(value);
+}
+
+export function nextStep(phase: PhaseOrNone): string {
+  return phase === 'none' ? '`keyctl generate` to start a rotation' : PHASE_INFO[phase].next;
+}
+
+// ── snapshot and guards ────────────────────────────────────────────────────────────────────────
+
+export interface PolicySnapshot {
+  minPropagationSeconds: number;
+  rollbackWindowDays: number;
+}
+
+/** Values per version over every target, counted by the database. */
+export interface CountsSnapshot {
+  byVersion: Record<string, number>;
+  unparseable: number;
+}
+
+/** What a guard may look at. Counts are filled only for actions whose guards need them. */
+export interface Snapshot {
+  now: Date;
+  keyring: string;
+  rotation: Rotation | null;
+  versions: readonly RegisteredVersion[];
+  policy: PolicySnapshot;
+  keystoreWritable: boolean;
+  counts?: CountsSnapshot;
+}
+
+/** What the operator passed that guards may consider. */
+export interface GuardInput {
+  force?: boolean;
+  reason?: string;
+  /** verify: the result of the check that just ran. */
+  verify?: { passed: boolean; scope: VerifyScope };
+  /** reencrypt: values left under other versions after the pass. */
+  remaining?: number;
+  /** generate --emergency: the version named compromised. */
+  compromised?: string;
+}
+
+export type VerifyScope = 'full' | 'sample';
+export type VerifyOutcome = 'passed' | 'failed';
+
+export interface Refusal {
+  /** The guard that said no, or `phase` when no rule starts from the current phase. */
+  guard: GuardName | 'phase';
+  reason: string;
+  hint: string;
+  details?: Record<string, unknown>;
+}
+
+interface GuardSpec {
+  /** One line for docs/rotation.md. */
+  describe: string;
+  /** `--force --reason` lets the operator past this guard (recorded in the audit). */
+  forceable: boolean;
+  check(s: Snapshot, input: GuardInput): Omit<Refusal, 'guard'> | null;
+}
+
+const DAY_MS = 86_400_000;
+
+export function secondsLeft(ms: number): string {
+  const s = Math.ceil(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.ceil(s / 60)} min`;
+  if (s < 2 * 86400) return `${Math.ceil(s / 3600)} h`;
+  return `${Math.ceil(s / 86400)} days`;
+}
+
+function rotationOf(s: Snapshot): Rotation {
+  if (!s.rotation) throw new Error('machine: guard needs an open rotation');
+  return s.rotation;
+}
+
+function countsOf(s: Snapshot): CountsSnapshot {
+  if (!s.counts) throw new Error('machine: guard needs fresh counts in the snapshot');
+  return s.counts;
+}
+
+function notUnder(c: CountsSnapshot, version: string): number {
+  return Object.entries(c.byVersion).reduce((sum, [v, n]) => (v === version ? sum : sum + n), 0);
+}
+
+export const GUARDS = {
+  keystoreWritable: {
+    describe: 'the keystore can be written (not the read-only env keystore)',
+    forceable: false,
+    check: (s) =>
+      s.keystoreWritable
+        ? null
+        : {
+            reason: 'the keystore is read-only: keyctl cannot add, publish or retire keys in it, so it cannot run a rotation',
+            hint: 'run rotations with a keystore keyctl can write (keystore.provider: file, or a managed keystore); the env keystore is for reading',
+          },
+  },
+  compromisedIsPrimary: {
+    describe: 'emergency: the key named compromised (`--compromised`, default the primary) is the current primary',
+    forceable: false,
+    check: (s, input) => {
+      const primary = s.versions.find((v) => v.state === 'primary')?.version;
+      if (!input.compromised || input.compromised === primary) return null;
+      return {
+        reason: `--compromised ${input.compromised} is not the primary (${primary ?? 'none'}); an emergency rotation replaces the primary key`,
+        hint: s.versions.some((v) => v.version === input.compromised)
+          ? `${input.compromised} is ${s.versions.find((v) => v.version === input.compromised)!.state}; \`keyctl status\` shows every version`
+          : `the registry has no ${input.compromised}; \`keyctl status\` lists the versions`,
+      };
+    },
+  },
+  compromisedIsOldKey: {
+    describe: 'emergency during an open rotation: the key named compromised is the rotation\'s old key (the rotation then becomes an emergency rotation)',
+    forceable: false,
+    check: (s, input) => {
+      const r = rotationOf(s);
+      const named = input.compromised ?? r.oldVersion;
+      if (named === r.oldVersion) return null;
+      if (named === r.newVersion) {
+        return {
+          reason: `rotation #${r.id} (routine, ${r.oldVersion} → ${r.newVersion}, phase ${r.phase}) introduced ${named}; an emergency rotation cannot start while it is open`,
+          hint:
+            r.phase === 'promoted'
+              ? `every value is already under ${named}: close the routine rotation with \`keyctl retire --force --reason "…"\`, then \`keyctl generate --emergency --compromised ${named} --reason "…"\``
+              : `abandon it with \`keyctl rollback --reason "…"\` (${r.oldVersion} becomes primary again; ${named} is retired once reencrypt and verify have moved every value back)`,
+        };
+      }
+      return {
+        reason: `--compromised ${named} is neither the old (${r.oldVersion}) nor the new (${r.newVersion}) key of the open rotation #${r.id}`,
+        hint: '`keyctl status` lists the versions and their states',
+      };
+    },
+  },
+  notAlreadyEmergency: {
+    describe: 'the open rotation is not already an emergency rotation',
+    forceable: false,
+    check: (s) => {
+      const r = rotationOf(s);
+      return r.emergency
+        ? { reason: `rotation #${r.id} is already an emergency rotation (compromised: ${r.compromisedVersion ?? r.oldVersion})`, hint: `next: ${nextStep(r.phase)}` }
+        : null;
+    },
+  },
+  propagationElapsed: {
+    describe: '`minPropagationSeconds` since the new key was published (emergency: skipped)',
+    forceable: false,
+    check: (s) => {
+      const r = rotationOf(s);
+      if (r.emergency) return null;
+      const newV = s.versions.find((v) => v.version === r.newVersion);
+      const since = Math.max(r.phaseChangedAt.getTime(), newV?.publishedAt?.getTime() ?? s.now.getTime());
+      const left = since + s.policy.minPropagationSeconds * 1000 - s.now.getTime();
+      if (left <= 0) return null;
+      return {
+        reason: `${r.newVersion} was published ${secondsLeft(s.now.getTime() - since)} ago; policy.minPropagationSeconds asks for ${s.policy.minPropagationSeconds} s so every reader has it before anyone writes with it`,
+        hint: `wait ${secondsLeft(left)} more (make sure every application instance has reloaded the keyring), then run \`keyctl dual-key\` again`,
+        details: { secondsLeft: Math.ceil(left / 1000) },
+      };
+    },
+  },
+  passLeftNothing: {
+    describe: 'the write pass left no value under another version or unparseable (database count after the pass)',
+    forceable: false,
+    check: (_s, input) =>
+      input.remaining === 0 ? null : { reason: `${input.remaining ?? '?'} value(s) are still not under the primary`, hint: 'run `keyctl reencrypt` again; the report lists values that do not decrypt' },
+  },
+  nothingLeftUnderOtherVersions: {
+    describe: 'a fresh database count finds every value under the primary and none unparseable',
+    forceable: false,
+    check: (s) => {
+      const r = rotationOf(s);
+      const c = countsOf(s);
+      const target = s.versions.find((v) => v.state === 'primary')?.version ?? r.newVersion;
+      const left = notUnder(c, target);
+      if (left === 0 && c.unparseable === 0) return null;
+      return {
+        reason: `a fresh count finds ${left} value(s) not under ${target} and ${c.unparseable} unparseable`,
+        hint: 'run `keyctl reencrypt`, then `keyctl verify`, then try again',
+        details: { byVersion: c.byVersion, unparseable: c.unparseable },
+      };
+    },
+  },
+  verifyPassed: {
+    describe: 'the check verify just ran passed',
+    forceable: false,
+    check: (_s, input) => (input.verify?.passed ? null : { reason: 'verification did not pass', hint: 'see the problems listed above' }),
+  },
+  verifyWasFull: {
+    describe: 'the verify that just ran was full, not a sample (closing a rollback retires the new key)',
+    forceable: false,
+    check: (_s, input) =>
+      input.verify?.scope === 'full'
+        ? null
+        : { reason: 'a sampled verify cannot close a rollback: it retires the new key, and values outside the sample may still need it', hint: 'run `keyctl verify` without --sample' },
+  },
+  fullVerifyPassed: {
+    describe: 'the latest verify since the last write pass was full and passed (a sampled one needs `--force --reason`)',
+    forceable: true,
+    check: (s) => {
+      const r = rotationOf(s);
+      if (r.verifyOutcome === 'passed' && r.verifyScope === 'full') return null;
+      return {
+        reason:
+          r.verifyOutcome === 'passed'
+            ? `the latest verify of rotation #${r.id} was a sample (${r.verifiedAt?.toISOString() ?? '?'}); a mislabelled or corrupt value outside the sample would be lost with ${r.oldVersion}`
+            : `rotation #${r.id} has no passed verify since its last write pass`,
+        hint: 'run a full `keyctl verify` (no --sample) first; only if you accept the risk, `keyctl promote --force --reason "…"`',
+      };
+    },
+  },
+  latestVerifyNotFailed: {
+    describe: 'the latest verify of the rotation did not fail (not bypassed by `--force`)',
+    forceable: false,
+    check: (s) => {
+      const r = rotationOf(s);
+      if (r.verifyOutcome !== 'failed') return null;
+      return {
+        reason: `the latest verify of rotation #${r.id} (${r.verifiedAt?.toISOString() ?? '?'}) failed; retiring ${r.oldVersion} could make the values it flagged unreadable`,
+        hint: 'run `keyctl verify` to see the values; repair them or roll back with `keyctl rollback --reason "…"`',
+      };
+    },
+  },
+  rollbackWindowElapsed: {
+    describe: 'the rollback window (`rollbackWindowDays` after promote) has passed (emergency: no window)',
+    forceable: true,
+    check: (s) => {
+      const r = rotationOf(s);
+      const deadline = r.rollbackDeadline?.getTime() ?? 0;
+      if (r.emergency || s.now.getTime() >= deadline) return null;
+      return {
+        reason: `the rollback window of rotation #${r.id} ends ${new Date(deadline).toISOString()} (${secondsLeft(deadline - s.now.getTime())} from now)`,
+        hint: `stop here until ${new Date(deadline).toISOString().slice(0, 10)}, or retire now with \`keyctl retire --force --reason "…"\` if rollback will not be needed`,
+        details: { until: new Date(deadline).toISOString() },
+      };
+    },
+  },
+  noValueUnderOldVersion: {
+    describe: 'a fresh database count finds no value under the old version (not bypassed by `--force`)',
+    forceable: false,
+    check: (s) => {
+      const r = rotationOf(s);
+      const old = countsOf(s).byVersion[r.oldVersion] ?? 0;
+      if (old === 0) return null;
+      return {
+        reason: `${old} value(s) are still under ${r.oldVersion}; destroying it now would make them unreadable`,
+        hint: 'roll back with `keyctl rollback` (restores the old key), or find the writer still using it',
+        details: { byVersion: countsOf(s).byVersion },
+      };
+    },
+  },
+  oldKeyNotCompromised: {
+    describe: 'the old key is not marked compromised (it would become primary again)',
+    forceable: true,
+    check: (s) => {
+      const r = rotationOf(s);
+      const old = s.versions.find((v) => v.version === r.oldVersion);
+      if (!old?.compromised) return null;
+      return {
+        reason: `${r.oldVersion} is marked compromised${r.reason ? ` (${r.reason})` : ''}; rolling back would make it primary again`,
+        hint: 'finish the rotation instead; only if you must, `keyctl rollback --force --reason "…"`',
+      };
+    },
+  },
+  rollbackPropagated: {
+    describe: '`minPropagationSeconds` since the rollback, so no writer still uses the new key (emergency: skipped)',
+    forceable: false,
+    check: (s) => {
+      const r = rotationOf(s);
+      const since = r.phaseChangedAt.getTime();
+      const left = since + s.policy.minPropagationSeconds * 1000 - s.now.getTime();
+      if (left <= 0 || r.emergency) return null;
+      return {
+        reason: `the rollback is only ${Math.floor((s.now.getTime() - since) / 1000)} s old; writers may still use ${r.newVersion} until they reload the keyring (policy.minPropagationSeconds = ${s.policy.minPropagationSeconds})`,
+        hint: `wait ${Math.ceil(left / 1000)} s, run \`keyctl reencrypt\` once more, then \`keyctl verify\``,
+      };
+    },
+  },
+} satisfies Record<string, GuardSpec>;
+export type GuardName = keyof typeof GUARDS;
+
+// ── rules ──────────────────────────────────────────────────────────────────────────────────────
+
+/** The audit action (and, but for `escalate` and the verify outcomes, the command) of a move. */
+export type MachineAction = 'generate' | 'escalate' | 'dual-key' | 'reencrypt-start' | 'reencrypt' | 'verify' | 'promote' | 'retire' | 'rollback';
+
+/** The keyctl commands that move the machine. */
+export type MachineCommand = 'generate' | 'generate --emergency' | 'dual-key' | 'reencrypt' | 'verify' | 'promote' | 'retire' | 'rollback';
+
+export interface Rule {
+  /** Unique name of the move. */
+  id: string;
+  action: MachineAction;
+  /** The keyctl command that makes this move. */
+  command: MachineCommand;
+  from: readonly PhaseOrNone[];
+  /** `same`: the phase does not change (the move records evidence or a flag). */
+  to: Phase | 'same';
+  guards: readonly GuardName[];
+  /** Counts the guards need (a database scan). */
+  needsCounts?: boolean;
+  /** What changes besides the phase (registry, keystore, rotation row), for docs/rotation.md. */
+  effects: string;
+  /** Operators do not start this move by itself (a command makes it on the way). */
+  internal?: boolean;
+}
+
+export const RULES: readonly Rule[] = [
+  {
+    id: 'open',
+    action: 'generate',
+    command: 'generate',
+    from: ['none'],
+    to: 'generating',
+    guards: ['keystoreWritable', 'compromisedIsPrimary'],
+    effects: 'claims the keyring (unique `open_keyring`); with `--emergency` the rotation is an emergency one',
+  },
+  {
+    id: 'generate',
+    action: 'generate',
+    command: 'generate',
+    from: ['generating'],
+    to: 'generated',
+    guards: ['keystoreWritable'],
+    effects: 'new key added to the published keyring as decrypt-only, then registered `decrypt-only`; emergency: the compromised key is flagged',
+  },
+  {
+    id: 'escalate',
+    action: 'escalate',
+    command: 'generate --emergency',
+    from: ['generated', 'dual_key', 'reencrypting', 'reencrypted', 'verified', 'promoted'],
+    to: 'same',
+    guards: ['notAlreadyEmergency', 'compromisedIsOldKey'],
+    effects: 'the open routine rotation becomes an emergency rotation: its old key is flagged compromised, waits and the rollback window are skipped, rollback to it is refused',
+  },
+  {
+    id: 'dual-key',
+    action: 'dual-key',
+    command: 'dual-key',
+    from: ['generated'],
+    to: 'dual_key',
+    guards: ['propagationElapsed'],
+    effects: 'new key primary, old key decrypt-only (both published)',
+  },
+  {
+    id: 'reencrypt-start',
+    action: 'reencrypt-start',
+    command: 'reencrypt',
+    from: ['dual_key', 'reencrypted', 'verified'],
+    to: 'reencrypting',
+    guards: [],
+    effects: 'clears the verify evidence: a write pass invalidates it (a pass with nothing to rewrite does not start)',
+    internal: true,
+  },
+  {
+    id: 'reencrypt-done',
+    action: 'reencrypt',
+    command: 'reencrypt',
+    from: ['reencrypting'],
+    to: 'reencrypted',
+    guards: ['passLeftNothing'],
+    effects: 'none',
+  },
+  {
+    id: 'reencrypt-back',
+    action: 'reencrypt',
+    command: 'reencrypt',
+    from: ['rolling_back'],
+    to: 'same',
+    guards: [],
+    effects: 'values move back under the old key (the primary again); the phase changes when verify closes the rollback',
+  },
+  {
+    id: 'verify-passed',
+    action: 'verify',
+    command: 'verify',
+    from: ['reencrypted', 'verified'],
+    to: 'verified',
+    guards: ['verifyPassed'],
+    effects: 'records the verify scope (full or sample) and result',
+  },
+  {
+    id: 'verify-failed',
+    action: 'verify',
+    command: 'verify',
+    from: ['reencrypted', 'verified'],
+    to: 'reencrypted',
+    guards: [],
+    effects: 'records the failure; promote is locked until a full verify passes',
+    internal: true,
+  },
+  {
+    id: 'verify-after-promote',
+    action: 'verify',
+    command: 'verify',
+    from: ['promoted'],
+    to: 'same',
+    guards: [],
+    effects: 'records the scope and result; a failed one locks retire until a verify passes',
+  },
+  {
+    id: 'verify-rollback-failed',
+    action: 'verify',
+    command: 'verify',
+    from: ['rolling_back'],
+    to: 'same',
+    guards: [],
+    effects: 'records the failure',
+    internal: true,
+  },
+  {
+    id: 'finish-rollback',
+    action: 'verify',
+    command: 'verify',
+    from: ['rolling_back'],
+    to: 'rolled_back',
+    guards: ['verifyPassed', 'verifyWasFull', 'rollbackPropagated'],
+    effects: 'new key retired (material per `retiredKeys`)',
+  },
+  {
+    id: 'promote',
+    action: 'promote',
+    command: 'promote',
+    from: ['verified'],
+    to: 'promoted',
+    guards: ['fullVerifyPassed', 'nothingLeftUnderOtherVersions'],
+    needsCounts: true,
+    effects: 'old key leaves the published keyring, archived; `rollback_deadline` = now + `rollbackWindowDays` (emergency: now)',
+  },
+  {
+    id: 'retire',
+    action: 'retire',
+    command: 'retire',
+    from: ['promoted'],
+    to: 'retired',
+    guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion'],
+    needsCounts: true,
+    effects: 'old key retired: material destroyed (`retiredKeys: destroy`) or kept as `retired` in the archive',
+  },
+  {
+    id: 'abandon',
+    action: 'rollback',
+    command: 'rollback',
+    from: ['generated'],
+    to: 'rolled_back',
+    guards: [],
+    effects: 'new key retired at once (nothing was written with it)',
+  },
+  {
+    id: 'rollback',
+    action: 'rollback',
+    command: 'rollback',
+    from: ['dual_key', 'reencrypting', 'reencrypted', 'verified', 'promoted'],
+    to: 'rolling_back',
+    guards: ['oldKeyNotCompromised'],
+    effects: 'old key primary again (back out of the archive after promote), new key decrypt-only',
+  },
+];
+
+export function rule(id: string): Rule {
+  const r = RULES.find((x) => x.id === id);
+  if (!r) throw new Error(`machine: no rule ${id}`);
+  return r;
+}
+
+/** Whether `phase` may move by `r` to `to` (what transition() enforces). */
+export function allows(r: Rule, from: PhaseOrNone, to: Phase): boolean {
+  return r.from.includes(from) && (r.to === 'same' ? to === from : r.to === to);
+}
+
+export function targetPhase(r: Rule, from: Phase): Phase {
+  return r.to === 'same' ? from : r.to;
+}
+
+/** The rules of `action` an operator can start from `phase` (internal rules excluded). */
+export function rulesFrom(phase: PhaseOrNone, action?: MachineAction): Rule[] {
+  return RULES.filter((r) => !r.internal && r.from.includes(phase) && (action === undefined || r.action === action));
+}
+
+/** The verify move a result makes from `phase`: the rule guarded by `verifyPassed` on a pass, the other on a failure. */
+export function verifyRuleFor(phase: Phase, passed: boolean): Rule {
+  const candidates = RULES.filter((r) => r.action === 'verify' && r.from.includes(phase));
+  const pick = candidates.find((r) => r.guards.includes('verifyPassed') === passed) ?? candidates.find((r) => r.to === 'same');
+  if (!pick) throw new Error(`machine: no verify move from ${phase}`);
+  return pick;
+}
+
+/** The phases a command accepts: those some rule of it starts from (refusals name them). */
+export function phasesFor(command: MachineCommand): PhaseOrNone[] {
+  return [...new Set(RULES.filter((r) => r.command === command).flatMap((r) => r.from))];
+}
+
+/** The audit action a command's refusals are recorded under. */
+export function actionOf(command: MachineCommand): MachineAction {
+  return RULES.find((r) => r.command === command)!.action;
+}
+
+/** The first guard of `r` that refuses, skipping forceable ones when the operator forced. */
+export function evaluate(r: Rule, s: Snapshot, input: GuardInput = {}): { refusal: Refusal | null; forced: GuardName[] } {
+  const forced: GuardName[] = [];
+  for (const name of r.guards) {
+    const g: GuardSpec = GUARDS[name];
+    const no = g.check(s, input);
+    if (!no) continue;
+    if (g.forceable && input.force && input.reason?.trim()) {
+      forced.push(name);
+      continue;
+    }
+    return { refusal: { guard: name, ...no }, forced };
+  }
+  return { refusal: null, forced };
+}
+
+/**
+ * What would happen to `command` right now: the rule it would take and the guard that would refuse
+ * it, if any (for runbook plans and status). Guards needing counts are evaluated only when the
+ * snapshot has counts.
+ */
+export function preview(command: MachineCommand, s: Snapshot, input: GuardInput = {}): { rule: Rule | null; refusal: Refusal | null } {
+  const phase: PhaseOrNone = s.rotation?.phase ?? 'none';
+  const candidates = RULES.filter((r) => r.command === command && r.from.includes(phase) && !r.internal);
+  if (candidates.length === 0) {
+    return {
+      rule: null,
+      refusal: { guard: 'phase', reason: `${command} needs phase ${phasesFor(command).join(' or ')}, not ${phase}`, hint: `next: ${nextStep(phase)}` },
+    };
+  }
+  const r = candidates[0]!;
+  if (r.needsCounts && !s.counts) return { rule: r, refusal: null };
+  return { rule: r, refusal: evaluate(r, s, input).refusal };
+}
+
+export { DAY_MS, OPEN_PHASES };
+
+// ── docs ───────────────────────────────────────────────────────────────────────────────────────
+
+/** The transition table of docs/rotation.md, generated from RULES (a test keeps the doc equal). */
+export function rulesMarkdown(): string {
+  const lines = ['| move | command | from | to | guards (refusal → exit 3) | effects |', '|---|---|---|---|---|---|'];
+  for (const r of RULES) {
+    const guards = r.guards.map((g) => `\`${g}\`: ${GUARDS[g].describe}${GUARDS[g].forceable ? ' *(forceable)*' : ''}`).join('; ') || '—';
+    lines.push(`| \`${r.id}\`${r.internal ? ' (internal)' : ''} | \`keyctl ${r.command}\` | ${r.from.map((p) => `\`${p}\``).join(', ')} | ${r.to === 'same' ? '(unchanged)' : `\`${r.to}\``} | ${guards} | ${r.effects} |`);
+  }
+  return lines.join('\n');
+}
+
+export function phasesMarkdown(): string {
+  const lines = ['| phase | open | meaning | next |', '|---|---|---|---|'];
+  for (const p of PHASES) lines.push(`| \`${p}\` | ${PHASE_INFO[p].closed ? 'closed' : 'open'} | ${PHASE_INFO[p].meaning} | ${PHASE_INFO[p].next} |`);
+  return lines.join('\n');
+}
