@@ -30,6 +30,11 @@ export type Phase = (typeof PHASES)[number];
 export type PhaseOrNone = Phase | 'none';
 
 interface PhaseInfo {
+  /**
+   * Position along the procedure; a move to a lower rank goes back (runbooks then offer the later
+   * steps again). A rollback runs the procedure backwards from the start: rank 0.
+   */
+  rank: number;
   /** A closed rotation frees its keyring for the next one. */
   closed: boolean;
   /** What an operator runs next (status, every command's last line, runbook plans). */
@@ -38,16 +43,16 @@ interface PhaseInfo {
 }
 
 export const PHASE_INFO: Record<Phase, PhaseInfo> = {
-  generating: { closed: false, next: '`keyctl generate` again, to finish opening the rotation', meaning: 'rotation claimed; the new key may not be in the keystore yet' },
-  generated: { closed: false, next: '`keyctl dual-key` once every application has reloaded the keyring', meaning: 'new key published decrypt-only' },
-  dual_key: { closed: false, next: '`keyctl reencrypt`', meaning: 'new key primary; old key decrypt-only' },
-  reencrypting: { closed: false, next: '`keyctl reencrypt` (it resumes where it stopped)', meaning: 'a write pass is running or was interrupted' },
-  reencrypted: { closed: false, next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)', meaning: 'no value counted under another version; not yet verified in full' },
-  verified: { closed: false, next: '`keyctl promote`', meaning: 'a verify passed since the last write pass' },
-  promoted: { closed: false, next: '`keyctl retire` when the rollback window has passed', meaning: 'old key unpublished, archived for rollback' },
-  rolling_back: { closed: false, next: '`keyctl reencrypt`, then `keyctl verify`', meaning: 'old key primary again; values move back to it' },
-  retired: { closed: true, next: '`keyctl generate` to start the next rotation', meaning: 'closed: the old key is retired' },
-  rolled_back: { closed: true, next: '`keyctl generate` to start a new rotation', meaning: 'closed: the new key is retired' },
+  generating: { rank: 1, closed: false, next: '`keyctl generate` again, to finish opening the rotation', meaning: 'rotation claimed; the new key may not be in the keystore yet' },
+  generated: { rank: 2, closed: false, next: '`keyctl dual-key` once every application has reloaded the keyring', meaning: 'new key published decrypt-only' },
+  dual_key: { rank: 3, closed: false, next: '`keyctl reencrypt`', meaning: 'new key primary; old key decrypt-only' },
+  reencrypting: { rank: 4, closed: false, next: '`keyctl reencrypt` (it resumes where it stopped)', meaning: 'a write pass is running or was interrupted' },
+  reencrypted: { rank: 5, closed: false, next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)', meaning: 'no value counted under another version; not yet verified in full' },
+  verified: { rank: 6, closed: false, next: '`keyctl promote`', meaning: 'a verify passed since the last write pass' },
+  promoted: { rank: 7, closed: false, next: '`keyctl retire` when the rollback window has passed', meaning: 'old key unpublished, archived for rollback' },
+  rolling_back: { rank: 0, closed: false, next: '`keyctl reencrypt`, then `keyctl verify`', meaning: 'old key primary again; values move back to it' },
+  retired: { rank: 9, closed: true, next: '`keyctl generate` to start the next rotation', meaning: 'closed: the old key is retired' },
+  rolled_back: { rank: 9, closed: true, next: '`keyctl generate` to start a new rotation', meaning: 'closed: the new key is retired' },
 };
 
 export const CLOSED_PHASES: readonly Phase[] = PHASES.filter((p) => PHASE_INFO[p].closed);
@@ -341,7 +346,22 @@ export type GuardName = keyof typeof GUARDS;
 export type MachineAction = 'generate' | 'escalate' | 'dual-key' | 'reencrypt-start' | 'reencrypt' | 'verify' | 'promote' | 'retire' | 'rollback';
 
 /** The keyctl commands that move the machine. */
-export type MachineCommand = 'generate' | 'generate --emergency' | 'dual-key' | 'reencrypt' | 'verify' | 'promote' | 'retire' | 'rollback';
+export const MACHINE_COMMANDS = ['generate', 'generate --emergency', 'dual-key', 'reencrypt', 'verify', 'promote', 'retire', 'rollback'] as const;
+export type MachineCommand = (typeof MACHINE_COMMANDS)[number];
+
+export function isMachineCommand(v: string): v is MachineCommand {
+  return (MACHINE_COMMANDS as readonly string[]).includes(v);
+}
+
+/** Whether the operator can start `command` from `phase` (some non-internal rule of it starts there). */
+export function commandApplies(command: MachineCommand, phase: PhaseOrNone): boolean {
+  return RULES.some((r) => r.command === command && !r.internal && r.from.includes(phase));
+}
+
+/** A move from `from` to `to` goes back along the procedure (a failed verify, a new write pass after verify). */
+export function movesBack(from: Phase, to: Phase): boolean {
+  return PHASE_INFO[to].rank < PHASE_INFO[from].rank;
+}
 
 export interface Rule {
   /** Unique name of the move. */
@@ -406,7 +426,6 @@ export const RULES: readonly Rule[] = [
     to: 'reencrypting',
     guards: [],
     effects: 'clears the verify evidence: a write pass invalidates it (a pass with nothing to rewrite does not start)',
-    internal: true,
   },
   {
     id: 'reencrypt-done',
@@ -601,7 +620,7 @@ export function rulesMarkdown(): string {
 }
 
 export function phasesMarkdown(): string {
-  const lines = ['| phase | open | meaning | next |', '|---|---|---|---|'];
-  for (const p of PHASES) lines.push(`| \`${p}\` | ${PHASE_INFO[p].closed ? 'closed' : 'open'} | ${PHASE_INFO[p].meaning} | ${PHASE_INFO[p].next} |`);
+  const lines = ['| phase | rank | open | meaning | next |', '|---|---|---|---|---|'];
+  for (const p of PHASES) lines.push(`| \`${p}\` | ${PHASE_INFO[p].rank} | ${PHASE_INFO[p].closed ? 'closed' : 'open'} | ${PHASE_INFO[p].meaning} | ${PHASE_INFO[p].next} |`);
   return lines.join('\n');
 }

@@ -9,11 +9,11 @@ import { resolveConfigPath } from '../config/load.js';
 import { checkChecksum, listBackups } from '../backup/files.js';
 import { appendAudit, listAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../rotation/store.js';
 import type { CoreContext } from '../core/context.js';
-import { UsageError } from '../core/errors.js';
+import { ProblemsFoundError, UsageError } from '../core/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
-import { latestRotation, openRotation, type Rotation } from '../rotation/store.js';
-import { fromDbTime } from '../db/adapter.js';
-import { TABLES } from '../db/migrations.js';
+import { lastClosedAt, latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
+import { countAllTargets } from '../core/rotation/counts.js';
+import { actionOf, commandApplies, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand, type Snapshot } from '../rotation/machine.js';
 import { countVersions } from '../core/status.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import type { Runbook, RunbookPhase, RunbookStep } from './schema.js';
@@ -22,13 +22,31 @@ export const RUNBOOK_ACTION = 'runbook-step';
 
 export type StepOutcome = 'ok' | 'skipped' | 'failed' | 'aborted';
 
+/**
+ * What the plan shows for a step: done in this runbook, done outside it (the command's own audit
+ * row, e.g. an operator ran `keyctl dual-key` by hand), skipped, failed, aborted, or nothing yet.
+ */
+export type StepStatus = 'done' | 'done-outside' | 'skipped' | 'failed' | 'aborted' | 'none';
+
+export interface StepRecord {
+  actor: string;
+  at: Date;
+  /** Skip reason, or the failure. */
+  note: string | null;
+}
+
 export interface StepState {
   step: RunbookStep;
   index: number;
-  /** Recorded as ok or skipped for this rotation. */
+  /** The latest thing recorded for this step in this rotation. */
+  status: StepStatus;
+  record: StepRecord | null;
+  /** Done (or skipped) since the rotation last moved back: the runbook does not offer it again. */
   done: boolean;
-  /** The step's phases include the current phase (or it has none). */
+  /** The machine allows the step's command (or the command it comes before) now. */
   applies: boolean;
+  /** The rotation command the step runs or prepares, if any. */
+  command: MachineCommand | null;
 }
 
 export interface RunbookProgress {
@@ -37,37 +55,138 @@ export interface RunbookProgress {
   steps: StepState[];
   /** The first step that applies and is not done; null when nothing is left in this phase. */
   next: StepState | null;
+  /** Why steps of this runbook do not apply now (e.g. an emergency runbook with a routine rotation open). */
+  note: string | null;
+}
+
+/** The rotation command a step runs (`generate --emergency` when it passes --emergency), or prepares with `before:`. */
+export function stepCommand(step: RunbookStep): MachineCommand | null {
+  if (step.before) return step.before;
+  if (step.kind !== 'command') return null;
+  const argv = splitArgs(step.command);
+  const first = argv[0] ?? '';
+  if (first === 'generate' && argv.includes('--emergency')) return 'generate --emergency';
+  return isMachineCommand(first) ? first : null;
+}
+
+function stepApplies(step: RunbookStep, command: MachineCommand | null, phase: RunbookPhase): boolean {
+  if (command === 'generate --emergency') return commandApplies('generate', phase) || commandApplies('generate --emergency', phase);
+  if (command) return commandApplies(command, phase);
+  return !step.phases || step.phases.includes(phase);
 }
 
 /**
  * Where the runbook stands. Outcomes count for the open rotation (rows carrying its id); with no
- * rotation open, for pre-rotation steps recorded since the last rotation closed. Another operator
- * on another machine sees the same rows, so a hand-over resumes at the same step.
+ * rotation open, for pre-rotation steps recorded since the last rotation closed. A step counts as
+ * done until the rotation moves back along the procedure (a failed verify, a new write pass after
+ * verify): then the steps from there on are offered again. Another operator on another machine
+ * sees the same rows, so a hand-over resumes at the same step.
  */
 export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promise<RunbookProgress> {
   const keyring = ctx.config.keyring;
   const rotation = await openRotation(ctx.db, keyring);
   const phase: RunbookPhase = rotation?.phase ?? 'none';
   // Steps before `generate` carry no rotation id: they count from the end of the previous rotation.
-  const previous = await ctx.db.knex(TABLES.rotations).where({ keyring }).whereNotNull('closed_at').modify((q) => {
-    if (rotation) q.andWhere('id', '<', rotation.id);
-  }).orderBy('id', 'desc').first();
-  const since = previous ? fromDbTime(previous.closed_at) : null;
+  const since = await lastClosedAt(ctx.db, keyring, rotation?.id);
   const rows = (await listAudit(ctx.db, keyring)).filter(
-    (r) =>
-      r.action === RUNBOOK_ACTION &&
-      r.details?.runbook === runbook.name &&
-      (r.outcome === 'ok' || (r.outcome as string) === 'skipped') &&
-      ((rotation && r.rotationId === rotation.id) || (r.rotationId === null && (!since || r.createdAt >= since))),
+    (r) => (rotation && r.rotationId === rotation.id) || (r.rotationId === null && (!since || r.createdAt >= since)),
   );
-  const doneIds = new Set(rows.map((r) => String(r.details?.step)));
-  const steps = runbook.steps.map((step, index) => ({
-    step,
-    index,
-    done: doneIds.has(step.id),
-    applies: !step.phases || step.phases.includes(phase),
-  }));
-  return { phase, rotation, steps, next: steps.find((s) => s.applies && !s.done) ?? null };
+  const backAt = rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome !== 'refused' && isPhase(r.fromPhase) && isPhase(r.toPhase) && movesBack(r.fromPhase, r.toPhase)).at(-1)?.createdAt ?? null;
+  const emergencyOnly = runbook.rotation === 'emergency' && rotation !== null && !rotation.emergency;
+  const steps: StepState[] = runbook.steps.map((step, index) => {
+    const command = stepCommand(step);
+    const mine = rows.filter((r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name && r.details?.step === step.id).at(-1);
+    const outside = command && step.kind === 'command' && !mine ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && commandActions(command).includes(r.action) && r.toPhase !== null).at(-1) : undefined;
+    const rec = mine ?? outside;
+    const status: StepStatus = mine ? statusOf(mine.outcome) : outside ? 'done-outside' : 'none';
+    const record = rec ? { actor: rec.actor, at: rec.createdAt, note: noteOf(rec) } : null;
+    const counts = (status === 'done' || status === 'skipped' || status === 'done-outside') && (!backAt || rec!.createdAt > backAt);
+    // Once the rotation is an emergency one, `generate --emergency` has nothing left to escalate.
+    let applies = command === 'generate --emergency' && rotation?.emergency ? commandApplies('generate', phase) : stepApplies(step, command, phase);
+    if (emergencyOnly && command !== 'generate --emergency') applies = false;
+    return { step, index, status, record, done: counts, applies, command };
+  });
+  const note = emergencyOnly
+    ? `rotation #${rotation.id} is a routine rotation (${rotation.oldVersion} → ${rotation.newVersion}, phase ${rotation.phase}); this runbook first turns it into an emergency rotation with \`generate --emergency\`, which is refused unless the compromised key is ${rotation.oldVersion}`
+    : null;
+  return { phase, rotation, steps, next: steps.find((s) => s.applies && !s.done) ?? null, note };
+}
+
+function commandActions(command: MachineCommand): string[] {
+  return command === 'generate --emergency' ? [actionOf('generate'), actionOf('generate --emergency')] : [actionOf(command)];
+}
+
+function statusOf(outcome: AuditOutcome): StepStatus {
+  switch (outcome) {
+    case 'ok':
+      return 'done';
+    case 'skipped':
+      return 'skipped';
+    case 'interrupted':
+      return 'aborted';
+    case 'failed':
+    case 'refused':
+      return 'failed';
+  }
+}
+
+function noteOf(r: AuditRow): string | null {
+  const d = r.details ?? {};
+  if (typeof d.skipped === 'string') return d.skipped;
+  if (typeof d.error === 'string') return d.error;
+  if (r.outcome === 'failed' && typeof d.result === 'string') return d.result;
+  if (r.outcome === 'failed' && typeof d.exitCode === 'number') return `exit ${d.exitCode}`;
+  return null;
+}
+
+export interface StepPreview {
+  /** The keyctl command line with inputs filled in (`<name>` where an input is not known yet). */
+  command: string | null;
+  /** Why the machine would refuse the step's command now, with the date when it is a wait. */
+  refusal: string | null;
+}
+
+/**
+ * For the plan: each remaining step's expanded command and the guard that would refuse it now.
+ * Reads only (no keystore sync, no audit rows); counts come from one GROUP BY scan per target.
+ */
+export async function previewSteps(ctx: CoreContext, p: RunbookProgress, inputs: Record<string, string>): Promise<Map<number, StepPreview>> {
+  const versions = await listVersions(ctx.db, ctx.config.keyring);
+  const counts = await countAllTargets(ctx);
+  const snap: Snapshot = {
+    now: ctx.now(),
+    keyring: ctx.config.keyring,
+    rotation: p.rotation,
+    versions,
+    policy: { minPropagationSeconds: ctx.config.policy.minPropagationSeconds, rollbackWindowDays: ctx.config.policy.rollbackWindowDays },
+    keystoreWritable: ctx.keystore.writable,
+    counts: { byVersion: counts.byVersion, unparseable: counts.unparseable },
+  };
+  const out = new Map<number, StepPreview>();
+  for (const s of p.steps) {
+    if (s.done || !s.applies) continue;
+    let command: string | null = null;
+    let guardInput: GuardInput = {};
+    if (s.step.kind === 'command') {
+      const known = { ...inputs };
+      const argv = splitArgs(s.step.command).map((a) => fillTemplate(a, new Proxy(known, { get: (t, k: string) => t[k] ?? `<${k}>` }), p.rotation, true));
+      command = `keyctl ${argv.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`;
+      const i = argv.indexOf('--compromised');
+      const reason = argv.indexOf('--reason');
+      guardInput = {
+        ...(i >= 0 && argv[i + 1] && !argv[i + 1]!.startsWith('<') ? { compromised: argv[i + 1]! } : {}),
+        ...(argv.includes('--force') ? { force: true, ...(reason >= 0 ? { reason: argv[reason + 1] ?? '' } : {}) } : {}),
+      };
+    }
+    let refusal: string | null = null;
+    if (s.command) {
+      const candidates: MachineCommand[] = s.command === 'generate --emergency' && commandApplies('generate', p.phase) ? ['generate'] : [s.command];
+      const r = preview(candidates[0]!, snap, guardInput).refusal;
+      if (r) refusal = `${s.command}: refused now — ${r.reason}${typeof r.details?.until === 'string' ? ` (stop here until ${r.details.until.slice(0, 10)})` : ''}`;
+    }
+    out.set(s.index, { command, refusal });
+  }
+  return out;
 }
 
 /** Record one step's outcome; the open rotation (if any, after the step ran) owns the row. */
@@ -81,7 +200,7 @@ export async function recordStep(
   rotationBefore?: number,
 ): Promise<void> {
   const rotation = await openRotation(ctx.db, ctx.config.keyring);
-  const auditOutcome = (outcome === 'aborted' ? 'interrupted' : outcome) as AuditOutcome;
+  const auditOutcome: AuditOutcome = outcome === 'aborted' ? 'interrupted' : outcome;
   await appendAudit(
     ctx.db,
     {
@@ -156,11 +275,13 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
   }
 }
 
-/** Fill {{input}} and {{rotation.field}} in one argument. */
-export function fillTemplate(text: string, inputs: Record<string, string>, rotation: Rotation | null): string {
+/** Fill {{input}} and {{rotation.field}} in one argument (`lenient`: an unknown rotation field stays `<name>`). */
+export function fillTemplate(text: string, inputs: Record<string, string>, rotation: Rotation | null, lenient = false): string {
   return text.replace(/\{\{\s*([\w.]+)\s*\}\}/g, (_, name: string) => {
     if (name.startsWith('rotation.')) {
-      const v = rotation ? (rotation as unknown as Record<string, unknown>)[name.slice('rotation.'.length)] : undefined;
+      const field = name.slice('rotation.'.length);
+      const v = rotation && field in rotation ? rotation[field as keyof Rotation] : undefined;
+      if ((v === undefined || v === null) && lenient) return `<${name}>`;
       if (v === undefined || v === null) throw new UsageError(`{{${name}}} has no value: no rotation is open`);
       return v instanceof Date ? v.toISOString() : String(v);
     }
@@ -201,6 +322,12 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
     (r) => !(r.action === RUNBOOK_ACTION && r.details?.kind === 'command' && r.outcome === 'ok'),
   );
   if (rows.length === 0) return null;
+  if (!rotation.emergency || !rotation.compromisedVersion) {
+    throw new ProblemsFoundError(
+      `rotation #${rotation.id} (${rotation.oldVersion} → ${rotation.newVersion}) has no key marked compromised: it is not an emergency rotation, so there is no incident to summarise`,
+      'an emergency rotation starts with `keyctl generate --emergency --compromised vN --reason "…"`; `keyctl audit` shows what this rotation did',
+    );
+  }
   const first = rows[0]!.createdAt;
   const last = rows.at(-1)!.createdAt;
   let prev = first;
@@ -225,7 +352,8 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
     startedAt: first.toISOString(),
     endedAt: last.toISOString(),
     durationSeconds: Math.round((last.getTime() - first.getTime()) / 1000),
-    rowsReencrypted: rows.filter((r) => r.action === 'reencrypt' && r.outcome === 'ok').reduce((n, r) => n + (r.rowsAffected ?? 0), 0),
+    // Every pass counts: interrupted and resumed runs each record the rows they rewrote.
+    rowsReencrypted: rows.filter((r) => r.action === 'reencrypt').reduce((n, r) => n + (r.rowsAffected ?? 0), 0),
     timeline,
   };
 }

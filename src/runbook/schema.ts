@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { PHASES } from '../rotation/machine.js';
+import { MACHINE_COMMANDS, PHASES } from '../rotation/machine.js';
 
 /** keyctl commands a runbook may run (not `runbook` itself, not `init`). */
 export const RUNBOOK_COMMANDS = [
@@ -30,7 +30,13 @@ const common = {
   title: z.string().min(1),
   /** What the operator reads before acting: why, what it does, what to watch. */
   explain: z.string().min(1),
-  /** Rotation phases this step applies to; absent: any phase. */
+  /**
+   * When the step applies. A command step that moves the rotation (generate, dual-key, …) applies
+   * whenever the rotation machine allows that command now; `before: COMMAND` gives any other step
+   * the same window (e.g. a confirm before dual-key). `phases` (a list of phase names, `none` for no
+   * open rotation) is still accepted for team runbooks; absent all three: any phase.
+   */
+  before: z.enum(MACHINE_COMMANDS).optional(),
   phases: z.array(z.enum(RUNBOOK_PHASES)).min(1).optional(),
   /** Guidance printed when the step fails. */
   on_failure: z.string().min(1).optional(),
@@ -88,6 +94,11 @@ const RunbookSchema = z.strictObject({
   /** Values asked once at the start (or given with --set NAME=VALUE), usable as {{name}}. */
   inputs: z.array(Input).default([]),
   steps: z.array(Step).min(1),
+  /**
+   * `emergency`: with a routine rotation open, only the step that runs `generate --emergency` applies
+   * (it turns that rotation into an emergency one, or is refused with the way forward).
+   */
+  rotation: z.enum(['routine', 'emergency']).optional(),
   /** What to print at the end: an incident timeline (emergency) or an evidence line (recovery test). */
   summary: z.enum(['incident', 'evidence']).optional(),
 });

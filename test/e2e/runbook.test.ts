@@ -136,6 +136,8 @@ describe('keyctl runbook in a terminal', () => {
     const t = terminal(dir, 'oncall@ops', 'emergency-rotation');
     await t.prompt('Incident reference');
     t.type('INC-7');
+    await t.prompt('Which key version is compromised');
+    t.type('v1');
     await t.prompt('What happened to the key');
     t.type('key printed in a debug log');
     await answer(t, 'database-reachable', RUN);
@@ -193,7 +195,7 @@ describe('keyctl runbook without a terminal', () => {
     expect(missing.code).toBe(ExitCode.USAGE);
     expect(missing.stderr).toContain('needs input "incident"');
     expect(missing.stderr).toContain('--set incident=VALUE');
-    const confirm = await keyctl(['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-1', '--set', 'reason=test'], { cwd: dir });
+    const confirm = await keyctl(['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-1', '--set', 'compromised=v1', '--set', 'reason=test'], { cwd: dir });
     expect(confirm.code).toBe(ExitCode.REFUSED);
     expect(confirm.stderr).toContain('step deploy needs a person to confirm');
   });

@@ -18,11 +18,14 @@ import {
   incidentSummary,
   recordStep,
   recoveryEvidence,
+  previewSteps,
   runbookProgress,
   runCheck,
   splitArgs,
   type RunbookProgress,
+  type StepPreview,
   type StepState,
+  type StepStatus,
 } from '../../runbook/engine.js';
 import { findRunbook, listRunbooks } from '../../runbook/load.js';
 import type { Runbook, RunbookStep } from '../../runbook/schema.js';
@@ -122,21 +125,64 @@ function describeStep(step: RunbookStep): string {
   }
 }
 
-function planLines(rt: CliRuntime, runbook: Runbook, p: RunbookProgress, keyring: string): string[] {
+const MARKS: Record<StepStatus | 'next' | 'todo' | 'not-now', string> = {
+  done: '✓',
+  'done-outside': '◆',
+  skipped: '↷',
+  failed: '✗',
+  aborted: '⏸',
+  none: '·',
+  next: '▸',
+  todo: '·',
+  'not-now': '–',
+};
+
+function when(d: Date): string {
+  return d.toISOString().replace('T', ' ').slice(0, 16);
+}
+
+function stepNote(s: StepState): string {
+  const r = s.record;
+  if (!r) return '';
+  switch (s.status) {
+    case 'done':
+      return `done by ${r.actor} ${when(r.at)}`;
+    case 'done-outside':
+      return `done outside the runbook by ${r.actor} ${when(r.at)}`;
+    case 'skipped':
+      return `skipped by ${r.actor} ${when(r.at)}: ${r.note ?? '(no reason)'}`;
+    case 'failed':
+      return `failed ${when(r.at)} (${r.actor})${r.note ? `: ${r.note}` : ''}`;
+    case 'aborted':
+      return `aborted here by ${r.actor} ${when(r.at)}`;
+    case 'none':
+      return '';
+  }
+}
+
+function planLines(rt: CliRuntime, runbook: Runbook, p: RunbookProgress, keyring: string, previews?: Map<number, StepPreview>): string[] {
   const c = rt.output.out;
-  const where = p.rotation ? `rotation #${p.rotation.id} (${p.rotation.oldVersion} → ${p.rotation.newVersion}) in phase ${c.bold(p.phase)}` : 'no rotation open';
+  const where = p.rotation
+    ? `rotation #${p.rotation.id} (${p.rotation.emergency ? 'emergency' : 'routine'}, ${p.rotation.oldVersion} → ${p.rotation.newVersion}) in phase ${c.bold(p.phase)}`
+    : 'no rotation open';
   const lines = [`${c.bold(runbook.title)} (${runbook.name}, ${shortPath(rt, runbook.file)})`, `keyring ${keyring} · ${where}`];
+  if (p.note) lines.push(c.yellow(p.note));
   for (const s of p.steps) {
-    const mark = s === p.next ? c.cyan('▸') : s.done ? c.green('✓') : s.applies ? '·' : c.dim('–');
-    const text = `${mark} ${String(s.index + 1).padStart(2)} ${s.step.id.padEnd(20)} ${s.step.title}`;
-    lines.push(s.applies || s === p.next ? text : c.dim(text));
+    const kind = s === p.next ? 'next' : s.status !== 'none' ? s.status : s.applies ? 'todo' : 'not-now';
+    const colour = kind === 'next' ? c.cyan : kind === 'done' || kind === 'done-outside' ? c.green : kind === 'skipped' || kind === 'aborted' ? c.yellow : kind === 'failed' ? c.red : (x: string) => x;
+    const note = stepNote(s);
+    const text = `${colour(MARKS[kind])} ${String(s.index + 1).padStart(2)} ${s.step.id.padEnd(20)} ${s.step.title}${note ? c.dim(`  — ${note}`) : ''}`;
+    lines.push(s.applies || s === p.next || s.status !== 'none' ? text : c.dim(text));
+    const pv = previews?.get(s.index);
+    if (pv?.command) lines.push(c.dim(`        $ ${pv.command}`));
+    if (pv?.refusal) lines.push(`        ${c.yellow(pv.refusal)}`);
   }
   lines.push(
     p.next
       ? `next: step ${p.next.index + 1}, ${p.next.step.id} (${describeStep(p.next.step)})`
       : `nothing left to do in this phase${p.rotation ? `; next: ${nextStep(p.rotation.phase)}` : ''}`,
   );
-  lines.push(c.dim('✓ done  ▸ next  · to do  – not for this phase'));
+  lines.push(c.dim('✓ done here  ◆ done outside the runbook  ↷ skipped  ✗ failed  ⏸ aborted  ▸ next  · to do  – not for this phase'));
   return lines;
 }
 
@@ -158,15 +204,29 @@ export async function runRunbook(rt: CliRuntime, flags: RunFlags, args: string[]
   return withCoreContext(rt, async (ctx) => {
     let progress = await runbookProgress(ctx, runbook);
     if (flags.dryRun) {
+      const known = { ...(await previousInputs(ctx, runbook)), ...sets };
+      const previews = await previewSteps(ctx, progress, known);
       rt.output.result(
         {
           runbook: runbook.name,
           phase: progress.phase,
-          rotation: progress.rotation?.id ?? null,
+          rotation: progress.rotation ? { id: progress.rotation.id, emergency: progress.rotation.emergency, compromised: progress.rotation.compromisedVersion } : null,
           next: progress.next?.step.id ?? null,
-          steps: progress.steps.map((s) => ({ id: s.step.id, kind: s.step.kind, title: s.step.title, done: s.done, applies: s.applies, does: describeStep(s.step) })),
+          note: progress.note,
+          steps: progress.steps.map((s) => ({
+            id: s.step.id,
+            kind: s.step.kind,
+            title: s.step.title,
+            status: s.status,
+            by: s.record ? { actor: s.record.actor, at: s.record.at.toISOString(), note: s.record.note } : null,
+            done: s.done,
+            applies: s.applies,
+            does: describeStep(s.step),
+            command: previews.get(s.index)?.command ?? null,
+            refusedNow: previews.get(s.index)?.refusal ?? null,
+          })),
         },
-        () => planLines(rt, runbook, progress, ctx.config.keyring).join('\n'),
+        () => planLines(rt, runbook, progress, ctx.config.keyring, previews).join('\n'),
       );
       return ExitCode.OK;
     }
