@@ -379,6 +379,8 @@ export interface Rule {
   effects: string;
   /** Operators do not start this move by itself (a command makes it on the way). */
   internal?: boolean;
+  /** The move starts the command's work without finishing it (a write pass beginning). */
+  startsOnly?: boolean;
 }
 
 export const RULES: readonly Rule[] = [
@@ -426,6 +428,7 @@ export const RULES: readonly Rule[] = [
     to: 'reencrypting',
     guards: [],
     effects: 'clears the verify evidence: a write pass invalidates it (a pass with nothing to rewrite does not start)',
+    startsOnly: true,
   },
   {
     id: 'reencrypt-done',
@@ -563,6 +566,11 @@ export function verifyRuleFor(phase: Phase, passed: boolean): Rule {
 /** The phases a command accepts: those some rule of it starts from (refusals name them). */
 export function phasesFor(command: MachineCommand): PhaseOrNone[] {
   return [...new Set(RULES.filter((r) => r.command === command).flatMap((r) => r.from))];
+}
+
+/** The audit actions that record `command` finished (not merely started). */
+export function finishingActions(command: MachineCommand): MachineAction[] {
+  return [...new Set(RULES.filter((r) => r.command === command && !r.startsOnly).map((r) => r.action))];
 }
 
 /** The audit action a command's refusals are recorded under. */

@@ -13,7 +13,7 @@ import { ProblemsFoundError, UsageError } from '../core/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
 import { lastClosedAt, latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
 import { countAllTargets } from '../core/rotation/counts.js';
-import { actionOf, commandApplies, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand, type Snapshot } from '../rotation/machine.js';
+import { commandApplies, finishingActions, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand, type Snapshot } from '../rotation/machine.js';
 import { countVersions } from '../core/status.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import type { Runbook, RunbookPhase, RunbookStep } from './schema.js';
@@ -96,11 +96,14 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
   const steps: StepState[] = runbook.steps.map((step, index) => {
     const command = stepCommand(step);
     const mine = rows.filter((r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name && r.details?.step === step.id).at(-1);
-    const outside = command && step.kind === 'command' && !mine ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && commandActions(command).includes(r.action) && r.toPhase !== null).at(-1) : undefined;
+    const outside = command && step.kind === 'command' && !mine ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && r.toPhase !== null && madeBy(command, r)).at(-1) : undefined;
     const rec = mine ?? outside;
     const status: StepStatus = mine ? statusOf(mine.outcome) : outside ? 'done-outside' : 'none';
     const record = rec ? { actor: rec.actor, at: rec.createdAt, note: noteOf(rec) } : null;
-    const counts = (status === 'done' || status === 'skipped' || status === 'done-outside') && (!backAt || rec!.createdAt > backAt);
+    // A command run by hand counts as done once it moved the rotation on; a pass that left the phase
+    // as it was (a shard's part, an interrupted run) is shown but the step is still to do.
+    const finished = status === 'done' || status === 'skipped' || (status === 'done-outside' && rec!.fromPhase !== rec!.toPhase);
+    const counts = finished && (!backAt || rec!.createdAt > backAt);
     // Once the rotation is an emergency one, `generate --emergency` has nothing left to escalate.
     let applies = command === 'generate --emergency' && rotation?.emergency ? commandApplies('generate', phase) : stepApplies(step, command, phase);
     if (emergencyOnly && command !== 'generate --emergency') applies = false;
@@ -112,8 +115,10 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
   return { phase, rotation, steps, next: steps.find((s) => s.applies && !s.done) ?? null, note };
 }
 
-function commandActions(command: MachineCommand): string[] {
-  return command === 'generate --emergency' ? [actionOf('generate'), actionOf('generate --emergency')] : [actionOf(command)];
+/** Whether audit row `r` records `command` (an emergency generate: only an emergency one, or an escalation). */
+function madeBy(command: MachineCommand, r: AuditRow): boolean {
+  if (command === 'generate --emergency') return finishingActions('generate --emergency').some((a) => a === r.action) || (finishingActions('generate').some((a) => a === r.action) && r.details?.emergency === true);
+  return finishingActions(command).some((a) => a === r.action);
 }
 
 function statusOf(outcome: AuditOutcome): StepStatus {
