@@ -11,7 +11,8 @@ import { translateDbError } from '../db/errors.js';
 import type { CoreContext } from './context.js';
 import { reconcileRegistry } from './registry.js';
 import type { VersionState } from '../rotation/store.js';
-import { openRotation } from '../rotation/store.js';
+import { openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
+import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
 
 export interface ColumnCounts {
@@ -31,7 +32,20 @@ export interface StatusReport {
   primary: string;
   keystore: { provider: string; location: string };
   versions: Array<{ version: string; state: VersionState; fingerprint: string; compromised: boolean; createdAt: string; inKeystore: boolean }>;
-  rotation: null | { id: number; phase: string; oldVersion: string | null; newVersion: string | null; emergency: boolean; openedAt: string };
+  rotation: null | {
+    id: number;
+    phase: Phase;
+    oldVersion: string | null;
+    newVersion: string | null;
+    emergency: boolean;
+    compromisedVersion: string | null;
+    openedAt: string;
+    /** The latest verify since the last write pass. */
+    verify: { scope: string; outcome: string; at: string | null } | null;
+    /** The next step (from the rotation machine) and, if its guards would refuse it now, why. */
+    next: string;
+    refusedNow: string | null;
+  };
   targets: ColumnCounts[];
   rotationIntervalDays: number;
   nextRotationDue: string;
@@ -105,7 +119,11 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
           oldVersion: rotation.oldVersion,
           newVersion: rotation.newVersion,
           emergency: rotation.emergency,
+          compromisedVersion: rotation.compromisedVersion,
           openedAt: rotation.openedAt.toISOString(),
+          verify: rotation.verifyOutcome && rotation.verifyScope ? { scope: rotation.verifyScope, outcome: rotation.verifyOutcome, at: rotation.verifiedAt?.toISOString() ?? null } : null,
+          next: nextStep(rotation.phase).replace(/`/g, ''),
+          refusedNow: refusedNow(ctx, rotation, versions, targets),
         }
       : null,
     targets,
@@ -114,6 +132,27 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
     overdue: ctx.now().getTime() > due.getTime(),
     warnings,
   };
+}
+
+/** Whether the machine would refuse the rotation's next step now (status shows why, with the date). */
+function refusedNow(ctx: CoreContext, rotation: Rotation, versions: RegisteredVersion[], targets: ColumnCounts[]): string | null {
+  const byVersion: Record<string, number> = {};
+  let unparseable = 0;
+  for (const t of targets) {
+    unparseable += t.unparseable;
+    for (const [v, n] of Object.entries(t.counts)) byVersion[v] = (byVersion[v] ?? 0) + n;
+  }
+  const command = PHASE_INFO[rotation.phase].forward;
+  const { refusal } = preview(command, {
+    now: ctx.now(),
+    keyring: ctx.config.keyring,
+    rotation,
+    versions,
+    policy: { minPropagationSeconds: ctx.config.policy.minPropagationSeconds, rollbackWindowDays: ctx.config.policy.rollbackWindowDays },
+    keystoreWritable: ctx.keystore.writable,
+    counts: { byVersion, unparseable },
+  });
+  return refusal ? `${command}: ${refusal.reason}` : null;
 }
 
 /** Problems `status --check` fails on (empty when healthy). */

@@ -39,20 +39,22 @@ interface PhaseInfo {
   closed: boolean;
   /** What an operator runs next (status, every command's last line, runbook plans). */
   next: string;
+  /** The command of that next step, whose guards `status` previews. */
+  forward: MachineCommand;
   meaning: string;
 }
 
 export const PHASE_INFO: Record<Phase, PhaseInfo> = {
-  generating: { rank: 1, closed: false, next: '`keyctl generate` again, to finish opening the rotation', meaning: 'rotation claimed; the new key may not be in the keystore yet' },
-  generated: { rank: 2, closed: false, next: '`keyctl dual-key` once every application has reloaded the keyring', meaning: 'new key published decrypt-only' },
-  dual_key: { rank: 3, closed: false, next: '`keyctl reencrypt`', meaning: 'new key primary; old key decrypt-only' },
-  reencrypting: { rank: 4, closed: false, next: '`keyctl reencrypt` (it resumes where it stopped)', meaning: 'a write pass is running or was interrupted' },
-  reencrypted: { rank: 5, closed: false, next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)', meaning: 'no value counted under another version; not yet verified in full' },
-  verified: { rank: 6, closed: false, next: '`keyctl promote`', meaning: 'a verify passed since the last write pass' },
-  promoted: { rank: 7, closed: false, next: '`keyctl retire` when the rollback window has passed', meaning: 'old key unpublished, archived for rollback' },
-  rolling_back: { rank: 0, closed: false, next: '`keyctl reencrypt`, then `keyctl verify`', meaning: 'old key primary again; values move back to it' },
-  retired: { rank: 9, closed: true, next: '`keyctl generate` to start the next rotation', meaning: 'closed: the old key is retired' },
-  rolled_back: { rank: 9, closed: true, next: '`keyctl generate` to start a new rotation', meaning: 'closed: the new key is retired' },
+  generating: { forward: 'generate', rank: 1, closed: false, next: '`keyctl generate` again, to finish opening the rotation', meaning: 'rotation claimed; the new key may not be in the keystore yet' },
+  generated: { forward: 'dual-key', rank: 2, closed: false, next: '`keyctl dual-key` once every application has reloaded the keyring', meaning: 'new key published decrypt-only' },
+  dual_key: { forward: 'reencrypt', rank: 3, closed: false, next: '`keyctl reencrypt`', meaning: 'new key primary; old key decrypt-only' },
+  reencrypting: { forward: 'reencrypt', rank: 4, closed: false, next: '`keyctl reencrypt` (it resumes where it stopped)', meaning: 'a write pass is running or was interrupted' },
+  reencrypted: { forward: 'verify', rank: 5, closed: false, next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)', meaning: 'no value counted under another version; not yet verified in full' },
+  verified: { forward: 'promote', rank: 6, closed: false, next: '`keyctl promote`', meaning: 'a verify passed since the last write pass' },
+  promoted: { forward: 'retire', rank: 7, closed: false, next: '`keyctl retire` when the rollback window has passed', meaning: 'old key unpublished, archived for rollback' },
+  rolling_back: { forward: 'reencrypt', rank: 0, closed: false, next: '`keyctl reencrypt`, then `keyctl verify`', meaning: 'old key primary again; values move back to it' },
+  retired: { forward: 'generate', rank: 9, closed: true, next: '`keyctl generate` to start the next rotation', meaning: 'closed: the old key is retired' },
+  rolled_back: { forward: 'generate', rank: 9, closed: true, next: '`keyctl generate` to start a new rotation', meaning: 'closed: the new key is retired' },
 };
 
 export const CLOSED_PHASES: readonly Phase[] = PHASES.filter((p) => PHASE_INFO[p].closed);

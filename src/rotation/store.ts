@@ -16,7 +16,7 @@ import { auditRowHash, GENESIS_HASH, type HashedAuditFields } from '../core/audi
 import { DatabaseError } from '../core/errors.js';
 import type { Checkpoint, CheckpointStore } from '../reencrypt/checkpoint.js';
 import type { PkValue } from '../reencrypt/scan.js';
-import { CLOSED_PHASES, isPhase, type MachineAction, type Phase, type VerifyOutcome, type VerifyScope } from './machine.js';
+import { CLOSED_PHASES, isPhase, rule, type MachineAction, type Phase, type VerifyOutcome, type VerifyScope } from './machine.js';
 
 type Executor = Knex | Knex.Transaction;
 const knexOf = (db: Db | Knex.Transaction): Executor => ('knex' in db ? db.knex : db);
@@ -115,7 +115,7 @@ export async function insertRotation(db: Db, r: NewRotation): Promise<Rotation> 
   try {
     await db.knex(TABLES.rotations).insert({
       keyring: r.keyring,
-      phase: 'generating',
+      phase: rule('open').to,
       old_version: r.oldVersion,
       new_version: r.newVersion,
       emergency: r.emergency,

@@ -44,7 +44,10 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
 
   if (r.rotation) {
     out.push(
-      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}\n  next: ${nextStep(r.rotation.phase as Phase)}`,
+      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}` +
+        (r.rotation.verify ? `\n  last verify: ${r.rotation.verify.scope}, ${r.rotation.verify.outcome === 'passed' ? c.green('passed') : c.red('failed')} ${r.rotation.verify.at ?? ''}` : '') +
+        `\n  next: ${nextStep(r.rotation.phase)}` +
+        (r.rotation.refusedNow ? `\n  ${c.yellow(`not yet — ${r.rotation.refusedNow}`)}` : ''),
     );
   } else {
     out.push(`${c.bold('Rotation')}: none open`);

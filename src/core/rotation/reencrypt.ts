@@ -5,7 +5,7 @@
  */
 import { countNotUnder, reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Row } from '../../reencrypt/scan.js';
-import { nextStep, rule } from '../../rotation/machine.js';
+import { movesBack, nextStep, rule, targetPhase } from '../../rotation/machine.js';
 import { appendAudit, checkpointStore, openRotation, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../errors.js';
@@ -86,15 +86,19 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   // finds nothing to rewrite leaves the phase (and the verify evidence) as it is, and says so.
   let noop: string | null = null;
   if (!opts.dryRun && rule('reencrypt-start').from.includes(rotation.phase)) {
-    const pending = rotation.phase === 'dual_key' ? 1 : await countPending(ctx, targets, target);
+    const start = rule('reencrypt-start');
+    // The first pass after dual-key always runs; a pass after reencrypted/verified goes back along
+    // the procedure, so it first counts whether there is anything to rewrite.
+    const goesBack = movesBack(rotation.phase, targetPhase(start, rotation.phase));
+    const pending = goesBack ? await countPending(ctx, targets, target) : null;
     if (pending === 0) {
       noop = `nothing to re-encrypt: every value is already under ${target}; rotation #${rotation.id} stays in phase ${rotation.phase}`;
     } else {
-      if (rotation.phase !== 'dual_key') {
+      if (goesBack) {
         ctx.log.warn(`${pending} value(s) are not under ${target}: rotation #${rotation.id} moves back from ${rotation.phase} to reencrypting, and verify has to pass again before promote`);
       }
       // Shards started together all try this; the others find it done.
-      rotation = await transition(ctx, { rule: 'reencrypt-start', rotation, alreadyThereIsFine: true, changes: { verify: null }, details: { target, pending: rotation.phase === 'dual_key' ? null : pending, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null, shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null } });
+      rotation = await transition(ctx, { rule: 'reencrypt-start', rotation, alreadyThereIsFine: true, changes: { verify: null }, details: { target, pending, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null, shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null } });
     }
   }
   if (noop) {
