@@ -98,6 +98,8 @@ export interface GuardInput {
   reason?: string;
   /** verify: the result of the check that just ran. */
   verify?: { passed: boolean; scope: VerifyScope };
+  /** A move that destroys key material: the decryption scan with the keys that remain (null: nothing is destroyed). */
+  destructionScan?: { failures: number; checked: number } | null;
   /** reencrypt: values left under other versions after the pass. */
   remaining?: number;
   /** generate --emergency: the version named compromised. */
@@ -312,6 +314,20 @@ export const GUARDS = {
       };
     },
   },
+  remainingKeysReadEverything: {
+    describe: 'when material is destroyed: a full decryption scan with the keys that remain reads every value (not bypassed by `--force`)',
+    forceable: false,
+    check: (_s, input) => {
+      if (input.destructionScan === null) return null;
+      if (!input.destructionScan) return { reason: 'no decryption scan was run before destroying key material', hint: 'this is a bug in keyctl; please report it' };
+      if (input.destructionScan.failures === 0) return null;
+      return {
+        reason: `${input.destructionScan.failures} value(s) do not decrypt without the key that would be destroyed`,
+        hint: 'run `keyctl verify` to list them; repair them, or roll back with `keyctl rollback --reason "…"`',
+        details: { scanFailures: input.destructionScan.failures },
+      };
+    },
+  },
   oldKeyNotCompromised: {
     describe: 'the old key is not marked compromised (it would become primary again)',
     forceable: true,
@@ -495,7 +511,7 @@ export const RULES: readonly Rule[] = [
     from: ['rolling_back'],
     to: 'rolled_back',
     guards: ['verifyPassed', 'verifyWasFull', 'rollbackPropagated'],
-    effects: 'new key retired (material per `retiredKeys`)',
+    effects: 'new key retired (material per `retiredKeys`); the full verify that closes it is the decryption scan before destruction',
   },
   {
     id: 'promote',
@@ -513,9 +529,9 @@ export const RULES: readonly Rule[] = [
     command: 'retire',
     from: ['promoted'],
     to: 'retired',
-    guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion'],
+    guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion', 'remainingKeysReadEverything'],
     needsCounts: true,
-    effects: 'old key retired: material destroyed (`retiredKeys: destroy`) or kept as `retired` in the archive',
+    effects: 'old key retired: material destroyed (`retiredKeys: destroy`, after the decryption scan) or kept as `retired` in the archive',
   },
   {
     id: 'abandon',
@@ -523,8 +539,8 @@ export const RULES: readonly Rule[] = [
     command: 'rollback',
     from: ['generated'],
     to: 'rolled_back',
-    guards: [],
-    effects: 'new key retired at once (nothing was written with it)',
+    guards: ['remainingKeysReadEverything'],
+    effects: 'new key retired at once (nothing should have been written with it; the decryption scan checks)',
   },
   {
     id: 'rollback',
@@ -581,9 +597,10 @@ export function actionOf(command: MachineCommand): MachineAction {
 }
 
 /** The first guard of `r` that refuses, skipping forceable ones when the operator forced. */
-export function evaluate(r: Rule, s: Snapshot, input: GuardInput = {}): { refusal: Refusal | null; forced: GuardName[] } {
+export function evaluate(r: Rule, s: Snapshot, input: GuardInput = {}, skip: readonly GuardName[] = []): { refusal: Refusal | null; forced: GuardName[] } {
   const forced: GuardName[] = [];
   for (const name of r.guards) {
+    if (skip.includes(name)) continue;
     const g: GuardSpec = GUARDS[name];
     const no = g.check(s, input);
     if (!no) continue;
@@ -612,7 +629,7 @@ export function preview(command: MachineCommand, s: Snapshot, input: GuardInput 
   }
   const r = candidates[0]!;
   if (r.needsCounts && !s.counts) return { rule: r, refusal: null };
-  return { rule: r, refusal: evaluate(r, s, input).refusal };
+  return { rule: r, refusal: evaluate(r, s, input, ['remainingKeysReadEverything']).refusal };
 }
 
 export { DAY_MS, OPEN_PHASES };

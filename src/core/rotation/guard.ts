@@ -57,9 +57,9 @@ export async function requireRotation(ctx: CoreContext, command: MachineCommand,
 }
 
 /** Run the guards of rule `id`; a refusal is recorded and thrown. Returns the guards the operator forced. */
-export async function checkGuards(ctx: CoreContext, id: string, s: Snapshot, input: GuardInput = {}): Promise<GuardName[]> {
+export async function checkGuards(ctx: CoreContext, id: string, s: Snapshot, input: GuardInput = {}, skip: readonly GuardName[] = []): Promise<GuardName[]> {
   const r = rule(id);
-  const { refusal, forced } = evaluate(r, s, input);
+  const { refusal, forced } = evaluate(r, s, input, skip);
   if (refusal) {
     return refuse(ctx, { action: r.action, rotation: s.rotation, reason: refusal.reason, hint: refusal.hint, details: { guard: refusal.guard, ...refusal.details } });
   }

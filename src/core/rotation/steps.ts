@@ -9,6 +9,8 @@ import { markMaterialDestroyed, setVersionState, type Rotation } from '../../rot
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import { checkGuards, requireRotation } from './guard.js';
+import { decryptionScan } from './decryption-scan.js';
+import { loadAllKeys } from './material.js';
 import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
@@ -72,17 +74,34 @@ export async function promote(ctx: CoreContext, opts: ForceOptions = {}): Promis
   return done;
 }
 
+/**
+ * Before key material is destroyed: decrypt every value with the keys that will remain (null when
+ * policy keeps the material, so nothing is destroyed).
+ */
+async function scanWithout(ctx: CoreContext, doomed: string): Promise<{ failures: number; checked: number } | null> {
+  if (retiredMaterial(ctx) !== 'destroyed') return null;
+  const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
+  keys.delete(doomed);
+  ctx.log.info(`checking that every value decrypts without ${doomed} before its key is destroyed (a full scan)`);
+  const scan = await decryptionScan(ctx, (v) => keys.get(v));
+  return { failures: scan.failureCount, checked: Object.values(scan.checked).reduce((a, b) => a + b, 0) };
+}
+
 export async function retire(ctx: CoreContext, opts: ForceOptions): Promise<Rotation> {
   checkForce(opts);
   const state = await prepare(ctx);
   const s = await snapshot(ctx, state, { counts: true });
   const r = await requireRotation(ctx, 'retire', s);
-  const forced = await checkGuards(ctx, 'retire', s, { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}) });
+  const force = { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}) };
+  // The cheap guards first; the decryption scan only when they pass.
+  await checkGuards(ctx, 'retire', s, force, ['remainingKeysReadEverything']);
+  const destructionScan = await scanWithout(ctx, r.oldVersion);
+  const forced = await checkGuards(ctx, 'retire', s, { ...force, destructionScan });
   const done = await transition(ctx, {
     rule: 'retire',
     rotation: r,
     rowsAffected: 0,
-    details: { material: retiredMaterial(ctx), forced: forced.length > 0, forcedGuards: forced, reason: opts.reason ?? null, emergency: r.emergency },
+    details: { material: retiredMaterial(ctx), forced: forced.length > 0, forcedGuards: forced, reason: opts.reason ?? null, emergency: r.emergency, destructionScan },
     apply: (trx, at) => retireVersion(ctx, trx, r.keyring, r.oldVersion, at),
   });
   await syncKeystore(ctx);
@@ -98,12 +117,13 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
   // values (and writers that have not reloaded yet) may use it, so it stays readable until
   // reencrypt and verify have moved everything back.
   const id = rule('abandon').from.includes(r.phase) ? 'abandon' : 'rollback';
-  const forced = await checkGuards(ctx, id, s, { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}) });
+  const destructionScan = id === 'abandon' ? await scanWithout(ctx, r.newVersion) : null;
+  const forced = await checkGuards(ctx, id, s, { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}), destructionScan });
   const old = state.versions.find((v) => v.version === r.oldVersion);
   const done = await transition(ctx, {
     rule: id,
     rotation: r,
-    details: { reason: opts.reason ?? null, forcedCompromised: forced.includes('oldKeyNotCompromised'), compromised: Boolean(old?.compromised), from: r.phase },
+    details: { destructionScan, reason: opts.reason ?? null, forcedCompromised: forced.includes('oldKeyNotCompromised'), compromised: Boolean(old?.compromised), from: r.phase },
     // The verify evidence was about the forward direction.
     changes: { verify: null },
     apply: async (trx, at) => {
@@ -122,7 +142,9 @@ export async function finishRollback(ctx: CoreContext, r: Rotation, details: Rec
     rule: 'finish-rollback',
     rotation: r,
     rowsAffected: 0,
-    details: { ...details, material: retiredMaterial(ctx) },
+    // The full verify that just passed decrypted every value, each under the old key (the primary
+    // again): it stands in for the decryption scan before the new key is destroyed.
+    details: { ...details, material: retiredMaterial(ctx), destructionScan: 'the full verify that closes the rollback' },
     changes: { verify: verify ? { scope: verify, outcome: 'passed', at: ctx.now() } : null },
     apply: (trx, at) => retireVersion(ctx, trx, r.keyring, r.newVersion, at),
   });

@@ -8,14 +8,14 @@
  * `reencrypted`; `promote` needs the latest verify since the last write pass to be full and passed;
  * only a full pass closes a rollback (`rolling_back` → `rolled_back`).
  */
-import { AesGcmV1Codec, CiphertextError } from '../../crypto/codec.js';
-import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
+import { AesGcmV1Codec } from '../../crypto/codec.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { verifyRuleFor, type VerifyScope } from '../../rotation/machine.js';
 import { appendAudit, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import { countAllTargets, type VersionTotals } from './counts.js';
+import { decryptionScan } from './decryption-scan.js';
 import { checkGuards, requireRotation } from './guard.js';
 import { prepare, snapshot } from './prepare.js';
 import { finishRollback } from './steps.js';
@@ -49,32 +49,7 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   const scope: VerifyScope = opts.sample === undefined ? 'full' : 'sample';
   const codec = new AesGcmV1Codec();
   const published = (await ctx.keystore.read())!;
-  const keyFor = (v: string) => published.doc.keys.get(v);
-  const checked: Record<string, number> = {};
-  const failures: ValueFailure[] = [];
-  let failureCount = 0;
-  const check = (table: string, pk: string, columns: string[], rows: Row[]) => {
-    for (const row of rows) {
-      for (const column of columns) {
-        const value = row[column];
-        if (value === null || value === undefined) continue;
-        try {
-          if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
-          codec.decrypt(value, keyFor);
-          const v = codec.versionOf(value);
-          checked[v] = (checked[v] ?? 0) + 1;
-        } catch (err) {
-          if (!(err instanceof CiphertextError)) throw err;
-          failureCount++;
-          if (failures.length < 1000) failures.push({ table, pk: String(row[pk]), column, reason: err.reason });
-        }
-      }
-    }
-  };
-  for (const t of ctx.config.targets) {
-    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample));
-    else for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) check(t.table, t.primaryKey, t.columns, rows);
-  }
+  const { checked, failures, failureCount } = await decryptionScan(ctx, (v) => published.doc.keys.get(v), opts);
   const totals = await countAllTargets(ctx, codec);
   const problems: string[] = [];
   for (const [v, n] of Object.entries(totals.byVersion)) if (v !== state.primary) problems.push(`${n} value(s) under ${v}, not the primary ${state.primary}`);

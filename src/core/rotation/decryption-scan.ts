@@ -1,0 +1,52 @@
+/**
+ * Decrypt every non-NULL value of every target (or N random rows per target) with the keys given,
+ * by the version each value names. verify uses it with the published keyring; every destruction of
+ * key material uses it first with the keys that will remain, so a value that only the doomed key
+ * can read (a mislabelled one, say) blocks the destruction instead of being lost.
+ */
+import { AesGcmV1Codec, CiphertextError } from '../../crypto/codec.js';
+import type { ValueFailure } from '../../reencrypt/engine.js';
+import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
+import type { CoreContext } from '../context.js';
+
+export interface ScanResult {
+  /** Values decrypted, per version. */
+  checked: Record<string, number>;
+  /** The first 1000 failures (table, pk, column, reason — never the value). */
+  failures: ValueFailure[];
+  failureCount: number;
+}
+
+export async function decryptionScan(
+  ctx: CoreContext,
+  keyFor: (version: string) => Buffer | undefined,
+  opts: { sample?: number | undefined; batchSize?: number | undefined } = {},
+): Promise<ScanResult> {
+  const codec = new AesGcmV1Codec();
+  const checked: Record<string, number> = {};
+  const failures: ValueFailure[] = [];
+  let failureCount = 0;
+  const check = (table: string, pk: string, columns: string[], rows: Row[]) => {
+    for (const row of rows) {
+      for (const column of columns) {
+        const value = row[column];
+        if (value === null || value === undefined) continue;
+        try {
+          if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
+          codec.decrypt(value, keyFor);
+          const v = codec.versionOf(value);
+          checked[v] = (checked[v] ?? 0) + 1;
+        } catch (err) {
+          if (!(err instanceof CiphertextError)) throw err;
+          failureCount++;
+          if (failures.length < 1000) failures.push({ table, pk: String(row[pk]), column, reason: err.reason });
+        }
+      }
+    }
+  };
+  for (const t of ctx.config.targets) {
+    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample));
+    else for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) check(t.table, t.primaryKey, t.columns, rows);
+  }
+  return { checked, failures, failureCount };
+}
