@@ -328,6 +328,18 @@ export const GUARDS = {
       };
     },
   },
+  emergencyNotAbandoned: {
+    describe: 'an emergency rotation is not abandoned (its compromised key would stay primary)',
+    forceable: true,
+    check: (s) => {
+      const r = rotationOf(s);
+      if (!r.emergency) return null;
+      return {
+        reason: `rotation #${r.id} is an emergency rotation: abandoning it leaves the compromised ${r.compromisedVersion ?? r.oldVersion} primary`,
+        hint: `finish it instead (next: ${nextStep(r.phase)}); only if you must, \`keyctl rollback --force --reason "…"\``,
+      };
+    },
+  },
   oldKeyNotCompromised: {
     describe: 'the old key is not marked compromised (it would become primary again)',
     forceable: true,
@@ -539,7 +551,7 @@ export const RULES: readonly Rule[] = [
     command: 'rollback',
     from: ['generated'],
     to: 'rolled_back',
-    guards: ['remainingKeysReadEverything'],
+    guards: ['emergencyNotAbandoned', 'remainingKeysReadEverything'],
     effects: 'new key retired at once (nothing should have been written with it; the decryption scan checks)',
   },
   {
