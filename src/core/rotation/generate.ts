@@ -9,7 +9,7 @@
  * the keystore and registers it instead of creating another.
  */
 import { fingerprint, generateKey, isVersionName, versionName, versionNumber } from '../../crypto/keys.js';
-import { nextStep, phasesFor } from '../../rotation/machine.js';
+import { nextStep, phasesFor, rule } from '../../rotation/machine.js';
 import { insertRotation, insertVersion, markCompromised, openRotation, RotationAlreadyOpen, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
@@ -59,6 +59,15 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
     }
     // An emergency while a routine rotation is open: when the compromised key is the one that
     // rotation replaces, the rotation itself becomes the emergency (audited as `escalate`).
+    if (!rule('escalate').from.includes(rotation.phase)) {
+      return refuse(ctx, {
+        action: 'escalate',
+        rotation,
+        reason: `rotation #${rotation.id} is in phase ${rotation.phase}: an emergency rotation cannot start until it is closed`,
+        hint: `next: ${nextStep(rotation.phase)}; then \`keyctl generate --emergency --reason "…"\``,
+        details: { guard: 'phase' },
+      });
+    }
     await checkGuards(ctx, 'escalate', s, input);
     const r = rotation;
     const done = await transition(ctx, {
