@@ -4,14 +4,17 @@
  */
 import { ExitCode, type ExitCodeName } from './exit-codes.js';
 
+/** The stable, machine-readable kinds of error (`--json` output's `error.kind`). */
+export type ErrorKind = 'usage' | 'config' | 'refused' | 'keystore' | 'keystore-read-only' | 'database' | 'problems-found' | 'backup' | 'locked' | 'pgp-key' | 'io' | 'internal';
+
 export class KeyctlError extends Error {
   readonly exitCode: ExitCodeName;
   /** One or more lines saying what to do about it. */
   readonly hint: string | undefined;
   /** A stable machine-readable kind for --json output. */
-  readonly kind: string;
+  readonly kind: ErrorKind;
 
-  constructor(kind: string, exitCode: ExitCodeName, message: string, hint?: string) {
+  constructor(kind: ErrorKind, exitCode: ExitCodeName, message: string, hint?: string) {
     super(message);
     this.name = new.target.name;
     this.kind = kind;

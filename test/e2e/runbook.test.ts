@@ -89,6 +89,13 @@ describe('keyctl runbook in a terminal', () => {
     const plan = json<{ next: string; phase: string }>(await keyctl(['runbook', 'run', 'routine-rotation', '--dry-run', '--json'], { cwd: dir }));
     expect(plan).toMatchObject({ next: 'reencrypt', phase: 'dual_key' });
 
+    // The plan a second operator sees tells skipped from done, with who and why, and the aborted step.
+    const text = (await keyctl(['runbook', 'run', 'routine-rotation', '--dry-run'], { cwd: dir, env: { NO_COLOR: '1' } })).stdout;
+    expect(text).toMatch(/↷ +3 backup-fresh .*skipped by alice@ops \S+ \S+: trial run: backups are covered by ticket OPS-1/);
+    expect(text).toMatch(/✓ +1 database-reachable .*done by alice@ops/);
+    expect(text).toMatch(/▸ +11 reencrypt/);
+    expect(text).toContain('$ keyctl reencrypt');
+
     const bob = terminal(dir, 'bob@ops', 'routine-rotation');
     await bob.waitFor('resuming at step 11 (reencrypt)');
     await answer(bob, 'reencrypt', RUN);
