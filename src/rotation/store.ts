@@ -97,16 +97,7 @@ export async function lastClosedAt(db: Db, keyring: string, beforeId?: number): 
   return row ? fromDbTime(row.closed_at) : null;
 }
 
-export interface NewRotation {
-  keyring: string;
-  oldVersion: string;
-  newVersion: string;
-  emergency: boolean;
-  reason: string | null;
-  compromisedVersion: string | null;
-  openedBy: string;
-  at: Date;
-}
+export type NewRotation = Pick<Rotation, 'keyring' | 'oldVersion' | 'newVersion' | 'emergency' | 'reason' | 'compromisedVersion' | 'openedBy'> & { at: Date };
 
 export class RotationAlreadyOpen extends Error {}
 

@@ -10,11 +10,10 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import knexFactory from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { ExitCode } from '../../src/core/exit-codes.js';
-import { json, keyctl } from '../helpers/cli.js';
+import { json, keyctl, withProjectSqlite } from '../helpers/cli.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -33,14 +32,6 @@ async function project(rows: number, policy: Record<string, string> = {}): Promi
   return { dir, run };
 }
 
-async function sql<T>(dir: string, fn: (k: ReturnType<typeof knexFactory>) => Promise<T>): Promise<T> {
-  const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'keyctl.db') }, useNullAsDefault: true });
-  try {
-    return await fn(knex);
-  } finally {
-    await knex.destroy();
-  }
-}
 
 /** Every key the keystore still holds, published or archived. */
 function keysHeld(dir: string): Map<string, Buffer> {
@@ -76,7 +67,7 @@ describe('the rotation machine closes the three repros', () => {
   it('1. a failed full verify moves the rotation back: promote and retire are refused and the old key survives', async () => {
     const { dir, run } = await project(100);
     // A v1 ciphertext labelled v2: reencrypt skips it (it looks done), only a full decrypt finds it.
-    await sql(dir, (k) => k.raw(`UPDATE customers SET email = 'v2:' || substr(email, 4) WHERE id = 4`));
+    await withProjectSqlite(dir, (k) => k.raw(`UPDATE customers SET email = 'v2:' || substr(email, 4) WHERE id = 4`));
     for (const step of ['generate', 'dual-key', 'reencrypt']) expect((await run(step)).code, step).toBe(0);
 
     // A sample may or may not pick row 4; either way it must not unlock promote.
@@ -93,7 +84,7 @@ describe('the rotation machine closes the three repros', () => {
     // Even forcing past the sampled verify does not help: the phase is back at reencrypted.
     expect((await run('promote', '--force', '--reason', 'accept the risk')).code).toBe(ExitCode.REFUSED);
 
-    const row = await sql(dir, (k) => k('customers').where({ id: 4 }).first<{ email: string }>());
+    const row = await withProjectSqlite(dir, (k) => k('customers').where({ id: 4 }).first<{ email: string }>());
     expect(readable(row!.email, keysHeld(dir))).toBe(true);
     const status = json<{ rotation: { phase: string } }>(await run('status', '--json'));
     expect(status.rotation.phase).toBe('reencrypted');

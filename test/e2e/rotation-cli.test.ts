@@ -4,23 +4,14 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import knexFactory from 'knex';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/core/exit-codes.js';
-import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
+import { json, keyctl, withProjectSqlite, KEYCTL_BIN } from '../helpers/cli.js';
 
 function tmpdir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'keyctl-e2e-rot-'));
 }
 
-async function sqlite<T>(dir: string, fn: (k: ReturnType<typeof knexFactory>) => Promise<T>): Promise<T> {
-  const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'keyctl.db') }, useNullAsDefault: true });
-  try {
-    return await fn(knex);
-  } finally {
-    await knex.destroy();
-  }
-}
 
 describe('rotation through the CLI (SQLite + file keystore)', () => {
   it('runs the cycle with --json, refuses out-of-order steps with exit 3, and keeps an intact audit chain', async () => {
@@ -80,7 +71,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     expect(md.stdout).toContain('| generate |');
 
     expect((await run('audit', '--verify')).code).toBe(0);
-    await sqlite(dir, (k) => k('rotation_audit').where({ action: 'promote' }).update({ actor: 'someone-else' }));
+    await withProjectSqlite(dir, (k) => k('rotation_audit').where({ action: 'promote' }).update({ actor: 'someone-else' }));
     const broken = await run('audit', '--verify');
     expect(broken.code).toBe(ExitCode.PROBLEMS_FOUND);
     expect(broken.stdout).toContain('was edited');
@@ -90,7 +81,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     const dir = tmpdir();
     const run = (...args: string[]) => keyctl(args, { cwd: dir });
     expect((await run('init', '--demo', '--rows', '50')).code).toBe(0);
-    await sqlite(dir, (k) => k('customers').where({ id: 7 }).update({ notes: 'secret plain text' }));
+    await withProjectSqlite(dir, (k) => k('customers').where({ id: 7 }).update({ notes: 'secret plain text' }));
     await run('generate');
     await run('dual-key');
     const dry = await run('reencrypt', '--dry-run');

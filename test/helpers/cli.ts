@@ -1,5 +1,7 @@
 /** Runs the built bin/keyctl.js as a child process, the way an operator or cron would. */
 import { spawn } from 'node:child_process';
+import path from 'node:path';
+import knexFactory from 'knex';
 import { fileURLToPath } from 'node:url';
 
 export const KEYCTL_BIN = fileURLToPath(new URL('../../bin/keyctl.js', import.meta.url));
@@ -31,5 +33,15 @@ export function json<T = Record<string, unknown>>(r: RunResult): T {
     return JSON.parse(r.stdout) as T;
   } catch {
     throw new Error(`stdout is not one JSON object (exit ${r.code}):\n${r.stdout}\n--- stderr:\n${r.stderr}`);
+  }
+}
+
+/** Run `fn` against the project's SQLite file (keyctl.db in `dir`), as a DBA with the sqlite3 shell would. */
+export async function withProjectSqlite<T>(dir: string, fn: (k: ReturnType<typeof knexFactory>) => Promise<T>): Promise<T> {
+  const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'keyctl.db') }, useNullAsDefault: true });
+  try {
+    return await fn(knex);
+  } finally {
+    await knex.destroy();
   }
 }
