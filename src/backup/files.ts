@@ -6,11 +6,11 @@
  *   .keyctl-backup.lock                                      held while a backup runs
  */
 import { createHash } from 'node:crypto';
-import { constants as fsc, promises as fs } from 'node:fs';
-import os from 'node:os';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BackupError, LockedError } from '../core/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { tryLock } from '../util/lockfile.js';
 
 export interface BackupFile {
   /** Full path of the .gpg file. */
@@ -88,48 +88,24 @@ export async function checkChecksum(file: string, data?: Uint8Array): Promise<Ch
 
 const LOCK = '.keyctl-backup.lock';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Take the backup directory's lock (O_EXCL file with pid, host and start time). A lock left by
  * a process on this host that no longer runs is taken over; any other lock refuses.
  */
 export async function acquireLock(dir: string, now: Date): Promise<() => Promise<void>> {
   const file = path.join(dir, LOCK);
-  const me = { pid: process.pid, host: os.hostname(), startedAt: now.toISOString() };
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const h = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-      await h.writeFile(JSON.stringify(me));
-      await h.close();
-      return async () => void (await fs.unlink(file).catch(() => undefined));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EEXIST') throw new BackupError(`cannot create the lock file in ${dir}: ${code ?? String(err)}`, 'check that the backup directory is writable by this user');
-    }
-    let holder: { pid?: number; host?: string; startedAt?: string } = {};
-    try {
-      holder = JSON.parse(await fs.readFile(file, 'utf8')) as typeof holder;
-    } catch {
-      // Being written right now, or damaged: treat as held.
-    }
-    if (attempt === 0 && holder.host === me.host && typeof holder.pid === 'number' && !alive(holder.pid)) {
-      await fs.unlink(file).catch(() => undefined);
-      continue;
-    }
-    throw new LockedError(
-      `another keyctl backup is running in ${dir} (pid ${holder.pid ?? '?'} on ${holder.host ?? '?'}, since ${holder.startedAt ?? '?'})`,
-      `wait for it to finish; if no such process exists, remove ${file}`,
-    );
+  let got: Awaited<ReturnType<typeof tryLock>>;
+  try {
+    got = await tryLock(file, now);
+  } catch (err) {
+    throw new BackupError(`cannot create the lock file in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check that the backup directory is writable by this user');
   }
-  throw new LockedError(`could not take the lock ${file}`);
+  if ('release' in got) return got.release;
+  const holder = got.holder;
+  throw new LockedError(
+    `another keyctl backup is running in ${dir} (pid ${holder.pid ?? '?'} on ${holder.host ?? '?'}, since ${holder.startedAt ?? '?'})`,
+    `wait for it to finish; if no such process exists, remove ${file}`,
+  );
 }
 
 export interface PruneResult {

@@ -1,14 +1,16 @@
 /**
  * The `file` keystore, the embedded default: the published keyring document as a JSON file,
  * and the archive beside it (`<name>.archive.json`). Both are created 0600 inside a 0700
- * directory, replaced atomically (temp file, fsync, rename, fsync of the directory), checked
- * for concurrent changes before each write, and refused when group or others can read them.
+ * directory, replaced atomically (temp file, fsync, rename, fsync of the directory) under an
+ * exclusive lock that covers the check for concurrent changes, and refused when group or others
+ * can read them. Temp files left by a killed writer are removed at the next read.
  */
 import { createHash } from 'node:crypto';
-import { promises as fs, constants as fsc } from 'node:fs';
+import { existsSync, promises as fs, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { KeystoreError } from '../core/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
+import { isStale, processAlive, tryLock, type LockHolder } from '../util/lockfile.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
@@ -39,6 +41,11 @@ class PrivateFile {
     }
   }
 
+  /**
+   * Compare-and-set: under an exclusive lock file (`<file>.lock`, O_EXCL, owner pid and host, a
+   * dead owner's lock taken over), read the current revision, refuse if it is not the one the
+   * caller read, write the temp file, fsync, rename — so two writers can never both pass the check.
+   */
   async write(text: string, expectedRevision: string | null): Promise<void> {
     const dir = path.dirname(this.file);
     try {
@@ -46,6 +53,38 @@ class PrivateFile {
     } catch (err) {
       throw new KeystoreError(`cannot create keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 'check the permissions of its parent directory');
     }
+    const release = await this.lock();
+    try {
+      await removeDeadTempFiles(this.file);
+      await this.writeLocked(text, expectedRevision);
+    } finally {
+      await release();
+    }
+  }
+
+  private async lock(): Promise<() => Promise<void>> {
+    const file = `${this.file}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
+      let got: Awaited<ReturnType<typeof tryLock>>;
+      try {
+        got = await tryLock(file, new Date());
+      } catch (err) {
+        throw new KeystoreError(`cannot create the lock file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check the permissions of the keystore directory');
+      }
+      if ('release' in got) return got.release;
+      if (Date.now() > deadline) {
+        const h = got.holder;
+        throw new KeystoreError(
+          `${this.what} ${this.file} is locked by another keyctl (pid ${h.pid ?? '?'} on ${h.host ?? '?'}, since ${h.startedAt ?? '?'}) for more than ${LOCK_WAIT_MS / 1000} s`,
+          `wait for it to finish and run the command again; if no such process exists, remove ${file}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  private async writeLocked(text: string, expectedRevision: string | null): Promise<void> {
     const current = (await this.read())?.revision ?? null;
     if (current !== expectedRevision) {
       throw new KeystoreError(
@@ -86,6 +125,9 @@ export class FileKeystore implements Keystore {
   }
 
   async read(): Promise<KeystoreSnapshot | null> {
+    // Temp files of a writer killed before its rename hold key material: gone at the next run
+    // (not while a writer holds the lock: it may be on another host sharing the directory).
+    for (const f of [this.file, this.archiveFile]) if (await lockFree(`${f}.lock`)) await removeDeadTempFiles(f);
     const got = await this.published.read();
     if (!got) return null;
     const doc = parseKeyringJson(got.text, `keyring file ${this.file}`, 'restore the file from a backup, or fix its JSON by hand');
@@ -112,6 +154,45 @@ export class FileKeystore implements Keystore {
 export function defaultArchivePath(file: string): string {
   const ext = path.extname(file);
   return path.join(path.dirname(file), `${path.basename(file, ext)}.archive${ext || '.json'}`);
+}
+
+const LOCK_WAIT_MS = 30_000;
+
+/** No lock, or a stale one (removed): nobody is writing. */
+async function lockFree(lock: string): Promise<boolean> {
+  if (!existsSync(lock)) return true;
+  try {
+    const holder = JSON.parse(await fs.readFile(lock, 'utf8')) as LockHolder;
+    if (!isStale(holder)) return false;
+  } catch {
+    return false;
+  }
+  await fs.unlink(lock).catch(() => undefined);
+  return true;
+}
+
+/**
+ * Remove `.<name>.<pid>.<random>.tmp` files (writeFileAtomic's temp files) whose writer on this host
+ * no longer runs: a kill -9 between writing and renaming leaves one, with key material in it.
+ */
+export async function removeDeadTempFiles(file: string): Promise<string[]> {
+  const dir = path.dirname(file);
+  const prefix = `.${path.basename(file)}.`;
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const pid = Number(name.slice(prefix.length).split('.')[0]);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    await fs.unlink(path.join(dir, name)).catch(() => undefined);
+    removed.push(name);
+  }
+  return removed;
 }
 
 function revisionOf(text: string): string {
