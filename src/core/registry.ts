@@ -58,6 +58,7 @@ export async function reconcileRegistry(ctx: CoreContext): Promise<Reconciled> {
       await appendAudit(
         db,
         {
+          registryChanged: true,
           keyring: config.keyring,
           action: 'register',
           actor: ctx.actor,

@@ -4,6 +4,7 @@
  * queries those tables. Values read back are validated (phases against the machine, states and
  * outcomes against their unions), never cast.
  */
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { fromDbTime } from '../db/adapter.js';
 import type { Db } from '../db/connect.js';
@@ -238,14 +239,52 @@ export async function insertVersion(
 }
 
 
+/**
+ * SHA-256 over what the registry says of each version that matters for key material: version,
+ * state, fingerprint, compromised, material (not the publication time, which sync sets).
+ */
+export async function registryDigest(t: Executor, keyring: string): Promise<string> {
+  const rows: Array<Record<string, unknown>> = await t(TABLES.keyVersions).where({ keyring }).orderBy('version_number');
+  const canonical = rows.map((r) => [String(r.version), String(r.state), String(r.fingerprint), Boolean(Number(r.compromised)), r.material === 'destroyed' ? 'destroyed' : 'present']);
+  return createHash('sha256').update(JSON.stringify(['keyctl-registry-v1', keyring, canonical])).digest('hex');
+}
+
+export interface RegistryCheck {
+  ok: boolean;
+  /** The digest the newest registry-changing audit row recorded (null: none recorded yet). */
+  recorded: { seq: number; digest: string; action: string } | null;
+  current: string;
+}
+
+/** Whether the registry is what keyctl's audited history last recorded (a direct UPDATE is not). */
+export async function checkRegistry(db: Db, keyring: string): Promise<RegistryCheck> {
+  for (let attempt = 0; ; attempt++) {
+    const current = await registryDigest(db.knex, keyring);
+    const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring }).andWhere('details', 'like', '%"registry":"%').orderBy('id', 'desc').limit(1);
+    const row = rows[0];
+    const digest = row ? (JSON.parse(String(row.details)) as { registry?: unknown }).registry : undefined;
+    const recorded = row && typeof digest === 'string' ? { seq: Number(row.seq), digest, action: String(row.action) } : null;
+    const ok = !recorded || recorded.digest === current;
+    // A change committing between the two reads looks like a mismatch for a moment.
+    if (ok || attempt >= 3) return { ok, recorded, current };
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+/** An audited move that destroyed `version`'s material (retire, or the new key of a closed rollback). */
+export async function destructionRecorded(db: Db, keyring: string, version: string): Promise<boolean> {
+  const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring, outcome: 'ok' }).whereIn('action', ['retire', 'rollback', 'verify']).whereIn('to_phase', CLOSED_PHASES).andWhere('details', 'like', '%"material":"destroyed"%');
+  return rows.some((r) => (String(r.action) === 'retire' ? r.old_version === version : r.new_version === version));
+}
+
 // ── audit chain ────────────────────────────────────────────────────────────────────────────────
 
 /** What a row records. Phase moves use the machine's actions; the rest are operations around them. */
-export type AuditAction = MachineAction | 'register' | 'runbook-step' | 'backup' | 'recover-test' | 'restore' | 'init';
+export type AuditAction = MachineAction | 'register' | 'runbook-step' | 'backup' | 'recover-test' | 'restore' | 'init' | 'integrity';
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted' | 'skipped';
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['ok', 'refused', 'failed', 'interrupted', 'skipped'];
 
-const AUDIT_ACTIONS: readonly AuditAction[] = ['generate', 'escalate', 'dual-key', 'reencrypt-start', 'reencrypt', 'verify', 'promote', 'retire', 'rollback', 'register', 'runbook-step', 'backup', 'recover-test', 'restore', 'init'];
+const AUDIT_ACTIONS: readonly AuditAction[] = ['generate', 'escalate', 'dual-key', 'reencrypt-start', 'reencrypt', 'verify', 'promote', 'retire', 'rollback', 'register', 'runbook-step', 'backup', 'recover-test', 'restore', 'init', 'integrity'];
 
 function parseAction(v: string): AuditAction {
   const a = AUDIT_ACTIONS.find((x) => x === v);
@@ -260,6 +299,12 @@ function parseOutcome(v: string): AuditOutcome {
 }
 
 export interface AuditEntry {
+  /**
+   * The row records a change of the key-version registry (made in the same transaction): it then
+   * carries the registry's digest after the change, so a registry edited outside keyctl no longer
+   * matches the newest digest in the hash-chained history.
+   */
+  registryChanged?: boolean;
   rotationId?: number | null;
   keyring: string;
   action: AuditAction;
@@ -310,7 +355,11 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
       new_version: entry.newVersion ?? null,
       rows_affected: entry.rowsAffected ?? null,
       outcome: entry.outcome,
-      details: entry.details ? JSON.stringify(entry.details) : null,
+      details: entry.registryChanged
+        ? JSON.stringify({ ...entry.details, registry: await registryDigest(t, entry.keyring) })
+        : entry.details
+          ? JSON.stringify(entry.details)
+          : null,
       created_at: at,
       seq,
     };
@@ -390,6 +439,10 @@ export async function verifyAuditChain(db: Db, keyring?: string): Promise<ChainR
     if (!head && rows.length > 0) problems.push('the chain head is missing');
     if (head && (headSeq !== expectedSeq - 1 || head.last_hash !== prev)) {
       problems.push(`the chain head says seq ${headSeq} but the last row is seq ${expectedSeq - 1} — the newest row(s) were deleted or the head was edited`);
+    }
+    const registry = await checkRegistry(db, k);
+    if (!registry.ok && registry.recorded) {
+      problems.push(`keyctl_key_versions does not match the registry recorded by audit row seq ${registry.recorded.seq} (${registry.recorded.action}): the registry was changed outside keyctl`);
     }
     reports.push({ keyring: k, rows: rows.length, headSeq, lastHash: head?.last_hash ?? GENESIS_HASH, problems });
   }

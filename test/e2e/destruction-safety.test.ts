@@ -62,6 +62,42 @@ async function sqliteProject(rows: number, policy: Record<string, string> = {}):
   return { dir, run };
 }
 
+describe('the keystore never loses a key because the database says so', () => {
+  const tamper = (dir: string) =>
+    withProjectSqlite(dir, (k) => k('keyctl_key_versions').where({ version: 'v1' }).update({ state: 'retired', material: 'destroyed' }));
+
+  it('1. a direct UPDATE of the registry (v1 retired, destroyed) is refused by reencrypt, detected by audit --verify, and v1 stays', async () => {
+    const { dir, run } = await sqliteProject(100);
+    for (const step of ['generate', 'dual-key']) expect((await run(step)).code, step).toBe(0);
+    await tamper(dir);
+    const re = await run('reencrypt');
+    expect(re.code).toBe(ExitCode.REFUSED);
+    expect(re.stderr).toContain('keyctl_key_versions of keyring default was changed outside keyctl');
+    expect([...keysHeld(dir).keys()].sort()).toEqual(['v1', 'v2']);
+    expect(await unreadable(dir)).toBe(0);
+    const v = await run('audit', '--verify');
+    expect(v.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(v.stderr + v.stdout).toContain('the registry was changed outside keyctl');
+    // Every command that acts on the registry refuses; the refusal is in the audit.
+    for (const cmd of ['verify', 'promote', 'retire', 'rollback', 'dual-key']) expect((await run(cmd)).code, cmd).toBe(ExitCode.REFUSED);
+    const audit = json<{ entries: Array<{ action: string; outcome: string }> }>(await run('audit', '--all', '--format', 'json')).entries;
+    expect(audit.filter((e) => e.action === 'integrity' && e.outcome === 'refused').length).toBeGreaterThanOrEqual(1);
+    expect([...keysHeld(dir).keys()].sort()).toEqual(['v1', 'v2']);
+  });
+
+  it('1b. after promote, the same UPDATE followed by verify leaves the archived v1 in place inside the rollback window', async () => {
+    const { dir, run } = await sqliteProject(60);
+    for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await run(step)).code, step).toBe(0);
+    await tamper(dir);
+    expect((await run('verify')).code).toBe(ExitCode.REFUSED);
+    expect([...keysHeld(dir).keys()].sort()).toEqual(['v1', 'v2']);
+    // Put the row back: keyctl works again, and rollback inside the window still has v1.
+    await withProjectSqlite(dir, (k) => k('keyctl_key_versions').where({ version: 'v1' }).update({ state: 'archived', material: 'present' }));
+    expect((await run('audit', '--verify')).code).toBe(0);
+    expect((await run('rollback', '--reason', 'check v1 is there')).code).toBe(0);
+  });
+});
+
 describe('the file keystore: compare-and-set under a lock, no key left in temp files', () => {
   it('6. a writer killed between writing its temp file and renaming it leaves no key behind after the next run', async () => {
     const { dir, run } = await sqliteProject(10);

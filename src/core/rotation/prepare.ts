@@ -4,7 +4,8 @@
  * rotation. `snapshot` turns that into what the machine's guards look at.
  */
 import type { Snapshot } from '../../rotation/machine.js';
-import { listVersions, openRotation, type RegisteredVersion, type Rotation } from '../../rotation/store.js';
+import { checkRegistry, listVersions, openRotation, type RegisteredVersion, type Rotation } from '../../rotation/store.js';
+import { refuse } from './guard.js';
 import type { CoreContext } from '../context.js';
 import { KeystoreError } from '../errors.js';
 import { reconcileRegistry } from '../registry.js';
@@ -20,12 +21,31 @@ export interface Prepared {
 
 export async function prepare(ctx: CoreContext, opts: { sync?: boolean } = {}): Promise<Prepared> {
   await reconcileRegistry(ctx);
+  await requireRegistryIntact(ctx);
   if (opts.sync !== false) await syncKeystore(ctx);
   await checkTargets(ctx.db, ctx.config);
   const versions = await listVersions(ctx.db, ctx.config.keyring);
   const primary = versions.find((v) => v.state === 'primary');
   if (!primary) throw new KeystoreError(`the registry has no primary version for keyring ${ctx.config.keyring}`, 'restore the database or the keyring from a backup');
   return { rotation: await openRotation(ctx.db, ctx.config.keyring), versions, primary: primary.version };
+}
+
+/**
+ * keyctl acts only on a registry its audited history vouches for: a direct UPDATE of
+ * keyctl_key_versions (say, marking a key retired and destroyed) is refused, never obeyed.
+ */
+export async function requireRegistryIntact(ctx: CoreContext): Promise<void> {
+  const check = await checkRegistry(ctx.db, ctx.config.keyring);
+  if (check.ok || !check.recorded) return;
+  await refuse(ctx, {
+    action: 'integrity',
+    rotation: null,
+    reason: `keyctl_key_versions of keyring ${ctx.config.keyring} was changed outside keyctl: it no longer matches the registry recorded by audit row seq ${check.recorded.seq} (${check.recorded.action}); keyctl will not act on it`,
+    hint:
+      'undo the change (restore keyctl_key_versions from a database backup taken before it, or set the rows back as `keyctl audit --all` shows them);\n' +
+      '`keyctl audit --verify` reports the same. No key was changed in the keystore.',
+    details: { guard: 'registryIntact', recordedSeq: check.recorded.seq },
+  });
 }
 
 /** The machine's view of now; `counts` runs one GROUP BY scan per target table. */

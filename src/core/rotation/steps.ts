@@ -123,7 +123,7 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
   const done = await transition(ctx, {
     rule: id,
     rotation: r,
-    details: { destructionScan, reason: opts.reason ?? null, forcedCompromised: forced.includes('oldKeyNotCompromised') || forced.includes('emergencyNotAbandoned'), compromised: Boolean(old?.compromised), from: r.phase },
+    details: { destructionScan, ...(id === 'abandon' ? { material: retiredMaterial(ctx) } : {}), reason: opts.reason ?? null, forcedCompromised: forced.includes('oldKeyNotCompromised') || forced.includes('emergencyNotAbandoned'), compromised: Boolean(old?.compromised), from: r.phase },
     // The verify evidence was about the forward direction.
     changes: { verify: null },
     apply: async (trx, at) => {

@@ -12,7 +12,8 @@ import { compareVersions, fingerprint } from '../../crypto/keys.js';
 import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
 import type { CoreContext } from '../context.js';
 import { KeystoreError } from '../errors.js';
-import { listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
+import { destructionRecorded, listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
+import { refuse } from './guard.js';
 
 function sameKeys(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
   if (a.size !== b.size) return false;
@@ -59,6 +60,21 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
     const have = archive.doc.keys.get(v.version);
     if (want && (!have || have.status !== want)) keep.set(v.version, { key: material(v), status: want, since: now });
     if (!want && have && (v.state === 'primary' || v.state === 'decrypt-only' || v.material === 'destroyed')) removals.push(v.version);
+  }
+
+  // The keystore never loses key material because the database says so: a key held now and held
+  // nowhere after this sync must have an audited destruction (retire, or a closed rollback) behind it.
+  const heldAfter = new Set([...desiredPublished.keys.keys(), ...[...keep.keys()].filter((v) => !removals.includes(v))]);
+  for (const v of [...new Set([...published.doc.keys.keys(), ...archive.doc.keys.keys()])]) {
+    if (heldAfter.has(v) || !registered.has(v)) continue;
+    if (await destructionRecorded(db, keyring, v)) continue;
+    await refuse(ctx, {
+      action: 'integrity',
+      rotation: null,
+      reason: `the registry says ${v} is ${versions.find((x) => x.version === v)?.state ?? '?'} with its material destroyed, but no audited retire destroyed it; keyctl will not remove its key from ${keystore.describe()}`,
+      hint: 'undo the change to keyctl_key_versions (`keyctl audit --verify` shows what the history recorded); keys are destroyed only by `keyctl retire`',
+      details: { guard: 'destructionAudited', version: v },
+    });
   }
 
   const changes: string[] = [];

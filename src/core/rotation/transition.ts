@@ -52,6 +52,7 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
       await appendAudit(
         db,
         {
+          registryChanged: spec.apply !== undefined,
           rotationId: spec.rotation.id,
           keyring: spec.rotation.keyring,
           action: r.action,
