@@ -178,6 +178,8 @@ export async function main(io: MainIO): Promise<number> {
     .option('--identity <file>', 'armored OpenPGP secret key of a recipient')
     .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
     .option('-y, --yes', 'do not ask for confirmation (needed without a terminal)')
+    .option('--allow-unknown', 'also restore key versions the database registry does not know (needs --reason; audited)')
+    .option('--reason <text>', 'why (recorded in the audit)')
     .action(action(() => import('./commands/restore.js')));
 
   program

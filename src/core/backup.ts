@@ -18,7 +18,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
 import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum, backupName } from '../backup/files.js';
 import { decryptWith, encryptTo, readIdentity, readRecipient } from '../backup/pgp.js';
-import { appendAudit, type AuditAction, type AuditOutcome } from '../rotation/store.js';
+import { appendAudit, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from './errors.js';
 import { reconcileRegistry } from './registry.js';
@@ -271,6 +271,8 @@ export interface RestoreOptions {
   passphrase?: string;
   /** Shown the plan; returns whether to go ahead. */
   confirm: (plan: RestorePlan) => Promise<boolean>;
+  /** Also restore versions the registry does not know (a backup from elsewhere); needs a reason, audited. */
+  allowUnknown?: { reason: string };
 }
 
 export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Promise<RestorePlan & { applied: boolean }> {
@@ -281,6 +283,21 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
   const published = await ctx.keystore.read();
   const archive = await ctx.keystore.readArchive(ctx.config.keyring);
   const registry = new Map((await listVersions(ctx.db, ctx.config.keyring)).map((v) => [v.version, v]));
+  // Restore puts back only what the registry knows, and only a registry the audit chain vouches for:
+  // a backup re-encrypted with an added key must not publish it to every application.
+  const chain = (await verifyAuditChain(ctx.db, ctx.config.keyring)).flatMap((r) => r.problems);
+  if (chain.length > 0) {
+    await audit(ctx, 'restore', 'refused', { file: path.basename(file), reason: 'audit chain or registry not intact', problems: chain.slice(0, 5) });
+    throw new RefusedError(`the registry of keyring ${ctx.config.keyring} cannot be trusted: ${chain[0]}`, 'run `keyctl audit --verify`, and restore the database (not the keys) first; nothing was written');
+  }
+  const unknown = doc.keys.filter((k) => !registry.has(k.version));
+  if (unknown.length > 0 && !opts.allowUnknown) {
+    await audit(ctx, 'restore', 'refused', { file: path.basename(file), unknownVersions: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })) });
+    throw new RefusedError(
+      `${file} holds ${unknown.map((k) => `${k.version} (fingerprint ${k.fingerprint})`).join(', ')}, which the database registry does not know; keyctl restores only keys the registry knows`,
+      'a backup from another deployment, or a forged one; nothing was written. Only if you know where the key comes from: --allow-unknown --reason "…" (audited)',
+    );
+  }
   const plan: RestorePlan = { file, createdAt: doc.createdAt, toPublished: [], toArchive: [], unchanged: [], createsKeyring: published === null };
   const material = new Map<string, Buffer>();
   for (const k of doc.keys) {
@@ -312,6 +329,13 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
     for (const v of plan.toArchive) keys.set(v, { key: material.get(v)!, status: 'archived', since: ctx.now().toISOString() });
     await ctx.keystore.writeArchive({ keyring: ctx.config.keyring, keys }, archive.revision, `restore from ${path.basename(file)}`);
   }
-  await audit(ctx, 'restore', 'ok', { file: path.basename(file), createdAt: doc.createdAt, toPublished: plan.toPublished, toArchive: plan.toArchive, unchanged: plan.unchanged });
+  await audit(ctx, 'restore', 'ok', {
+    file: path.basename(file),
+    createdAt: doc.createdAt,
+    toPublished: plan.toPublished,
+    toArchive: plan.toArchive,
+    unchanged: plan.unchanged,
+    ...(unknown.length > 0 ? { unknownAllowed: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })), reason: opts.allowUnknown?.reason ?? null } : {}),
+  });
   return { ...plan, applied: true };
 }

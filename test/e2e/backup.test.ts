@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/core/exit-codes.js';
 import { backupName } from '../../src/backup/files.js';
+import { fingerprint } from '../../src/crypto/keys.js';
 import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
 
 const PASSPHRASE = 'correct horse battery staple';
@@ -263,6 +264,36 @@ describe('keyctl restore', () => {
     expect(clash.code).not.toBe(0);
     expect(clash.stderr).toMatch(/v1/);
     expect(JSON.parse(readFileSync(keyringFile, 'utf8'))).toEqual(doc);
+  });
+});
+
+describe('keyctl restore of a forged backup', () => {
+  it('5. refuses a version the registry does not know (an added v5), writes nothing, audits the refusal; --allow-unknown --reason is explicit', async () => {
+    const dir = await project();
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const name = backupsIn(dir)[0]!;
+    const file = path.join(dir, '.keyctl', 'backups', name);
+    // Someone re-encrypts the backup with an added v5 (and its correct fingerprint).
+    const doc = JSON.parse(gpg(['--decrypt', file])) as { keys: Array<Record<string, unknown>> };
+    const rogue = Buffer.alloc(32, 5);
+    doc.keys.push({ ...doc.keys[0], version: 'v5', key: rogue.toString('base64'), fingerprint: fingerprint(rogue), state: 'decrypt-only' });
+    const forged = path.join(dir, '.keyctl', 'backups', name.replace('.gpg', '1.gpg'));
+    execFileSync('gpg', ['--batch', '--quiet', '--trust-model', 'always', '--recipient', 'backup@example.com', '--output', forged, '--encrypt'], { env: { ...process.env, GNUPGHOME: gnupg }, input: JSON.stringify(doc) });
+    writeFileSync(`${forged}.sha256`, `${execFileSync('sha256sum', [forged], { encoding: 'utf8' }).split(' ')[0]}  ${path.basename(forged)}\n`);
+    const keyringFile = path.join(dir, '.keyctl', 'keyring.json');
+    const before = readFileSync(keyringFile, 'utf8');
+
+    const r = await keyctl(['restore', '--backup', forged, '--identity', keys.sec, '--yes'], { cwd: dir });
+    expect(r.code).toBe(ExitCode.REFUSED);
+    expect(r.stderr).toMatch(/holds v5 \(fingerprint [0-9a-f]{16}\), which the database registry does not know/);
+    expect(readFileSync(keyringFile, 'utf8')).toBe(before);
+    const audit = json<{ entries: Array<{ action: string; outcome: string }> }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir })).entries;
+    expect(audit.filter((e) => e.action === 'restore').map((e) => e.outcome)).toEqual(['refused']);
+
+    expect((await keyctl(['restore', '--backup', forged, '--identity', keys.sec, '--yes', '--allow-unknown'], { cwd: dir })).code).toBe(ExitCode.USAGE);
+    const allowed = await keyctl(['restore', '--backup', forged, '--identity', keys.sec, '--yes', '--allow-unknown', '--reason', 'v5 is the key from the old cluster, CHG-9'], { cwd: dir });
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect(Object.keys((JSON.parse(readFileSync(keyringFile, 'utf8')) as { keys: Record<string, string> }).keys)).toContain('v5');
   });
 });
 

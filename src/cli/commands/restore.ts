@@ -26,7 +26,8 @@ function describePlan(p: RestorePlan): string {
     .join('\n');
 }
 
-export async function run(rt: CliRuntime, f: { backup?: string; identity?: string; passphraseEnv?: string; yes?: boolean }): Promise<number> {
+export async function run(rt: CliRuntime, f: { backup?: string; identity?: string; passphraseEnv?: string; yes?: boolean; allowUnknown?: boolean; reason?: string }): Promise<number> {
+  if (f.allowUnknown && !f.reason?.trim()) throw new UsageError('--allow-unknown needs --reason TEXT (recorded in the audit)');
   if (!f.backup) throw new UsageError('restore needs --backup FILE');
   if (!f.identity) throw new UsageError('restore needs --identity FILE: the armored secret key of a backup recipient');
   if (!f.yes && !rt.stdinIsTTY) throw new UsageError('restore asks for confirmation, and there is no terminal to ask on', 'check the plan with a terminal, or pass --yes');
@@ -35,6 +36,7 @@ export async function run(rt: CliRuntime, f: { backup?: string; identity?: strin
     const r = await restoreBackup(ctx, {
       backupFile: path.resolve(rt.cwd, f.backup!),
       identityFile: path.resolve(rt.cwd, f.identity!),
+      ...(f.allowUnknown ? { allowUnknown: { reason: f.reason! } } : {}),
       ...(passphrase !== undefined ? { passphrase } : {}),
       confirm: async (plan) => {
         rt.output.info(describePlan(plan));
