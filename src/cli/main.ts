@@ -159,6 +159,7 @@ export async function main(io: MainIO): Promise<number> {
     .description('write an OpenPGP-encrypted backup of every non-retired key version, then prune old backups (cron-safe)')
     .option('--out <dir>', 'backup directory (default: backup.dir in keyctl.yaml, .keyctl/backups)')
     .option('--recipient <file>', 'armored OpenPGP public key to encrypt to; repeat for several (default: backup.recipients)', collect, [])
+    .option('--if-configured', 'exit 0 without a backup when backup.recipients is empty (runbooks, shared scripts)')
     .addHelpText('after', '\nSee docs/backup.md for the backup format, retention, a crontab line and a systemd timer.')
     .action(action(() => import('./commands/backup.js')));
 

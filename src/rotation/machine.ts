@@ -100,6 +100,8 @@ export interface GuardInput {
   verify?: { passed: boolean; scope: VerifyScope };
   /** A move that destroys key material: the decryption scan with the keys that remain (null: nothing is destroyed). */
   destructionScan?: { failures: number; checked: number } | null;
+  /** dual-key: whether backups are configured and which backup (if any) holds the new key. */
+  backup?: { configured: boolean; file: string | null };
   /** reencrypt: values left under other versions after the pass. */
   remaining?: number;
   /** generate --emergency: the version named compromised. */
@@ -229,6 +231,19 @@ export const GUARDS = {
     forceable: false,
     check: (_s, input) =>
       input.remaining === 0 ? null : { reason: `${input.remaining ?? '?'} value(s) are still not under the primary`, hint: 'run `keyctl reencrypt` again; the report lists values that do not decrypt' },
+  },
+  backupHoldsNewKey: {
+    describe: 'when `backup:` has recipients: a backup written since the rotation opened holds the new key, its checksum intact (emergencies too)',
+    forceable: false,
+    check: (s, input) => {
+      const r = rotationOf(s);
+      if (!input.backup) return { reason: 'the backup check did not run', hint: 'this is a bug in keyctl; please report it' };
+      if (!input.backup.configured || input.backup.file) return null;
+      return {
+        reason: `no backup holds ${r.newVersion} yet: once it is primary, every value written under it would be lost with the keystore`,
+        hint: `run \`keyctl backup\` (it writes one holding ${r.newVersion}), then \`keyctl dual-key\` again`,
+      };
+    },
   },
   nothingLeftUnderOtherVersions: {
     describe: 'a fresh database count finds every value under the primary and none unparseable',
@@ -447,7 +462,7 @@ export const RULES: readonly Rule[] = [
     command: 'dual-key',
     from: ['generated'],
     to: 'dual_key',
-    guards: ['propagationElapsed'],
+    guards: ['propagationElapsed', 'backupHoldsNewKey'],
     effects: 'new key primary, old key decrypt-only (both published)',
   },
   {
@@ -641,7 +656,8 @@ export function preview(command: MachineCommand, s: Snapshot, input: GuardInput 
   }
   const r = candidates[0]!;
   if (r.needsCounts && !s.counts) return { rule: r, refusal: null };
-  return { rule: r, refusal: evaluate(r, s, input, ['remainingKeysReadEverything']).refusal };
+  // Guards over evidence gathered by the command itself (a scan, the backup check) are not previewed.
+  return { rule: r, refusal: evaluate(r, s, input, ['remainingKeysReadEverything', 'backupHoldsNewKey']).refusal };
 }
 
 export { DAY_MS, OPEN_PHASES };

@@ -267,6 +267,37 @@ describe('keyctl restore', () => {
   });
 });
 
+describe('backups follow the key', () => {
+  it('3. with backup recipients set, dual-key refuses until a backup holds the new key; the emergency path too', async () => {
+    const dir = await project();
+    const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test' } });
+    // An old backup (holding v1 only) does not count.
+    expect((await run('backup')).code).toBe(0);
+    expect((await run('generate')).code).toBe(0);
+    const refused = await run('dual-key');
+    expect(refused.code).toBe(ExitCode.REFUSED);
+    expect(refused.stderr).toContain('no backup holds v2 yet');
+    expect(refused.stderr).toContain('keyctl backup');
+    expect((await run('backup')).code).toBe(0);
+    // A backup whose file was damaged afterwards does not count either.
+    const newest = path.join(dir, '.keyctl', 'backups', backupsIn(dir).at(-1)!);
+    appendFileSync(newest, 'x');
+    expect((await run('dual-key')).code).toBe(ExitCode.REFUSED);
+    expect((await run('backup')).code).toBe(0);
+    const ok = await run('dual-key', '--json');
+    expect(ok.code, ok.stderr).toBe(0);
+
+    // The emergency runbook backs the new key up before dual-key.
+    const dir2 = await project();
+    const r = await keyctl(['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-3', '--set', 'compromised=v1', '--set', 'reason=leak'], { cwd: dir2 });
+    expect(r.code).toBe(ExitCode.REFUSED); // stops at the deploy confirmation (a person)
+    expect(r.stderr).toMatch(/✓ backup-new-key/);
+    const backups = backupsIn(dir2);
+    expect(backups).toHaveLength(1);
+    expect((JSON.parse(gpg(['--decrypt', path.join(dir2, '.keyctl', 'backups', backups[0]!)])) as { keys: Array<{ version: string }> }).keys.map((k) => k.version)).toEqual(['v1', 'v2']);
+  });
+});
+
 describe('keyctl restore of a forged backup', () => {
   it('5. refuses a version the registry does not know (an added v5), writes nothing, audits the refusal; --allow-unknown --reason is explicit', async () => {
     const dir = await project();

@@ -74,6 +74,8 @@ describe('keyctl runbook in a terminal', () => {
     await answer(alice, 'no-unparseable', RUN);
     await answer(alice, 'generate', RUN);
     await alice.waitFor('created key v2');
+    await answer(alice, 'backup-new-key', RUN);
+    await alice.waitFor('no backup configured');
     await answer(alice, 'deploy', RUN);
     await alice.prompt('Change or deployment reference');
     alice.type('CHG-42');
@@ -93,11 +95,11 @@ describe('keyctl runbook in a terminal', () => {
     const text = (await keyctl(['runbook', 'run', 'routine-rotation', '--dry-run'], { cwd: dir, env: { NO_COLOR: '1' } })).stdout;
     expect(text).toMatch(/↷ +3 backup-fresh .*skipped by alice@ops \S+ \S+: trial run: backups are covered by ticket OPS-1/);
     expect(text).toMatch(/✓ +1 database-reachable .*done by alice@ops/);
-    expect(text).toMatch(/▸ +11 reencrypt/);
+    expect(text).toMatch(/▸ +12 reencrypt/);
     expect(text).toContain('$ keyctl reencrypt');
 
     const bob = terminal(dir, 'bob@ops', 'routine-rotation');
-    await bob.waitFor('resuming at step 11 (reencrypt)');
+    await bob.waitFor('resuming at step 12 (reencrypt)');
     await answer(bob, 'reencrypt', RUN);
     await answer(bob, 'verify', RUN);
     await bob.waitFor('verification passed');
@@ -118,6 +120,7 @@ describe('keyctl runbook in a terminal', () => {
       { step: 'recover-test-recent', outcome: 'skipped', actor: 'alice@ops' },
       { step: 'no-unparseable', outcome: 'ok', actor: 'alice@ops' },
       { step: 'generate', outcome: 'ok', actor: 'alice@ops' },
+      { step: 'backup-new-key', outcome: 'ok', actor: 'alice@ops' },
       { step: 'deploy', outcome: 'ok', actor: 'alice@ops' },
       { step: 'propagation', outcome: 'ok', actor: 'alice@ops' },
       { step: 'dual-key', outcome: 'ok', actor: 'alice@ops' },
@@ -151,6 +154,7 @@ describe('keyctl runbook in a terminal', () => {
     await answer(t, 'keystore-reachable', RUN);
     await answer(t, 'generate', RUN);
     await t.waitFor('created key v2');
+    await answer(t, 'backup-new-key', RUN);
     await answer(t, 'deploy', RUN);
     await t.prompt('Deployment reference');
     t.type('DEP-9');
@@ -166,7 +170,7 @@ describe('keyctl runbook in a terminal', () => {
     expect(rollback.stderr).toMatch(/compromised/);
 
     const t2 = terminal(dir, 'oncall2@ops', 'emergency-rotation');
-    await t2.waitFor('resuming at step 8 (promote)');
+    await t2.waitFor('resuming at step 9 (promote)');
     await answer(t2, 'promote', RUN);
     await answer(t2, 'retire', RUN);
     expect(await t2.exit()).toBe(ExitCode.OK);

@@ -4,8 +4,12 @@ import { runBackup } from '../../core/backup.js';
 import { ExitCode } from '../../core/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
-export async function run(rt: CliRuntime, f: { out?: string; recipient?: string[] }): Promise<number> {
+export async function run(rt: CliRuntime, f: { out?: string; recipient?: string[]; ifConfigured?: boolean }): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
+    if (f.ifConfigured && !f.recipient?.length && ctx.config.backup.recipients.length === 0) {
+      rt.output.result({ file: null, skipped: 'backup.recipients is empty' }, () => 'no backup configured (backup.recipients is empty in keyctl.yaml): nothing to do');
+      return ExitCode.OK;
+    }
     const r = await runBackup(ctx, { ...(f.out ? { outDir: path.resolve(rt.cwd, f.out) } : {}), ...(f.recipient?.length ? { recipients: f.recipient.map((p) => path.resolve(rt.cwd, p)) } : {}) });
     rt.output.result(
       { file: r.file, sha256: r.sha256, bytes: r.bytes, versions: r.versions, recipients: r.recipients, pruned: r.pruned },

@@ -3,7 +3,9 @@
  * the move is allowed now — recording refusals — then changes phase and registry in one
  * compare-and-set transaction, then brings the keystore in line.
  */
+import path from 'node:path';
 import type { Knex } from 'knex';
+import { backupHolding } from '../backup-coverage.js';
 import { DAY_MS, rule } from '../../rotation/machine.js';
 import { markMaterialDestroyed, setVersionState, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
@@ -39,13 +41,14 @@ export async function dualKey(ctx: CoreContext): Promise<Rotation> {
   const state = await prepare(ctx);
   const s = await snapshot(ctx, state);
   const r = await requireRotation(ctx, 'dual-key', s);
-  await checkGuards(ctx, 'dual-key', s);
+  const backup = await backupHolding(ctx, r.newVersion, r.openedAt);
+  await checkGuards(ctx, 'dual-key', s, { backup });
   const newV = state.versions.find((v) => v.version === r.newVersion);
   const since = Math.max(r.phaseChangedAt.getTime(), newV?.publishedAt?.getTime() ?? s.now.getTime());
   const done = await transition(ctx, {
     rule: 'dual-key',
     rotation: r,
-    details: { emergency: r.emergency, propagationSkipped: r.emergency && since + ctx.config.policy.minPropagationSeconds * 1000 > s.now.getTime() },
+    details: { backup: backup.file ? path.basename(backup.file) : null, emergency: r.emergency, propagationSkipped: r.emergency && since + ctx.config.policy.minPropagationSeconds * 1000 > s.now.getTime() },
     apply: async (trx, at) => {
       await setVersionState(trx, ctx.db, r.keyring, r.newVersion, 'primary', at);
       await setVersionState(trx, ctx.db, r.keyring, r.oldVersion, 'decrypt-only', at);
