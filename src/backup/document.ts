@@ -11,7 +11,8 @@ export const BACKUP_FORMAT_VERSION = 1;
 
 const KeyEntry = z.object({
   version: z.string(),
-  state: z.enum(['primary', 'decrypt-only', 'archived']),
+  /** `retired`: kept for database backups made before its retirement (policy.retiredKeyRetentionDays). */
+  state: z.enum(['primary', 'decrypt-only', 'archived', 'retired']),
   fingerprint: z.string(),
   compromised: z.boolean(),
   createdAt: z.string(),

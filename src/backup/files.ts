@@ -117,11 +117,12 @@ export interface PruneResult {
  * Delete this keyring's backups older than `retentionDays`, never touching the newest
  * `keepAtLeast` backups whose checksum still matches. Call only after a successful backup.
  */
-export async function pruneBackups(dir: string, keyring: string, now: Date, retentionDays: number, keepAtLeast: number): Promise<PruneResult> {
+export async function pruneBackups(dir: string, keyring: string, now: Date, retentionDays: number, keepAtLeast: number, keep: ReadonlySet<string> = new Set()): Promise<PruneResult> {
   const all = await listBackups(dir, keyring);
-  const protectedNames = new Set<string>();
+  // `keep`: backups that are the newest holding some key still needed (never pruned).
+  const protectedNames = new Set<string>(keep);
   for (const b of all) {
-    if (protectedNames.size >= keepAtLeast) break;
+    if (protectedNames.size - keep.size >= keepAtLeast) break;
     if ((await checkChecksum(b.file)).ok) protectedNames.add(b.name);
   }
   const cutoff = now.getTime() - retentionDays * 86_400_000;

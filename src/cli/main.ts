@@ -205,6 +205,13 @@ export async function main(io: MainIO): Promise<number> {
     .action(action(() => import('./commands/rollback.js')));
 
   program
+    .command('purge')
+    .description('destroy retired keys whose retention (policy.retiredKeyRetentionDays) has passed, after checking every value decrypts without them')
+    .option('--dry-run', 'say what would be destroyed, destroy nothing')
+    .addHelpText('after', '\nExamples:\n  keyctl purge --dry-run\n  keyctl purge          # e.g. monthly from cron; see docs/rotation.md, "Destroying key material"')
+    .action(action(() => import('./commands/purge.js')));
+
+  program
     .command('audit')
     .description('print the history of a rotation as evidence, or check the audit chain')
     .option('--rotation <id>', 'this rotation (default: the open one, else the latest)')

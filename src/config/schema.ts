@@ -105,6 +105,12 @@ export const PolicySchema = z.strictObject({
   minPropagationSeconds: z.int().min(0).default(300),
   rollbackWindowDays: z.int().min(0).max(3650).default(30),
   retiredKeys: z.enum(['destroy', 'archive']).default('destroy'),
+  /**
+   * With `retiredKeys: destroy`: a retired key stays recoverable (archived, and in every key backup)
+   * this many days after its retirement, so database backups made before then can still be read;
+   * `keyctl purge` destroys it afterwards. 0: destroyed at retire.
+   */
+  retiredKeyRetentionDays: z.int().min(0).max(36500).default(400),
 });
 
 export const BackupSchema = z.strictObject({

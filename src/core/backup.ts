@@ -18,7 +18,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
 import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum, backupName } from '../backup/files.js';
 import { decryptWith, encryptTo, readIdentity, readRecipient } from '../backup/pgp.js';
-import { appendAudit, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
+import { appendAudit, listAudit, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from './errors.js';
 import { reconcileRegistry } from './registry.js';
@@ -56,6 +56,21 @@ async function auditFailure(ctx: CoreContext, action: AuditAction, err: unknown,
   await audit(ctx, action, 'failed', { ...details, reason }).catch(() => undefined);
 }
 
+/** For each version in `live`, the newest backup file in `dir` (by its audit row) that holds it. */
+async function newestBackupPerVersion(ctx: CoreContext, dir: string, live: Set<string>): Promise<Set<string>> {
+  const rows = (await listAudit(ctx.db, ctx.config.keyring)).filter((r) => r.action === 'backup' && r.outcome === 'ok' && r.details?.dir === dir).reverse();
+  const keep = new Set<string>();
+  const covered = new Set<string>();
+  for (const r of rows) {
+    const versions = Array.isArray(r.details?.versions) ? r.details.versions.map(String) : [];
+    const fresh = versions.filter((v) => live.has(v) && !covered.has(v));
+    if (fresh.length === 0 || typeof r.details?.file !== 'string') continue;
+    keep.add(r.details.file);
+    for (const v of fresh) covered.add(v);
+  }
+  return keep;
+}
+
 export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Promise<BackupResult> {
   const cfg: BackupConfig = ctx.config.backup;
   const dir = backupDir(ctx, opts.outDir);
@@ -80,7 +95,9 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
       const rotation = await openRotation(ctx.db, ctx.config.keyring);
       const keys: BackupDocument['keys'] = [];
       for (const v of registry) {
-        if (v.state === 'retired' || v.material === 'destroyed') continue;
+        // Retired keys still in the archive are backed up too: database backups made before their
+        // retirement need them until policy.retiredKeyRetentionDays has passed.
+        if (v.material === 'destroyed') continue;
         const key = snapshot.doc.keys.get(v.version) ?? archive.doc.keys.get(v.version)?.key;
         if (!key) throw new KeystoreError(`${ctx.keystore.describe()} lacks ${v.version}, which the registry lists as ${v.state}`, 'restore the keystore from an earlier backup (`keyctl restore`) before backing up');
         if (fingerprint(key) !== v.fingerprint) throw new KeystoreError(`the keystore's ${v.version} does not match the fingerprint in the registry`, 'the keystore holds a different key under this version; find out why before backing it up');
@@ -115,7 +132,12 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
         throw new BackupError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check free space and permissions of the backup directory');
       }
       // Only after today's backup is safely written.
-      const pruned = await pruneBackups(dir, ctx.config.keyring, at, cfg.retentionDays, cfg.keepAtLeast);
+      // Never prune the newest backup holding a version whose material still exists elsewhere only
+      // in the keystore (the new backup holds every such version, but the rule also covers a
+      // backup written with --recipient to another directory).
+      const live = new Set(registry.filter((v) => v.material !== 'destroyed').map((v) => v.version));
+      const holding = await newestBackupPerVersion(ctx, dir, live);
+      const pruned = await pruneBackups(dir, ctx.config.keyring, at, cfg.retentionDays, cfg.keepAtLeast, holding);
       const result: BackupResult = {
         file,
         sha256,
@@ -326,7 +348,10 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
   }
   if (plan.toArchive.length > 0) {
     const keys = new Map(archive.doc.keys);
-    for (const v of plan.toArchive) keys.set(v, { key: material.get(v)!, status: 'archived', since: ctx.now().toISOString() });
+    for (const v of plan.toArchive) {
+      const state = registry.get(v)?.state ?? doc.keys.find((k) => k.version === v)?.state;
+      keys.set(v, { key: material.get(v)!, status: state === 'retired' ? 'retired' : 'archived', since: ctx.now().toISOString() });
+    }
     await ctx.keystore.writeArchive({ keyring: ctx.config.keyring, keys }, archive.revision, `restore from ${path.basename(file)}`);
   }
   await audit(ctx, 'restore', 'ok', {

@@ -10,6 +10,7 @@ import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import type { CoreContext } from './context.js';
 import { reconcileRegistry } from './registry.js';
+import { retention } from './retention.js';
 import type { VersionState } from '../rotation/store.js';
 import { openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
@@ -31,7 +32,17 @@ export interface StatusReport {
   keyring: string;
   primary: string;
   keystore: { provider: string; location: string };
-  versions: Array<{ version: string; state: VersionState; fingerprint: string; compromised: boolean; createdAt: string; inKeystore: boolean }>;
+  versions: Array<{
+    version: string;
+    state: VersionState;
+    fingerprint: string;
+    compromised: boolean;
+    createdAt: string;
+    inKeystore: boolean;
+    material: 'present' | 'destroyed';
+    /** Retired keys still kept: when `keyctl purge` may destroy the material (null: kept for good). */
+    destroyAfter?: string | null;
+  }>;
   rotation: null | {
     id: number;
     phase: Phase;
@@ -111,6 +122,8 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
       compromised: v.compromised,
       createdAt: v.createdAt.toISOString(),
       inKeystore: snapshot.doc.keys.has(v.version),
+      material: v.material,
+      ...(v.state === 'retired' && v.material === 'present' ? { destroyAfter: retention(ctx, [v])[0]?.destroyAfter?.toISOString() ?? null } : {}),
     })),
     rotation: rotation
       ? {

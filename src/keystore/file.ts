@@ -10,7 +10,7 @@ import { existsSync, promises as fs, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { KeystoreError } from '../core/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { isStale, processAlive, tryLock, type LockHolder } from '../util/lockfile.js';
+import { abandonedEmpty, isStale, processAlive, readHolder, tryLock } from '../util/lockfile.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
@@ -161,12 +161,8 @@ const LOCK_WAIT_MS = 30_000;
 /** No lock, or a stale one (removed): nobody is writing. */
 async function lockFree(lock: string): Promise<boolean> {
   if (!existsSync(lock)) return true;
-  try {
-    const holder = JSON.parse(await fs.readFile(lock, 'utf8')) as LockHolder;
-    if (!isStale(holder)) return false;
-  } catch {
-    return false;
-  }
+  const holder = await readHolder(lock);
+  if (!isStale(holder) && !(await abandonedEmpty(lock, holder))) return false;
   await fs.unlink(lock).catch(() => undefined);
   return true;
 }

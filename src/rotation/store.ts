@@ -271,20 +271,25 @@ export async function checkRegistry(db: Db, keyring: string): Promise<RegistryCh
   }
 }
 
-/** An audited move that destroyed `version`'s material (retire, or the new key of a closed rollback). */
+/** An audited move that destroyed `version`'s material (retire, the new key of a closed rollback, or purge). */
 export async function destructionRecorded(db: Db, keyring: string, version: string): Promise<boolean> {
-  const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring, outcome: 'ok' }).whereIn('action', ['retire', 'rollback', 'verify']).whereIn('to_phase', CLOSED_PHASES).andWhere('details', 'like', '%"material":"destroyed"%');
-  return rows.some((r) => (String(r.action) === 'retire' ? r.old_version === version : r.new_version === version));
+  const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring, outcome: 'ok' }).andWhere('details', 'like', '%"material":"destroyed"%').andWhere((q) => {
+    q.where((w) => w.whereIn('action', ['retire', 'rollback', 'verify']).whereIn('to_phase', CLOSED_PHASES)).orWhere('action', 'purge');
+  });
+  return rows.some((r) => {
+    if (String(r.action) === 'purge') return ((JSON.parse(String(r.details)) as { versions?: unknown[] }).versions ?? []).includes(version);
+    return String(r.action) === 'retire' ? r.old_version === version : r.new_version === version;
+  });
 }
 
 // ── audit chain ────────────────────────────────────────────────────────────────────────────────
 
 /** What a row records. Phase moves use the machine's actions; the rest are operations around them. */
-export type AuditAction = MachineAction | 'register' | 'runbook-step' | 'backup' | 'recover-test' | 'restore' | 'init' | 'integrity';
+export type AuditAction = MachineAction | 'register' | 'runbook-step' | 'backup' | 'recover-test' | 'restore' | 'init' | 'integrity' | 'purge';
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted' | 'skipped';
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['ok', 'refused', 'failed', 'interrupted', 'skipped'];
 
-const AUDIT_ACTIONS: readonly AuditAction[] = ['generate', 'escalate', 'dual-key', 'reencrypt-start', 'reencrypt', 'verify', 'promote', 'retire', 'rollback', 'register', 'runbook-step', 'backup', 'recover-test', 'restore', 'init', 'integrity'];
+const AUDIT_ACTIONS: readonly AuditAction[] = ['generate', 'escalate', 'dual-key', 'reencrypt-start', 'reencrypt', 'verify', 'promote', 'retire', 'rollback', 'register', 'runbook-step', 'backup', 'recover-test', 'restore', 'init', 'integrity', 'purge'];
 
 function parseAction(v: string): AuditAction {
   const a = AUDIT_ACTIONS.find((x) => x === v);

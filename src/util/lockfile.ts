@@ -40,16 +40,33 @@ export async function tryLock(file: string, now: Date): Promise<{ release: () =>
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    let holder: LockHolder = {};
-    try {
-      holder = JSON.parse(await fs.readFile(file, 'utf8')) as LockHolder;
-    } catch {
-      // Being written right now, or damaged: treat as held.
-    }
-    if (attempt === 0 && isStale(holder)) {
+    const holder = await readHolder(file);
+    if (attempt === 0 && (isStale(holder) || (await abandonedEmpty(file, holder)))) {
       await fs.unlink(file).catch(() => undefined);
       continue;
     }
     return { holder };
+  }
+}
+
+/** The lock's holder; `{}` while it is being written, or when damaged. */
+export async function readHolder(file: string): Promise<LockHolder> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8')) as LockHolder;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * A lock file without a holder that has not been touched for a while: its owner was killed between
+ * creating it and writing its pid (a live owner writes it within microseconds).
+ */
+export async function abandonedEmpty(file: string, holder: LockHolder): Promise<boolean> {
+  if (holder.pid !== undefined) return false;
+  try {
+    return Date.now() - (await fs.stat(file)).mtimeMs > 5_000;
+  } catch {
+    return false;
   }
 }

@@ -226,7 +226,8 @@ describe('keyctl recover-test', () => {
     const dir = await project();
     expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
     const [before] = backupsIn(dir);
-    for (const step of ['generate', 'dual-key', 'reencrypt']) expect((await keyctl([step], { cwd: dir })).code).toBe(0);
+    // (dual-key needs a backup holding v2: backups follow the key.)
+    for (const step of ['generate', 'backup', 'dual-key', 'reencrypt']) expect((await keyctl([step], { cwd: dir })).code).toBe(0);
     const r = await keyctl(['recover-test', '--identity', keys.sec, '--backup', path.join(dir, '.keyctl', 'backups', before!)], { cwd: dir });
     expect(r.code).toBe(ExitCode.BACKUP);
     expect(r.stdout).toMatch(/- versions in use: the backup lacks v2 \(120 value\(s\) in the database\)/);
@@ -295,6 +296,36 @@ describe('backups follow the key', () => {
     const backups = backupsIn(dir2);
     expect(backups).toHaveLength(1);
     expect((JSON.parse(gpg(['--decrypt', path.join(dir2, '.keyctl', 'backups', backups[0]!)])) as { keys: Array<{ version: string }> }).keys.map((k) => k.version)).toEqual(['v1', 'v2']);
+  });
+});
+
+describe('retired keys outlive the database backups that need them', () => {
+  it('4. under the default policy retire keeps the old key (archived, in every key backup, the pruning rule is in test/unit) and status says until when', async () => {
+    const dir = await project();
+    const cfg = path.join(dir, 'keyctl.yaml');
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace(/rollbackWindowDays: \d+/, 'rollbackWindowDays: 0'));
+    const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test' } });
+    expect((await run('generate')).code).toBe(0);
+    expect((await run('backup')).code).toBe(0);
+    for (const step of ['dual-key', 'reencrypt', 'verify', 'promote', 'retire']) expect((await run(step)).code, step).toBe(0);
+    const status = json<{ versions: Array<{ version: string; state: string; material: string; destroyAfter?: string | null }> }>(await run('status', '--json'));
+    const v1 = status.versions.find((v) => v.version === 'v1')!;
+    expect(v1).toMatchObject({ state: 'retired', material: 'present' });
+    expect(new Date(v1.destroyAfter!).getTime() - Date.now()).toBeGreaterThan(399 * 86_400_000);
+    expect((await run('status')).stdout).toMatch(/v1 +│ retired.*archived until \d{4}-\d{2}-\d{2}, then `keyctl purge`/);
+    const archive = JSON.parse(readFileSync(path.join(dir, '.keyctl', 'keyring.archive.json'), 'utf8')) as { keys: Record<string, { status: string }> };
+    expect(archive.keys.v1?.status).toBe('retired');
+
+    // New key backups still hold v1, so an old database backup can be read after a keystore loss.
+    expect((await run('backup')).code).toBe(0);
+    const newest = backupsIn(dir).at(-1)!;
+    const doc = JSON.parse(gpg(['--decrypt', path.join(dir, '.keyctl', 'backups', newest)])) as { keys: Array<{ version: string; state: string }> };
+    expect(doc.keys.map((k) => `${k.version}:${k.state}`)).toEqual(['v1:retired', 'v2:primary']);
+    // Nothing is due for destruction yet.
+    const dry = json<{ due: string[]; kept: Array<{ version: string }> }>(await run('purge', '--dry-run', '--json'));
+    expect(dry).toMatchObject({ due: [], kept: [{ version: 'v1' }] });
+    expect((await run('purge')).code).toBe(0);
+    expect(JSON.parse(readFileSync(path.join(dir, '.keyctl', 'keyring.archive.json'), 'utf8')).keys.v1).toBeDefined();
   });
 });
 

@@ -118,9 +118,10 @@ describe('the file keystore: compare-and-set under a lock, no key left in temp f
       // Kill the command at varying points while it writes the keystore (dual-key, then rollback).
       const cmd = i % 2 === 0 ? 'dual-key' : 'rollback';
       const child = spawn(process.execPath, [KEYCTL_BIN, cmd, '--reason', 'chaos'], { cwd: dir, stdio: 'ignore' });
+      const closed = new Promise((r) => child.on('close', r));
       await new Promise((r) => setTimeout(r, 150 + 60 * i));
       child.kill('SIGKILL');
-      await new Promise((r) => child.on('close', r));
+      await closed;
       await run('status');
       expect(readdirSync(path.join(dir, '.keyctl')).filter((f) => f.endsWith('.tmp') || f.endsWith('.lock'))).toEqual([]);
       expect(await unreadable(dir)).toBe(0);

@@ -28,7 +28,8 @@ for (const provider of ['aws-secrets-manager', 'vault'] as const) {
       it('runs generate → dual-key → reencrypt → verify → promote → retire, then a rotation rolled back, with the keys only in the keystore', async () => {
         h = await harnesses[provider]();
         const dir = t.db.dir;
-        writeConfig(dir, t.db, h);
+        // Retired keys are destroyed at retire here (retention 0), to exercise each provider's destruction path.
+        writeConfig(dir, t.db, h, '  retiredKeyRetentionDays: 0\n');
         const run = async (...args: string[]): Promise<RunResult> => {
           const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
           expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);

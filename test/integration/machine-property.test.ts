@@ -116,7 +116,7 @@ async function openCtx(w: Omit<World, 'ctx'> & { ctx?: CoreContext }, keystore?:
     `keystore:\n  provider: file\n  path: ${path.basename(w.keystoreFile)}\n` +
     `keyring: ${w.keyring}\n` +
     `targets:\n  - table: ${w.table}\n    columns: [${COLUMNS.join(', ')}]\n` +
-    `policy:\n  minPropagationSeconds: 60\n  rollbackWindowDays: 30\n  retiredKeys: destroy\n`;
+    `policy:\n  minPropagationSeconds: 60\n  rollbackWindowDays: 30\n  retiredKeys: destroy\n  retiredKeyRetentionDays: 0\n`;
   const config = parseConfig(text, path.join(w.tdb.dir, 'keyctl.yaml'), {});
   const db = await openDatabase(config.database, { baseDir: config.baseDir });
   return {

@@ -24,7 +24,7 @@ import { openTestContext } from '../helpers/context.js';
 const codec = new AesGcmV1Codec();
 const ROWS = 2000;
 const TARGETS = `targets:\n  - table: customers\n    columns: [email, phone, notes]\n`;
-const NO_WAIT = `policy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 30\n`;
+const NO_WAIT = `policy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 30\n  retiredKeyRetentionDays: 0\n`;
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`rotation lifecycle on ${dialect}`, () => {

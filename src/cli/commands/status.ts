@@ -37,7 +37,8 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
   out.push(`${c.bold('Keyring')} ${r.keyring}  primary ${c.bold(r.primary)}  (${r.keystore.location})`);
   const versions = new Table({ head: ['version', 'state', 'fingerprint', 'created (UTC)', 'notes'], style });
   for (const v of r.versions) {
-    const notes = [v.compromised ? c.red('compromised') : '', v.inKeystore ? '' : 'not in keystore'].filter(Boolean).join(', ');
+    const kept = v.state === 'retired' ? (v.material === 'destroyed' ? 'material destroyed' : v.destroyAfter ? `archived until ${v.destroyAfter.slice(0, 10)}, then \`keyctl purge\`` : 'archived for good') : '';
+    const notes = [v.compromised ? c.red('compromised') : '', v.inKeystore || v.state === 'retired' || v.state === 'archived' ? '' : 'not in keystore', kept].filter(Boolean).join(', ');
     versions.push([v.version, v.state === 'primary' ? c.green(v.state) : v.state, v.fingerprint, v.createdAt.replace('T', ' ').slice(0, 19), notes]);
   }
   out.push(versions.toString());

@@ -17,9 +17,13 @@ import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
 
-/** What `policy.retiredKeys` does to a retired key's material: destroyed, or kept in the archive. */
+/**
+ * What happens to a retired key's material at retire: destroyed only under `retiredKeys: destroy`
+ * with `retiredKeyRetentionDays: 0`; otherwise kept in the archive (until `keyctl purge`, after the
+ * retention, under `destroy`).
+ */
 export function retiredMaterial(ctx: CoreContext): 'destroyed' | 'archived' {
-  return ctx.config.policy.retiredKeys === 'destroy' ? 'destroyed' : 'archived';
+  return ctx.config.policy.retiredKeys === 'destroy' && ctx.config.policy.retiredKeyRetentionDays === 0 ? 'destroyed' : 'archived';
 }
 
 /** Registry side of retiring a version (the keystore follows in syncKeystore). */
