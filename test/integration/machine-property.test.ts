@@ -7,6 +7,10 @@
  * application writes (new values under the primary, values under the old key from a writer that
  * has not reloaded, and mislabelled values: one key's ciphertext under another version's label).
  *
+ * Direct edits of keyctl's own tables (a key marked retired and destroyed, the newest audit row
+ * deleted) are made, a command is run on top of them, and then undone; `purge` runs with the clock
+ * before and after the retention.
+ *
  * After every operation these properties must hold:
  *   1. every value decrypts, with some key the keystore still holds, to what was written;
  *   2. a compromised key is neither primary nor published once its emergency rotation is retired,
@@ -17,7 +21,7 @@
  *      pass, unless the operator forced it with a reason;
  * and any error a command throws is a KeyctlError (said why), never a crash of keyctl itself.
  *
- * Runs: KEYCTL_PROPERTY_RUNS (default 500 on SQLite, 60 on each server); a failure prints
+ * Runs: KEYCTL_PROPERTY_RUNS (default 400 on SQLite, 60 on each server); a failure prints
  * fast-check's seed and path, and KEYCTL_PROPERTY_SEED=<seed> replays it.
  */
 import { randomBytes } from 'node:crypto';
@@ -27,6 +31,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger, type CoreContext } from '../../src/core/context.js';
 import { KeyctlError, RefusedError } from '../../src/core/errors.js';
+import { purge } from '../../src/core/purge.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
@@ -56,6 +61,8 @@ type Op =
   | { t: 'reencryptKilled'; afterBatches: number }
   | { t: 'advance'; days: number }
   | { t: 'newProcess' }
+  | { t: 'tamper'; what: 'destroyOld' | 'retirePrimary' | 'deleteAuditRow'; then: Cmd }
+  | { t: 'purge'; days: number }
   | { t: 'write'; row: number; col: (typeof COLUMNS)[number]; kind: 'primary' | 'lagging' | 'mislabel'; pick: number };
 
 const CMDS: Cmd[] = ['generate', 'emergency', 'dual', 'reencrypt', 'verify', 'verifySample', 'promote', 'promoteForce', 'retire', 'retireForce', 'rollback', 'rollbackForce'];
@@ -69,6 +76,9 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('reencryptKilled' as const), afterBatches: fc.integer({ min: 0, max: 2 }) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('advance' as const), days: fc.constantFrom(1, 31) }) },
   { weight: 1, arbitrary: fc.constant({ t: 'newProcess' as const }) },
+  // Someone with write access to the database edits keyctl's own tables, then an operator runs a command.
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('tamper' as const), what: fc.constantFrom<'destroyOld' | 'retirePrimary' | 'deleteAuditRow'>('destroyOld', 'retirePrimary', 'deleteAuditRow'), then: fc.constantFrom(...CMDS) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('purge' as const), days: fc.constantFrom(0, 401) }) },
   {
     weight: 8,
     arbitrary: fc.record({
@@ -301,7 +311,37 @@ async function step(w: World, op: Op): Promise<void> {
       return;
     case 'write':
       return appWrite(w, op);
+    case 'purge':
+      w.clock += op.days * DAY;
+      return attempt(w, async () => void (await purge(w.ctx)));
+    case 'tamper':
+      return tamper(w, op);
   }
+}
+
+/**
+ * A direct edit of keyctl's tables, a command run on top of it (which must refuse or do no harm),
+ * then the edit undone (as a DBA restoring the rows would), so the sequence can go on.
+ */
+async function tamper(w: World, op: Extract<Op, { t: 'tamper' }>): Promise<void> {
+  const k = w.ctx.db.knex;
+  const before: Array<Record<string, unknown>> = await k('keyctl_key_versions').where({ keyring: w.keyring });
+  if (op.what === 'deleteAuditRow') {
+    const last = await k('rotation_audit').where({ keyring: w.keyring }).orderBy('id', 'desc').first();
+    if (!last) return;
+    await k('rotation_audit').where({ id: last.id }).delete();
+    await attempt(w, () => runCmd(w, w.ctx, op.then));
+    await k('rotation_audit').insert(last);
+    return;
+  }
+  const target = op.what === 'retirePrimary' ? before.find((r) => r.state === 'primary') : before.find((r) => r.state !== 'primary' && r.material !== 'destroyed');
+  if (!target) return;
+  await k('keyctl_key_versions').where({ keyring: w.keyring, version: target.version }).update({ state: 'retired', material: 'destroyed' });
+  const refusedBefore = w.refusals;
+  await attempt(w, () => runCmd(w, w.ctx, op.then));
+  // Every rotation command refuses a registry edited outside keyctl.
+  expect(w.refusals, `${op.then} acted on a tampered registry`).toBe(refusedBefore + 1);
+  await k('keyctl_key_versions').where({ keyring: w.keyring, version: target.version }).update({ state: target.state, material: target.material });
 }
 
 async function checkProperties(w: World, audit: AuditRow[], refusalsBefore: number, refusedRowsBefore: number, label: string): Promise<void> {
@@ -334,7 +374,7 @@ async function checkProperties(w: World, audit: AuditRow[], refusalsBefore: numb
   // 3. every refusal left an audit row
   const refusedRows = audit.filter((a) => a.outcome === 'refused').length;
   expect(refusedRows - refusedRowsBefore, `${label}: refusals vs refused audit rows`).toBeGreaterThanOrEqual(w.refusals - refusalsBefore);
-  // 4. the audit chain verifies
+  // 4. the audit chain verifies (and with it the registry)
   expect((await verifyAuditChain(w.ctx.db, w.keyring)).flatMap((c) => c.problems), label).toEqual([]);
   // 5. verification gate, from the audit history alone
   for (const [i, a] of audit.entries()) {
@@ -347,7 +387,7 @@ async function checkProperties(w: World, audit: AuditRow[], refusalsBefore: numb
   }
 }
 
-const RUNS: Record<string, number> = { sqlite: 500, pg: 60, mysql: 60 };
+const RUNS: Record<string, number> = { sqlite: 400, pg: 60, mysql: 60 };
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`rotation machine properties on ${dialect}`, () => {
