@@ -287,6 +287,31 @@ describe('two keyctl processes change the same Vault keyring at once', () => {
   });
 });
 
+describe('two keyctl processes change the same AWS keyring at once', () => {
+  it('the AWSCURRENT stage check: one wins, the other fails cleanly (exit 5) and its project still works', async () => {
+    const h = await awsHarness();
+    open.push(h);
+    const a = sqliteProject(h);
+    const b = sqliteProject(h);
+    expect((await a.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    expect((await b.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    // Both have staged their new keyring as AWSPENDING before either moves AWSCURRENT.
+    h.server.holdCalls('UpdateSecretVersionStage', AWS_SECRET, 2);
+    const [ra, rb] = await Promise.all([a.run(['generate', '--json']), b.run(['generate', '--json'])]);
+    const results = [ra, rb];
+    const winners = results.filter((r) => r.code === 0);
+    expect(winners, `${ra.stderr}\n${rb.stderr}`).toHaveLength(1);
+    const loser = results.find((r) => r.code !== 0)!;
+    expect(loser.code).toBe(ExitCode.KEYSTORE);
+    const keys = JSON.parse(h.server.valueAt(AWS_SECRET)!) as { keys: Record<string, string> };
+    const { fingerprint } = await import('../../src/crypto/keys.js');
+    expect(fingerprint(Buffer.from(keys.keys.v2!, 'base64'))).toBe(json<{ fingerprint: string }>(winners[0]!).fingerprint);
+    expect(h.server.stagesOf(AWS_SECRET).AWSPENDING, 'no change is left staged as the current one').not.toBe(h.server.stagesOf(AWS_SECRET).AWSCURRENT);
+    const status = await [a, b][results.indexOf(loser)]!.run(['status', '--json']);
+    expect(json<{ primary: string }>(status).primary).toBe('v1');
+  });
+});
+
 describe('where the network keystores take their settings from', () => {
   it('Vault: VAULT_ADDR, VAULT_NAMESPACE and a token file instead of keyctl.yaml entries', async () => {
     const h = await vaultHarness();
