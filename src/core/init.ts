@@ -90,6 +90,7 @@ ${targets}policy:
   minPropagationSeconds: ${opts.demo ? '0    # demo: no wait. In production: at least the time your applications take to reload the keyring' : '300  # wait between generate and dual-key so every reader has the new key'}
   rollbackWindowDays: 30      # how long promote keeps the old key for rollback
   retiredKeys: destroy        # destroy | archive
+  retiredKeyRetentionDays: 400  # destroy: keep retired keys this long for old database backups, then keyctl purge
 `;
 }
 

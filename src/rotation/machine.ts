@@ -558,7 +558,7 @@ export const RULES: readonly Rule[] = [
     to: 'retired',
     guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion', 'remainingKeysReadEverything'],
     needsCounts: true,
-    effects: 'old key retired: material destroyed (`retiredKeys: destroy`, after the decryption scan) or kept as `retired` in the archive',
+    effects: 'old key retired: kept as `retired` in the archive for `retiredKeyRetentionDays` (then `keyctl purge`), or destroyed at once with retention 0 — after the decryption scan; kept for good under `retiredKeys: archive`',
   },
   {
     id: 'abandon',
