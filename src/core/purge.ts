@@ -7,9 +7,8 @@
 import { appendAudit, markMaterialDestroyed } from '../rotation/store.js';
 import { retention, type RetentionInfo } from './retention.js';
 import type { CoreContext } from './context.js';
-import { decryptionScan } from './rotation/decryption-scan.js';
+import { scanWithoutKeys } from './rotation/decryption-scan.js';
 import { refuse } from './rotation/guard.js';
-import { loadAllKeys } from './rotation/material.js';
 import { prepare } from './rotation/prepare.js';
 import { syncKeystore } from './rotation/sync.js';
 
@@ -28,11 +27,8 @@ export async function purge(ctx: CoreContext, opts: { dryRun?: boolean } = {}): 
   const kept = all.filter((r) => !due.includes(r));
   if (due.length === 0 || opts.dryRun) return { destroyed: opts.dryRun ? due.map((d) => d.version) : [], kept, valuesChecked: 0 };
 
-  const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
-  for (const d of due) keys.delete(d.version);
-  ctx.log.info(`checking that every value decrypts without ${due.map((d) => d.version).join(', ')} before destroying (a full scan)`);
-  const scan = await decryptionScan(ctx, (v) => keys.get(v));
-  const checked = Object.values(scan.checked).reduce((a, b) => a + b, 0);
+  const scan = await scanWithoutKeys(ctx, due.map((d) => d.version));
+  const checked = scan.valuesChecked;
   if (scan.failureCount > 0) {
     return refuse(ctx, {
       action: 'purge',

@@ -355,6 +355,20 @@ for (const dialect of DIALECTS) {
       expect((await promote(ctx)).phase).toBe('promoted');
     });
 
+    it('a reencrypt with nothing to move after verify leaves the phase and the verify evidence alone, and says so', async () => {
+      const ctx = await setup(NO_WAIT, 30);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      await verify(ctx, {});
+      const re = await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      expect(re.noop).toMatch(/nothing to re-encrypt: every value is already under v2; rotation #1 stays in phase verified/);
+      expect(re.rotation.phase).toBe('verified');
+      expect((await openRotation(ctx.db, 'default'))).toMatchObject({ phase: 'verified', verifyScope: 'full', verifyOutcome: 'passed' });
+      expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({ action: 'reencrypt', outcome: 'ok', fromPhase: 'verified', toPhase: 'verified', details: { noop: true } });
+      expect((await promote(ctx)).phase).toBe('promoted');
+    });
+
     it('a reencrypt running while someone rolls back stops after its batch instead of writing on', async () => {
       const ctx = await setup(NO_WAIT, 400);
       await generate(ctx, { emergency: false });

@@ -8,6 +8,7 @@ import { AesGcmV1Codec, CiphertextError } from '../../crypto/codec.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
 import type { CoreContext } from '../context.js';
+import { loadAllKeys } from './material.js';
 
 export interface ScanResult {
   /** Values decrypted, per version. */
@@ -20,8 +21,10 @@ export interface ScanResult {
 export async function decryptionScan(
   ctx: CoreContext,
   keyFor: (version: string) => Buffer | undefined,
-  opts: { sample?: number | undefined; batchSize?: number | undefined } = {},
+  opts: { sample?: number | undefined; batchSize?: number | undefined; progress?: (valuesChecked: number, table: string) => void; progressEveryMs?: number } = {},
 ): Promise<ScanResult> {
+  let lastReport = Date.now();
+  let values = 0;
   const codec = new AesGcmV1Codec();
   const checked: Record<string, number> = {};
   const failures: ValueFailure[] = [];
@@ -34,6 +37,7 @@ export async function decryptionScan(
         try {
           if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
           codec.decrypt(value, keyFor);
+          values++;
           const v = codec.versionOf(value);
           checked[v] = (checked[v] ?? 0) + 1;
         } catch (err) {
@@ -46,7 +50,28 @@ export async function decryptionScan(
   };
   for (const t of ctx.config.targets) {
     if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample));
-    else for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) check(t.table, t.primaryKey, t.columns, rows);
+    else {
+      for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) {
+        check(t.table, t.primaryKey, t.columns, rows);
+        // Large tables take minutes: say how far the scan is, every few seconds.
+        if (opts.progress && Date.now() - lastReport >= (opts.progressEveryMs ?? 5000)) {
+          lastReport = Date.now();
+          opts.progress(values + failureCount, t.table);
+        }
+      }
+    }
   }
   return { checked, failures, failureCount };
+}
+
+/**
+ * Before key material is destroyed: decrypt every value with every key the keystore holds except
+ * `doomed`, logging progress on large tables.
+ */
+export async function scanWithoutKeys(ctx: CoreContext, doomed: readonly string[]): Promise<ScanResult & { valuesChecked: number }> {
+  const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
+  for (const v of doomed) keys.delete(v);
+  ctx.log.info(`checking that every value decrypts without ${doomed.join(', ')} before destroying (a full scan)`);
+  const scan = await decryptionScan(ctx, (v) => keys.get(v), { progress: (n, table) => ctx.log.info(`decryption scan: ${n.toLocaleString('en-US')} value(s) checked so far (now in ${table})`) });
+  return { ...scan, valuesChecked: Object.values(scan.checked).reduce((a, b) => a + b, 0) };
 }

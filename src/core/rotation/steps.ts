@@ -11,8 +11,7 @@ import { markMaterialDestroyed, setVersionState, type Rotation } from '../../rot
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../errors.js';
 import { checkGuards, requireRotation } from './guard.js';
-import { decryptionScan } from './decryption-scan.js';
-import { loadAllKeys } from './material.js';
+import { scanWithoutKeys } from './decryption-scan.js';
 import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
@@ -87,11 +86,8 @@ export async function promote(ctx: CoreContext, opts: ForceOptions = {}): Promis
  */
 async function scanWithout(ctx: CoreContext, doomed: string): Promise<{ failures: number; checked: number } | null> {
   if (retiredMaterial(ctx) !== 'destroyed') return null;
-  const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
-  keys.delete(doomed);
-  ctx.log.info(`checking that every value decrypts without ${doomed} before its key is destroyed (a full scan)`);
-  const scan = await decryptionScan(ctx, (v) => keys.get(v));
-  return { failures: scan.failureCount, checked: Object.values(scan.checked).reduce((a, b) => a + b, 0) };
+  const scan = await scanWithoutKeys(ctx, [doomed]);
+  return { failures: scan.failureCount, checked: scan.valuesChecked };
 }
 
 export async function retire(ctx: CoreContext, opts: ForceOptions): Promise<Rotation> {
