@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { checkChecksum } from '../backup/files.js';
-import { listAudit } from '../rotation/store.js';
+import { latestAuditOf } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 
 /**
@@ -14,7 +14,7 @@ import type { CoreContext } from './context.js';
  */
 export async function backupHolding(ctx: CoreContext, version: string, since: Date): Promise<{ configured: boolean; file: string | null }> {
   if (ctx.config.backup.recipients.length === 0) return { configured: false, file: null };
-  const rows = (await listAudit(ctx.db, ctx.config.keyring)).filter((r) => r.action === 'backup' && r.outcome === 'ok' && r.createdAt >= since).reverse();
+  const rows = (await latestAuditOf(ctx.db, ctx.config.keyring, 'backup')).filter((r) => r.createdAt >= since);
   for (const r of rows) {
     const versions = Array.isArray(r.details?.versions) ? r.details.versions : [];
     if (!versions.includes(version) || typeof r.details?.file !== 'string' || typeof r.details?.dir !== 'string') continue;

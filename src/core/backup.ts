@@ -18,7 +18,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
 import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum, backupName } from '../backup/files.js';
 import { decryptWith, encryptTo, readIdentity, readRecipient } from '../backup/pgp.js';
-import { appendAudit, listAudit, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
+import { appendAudit, latestAuditOf, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from './errors.js';
 import { reconcileRegistry } from './registry.js';
@@ -58,7 +58,7 @@ async function auditFailure(ctx: CoreContext, action: AuditAction, err: unknown,
 
 /** For each version in `live`, the newest backup file in `dir` (by its audit row) that holds it. */
 async function newestBackupPerVersion(ctx: CoreContext, dir: string, live: Set<string>): Promise<Set<string>> {
-  const rows = (await listAudit(ctx.db, ctx.config.keyring)).filter((r) => r.action === 'backup' && r.outcome === 'ok' && r.details?.dir === dir).reverse();
+  const rows = (await latestAuditOf(ctx.db, ctx.config.keyring, 'backup')).filter((r) => r.details?.dir === dir);
   const keep = new Set<string>();
   const covered = new Set<string>();
   for (const r of rows) {
@@ -313,6 +313,14 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
     throw new RefusedError(`the registry of keyring ${ctx.config.keyring} cannot be trusted: ${chain[0]}`, 'run `keyctl audit --verify`, and restore the database (not the keys) first; nothing was written');
   }
   const unknown = doc.keys.filter((k) => !registry.has(k.version));
+  const unsafe = unknown.filter((k) => k.compromised || k.state === 'retired');
+  if (unsafe.length > 0) {
+    await audit(ctx, 'restore', 'refused', { file: path.basename(file), unknownVersions: unsafe.map((k) => ({ version: k.version, fingerprint: k.fingerprint, compromised: k.compromised, state: k.state })) });
+    throw new RefusedError(
+      `${file} holds ${unsafe.map((k) => `${k.version} (${k.compromised ? 'compromised' : k.state})`).join(', ')}, unknown to the database registry; keyctl never publishes a compromised or retired key it cannot vouch for`,
+      'restore the database registry first (from a database backup), then the keys; nothing was written',
+    );
+  }
   if (unknown.length > 0 && !opts.allowUnknown) {
     await audit(ctx, 'restore', 'refused', { file: path.basename(file), unknownVersions: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })) });
     throw new RefusedError(

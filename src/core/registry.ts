@@ -5,7 +5,8 @@
  */
 import { compareVersions, fingerprint } from '../crypto/keys.js';
 import type { KeystoreSnapshot } from '../keystore/types.js';
-import { appendAudit, insertVersion, listVersions, type RegisteredVersion } from '../rotation/store.js';
+import { appendAudit, checkRegistry, insertVersion, latestRotation, listVersions, type RegisteredVersion } from '../rotation/store.js';
+import { refuse } from './rotation/guard.js';
 import type { CoreContext } from './context.js';
 import { KeystoreError } from './errors.js';
 
@@ -37,6 +38,18 @@ export async function reconcileRegistry(ctx: CoreContext): Promise<Reconciled> {
   let versions = await listVersions(db, config.keyring);
   const warnings: string[] = [];
   if (versions.length === 0) {
+    // First contact only: a registry that keyctl's audited history says existed was emptied outside
+    // keyctl (which would drop compromised flags and retired states); that is refused, not adopted.
+    const recorded = (await checkRegistry(db, config.keyring)).recorded;
+    if (recorded || (await latestRotation(db, config.keyring))) {
+      await refuse(ctx, {
+        action: 'integrity',
+        rotation: null,
+        reason: `keyctl_key_versions holds no versions of keyring ${config.keyring}, but keyctl's audit history${recorded ? ` (row seq ${recorded.seq}, ${recorded.action})` : ''} shows it had some: the registry was emptied outside keyctl`,
+        hint: 'restore keyctl_key_versions from a database backup; keyctl will not rebuild it from the keystore (compromised flags and retired keys would be lost)',
+        details: { guard: 'registryIntact' },
+      });
+    }
     const at = ctx.now();
     const adopted: string[] = [];
     await db.knex.transaction(async (trx) => {

@@ -158,13 +158,11 @@ export function defaultArchivePath(file: string): string {
 
 const LOCK_WAIT_MS = 30_000;
 
-/** No lock, or a stale one (removed): nobody is writing. */
+/** No lock, or a stale one (left in place: the next writer takes it over): nobody is writing. */
 async function lockFree(lock: string): Promise<boolean> {
   if (!existsSync(lock)) return true;
   const holder = await readHolder(lock);
-  if (!isStale(holder) && !(await abandonedEmpty(lock, holder))) return false;
-  await fs.unlink(lock).catch(() => undefined);
-  return true;
+  return isStale(holder) || (await abandonedEmpty(lock, holder));
 }
 
 /**

@@ -369,13 +369,14 @@ export const GUARDS = {
     },
   },
   rollbackPropagated: {
-    describe: '`minPropagationSeconds` since the rollback, so no writer still uses the new key (emergency: skipped)',
+    describe: '`minPropagationSeconds` since the rollback, so no writer still uses the new key (emergencies too)',
     forceable: false,
     check: (s) => {
       const r = rotationOf(s);
       const since = r.phaseChangedAt.getTime();
       const left = since + s.policy.minPropagationSeconds * 1000 - s.now.getTime();
-      if (left <= 0 || r.emergency) return null;
+      // Not skipped for emergencies: closing a rollback destroys the new key, and nothing is urgent then.
+      if (left <= 0) return null;
       return {
         reason: `the rollback is only ${Math.floor((s.now.getTime() - since) / 1000)} s old; writers may still use ${r.newVersion} until they reload the keyring (policy.minPropagationSeconds = ${s.policy.minPropagationSeconds})`,
         hint: `wait ${Math.ceil(left / 1000)} s, run \`keyctl reencrypt\` once more, then \`keyctl verify\``,

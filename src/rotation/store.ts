@@ -138,7 +138,7 @@ export interface RotationChanges {
  * `UPDATE keyctl_rotations SET phase = :to … WHERE id = :id AND phase = :from`: true when this
  * caller made the move, false when the rotation had left `from`.
  */
-export async function casPhase(db: Db, trx: Knex.Transaction, id: number, from: Phase, to: Phase, at: Date, changes: RotationChanges = {}): Promise<boolean> {
+export async function casPhase(db: Db, trx: Knex.Transaction, id: number, from: Phase, to: Phase, at: Date, changes: RotationChanges = {}, sincePhaseChangedAt?: Date): Promise<boolean> {
   const closing = CLOSED_PHASES.includes(to);
   const cols: Record<string, unknown> = { phase: to, phase_changed_at: db.adapter.toDbTime(at) };
   if (to === from) delete cols.phase_changed_at;
@@ -152,7 +152,13 @@ export async function casPhase(db: Db, trx: Knex.Transaction, id: number, from: 
     cols.verify_outcome = changes.verify?.outcome ?? null;
     cols.verified_at = changes.verify ? db.adapter.toDbTime(changes.verify.at) : null;
   }
-  const changed = await trx(TABLES.rotations).where({ id, phase: from }).update(cols);
+  // With `sincePhaseChangedAt`: also no phase change since then (a move away and back counts).
+  const changed = await trx(TABLES.rotations)
+    .where({ id, phase: from })
+    .modify((q) => {
+      if (sincePhaseChangedAt) q.andWhere('phase_changed_at', db.adapter.toDbTime(sincePhaseChangedAt));
+    })
+    .update(cols);
   return changed === 1;
 }
 
@@ -241,11 +247,12 @@ export async function insertVersion(
 
 /**
  * SHA-256 over what the registry says of each version that matters for key material: version,
- * state, fingerprint, compromised, material (not the publication time, which sync sets).
+ * state, fingerprint, compromised, material and when the state last changed (the retention of a
+ * retired key counts from it) — not the publication time, which sync sets.
  */
 export async function registryDigest(t: Executor, keyring: string): Promise<string> {
   const rows: Array<Record<string, unknown>> = await t(TABLES.keyVersions).where({ keyring }).orderBy('version_number');
-  const canonical = rows.map((r) => [String(r.version), String(r.state), String(r.fingerprint), Boolean(Number(r.compromised)), r.material === 'destroyed' ? 'destroyed' : 'present']);
+  const canonical = rows.map((r) => [String(r.version), String(r.state), String(r.fingerprint), Boolean(Number(r.compromised)), r.material === 'destroyed' ? 'destroyed' : 'present', fromDbTime(r.state_changed_at)?.toISOString() ?? null]);
   return createHash('sha256').update(JSON.stringify(['keyctl-registry-v1', keyring, canonical])).digest('hex');
 }
 
@@ -260,10 +267,17 @@ export interface RegistryCheck {
 export async function checkRegistry(db: Db, keyring: string): Promise<RegistryCheck> {
   for (let attempt = 0; ; attempt++) {
     const current = await registryDigest(db.knex, keyring);
-    const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring }).andWhere('details', 'like', '%"registry":"%').orderBy('id', 'desc').limit(1);
-    const row = rows[0];
-    const digest = row ? (JSON.parse(String(row.details)) as { registry?: unknown }).registry : undefined;
-    const recorded = row && typeof digest === 'string' ? { seq: Number(row.seq), digest, action: String(row.action) } : null;
+    // Rows whose details mention "registry" anywhere; only a top-level digest counts (a runbook input
+    // of that name, say, must not hide the newest real one).
+    const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring }).andWhere('details', 'like', '%"registry":"%').orderBy('id', 'desc').limit(200);
+    let recorded: RegistryCheck['recorded'] = null;
+    for (const row of rows) {
+      const digest = (JSON.parse(String(row.details)) as { registry?: unknown }).registry;
+      if (typeof digest === 'string' && /^[0-9a-f]{64}$/.test(digest)) {
+        recorded = { seq: Number(row.seq), digest, action: String(row.action) };
+        break;
+      }
+    }
     const ok = !recorded || recorded.digest === current;
     // A change committing between the two reads looks like a mismatch for a moment.
     if (ok || attempt >= 3) return { ok, recorded, current };
@@ -392,6 +406,12 @@ function toAuditRow(r: Record<string, unknown>): AuditRow {
     createdAt: fromDbTime(r.created_at) ?? new Date(0),
     rowHash: (r.row_hash as string | null) ?? null,
   };
+}
+
+/** The newest `limit` ok rows of one action (newest first): cheap however long the history. */
+export async function latestAuditOf(db: Db, keyring: string, action: AuditAction, limit = 1000): Promise<AuditRow[]> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.audit).where({ keyring, action, outcome: 'ok' }).orderBy('id', 'desc').limit(limit);
+  return rows.map(toAuditRow);
 }
 
 /** Rows of a keyring in order (oldest first), optionally of one rotation. */

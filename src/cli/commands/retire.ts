@@ -1,12 +1,14 @@
 /** `keyctl retire`: parse flags → core step → render. */
-import { retire } from '../../core/rotation/steps.js';
+import { retire, retiredMaterial } from '../../core/rotation/steps.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 export async function run(rt: CliRuntime, f: { force?: boolean; reason?: string }): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     const r = await retire(ctx, { force: f.force, reason: f.reason });
-    const how = ctx.config.policy.retiredKeys === 'destroy' ? 'destroyed' : 'moved to the long-term archive';
-    return done(rt, r, `${r.oldVersion} retired: its key was ${how}; rotation #${r.id} is closed`);
+    const destroyed = retiredMaterial(ctx) === 'destroyed';
+    const until = ctx.config.policy.retiredKeys === 'destroy' ? new Date(ctx.now().getTime() + ctx.config.policy.retiredKeyRetentionDays * 86_400_000).toISOString().slice(0, 10) : null;
+    const how = destroyed ? 'was destroyed' : until ? `is kept in the archive until ${until} (policy.retiredKeyRetentionDays), then \`keyctl purge\` destroys it` : 'is kept in the archive for good (policy.retiredKeys: archive)';
+    return done(rt, r, `${r.oldVersion} retired: its key ${how}; rotation #${r.id} is closed`);
   });
 }

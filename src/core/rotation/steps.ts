@@ -144,6 +144,7 @@ export async function finishRollback(ctx: CoreContext, r: Rotation, details: Rec
   const done = await transition(ctx, {
     rule: 'finish-rollback',
     rotation: r,
+    unchangedSinceRead: true,
     rowsAffected: 0,
     // The full verify that just passed decrypted every value, each under the old key (the primary
     // again): it stands in for the decryption scan before the new key is destroyed.

@@ -25,6 +25,11 @@ export interface TransitionSpec {
   outcome?: AuditOutcome;
   /** If someone else already made this very change, succeed quietly instead of refusing. */
   alreadyThereIsFine?: boolean;
+  /**
+   * The move rests on evidence gathered since the rotation was read (a verify's scan): refuse it if
+   * the phase changed meanwhile, even away and back (another operator's write pass).
+   */
+  unchangedSinceRead?: boolean;
 }
 
 export async function transition(ctx: CoreContext, spec: TransitionSpec): Promise<Rotation> {
@@ -46,7 +51,7 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
   try {
     // A lock conflict (SQLite busy, a deadlock) rolls the whole transaction back: safe to run again.
     await withRetry('recording a phase change', () => db.knex.transaction(async (trx) => {
-      won = await casPhase(db, trx, spec.rotation.id, from, to, at, spec.changes);
+      won = await casPhase(db, trx, spec.rotation.id, from, to, at, spec.changes, spec.unchangedSinceRead ? spec.rotation.phaseChangedAt : undefined);
       if (!won) return;
       await spec.apply?.(trx, at);
       await appendAudit(
@@ -78,7 +83,10 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
     return refuse(ctx, {
       action: r.action,
       rotation: spec.rotation,
-      reason: `rotation #${spec.rotation.id} left phase ${from} while ${r.action} was running (it is now ${now ?? 'gone'}); another operator got there first`,
+      reason:
+        now === from
+          ? `rotation #${spec.rotation.id} moved away from phase ${from} and back while ${r.action} was running (another operator's command); what ${r.action} found no longer holds`
+          : `rotation #${spec.rotation.id} left phase ${from} while ${r.action} was running (it is now ${now ?? 'gone'}); another operator got there first`,
       hint: `run \`keyctl status\` to see where it stands; next: ${now ? nextStep(now) : '`keyctl status`'}`,
       details: { expectedPhase: from, actualPhase: now },
     });

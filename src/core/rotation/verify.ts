@@ -69,7 +69,7 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
     rotation =
       move.id === 'finish-rollback'
         ? await finishRollback(ctx, rotation, details, scope)
-        : await transition(ctx, { rule: move.id, rotation, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details, changes: { verify: evidence } });
+        : await transition(ctx, { rule: move.id, rotation, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details, changes: { verify: evidence }, unchangedSinceRead: true });
   }
   return { passed, primary: state.primary, rotation, totals, checked, failures, sampled: scope === 'sample', problems, movedFrom: rotation && before !== rotation.phase ? before : null };
 }
