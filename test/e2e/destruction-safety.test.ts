@@ -4,13 +4,13 @@
  * would try them.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { ExitCode } from '../../src/core/exit-codes.js';
-import { json, keyctl, KEYCTL_BIN, withProjectSqlite, type RunResult } from '../helpers/cli.js';
+import { demoProject, keysHeld } from '../helpers/project.js';
+import { json, keyctl, KEYCTL_BIN, withProjectSqlite } from '../helpers/cli.js';
 import { dialectAvailable, perTestDatabase } from '../helpers/databases.js';
 
 const dirs: string[] = [];
@@ -20,16 +20,6 @@ afterEach(() => {
 
 const codec = new AesGcmV1Codec();
 
-function keysHeld(dir: string): Map<string, Buffer> {
-  const keys = new Map<string, Buffer>();
-  const pub = JSON.parse(readFileSync(path.join(dir, '.keyctl/keyring.json'), 'utf8')) as { keys: Record<string, string> };
-  for (const [v, k] of Object.entries(pub.keys)) keys.set(v, Buffer.from(k, 'base64'));
-  if (existsSync(path.join(dir, '.keyctl/keyring.archive.json'))) {
-    const arch = JSON.parse(readFileSync(path.join(dir, '.keyctl/keyring.archive.json'), 'utf8')) as { keys: Record<string, { key: string }> };
-    for (const [v, a] of Object.entries(arch.keys)) keys.set(v, Buffer.from(a.key, 'base64'));
-  }
-  return keys;
-}
 
 /** Values (every column) that no held key decrypts. */
 async function unreadable(dir: string): Promise<number> {
@@ -50,24 +40,13 @@ async function unreadable(dir: string): Promise<number> {
   return bad;
 }
 
-async function sqliteProject(rows: number, policy: Record<string, string> = {}): Promise<{ dir: string; run: (...a: string[]) => Promise<RunResult> }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-destroy-'));
-  dirs.push(dir);
-  const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test', NO_COLOR: '1' } });
-  expect((await run('init', '--demo', '--rows', String(rows))).code).toBe(0);
-  const file = path.join(dir, 'keyctl.yaml');
-  let text = readFileSync(file, 'utf8').replace(/minPropagationSeconds: \d+/, 'minPropagationSeconds: 0');
-  for (const [k, v] of Object.entries(policy)) text = text.replace(new RegExp(`${k}: \\S+`), `${k}: ${v}`);
-  writeFileSync(file, text);
-  return { dir, run };
-}
 
 describe('the keystore never loses a key because the database says so', () => {
   const tamper = (dir: string) =>
     withProjectSqlite(dir, (k) => k('keyctl_key_versions').where({ version: 'v1' }).update({ state: 'retired', material: 'destroyed' }));
 
   it('1. a direct UPDATE of the registry (v1 retired, destroyed) is refused by reencrypt, detected by audit --verify, and v1 stays', async () => {
-    const { dir, run } = await sqliteProject(100);
+    const { dir, run } = await demoProject(dirs, 100);
     for (const step of ['generate', 'dual-key']) expect((await run(step)).code, step).toBe(0);
     await tamper(dir);
     const re = await run('reencrypt');
@@ -86,7 +65,7 @@ describe('the keystore never loses a key because the database says so', () => {
   });
 
   it('1b. after promote, the same UPDATE followed by verify leaves the archived v1 in place inside the rollback window', async () => {
-    const { dir, run } = await sqliteProject(60);
+    const { dir, run } = await demoProject(dirs, 60);
     for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await run(step)).code, step).toBe(0);
     await tamper(dir);
     expect((await run('verify')).code).toBe(ExitCode.REFUSED);
@@ -100,7 +79,7 @@ describe('the keystore never loses a key because the database says so', () => {
 
 describe('an emptied registry is not rebuilt from the keystore', () => {
   it('1c. DELETE FROM keyctl_key_versions during an emergency rotation: refused, the compromised flag is not lost', async () => {
-    const { dir, run } = await sqliteProject(30);
+    const { dir, run } = await demoProject(dirs, 30);
     for (const step of [['generate', '--emergency', '--reason', 'INC-1'], ['dual-key'], ['reencrypt']]) expect((await run(...step)).code, step.join(' ')).toBe(0);
     await withProjectSqlite(dir, (k) => k('keyctl_key_versions').delete());
     for (const cmd of [['status'], ['rollback', '--reason', 'x'], ['verify']]) {
@@ -114,7 +93,7 @@ describe('an emptied registry is not rebuilt from the keystore', () => {
 
 describe('the file keystore: compare-and-set under a lock, no key left in temp files', () => {
   it('6. a writer killed between writing its temp file and renaming it leaves no key behind after the next run', async () => {
-    const { dir, run } = await sqliteProject(10);
+    const { dir, run } = await demoProject(dirs, 10);
     // What a kill -9 inside writeFileAtomic leaves: a temp file holding a keyring, named after a dead pid.
     const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
     const leftover = path.join(dir, '.keyctl', `.keyring.json.${dead}.0123456789ab.tmp`);
@@ -126,7 +105,7 @@ describe('the file keystore: compare-and-set under a lock, no key left in temp f
   });
 
   it('6b. kill -9 during keystore writes: whatever it leaves, the next command removes every temp file and the keyring is whole', async () => {
-    const { dir, run } = await sqliteProject(50);
+    const { dir, run } = await demoProject(dirs, 50);
     expect((await run('generate')).code).toBe(0);
     for (let i = 0; i < 3; i++) {
       // Kill the command at varying points while it writes the keystore (dual-key, then rollback).

@@ -7,45 +7,21 @@
  *      (retire) and destroyed the key that was not compromised;
  *   3. the runbook plan hid what happened (skips shown as done, steps run by hand as "not for this phase").
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { ExitCode } from '../../src/core/exit-codes.js';
-import { json, keyctl, withProjectSqlite } from '../helpers/cli.js';
+import { demoProject, keysHeld } from '../helpers/project.js';
+import { json, withProjectSqlite } from '../helpers/cli.js';
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function project(rows: number, policy: Record<string, string> = {}): Promise<{ dir: string; run: (...a: string[]) => ReturnType<typeof keyctl> }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-machine-'));
-  dirs.push(dir);
-  const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test', NO_COLOR: '1' } });
-  expect((await run('init', '--demo', '--rows', String(rows))).code).toBe(0);
-  const file = path.join(dir, 'keyctl.yaml');
-  let text = readFileSync(file, 'utf8').replace(/minPropagationSeconds: \d+/, 'minPropagationSeconds: 0');
-  for (const [k, v] of Object.entries(policy)) text = text.replace(new RegExp(`${k}: \\S+`), `${k}: ${v}`);
-  writeFileSync(file, text);
-  return { dir, run };
-}
 
 
-/** Every key the keystore still holds, published or archived. */
-function keysHeld(dir: string): Map<string, Buffer> {
-  const keys = new Map<string, Buffer>();
-  const pub = JSON.parse(readFileSync(path.join(dir, '.keyctl/keyring.json'), 'utf8')) as { keys: Record<string, string> };
-  for (const [v, k] of Object.entries(pub.keys)) keys.set(v, Buffer.from(k, 'base64'));
-  try {
-    const arch = JSON.parse(readFileSync(path.join(dir, '.keyctl/keyring.archive.json'), 'utf8')) as { keys: Record<string, { key: string }> };
-    for (const [v, a] of Object.entries(arch.keys)) keys.set(v, Buffer.from(a.key, 'base64'));
-  } catch {
-    // no archive yet
-  }
-  return keys;
-}
 
 const codec = new AesGcmV1Codec();
 
@@ -65,7 +41,7 @@ function readable(value: string, keys: Map<string, Buffer>): boolean {
 
 describe('the rotation machine closes the three repros', () => {
   it('1. a failed full verify moves the rotation back: promote and retire are refused and the old key survives', async () => {
-    const { dir, run } = await project(100);
+    const { dir, run } = await demoProject(dirs, 100);
     // A v1 ciphertext labelled v2: reencrypt skips it (it looks done), only a full decrypt finds it.
     await withProjectSqlite(dir, (k) => k.raw(`UPDATE customers SET email = 'v2:' || substr(email, 4) WHERE id = 4`));
     for (const step of ['generate', 'dual-key', 'reencrypt']) expect((await run(step)).code, step).toBe(0);
@@ -96,7 +72,7 @@ describe('the rotation machine closes the three repros', () => {
   });
 
   it('1b. a sampled verify is shown but never unlocks promote without --force --reason', async () => {
-    const { run } = await project(30);
+    const { run } = await demoProject(dirs, 30);
     for (const step of ['generate', 'dual-key', 'reencrypt']) expect((await run(step)).code, step).toBe(0);
     const sample = await run('verify', '--sample', '5');
     expect(sample.code).toBe(0);
@@ -109,7 +85,7 @@ describe('the rotation machine closes the three repros', () => {
   });
 
   it('2. the emergency runbook with a routine rotation open never follows the routine rotation, and refuses to retire the uncompromised key', async () => {
-    const { dir, run } = await project(40, { rollbackWindowDays: '0' });
+    const { dir, run } = await demoProject(dirs, 40, { rollbackWindowDays: '0' });
     for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await run(step)).code, step).toBe(0);
     const before = keysHeld(dir);
     expect([...before.keys()].sort()).toEqual(['v1', 'v2']);
@@ -135,7 +111,7 @@ describe('the rotation machine closes the three repros', () => {
   });
 
   it('2b. naming the routine rotation\'s old key turns it into an emergency rotation; the runbook finishes it and counts every pass', async () => {
-    const { dir, run } = await project(300);
+    const { dir, run } = await demoProject(dirs, 300);
     expect((await run('generate')).code).toBe(0);
     expect((await run('dual-key')).code).toBe(0);
     // A first pass over half the table (one shard of two) before the incident; the runbook's pass does the rest.
@@ -154,13 +130,13 @@ describe('the rotation machine closes the three repros', () => {
   });
 
   it('2c. the plan shows that naming a key other than the primary is refused', async () => {
-    const { run } = await project(10);
+    const { run } = await demoProject(dirs, 10);
     const r = await run('runbook', 'run', 'emergency-rotation', '--dry-run', '--set', 'compromised=v9', '--set', 'incident=INC-1', '--set', 'reason=x');
     expect(r.stdout).toMatch(/refused now — --compromised v9 is not the primary/);
   });
 
   it('3. the plan tells skipped, done in the runbook and done by hand apart, with who and when', async () => {
-    const { run } = await project(20);
+    const { run } = await demoProject(dirs, 20);
     // Checks run through the runbook (one skipped with a reason) …
     const yes = await run('runbook', 'run', 'routine-rotation', '--yes');
     expect(yes.code).toBe(ExitCode.PROBLEMS_FOUND); // backup-fresh fails: no backup yet
@@ -183,7 +159,7 @@ describe('the rotation machine closes the three repros', () => {
   });
 
   it('3b. a guard that would refuse a remaining step shows in the plan, with the date to come back', async () => {
-    const { run } = await project(20, { rollbackWindowDays: '30' });
+    const { run } = await demoProject(dirs, 20, { rollbackWindowDays: '30' });
     for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await run(step)).code, step).toBe(0);
     const plan = await run('runbook', 'run', 'routine-rotation', '--dry-run');
     expect(plan.stdout).toMatch(/retire: refused now — the rollback window of rotation #1 ends \S+ .*\(stop here until \d{4}-\d{2}-\d{2}\)/);
