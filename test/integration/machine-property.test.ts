@@ -21,8 +21,9 @@
  *      pass, unless the operator forced it with a reason;
  * and any error a command throws is a KeyctlError (said why), never a crash of keyctl itself.
  *
- * Runs: KEYCTL_PROPERTY_RUNS (default 400 on SQLite, 60 on each server); a failure prints
- * fast-check's seed and path, and KEYCTL_PROPERTY_SEED=<seed> replays it.
+ * Runs: KEYCTL_PROPERTY_RUNS (default 400 on SQLite, 60 on each server), from a fixed seed unless
+ * KEYCTL_PROPERTY_SEED=random; a failure prints fast-check's seed and path, and
+ * KEYCTL_PROPERTY_SEED=<seed> replays it.
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -387,6 +388,15 @@ async function checkProperties(w: World, audit: AuditRow[], refusalsBefore: numb
   }
 }
 
+/**
+ * A fixed seed by default, so CI is repeatable; KEYCTL_PROPERTY_SEED=random explores new sequences
+ * (fast-check prints the seed of a failure), KEYCTL_PROPERTY_SEED=<n> replays one.
+ */
+function seedOption(): { seed?: number } {
+  const v = process.env.KEYCTL_PROPERTY_SEED ?? '20261203';
+  return v === 'random' ? {} : { seed: Number(v) };
+}
+
 const RUNS: Record<string, number> = { sqlite: 400, pg: 60, mysql: 60 };
 
 for (const dialect of DIALECTS) {
@@ -419,7 +429,7 @@ for (const dialect of DIALECTS) {
             await w.ctx.db.close();
           }
         }),
-        { numRuns: runs, ...(process.env.KEYCTL_PROPERTY_SEED ? { seed: Number(process.env.KEYCTL_PROPERTY_SEED) } : {}), endOnFailure: false },
+        { numRuns: runs, ...seedOption(), endOnFailure: false },
       );
       const moves = [...coverage].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}: ${v}`);
       console.log(`[${dialect}] ${runs} sequences; audit rows by action/outcome/phase:\n  ${moves.join('\n  ')}`);
