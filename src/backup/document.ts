@@ -4,7 +4,7 @@
  * older keyctl could not read.
  */
 import { z } from 'zod';
-import { BackupError } from '../core/errors.js';
+import { BackupError } from '../base/errors.js';
 
 export const BACKUP_FORMAT = 'keyctl-key-backup';
 export const BACKUP_FORMAT_VERSION = 1;

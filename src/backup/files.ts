@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BackupError, LockedError } from '../core/errors.js';
+import { BackupError, LockedError } from '../base/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { tryLock } from '../util/lockfile.js';
 

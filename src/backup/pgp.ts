@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Key, PrivateKey } from 'openpgp';
-import { BackupError, PgpKeyError } from '../core/errors.js';
+import { BackupError, PgpKeyError } from '../base/errors.js';
 
 type OpenPgp = typeof import('openpgp');
 let lib: Promise<OpenPgp> | undefined;

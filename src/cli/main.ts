@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../core/exit-codes.js';
+import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../base/exit-codes.js';
 import { Output, type Stream } from '../ui/output.js';
 import type { CliRuntime, GlobalFlags } from './runtime.js';
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError } from '../base/errors.js';
 import { ConfigSchema, DatabaseSchema, KEYSTORE_PROVIDERS, KeystoreSchema, PolicySchema, TargetSchema, type RawConfig } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';

@@ -20,7 +20,7 @@ import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, write
 import { decryptWith, encryptTo, readIdentity, readRecipient } from '../backup/pgp.js';
 import { appendAudit, latestAuditOf, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
-import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from './errors.js';
+import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from './registry.js';
 import { listVersions } from '../rotation/store.js';
 import { openRotation } from '../rotation/store.js';

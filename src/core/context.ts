@@ -5,13 +5,9 @@
 import type { LoadedConfig } from '../config/load.js';
 import type { Db } from '../db/connect.js';
 import type { Keystore } from '../keystore/types.js';
+import type { Logger } from '../base/logger.js';
 
-export interface Logger {
-  info(message: string): void;
-  warn(message: string): void;
-}
-
-export const silentLogger: Logger = { info: () => undefined, warn: () => undefined };
+export { silentLogger, type Logger } from '../base/logger.js';
 
 export interface CoreContext {
   config: LoadedConfig;

@@ -17,7 +17,7 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { appendAudit } from '../rotation/store.js';
 import type { CoreContext, Logger } from './context.js';
 import { createDemoTable, DEMO_TARGET } from './demo.js';
-import { KeyctlError, RefusedError, UsageError } from './errors.js';
+import { KeyctlError, RefusedError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from './registry.js';
 
 export interface InitOptions {

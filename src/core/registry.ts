@@ -8,7 +8,7 @@ import type { KeystoreSnapshot } from '../keystore/types.js';
 import { appendAudit, checkRegistry, insertVersion, latestRotation, listVersions, type RegisteredVersion } from '../rotation/store.js';
 import { refuse } from './rotation/guard.js';
 import type { CoreContext } from './context.js';
-import { KeystoreError } from './errors.js';
+import { KeystoreError } from '../base/errors.js';
 
 export interface Reconciled {
   snapshot: KeystoreSnapshot;

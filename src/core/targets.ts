@@ -5,7 +5,7 @@
 import type { LoadedConfig } from '../config/load.js';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
-import { ConfigError } from './errors.js';
+import { ConfigError } from '../base/errors.js';
 
 function splitTable(name: string): { schema?: string; table: string } {
   const dot = name.indexOf('.');

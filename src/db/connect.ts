@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../config/schema.js';
-import { DatabaseError, UsageError } from '../core/errors.js';
+import { DatabaseError, UsageError } from '../base/errors.js';
 import { createAdapter, type DialectAdapter } from './adapter.js';
 import { redactUrl, translateDbError, type DbEndpoint } from './errors.js';
 

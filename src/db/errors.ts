@@ -2,7 +2,7 @@
  * Turns driver errors into DatabaseErrors that name the client, host and port and say what to
  * check. Connection strings are shown with the password removed.
  */
-import { DatabaseError, KeyctlError } from '../core/errors.js';
+import { DatabaseError, KeyctlError } from '../base/errors.js';
 import type { Dialect } from './adapter.js';
 
 export interface DbEndpoint {

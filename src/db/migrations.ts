@@ -4,9 +4,9 @@
  * it creates, so a step interrupted on MySQL (no transactional DDL) can simply be run again.
  */
 import type { Knex } from 'knex';
-import { auditRowHash, GENESIS_HASH } from '../core/audit-hash.js';
-import { auditFieldsOf } from '../core/audit-fields.js';
-import { DatabaseError } from '../core/errors.js';
+import { auditRowHash, GENESIS_HASH } from './audit-hash.js';
+import { auditFieldsOf } from './audit-fields.js';
+import { DatabaseError } from '../base/errors.js';
 import { translateDbError } from './errors.js';
 import type { Db } from './connect.js';
 

@@ -19,8 +19,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { SecretsManagerClient, Tag } from '@aws-sdk/client-secrets-manager';
-import type { Logger } from '../core/context.js';
-import { KeyctlError, KeystoreError } from '../core/errors.js';
+import type { Logger } from '../base/logger.js';
+import { KeyctlError, KeystoreError } from '../base/errors.js';
 import { compareVersions, isVersionName } from '../crypto/keys.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';

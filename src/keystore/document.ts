@@ -8,7 +8,7 @@
  *
  * Parsing validates every field and names the problem without quoting key material.
  */
-import { KeystoreError } from '../core/errors.js';
+import { KeystoreError } from '../base/errors.js';
 import { compareVersions, isVersionName, parseKeyBase64 } from '../crypto/keys.js';
 import type { ArchiveDocument, ArchivedKey, KeyringDocument } from './types.js';
 

@@ -4,7 +4,7 @@
  * refused with the exact variables the operator should set instead.
  */
 import { createHash } from 'node:crypto';
-import { KeystoreError, KeystoreReadOnlyError } from '../core/errors.js';
+import { KeystoreError, KeystoreReadOnlyError } from '../base/errors.js';
 import { compareVersions, fingerprint, normaliseVersion, parseKeyBase64 } from '../crypto/keys.js';
 import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 

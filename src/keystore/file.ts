@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, constants as fsc } from 'node:fs';
 import path from 'node:path';
-import { KeystoreError } from '../core/errors.js';
+import { KeystoreError } from '../base/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { abandonedEmpty, isStale, processAlive, readHolder, tryLock } from '../util/lockfile.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';

@@ -1,7 +1,7 @@
 /** Builds the configured keystore provider. Network providers load their client on first use. */
 import type { LoadedConfig } from '../config/load.js';
 import { resolveConfigPath } from '../config/load.js';
-import { silentLogger, type Logger } from '../core/context.js';
+import { silentLogger, type Logger } from '../base/logger.js';
 import { AwsSecretsManagerKeystore } from './aws.js';
 import { EnvKeystore } from './env.js';
 import { FileKeystore } from './file.js';

@@ -4,9 +4,9 @@
  * endpoint keyctl cannot reach. Messages never carry secret values: they are built from the
  * operation, the secret's name and the service's error code only.
  */
-import type { Logger } from '../core/context.js';
-import { KeystoreError } from '../core/errors.js';
-import { codeOf, withRetry } from '../db/retry.js';
+import type { Logger } from '../base/logger.js';
+import { KeystoreError } from '../base/errors.js';
+import { codeOf, withRetry } from '../base/retry.js';
 
 export const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ERR_SOCKET_CONNECTION_TIMEOUT']);
 

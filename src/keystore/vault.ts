@@ -20,8 +20,8 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Logger } from '../core/context.js';
-import { KeyctlError, KeystoreError } from '../core/errors.js';
+import type { Logger } from '../base/logger.js';
+import { KeyctlError, KeystoreError } from '../base/errors.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';
 import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';

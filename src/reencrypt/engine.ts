@@ -16,7 +16,7 @@ import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasBatch } from './
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
 import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
-import { withRetry, type RetryOptions } from '../db/retry.js';
+import { withRetry, type RetryOptions } from '../base/retry.js';
 import type { Throttle } from './throttle.js';
 import { readBatch, shardFilter, type PkValue, type Row, type Shard } from './scan.js';
 

@@ -9,7 +9,7 @@ import { resolveConfigPath } from '../config/load.js';
 import { checkChecksum, listBackups } from '../backup/files.js';
 import { appendAudit, listAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../rotation/store.js';
 import type { CoreContext } from '../core/context.js';
-import { ProblemsFoundError, UsageError } from '../core/errors.js';
+import { ProblemsFoundError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
 import { lastClosedAt, latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
 import { countAllTargets } from '../core/rotation/counts.js';

@@ -2,7 +2,7 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError } from '../core/errors.js';
+import { UsageError } from '../base/errors.js';
 import { loadRunbookFile, type Runbook } from './schema.js';
 
 /** runbooks/ at the package root (dist/runbook/ → ../../runbooks). */

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError } from '../base/errors.js';
 import { MACHINE_COMMANDS, PHASES } from '../rotation/machine.js';
 
 /** keyctl commands a runbook may run (not `runbook` itself, not `init`). */

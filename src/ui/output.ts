@@ -8,8 +8,8 @@
  * - Nothing here prints key material; callers pass only fingerprints and counts.
  */
 import { Chalk, type ChalkInstance } from 'chalk';
-import { ExitCode } from '../core/exit-codes.js';
-import { KeyctlError, ConfigError } from '../core/errors.js';
+import { ExitCode } from '../base/exit-codes.js';
+import { KeyctlError, ConfigError } from '../base/errors.js';
 import type { Logger } from '../core/context.js';
 
 export interface Stream {

@@ -8,7 +8,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readd
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ExitCode } from '../../src/core/exit-codes.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
 import { backupName } from '../../src/backup/files.js';
 import { fingerprint } from '../../src/crypto/keys.js';
 import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import knexFactory from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ExitCode } from '../../src/core/exit-codes.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { json, keyctl } from '../helpers/cli.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
-import { ExitCode } from '../../src/core/exit-codes.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
 import { demoProject, keysHeld } from '../helpers/project.js';
 import { json, keyctl, KEYCTL_BIN, withProjectSqlite } from '../helpers/cli.js';
 import { dialectAvailable, perTestDatabase } from '../helpers/databases.js';

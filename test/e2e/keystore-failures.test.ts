@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ExitCode } from '../../src/core/exit-codes.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
 import { json, keyctl, type RunResult } from '../helpers/cli.js';
 import { AWS_ENV, AWS_SECRET, awsHarness, VAULT_PATH, vaultHarness, writeConfig, type KeystoreHarness } from '../helpers/keystores.js';
 

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ExitCode } from '../../src/core/exit-codes.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
 import { json, keyctl } from '../helpers/cli.js';
 import { Tmux } from '../helpers/tmux.js';
 

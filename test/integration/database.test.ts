@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { appendAudit, listAudit } from '../../src/rotation/store.js';
-import { ConfigError, DatabaseError, KeystoreError } from '../../src/core/errors.js';
+import { ConfigError, DatabaseError, KeystoreError } from '../../src/base/errors.js';
 import { createDemoTable, DEMO_TARGET } from '../../src/core/demo.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { listVersions } from '../../src/rotation/store.js';

@@ -31,7 +31,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger, type CoreContext } from '../../src/core/context.js';
-import { KeyctlError, RefusedError } from '../../src/core/errors.js';
+import { KeyctlError, RefusedError } from '../../src/base/errors.js';
 import { purge } from '../../src/core/purge.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';

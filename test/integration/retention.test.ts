@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pruneBackups, backupName } from '../../src/backup/files.js';
-import { RefusedError } from '../../src/core/errors.js';
+import { RefusedError } from '../../src/base/errors.js';
 import { createDemoTable } from '../../src/core/demo.js';
 import { purge } from '../../src/core/purge.js';
 import { reconcileRegistry } from '../../src/core/registry.js';

@@ -6,7 +6,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { listAudit, verifyAuditChain } from '../../src/rotation/store.js';
 import type { CoreContext } from '../../src/core/context.js';
 import { createDemoTable, demoRows, DEMO_TARGET } from '../../src/core/demo.js';
-import { RefusedError } from '../../src/core/errors.js';
+import { RefusedError } from '../../src/base/errors.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { listVersions } from '../../src/rotation/store.js';
 import { generate } from '../../src/core/rotation/generate.js';

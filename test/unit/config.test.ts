@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from '../../src/config/load.js';
-import { ConfigError } from '../../src/core/errors.js';
+import { ConfigError } from '../../src/base/errors.js';
 import { renderConfig } from '../../src/core/init.js';
 
 const FILE = '/srv/app/keyctl.yaml';

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../../src/core/exit-codes.js';
+import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../../src/base/exit-codes.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 
 describe('README', () => {
-  it('lists every exit code exactly as src/core/exit-codes.ts defines it', () => {
+  it('lists every exit code exactly as src/base/exit-codes.ts defines it', () => {
     const rows = [...readme.matchAll(/^\| (\d+) \| ([A-Z_]+) \| (.+) \|$/gm)].map((m) => [Number(m[1]), m[2], m[3]]);
     expect(rows).toEqual(EXIT_CODE_DESCRIPTIONS.map(([name, text]) => [ExitCode[name], name, text]));
   });

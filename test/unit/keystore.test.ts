@@ -2,7 +2,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSyn
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KeystoreError, KeystoreReadOnlyError } from '../../src/core/errors.js';
+import { KeystoreError, KeystoreReadOnlyError } from '../../src/base/errors.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
 import { FileKeystore } from '../../src/keystore/file.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, KeystoreError } from '../../src/core/errors.js';
-import { ExitCode } from '../../src/core/exit-codes.js';
+import { ConfigError, KeystoreError } from '../../src/base/errors.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
 import { Output, type Stream } from '../../src/ui/output.js';
 
 function sink(isTTY: boolean): Stream & { text: string } {

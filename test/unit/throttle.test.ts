@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isRetryable, withRetry } from '../../src/db/retry.js';
+import { isRetryable, withRetry } from '../../src/base/retry.js';
 import { Throttle } from '../../src/reencrypt/throttle.js';
 
 function fakeClock() {

@@ -1,7 +1,7 @@
 /** `keyctl audit`: a rotation's history as evidence (table, JSON or Markdown), or `--verify` the chain. */
 import { listAudit, verifyAuditChain, type AuditRow } from '../../rotation/store.js';
-import { ExitCode } from '../../core/exit-codes.js';
-import { UsageError } from '../../core/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
+import { UsageError } from '../../base/errors.js';
 import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 

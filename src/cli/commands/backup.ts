@@ -1,7 +1,7 @@
 /** `keyctl backup`: an OpenPGP-encrypted backup of the keyring, pruned by retention. Cron-safe: one line, no prompts. */
 import path from 'node:path';
 import { runBackup } from '../../core/backup.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 export async function run(rt: CliRuntime, f: { out?: string; recipient?: string[]; ifConfigured?: boolean }): Promise<number> {

@@ -1,8 +1,8 @@
 /** `keyctl init`: parse flags → initProject → render. */
 import path from 'node:path';
 import { locateConfig } from '../../config/load.js';
-import { UsageError } from '../../core/errors.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { UsageError } from '../../base/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { initProject } from '../../core/init.js';
 import { parseKeyBase64 } from '../../crypto/keys.js';
 import { actorName, type CliRuntime } from '../runtime.js';

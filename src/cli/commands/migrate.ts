@@ -1,6 +1,6 @@
 /** `keyctl migrate`: create or upgrade keyctl's own tables. */
 import { loadConfig } from '../../config/load.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { openDatabase } from '../../db/connect.js';
 import { migrate, releaseMigrationLock } from '../../db/migrations.js';
 import type { CliRuntime } from '../runtime.js';

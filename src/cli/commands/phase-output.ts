@@ -1,5 +1,5 @@
 /** Shared rendering for the phase commands: what happened, the phase now, and what is next. */
-import { ExitCode } from '../../core/exit-codes.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
 import { type Rotation } from '../../rotation/store.js';
 import type { CliRuntime } from '../runtime.js';

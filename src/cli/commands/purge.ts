@@ -1,6 +1,6 @@
 /** `keyctl purge`: destroy retired keys whose retention has passed (after a full decryption scan). */
 import { purge } from '../../core/purge.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 export async function run(rt: CliRuntime, f: { dryRun?: boolean }): Promise<number> {

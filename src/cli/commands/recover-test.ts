@@ -1,8 +1,8 @@
 /** `keyctl recover-test`: prove the newest (or a given) backup restores access to the data. */
 import path from 'node:path';
 import { recoverTest } from '../../core/backup.js';
-import { UsageError } from '../../core/errors.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { UsageError } from '../../base/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 import { passphraseFrom } from './restore.js';
 

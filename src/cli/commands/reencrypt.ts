@@ -4,8 +4,8 @@
  * one statement in one transaction).
  */
 import path from 'node:path';
-import { ExitCode } from '../../core/exit-codes.js';
-import { UsageError } from '../../core/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
+import { UsageError } from '../../base/errors.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { nextStep } from '../../rotation/machine.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';

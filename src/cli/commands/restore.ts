@@ -2,8 +2,8 @@
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { restoreBackup, type RestorePlan } from '../../core/backup.js';
-import { UsageError } from '../../core/errors.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { UsageError } from '../../base/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 /** The identity's passphrase from the variable named by --passphrase-env (never from argv). */

@@ -9,8 +9,8 @@ import path from 'node:path';
 import Table from 'cli-table3';
 import { locateConfig, loadConfig, resolveConfigPath } from '../../config/load.js';
 import type { CoreContext } from '../../core/context.js';
-import { RefusedError, UsageError } from '../../core/errors.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { RefusedError, UsageError } from '../../base/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
 import {
   fillTemplate,

@@ -1,7 +1,7 @@
 /** `keyctl verify`: parse flags → core step → render. */
 import { verify } from '../../core/rotation/verify.js';
-import { UsageError } from '../../core/errors.js';
-import { ExitCode } from '../../core/exit-codes.js';
+import { UsageError } from '../../base/errors.js';
+import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
 import { rotationJson } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';

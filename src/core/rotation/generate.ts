@@ -12,7 +12,7 @@ import { fingerprint, generateKey, isVersionName, versionName, versionNumber } f
 import { nextStep, phasesFor, rule } from '../../rotation/machine.js';
 import { insertRotation, insertVersion, markCompromised, openRotation, RotationAlreadyOpen, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../../base/errors.js';
 import { checkGuards, refuse } from './guard.js';
 import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';

@@ -6,7 +6,7 @@
 import { actionOf, evaluate, nextStep, phasesFor, rule, type GuardInput, type GuardName, type MachineCommand, type Snapshot } from '../../rotation/machine.js';
 import { appendAudit, type AuditAction, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { RefusedError } from '../errors.js';
+import { RefusedError } from '../../base/errors.js';
 
 export interface Refusal {
   action: AuditAction;

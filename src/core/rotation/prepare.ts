@@ -7,7 +7,7 @@ import type { Snapshot } from '../../rotation/machine.js';
 import { checkRegistry, listVersions, openRotation, type RegisteredVersion, type Rotation } from '../../rotation/store.js';
 import { refuse } from './guard.js';
 import type { CoreContext } from '../context.js';
-import { KeystoreError } from '../errors.js';
+import { KeystoreError } from '../../base/errors.js';
 import { reconcileRegistry } from '../registry.js';
 import { checkTargets } from '../targets.js';
 import { countAllTargets } from './counts.js';

@@ -8,7 +8,7 @@ import type { Row } from '../../reencrypt/scan.js';
 import { movesBack, nextStep, rule, targetPhase } from '../../rotation/machine.js';
 import { appendAudit, checkpointStore, openRotation, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { RefusedError, UsageError } from '../errors.js';
+import { RefusedError, UsageError } from '../../base/errors.js';
 import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
 import type { Shard } from '../../reencrypt/scan.js';

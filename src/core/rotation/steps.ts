@@ -9,7 +9,7 @@ import { backupHolding } from '../backup-coverage.js';
 import { DAY_MS, rule } from '../../rotation/machine.js';
 import { markMaterialDestroyed, setVersionState, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../../base/errors.js';
 import { checkGuards, requireRotation } from './guard.js';
 import { scanWithoutKeys } from './decryption-scan.js';
 import { prepare, snapshot } from './prepare.js';

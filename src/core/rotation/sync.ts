@@ -11,7 +11,7 @@
 import { compareVersions, fingerprint } from '../../crypto/keys.js';
 import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
 import type { CoreContext } from '../context.js';
-import { KeystoreError } from '../errors.js';
+import { KeystoreError } from '../../base/errors.js';
 import { destructionRecorded, listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
 import { refuse } from './guard.js';
 

@@ -6,7 +6,7 @@
  */
 import type { Knex } from 'knex';
 import { translateDbError } from '../../db/errors.js';
-import { withRetry } from '../../db/retry.js';
+import { withRetry } from '../../base/retry.js';
 import { allows, CLOSED_PHASES, nextStep, rule, targetPhase, type Phase } from '../../rotation/machine.js';
 import { appendAudit, casPhase, currentPhase, type AuditOutcome, type Rotation, type RotationChanges } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';

@@ -13,7 +13,7 @@ import type { ValueFailure } from '../../reencrypt/engine.js';
 import { verifyRuleFor, type VerifyScope } from '../../rotation/machine.js';
 import { appendAudit, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { UsageError } from '../errors.js';
+import { UsageError } from '../../base/errors.js';
 import { countAllTargets, type VersionTotals } from './counts.js';
 import { decryptionScan } from './decryption-scan.js';
 import { checkGuards, requireRotation } from './guard.js';

@@ -1,5 +1,5 @@
 /** Reading an audit row from the database into the fields its hash covers. */
-import { fromDbTime } from '../db/adapter.js';
+import { fromDbTime } from './adapter.js';
 import type { HashedAuditFields } from './audit-hash.js';
 
 const nullableString = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
