@@ -11,6 +11,7 @@ import { translateDbError } from '../db/errors.js';
 import type { CoreContext } from './context.js';
 import { reconcileRegistry } from './registry.js';
 import { retention } from './retention.js';
+import { snapshotOf, sumCounts } from './rotation/snapshot.js';
 import type { VersionState } from '../rotation/store.js';
 import { openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
@@ -149,22 +150,8 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
 
 /** Whether the machine would refuse the rotation's next step now (status shows why, with the date). */
 function refusedNow(ctx: CoreContext, rotation: Rotation, versions: RegisteredVersion[], targets: ColumnCounts[]): string | null {
-  const byVersion: Record<string, number> = {};
-  let unparseable = 0;
-  for (const t of targets) {
-    unparseable += t.unparseable;
-    for (const [v, n] of Object.entries(t.counts)) byVersion[v] = (byVersion[v] ?? 0) + n;
-  }
   const command = PHASE_INFO[rotation.phase].forward;
-  const { refusal } = preview(command, {
-    now: ctx.now(),
-    keyring: ctx.config.keyring,
-    rotation,
-    versions,
-    policy: { minPropagationSeconds: ctx.config.policy.minPropagationSeconds, rollbackWindowDays: ctx.config.policy.rollbackWindowDays },
-    keystoreWritable: ctx.keystore.writable,
-    counts: { byVersion, unparseable },
-  });
+  const { refusal } = preview(command, snapshotOf(ctx, rotation, versions, sumCounts(targets)));
   return refusal ? `${command}: ${refusal.reason}` : null;
 }
 

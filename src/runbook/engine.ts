@@ -13,7 +13,8 @@ import { ProblemsFoundError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
 import { lastClosedAt, latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
 import { countAllTargets } from '../core/rotation/counts.js';
-import { commandApplies, finishingActions, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand, type Snapshot } from '../rotation/machine.js';
+import { snapshotOf } from '../core/rotation/snapshot.js';
+import { commandApplies, finishingActions, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand } from '../rotation/machine.js';
 import { countVersions } from '../core/status.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import type { Runbook, RunbookPhase, RunbookStep } from './schema.js';
@@ -158,15 +159,7 @@ export interface StepPreview {
 export async function previewSteps(ctx: CoreContext, p: RunbookProgress, inputs: Record<string, string>): Promise<Map<number, StepPreview>> {
   const versions = await listVersions(ctx.db, ctx.config.keyring);
   const counts = await countAllTargets(ctx);
-  const snap: Snapshot = {
-    now: ctx.now(),
-    keyring: ctx.config.keyring,
-    rotation: p.rotation,
-    versions,
-    policy: { minPropagationSeconds: ctx.config.policy.minPropagationSeconds, rollbackWindowDays: ctx.config.policy.rollbackWindowDays },
-    keystoreWritable: ctx.keystore.writable,
-    counts: { byVersion: counts.byVersion, unparseable: counts.unparseable },
-  };
+  const snap = snapshotOf(ctx, p.rotation, versions, { byVersion: counts.byVersion, unparseable: counts.unparseable });
   const out = new Map<number, StepPreview>();
   for (const s of p.steps) {
     if (s.done || !s.applies) continue;

@@ -15,6 +15,7 @@ import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey, promote, retire } from '../../src/core/rotation/steps.js';
+import { syncKeystore } from '../../src/core/rotation/sync.js';
 import { verify } from '../../src/core/rotation/verify.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
@@ -79,6 +80,24 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe.skipIf(!dialectAvailable('sqlite'))('keystore sync on its own', () => {
+  const t = perTestDatabase('sqlite');
+  it('never removes a key from the keystore because the registry says destroyed, without an audited destruction', async () => {
+    const ctx = await openTestContext(t.db, { extraConfig: 'targets:\n  - table: customers\n    columns: [email]\npolicy:\n  minPropagationSeconds: 0\n' });
+    t.cleanup(() => ctx.db.close());
+    const key = generateKey();
+    await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+    await reconcileRegistry(ctx);
+    await createDemoTable(ctx.db, { rows: 5, version: 'v1', key, codec, replace: false });
+    await generate(ctx, { emergency: false });
+    await dualKey(ctx);
+    await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).update({ state: 'retired', material: 'destroyed' });
+    // Straight to the sync (past the registry-integrity check every command makes first).
+    await expect(syncKeystore(ctx)).rejects.toThrow(/no audited retire, rollback or purge destroyed it/);
+    expect([...(await ctx.keystore.read())!.doc.keys.keys()].sort()).toEqual(['v1', 'v2']);
+  });
+});
 
 describe('backup pruning', () => {
   it('never removes a backup it is told still holds a needed key, however old', async () => {

@@ -13,6 +13,7 @@ import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey, promote, retire, rollback } from '../../src/core/rotation/steps.js';
 import { verify } from '../../src/core/rotation/verify.js';
+import { transition } from '../../src/core/rotation/transition.js';
 import { openRotation } from '../../src/rotation/store.js';
 import { getStatus } from '../../src/core/status.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
@@ -367,6 +368,23 @@ for (const dialect of DIALECTS) {
       expect((await openRotation(ctx.db, 'default'))).toMatchObject({ phase: 'verified', verifyScope: 'full', verifyOutcome: 'passed' });
       expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({ action: 'reencrypt', outcome: 'ok', fromPhase: 'verified', toPhase: 'verified', details: { noop: true } });
       expect((await promote(ctx)).phase).toBe('promoted');
+    });
+
+    it('verify evidence is refused when a write pass ran while verify was scanning (the phase moved away and back)', async () => {
+      const ctx = await setup(NO_WAIT, 30);
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false, batchSize: 100 });
+      // What verify read when it started …
+      const seen = (await openRotation(ctx.db, 'default'))!;
+      // … then another operator's pass: a late writer's old-key value, rewritten (reencrypted → reencrypting → reencrypted).
+      const v1 = (await ctx.keystore.read())!.doc.keys.get('v1')!;
+      await ctx.db.knex('customers').where({ id: 2 }).update({ email: codec.encrypt('late writer', 'v1', v1) });
+      clock += 1000;
+      expect((await reencrypt(ctx, { dryRun: false, batchSize: 100 })).rotation.phase).toBe('reencrypted');
+      const evidence = { verify: { scope: 'full' as const, outcome: 'passed' as const, at: now() } };
+      await expect(transition(ctx, { rule: 'verify-passed', rotation: seen, changes: evidence, unchangedSinceRead: true })).rejects.toThrow(/moved away from phase reencrypted and back/);
+      expect((await openRotation(ctx.db, 'default'))).toMatchObject({ phase: 'reencrypted', verifyOutcome: null });
     });
 
     it('a reencrypt running while someone rolls back stops after its batch instead of writing on', async () => {

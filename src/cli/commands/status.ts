@@ -1,7 +1,7 @@
 /** `keyctl status [--check]`: render the status report as tables, or JSON. */
 import { ExitCode } from '../../base/exit-codes.js';
 import { getStatus, statusProblems, type StatusReport } from '../../core/status.js';
-import { type Phase, nextStep } from '../../rotation/machine.js';
+import { nextStep } from '../../rotation/machine.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, type CliRuntime } from '../runtime.js';
 

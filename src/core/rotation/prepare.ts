@@ -11,6 +11,7 @@ import { KeystoreError } from '../../base/errors.js';
 import { reconcileRegistry } from '../registry.js';
 import { checkTargets } from '../targets.js';
 import { countAllTargets } from './counts.js';
+import { snapshotOf } from './snapshot.js';
 import { syncKeystore } from './sync.js';
 
 export interface Prepared {
@@ -51,13 +52,5 @@ export async function requireRegistryIntact(ctx: CoreContext): Promise<void> {
 /** The machine's view of now; `counts` runs one GROUP BY scan per target table. */
 export async function snapshot(ctx: CoreContext, state: Prepared, opts: { counts?: boolean } = {}): Promise<Snapshot> {
   const counts = opts.counts ? await countAllTargets(ctx) : undefined;
-  return {
-    now: ctx.now(),
-    keyring: ctx.config.keyring,
-    rotation: state.rotation,
-    versions: state.versions,
-    policy: { minPropagationSeconds: ctx.config.policy.minPropagationSeconds, rollbackWindowDays: ctx.config.policy.rollbackWindowDays },
-    keystoreWritable: ctx.keystore.writable,
-    ...(counts ? { counts: { byVersion: counts.byVersion, unparseable: counts.unparseable } } : {}),
-  };
+  return snapshotOf(ctx, state.rotation, state.versions, counts ? { byVersion: counts.byVersion, unparseable: counts.unparseable } : undefined);
 }

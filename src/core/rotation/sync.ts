@@ -71,8 +71,8 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
     await refuse(ctx, {
       action: 'integrity',
       rotation: null,
-      reason: `the registry says ${v} is ${versions.find((x) => x.version === v)?.state ?? '?'} with its material destroyed, but no audited retire destroyed it; keyctl will not remove its key from ${keystore.describe()}`,
-      hint: 'undo the change to keyctl_key_versions (`keyctl audit --verify` shows what the history recorded); keys are destroyed only by `keyctl retire`',
+      reason: `the registry says ${v} is ${versions.find((x) => x.version === v)?.state ?? '?'} with its material destroyed, but no audited retire, rollback or purge destroyed it; keyctl will not remove its key from ${keystore.describe()}`,
+      hint: 'undo the change to keyctl_key_versions (`keyctl audit --verify` shows what the history recorded); keys are destroyed only by `keyctl retire` and `keyctl purge`',
       details: { guard: 'destructionAudited', version: v },
     });
   }
