@@ -189,7 +189,7 @@ describe('keyctl runbook in a terminal', () => {
 });
 
 describe('keyctl runbook without a terminal', () => {
-  it('refuses to ask, names --yes and --dry-run; with --yes it runs until a step needs a person or fails', async () => {
+  it('refuses to ask, names --yes and --dry-run; with --yes it runs until a step needs a person or fails', { timeout: 120_000 }, async () => {
     const dir = await project(10);
     const r = await keyctl(['runbook', 'run', 'routine-rotation'], { cwd: dir });
     expect(r.code).toBe(ExitCode.USAGE);
