@@ -422,6 +422,28 @@ export async function listAudit(db: Db, keyring: string, opts: { rotationId?: nu
   return rows.map(toAuditRow);
 }
 
+/**
+ * The rows a runbook run stands on (oldest first): those of rotation `rotationId` (the open one),
+ * and the rows without a rotation written since the rotation before it closed — the checks a
+ * runbook makes before `generate`. With no rotation open (null), only the latter. A run reads
+ * these on every step, so this stays as short as the run, however long the keyring's history.
+ */
+export async function runbookRunAudit(db: Db, keyring: string, rotationId: number | null): Promise<AuditRow[]> {
+  const since = await lastClosedAt(db, keyring, rotationId ?? undefined);
+  const rows: Record<string, unknown>[] = await db
+    .knex(TABLES.audit)
+    .where({ keyring })
+    .andWhere((q) => {
+      if (rotationId !== null) q.orWhere({ rotation_id: rotationId });
+      q.orWhere((pre) => {
+        pre.whereNull('rotation_id');
+        if (since) pre.andWhere('created_at', '>=', db.adapter.toDbTime(since));
+      });
+    })
+    .orderBy('id', 'asc');
+  return rows.map(toAuditRow);
+}
+
 export interface ChainReport {
   keyring: string;
   rows: number;

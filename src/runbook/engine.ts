@@ -7,11 +7,11 @@
 import path from 'node:path';
 import { resolveConfigPath } from '../config/load.js';
 import { checkChecksum, listBackups } from '../backup/files.js';
-import { appendAudit, listAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../rotation/store.js';
+import { appendAudit, latestAuditOf, listAudit, runbookRunAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../rotation/store.js';
 import type { CoreContext } from '../core/context.js';
 import { ProblemsFoundError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
-import { lastClosedAt, latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
+import { latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
 import { countAllTargets } from '../core/rotation/counts.js';
 import { snapshotOf } from '../core/rotation/snapshot.js';
 import { commandApplies, finishingActions, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand } from '../rotation/machine.js';
@@ -88,10 +88,7 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
   const rotation = await openRotation(ctx.db, keyring);
   const phase: RunbookPhase = rotation?.phase ?? 'none';
   // Steps before `generate` carry no rotation id: they count from the end of the previous rotation.
-  const since = await lastClosedAt(ctx.db, keyring, rotation?.id);
-  const rows = (await listAudit(ctx.db, keyring)).filter(
-    (r) => (rotation && r.rotationId === rotation.id) || (r.rotationId === null && (!since || r.createdAt >= since)),
-  );
+  const rows = await runbookRunAudit(ctx.db, keyring, rotation?.id ?? null);
   const backAt = rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome !== 'refused' && isPhase(r.fromPhase) && isPhase(r.toPhase) && movesBack(r.fromPhase, r.toPhase)).at(-1)?.createdAt ?? null;
   const emergencyOnly = runbook.rotation === 'emergency' && rotation !== null && !rotation.emergency;
   const steps: StepState[] = runbook.steps.map((step, index) => {
@@ -249,7 +246,7 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
     }
     case 'recover-test-recent': {
       const days = step.days ?? 90;
-      const last = (await listAudit(ctx.db, keyring)).filter((r) => r.action === 'recover-test' && r.outcome === 'ok').at(-1);
+      const [last] = await latestAuditOf(ctx.db, keyring, 'recover-test', 1);
       if (!last) return { ok: false, detail: 'no recovery test has passed yet' };
       const age = (now.getTime() - last.createdAt.getTime()) / 86_400_000;
       return age <= days
