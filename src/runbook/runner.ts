@@ -1,0 +1,282 @@
+/**
+ * The runbook runner: shows where a runbook stands, then walks its steps for the current rotation —
+ * before each one the explanation, then Run / Skip (with a reason) / Abort; checks run here,
+ * command steps run another keyctl command, confirm steps ask a person, wait steps count down.
+ * Every outcome goes to rotation_audit, so a second run — by anyone, anywhere — resumes at the
+ * first step not done.
+ *
+ * It owns no terminal: the person (an Asker, or none), the output, the terminal's width, the way to
+ * run another keyctl command, sleeping and the abort signal all come from the caller (inquirer and
+ * the process in the CLI, scripted answers in tests). The clock is the context's.
+ */
+import { RefusedError, UsageError } from '../base/errors.js';
+import { ExitCode } from '../base/exit-codes.js';
+import type { CoreContext } from '../core/context.js';
+import { nextStep } from '../rotation/machine.js';
+import { listAudit, openRotation } from '../rotation/store.js';
+import type { Output } from '../ui/output.js';
+import {
+  fillTemplate,
+  formatDuration,
+  incidentSummary,
+  previewSteps,
+  recordStep,
+  recoveryEvidence,
+  runbookProgress,
+  runCheck,
+  splitArgs,
+  RUNBOOK_ACTION,
+  type RunbookProgress,
+  type StepOutcome,
+} from './engine.js';
+import { describeStep, incidentText, planLines, wrap } from './render.js';
+import type { Runbook, RunbookStep } from './schema.js';
+
+export type StepChoice = 'run' | 'skip' | 'abort';
+
+/** The person at the runbook. */
+export interface Asker {
+  /** Before a step: run it (or, for a confirm step, confirm it is done), skip it, or abort here. */
+  choose(step: RunbookStep): Promise<StepChoice>;
+  /** A line of text, trimmed; it must match `pattern` (a regular expression) when given, else be non-blank. */
+  text(message: string, pattern?: string): Promise<string>;
+}
+
+/**
+ * Thrown by an Asker when the person left the prompt (Ctrl-C, closed terminal): at a step the runner
+ * records an abort there, as if they had chosen Abort.
+ */
+export class AskAborted extends Error {
+  override name = 'AskAborted';
+}
+
+/** A live line while waiting (ui/progress's ProgressLine is one). */
+export interface WaitProgress {
+  update(text: string): void;
+  stop(): void;
+}
+
+/** What the plan needs: the database and config, where to print, and the directory paths are shown relative to. */
+export interface RunbookView {
+  ctx: CoreContext;
+  output: Output;
+  cwd: string;
+}
+
+export interface RunnerIO extends RunbookView {
+  /** Who answers the prompts; null when nobody will (--yes, or no terminal): every step runs, a confirm step is refused. */
+  asker: Asker | null;
+  /** The terminal's width in columns now (0: unknown); explanations are folded to it, at most 100. */
+  columns(): number;
+  /** Run another keyctl command with its normal output; resolves to its exit status. */
+  invoke(args: string[]): Promise<number>;
+  /** Sleep `ms`; rejects when `signal` aborts. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  /** Start the live line shown while a wait step counts down. */
+  progress(first: string): Promise<WaitProgress>;
+  /** Aborting it stops a wait step; the runner records an abort at that step. */
+  signal?: AbortSignal;
+}
+
+export type RunResult =
+  /** Nothing left to do for now. */
+  | { outcome: 'finished'; steps: RanStep[] }
+  /** The person aborted at `step` (recorded; the next run resumes there). */
+  | { outcome: 'aborted'; step: string; steps: RanStep[] }
+  /** `step` failed (recorded); `exitCode` is the failed command's status, or PROBLEMS_FOUND for a check. */
+  | { outcome: 'failed'; step: string; exitCode: number; steps: RanStep[] };
+
+/** A step this run recorded, in order. */
+export interface RanStep {
+  id: string;
+  outcome: StepOutcome;
+}
+
+/** `--dry-run`: the plan with each remaining step's command and the guard that would refuse it now. Writes nothing. */
+export async function showPlan(view: RunbookView, runbook: Runbook, sets: Record<string, string>): Promise<void> {
+  const { ctx, output } = view;
+  const progress = await runbookProgress(ctx, runbook);
+  const known = { ...(await previousInputs(ctx, runbook)), ...sets };
+  const previews = await previewSteps(ctx, progress, known);
+  output.result(
+    {
+      runbook: runbook.name,
+      phase: progress.phase,
+      rotation: progress.rotation ? { id: progress.rotation.id, emergency: progress.rotation.emergency, compromised: progress.rotation.compromisedVersion } : null,
+      next: progress.next?.step.id ?? null,
+      note: progress.note,
+      steps: progress.steps.map((s) => ({
+        id: s.step.id,
+        kind: s.step.kind,
+        title: s.step.title,
+        status: s.status,
+        by: s.record ? { actor: s.record.actor, at: s.record.at.toISOString(), note: s.record.note } : null,
+        done: s.done,
+        applies: s.applies,
+        does: describeStep(s.step),
+        command: previews.get(s.index)?.command ?? null,
+        refusedNow: previews.get(s.index)?.refusal ?? null,
+      })),
+    },
+    () => planLines(output, view.cwd, runbook, progress, ctx.config.keyring, previews).join('\n'),
+  );
+}
+
+/** Run `runbook` from the first step not done for the current rotation; `sets` are inputs given up front. */
+export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<string, string>): Promise<RunResult> {
+  const { ctx, output, asker } = io;
+  const c = output.out;
+  const out = (line = '') => output.info(line);
+  const width = () => Math.min(io.columns() || 100, 100) - 4;
+  const ran: RanStep[] = [];
+  const record = async (step: RunbookStep, outcome: StepOutcome, details: Record<string, unknown>, rotationBefore?: number) => {
+    await recordStep(ctx, runbook, step, outcome, details, rotationBefore);
+    ran.push({ id: step.id, outcome });
+  };
+  const abort = async (step: RunbookStep, inputs: Record<string, string>): Promise<RunResult> => {
+    await record(step, 'aborted', { inputs });
+    out(c.yellow(`aborted at step ${step.id}. To resume (any operator, any machine): keyctl runbook run ${runbook.name}`));
+    return { outcome: 'aborted', step: step.id, steps: ran };
+  };
+
+  let progress = await runbookProgress(ctx, runbook);
+  for (const line of planLines(output, io.cwd, runbook, progress, ctx.config.keyring)) out(line);
+  if (progress.steps.some((s) => s.done) && progress.next) out(c.cyan(`resuming at step ${progress.next.index + 1} (${progress.next.step.id})`));
+
+  const inputs = await collectInputs(ctx, runbook, sets, asker);
+
+  // Walk forward only: once the last step closes the rotation, the first steps apply again,
+  // but they belong to the next rotation.
+  let lastIndex = -1;
+  for (;;) {
+    progress = await runbookProgress(ctx, runbook);
+    const next = progress.steps.find((s) => s.index > lastIndex && s.applies && !s.done);
+    if (!next) break;
+    lastIndex = next.index;
+    const { step } = next;
+    out();
+    out(`${c.bold(`Step ${next.index + 1}/${runbook.steps.length} · ${step.title}`)}  ${c.dim(`[${step.id}, ${step.kind}]`)}`);
+    for (const line of wrap(step.explain.trim(), width())) out(`  ${line}`);
+    out(`  ${c.dim(describeStep(step))}`);
+
+    if (step.kind === 'confirm' && !asker) {
+      throw new RefusedError(
+        `step ${step.id} needs a person to confirm: ${step.title}`,
+        `run \`keyctl runbook run ${runbook.name}\` in a terminal; it resumes at this step`,
+      );
+    }
+    let choice: StepChoice = 'run';
+    try {
+      if (asker) choice = await asker.choose(step);
+      if (choice === 'skip') {
+        const reason = await asker!.text('Why skip this step? (recorded in the audit)');
+        await record(step, 'skipped', { skipped: reason, inputs });
+        out(c.yellow(`  skipped: ${reason}`));
+        continue;
+      }
+    } catch (err) {
+      if (!(err instanceof AskAborted)) throw err;
+      choice = 'abort';
+    }
+    if (choice === 'abort') return abort(step, inputs);
+
+    const rotationBefore = progress.rotation;
+    const result = await runStep(io, step, inputs, progress).catch(async (err: unknown) => {
+      if (err instanceof AskAborted || io.signal?.aborted) return 'abort' as const;
+      await record(step, 'failed', { error: (err as Error).message, inputs }).catch(() => undefined);
+      throw err;
+    });
+    if (result === 'abort') return abort(step, inputs);
+    await record(step, result.ok ? 'ok' : 'failed', { ...result.details, inputs }, rotationBefore?.id);
+    if (!result.ok) {
+      out(c.red(`✗ step ${step.id} failed`) + (result.detail ? `: ${result.detail}` : ''));
+      if (step.on_failure) for (const [i, line] of wrap(`what to do: ${step.on_failure.trim()}`, width()).entries()) out(`  ${i === 0 ? line.replace('what to do:', c.bold('what to do:')) : line}`);
+      out(`  then run \`keyctl runbook run ${runbook.name}\` again; it resumes at this step`);
+      return { outcome: 'failed', step: step.id, exitCode: result.exitCode, steps: ran };
+    }
+    out(c.green(`✓ ${step.id}`) + (result.detail ? `: ${result.detail}` : ''));
+  }
+
+  out();
+  const rotation = progress.rotation;
+  if (runbook.summary === 'incident') {
+    const summary = await incidentSummary(ctx, inputs.incident ?? null);
+    if (summary) output.result({ incident: summary }, () => incidentText(output, summary));
+  }
+  if (runbook.summary === 'evidence') {
+    const line = await recoveryEvidence(ctx);
+    if (line) output.result({ evidence: line }, () => line);
+  }
+  out(c.green(`✓ runbook ${runbook.name}: nothing left to do${rotation ? ` in phase ${rotation.phase}; next: ${nextStep(rotation.phase)}` : ''}`));
+  return { outcome: 'finished', steps: ran };
+}
+
+/** The runbook's inputs: given with --set, given earlier in this rotation, or asked for. */
+async function collectInputs(ctx: CoreContext, runbook: Runbook, sets: Record<string, string>, asker: Asker | null): Promise<Record<string, string>> {
+  const previous = await previousInputs(ctx, runbook);
+  const inputs: Record<string, string> = {};
+  for (const input of runbook.inputs) {
+    const given = sets[input.id] ?? previous[input.id];
+    if (given !== undefined) {
+      if (input.pattern && !new RegExp(input.pattern).test(given)) throw new UsageError(`input ${input.id} "${given}" must match ${input.pattern}`);
+      inputs[input.id] = given;
+      continue;
+    }
+    if (!asker) throw new UsageError(`runbook ${runbook.name} needs input "${input.id}" (${input.prompt})`, `pass --set ${input.id}=VALUE`);
+    inputs[input.id] = await asker.text(input.prompt, input.pattern);
+  }
+  return inputs;
+}
+
+/** Inputs given earlier in this rotation (the runbook-step rows keep them), so a resume does not ask again. */
+async function previousInputs(ctx: CoreContext, runbook: Runbook): Promise<Record<string, string>> {
+  const rotation = await openRotation(ctx.db, ctx.config.keyring);
+  if (!rotation) return {};
+  const rows = (await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id })).filter((r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name);
+  return (rows.at(-1)?.details?.inputs as Record<string, string> | undefined) ?? {};
+}
+
+interface StepResult {
+  ok: boolean;
+  exitCode: number;
+  detail: string;
+  details: Record<string, unknown>;
+}
+
+async function runStep(io: RunnerIO, step: RunbookStep, inputs: Record<string, string>, p: RunbookProgress): Promise<StepResult> {
+  const { ctx } = io;
+  switch (step.kind) {
+    case 'check': {
+      const r = await runCheck(ctx, step);
+      return { ok: r.ok, exitCode: r.ok ? ExitCode.OK : ExitCode.PROBLEMS_FOUND, detail: r.detail, details: { check: step.check, result: r.detail } };
+    }
+    case 'command': {
+      const argv = splitArgs(step.command).map((a) => fillTemplate(a, inputs, p.rotation));
+      io.output.info(io.output.out.dim(`$ keyctl ${argv.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`));
+      const code = await io.invoke(argv);
+      return { ok: code === ExitCode.OK, exitCode: code, detail: code === ExitCode.OK ? '' : `keyctl ${argv[0]} exited ${code}`, details: { command: argv.join(' '), exitCode: code } };
+    }
+    case 'confirm': {
+      const value = step.input ? await io.asker!.text(step.input.prompt, step.input.pattern) : undefined;
+      return { ok: true, exitCode: ExitCode.OK, detail: value ? `recorded "${value}"` : 'confirmed', details: value ? { value } : {} };
+    }
+    case 'wait': {
+      const seconds = step.wait === 'propagation' ? Math.max(0, Math.ceil(ctx.config.policy.minPropagationSeconds - (ctx.now().getTime() - (p.rotation?.phaseChangedAt.getTime() ?? 0)) / 1000)) : step.wait;
+      if (seconds > 0) await countdown(io, seconds);
+      return { ok: true, exitCode: ExitCode.OK, detail: seconds > 0 ? `waited ${formatDuration(seconds)}` : 'no wait needed', details: { waitedSeconds: seconds } };
+    }
+  }
+}
+
+async function countdown(io: RunnerIO, seconds: number): Promise<void> {
+  const progress = await io.progress(`waiting ${formatDuration(seconds)}`);
+  const end = io.ctx.now().getTime() + seconds * 1000;
+  try {
+    for (let now = io.ctx.now().getTime(); now < end; now = io.ctx.now().getTime()) {
+      progress.update(`waiting: ${formatDuration(Math.ceil((end - now) / 1000))} left (Ctrl-C aborts; the runbook resumes here)`);
+      await io.sleep(Math.min(1000, end - now), io.signal);
+    }
+  } finally {
+    progress.stop();
+  }
+}
