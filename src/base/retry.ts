@@ -4,22 +4,15 @@
  * transaction, so a retried batch was either fully applied or not at all; re-applying it is
  * harmless because the compare-and-set skips values already rewritten.
  */
-const RETRYABLE_CODES = new Set([
-  // PostgreSQL: deadlock, serialization failure, lock not available, connection failures, admin shutdown
-  '40P01', '40001', '55P03', '08000', '08003', '08006', '57P01', '57P02', '57P03',
-  // MySQL / MariaDB
-  'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR',
-  // SQLite
-  'SQLITE_BUSY', 'SQLITE_LOCKED',
-  // sockets
-  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT',
-]);
+/** Socket failures; each database dialect adds its own codes (src/db/dialects: `isRetryable`). */
+const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT']);
 
 export function codeOf(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
   return String(e?.cause?.code ?? e?.code ?? '');
 }
 
+/** A dropped or refused connection: worth another try whatever is on the other end. */
 export function isRetryable(err: unknown): boolean {
   const code = codeOf(err);
   if (RETRYABLE_CODES.has(code)) return true;
@@ -32,7 +25,7 @@ export interface RetryOptions {
   baseDelayMs: number;
   onRetry: (info: { attempt: number; tries: number; delayMs: number; code: string; what: string; err: unknown }) => void;
   sleep?: (ms: number) => Promise<void>;
-  /** Which failures are worth another try (default: the database and socket ones above). */
+  /** Which failures are worth another try (default: the socket ones above; a database passes its dialect's). */
   retryable?: (err: unknown) => boolean;
 }
 

@@ -11,6 +11,7 @@ import { expandEnv, parseConfig, resolveConfigPath, type LoadedConfig } from '..
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import { fingerprint, generateKey } from '../crypto/keys.js';
 import { openDatabase } from '../db/connect.js';
+import { dialectFor, dialectForConnection, type Dialect } from '../db/dialects/index.js';
 import { migrate } from '../db/migrations.js';
 import { openKeystore } from '../keystore/index.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -55,13 +56,8 @@ export interface InitResult {
   demoRows: number | null;
 }
 
-export function clientFor(connection: string): 'sqlite' | 'pg' | 'mysql' {
-  if (/^postgres(ql)?:\/\//i.test(connection)) return 'pg';
-  if (/^(mysql|mariadb):\/\//i.test(connection)) return 'mysql';
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(connection)) {
-    throw new UsageError(`unsupported database URL scheme in "${connection.split('://')[0]}://…"`, 'use postgres://, mysql:// or a SQLite file path');
-  }
-  return 'sqlite';
+export function clientFor(connection: string): Dialect {
+  return dialectForConnection(connection).dialect;
 }
 
 export function renderConfig(opts: { client: string; connection: string; keyring: string; demo: boolean }): string {
@@ -141,7 +137,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
   }
 
   // Connect before creating any key, so a wrong database URL leaves nothing behind.
-  const sqliteFile = config.database.client === 'sqlite' ? resolveConfigPath(config, config.database.connection) : null;
+  const sqliteFile = dialectFor(config.database.client).embedded ? resolveConfigPath(config, config.database.connection) : null;
   const db = await openDatabase(config.database, { baseDir: config.baseDir });
   try {
     let keySource: InitResult['keySource'];

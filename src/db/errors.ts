@@ -3,16 +3,10 @@
  * check. Connection strings are shown with the password removed.
  */
 import { DatabaseError, KeyctlError } from '../base/errors.js';
-import type { Dialect } from './adapter.js';
+import { dialectFor, type DbEndpoint } from './dialects/index.js';
 
-export interface DbEndpoint {
-  dialect: Dialect;
-  /** e.g. "PostgreSQL at 127.0.0.1:5432, database test" or "SQLite file /x/keyctl.db" */
-  description: string;
-  host?: string;
-  port?: number;
-  database?: string;
-}
+export type { DbEndpoint } from './dialects/index.js';
+export { redactUrl } from './redact.js';
 
 interface DriverError {
   code?: string;
@@ -33,12 +27,8 @@ function describeDbError(err: unknown, ep: DbEndpoint, doing: string): KeyctlErr
   const e = (err ?? {}) as DriverError;
   const code = e.code ?? '';
   const where = ep.description;
-  const checkServer =
-    ep.dialect === 'pg'
-      ? `check that PostgreSQL is running and reachable: pg_isready -h ${ep.host} -p ${ep.port}`
-      : ep.dialect === 'mysql'
-        ? `check that MySQL/MariaDB is running and reachable: mysqladmin -h ${ep.host} -P ${ep.port} ping`
-        : 'check the path in database.connection';
+  const dialect = dialectFor(ep.dialect);
+  const checkServer = dialect.serverCheckHint(ep);
   const fixConfig = 'and database.connection in keyctl.yaml (or the environment variable it references)';
   switch (code) {
     case 'ECONNREFUSED':
@@ -51,19 +41,19 @@ function describeDbError(err: unknown, ep: DbEndpoint, doing: string): KeyctlErr
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
       return new DatabaseError(`cannot ${doing} ${where}: ${code}`, `${checkServer}; a firewall may be dropping the connection`);
-    case '28P01':
-    case '28000':
-    case 'ER_ACCESS_DENIED_ERROR':
-    case 'ER_DBACCESS_DENIED_ERROR':
+  }
+  switch (dialect.errorKind(code)) {
+    case 'login-refused':
       return new DatabaseError(`${where} refused the login: ${firstLine(e.message)}`, `check the user and password ${fixConfig}`);
-    case '3D000':
-    case 'ER_BAD_DB_ERROR':
+    case 'no-such-database':
       return new DatabaseError(
         `${where}: the database "${ep.database ?? '?'}" does not exist`,
-        ep.dialect === 'pg' ? `create it (createdb -h ${ep.host} ${ep.database ?? ''}) or fix the name ${fixConfig}` : `create it (CREATE DATABASE ${ep.database ?? ''}) or fix the name ${fixConfig}`,
+        `${dialect.createDatabaseHint(ep)} or fix the name ${fixConfig}`,
       );
-    case 'SQLITE_CANTOPEN':
+    case 'cannot-open':
       return new DatabaseError(`cannot open ${where}: ${firstLine(e.message)}`, 'check that the directory exists and is writable');
+    case undefined:
+      break;
   }
   if (e.name === 'KnexTimeoutError') {
     return new DatabaseError(`cannot ${doing} ${where}: timed out waiting for a connection`, `${checkServer},\n${fixConfig}`);
@@ -76,15 +66,4 @@ function describeDbError(err: unknown, ep: DbEndpoint, doing: string): KeyctlErr
 
 function firstLine(s: string | undefined): string {
   return (s ?? '').split('\n')[0] ?? '';
-}
-
-/** Remove a password from a URL for display. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '****';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:****@');
-  }
 }

@@ -165,9 +165,9 @@ export interface MigrationResult {
   total: number;
 }
 
-function isLockContention(err: unknown): boolean {
+function isLockContention(db: Db, err: unknown): boolean {
   const e = err as { name?: string; code?: string; message?: string };
-  return e?.name === 'MigrationLocked' || e?.code === 'SQLITE_BUSY' || /already locked|database is locked/i.test(e?.message ?? '');
+  return e?.name === 'MigrationLocked' || /already locked/i.test(e?.message ?? '') || db.adapter.isLockContention(err);
 }
 
 /**
@@ -182,11 +182,11 @@ export async function migrate(db: Db, opts: { lockWaitMs?: number } = {}): Promi
       const [, applied] = (await db.knex.migrate.latest(MIGRATOR_CONFIG)) as [number, string[]];
       return { applied, total: MIGRATIONS.length };
     } catch (err) {
-      if (isLockContention(err) && Date.now() < deadline) {
+      if (isLockContention(db, err) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt) * (0.5 + Math.random())));
         continue;
       }
-      if (isLockContention(err)) {
+      if (isLockContention(db, err)) {
         throw new DatabaseError(
           `keyctl's migration lock in ${db.endpoint.description} is still held after ${Math.round((opts.lockWaitMs ?? 30_000) / 1000)} s`,
           'another keyctl may be migrating right now; if none is running, a previous run died mid-migration:\n' +

@@ -12,7 +12,7 @@
  */
 import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
-import { compareAndSetBatch, maxCasBatch, pgColumnType, type CasBatch } from './cas.js';
+import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
 import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
@@ -89,7 +89,7 @@ const MAX_LISTED_FAILURES = 1000;
 
 /** Values of the target's columns not under `version` (unparseable ones included), one scan. */
 export async function countNotUnder(db: Db, t: TargetConfig, version: string, shard?: Shard): Promise<number> {
-  const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(c, `${version}:`), `n_${c}`]));
+  const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`), `n_${c}`]));
   const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, shard)) as Array<Record<string, unknown>>;
   return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0);
 }
@@ -99,10 +99,10 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const shard = shardKey(o.target, o.shard ? `${o.shard.index}/${o.shard.count}` : undefined);
   const maxBatch = maxCasBatch(t.columns.length);
   const throttle = o.throttle;
-  const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200 };
+  const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200, retryable: (err: unknown) => db.adapter.isRetryable(err) };
   const onRetry: RetryOptions['onRetry'] = (r) => o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
   let throttleReason: string | null = null;
-  const pkType = db.adapter.dialect === 'pg' ? await pgColumnType(db, t.table, t.primaryKey) : undefined;
+  const pkType = await db.adapter.primaryKeyType(db.knex, t.table, t.primaryKey);
   const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard)) as Array<{ n: unknown }>)[0]?.n ?? 0);
   const saved = o.dryRun ? null : await o.checkpoints.load(db, o.rotationId, t.table, shard);
   const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, rowsSkippedConcurrent: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };

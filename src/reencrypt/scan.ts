@@ -6,7 +6,8 @@ import type { Knex } from 'knex';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 
-export type PkValue = string | number | bigint;
+export type { PkValue } from '../db/adapter.js';
+import type { PkValue } from '../db/adapter.js';
 export type Row = Record<string, unknown>;
 
 /** Shard `index` of `count`: the rows whose integer primary key ≡ index (mod count). */
@@ -44,9 +45,8 @@ export async function* scanTable(db: Db, table: string, pk: string, columns: str
 
 /** A random sample of rows (ORDER BY random(): a full sort, acceptable for verify --sample). */
 export async function sampleRows(db: Db, table: string, pk: string, columns: string[], n: number): Promise<Row[]> {
-  const fn = db.adapter.dialect === 'mysql' ? 'RAND()' : 'random()';
   try {
-    return (await db.knex(table).select([pk, ...columns]).orderByRaw(fn).limit(n)) as Row[];
+    return (await db.knex(table).select([pk, ...columns]).orderByRaw(db.adapter.randomOrder).limit(n)) as Row[];
   } catch (err) {
     throw translateDbError(err, db.endpoint, `sample ${table} from`);
   }

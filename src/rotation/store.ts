@@ -389,7 +389,7 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
   try {
     if (trx) await write(trx);
     // On its own: a lock conflict rolls the whole append back, so it is safe to try again.
-    else await withRetry('appending to rotation_audit', () => db.knex.transaction(write), { tries: 5, baseDelayMs: 100, onRetry: () => undefined });
+    else await withRetry('appending to rotation_audit', () => db.knex.transaction(write), { tries: 5, baseDelayMs: 100, retryable: (e) => db.adapter.isRetryable(e), onRetry: () => undefined });
   } catch (err) {
     throw translateDbError(err, db.endpoint, 'append to rotation_audit in');
   }

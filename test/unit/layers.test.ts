@@ -79,3 +79,40 @@ describe('the layers of src/', () => {
     ]);
   });
 });
+
+/**
+ * Lines outside src/db/dialects/ that branch on a dialect's name or test a driver's error code:
+ * each dialect's differences belong in its own class there.
+ */
+export function dialectBranches(root = src): string[] {
+  const name = `'(?:sqlite|pg|mysql)'`;
+  const patterns = [
+    new RegExp(`[!=]==\\s*${name}|${name}\\s*[!=]==|case\\s+${name}\\s*:`),
+    // driver error codes: SQLite's, MySQL's, PostgreSQL's SQLSTATEs
+    /'(?:SQLITE_[A-Z_]+|ER_[A-Z_]+|[0-9][0-9A-Z][0-9A-Z]{3})'/,
+  ];
+  const found: string[] = [];
+  for (const f of files(root)) {
+    const rel = path.relative(root, f);
+    if (rel.startsWith(`db${path.sep}dialects${path.sep}`)) continue;
+    readFileSync(f, 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        if (patterns.some((p) => p.test(line))) found.push(`${rel}:${i + 1}: ${line.trim()}`);
+      });
+  }
+  return found;
+}
+
+describe('dialect differences live in src/db/dialects/', () => {
+  it('no other module branches on a dialect name or a driver error code', () => {
+    expect(dialectBranches()).toEqual([]);
+  });
+
+  it('the check catches a branch added on purpose', () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'keyctl-dialects-'));
+    mkdirSync(path.join(root, 'reencrypt'));
+    writeFileSync(path.join(root, 'reencrypt', 'x.ts'), "const fn = db.adapter.dialect === 'mysql' ? 'RAND()' : 'random()';\nif (code === 'ER_DUP_ENTRY') retry();\nok();\n");
+    expect(dialectBranches(root)).toHaveLength(2);
+  });
+});

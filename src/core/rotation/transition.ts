@@ -73,7 +73,7 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
         at,
         trx,
       );
-    }), { tries: 5, baseDelayMs: 200, onRetry: (x) => ctx.log.warn(`${r.action}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`) });
+    }), { tries: 5, baseDelayMs: 200, retryable: (e) => db.adapter.isRetryable(e), onRetry: (x) => ctx.log.warn(`${r.action}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`) });
   } catch (err) {
     throw translateDbError(err, db.endpoint, `record ${r.action} in`);
   }

@@ -1,0 +1,47 @@
+/** What the dialect classes share: identifier quoting, URL endpoints, error codes. */
+import { UsageError } from '../../base/errors.js';
+import { codeOf, isRetryable as isTransientNetworkFailure } from '../../base/retry.js';
+import type { DatabaseConfig } from '../../config/schema.js';
+import { redactUrl } from '../redact.js';
+import type { Dialect, DbEndpoint } from './types.js';
+
+/** Knex's identifier quoting: each dotted part wrapped in `quote`, the quote itself doubled. */
+export function quoteWith(quote: string, name: string): string {
+  return name
+    .split('.')
+    .map((part) => (part === '*' ? part : `${quote}${part.split(quote).join(quote + quote)}${quote}`))
+    .join('.');
+}
+
+export function driverCode(err: unknown): string {
+  return String((err as { code?: unknown } | null)?.code ?? '');
+}
+
+/** A driver code (looking through keyctl's wrapper at its cause) in `codes`, or a network failure. */
+export function retryableWith(codes: ReadonlySet<string>, err: unknown): boolean {
+  return codes.has(codeOf(err)) || isTransientNetworkFailure(err);
+}
+
+/** Endpoint of a server dialect from its URL, refusing a value that is not one or has another scheme. */
+export function serverEndpoint(cfg: DatabaseConfig, o: { dialect: Dialect; label: string; schemes: readonly string[]; defaultPort: number; urlExample: string }): DbEndpoint {
+  let url: URL;
+  try {
+    url = new URL(cfg.connection);
+  } catch {
+    throw new UsageError(`database.connection for client "${cfg.client}" must be a URL, found a value that is not one`, `use ${o.urlExample}, e.g. connection: \${DATABASE_URL}`);
+  }
+  const scheme = url.protocol.replace(/:$/, '');
+  if (!o.schemes.includes(scheme)) {
+    throw new UsageError(`database.connection has scheme "${scheme}" but database.client is "${cfg.client}"`, `use a ${o.schemes[0]}:// URL, or set database.client to match the URL`);
+  }
+  const host = url.hostname || 'localhost';
+  const port = url.port ? Number(url.port) : o.defaultPort;
+  const database = decodeURIComponent(url.pathname.replace(/^\//, '')) || undefined;
+  return {
+    dialect: o.dialect,
+    description: `${o.label} at ${host}:${port}${database ? `, database ${database}` : ''} (${redactUrl(cfg.connection)})`,
+    host,
+    port,
+    ...(database ? { database } : {}),
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * MySQL and MariaDB (mysql2): the compare-and-set joins the table to a derived table of
+ * `SELECT … UNION ALL SELECT …`, and compares as BINARY because the default collations ignore
+ * case and trailing spaces; REGEXP likewise follows the collation, so the pattern turns case
+ * sensitivity back on.
+ */
+import type { Knex } from 'knex';
+import type { DatabaseConfig } from '../../config/schema.js';
+import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
+import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+
+const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR']);
+
+export class MysqlDialect implements SqlDialect {
+  readonly dialect = 'mysql' as const;
+  readonly label = 'MySQL';
+  readonly knexClient = 'mysql2';
+  readonly embedded = false;
+  readonly timestampsAsText = false;
+  readonly casNeedsKeyType = false;
+  readonly urlSchemes: readonly string[] = ['mysql', 'mariadb'];
+  readonly randomOrder = 'RAND()';
+
+  quoteIdentifier(name: string): string {
+    return quoteWith('`', name);
+  }
+
+  describeEndpoint(cfg: DatabaseConfig): DbEndpoint {
+    return serverEndpoint(cfg, { dialect: 'mysql', label: this.label, schemes: this.urlSchemes, defaultPort: 3306, urlExample: 'mysql://USER[:PASSWORD]@HOST:PORT/DATABASE' });
+  }
+
+  knexConfig(cfg: DatabaseConfig, ep: DbEndpoint): Knex.Config {
+    const timeoutMs = Math.round(cfg.connectTimeoutSeconds * 1000);
+    const url = new URL(cfg.connection);
+    const ssl = url.searchParams.get('ssl');
+    return {
+      client: this.knexClient,
+      connection: {
+        host: ep.host,
+        port: ep.port,
+        user: decodeURIComponent(url.username),
+        password: decodeURIComponent(url.password),
+        database: ep.database,
+        timezone: 'Z',
+        charset: 'utf8mb4',
+        connectTimeout: timeoutMs,
+        supportBigNumbers: true,
+        ...(ssl === 'true' || ssl === 'required' ? { ssl: {} } : {}),
+      },
+      pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 4 },
+      acquireConnectionTimeout: timeoutMs + 2000,
+    };
+  }
+
+  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ELSE '#unparseable' END`, [column, column, `(?-i)${shapePattern}`, column]);
+  }
+
+  notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
+    return knex.raw(`CASE WHEN ?? IS NOT NULL AND CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY) THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
+  }
+
+  toDbTime(d: Date): Date {
+    return d;
+  }
+
+  /** Threads_running, less our own statement. */
+  loadProbe(knex: Knex): () => Promise<number> {
+    return async () => {
+      const [rows] = (await knex.raw(`SHOW GLOBAL STATUS LIKE 'Threads_running'`)) as [Array<{ Value: unknown }>];
+      return Math.max(0, Number(rows[0]?.Value ?? 0) - 1);
+    };
+  }
+
+  async primaryKeyType(): Promise<undefined> {
+    return undefined;
+  }
+
+  /** UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE … */
+  compareAndSetPlan({ table, pk, columns, batch }: CasRequest): CasPlan {
+    const q = (name: string) => this.quoteIdentifier(name);
+    const n = batch.pks.length;
+    const width = columns.length;
+    const vcols = ['pk'];
+    for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
+    const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND CAST(t.${q(col)} AS BINARY) = CAST(v.o${i} AS BINARY)`;
+    const sets = columns.map((c, i) => `t.${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const anyMatch = `t.${q(pk)} BETWEEN ? AND ? AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    const bindings: unknown[] = [];
+    for (let r = 0; r < n; r++) {
+      bindings.push(batch.pks[r]);
+      for (let c = 0; c < width; c++) bindings.push(batch.old[r * width + c], batch.next[r * width + c]);
+    }
+    const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
+    const rest = ` UNION ALL SELECT ${vcols.map(() => '?').join(', ')}`;
+    const derived = first + rest.repeat(n - 1);
+    bindings.push(batch.pks[0], batch.pks[n - 1]);
+    return { sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON t.${q(pk)} = v.pk SET ${sets} WHERE ${anyMatch}`, executions: [bindings] };
+  }
+
+  async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {
+    let updated = 0;
+    for (const bindings of plan.executions) {
+      const res: unknown = await trx.raw(plan.sql, bindings as Knex.RawBinding[]);
+      updated += Number((res as Array<{ affectedRows?: number }>)[0]?.affectedRows ?? 0);
+    }
+    return updated;
+  }
+
+  isUniqueViolation(err: unknown): boolean {
+    return driverCode(err) === 'ER_DUP_ENTRY';
+  }
+
+  isRetryable(err: unknown): boolean {
+    return retryableWith(RETRYABLE, err);
+  }
+
+  /** Knex's own migration lock reports contention by name and message (see migrations.ts). */
+  isLockContention(): boolean {
+    return false;
+  }
+
+  errorKind(code: string): DbErrorKind | undefined {
+    if (code === 'ER_ACCESS_DENIED_ERROR' || code === 'ER_DBACCESS_DENIED_ERROR') return 'login-refused';
+    if (code === 'ER_BAD_DB_ERROR') return 'no-such-database';
+    return undefined;
+  }
+
+  serverCheckHint(ep: DbEndpoint): string {
+    return `check that MySQL/MariaDB is running and reachable: mysqladmin -h ${ep.host} -P ${ep.port} ping`;
+  }
+
+  createDatabaseHint(ep: DbEndpoint): string {
+    return `create it (CREATE DATABASE ${ep.database ?? ''})`;
+  }
+}

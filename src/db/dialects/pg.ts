@@ -1,0 +1,158 @@
+/**
+ * PostgreSQL (node-postgres): the compare-and-set joins the table to one array per column
+ * (`unnest`), so the statement has the same size and plan for any batch size.
+ */
+import type { Knex } from 'knex';
+import type { DatabaseConfig } from '../../config/schema.js';
+import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
+import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+
+const RETRYABLE = new Set([
+  // deadlock, serialization failure, lock not available, connection failures, admin shutdown
+  '40P01', '40001', '55P03', '08000', '08003', '08006', '57P01', '57P02', '57P03',
+]);
+
+export class PgDialect implements SqlDialect {
+  readonly dialect = 'pg' as const;
+  readonly label = 'PostgreSQL';
+  readonly knexClient = 'pg';
+  readonly embedded = false;
+  readonly timestampsAsText = false;
+  readonly casNeedsKeyType = true;
+  readonly urlSchemes: readonly string[] = ['postgres', 'postgresql'];
+  readonly randomOrder = 'random()';
+
+  quoteIdentifier(name: string): string {
+    return quoteWith('"', name);
+  }
+
+  describeEndpoint(cfg: DatabaseConfig): DbEndpoint {
+    return serverEndpoint(cfg, { dialect: 'pg', label: this.label, schemes: this.urlSchemes, defaultPort: 5432, urlExample: 'postgres://USER[:PASSWORD]@HOST:PORT/DATABASE' });
+  }
+
+  knexConfig(cfg: DatabaseConfig): Knex.Config {
+    const timeoutMs = Math.round(cfg.connectTimeoutSeconds * 1000);
+    return {
+      client: this.knexClient,
+      connection: { connectionString: cfg.connection, connectionTimeoutMillis: timeoutMs, application_name: 'keyctl' },
+      pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 4 },
+      acquireConnectionTimeout: timeoutMs + 2000,
+    };
+  }
+
+  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ELSE '#unparseable' END`, [column, column, shapePattern, column]);
+  }
+
+  notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
+    return knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
+  }
+
+  toDbTime(d: Date): Date {
+    return d;
+  }
+
+  /** Other active backends (pg_stat_activity). */
+  loadProbe(knex: Knex): () => Promise<number> {
+    return async () => {
+      const r = await knex.raw(`SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()`);
+      return Number((r.rows as Array<{ n: unknown }>)[0]?.n ?? 0);
+    };
+  }
+
+  /** Parameters arrive as text: the compare-and-set casts the key arrays to the key's own type. */
+  async primaryKeyType(knex: Knex, table: string, column: string): Promise<string> {
+    const r = await knex.raw(`SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a WHERE a.attrelid = ?::regclass AND a.attname = ?`, [table, column]);
+    const t = (r.rows as Array<{ t: string }>)[0]?.t;
+    if (!t) throw new Error(`cannot read the type of ${table}.${column}`);
+    return t;
+  }
+
+  /**
+   * UPDATE t SET c = CASE … END FROM unnest(pk[], o0[], n0[], …) AS v(…) WHERE t.pk = v.pk AND …
+   * One array per column instead of a VALUES list: a constant-size statement that PostgreSQL
+   * parses and plans in the same time for any batch size, and 2k+3 parameters.
+   */
+  compareAndSetPlan({ table, pk, columns, batch, pkType = 'text' }: CasRequest): CasPlan {
+    const q = (name: string) => this.quoteIdentifier(name);
+    const n = batch.pks.length;
+    const width = columns.length;
+    const vcols = ['pk'];
+    for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
+    const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
+    const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const arrays = [pgArrayLiteral(n, (r) => batch.pks[r], false)];
+    for (let c = 0; c < width; c++) arrays.push(pgArrayLiteral(n, (r) => batch.old[r * width + c], true), pgArrayLiteral(n, (r) => batch.next[r * width + c], true));
+    const types = vcols.map((_, c) => (c === 0 ? pkType : 'text'));
+    const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
+    // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the
+    // arrays against a sequential scan of the whole table, for every batch.
+    const anyMatch = `t.${q(pk)} BETWEEN CAST(? AS ${pkType}) AND CAST(? AS ${pkType}) AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    return {
+      sql: `UPDATE ${q(table)} AS t SET ${sets} FROM ${unnest} WHERE t.${q(pk)} = v.pk AND ${anyMatch}`,
+      executions: [[...arrays, batch.pks[0], batch.pks[n - 1]]],
+    };
+  }
+
+  async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {
+    let updated = 0;
+    for (const bindings of plan.executions) {
+      const res: unknown = await trx.raw(plan.sql, bindings as Knex.RawBinding[]);
+      updated += Number((res as { rowCount?: number }).rowCount ?? 0);
+    }
+    return updated;
+  }
+
+  isUniqueViolation(err: unknown): boolean {
+    return driverCode(err) === '23505';
+  }
+
+  isRetryable(err: unknown): boolean {
+    return retryableWith(RETRYABLE, err);
+  }
+
+  /** Knex's own migration lock reports contention by name and message (see migrations.ts). */
+  isLockContention(): boolean {
+    return false;
+  }
+
+  errorKind(code: string): DbErrorKind | undefined {
+    if (code === '28P01' || code === '28000') return 'login-refused';
+    if (code === '3D000') return 'no-such-database';
+    return undefined;
+  }
+
+  serverCheckHint(ep: DbEndpoint): string {
+    return `check that PostgreSQL is running and reachable: pg_isready -h ${ep.host} -p ${ep.port}`;
+  }
+
+  createDatabaseHint(ep: DbEndpoint): string {
+    return `create it (createdb -h ${ep.host} ${ep.database ?? ''})`;
+  }
+}
+
+/**
+ * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter. Ciphertexts never
+ * need escaping (the codec accepts only `v<N>:` and base64), so their elements are copied as they
+ * are — one concatenation instead of node-postgres' two regex replaces per element; anything else
+ * (a primary key) is escaped as the array syntax requires.
+ */
+export function pgArrayLiteral(length: number, at: (i: number) => unknown, ciphertexts: boolean): string {
+  let out = '{';
+  for (let i = 0; i < length; i++) {
+    const v = at(i);
+    if (i > 0) out += ',';
+    if (v === null || v === undefined) out += 'NULL';
+    else if (ciphertexts) {
+      // A quote inside an element would shift every later element of this array against the
+      // others: never let one through, even though the codec's shape check already excludes it.
+      if ((v as string).includes('"') || (v as string).includes('\\')) throw new Error('internal error: a ciphertext with a quote or backslash reached the PostgreSQL array literal');
+      out += '"' + (v as string) + '"';
+    } else {
+      const str = String(v);
+      out += NEEDS_ESCAPE.test(str) ? `"${str.replace(/[\\"]/g, '\\$&')}"` : `"${str}"`;
+    }
+  }
+  return out + '}';
+}
+const NEEDS_ESCAPE = /[\\"]/;

@@ -1,0 +1,113 @@
+/**
+ * One interface for everything that differs between SQLite, PostgreSQL and MySQL/MariaDB:
+ * capability properties (what a dialect has or lacks) and the SQL it writes. Each dialect is
+ * one class in this folder; no other module branches on the dialect's name.
+ */
+import type { Knex } from 'knex';
+import type { DatabaseConfig } from '../../config/schema.js';
+
+export type Dialect = 'sqlite' | 'pg' | 'mysql';
+
+/** A primary-key value as the drivers return it. */
+export type PkValue = string | number | bigint;
+
+export interface DbEndpoint {
+  dialect: Dialect;
+  /** e.g. "PostgreSQL at 127.0.0.1:5432, database test" or "SQLite database /x/keyctl.db" */
+  description: string;
+  host?: string;
+  port?: number;
+  database?: string;
+}
+
+/** The rows of one batch to write, flat: `columns` entries per row in `old` and `next`. */
+export interface CasBatch {
+  pks: PkValue[];
+  /** old[row * columns + column]: the ciphertext read, or null where the column is not written. */
+  old: Array<string | null>;
+  /** next[row * columns + column]: the new ciphertext, or null where the column is not written. */
+  next: Array<string | null>;
+}
+
+/**
+ * A compare-and-set as SQL: one statement text, run once per entry of `executions` with that
+ * entry's bindings (one execution for a multi-row statement, one per row for SQLite's prepared one).
+ */
+export interface CasPlan {
+  sql: string;
+  executions: unknown[][];
+}
+
+export interface CasRequest {
+  table: string;
+  pk: string;
+  columns: string[];
+  batch: CasBatch;
+  /** The primary key's SQL type, for dialects whose `casNeedsKeyType` is true. */
+  pkType?: string | undefined;
+}
+
+/** Driver errors keyctl explains the same way on every dialect (see db/errors.ts). */
+export type DbErrorKind = 'login-refused' | 'no-such-database' | 'cannot-open';
+
+export interface SqlDialect {
+  readonly dialect: Dialect;
+  /** Human name for messages. */
+  readonly label: string;
+  /** Knex client name. */
+  readonly knexClient: string;
+
+  // ---- capabilities ----
+  /** The database is a file opened in this process (no server, no host, no load to probe). */
+  readonly embedded: boolean;
+  /** No timestamp type: keyctl stores ISO-8601 text. */
+  readonly timestampsAsText: boolean;
+  /** The compare-and-set needs the primary key's SQL type (see `primaryKeyType`). */
+  readonly casNeedsKeyType: boolean;
+  /** URL schemes (without ':') that select this dialect; empty for a file path. */
+  readonly urlSchemes: readonly string[];
+  /** The ORDER BY expression for a random sample. */
+  readonly randomOrder: string;
+
+  /** Quote an identifier (dotted names quote each part), exactly as Knex's `??` does. */
+  quoteIdentifier(name: string): string;
+  /** Where the database is, for messages; validates the connection string. */
+  describeEndpoint(cfg: DatabaseConfig, baseDir: string): DbEndpoint;
+  /** Knex configuration for the endpoint. */
+  knexConfig(cfg: DatabaseConfig, ep: DbEndpoint): Knex.Config;
+
+  /**
+   * A SQL expression that classifies a column value: '#null', '#unparseable', or the version
+   * prefix (e.g. 'v2') of a value matching the codec's shape pattern.
+   */
+  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw;
+  /**
+   * A SQL expression: 1 when the column holds a value that does not start with `prefix`
+   * (e.g. 'v2:'), else 0. A byte comparison of a prefix — much cheaper than the shape regex.
+   */
+  notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw;
+  /** Timestamps as the driver should bind them (UTC). */
+  toDbTime(d: Date): Date | string;
+
+  /** How busy the server is (`reencrypt --max-load`), or null where there is no server. */
+  loadProbe(knex: Knex): (() => Promise<number>) | null;
+  /** The primary key's SQL type where the compare-and-set needs it, else undefined. */
+  primaryKeyType(knex: Knex, table: string, column: string): Promise<string | undefined>;
+  /** The compare-and-set statement and its bindings for one batch (pure: no database needed). */
+  compareAndSetPlan(req: CasRequest): CasPlan;
+  /** Run a plan inside the batch's transaction; returns the rows the database reports updated. */
+  runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number>;
+
+  /** Whether a driver error is a unique-constraint violation. */
+  isUniqueViolation(err: unknown): boolean;
+  /** Whether a failure is transient (deadlock, lock wait, dropped connection): worth another try. */
+  isRetryable(err: unknown): boolean;
+  /** Whether a failure means another process holds a lock we need right now. */
+  isLockContention(err: unknown): boolean;
+  /** What a driver error code means, where keyctl has a dialect-independent explanation. */
+  errorKind(code: string): DbErrorKind | undefined;
+  /** What to check when the server cannot be reached. */
+  serverCheckHint(ep: DbEndpoint): string;
+  /** How to create a missing database. */
+  createDatabaseHint(ep: DbEndpoint): string;
+}

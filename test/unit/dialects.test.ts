@@ -1,0 +1,128 @@
+/**
+ * Each dialect's SQL, asserted without a database (as Kysely's testSql does): the compare-and-set
+ * statement and its parameters, identifier quoting against Knex's own, URL handling and error codes.
+ */
+import knexFactory from 'knex';
+import { describe, expect, it } from 'vitest';
+import { dialectFor, dialectForConnection, MysqlDialect, PgDialect, SqliteDialect, type CasBatch } from '../../src/db/dialects/index.js';
+import { pgArrayLiteral } from '../../src/db/dialects/pg.js';
+import type { DatabaseConfig } from '../../src/config/schema.js';
+
+/** Two rows, two columns; row 2's column b is not written. */
+const batch: CasBatch = {
+  pks: [7, 9],
+  old: ['v1:a7', 'v1:b7', 'v1:a9', null],
+  next: ['v2:a7', 'v2:b7', 'v2:a9', null],
+};
+const req = { table: 'people', pk: 'id', columns: ['a', 'b'], batch };
+
+describe('compare-and-set SQL per dialect', () => {
+  it('PostgreSQL: one UPDATE … FROM unnest of one array per column, cast to the key type, bounded by the key range', () => {
+    const plan = new PgDialect().compareAndSetPlan({ ...req, pkType: 'bigint' });
+    expect(plan.sql).toBe(
+      'UPDATE "people" AS t SET "a" = CASE WHEN v.n0 IS NOT NULL AND t."a" = v.o0 THEN v.n0 ELSE t."a" END, "b" = CASE WHEN v.n1 IS NOT NULL AND t."b" = v.o1 THEN v.n1 ELSE t."b" END ' +
+        'FROM unnest(CAST(? AS bigint[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[])) AS v(pk, o0, n0, o1, n1) ' +
+        'WHERE t."id" = v.pk AND t."id" BETWEEN CAST(? AS bigint) AND CAST(? AS bigint) AND ((v.n0 IS NOT NULL AND t."a" = v.o0) OR (v.n1 IS NOT NULL AND t."b" = v.o1))',
+    );
+    expect(plan.executions).toEqual([['{"7","9"}', '{"v1:a7","v1:a9"}', '{"v2:a7","v2:a9"}', '{"v1:b7",NULL}', '{"v2:b7",NULL}', 7, 9]]);
+  });
+
+  it('PostgreSQL: the key type defaults to text, and the statement size does not grow with the batch', () => {
+    const small = new PgDialect().compareAndSetPlan(req);
+    expect(small.sql).toContain('CAST(? AS text[])');
+    const big = new PgDialect().compareAndSetPlan({ ...req, batch: { pks: [1, 2, 3, 4], old: Array(8).fill('v1:x'), next: Array(8).fill('v2:x') } });
+    expect(big.sql).toBe(small.sql);
+    expect(big.executions[0]).toHaveLength(7);
+  });
+
+  it('MySQL/MariaDB: UPDATE … JOIN a UNION ALL derived table, comparing as BINARY', () => {
+    const plan = new MysqlDialect().compareAndSetPlan(req);
+    expect(plan.sql).toBe(
+      'UPDATE `people` AS t JOIN (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1 UNION ALL SELECT ?, ?, ?, ?, ?) AS v ON t.`id` = v.pk ' +
+        'SET t.`a` = CASE WHEN v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY) THEN v.n0 ELSE t.`a` END, ' +
+        't.`b` = CASE WHEN v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY) THEN v.n1 ELSE t.`b` END ' +
+        'WHERE t.`id` BETWEEN ? AND ? AND ((v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY)) OR (v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY)))',
+    );
+    expect(plan.executions).toEqual([[7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null, 7, 9]]);
+  });
+
+  it('SQLite: one prepared per-row statement, run once per row with that row’s old and new values', () => {
+    const plan = new SqliteDialect().compareAndSetPlan(req);
+    expect(plan.sql).toBe('UPDATE `people` SET `a` = CASE WHEN `a` = ? THEN ? ELSE `a` END, `b` = CASE WHEN `b` = ? THEN ? ELSE `b` END WHERE `id` = ? AND (`a` = ? OR `b` = ?)');
+    expect(plan.executions).toEqual([
+      ['v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 7, 'v1:a7', 'v1:b7'],
+      ['v1:a9', 'v2:a9', null, null, 9, 'v1:a9', null],
+    ]);
+  });
+
+  it('PostgreSQL array literals escape keys and refuse a ciphertext that could shift the elements', () => {
+    expect(pgArrayLiteral(3, (i) => ['a"b', 'c\\d', null][i], false)).toBe('{"a\\"b","c\\\\d",NULL}');
+    expect(pgArrayLiteral(2, (i) => ['v1:AAAA', null][i], true)).toBe('{"v1:AAAA",NULL}');
+    expect(() => pgArrayLiteral(1, () => 'v1:A","B', true)).toThrow(/quote/);
+  });
+});
+
+describe('identifiers are quoted exactly as Knex quotes them', () => {
+  const names = ['people', 'public.people', 'we"ird', 'back`tick', 'MixedCase'];
+  for (const [name, client] of [['pg', 'pg'], ['mysql', 'mysql2'], ['sqlite', 'better-sqlite3']] as const) {
+    it(name, async () => {
+      const knex = knexFactory({ client, useNullAsDefault: true });
+      try {
+        for (const n of names) expect(dialectFor(name).quoteIdentifier(n)).toBe(knex.raw('??', [n]).toQuery());
+      } finally {
+        await knex.destroy();
+      }
+    });
+  }
+});
+
+describe('connection strings and endpoints', () => {
+  const cfg = (client: DatabaseConfig['client'], connection: string) => ({ client, connection, connectTimeoutSeconds: 5 }) as DatabaseConfig;
+
+  it('a URL scheme selects the dialect; anything else is a SQLite path; an unknown scheme is refused with the choices', () => {
+    expect(dialectForConnection('postgres://u@h/db').dialect).toBe('pg');
+    expect(dialectForConnection('PostgreSQL://u@h/db').dialect).toBe('pg');
+    expect(dialectForConnection('mariadb://u@h/db').dialect).toBe('mysql');
+    expect(dialectForConnection('./keyctl.db').dialect).toBe('sqlite');
+    expect(() => dialectForConnection('Oracle://x')).toThrow(/unsupported database URL scheme in "Oracle:\/\/…"/);
+  });
+
+  it('server endpoints name the host, default port and database, never the password', () => {
+    expect(dialectFor('pg').describeEndpoint(cfg('pg', 'postgres://me:s3cret@db.example/app'), '/')).toMatchObject({ host: 'db.example', port: 5432, database: 'app' });
+    const my = dialectFor('mysql').describeEndpoint(cfg('mysql', 'mysql://me:s3cret@db.example/app'), '/');
+    expect(my).toMatchObject({ host: 'db.example', port: 3306, database: 'app' });
+    expect(my.description).not.toContain('s3cret');
+    expect(() => dialectFor('pg').describeEndpoint(cfg('pg', 'mysql://x@h/d'), '/')).toThrow(/scheme "mysql" but database.client is "pg"/);
+    expect(dialectFor('sqlite').describeEndpoint(cfg('sqlite', 'k.db'), '/srv')).toMatchObject({ database: '/srv/k.db' });
+  });
+});
+
+describe('driver error codes per dialect', () => {
+  const err = (code: string) => Object.assign(new Error('x'), { code });
+  const wrapped = (code: string) => Object.assign(new Error('database error'), { cause: { code } });
+
+  it('unique violations', () => {
+    expect(dialectFor('pg').isUniqueViolation(err('23505'))).toBe(true);
+    expect(dialectFor('mysql').isUniqueViolation(err('ER_DUP_ENTRY'))).toBe(true);
+    expect(dialectFor('sqlite').isUniqueViolation(err('SQLITE_CONSTRAINT_UNIQUE'))).toBe(true);
+    expect(dialectFor('pg').isUniqueViolation(err('ER_DUP_ENTRY'))).toBe(false);
+  });
+
+  it('retryable failures: each dialect its own lock conflicts, every dialect a dropped connection, also behind keyctl’s wrapper', () => {
+    expect(dialectFor('pg').isRetryable(err('40P01'))).toBe(true);
+    expect(dialectFor('mysql').isRetryable(wrapped('ER_LOCK_DEADLOCK'))).toBe(true);
+    expect(dialectFor('sqlite').isRetryable(err('SQLITE_BUSY'))).toBe(true);
+    expect(dialectFor('sqlite').isRetryable(err('ECONNRESET'))).toBe(true);
+    expect(dialectFor('pg').isRetryable(err('42601'))).toBe(false);
+    expect(dialectFor('mysql').isRetryable(err('40P01'))).toBe(false);
+  });
+
+  it('login, missing-database and cannot-open codes map to one explanation each', () => {
+    expect(dialectFor('pg').errorKind('28P01')).toBe('login-refused');
+    expect(dialectFor('mysql').errorKind('ER_ACCESS_DENIED_ERROR')).toBe('login-refused');
+    expect(dialectFor('pg').errorKind('3D000')).toBe('no-such-database');
+    expect(dialectFor('mysql').errorKind('ER_BAD_DB_ERROR')).toBe('no-such-database');
+    expect(dialectFor('sqlite').errorKind('SQLITE_CANTOPEN')).toBe('cannot-open');
+    expect(dialectFor('sqlite').errorKind('3D000')).toBeUndefined();
+  });
+});
