@@ -1,0 +1,56 @@
+/**
+ * Runs once before the integration and e2e projects: makes sure dist/ is built from the sources
+ * as they are now. Those tests run bin/keyctl.js and the crypto worker thread from dist/, so a
+ * stale build would test old code while the sources under test look new. A source counts as
+ * newer when its .ts file was modified after its .js output (tsc rewrites every output on each
+ * build), or the output is missing; then the whole build runs. Type errors are `npm run
+ * typecheck`'s business: tsc still writes the outputs then, so the run goes on with a warning;
+ * only a build that wrote nothing fails it.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const srcDir = path.join(root, 'src');
+const distDir = path.join(root, 'dist');
+
+function mtimeMs(file: string): number | null {
+  try {
+    return statSync(file).mtimeMs;
+  } catch {
+    return null;
+  }
+}
+
+/** The first source whose output is missing or older than it, or null when dist/ is up to date. */
+export function staleSource(): string | null {
+  for (const entry of readdirSync(srcDir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile() || !entry.name.endsWith('.ts') || entry.name.endsWith('.d.ts')) continue;
+    const source = path.join(entry.parentPath, entry.name);
+    const output = path.join(distDir, path.relative(srcDir, source)).replace(/\.ts$/, '.js');
+    const built = mtimeMs(output);
+    if (built === null || built < statSync(source).mtimeMs) return path.relative(root, source);
+  }
+  return null;
+}
+
+function build(reason: string): void {
+  process.stderr.write(`fresh-dist: ${reason}; building dist/ (tsc -p tsconfig.build.json)\n`);
+  const started = Date.now();
+  const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: root, encoding: 'utf8' });
+  // tsc exits 2 when it reported errors but wrote every output, 1 when it wrote none.
+  if (r.status === 2) {
+    process.stderr.write(`fresh-dist: built with type errors (run npm run typecheck):\n${r.stdout}${r.stderr}`);
+  } else if (r.status !== 0) {
+    throw new Error(`building dist/ failed (tsc exited ${r.status ?? r.signal}); the tests would run an old build:\n${r.stdout}${r.stderr}`);
+  }
+  process.stderr.write(`fresh-dist: built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+}
+
+export default function setup(): void {
+  const stale = staleSource();
+  if (stale) build(`${stale} is newer than its build`);
+}
