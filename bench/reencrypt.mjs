@@ -22,17 +22,26 @@ import { AesGcmV1Codec } from '../dist/crypto/codec.js';
 import { generateKey } from '../dist/crypto/keys.js';
 
 const args = process.argv.slice(2);
+/**
+ * The value after --NAME on the command line, else `def`.
+ * @param {string} name
+ * @param {string} [def]
+ * @returns {string | undefined}
+ */
 const opt = (name, def) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : def;
 };
-const dbKind = opt('db', 'sqlite');
+const dbKind = opt('db', 'sqlite') ?? 'sqlite';
 const rows = Number(opt('rows', '200000'));
 const naiveRows = Math.min(rows, Number(opt('naive-rows', String(Math.min(rows, 5000)))));
-const batchArgs = [...(opt('batch-size') ? ['--batch-size', opt('batch-size')] : []), ...(opt('workers') ? ['--crypto-workers', opt('workers')] : [])];
+const batchSize = opt('batch-size');
+const cryptoWorkers = opt('workers');
+const batchArgs = [...(batchSize ? ['--batch-size', batchSize] : []), ...(cryptoWorkers ? ['--crypto-workers', cryptoWorkers] : [])];
 const keep = args.includes('--keep');
 // --profile DIR: write a V8 CPU profile of the keyctl reencrypt process into DIR.
-const profileArgs = opt('profile') ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(opt('profile'))}`] : [];
+const profileDir = opt('profile');
+const profileArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
 const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
@@ -40,6 +49,7 @@ const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-bench-'));
 const dbName = `keyctl_bench_${randomBytes(4).toString('hex')}`;
+/** @param {string} [database] */
 function knexFor(database) {
   if (dbKind === 'sqlite') return knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'bench.db') }, useNullAsDefault: true, log: quiet });
   const u = new URL(dbKind === 'pg' ? PG : MY);
@@ -60,6 +70,7 @@ const k1 = generateKey();
 const k2 = generateKey();
 const keys = new Map([['v1', k1], ['v2', k2]]);
 const words = 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua'.split(' ');
+/** @param {number} i */
 function note(i) {
   let s = `Customer ${i}:`;
   while (s.length < 200) s += ` ${words[(i * 7 + s.length) % words.length]}`;
@@ -101,6 +112,7 @@ function writeProject() {
   );
 }
 
+/** @param {...string} a */
 function keyctl(...a) {
   const r = spawnSync(process.execPath, [bin, ...a], { cwd: dir, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`keyctl ${a.join(' ')} exited ${r.status}: ${r.stderr}`);
@@ -109,7 +121,7 @@ function keyctl(...a) {
 
 /** CPU time (user + system) used so far by the database server's processes, from /proc (Linux). */
 function serverCpuSeconds() {
-  const names = { pg: ['postgres'], mysql: ['mariadbd', 'mysqld'] }[dbKind];
+  const names = dbKind === 'pg' ? ['postgres'] : dbKind === 'mysql' ? ['mariadbd', 'mysqld'] : null;
   if (!names) return 0;
   const tick = 100; // USER_HZ on Linux
   let total = 0;
@@ -132,6 +144,9 @@ function serverCpuSeconds() {
 /**
  * Decrypt + encrypt `values` split across `threads` worker threads running at once (each gets its
  * share before the clock starts); returns the seconds until the last one finishes.
+ * @param {string[]} values
+ * @param {number} threads
+ * @returns {Promise<number>}
  */
 async function parallelCrypto(values, threads) {
   const per = Math.ceil(values.length / threads);
@@ -151,6 +166,7 @@ async function parallelCrypto(values, threads) {
     });`;
   const codecUrl = new URL('../dist/crypto/codec.js', import.meta.url).href;
   const workers = Array.from({ length: threads }, (_, i) => new Worker(src, { eval: true, workerData: { codecUrl, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) } }));
+  /** @param {Worker} w */
   const next = (w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
   await Promise.all(workers.map(next));
   const t0 = performance.now();
@@ -162,6 +178,19 @@ async function parallelCrypto(values, threads) {
   return secs;
 }
 
+/**
+ * The numbers `/usr/bin/time -f '%M %e %U %S'` printed on the last line of a child's stderr.
+ * @param {string} stderr
+ */
+function timeFields(stderr) {
+  const last = stderr.trim().split('\n').at(-1) ?? '';
+  const [rssKb, wall, user, sys] = last.split(' ').map(Number);
+  if (rssKb === undefined || wall === undefined || user === undefined || sys === undefined || [rssKb, wall, user, sys].some(Number.isNaN)) {
+    throw new Error(`unexpected /usr/bin/time output: ${last}`);
+  }
+  return { rssKb, wall, user, sys };
+}
+
 async function main() {
   const knex = await setup();
   writeProject();
@@ -169,12 +198,14 @@ async function main() {
   keyctl('dual-key');
   // Use the generated v2 for the crypto ceiling too.
   const published = JSON.parse((await import('node:fs')).readFileSync(path.join(dir, '.keyctl', 'keyring.json'), 'utf8'));
-  keys.set('v2', Buffer.from(published.keys.v2, 'base64'));
+  const target = Buffer.from(published.keys.v2, 'base64');
+  keys.set('v2', target);
 
   // Crypto ceiling: all values in memory first, then decrypt + encrypt each, one thread.
+  /** @type {string[]} */
   const values = (await knex('bench').select('email', 'note')).flatMap((r) => [r.email, r.note]);
+  /** @param {string} v */
   const lookup = (v) => keys.get(v);
-  const target = keys.get('v2');
   let t0 = performance.now();
   let sink = 0;
   for (const v of values) sink += codec.encrypt(codec.decrypt(v, lookup), 'v2', target).length;
@@ -190,18 +221,19 @@ async function main() {
   const dry = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
   if (dry.status !== 0) throw new Error(`keyctl reencrypt --dry-run exited ${dry.status}: ${dry.stderr}`);
   const dryServerCpu = serverCpuSeconds() - dryServerBefore;
-  const [, dryWall, dryUser, drySys] = dry.stderr.trim().split('\n').at(-1).split(' ').map(Number);
+  const { wall: dryWall, user: dryUser, sys: drySys } = timeFields(dry.stderr);
 
   // keyctl reencrypt, the real command (wall time includes process start-up).
   const serverBefore = serverCpuSeconds();
   const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
   if (timed.status !== 0) throw new Error(`keyctl reencrypt exited ${timed.status}: ${timed.stderr}`);
   const serverCpu = serverCpuSeconds() - serverBefore;
-  const [rssKb, wall, userCpu, sysCpu] = timed.stderr.trim().split('\n').at(-1).split(' ').map(Number);
+  const { rssKb, wall, user: userCpu, sys: sysCpu } = timeFields(timed.stderr);
   const report = JSON.parse(timed.stdout);
   if (report.remaining !== 0) throw new Error(`reencrypt left ${report.remaining} values`);
 
   // Database ceiling: server-side rewrite of both columns in keyset batches of 1000.
+  /** @type {(column: string) => string} */
   const concat = dbKind === 'mysql' ? (c) => `CONCAT('v3', SUBSTRING(${c}, 3))` : (c) => `'v3' || substr(${c}, 3)`;
   t0 = performance.now();
   for (let lo = 0; lo < rows; lo += 1000) {
@@ -227,11 +259,13 @@ async function main() {
   const naiveSecs = (performance.now() - t0) / 1000;
   await knex.destroy();
 
+  /** @type {(n: number, s: number) => number} */
   const rate = (n, s) => n / s;
   const keyctlRate = rate(rows, wall);
   const cryptoRate = rate(rows, cryptoSecs);
   const dbRate = rate(rows, dbSecs);
   const naiveRate = rate(pages * 100, naiveSecs);
+  /** @param {number} x */
   const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(10);
   const lines = [
     `db=${dbKind} rows=${rows} (2 encrypted columns per row) node=${process.version} cpus=${os.cpus().length}`,

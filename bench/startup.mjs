@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
 const runs = Number(process.argv[2] ?? 20);
+if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be a whole number of at least 1, not ${process.argv[2]}`);
 for (const args of [['--version'], ['--help']]) {
   const times = [];
   for (let i = 0; i < runs; i++) {
@@ -16,5 +17,8 @@ for (const args of [['--version'], ['--help']]) {
     if (r.status !== 0) throw new Error(`keyctl ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   }
   times.sort((a, b) => a - b);
-  console.log(`keyctl ${args.join(' ').padEnd(10)} runs=${runs} median=${times[Math.floor(runs / 2)].toFixed(0)} ms  max=${times[runs - 1].toFixed(0)} ms`);
+  // runs >= 1, so both indexes are inside the array.
+  const median = /** @type {number} */ (times[Math.floor(runs / 2)]);
+  const max = /** @type {number} */ (times[runs - 1]);
+  console.log(`keyctl ${args.join(' ').padEnd(10)} runs=${runs} median=${median.toFixed(0)} ms  max=${max.toFixed(0)} ms`);
 }
