@@ -18,11 +18,18 @@ try {
   process.stderr.write('keyctl: error: the current directory no longer exists\nkeyctl: hint: cd to the directory holding keyctl.yaml (or pass --config PATH from an existing directory)\n');
   process.exit(2);
 }
+// Everything keyctl takes from the process, handed in here (tests hand in their own).
 process.exitCode = await cli.main({
   argv: process.argv,
   env: process.env,
   cwd,
   stdout: process.stdout,
   stderr: process.stderr,
+  stdin: process.stdin,
   stdinIsTTY: Boolean(process.stdin.isTTY),
+  onSignal: (signal, handler) => {
+    process.on(signal, handler);
+    return () => void process.off(signal, handler);
+  },
+  exitNow: (status) => process.exit(status),
 });

@@ -1,6 +1,8 @@
 /**
  * What every command handler gets from the CLI layer: parsed global flags, the output, the
- * process environment and helpers to open the configured database and keystore.
+ * environment, the terminal (input, width, signals, an immediate exit) and helpers to open the
+ * configured database and keystore. Handlers touch no `process.*`: main builds all of this from
+ * the MainIO that bin/keyctl.js (or a test) passes in.
  */
 import os from 'node:os';
 import type { CoreContext } from '../core/context.js';
@@ -14,12 +16,22 @@ export interface GlobalFlags {
   actor?: string;
 }
 
+export type Signal = 'SIGINT' | 'SIGTERM';
+
 export interface CliRuntime {
   flags: GlobalFlags;
   output: Output;
   env: NodeJS.ProcessEnv;
   cwd: string;
   stdinIsTTY: boolean;
+  /** The width of the terminal on stderr now, in columns; 0 when unknown or not a terminal. */
+  columns: () => number;
+  /** Ask one question on the terminal and return the line typed (stdin must be a terminal, or --yes given). */
+  ask: (question: string) => Promise<string>;
+  /** Call `handler` on each SIGINT/SIGTERM until the returned function is called (instead of dying). */
+  onSignal: (signal: Signal, handler: (signal: Signal) => void) => () => void;
+  /** Leave now with `status`, not waiting for the command to return (a second Ctrl-C). */
+  exitNow: (status: number) => void;
   now: () => Date;
   /**
    * Run another keyctl command in this process, with its normal output and progress, and the same

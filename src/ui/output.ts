@@ -17,13 +17,26 @@ export interface Stream {
   isTTY?: boolean;
 }
 
+/** A stream as the process has it (process.stdout, process.stderr): a terminal says so and reports its width. */
+export type TextStream = NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+
+/** stderr when it is a terminal: where a live progress line (a spinner) may redraw itself. */
+export interface Terminal {
+  stream: NodeJS.WritableStream;
+  /** Its width now, in columns; 0 when it reports none. */
+  columns(): number;
+}
+
 export interface OutputOptions {
   json: boolean;
   /** false when --no-color was given */
   color: boolean;
+  /** The environment keyctl runs in (NO_COLOR, TERM, KEYCTL_DEBUG). */
   env: NodeJS.ProcessEnv;
   stdout: Stream;
   stderr: Stream;
+  /** stderr as a terminal, when it is one. */
+  terminal?: Terminal;
 }
 
 export class Output implements Logger {
@@ -32,8 +45,11 @@ export class Output implements Logger {
   readonly out: ChalkInstance;
   readonly err: ChalkInstance;
   readonly interactive: boolean;
+  /** stderr as a terminal, when it is one (for a live progress line). */
+  readonly terminal: Terminal | undefined;
   private readonly stdout: Stream;
   private readonly stderr: Stream;
+  private readonly debug: boolean;
 
   constructor(opts: OutputOptions) {
     this.json = opts.json;
@@ -43,6 +59,8 @@ export class Output implements Logger {
     this.out = new Chalk({ level: !noColor && opts.stdout.isTTY ? 1 : 0 });
     this.err = new Chalk({ level: !noColor && opts.stderr.isTTY ? 1 : 0 });
     this.interactive = Boolean(opts.stderr.isTTY) && !opts.json;
+    this.terminal = opts.terminal;
+    this.debug = Boolean(opts.env.KEYCTL_DEBUG);
   }
 
   info(message: string): void {
@@ -86,7 +104,7 @@ export class Output implements Logger {
       `${this.err.red('keyctl: error:')} unexpected internal error: ${message}\n` +
         `${this.err.cyan('keyctl: hint:')} this is a bug in keyctl; run again with KEYCTL_DEBUG=1 for a stack trace and report it\n`,
     );
-    if (process.env.KEYCTL_DEBUG && err instanceof Error && err.stack) this.stderr.write(`${err.stack}\n`);
+    if (this.debug && err instanceof Error && err.stack) this.stderr.write(`${err.stack}\n`);
     if (this.json) this.stdout.write(`${JSON.stringify({ ok: false, error: { kind: 'internal', exitCode: ExitCode.INTERNAL, message } })}\n`);
     return ExitCode.INTERNAL;
   }

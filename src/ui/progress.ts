@@ -1,6 +1,7 @@
 /**
  * Progress for long commands, on stderr: a spinner line in a terminal, a plain line every few
- * seconds otherwise (tmux logs, `| tee`, cron mail).
+ * seconds otherwise (tmux logs, `| tee`, cron mail). The terminal (stream and width) comes from
+ * the Output, which main builds from the streams it was given.
  */
 import type { Output } from './output.js';
 
@@ -16,12 +17,13 @@ export interface ProgressLine {
 export async function startProgress(output: Output, first: string, intervalMs = 5000): Promise<ProgressLine> {
   // A terminal that reports no width (e.g. a pty without a window size) cannot host a one-line
   // spinner: ora would keep clearing lines it thinks the text wrapped onto. Use plain lines there.
-  const columns = process.stderr.columns ?? 0;
-  if (output.interactive && columns > 0) {
+  const terminal = output.terminal;
+  const columns = terminal?.columns() ?? 0;
+  if (output.interactive && terminal && columns > 0) {
     const { default: ora } = await import('ora');
     // Keep the text on one line so the spinner redraws in place.
     const fit = (t: string) => (t.length > columns - 3 ? `${t.slice(0, Math.max(0, columns - 4))}…` : t);
-    const spinner = ora({ text: fit(first), stream: process.stderr, discardStdin: false }).start();
+    const spinner = ora({ text: fit(first), stream: terminal.stream, discardStdin: false }).start();
     return {
       update: (t) => void (spinner.text = fit(t)),
       log: (t) => {

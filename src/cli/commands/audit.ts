@@ -4,13 +4,7 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { UsageError } from '../../base/errors.js';
 import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-
-interface Flags {
-  rotation?: string;
-  all?: boolean;
-  format: 'table' | 'json' | 'markdown';
-  verify?: boolean;
-}
+import type { AuditOptions } from '../specs/audit.js';
 
 function duration(ms: number): string {
   if (ms < 1000) return `${ms} ms`;
@@ -33,7 +27,7 @@ function summary(r: Pick<AuditRow, 'details'>): string {
   return parts.join('; ');
 }
 
-export async function run(rt: CliRuntime, f: Flags): Promise<number> {
+export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     if (f.verify) {
       const reports = await verifyAuditChain(ctx.db);
@@ -48,8 +42,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
     }
     let rotation: Rotation | null = null;
     if (f.rotation !== undefined) {
-      if (!/^\d+$/.test(f.rotation)) throw new UsageError(`--rotation expects a rotation id (a number), found "${f.rotation}"`);
-      rotation = await getRotation(ctx.db, Number(f.rotation));
+      rotation = await getRotation(ctx.db, f.rotation);
       if (!rotation || rotation.keyring !== ctx.config.keyring) {
         throw new UsageError(`keyring ${ctx.config.keyring} has no rotation #${f.rotation}`, 'run `keyctl audit --all` to see every rotation of this keyring');
       }

@@ -2,8 +2,9 @@
 import { generate } from '../../core/rotation/generate.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { GenerateOptions } from '../specs/generate.js';
 
-export async function run(rt: CliRuntime, f: { emergency?: boolean; compromised?: string; reason?: string }): Promise<number> {
+export async function run(rt: CliRuntime, f: GenerateOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     const g = await generate(ctx, { emergency: Boolean(f.emergency), reason: f.reason, compromised: f.compromised });
     if (g.escalated) {

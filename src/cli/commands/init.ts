@@ -6,22 +6,9 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { initProject } from '../../core/init.js';
 import { parseKeyBase64 } from '../../crypto/keys.js';
 import { actorName, type CliRuntime } from '../runtime.js';
+import type { InitOptions } from '../specs/init.js';
 
-interface InitFlags {
-  demo?: boolean;
-  rows: string;
-  keyFromEnv?: string;
-  database?: string;
-  keyring?: string;
-  force?: boolean;
-  existingConfig?: boolean;
-}
-
-export async function run(rt: CliRuntime, flags: InitFlags): Promise<number> {
-  const rows = Number(flags.rows);
-  if (!/^\d+$/.test(flags.rows) || !Number.isSafeInteger(rows)) {
-    throw new UsageError(`--rows expects a whole number, found "${flags.rows}"`, 'e.g. keyctl init --demo --rows 1000');
-  }
+export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
   let adoptKey: { source: string; key: Buffer } | undefined;
   if (flags.keyFromEnv) {
     const name = flags.keyFromEnv;
@@ -43,7 +30,7 @@ export async function run(rt: CliRuntime, flags: InitFlags): Promise<number> {
     configFile: file,
     force: Boolean(flags.force),
     demo: Boolean(flags.demo),
-    rows,
+    rows: flags.rows,
     ...(adoptKey ? { adoptKey } : {}),
     ...(flags.database ? { database: flags.database } : {}),
     ...(flags.keyring ? { keyring: flags.keyring } : {}),

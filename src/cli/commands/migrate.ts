@@ -4,8 +4,9 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { openDatabase } from '../../db/connect.js';
 import { migrate, releaseMigrationLock } from '../../db/migrations.js';
 import type { CliRuntime } from '../runtime.js';
+import type { MigrateOptions } from '../specs/migrate.js';
 
-export async function run(rt: CliRuntime, flags: { unlock?: boolean }): Promise<number> {
+export async function run(rt: CliRuntime, flags: MigrateOptions): Promise<number> {
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {

@@ -2,8 +2,9 @@
 import { promote } from '../../core/rotation/steps.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { PromoteOptions } from '../specs/promote.js';
 
-export async function run(rt: CliRuntime, f: { force?: boolean; reason?: string }): Promise<number> {
+export async function run(rt: CliRuntime, f: PromoteOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     const r = await promote(ctx, { force: f.force, reason: f.reason });
     return done(rt, r, `${r.oldVersion} removed from the published keyring and archived for rollback until ${r.rollbackDeadline?.toISOString()}`);

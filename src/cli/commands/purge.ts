@@ -2,8 +2,9 @@
 import { purge } from '../../core/purge.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { PurgeOptions } from '../specs/purge.js';
 
-export async function run(rt: CliRuntime, f: { dryRun?: boolean }): Promise<number> {
+export async function run(rt: CliRuntime, f: PurgeOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     const r = await purge(ctx, { dryRun: Boolean(f.dryRun) });
     const kept = r.kept.map((k) => ({ version: k.version, retiredAt: k.retiredAt.toISOString(), destroyAfter: k.destroyAfter?.toISOString() ?? null }));

@@ -4,19 +4,19 @@ import { recoverTest } from '../../core/backup.js';
 import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { RecoverTestOptions } from '../specs/recover-test.js';
 import { passphraseFrom } from './restore.js';
 
-export async function run(rt: CliRuntime, f: { backup?: string; identity?: string; passphraseEnv?: string; sample: string }): Promise<number> {
-  if (!f.identity) throw new UsageError('recover-test needs --identity FILE: the armored secret key of a backup recipient');
-  const sample = Number(f.sample);
-  if (!/^\d+$/.test(f.sample) || sample < 1) throw new UsageError(`--sample expects a whole number ≥ 1, found "${f.sample}"`);
+export async function run(rt: CliRuntime, f: RecoverTestOptions): Promise<number> {
+  const identity = f.identity;
+  if (!identity) throw new UsageError('recover-test needs --identity FILE: the armored secret key of a backup recipient');
   const passphrase = passphraseFrom(rt, f.passphraseEnv);
   return withCoreContext(rt, async (ctx) => {
     const r = await recoverTest(ctx, {
       ...(f.backup ? { backupFile: path.resolve(rt.cwd, f.backup) } : {}),
-      identityFile: path.resolve(rt.cwd, f.identity!),
+      identityFile: path.resolve(rt.cwd, identity),
       ...(passphrase !== undefined ? { passphrase } : {}),
-      sample,
+      sample: f.sample,
     });
     const c = rt.output.out;
     rt.output.result(r, () => {

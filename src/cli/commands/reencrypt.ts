@@ -1,35 +1,16 @@
 /**
  * `keyctl reencrypt`: runs the engine with progress; Ctrl-C / SIGTERM finish the current batch,
- * save the cursor and exit INTERRUPTED; a second signal stops at once (still safe: each batch is
- * one statement in one transaction).
+ * save the cursor and return INTERRUPTED; a second signal stops at once (still safe: each batch is
+ * one statement in one transaction). Signals come through the runtime's hook, not `process`.
  */
 import path from 'node:path';
 import { ExitCode } from '../../base/exit-codes.js';
-import { UsageError } from '../../base/errors.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { nextStep } from '../../rotation/machine.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';
 import { startProgress, type ProgressLine } from '../../ui/progress.js';
-import { withCoreContext, type CliRuntime } from '../runtime.js';
-
-interface Flags {
-  dryRun?: boolean;
-  batchSize?: string;
-  chunkTime: string;
-  maxRate?: string;
-  sleep?: string;
-  pauseFile?: string;
-  maxLoad?: string;
-  table?: string;
-  shard?: string;
-  cryptoWorkers?: string;
-}
-
-function wholeNumber(flag: string, value: string | undefined, min: number): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < min) throw new UsageError(`${flag} expects a whole number ≥ ${min}, found "${value}"`);
-  return Number(value);
-}
+import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
+import { DEFAULT_CHUNK_TIME, type ReencryptOptions } from '../specs/reencrypt.js';
 
 function duration(s: number): string {
   if (!Number.isFinite(s)) return '?';
@@ -53,45 +34,35 @@ class RecentRate {
 }
 
 /** The same command with the same limits, for the operator to paste. */
-function resumeCommand(rt: CliRuntime, f: Flags): string {
+function resumeCommand(rt: CliRuntime, f: ReencryptOptions): string {
   const parts = ['keyctl'];
   if (rt.flags.config) parts.push('--config', rt.flags.config);
   parts.push('reencrypt');
-  const flag = (name: string, v: string | undefined) => v !== undefined && parts.push(name, v);
+  const flag = (name: string, v: string | number | undefined) => v !== undefined && parts.push(name, String(v));
   flag('--batch-size', f.batchSize);
-  if (f.chunkTime !== '0.5') flag('--chunk-time', f.chunkTime);
+  if (f.chunkTime !== DEFAULT_CHUNK_TIME) flag('--chunk-time', f.chunkTime);
   flag('--max-rate', f.maxRate);
   flag('--sleep', f.sleep);
   flag('--pause-file', f.pauseFile);
   flag('--max-load', f.maxLoad);
   flag('--table', f.table);
-  flag('--shard', f.shard);
+  flag('--shard', f.shard && shardText(f.shard));
   flag('--crypto-workers', f.cryptoWorkers);
   return parts.join(' ');
 }
 
-export async function run(rt: CliRuntime, f: Flags): Promise<number> {
-  const batchSize = wholeNumber('--batch-size', f.batchSize, 1);
-  const maxRate = wholeNumber('--max-rate', f.maxRate, 1);
-  const sleepMs = wholeNumber('--sleep', f.sleep, 0);
-  const maxLoad = wholeNumber('--max-load', f.maxLoad, 1);
-  const cryptoWorkers = wholeNumber('--crypto-workers', f.cryptoWorkers, 0);
-  const chunkTime = Number(f.chunkTime);
-  if (!(chunkTime > 0 && chunkTime <= 60)) throw new UsageError(`--chunk-time expects seconds between 0 and 60, found "${f.chunkTime}"`);
+function shardText(s: { index: number; count: number }): string {
+  return `${s.index}/${s.count}`;
+}
+
+export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> {
   const pauseFile = f.pauseFile ? path.resolve(rt.cwd, f.pauseFile) : undefined;
-  let shard: { index: number; count: number } | undefined;
-  if (f.shard !== undefined) {
-    const m = /^(\d+)\/(\d+)$/.exec(f.shard);
-    if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) {
-      throw new UsageError(`--shard expects I/N with 0 ≤ I < N, found "${f.shard}"`, 'e.g. --shard 0/4 … --shard 3/4, one process each (in Kubernetes: --shard $JOB_COMPLETION_INDEX/4)');
-    }
-    shard = { index: Number(m[1]), count: Number(m[2]) };
-  }
+  const shard = f.shard;
 
   const stop = new AbortController();
   let progress: ProgressLine | undefined;
   let signals = 0;
-  const onSignal = (sig: NodeJS.Signals) => {
+  const onSignal = (sig: Signal) => {
     signals++;
     if (signals === 1) {
       // Through the progress line, so a spinner is cleared first instead of left behind.
@@ -101,11 +72,10 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
       stop.abort();
     } else {
       rt.output.info(`keyctl: stopping now; the last committed batch is saved. Run the same command to resume.`);
-      process.exit(ExitCode.INTERRUPTED);
+      rt.exitNow(ExitCode.INTERRUPTED);
     }
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const unsubscribe = [rt.onSignal('SIGINT', onSignal), rt.onSignal('SIGTERM', onSignal)];
   progress = await startProgress(rt.output, f.dryRun ? 'reencrypt --dry-run: scanning…' : 'reencrypt: starting…');
   const rate = new RecentRate();
   let currentTable = '';
@@ -128,16 +98,16 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
       const started = Date.now();
       const report = await reencrypt(ctx, {
         dryRun: Boolean(f.dryRun),
-        batchSize,
-        chunkTimeMs: chunkTime * 1000,
-        maxRate,
-        sleepMs,
+        batchSize: f.batchSize,
+        chunkTimeMs: f.chunkTime * 1000,
+        maxRate: f.maxRate,
+        sleepMs: f.sleep,
         pauseFile,
-        maxLoad,
+        maxLoad: f.maxLoad,
         table: f.table,
         shard,
         signal: stop.signal,
-        ...(cryptoWorkers !== undefined ? { cryptoWorkers } : {}),
+        ...(f.cryptoWorkers !== undefined ? { cryptoWorkers: f.cryptoWorkers } : {}),
         onRetry: (m) => progress!.log(`keyctl: ${m}`),
         onProgress: (e) => {
           if (e.table !== currentTable) {
@@ -192,7 +162,7 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
           else if (report.dryRun) lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());
           else if (report.remaining === 0) lines.push(`${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${nextStep(report.rotation.phase)}`);
           else if (report.failures.length > 0) lines.push(`${report.remaining} value(s) are still not under ${report.target}: those that cannot be decrypted need repair (or removal) by hand, then run reencrypt again`);
-          else if (shard && report.tables.every((t) => t.remaining === 0)) lines.push(`shard ${f.shard} is done; ${report.remaining} value(s) of other shards are still not under ${report.target} (the last shard to finish moves the rotation on)`);
+          else if (shard && report.tables.every((t) => t.remaining === 0)) lines.push(`shard ${shardText(shard)} is done; ${report.remaining} value(s) of other shards are still not under ${report.target} (the last shard to finish moves the rotation on)`);
           else if (f.table) lines.push(`${report.remaining} value(s) in other targets are still not under ${report.target}; run reencrypt without --table`);
           else lines.push(`${report.remaining} value(s) are still not under ${report.target} after several passes: an application instance is probably still writing with an old key; make it reload the keyring, then run reencrypt again`);
           return lines.join('\n');
@@ -207,7 +177,6 @@ export async function run(rt: CliRuntime, f: Flags): Promise<number> {
     });
   } finally {
     progress?.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const off of unsubscribe) off();
   }
 }

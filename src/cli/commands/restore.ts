@@ -1,10 +1,10 @@
 /** `keyctl restore`: bring key versions back into the keystore from a backup (disaster recovery). */
 import path from 'node:path';
-import { createInterface } from 'node:readline/promises';
 import { restoreBackup, type RestorePlan } from '../../core/backup.js';
 import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { RestoreOptions } from '../specs/restore.js';
 
 /** The identity's passphrase from the variable named by --passphrase-env (never from argv). */
 export function passphraseFrom(rt: CliRuntime, name: string | undefined): string | undefined {
@@ -26,27 +26,23 @@ function describePlan(p: RestorePlan): string {
     .join('\n');
 }
 
-export async function run(rt: CliRuntime, f: { backup?: string; identity?: string; passphraseEnv?: string; yes?: boolean; allowUnknown?: boolean; reason?: string }): Promise<number> {
-  if (f.allowUnknown && !f.reason?.trim()) throw new UsageError('--allow-unknown needs --reason TEXT (recorded in the audit)');
-  if (!f.backup) throw new UsageError('restore needs --backup FILE');
-  if (!f.identity) throw new UsageError('restore needs --identity FILE: the armored secret key of a backup recipient');
+export async function run(rt: CliRuntime, f: RestoreOptions): Promise<number> {
+  const { backup, identity, reason } = f;
+  if (f.allowUnknown && !reason?.trim()) throw new UsageError('--allow-unknown needs --reason TEXT (recorded in the audit)');
+  if (!backup) throw new UsageError('restore needs --backup FILE');
+  if (!identity) throw new UsageError('restore needs --identity FILE: the armored secret key of a backup recipient');
   if (!f.yes && !rt.stdinIsTTY) throw new UsageError('restore asks for confirmation, and there is no terminal to ask on', 'check the plan with a terminal, or pass --yes');
   const passphrase = passphraseFrom(rt, f.passphraseEnv);
   return withCoreContext(rt, async (ctx) => {
     const r = await restoreBackup(ctx, {
-      backupFile: path.resolve(rt.cwd, f.backup!),
-      identityFile: path.resolve(rt.cwd, f.identity!),
-      ...(f.allowUnknown ? { allowUnknown: { reason: f.reason! } } : {}),
+      backupFile: path.resolve(rt.cwd, backup),
+      identityFile: path.resolve(rt.cwd, identity),
+      ...(f.allowUnknown && reason ? { allowUnknown: { reason } } : {}),
       ...(passphrase !== undefined ? { passphrase } : {}),
       confirm: async (plan) => {
         rt.output.info(describePlan(plan));
         if (f.yes) return true;
-        const rl = createInterface({ input: process.stdin, output: process.stderr });
-        try {
-          return /^y(es)?$/i.test((await rl.question('write these keys to the keystore? [y/N] ')).trim());
-        } finally {
-          rl.close();
-        }
+        return /^y(es)?$/i.test((await rt.ask('write these keys to the keystore? [y/N] ')).trim());
       },
     });
     rt.output.result(r, () =>

@@ -2,8 +2,9 @@
 import { retire, retiredMaterial } from '../../core/rotation/steps.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { RetireOptions } from '../specs/retire.js';
 
-export async function run(rt: CliRuntime, f: { force?: boolean; reason?: string }): Promise<number> {
+export async function run(rt: CliRuntime, f: RetireOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     const r = await retire(ctx, { force: f.force, reason: f.reason });
     const destroyed = retiredMaterial(ctx) === 'destroyed';

@@ -4,12 +4,9 @@ import { getStatus, statusProblems, type StatusReport } from '../../core/status.
 import { nextStep } from '../../rotation/machine.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, type CliRuntime } from '../runtime.js';
+import type { StatusOptions } from '../specs/status.js';
 
-interface StatusFlags {
-  check?: boolean;
-}
-
-export async function run(rt: CliRuntime, flags: StatusFlags): Promise<number> {
+export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number> {
   const ctx = await openCoreContext(rt);
   let report: StatusReport;
   try {

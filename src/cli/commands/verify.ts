@@ -1,19 +1,14 @@
 /** `keyctl verify`: parse flags → core step → render. */
 import { verify } from '../../core/rotation/verify.js';
-import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
 import { rotationJson } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
+import type { VerifyOptions } from '../specs/verify.js';
 
-export async function run(rt: CliRuntime, f: { sample?: string }): Promise<number> {
-  let sample: number | undefined;
-  if (f.sample !== undefined) {
-    sample = Number(f.sample);
-    if (!/^\d+$/.test(f.sample) || sample < 1) throw new UsageError(`--sample expects a whole number ≥ 1, found "${f.sample}"`);
-  }
+export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
-    const v = await verify(ctx, { sample });
+    const v = await verify(ctx, { sample: f.sample });
     const c = rt.output.out;
     rt.output.result(
       {
