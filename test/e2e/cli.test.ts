@@ -1,6 +1,7 @@
 /**
- * End-to-end: the built bin/keyctl.js as a child process, checked on stdout, stderr and exit
- * codes — what a newcomer, an operator and cron see.
+ * The command line as a newcomer, an operator and cron see it: stdout, stderr and exit codes.
+ * Most tests run keyctl in-process (main() with captured streams, the same code the launcher
+ * runs); the launcher itself is checked as a child process.
  */
 import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -9,10 +10,11 @@ import knexFactory from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
-import { json, keyctl } from '../helpers/cli.js';
+import { json, keyctl, keyctlInProcess, startKeyctlInProcess } from '../helpers/cli.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
 
-const ANSI = /\u001b\[/;
+/** The start of an ANSI colour or cursor sequence (ESC [). */
+const ANSI = new RegExp(`${String.fromCharCode(27)}\\[`);
 
 function tmpdir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'keyctl-e2e-'));
@@ -29,28 +31,28 @@ interface StatusJson {
 }
 
 describe('keyctl basics', () => {
-  it('--version prints the package version', async () => {
+  it('the launcher (bin/keyctl.js, a child process) runs the built CLI: --version prints the package version', async () => {
     const r = await keyctl(['--version'], { cwd: tmpdir() });
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
   });
 
   it('--help lists the commands and the exit codes; every command has help', async () => {
-    const r = await keyctl(['--help'], { cwd: tmpdir() });
+    const r = await keyctlInProcess(['--help'], { cwd: tmpdir() });
     expect(r.code).toBe(0);
     for (const word of ['init', 'status', 'migrate', 'Exit codes:', '--json', '--no-color', '--config']) expect(r.stdout).toContain(word);
     for (const cmd of ['init', 'status', 'migrate']) {
-      const h = await keyctl([cmd, '--help'], { cwd: tmpdir() });
+      const h = await keyctlInProcess([cmd, '--help'], { cwd: tmpdir() });
       expect(h.code).toBe(0);
       expect(h.stdout).toContain(`Usage: keyctl ${cmd}`);
     }
   });
 
   it('an unknown command or option is a usage error (exit 2)', async () => {
-    const r = await keyctl(['frobnicate'], { cwd: tmpdir() });
+    const r = await keyctlInProcess(['frobnicate'], { cwd: tmpdir() });
     expect(r.code).toBe(ExitCode.USAGE);
     expect(r.stderr).toContain("unknown command 'frobnicate'");
-    const o = await keyctl(['status', '--bogus'], { cwd: tmpdir() });
+    const o = await keyctlInProcess(['status', '--bogus'], { cwd: tmpdir() });
     expect(o.code).toBe(ExitCode.USAGE);
   });
 });
@@ -58,13 +60,13 @@ describe('keyctl basics', () => {
 describe('a new user on the embedded default (SQLite + file keystore)', () => {
   it('init --demo --rows 1000, then status --json reports 1000 values under v1 per column', async () => {
     const dir = tmpdir();
-    const init = await keyctl(['init', '--demo', '--rows', '1000'], { cwd: dir });
+    const init = await keyctlInProcess(['init', '--demo', '--rows', '1000'], { cwd: dir });
     expect(init.code, init.stderr).toBe(0);
     expect(init.stdout).toContain('wrote keyctl.yaml');
     expect(statMode(path.join(dir, '.keyctl', 'keyring.json'))).toBe(0o600);
     expect(statMode(path.join(dir, '.keyctl'))).toBe(0o700);
 
-    const r = await keyctl(['status', '--json'], { cwd: dir });
+    const r = await keyctlInProcess(['status', '--json'], { cwd: dir });
     expect(r.code, r.stderr).toBe(0);
     const s = json<StatusJson>(r);
     expect(s.keyring).toBe('default');
@@ -81,7 +83,7 @@ describe('a new user on the embedded default (SQLite + file keystore)', () => {
     expect(Math.abs(due - (Date.now() + 90 * 86_400_000))).toBeLessThan(3_600_000);
 
     // Human output without a TTY: no colour codes, and the key never appears anywhere.
-    const human = await keyctl(['status'], { cwd: dir });
+    const human = await keyctlInProcess(['status'], { cwd: dir });
     expect(human.code).toBe(0);
     expect(human.stdout).toContain('customers.email');
     expect(human.stdout).not.toMatch(ANSI);
@@ -92,13 +94,13 @@ describe('a new user on the embedded default (SQLite + file keystore)', () => {
 
   it('refuses to init twice; --force rewrites the config and keeps the keys', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init'], { cwd: dir })).code).toBe(0);
+    expect((await keyctlInProcess(['init'], { cwd: dir })).code).toBe(0);
     const before = readFileSync(path.join(dir, '.keyctl', 'keyring.json'), 'utf8');
-    const again = await keyctl(['init'], { cwd: dir });
+    const again = await keyctlInProcess(['init'], { cwd: dir });
     expect(again.code).toBe(ExitCode.REFUSED);
     expect(again.stderr).toContain('already exists');
     expect(again.stderr).toContain('--force');
-    const forced = await keyctl(['init', '--force', '--json'], { cwd: dir });
+    const forced = await keyctlInProcess(['init', '--force', '--json'], { cwd: dir });
     expect(forced.code, forced.stderr).toBe(0);
     expect(json(forced)).toMatchObject({ ok: true, keySource: 'existing', primary: 'v1' });
     expect(readFileSync(path.join(dir, '.keyctl', 'keyring.json'), 'utf8')).toBe(before);
@@ -107,25 +109,25 @@ describe('a new user on the embedded default (SQLite + file keystore)', () => {
   it('init --key-from-env adopts an existing key as v1', async () => {
     const dir = tmpdir();
     const key = generateKey();
-    const r = await keyctl(['init', '--key-from-env', 'APP_KEY', '--json'], { cwd: dir, env: { APP_KEY: key.toString('base64') } });
+    const r = await keyctlInProcess(['init', '--key-from-env', 'APP_KEY', '--json'], { cwd: dir, env: { APP_KEY: key.toString('base64') } });
     expect(r.code, r.stderr).toBe(0);
     expect(json(r)).toMatchObject({ keySource: 'adopted', fingerprint: fingerprint(key) });
     expect(r.stdout + r.stderr).not.toContain(key.toString('base64'));
-    const s = json<StatusJson>(await keyctl(['status', '--json'], { cwd: dir }));
+    const s = json<StatusJson>(await keyctlInProcess(['status', '--json'], { cwd: dir }));
     expect(s.versions[0]!.fingerprint).toBe(fingerprint(key));
   });
 
   it('status --check passes when healthy and exits 4 on unparseable values', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init', '--demo', '--rows', '20'], { cwd: dir })).code).toBe(0);
-    expect((await keyctl(['status', '--check'], { cwd: dir })).code).toBe(0);
+    expect((await keyctlInProcess(['init', '--demo', '--rows', '20'], { cwd: dir })).code).toBe(0);
+    expect((await keyctlInProcess(['status', '--check'], { cwd: dir })).code).toBe(0);
     const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'keyctl.db') }, useNullAsDefault: true });
     await knex('customers').where('id', '<=', 3).update({ notes: 'not encrypted' });
     await knex.destroy();
-    const r = await keyctl(['status', '--check'], { cwd: dir });
+    const r = await keyctlInProcess(['status', '--check'], { cwd: dir });
     expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
     expect(r.stderr).toContain('customers.notes: 3 unparseable value(s)');
-    const j = await keyctl(['status', '--check', '--json'], { cwd: dir });
+    const j = await keyctlInProcess(['status', '--check', '--json'], { cwd: dir });
     expect(j.code).toBe(ExitCode.PROBLEMS_FOUND);
     expect(json<{ problems: string[] }>(j).problems).toEqual(['customers.notes: 3 unparseable value(s)']);
   });
@@ -136,10 +138,10 @@ describe('a new user on the embedded default (SQLite + file keystore)', () => {
     writeFileSync(path.join(dir, 'prod.yaml'), 'database:\n  client: sqlite\n  connection: app.db\nkeystore:\n  provider: env\n');
     writeFileSync(path.join(dir, 'app.db'), '');
     const env = { KEYCTL_CONFIG: path.join(dir, 'prod.yaml'), KEYCTL_KEY_V1: key.toString('base64') };
-    const r = await keyctl(['status', '--json'], { cwd: tmpdir(), env });
+    const r = await keyctlInProcess(['status', '--json'], { cwd: tmpdir(), env });
     expect(r.code, r.stderr).toBe(0);
     expect(json<StatusJson>(r).versions[0]!.fingerprint).toBe(fingerprint(key));
-    const bad = await keyctl(['status'], { cwd: tmpdir(), env: { ...env, KEYCTL_KEY_V1: 'c2hvcnQ=' } });
+    const bad = await keyctlInProcess(['status'], { cwd: tmpdir(), env: { ...env, KEYCTL_KEY_V1: 'c2hvcnQ=' } });
     expect(bad.code).toBe(ExitCode.KEYSTORE);
     expect(bad.stderr).toContain('KEYCTL_KEY_V1 decodes to 5 bytes, expected 32');
     expect(bad.stderr).not.toContain('c2hvcnQ=');
@@ -155,7 +157,7 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
   }
 
   it('no config suggests keyctl init', async () => {
-    const r = await keyctl(['status'], { cwd: tmpdir() });
+    const r = await keyctlInProcess(['status'], { cwd: tmpdir() });
     expect(r.code).toBe(ExitCode.USAGE);
     expectShort(r.stderr);
     expect(r.stderr).toContain('no keyctl configuration found');
@@ -165,7 +167,7 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
   it('malformed YAML names the line', async () => {
     const dir = tmpdir();
     writeFileSync(path.join(dir, 'keyctl.yaml'), 'database:\n  client: sqlite\n connection: [\n');
-    const r = await keyctl(['status'], { cwd: dir });
+    const r = await keyctlInProcess(['status'], { cwd: dir });
     expect(r.code).toBe(ExitCode.USAGE);
     expectShort(r.stderr);
     expect(r.stderr).toMatch(/keyctl\.yaml:\d+:\d+: YAML syntax error/);
@@ -173,8 +175,11 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
 
   it('unknown keys are named with a suggestion', async () => {
     const dir = tmpdir();
-    writeFileSync(path.join(dir, 'keyctl.yaml'), 'database:\n  client: sqlite\n  connection: x.db\nkeystore:\n  provider: file\npolicy:\n  rotationIntervallDays: 30\n');
-    const r = await keyctl(['status'], { cwd: dir });
+    writeFileSync(
+      path.join(dir, 'keyctl.yaml'),
+      'database:\n  client: sqlite\n  connection: x.db\nkeystore:\n  provider: file\npolicy:\n  rotationIntervallDays: 30\n',
+    );
+    const r = await keyctlInProcess(['status'], { cwd: dir });
     expect(r.code).toBe(ExitCode.USAGE);
     expectShort(r.stderr);
     expect(r.stderr).toContain('keyctl.yaml: policy.rotationIntervallDays: unknown key (did you mean "rotationIntervalDays"?)');
@@ -183,13 +188,13 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
   it('a wrong database URL names client, host and port, without the password', async () => {
     const dir = tmpdir();
     writeFileSync(path.join(dir, 'keyctl.yaml'), 'database:\n  client: pg\n  connection: ${DATABASE_URL}\nkeystore:\n  provider: file\n');
-    const r = await keyctl(['status'], { cwd: dir, env: { DATABASE_URL: 'postgres://app:s3cret@127.0.0.1:1/app' } });
+    const r = await keyctlInProcess(['status'], { cwd: dir, env: { DATABASE_URL: 'postgres://app:s3cret@127.0.0.1:1/app' } });
     expect(r.code).toBe(ExitCode.DATABASE);
     expectShort(r.stderr);
     expect(r.stderr).toContain('PostgreSQL at 127.0.0.1:1');
     expect(r.stderr).toContain('connection refused');
     expect(r.stderr).not.toContain('s3cret');
-    const j = await keyctl(['status', '--json'], { cwd: dir, env: { DATABASE_URL: 'mysql://root@127.0.0.1:1/app' } });
+    const j = await keyctlInProcess(['status', '--json'], { cwd: dir, env: { DATABASE_URL: 'mysql://root@127.0.0.1:1/app' } });
     expect(j.code).toBe(ExitCode.USAGE);
     expect(json(j)).toMatchObject({ ok: false, error: { kind: 'usage' } });
     expect(j.stderr).toContain('scheme "mysql" but database.client is "pg"');
@@ -197,10 +202,10 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
 
   it('a world-readable key file is refused with the chmod fix', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init'], { cwd: dir })).code).toBe(0);
+    expect((await keyctlInProcess(['init'], { cwd: dir })).code).toBe(0);
     const file = path.join(dir, '.keyctl', 'keyring.json');
     chmodSync(file, 0o644);
-    const r = await keyctl(['status'], { cwd: dir });
+    const r = await keyctlInProcess(['status'], { cwd: dir });
     expect(r.code).toBe(ExitCode.KEYSTORE);
     expectShort(r.stderr);
     expect(r.stderr).toContain('mode 0644');
@@ -210,7 +215,7 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
   it('a bad base64 key is refused without echoing it', async () => {
     for (const bad of ['not-base64!!', Buffer.alloc(16).toString('base64')]) {
       const dir = tmpdir();
-      const r = await keyctl(['init', '--key-from-env', 'OLD_KEY'], { cwd: dir, env: { OLD_KEY: bad } });
+      const r = await keyctlInProcess(['init', '--key-from-env', 'OLD_KEY'], { cwd: dir, env: { OLD_KEY: bad } });
       expect(r.code).toBe(ExitCode.USAGE);
       expectShort(r.stderr);
       expect(r.stderr).toContain('OLD_KEY');
@@ -220,7 +225,7 @@ describe('bad input, as a new user would try it: one screen saying what to fix, 
   });
 
   it('--json errors are one JSON object on stdout', async () => {
-    const r = await keyctl(['status', '--json'], { cwd: tmpdir() });
+    const r = await keyctlInProcess(['status', '--json'], { cwd: tmpdir() });
     expect(r.code).toBe(ExitCode.USAGE);
     expect(json(r)).toMatchObject({ ok: false, error: { kind: 'config', exitCode: 2 } });
   });
@@ -237,15 +242,15 @@ for (const dialect of DIALECTS.filter((d) => d !== 'sqlite')) {
     it('init --demo --database ${URL} then status --json reports 1000 values under v1', async () => {
       tdb = await createTestDatabase(dialect);
       const env = { APP_DATABASE_URL: tdb.connection };
-      const init = await keyctl(['init', '--demo', '--rows', '1000', '--database', '${APP_DATABASE_URL}'], { cwd: tdb.dir, env });
+      const init = await keyctlInProcess(['init', '--demo', '--rows', '1000', '--database', '${APP_DATABASE_URL}'], { cwd: tdb.dir, env });
       expect(init.code, init.stderr).toBe(0);
       const config = readFileSync(path.join(tdb.dir, 'keyctl.yaml'), 'utf8');
       expect(config).toContain('${APP_DATABASE_URL}');
       expect(config).toContain(`client: ${dialect}`);
-      const r = await keyctl(['status', '--json'], { cwd: tdb.dir, env });
+      const r = await keyctlInProcess(['status', '--json'], { cwd: tdb.dir, env });
       expect(r.code, r.stderr).toBe(0);
       expect(json<StatusJson>(r).targets.map((t) => t.counts)).toEqual([{ v1: 1000 }, { v1: 1000 }, { v1: 1000 }]);
-      expect((await keyctl(['migrate', '--json'], { cwd: tdb.dir, env })).stdout).toContain('"applied": []');
+      expect((await keyctlInProcess(['migrate', '--json'], { cwd: tdb.dir, env })).stdout).toContain('"applied": []');
     });
   });
 }
@@ -256,8 +261,77 @@ function statMode(p: string): number {
 
 describe('keyctl without a command', () => {
   it('shows the help on stderr and exits 2', async () => {
-    const r = await keyctl([], { cwd: tmpdir() });
+    const r = await keyctlInProcess([], { cwd: tmpdir() });
     expect(r.code).toBe(ExitCode.USAGE);
     expect(r.stderr).toContain('Usage: keyctl');
+  });
+});
+
+describe('option values are parsed by the command specs', () => {
+  it('a bad number names the flag and what it expects (exit 2), also as one JSON object with --json after it', async () => {
+    const cwd = tmpdir();
+    const r = await keyctlInProcess(['reencrypt', '--batch-size', '0'], { cwd });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toBe('keyctl: error: --batch-size expects a whole number ≥ 1, found "0"\n');
+    const j = await keyctlInProcess(['reencrypt', '--shard', '4/4', '--json'], { cwd });
+    expect(j.code).toBe(ExitCode.USAGE);
+    expect(json(j)).toMatchObject({
+      ok: false,
+      error: { kind: 'usage', message: '--shard expects I/N with 0 ≤ I < N, found "4/4"', hint: expect.stringContaining('--shard 0/4') },
+    });
+    const rows = await keyctlInProcess(['init', '--demo', '--rows', '1e3'], { cwd });
+    expect(rows.code).toBe(ExitCode.USAGE);
+    expect(rows.stderr).toContain('keyctl: error: --rows expects a whole number, found "1e3"\nkeyctl: hint: e.g. keyctl init --demo --rows 1000');
+    for (const [args, message] of [
+      [['reencrypt', '--chunk-time', '61'], '--chunk-time expects seconds between 0 and 60, found "61"'],
+      [['verify', '--sample', 'all'], '--sample expects a whole number ≥ 1, found "all"'],
+      [['audit', '--rotation', 'latest'], '--rotation expects a rotation id (a number), found "latest"'],
+    ] as const) {
+      const e = await keyctlInProcess([...args], { cwd });
+      expect([e.code, e.stderr.split('\n')[0]]).toEqual([ExitCode.USAGE, `keyctl: error: ${message}`]);
+    }
+  });
+});
+
+describe('reencrypt interrupted through the injected signal hook (in-process)', () => {
+  async function dualKeyProject(): Promise<string> {
+    const cwd = tmpdir();
+    for (const args of [['init', '--demo', '--rows', '3000'], ['generate'], ['dual-key']]) {
+      const r = await keyctlInProcess(args, { cwd });
+      expect(r.code, r.stderr).toBe(0);
+    }
+    return cwd;
+  }
+
+  async function untilRewriting(run: { readonly stderr: string }): Promise<void> {
+    while (!/ rewritten, /.test(run.stderr)) await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+
+  it('one SIGINT finishes the batch, prints the resume line and returns 7; the same command then completes', async () => {
+    const cwd = await dualKeyProject();
+    const run = startKeyctlInProcess(['reencrypt', '--batch-size', '50', '--crypto-workers', '0'], { cwd });
+    await untilRewriting(run);
+    run.signal('SIGINT');
+    const r = await run.done;
+    expect(r.code).toBe(ExitCode.INTERRUPTED);
+    expect(run.exitedNow).toBeUndefined();
+    expect(r.stderr).toContain('keyctl: SIGINT: finishing the current batch and saving the cursor');
+    expect(r.stdout).toContain('resume with: keyctl reencrypt --batch-size 50 --crypto-workers 0');
+    const resumed = await keyctlInProcess(['reencrypt', '--crypto-workers', '0', '--json'], { cwd });
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(json(resumed)).toMatchObject({ remaining: 0, interrupted: false });
+  });
+
+  it('a second signal exits 7 at once through the injected exit; the handlers are gone afterwards', async () => {
+    const cwd = await dualKeyProject();
+    const run = startKeyctlInProcess(['reencrypt', '--batch-size', '50', '--crypto-workers', '0'], { cwd });
+    await untilRewriting(run);
+    run.signal('SIGTERM');
+    run.signal('SIGINT');
+    expect(run.exitedNow).toBe(ExitCode.INTERRUPTED);
+    expect(run.stderr).toContain('keyctl: stopping now; the last committed batch is saved. Run the same command to resume.');
+    expect((await run.done).code).toBe(ExitCode.INTERRUPTED);
+    run.signal('SIGINT');
+    expect(run.stderr.match(/stopping now/g)).toHaveLength(1);
   });
 });

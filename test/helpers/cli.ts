@@ -1,8 +1,15 @@
-/** Runs the built bin/keyctl.js as a child process, the way an operator or cron would. */
+/**
+ * Runs keyctl for tests: `keyctl` starts the built bin/keyctl.js as a child process, the way an
+ * operator or cron would (signals, terminals, the launcher); `keyctlInProcess` calls main() from
+ * src/ with captured streams, for everything else (help, errors, exit codes, JSON shapes), in a
+ * fraction of the time.
+ */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
 import knexFactory from 'knex';
 import { fileURLToPath } from 'node:url';
+import { main, type Signal } from '../../src/cli/main.js';
 
 export const KEYCTL_BIN = fileURLToPath(new URL('../../bin/keyctl.js', import.meta.url));
 
@@ -25,6 +32,85 @@ export function keyctl(args: string[], opts: { cwd: string; env?: NodeJS.Process
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(opts.input ?? '');
   });
+}
+
+export interface InProcessOptions {
+  cwd: string;
+  /** Added to the test process's environment (as the child process gets it). */
+  env?: NodeJS.ProcessEnv;
+  /** What stdin holds (not a terminal). */
+  input?: string;
+}
+
+/** A keyctl running in this process: send it signals, read its stderr so far, await its result. */
+export interface InProcessRun {
+  signal(signal: Signal): void;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** The status it asked to exit with at once (a second Ctrl-C), if it did. */
+  readonly exitedNow: number | undefined;
+  readonly done: Promise<RunResult>;
+}
+
+function capture(): Writable & { text: string; isTTY: false } {
+  const stream = Object.assign(
+    new Writable({
+      decodeStrings: false,
+      write(chunk: string | Buffer, _encoding, callback) {
+        stream.text += String(chunk);
+        callback();
+      },
+    }),
+    { text: '', isTTY: false as const },
+  );
+  return stream;
+}
+
+/** Start `keyctl ARGS` in this process, with its own stdout, stderr, stdin, signals and exit. */
+export function startKeyctlInProcess(args: string[], opts: InProcessOptions): InProcessRun {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+  delete env.FORCE_COLOR;
+  const stdout = capture();
+  const stderr = capture();
+  const handlers = new Map<Signal, Set<(signal: Signal) => void>>();
+  let exitedNow: number | undefined;
+  const done = main({
+    argv: [process.execPath, KEYCTL_BIN, ...args],
+    env,
+    cwd: opts.cwd,
+    stdout,
+    stderr,
+    stdin: Readable.from([opts.input ?? '']),
+    stdinIsTTY: false,
+    onSignal: (signal, handler) => {
+      const set = handlers.get(signal) ?? new Set();
+      handlers.set(signal, set.add(handler));
+      return () => void set.delete(handler);
+    },
+    exitNow: (status) => {
+      exitedNow ??= status;
+    },
+  }).then((status) => ({ code: exitedNow ?? status, stdout: stdout.text, stderr: stderr.text }));
+  return {
+    signal: (signal) => {
+      for (const handler of handlers.get(signal) ?? []) handler(signal);
+    },
+    get stdout() {
+      return stdout.text;
+    },
+    get stderr() {
+      return stderr.text;
+    },
+    get exitedNow() {
+      return exitedNow;
+    },
+    done,
+  };
+}
+
+/** `keyctl ARGS` in this process; the same result as `keyctl` (the child process) gives. */
+export function keyctlInProcess(args: string[], opts: InProcessOptions): Promise<RunResult> {
+  return startKeyctlInProcess(args, opts).done;
 }
 
 /** Parse the single JSON object a --json command prints. */
