@@ -25,7 +25,9 @@ export async function startProgress(output: Output, first: string, intervalMs = 
     const fit = (t: string) => (t.length > columns - 3 ? `${t.slice(0, Math.max(0, columns - 4))}…` : t);
     const spinner = ora({ text: fit(first), stream: terminal.stream, discardStdin: false }).start();
     return {
-      update: (t) => void (spinner.text = fit(t)),
+      update: (t) => {
+        spinner.text = fit(t);
+      },
       log: (t) => {
         spinner.clear();
         output.info(t);

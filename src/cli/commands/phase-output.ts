@@ -1,7 +1,7 @@
 /** Shared rendering for the phase commands: what happened, the phase now, and what is next. */
 import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
-import { type Rotation } from '../../rotation/store.js';
+import type { Rotation } from '../../rotation/store.js';
 import type { CliRuntime } from '../runtime.js';
 
 export function rotationJson(r: Rotation) {
