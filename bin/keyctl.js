@@ -15,7 +15,9 @@ try {
   cwd = process.cwd();
 } catch {
   // The shell's directory was deleted (or renamed) under it.
-  process.stderr.write('keyctl: error: the current directory no longer exists\nkeyctl: hint: cd to the directory holding keyctl.yaml (or pass --config PATH from an existing directory)\n');
+  process.stderr.write(
+    'keyctl: error: the current directory no longer exists\nkeyctl: hint: cd to the directory holding keyctl.yaml (or pass --config PATH from an existing directory)\n',
+  );
   process.exit(2);
 }
 // Everything keyctl takes from the process, handed in here (tests hand in their own).

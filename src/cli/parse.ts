@@ -50,7 +50,10 @@ export function parseShard(flag: string): (value: string) => Shard {
   return (value) => {
     const m = /^(\d+)\/(\d+)$/.exec(value);
     if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) {
-      throw new UsageError(`${flag} expects I/N with 0 ≤ I < N, found "${value}"`, `e.g. ${flag} 0/4 … ${flag} 3/4, one process each (in Kubernetes: ${flag} $JOB_COMPLETION_INDEX/4)`);
+      throw new UsageError(
+        `${flag} expects I/N with 0 ≤ I < N, found "${value}"`,
+        `e.g. ${flag} 0/4 … ${flag} 3/4, one process each (in Kubernetes: ${flag} $JOB_COMPLETION_INDEX/4)`,
+      );
     }
     return { index: Number(m[1]), count: Number(m[2]) };
   };

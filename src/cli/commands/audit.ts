@@ -35,7 +35,9 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
       rt.output.result({ intact: problems.length === 0, chains: reports, problems }, () =>
         [
           ...reports.map((r) => `keyring ${r.keyring}: ${r.rows} row(s), head seq ${r.headSeq}, head hash ${r.lastHash}`),
-          problems.length === 0 ? `${rt.output.out.green('✓')} the audit chain is intact` : `${rt.output.out.red('✗ the audit chain is broken:')}\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+          problems.length === 0
+            ? `${rt.output.out.green('✓')} the audit chain is intact`
+            : `${rt.output.out.red('✗ the audit chain is broken:')}\n${problems.map((p) => `  - ${p}`).join('\n')}`,
         ].join('\n'),
       );
       return problems.length === 0 ? ExitCode.OK : ExitCode.PROBLEMS_FOUND;
@@ -50,7 +52,11 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
       rotation = (await openRotation(ctx.db, ctx.config.keyring)) ?? (await latestRotation(ctx.db, ctx.config.keyring));
     }
     const rows = await listAudit(ctx.db, ctx.config.keyring, rotation ? { rotationId: rotation.id } : {});
-    const entries = rows.map((r, i) => ({ ...r, createdAt: r.createdAt.toISOString(), sincePreviousMs: i === 0 ? 0 : r.createdAt.getTime() - rows[i - 1]!.createdAt.getTime() }));
+    const entries = rows.map((r, i) => ({
+      ...r,
+      createdAt: r.createdAt.toISOString(),
+      sincePreviousMs: i === 0 ? 0 : r.createdAt.getTime() - rows[i - 1]!.createdAt.getTime(),
+    }));
     const head = rotation
       ? `Rotation #${rotation.id} of keyring ${rotation.keyring}: ${rotation.oldVersion} → ${rotation.newVersion}${rotation.emergency ? ' (EMERGENCY)' : ''}, opened ${rotation.openedAt.toISOString()} by ${rotation.openedBy}, phase ${rotation.phase}${rotation.closedAt ? `, closed ${rotation.closedAt.toISOString()} (took ${duration(rotation.closedAt.getTime() - rotation.openedAt.getTime())})` : ''}`
       : `Audit history of keyring ${ctx.config.keyring}`;

@@ -8,13 +8,20 @@ import type { BackupOptions } from '../specs/backup.js';
 export async function run(rt: CliRuntime, f: BackupOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     if (f.ifConfigured && !f.recipient.length && ctx.config.backup.recipients.length === 0) {
-      rt.output.result({ file: null, skipped: 'backup.recipients is empty' }, () => 'no backup configured (backup.recipients is empty in keyctl.yaml): nothing to do');
+      rt.output.result(
+        { file: null, skipped: 'backup.recipients is empty' },
+        () => 'no backup configured (backup.recipients is empty in keyctl.yaml): nothing to do',
+      );
       return ExitCode.OK;
     }
-    const r = await runBackup(ctx, { ...(f.out ? { outDir: path.resolve(rt.cwd, f.out) } : {}), ...(f.recipient.length ? { recipients: f.recipient.map((p) => path.resolve(rt.cwd, p)) } : {}) });
+    const r = await runBackup(ctx, {
+      ...(f.out ? { outDir: path.resolve(rt.cwd, f.out) } : {}),
+      ...(f.recipient.length ? { recipients: f.recipient.map((p) => path.resolve(rt.cwd, p)) } : {}),
+    });
     rt.output.result(
       { file: r.file, sha256: r.sha256, bytes: r.bytes, versions: r.versions, recipients: r.recipients, pruned: r.pruned },
-      () => `backup ${r.file} (${r.versions.join(', ')}; ${r.recipients.length} recipient(s); sha256 ${r.sha256.slice(0, 16)}…)${r.pruned.length ? `; pruned ${r.pruned.length} old backup(s)` : ''}`,
+      () =>
+        `backup ${r.file} (${r.versions.join(', ')}; ${r.recipients.length} recipient(s); sha256 ${r.sha256.slice(0, 16)}…)${r.pruned.length ? `; pruned ${r.pruned.length} old backup(s)` : ''}`,
     );
     return ExitCode.OK;
   });

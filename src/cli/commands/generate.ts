@@ -8,7 +8,12 @@ export async function run(rt: CliRuntime, f: GenerateOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     const g = await generate(ctx, { emergency: Boolean(f.emergency), reason: f.reason, compromised: f.compromised });
     if (g.escalated) {
-      return done(rt, g.rotation, `rotation #${g.rotation.id} is now an emergency rotation: ${g.rotation.oldVersion} is marked compromised; waits and the rollback window are skipped and rollback to it is refused`, { newVersion: g.newVersion, escalated: true, compromised: g.rotation.compromisedVersion });
+      return done(
+        rt,
+        g.rotation,
+        `rotation #${g.rotation.id} is now an emergency rotation: ${g.rotation.oldVersion} is marked compromised; waits and the rollback window are skipped and rollback to it is refused`,
+        { newVersion: g.newVersion, escalated: true, compromised: g.rotation.compromisedVersion },
+      );
     }
     return done(
       rt,

@@ -14,7 +14,10 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
     const name = flags.keyFromEnv;
     const value = rt.env[name];
     if (value === undefined || value === '') {
-      throw new UsageError(`--key-from-env ${name}: environment variable ${name} is not set`, `export ${name}=<base64 of your existing 32-byte key>, then run init again`);
+      throw new UsageError(
+        `--key-from-env ${name}: environment variable ${name} is not set`,
+        `export ${name}=<base64 of your existing 32-byte key>, then run init again`,
+      );
     }
     const parsed = parseKeyBase64(value);
     if (!parsed.ok) {

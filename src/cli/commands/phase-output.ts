@@ -18,7 +18,9 @@ export function rotationJson(r: Rotation) {
 
 export function done(rt: CliRuntime, r: Rotation, what: string, extra: Record<string, unknown> = {}): number {
   const c = rt.output.out;
-  rt.output.result({ rotation: rotationJson(r), ...extra }, () => `${c.green('✓')} ${what}\n  rotation #${r.id} is now in phase ${c.bold(r.phase)}; next: ${nextStep(r.phase)}`);
+  rt.output.result(
+    { rotation: rotationJson(r), ...extra },
+    () => `${c.green('✓')} ${what}\n  rotation #${r.id} is now in phase ${c.bold(r.phase)}; next: ${nextStep(r.phase)}`,
+  );
   return ExitCode.OK;
 }
-

@@ -159,12 +159,25 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
           if (report.failures.length > 50) lines.push(`  … ${report.failures.length - 50} more (use --json for the full list)`);
           if (report.noop) lines.push(`${c.green('✓')} ${report.noop}; next: ${nextStep(report.rotation.phase)}`);
           else if (report.interrupted) lines.push(`${c.yellow('interrupted')}: progress is saved; resume with: ${resume}`);
-          else if (report.dryRun) lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());
-          else if (report.remaining === 0) lines.push(`${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${nextStep(report.rotation.phase)}`);
-          else if (report.failures.length > 0) lines.push(`${report.remaining} value(s) are still not under ${report.target}: those that cannot be decrypted need repair (or removal) by hand, then run reencrypt again`);
-          else if (shard && report.tables.every((t) => t.remaining === 0)) lines.push(`shard ${shardText(shard)} is done; ${report.remaining} value(s) of other shards are still not under ${report.target} (the last shard to finish moves the rotation on)`);
+          else if (report.dryRun)
+            lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());
+          else if (report.remaining === 0)
+            lines.push(
+              `${c.green('✓')} every value is under ${report.target}; rotation #${report.rotation.id} is in phase ${c.bold(report.rotation.phase)}; next: ${nextStep(report.rotation.phase)}`,
+            );
+          else if (report.failures.length > 0)
+            lines.push(
+              `${report.remaining} value(s) are still not under ${report.target}: those that cannot be decrypted need repair (or removal) by hand, then run reencrypt again`,
+            );
+          else if (shard && report.tables.every((t) => t.remaining === 0))
+            lines.push(
+              `shard ${shardText(shard)} is done; ${report.remaining} value(s) of other shards are still not under ${report.target} (the last shard to finish moves the rotation on)`,
+            );
           else if (f.table) lines.push(`${report.remaining} value(s) in other targets are still not under ${report.target}; run reencrypt without --table`);
-          else lines.push(`${report.remaining} value(s) are still not under ${report.target} after several passes: an application instance is probably still writing with an old key; make it reload the keyring, then run reencrypt again`);
+          else
+            lines.push(
+              `${report.remaining} value(s) are still not under ${report.target} after several passes: an application instance is probably still writing with an old key; make it reload the keyring, then run reencrypt again`,
+            );
           return lines.join('\n');
         },
       );

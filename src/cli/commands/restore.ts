@@ -10,7 +10,8 @@ import type { RestoreOptions } from '../specs/restore.js';
 export function passphraseFrom(rt: CliRuntime, name: string | undefined): string | undefined {
   if (name === undefined) return undefined;
   const value = rt.env[name];
-  if (value === undefined) throw new UsageError(`--passphrase-env ${name}: the variable ${name} is not set`, `export ${name}=… in the environment keyctl runs in`);
+  if (value === undefined)
+    throw new UsageError(`--passphrase-env ${name}: the variable ${name} is not set`, `export ${name}=… in the environment keyctl runs in`);
   return value;
 }
 
@@ -31,7 +32,8 @@ export async function run(rt: CliRuntime, f: RestoreOptions): Promise<number> {
   if (f.allowUnknown && !reason?.trim()) throw new UsageError('--allow-unknown needs --reason TEXT (recorded in the audit)');
   if (!backup) throw new UsageError('restore needs --backup FILE');
   if (!identity) throw new UsageError('restore needs --identity FILE: the armored secret key of a backup recipient');
-  if (!f.yes && !rt.stdinIsTTY) throw new UsageError('restore asks for confirmation, and there is no terminal to ask on', 'check the plan with a terminal, or pass --yes');
+  if (!f.yes && !rt.stdinIsTTY)
+    throw new UsageError('restore asks for confirmation, and there is no terminal to ask on', 'check the plan with a terminal, or pass --yes');
   const passphrase = passphraseFrom(rt, f.passphraseEnv);
   return withCoreContext(rt, async (ctx) => {
     const r = await restoreBackup(ctx, {

@@ -34,8 +34,17 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
   out.push(`${c.bold('Keyring')} ${r.keyring}  primary ${c.bold(r.primary)}  (${r.keystore.location})`);
   const versions = new Table({ head: ['version', 'state', 'fingerprint', 'created (UTC)', 'notes'], style });
   for (const v of r.versions) {
-    const kept = v.state === 'retired' ? (v.material === 'destroyed' ? 'material destroyed' : v.destroyAfter ? `archived until ${v.destroyAfter.slice(0, 10)}, then \`keyctl purge\`` : 'archived for good') : '';
-    const notes = [v.compromised ? c.red('compromised') : '', v.inKeystore || v.state === 'retired' || v.state === 'archived' ? '' : 'not in keystore', kept].filter(Boolean).join(', ');
+    const kept =
+      v.state === 'retired'
+        ? v.material === 'destroyed'
+          ? 'material destroyed'
+          : v.destroyAfter
+            ? `archived until ${v.destroyAfter.slice(0, 10)}, then \`keyctl purge\``
+            : 'archived for good'
+        : '';
+    const notes = [v.compromised ? c.red('compromised') : '', v.inKeystore || v.state === 'retired' || v.state === 'archived' ? '' : 'not in keystore', kept]
+      .filter(Boolean)
+      .join(', ');
     versions.push([v.version, v.state === 'primary' ? c.green(v.state) : v.state, v.fingerprint, v.createdAt.replace('T', ' ').slice(0, 19), notes]);
   }
   out.push(versions.toString());
@@ -43,7 +52,9 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
   if (r.rotation) {
     out.push(
       `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}` +
-        (r.rotation.verify ? `\n  last verify: ${r.rotation.verify.scope}, ${r.rotation.verify.outcome === 'passed' ? c.green('passed') : c.red('failed')} ${r.rotation.verify.at ?? ''}` : '') +
+        (r.rotation.verify
+          ? `\n  last verify: ${r.rotation.verify.scope}, ${r.rotation.verify.outcome === 'passed' ? c.green('passed') : c.red('failed')} ${r.rotation.verify.at ?? ''}`
+          : '') +
         `\n  next: ${nextStep(r.rotation.phase)}` +
         (r.rotation.refusedNow ? `\n  ${c.yellow(`not yet — ${r.rotation.refusedNow}`)}` : ''),
     );
@@ -53,7 +64,9 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
   const days = Math.round((new Date(r.nextRotationDue).getTime() - now.getTime()) / 86_400_000);
   out.push(
     `${c.bold('Next rotation due')} ${r.nextRotationDue.slice(0, 10)} ` +
-      (r.overdue ? c.red(`(overdue by ${-days} day${days === -1 ? '' : 's'})`) : `(in ${days} day${days === 1 ? '' : 's'}; every ${r.rotationIntervalDays} days)`),
+      (r.overdue
+        ? c.red(`(overdue by ${-days} day${days === -1 ? '' : 's'})`)
+        : `(in ${days} day${days === 1 ? '' : 's'}; every ${r.rotationIntervalDays} days)`),
   );
 
   if (r.targets.length === 0) {

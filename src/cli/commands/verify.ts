@@ -25,15 +25,29 @@ export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
       },
       () => {
         const lines = [
-          `values per version (database count): ${Object.entries(v.totals.byVersion).map(([k, n]) => `${k}=${n}`).join(' ') || 'none'}${v.totals.unparseable ? `, unparseable=${v.totals.unparseable}` : ''}`,
-          `decrypted${v.sampled ? ' (sample)' : ''}: ${Object.entries(v.checked).map(([k, n]) => `${k}=${n}`).join(' ') || 'none'}`,
+          `values per version (database count): ${
+            Object.entries(v.totals.byVersion)
+              .map(([k, n]) => `${k}=${n}`)
+              .join(' ') || 'none'
+          }${v.totals.unparseable ? `, unparseable=${v.totals.unparseable}` : ''}`,
+          `decrypted${v.sampled ? ' (sample)' : ''}: ${
+            Object.entries(v.checked)
+              .map(([k, n]) => `${k}=${n}`)
+              .join(' ') || 'none'
+          }`,
         ];
-        if (v.passed) lines.push(`${c.green('✓')} verification passed${v.sampled ? ' (sample: does not unlock promote)' : ''}${v.rotation ? `; rotation #${v.rotation.id} is in phase ${c.bold(v.rotation.phase)}; next: ${nextStep(v.rotation.phase)}` : ''}`);
+        if (v.passed)
+          lines.push(
+            `${c.green('✓')} verification passed${v.sampled ? ' (sample: does not unlock promote)' : ''}${v.rotation ? `; rotation #${v.rotation.id} is in phase ${c.bold(v.rotation.phase)}; next: ${nextStep(v.rotation.phase)}` : ''}`,
+          );
         else {
           lines.push(c.red('✗ verification failed:'), ...v.problems.map((p) => `  - ${p}`));
           for (const f of v.failures.slice(0, 50)) lines.push(`    ${f.table} ${f.column} pk=${f.pk}: ${f.reason}`);
           if (v.failures.length > 50) lines.push(`    … ${v.failures.length - 50} more (use --json for the full list)`);
-          if (v.rotation && v.movedFrom) lines.push(`rotation #${v.rotation.id} moved back from ${v.movedFrom} to ${c.bold(v.rotation.phase)}: promote stays locked until a full verify passes`);
+          if (v.rotation && v.movedFrom)
+            lines.push(
+              `rotation #${v.rotation.id} moved back from ${v.movedFrom} to ${c.bold(v.rotation.phase)}: promote stays locked until a full verify passes`,
+            );
           lines.push('run `keyctl reencrypt` to move values under the primary; values that do not decrypt need repair by hand (or `keyctl rollback`)');
         }
         return lines.join('\n');

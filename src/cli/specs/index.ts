@@ -17,4 +17,21 @@ import { runbook } from './runbook.js';
 import { status } from './status.js';
 import { verify } from './verify.js';
 
-export const COMMANDS: readonly CommandSpec[] = [init, status, generate, dualKey, reencrypt, verify, backup, recoverTest, restore, promote, retire, rollback, purge, audit, runbook, migrate];
+export const COMMANDS: readonly CommandSpec[] = [
+  init,
+  status,
+  generate,
+  dualKey,
+  reencrypt,
+  verify,
+  backup,
+  recoverTest,
+  restore,
+  promote,
+  retire,
+  rollback,
+  purge,
+  audit,
+  runbook,
+  migrate,
+];

@@ -2,7 +2,8 @@
 import type { Command } from '@commander-js/extra-typings';
 import { defineCommand, type OptionsOf } from '../spec.js';
 
-const options = (cmd: Command) => cmd.option('--force', 'promote after a sampled verify (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
+const options = (cmd: Command) =>
+  cmd.option('--force', 'promote after a sampled verify (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
 
 export type PromoteOptions = OptionsOf<typeof options>;
 

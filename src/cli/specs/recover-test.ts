@@ -8,7 +8,9 @@ const options = (cmd: Command) =>
     .option('--backup <file>', 'the backup to test (default: the newest in backup.dir)')
     .option('--identity <file>', 'armored OpenPGP secret key of a recipient (gpg --armor --export-secret-keys)')
     .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
-    .addOption(new Option('--sample <n>', 'rows per target decrypted with the recovered keys').argParser(parsePositive('--sample')).default(20, shownAsBefore(20)));
+    .addOption(
+      new Option('--sample <n>', 'rows per target decrypted with the recovered keys').argParser(parsePositive('--sample')).default(20, shownAsBefore(20)),
+    );
 
 export type RecoverTestOptions = OptionsOf<typeof options>;
 

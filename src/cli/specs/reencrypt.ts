@@ -19,7 +19,11 @@ const options = (cmd: Command) =>
     .option('--max-rate <rows>', 'at most this many rows per second', parsePositive('--max-rate'))
     .option('--sleep <ms>', 'pause this long after every batch', parseInteger('--sleep', { min: 0 }))
     .option('--pause-file <path>', 'pause while this file exists (touch it to pause, remove it to resume)')
-    .option('--max-load <n>', 'wait while the database is busier than this (PostgreSQL: other active backends; MySQL: Threads_running)', parsePositive('--max-load'))
+    .option(
+      '--max-load <n>',
+      'wait while the database is busier than this (PostgreSQL: other active backends; MySQL: Threads_running)',
+      parsePositive('--max-load'),
+    )
     .option('--table <name>', 'only this target table')
     .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
     .option(

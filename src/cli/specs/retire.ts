@@ -2,7 +2,8 @@
 import type { Command } from '@commander-js/extra-typings';
 import { defineCommand, type OptionsOf } from '../spec.js';
 
-const options = (cmd: Command) => cmd.option('--force', 'retire before the rollback window has passed (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
+const options = (cmd: Command) =>
+  cmd.option('--force', 'retire before the rollback window has passed (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
 
 export type RetireOptions = OptionsOf<typeof options>;
 

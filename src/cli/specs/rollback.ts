@@ -2,7 +2,8 @@
 import type { Command } from '@commander-js/extra-typings';
 import { defineCommand, type OptionsOf } from '../spec.js';
 
-const options = (cmd: Command) => cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)');
+const options = (cmd: Command) =>
+  cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)');
 
 export type RollbackOptions = OptionsOf<typeof options>;
 

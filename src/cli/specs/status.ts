@@ -3,7 +3,8 @@ import type { Command } from '@commander-js/extra-typings';
 import { ExitCode } from '../../base/exit-codes.js';
 import { defineCommand, type OptionsOf } from '../spec.js';
 
-const options = (cmd: Command) => cmd.option('--check', `exit ${ExitCode.PROBLEMS_FOUND} when the rotation is overdue or unparseable values exist (for monitoring)`);
+const options = (cmd: Command) =>
+  cmd.option('--check', `exit ${ExitCode.PROBLEMS_FOUND} when the rotation is overdue or unparseable values exist (for monitoring)`);
 
 export type StatusOptions = OptionsOf<typeof options>;
 

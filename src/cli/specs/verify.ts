@@ -3,7 +3,8 @@ import type { Command } from '@commander-js/extra-typings';
 import { parsePositive } from '../parse.js';
 import { defineCommand, type OptionsOf } from '../spec.js';
 
-const options = (cmd: Command) => cmd.option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)', parsePositive('--sample'));
+const options = (cmd: Command) =>
+  cmd.option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)', parsePositive('--sample'));
 
 export type VerifyOptions = OptionsOf<typeof options>;
 
