@@ -79,7 +79,7 @@ export async function readIdentity(file: string, passphrase: string | undefined)
 /** Decrypt a backup; a message not encrypted to `identity` and a damaged message are told apart. */
 export async function decryptWith(identity: PrivateKey, identityFile: string, data: Uint8Array, backupFile: string): Promise<Uint8Array> {
   const pgp = await openpgp();
-  let message;
+  let message: Awaited<ReturnType<typeof pgp.readMessage>>;
   try {
     message = await pgp.readMessage({ binaryMessage: data });
   } catch {

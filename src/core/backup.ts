@@ -115,7 +115,7 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
         keys,
         registry: registry.map((v) => ({ version: v.version, state: v.state, fingerprint: v.fingerprint, material: v.material })),
       };
-      const plain = Buffer.from(JSON.stringify(doc, null, 2) + '\n', 'utf8');
+      const plain = Buffer.from(`${JSON.stringify(doc, null, 2)}\n`, 'utf8');
       let sealed: Uint8Array;
       try {
         sealed = await encryptTo(recipients, plain);

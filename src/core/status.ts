@@ -71,7 +71,9 @@ export async function countVersions(db: Db, target: TargetConfig, codec: Codec):
   const knex = db.knex;
   const aliases = target.columns.map((_, i) => `b${i}`);
   const select: Record<string, unknown> = {};
-  target.columns.forEach((c, i) => (select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, codec.shapePattern)));
+  target.columns.forEach((c, i) => {
+    select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, codec.shapePattern);
+  });
   let rows: Array<Record<string, unknown>>;
   try {
     // One scan per table: group by every column's bucket at once. The number of groups is bounded

@@ -40,9 +40,13 @@ export interface VaultKeystoreOptions {
   log: Logger;
 }
 
+/** node-vault's replies are untyped JSON; each caller checks the fields it reads. */
+// biome-ignore lint/suspicious/noExplicitAny: the shape of a Vault reply is checked where it is read
+type VaultReply = any;
+
 interface VaultClient {
-  read(path: string): Promise<any>;
-  write(path: string, data: unknown): Promise<any>;
+  read(path: string): Promise<VaultReply>;
+  write(path: string, data: unknown): Promise<VaultReply>;
 }
 
 interface KvSecret {
@@ -199,9 +203,9 @@ export class VaultKeystore implements Keystore {
     return this.client;
   }
 
-  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<any>): Promise<any>;
-  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<any>, o: { notFound: true }): Promise<any | null>;
-  private async call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<any>, o?: { notFound: true }): Promise<any | null> {
+  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>): Promise<VaultReply>;
+  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>, o: { notFound: true }): Promise<VaultReply | null>;
+  private async call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>, o?: { notFound: true }): Promise<VaultReply | null> {
     const client = await this.load();
     try {
       return await withRemoteRetry(what, () => fn(client), {

@@ -192,7 +192,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const last = current.length > 0 ? (current[current.length - 1]![t.primaryKey] as PkValue) : null;
       const writing: Planned | null = o.dryRun ? null : toWrite;
       const values = valuesOf(current);
-      const [next, batchPlan]: [typeof current, BatchPlan | null, void] = await Promise.all([
+      const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
         current.length > 0 ? o.planner.plan({ values, columns: width }) : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),

@@ -80,7 +80,10 @@ export class Throttle {
     if (this.o.maxLoad !== null && this.o.probeLoad) {
       let load = 0;
       await this.waitWhile(
-        async () => (load = await this.o.probeLoad!()) > this.o.maxLoad!,
+        async () => {
+          load = await this.o.probeLoad!();
+          return load > this.o.maxLoad!;
+        },
         () => `database busy: load ${load} > --max-load ${this.o.maxLoad}`,
         onWait,
       );

@@ -27,13 +27,19 @@ function client(fake: FakeVault, token: string, extra: Partial<nodeVault.VaultOp
   return nodeVault({ apiVersion: 'v1', endpoint: fake.address, token, ...extra });
 }
 
+/** A Vault reply body as the tests read it. */
+interface VaultBody {
+  warnings: string[];
+  data: { data: unknown; metadata: { version: number; destroyed: boolean; deletion_time: string } };
+}
+
 /** The status, message and body node-vault rejects with. */
-async function failure(p: Promise<unknown>): Promise<{ status: number | undefined; message: string; body: any }> {
+async function failure(p: Promise<unknown>): Promise<{ status: number | undefined; message: string; body: VaultBody }> {
   try {
     await p;
   } catch (err) {
     const e = err as { message: string; response?: { statusCode: number; body: unknown } };
-    return { status: e.response?.statusCode, message: e.message, body: e.response?.body };
+    return { status: e.response?.statusCode, message: e.message, body: e.response?.body as VaultBody };
   }
   throw new Error('expected the request to fail');
 }

@@ -93,7 +93,7 @@ for (const dialect of DIALECTS) {
           await new Promise((res) => setTimeout(res, 1));
         }
       })();
-      let report;
+      let report: Awaited<ReturnType<typeof reencrypt>>;
       try {
         report = await reencrypt(ctx, {
           dryRun: false,

@@ -18,7 +18,7 @@ import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
 import { listAudit, openRotation, runbookRunAudit } from '../../src/rotation/store.js';
 import { AskAborted, runRunbook, type Asker, type RunnerIO, type StepChoice } from '../../src/runbook/runner.js';
-import { parseRunbook, type Runbook } from '../../src/runbook/schema.js';
+import { parseRunbook } from '../../src/runbook/schema.js';
 import { Output } from '../../src/ui/output.js';
 import { openTestContext } from '../helpers/context.js';
 import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
@@ -76,7 +76,13 @@ function scripted(answers: string[]): Asker & { asked: string[] } {
 
 function sink(): { write(s: string): boolean; text: () => string } {
   let text = '';
-  return { write: (s) => ((text += s), true), text: () => text };
+  return {
+    write: (s) => {
+      text += s;
+      return true;
+    },
+    text: () => text,
+  };
 }
 
 for (const dialect of DIALECTS) {

@@ -145,8 +145,8 @@ describe('the SQL shape pattern agrees with the codec parser', () => {
     for (const s of base) {
       for (let i = 0; i < s.length; i += 3) {
         samples.push(s.slice(0, i) + s.slice(i + 1));
-        samples.push(s.slice(0, i) + '=' + s.slice(i + 1));
-        samples.push(s.slice(0, i) + ':' + s.slice(i + 1));
+        samples.push(`${s.slice(0, i)}=${s.slice(i + 1)}`);
+        samples.push(`${s.slice(0, i)}:${s.slice(i + 1)}`);
       }
     }
     for (const s of samples) expect([s, shape.test(s)]).toEqual([s, isWellFormed(s)]);

@@ -98,7 +98,7 @@ extra: 1
   });
 
   it('checks the network keystores: required fields, ranges, and archivePrefix with an ARN', () => {
-    const aws = (ks: string) => problemsOf(ISSUE_EXAMPLE.replace(/keystore:\n(  .*\n)+/, `keystore:\n${ks}`)).join('\n');
+    const aws = (ks: string) => problemsOf(ISSUE_EXAMPLE.replace(/keystore:\n( {2}.*\n)+/, `keystore:\n${ks}`)).join('\n');
     expect(aws('  provider: aws-secrets-manager\n')).toContain('keystore.secretId');
     expect(aws('  provider: aws-secrets-manager\n  secretId: k\n  recoveryWindowDays: 3\n')).toContain('keystore.recoveryWindowDays');
     expect(aws('  provider: aws-secrets-manager\n  secretId: arn:aws:secretsmanager:eu-west-1:1:secret:k-abcdef\n')).toContain('archivePrefix is required when secretId is an ARN');
@@ -106,7 +106,7 @@ extra: 1
     expect(aws('  provider: vault\n')).toContain('keystore.path');
     expect(aws('  provider: vault\n  path: /keyctl/x/\n')).toContain('a Vault path such as keyctl/payments');
     expect(aws('  provider: vault\n  path: keyctl/x\n  token: s.abc\n')).toContain('token');
-    const ok = parseConfig(ISSUE_EXAMPLE.replace(/keystore:\n(  .*\n)+/, 'keystore:\n  provider: vault\n  path: keyctl/x\n'), FILE, {});
+    const ok = parseConfig(ISSUE_EXAMPLE.replace(/keystore:\n( {2}.*\n)+/, 'keystore:\n  provider: vault\n  path: keyctl/x\n'), FILE, {});
     expect(ok.keystore).toMatchObject({ provider: 'vault', mount: 'secret', path: 'keyctl/x', timeoutSeconds: 10, maxAttempts: 4 });
   });
 

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 const src = fileURLToPath(new URL('../../src', import.meta.url));
 
 /** Floor of each top-level folder of src/ (higher may import lower). */
-export const FLOORS: Record<string, number> = {
+const FLOORS: Record<string, number> = {
   base: 0,
   util: 1,
   crypto: 1,
@@ -39,7 +39,7 @@ function folderOf(file: string, root: string): string {
 }
 
 /** Every relative import (static, type-only and dynamic) that goes up a floor. */
-export function upwardImports(root = src): string[] {
+function upwardImports(root = src): string[] {
   const bad: string[] = [];
   for (const f of files(root)) {
     const from = folderOf(f, root);
@@ -84,7 +84,7 @@ describe('the layers of src/', () => {
  * Lines outside src/db/dialects/ that branch on a dialect's name or test a driver's error code:
  * each dialect's differences belong in its own class there.
  */
-export function dialectBranches(root = src): string[] {
+function dialectBranches(root = src): string[] {
   const name = `'(?:sqlite|pg|mysql)'`;
   const patterns = [
     new RegExp(`[!=]==\\s*${name}|${name}\\s*[!=]==|case\\s+${name}\\s*:`),

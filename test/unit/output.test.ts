@@ -4,7 +4,14 @@ import { ExitCode } from '../../src/base/exit-codes.js';
 import { Output, type Stream } from '../../src/ui/output.js';
 
 function sink(isTTY: boolean): Stream & { text: string } {
-  const s = { text: '', isTTY, write: (chunk: string) => ((s.text += chunk), true) };
+  const s = {
+    text: '',
+    isTTY,
+    write: (chunk: string) => {
+      s.text += chunk;
+      return true;
+    },
+  };
   return s;
 }
 

@@ -9,7 +9,15 @@ import { Throttle } from '../../src/reencrypt/throttle.js';
 function fakeClock() {
   let t = 0;
   const slept: number[] = [];
-  return { now: () => t, sleep: async (ms: number) => void (slept.push(ms), (t += ms)), advance: (ms: number) => (t += ms), slept };
+  const sleep = async (ms: number): Promise<void> => {
+    slept.push(ms);
+    t += ms;
+  };
+  const advance = (ms: number): number => {
+    t += ms;
+    return t;
+  };
+  return { now: () => t, sleep, advance, slept };
 }
 
 const base = { chunkTimeMs: 500, fixedBatchSize: null, maxBatchSize: 5000, maxRate: null, sleepMs: 0, pauseFile: null, maxLoad: null };

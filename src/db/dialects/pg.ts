@@ -147,12 +147,12 @@ export function pgArrayLiteral(length: number, at: (i: number) => unknown, ciphe
       // A quote inside an element would shift every later element of this array against the
       // others: never let one through, even though the codec's shape check already excludes it.
       if ((v as string).includes('"') || (v as string).includes('\\')) throw new Error('internal error: a ciphertext with a quote or backslash reached the PostgreSQL array literal');
-      out += '"' + (v as string) + '"';
+      out += `"${v as string}"`;
     } else {
       const str = String(v);
       out += NEEDS_ESCAPE.test(str) ? `"${str.replace(/[\\"]/g, '\\$&')}"` : `"${str}"`;
     }
   }
-  return out + '}';
+  return `${out}}`;
 }
 const NEEDS_ESCAPE = /[\\"]/;

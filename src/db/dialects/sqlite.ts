@@ -127,9 +127,15 @@ export class SqliteDialect implements SqlDialect {
     // Inside a transaction Knex hands out the transaction's own connection.
     const conn = (await (trx as unknown as { client: { acquireConnection(): Promise<SqliteConnection> } }).client.acquireConnection()) as SqliteConnection;
     let cache = preparedStatements.get(conn);
-    if (!cache) preparedStatements.set(conn, (cache = new Map()));
+    if (!cache) {
+      cache = new Map();
+      preparedStatements.set(conn, cache);
+    }
     let stmt = cache.get(plan.sql);
-    if (!stmt) cache.set(plan.sql, (stmt = conn.prepare(plan.sql)));
+    if (!stmt) {
+      stmt = conn.prepare(plan.sql);
+      cache.set(plan.sql, stmt);
+    }
     let updated = 0;
     for (const params of plan.executions) updated += stmt.run(...params).changes;
     return updated;
