@@ -1,5 +1,5 @@
 /**
- * keyctl's command-line entry: registers the command specs (src/cli/specs) and runs the one asked
+ * keyctl's command-line entry: registers the command specs (src/cli/specs.ts) and runs the one asked
  * for. Spec modules import no handler, so `keyctl --version` and `--help` never load Knex,
  * database drivers or crypto code; the handler is imported when its command runs.
  *
@@ -11,10 +11,10 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { KeyctlError } from '../base/errors.js';
 import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../base/exit-codes.js';
-import { Output, type TextStream } from '../ui/output.js';
+import type { Output, TextStream } from '../ui/output.js';
 import type { CliRuntime, GlobalFlags, Signal } from './runtime.js';
 import type { RunAction } from './spec.js';
-import { COMMANDS } from './specs/index.js';
+import { COMMANDS } from './specs.js';
 
 export interface MainIO {
   argv: string[];
@@ -80,8 +80,9 @@ export async function main(io: MainIO): Promise<number> {
     return { json: Boolean(g.json), color: g.color, ...(g.config ? { config: g.config } : {}), ...(g.actor ? { actor: g.actor } : {}) };
   };
 
-  const outputFor = (flags: GlobalFlags): Output =>
-    new Output({
+  // Imported when a command runs (or an option is refused): `--version` and `--help` need no chalk.
+  const outputFor = async (flags: GlobalFlags): Promise<Output> =>
+    new (await import('../ui/output.js')).Output({
       json: flags.json,
       color: flags.color,
       env: io.env,
@@ -90,11 +91,11 @@ export async function main(io: MainIO): Promise<number> {
       ...(io.stderr.isTTY ? { terminal: { stream: io.stderr, columns: () => io.stderr.columns ?? 0 } } : {}),
     });
 
-  const runtime = (): CliRuntime => {
+  const runtime = async (): Promise<CliRuntime> => {
     const flags = globalFlags();
     return {
       flags,
-      output: outputFor(flags),
+      output: await outputFor(flags),
       env: io.env,
       cwd: io.cwd,
       stdinIsTTY: io.stdinIsTTY,
@@ -128,7 +129,7 @@ export async function main(io: MainIO): Promise<number> {
 
   /** Run a lazily imported handler; turn any error into a message and an exit status. */
   const run: RunAction = (command, load) => async () => {
-    const rt = runtime();
+    const rt = await runtime();
     try {
       const handler = await load();
       status = await handler(rt, command.opts(), command.args);
@@ -150,7 +151,7 @@ export async function main(io: MainIO): Promise<number> {
       return ExitCode.USAGE;
     }
     // A bad option value, from a spec's parser: reported like a handler's error (as JSON with --json).
-    if (err instanceof KeyctlError) return outputFor(globalFlags()).error(err);
+    if (err instanceof KeyctlError) return (await outputFor(globalFlags())).error(err);
     throw err;
   }
   return status;

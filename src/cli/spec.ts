@@ -4,11 +4,12 @@
  * options (`OptionsOf`), and `defineCommand` checks that the handler accepts exactly that, so no
  * handler re-declares or casts its flags.
  *
- * Spec modules (src/cli/specs/) import only commander, ./parse.js and types: `keyctl --help` and
- * `--version` load no Knex, driver, keystore or crypto code. The handler is imported when its
- * command runs.
+ * Spec modules (src/cli/specs/) import only ./parse.js and types: `keyctl --help` and `--version`
+ * load no Knex, driver, keystore or crypto code. The handler is imported when its command runs.
+ * They take commander's types from `@commander-js/extra-typings` and make options with
+ * `cmd.createOption`, so they load no module of their own but ./parse.js.
  */
-import { Command, type CommandUnknownOpts, type OptionValues } from '@commander-js/extra-typings';
+import type { Command, CommandUnknownOpts, OptionValues } from '@commander-js/extra-typings';
 import type { CliRuntime } from './runtime.js';
 
 /** A command's handler: the exit status it returns is the process's. */
@@ -54,7 +55,7 @@ export function defineCommand<A extends unknown[], O extends OptionValues>(d: Co
     name: d.name,
     register(parent, run) {
       // What parent.command(name) does, with a command whose options start empty (so their types can be inferred).
-      const cmd = d.options(new Command(d.name).copyInheritedSettings(parent).description(d.description));
+      const cmd = d.options(parent.createCommand(d.name).copyInheritedSettings(parent).description(d.description));
       const after = helpAfter(d.examples, d.notes);
       if (after) cmd.addHelpText('after', after);
       for (const sub of d.subcommands ?? []) sub.register(cmd, run);

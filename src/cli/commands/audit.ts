@@ -4,7 +4,7 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { UsageError } from '../../base/errors.js';
 import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { AuditOptions } from '../specs/audit.js';
+import type { AuditOptions } from '../specs.js';
 
 function duration(ms: number): string {
   if (ms < 1000) return `${ms} ms`;

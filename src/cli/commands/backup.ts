@@ -3,7 +3,7 @@ import path from 'node:path';
 import { runBackup } from '../../core/backup.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { BackupOptions } from '../specs/backup.js';
+import type { BackupOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: BackupOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

@@ -2,7 +2,7 @@
 import { generate } from '../../core/rotation/generate.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { GenerateOptions } from '../specs/generate.js';
+import type { GenerateOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: GenerateOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

@@ -6,7 +6,7 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { initProject } from '../../core/init.js';
 import { parseKeyBase64 } from '../../crypto/keys.js';
 import { actorName, type CliRuntime } from '../runtime.js';
-import type { InitOptions } from '../specs/init.js';
+import type { InitOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
   let adoptKey: { source: string; key: Buffer } | undefined;

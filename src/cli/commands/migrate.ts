@@ -4,7 +4,7 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { openDatabase } from '../../db/connect.js';
 import { migrate, releaseMigrationLock } from '../../db/migrations.js';
 import type { CliRuntime } from '../runtime.js';
-import type { MigrateOptions } from '../specs/migrate.js';
+import type { MigrateOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, flags: MigrateOptions): Promise<number> {
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });

@@ -2,7 +2,7 @@
 import { promote } from '../../core/rotation/steps.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { PromoteOptions } from '../specs/promote.js';
+import type { PromoteOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: PromoteOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

@@ -2,7 +2,7 @@
 import { purge } from '../../core/purge.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { PurgeOptions } from '../specs/purge.js';
+import type { PurgeOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: PurgeOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

@@ -4,7 +4,7 @@ import { recoverTest } from '../../core/backup.js';
 import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { RecoverTestOptions } from '../specs/recover-test.js';
+import type { RecoverTestOptions } from '../specs.js';
 import { passphraseFrom } from './restore.js';
 
 export async function run(rt: CliRuntime, f: RecoverTestOptions): Promise<number> {

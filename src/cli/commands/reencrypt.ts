@@ -10,7 +10,7 @@ import { nextStep } from '../../rotation/machine.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';
 import { startProgress, type ProgressLine } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
-import { DEFAULT_CHUNK_TIME, type ReencryptOptions } from '../specs/reencrypt.js';
+import { DEFAULT_CHUNK_TIME, type ReencryptOptions } from '../specs.js';
 
 function duration(s: number): string {
   if (!Number.isFinite(s)) return '?';

@@ -4,7 +4,7 @@ import { restoreBackup, type RestorePlan } from '../../core/backup.js';
 import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { RestoreOptions } from '../specs/restore.js';
+import type { RestoreOptions } from '../specs.js';
 
 /** The identity's passphrase from the variable named by --passphrase-env (never from argv). */
 export function passphraseFrom(rt: CliRuntime, name: string | undefined): string | undefined {

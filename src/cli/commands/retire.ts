@@ -2,7 +2,7 @@
 import { retire, retiredMaterial } from '../../core/rotation/steps.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { RetireOptions } from '../specs/retire.js';
+import type { RetireOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: RetireOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

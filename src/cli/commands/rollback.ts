@@ -3,7 +3,7 @@ import { rollback } from '../../core/rotation/steps.js';
 import { CLOSED_PHASES } from '../../rotation/machine.js';
 import { done } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { RollbackOptions } from '../specs/rollback.js';
+import type { RollbackOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: RollbackOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

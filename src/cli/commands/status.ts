@@ -4,7 +4,7 @@ import { getStatus, statusProblems, type StatusReport } from '../../core/status.
 import { nextStep } from '../../rotation/machine.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, type CliRuntime } from '../runtime.js';
-import type { StatusOptions } from '../specs/status.js';
+import type { StatusOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number> {
   const ctx = await openCoreContext(rt);

@@ -4,7 +4,7 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
 import { rotationJson } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
-import type { VerifyOptions } from '../specs/verify.js';
+import type { VerifyOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {

@@ -1,0 +1,342 @@
+/**
+ * Every keyctl command's spec, in the order `keyctl --help` lists them: name, description, flags
+ * with their parsers (./parse.ts), examples and the handler in ./commands/, imported only when
+ * its command runs. Each handler's options type is exported here (`InitOptions`, …), derived from
+ * the flags declared, and defineCommand checks the handler takes exactly that.
+ *
+ * One module for all of them: `keyctl --version` and `--help` load it at every start, and each
+ * module costs about a millisecond to load. It imports nothing but ./parse.js, ./spec.js and the
+ * exit codes (commander's types only), so start-up loads no Knex, driver, keystore or crypto code.
+ */
+import type { Command } from '@commander-js/extra-typings';
+import { ExitCode } from '../base/exit-codes.js';
+import { collect, parseInteger, parsePositive, parseSeconds, parseShard, shownAsBefore } from './parse.js';
+import { type CommandSpec, defineCommand, type OptionsOf } from './spec.js';
+
+// ---- keyctl init --------------------------------------------------------------------------------------
+const initFlags = (cmd: Command) =>
+  cmd
+    .option('--demo', 'also create a customers table of encrypted sample data, declared as a target')
+    .addOption(
+      cmd
+        .createOption('--rows <n>', 'rows of demo data (with --demo)')
+        .argParser(parseInteger('--rows', { hint: 'e.g. keyctl init --demo --rows 1000' }))
+        .default(1000, shownAsBefore(1000)),
+    )
+    .option('--key-from-env <VAR>', 'adopt the existing base64 key in environment variable VAR as v1 instead of generating one')
+    .option(
+      '--database <url-or-path>',
+      "database.connection to write: a SQLite file (default ./keyctl.db) or a postgres:// or mysql:// URL; use '${VAR}' to keep secrets out of the file",
+    )
+    .option('--keyring <name>', 'keyring name (default: default)')
+    .option('-f, --force', 'overwrite an existing keyctl.yaml (keys are never overwritten); with --demo, recreate the customers table')
+    .option(
+      '--existing-config',
+      'keep the keyctl.yaml already there (e.g. written for an AWS or Vault keystore): create or adopt the keyring in its keystore and prepare its database',
+    );
+
+export type InitOptions = OptionsOf<typeof initFlags>;
+
+const init = defineCommand({
+  name: 'init',
+  description: 'write a working keyctl.yaml (SQLite + file keystore) and create key v1',
+  options: initFlags,
+  examples: [
+    'keyctl init --demo --rows 1000',
+    "KEY=$(cat old.key) keyctl init --key-from-env KEY --database '${DATABASE_URL}'",
+    'keyctl init --existing-config          # keyctl.yaml names a vault or aws-secrets-manager keystore',
+  ],
+  handler: async () => (await import('./commands/init.js')).run,
+});
+
+// ---- keyctl status ------------------------------------------------------------------------------------
+const statusFlags = (cmd: Command) =>
+  cmd.option('--check', `exit ${ExitCode.PROBLEMS_FOUND} when the rotation is overdue or unparseable values exist (for monitoring)`);
+
+export type StatusOptions = OptionsOf<typeof statusFlags>;
+
+const status = defineCommand({
+  name: 'status',
+  description: 'show key versions, the open rotation, and how many values each key version protects',
+  options: statusFlags,
+  handler: async () => (await import('./commands/status.js')).run,
+});
+
+// ---- keyctl generate ----------------------------------------------------------------------------------
+const generateFlags = (cmd: Command) =>
+  cmd
+    .option('--emergency', 'a key is compromised: mark it so, skip the waiting periods and the rollback window')
+    .option('--compromised <version>', 'with --emergency: the compromised key (default: the current primary)')
+    .option('--reason <text>', 'why (required with --emergency; recorded in the audit)');
+
+export type GenerateOptions = OptionsOf<typeof generateFlags>;
+
+const generate = defineCommand({
+  name: 'generate',
+  description: 'open a rotation: create the next key version and publish it decrypt-only',
+  options: generateFlags,
+  examples: ['keyctl generate', 'keyctl generate --emergency --compromised v3 --reason "INC-1234: key in a log"'],
+  notes:
+    'With a routine rotation open, --emergency naming its old key turns that rotation into an emergency one;\n' +
+    'naming its new key is refused with the way forward (docs/rotation.md, "Emergency rotations").',
+  handler: async () => (await import('./commands/generate.js')).run,
+});
+
+// ---- keyctl dual-key ----------------------------------------------------------------------------------
+const dualKey = defineCommand({
+  name: 'dual-key',
+  description: 'make the new version primary (new writes use it); the old one stays for decryption',
+  options: (cmd) => cmd,
+  handler: async () => (await import('./commands/dual-key.js')).run,
+});
+
+// ---- keyctl reencrypt ---------------------------------------------------------------------------------
+/** --chunk-time when not given: the resume line leaves it out then. */
+export const DEFAULT_CHUNK_TIME = 0.5;
+
+const reencryptFlags = (cmd: Command) =>
+  cmd
+    .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
+    .option('--batch-size <n>', 'a fixed number of rows per batch (default: sized to --chunk-time)', parsePositive('--batch-size'))
+    .addOption(
+      cmd
+        .createOption('--chunk-time <seconds>', 'target time per batch; batch size adapts to it')
+        .argParser(parseSeconds('--chunk-time', 60))
+        .default(DEFAULT_CHUNK_TIME, shownAsBefore(DEFAULT_CHUNK_TIME)),
+    )
+    .option('--max-rate <rows>', 'at most this many rows per second', parsePositive('--max-rate'))
+    .option('--sleep <ms>', 'pause this long after every batch', parseInteger('--sleep', { min: 0 }))
+    .option('--pause-file <path>', 'pause while this file exists (touch it to pause, remove it to resume)')
+    .option(
+      '--max-load <n>',
+      'wait while the database is busier than this (PostgreSQL: other active backends; MySQL: Threads_running)',
+      parsePositive('--max-load'),
+    )
+    .option('--table <name>', 'only this target table')
+    .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
+    .option(
+      '--crypto-workers <n>',
+      'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)',
+      parseInteger('--crypto-workers', { min: 0 }),
+    );
+
+export type ReencryptOptions = OptionsOf<typeof reencryptFlags>;
+
+const reencrypt = defineCommand({
+  name: 'reencrypt',
+  description: 'rewrite every value not under the primary version; resumes where it stopped',
+  options: reencryptFlags,
+  notes: `Ctrl-C (or SIGTERM) finishes the current batch, saves the cursor and exits ${ExitCode.INTERRUPTED}; run the same command to resume.`,
+  handler: async () => (await import('./commands/reencrypt.js')).run,
+});
+
+// ---- keyctl verify ------------------------------------------------------------------------------------
+const verifyFlags = (cmd: Command) =>
+  cmd.option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)', parsePositive('--sample'));
+
+export type VerifyOptions = OptionsOf<typeof verifyFlags>;
+
+const verify = defineCommand({
+  name: 'verify',
+  description: 'check that every value decrypts and is under the primary version; a pass moves the rotation on',
+  options: verifyFlags,
+  handler: async () => (await import('./commands/verify.js')).run,
+});
+
+// ---- keyctl backup ------------------------------------------------------------------------------------
+const backupFlags = (cmd: Command) =>
+  cmd
+    .option('--out <dir>', 'backup directory (default: backup.dir in keyctl.yaml, .keyctl/backups)')
+    .option('--recipient <file>', 'armored OpenPGP public key to encrypt to; repeat for several (default: backup.recipients)', collect, [])
+    .option('--if-configured', 'exit 0 without a backup when backup.recipients is empty (runbooks, shared scripts)');
+
+export type BackupOptions = OptionsOf<typeof backupFlags>;
+
+const backup = defineCommand({
+  name: 'backup',
+  description: 'write an OpenPGP-encrypted backup of every non-retired key version, then prune old backups (cron-safe)',
+  options: backupFlags,
+  notes: 'See docs/backup.md for the backup format, retention, a crontab line and a systemd timer.',
+  handler: async () => (await import('./commands/backup.js')).run,
+});
+
+// ---- keyctl recover-test ------------------------------------------------------------------------------
+const recoverTestFlags = (cmd: Command) =>
+  cmd
+    .option('--backup <file>', 'the backup to test (default: the newest in backup.dir)')
+    .option('--identity <file>', 'armored OpenPGP secret key of a recipient (gpg --armor --export-secret-keys)')
+    .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
+    .addOption(
+      cmd.createOption('--sample <n>', 'rows per target decrypted with the recovered keys').argParser(parsePositive('--sample')).default(20, shownAsBefore(20)),
+    );
+
+export type RecoverTestOptions = OptionsOf<typeof recoverTestFlags>;
+
+const recoverTest = defineCommand({
+  name: 'recover-test',
+  description: 'prove a backup restores access: decrypt it, check every key and version in use, decrypt sample rows with it',
+  options: recoverTestFlags,
+  handler: async () => (await import('./commands/recover-test.js')).run,
+});
+
+// ---- keyctl restore -----------------------------------------------------------------------------------
+const restoreFlags = (cmd: Command) =>
+  cmd
+    .option('--backup <file>', 'the backup file')
+    .option('--identity <file>', 'armored OpenPGP secret key of a recipient')
+    .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
+    .option('-y, --yes', 'do not ask for confirmation (needed without a terminal)')
+    .option('--allow-unknown', 'also restore key versions the database registry does not know (needs --reason; audited)')
+    .option('--reason <text>', 'why (recorded in the audit)');
+
+export type RestoreOptions = OptionsOf<typeof restoreFlags>;
+
+const restore = defineCommand({
+  name: 'restore',
+  description: 'put key versions from a backup back into the keystore (never overwrites a different key)',
+  options: restoreFlags,
+  handler: async () => (await import('./commands/restore.js')).run,
+});
+
+// ---- keyctl promote -----------------------------------------------------------------------------------
+const promoteFlags = (cmd: Command) =>
+  cmd.option('--force', 'promote after a sampled verify (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
+
+export type PromoteOptions = OptionsOf<typeof promoteFlags>;
+
+const promote = defineCommand({
+  name: 'promote',
+  description: 'remove the old version from the published keyring (kept archived for rollback); needs a full verify that passed',
+  options: promoteFlags,
+  handler: async () => (await import('./commands/promote.js')).run,
+});
+
+// ---- keyctl retire ------------------------------------------------------------------------------------
+const retireFlags = (cmd: Command) =>
+  cmd.option('--force', 'retire before the rollback window has passed (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
+
+export type RetireOptions = OptionsOf<typeof retireFlags>;
+
+const retire = defineCommand({
+  name: 'retire',
+  description: "after the rollback window: destroy (or archive) the old version's key and close the rotation",
+  options: retireFlags,
+  handler: async () => (await import('./commands/retire.js')).run,
+});
+
+// ---- keyctl rollback ----------------------------------------------------------------------------------
+const rollbackFlags = (cmd: Command) =>
+  cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)');
+
+export type RollbackOptions = OptionsOf<typeof rollbackFlags>;
+
+const rollback = defineCommand({
+  name: 'rollback',
+  description: 'make the old version primary again; values under the new one are re-encrypted back',
+  options: rollbackFlags,
+  handler: async () => (await import('./commands/rollback.js')).run,
+});
+
+// ---- keyctl purge -------------------------------------------------------------------------------------
+const purgeFlags = (cmd: Command) => cmd.option('--dry-run', 'say what would be destroyed, destroy nothing');
+
+export type PurgeOptions = OptionsOf<typeof purgeFlags>;
+
+const purge = defineCommand({
+  name: 'purge',
+  description: 'destroy retired keys whose retention (policy.retiredKeyRetentionDays) has passed, after checking every value decrypts without them',
+  options: purgeFlags,
+  examples: ['keyctl purge --dry-run', 'keyctl purge          # e.g. monthly from cron; see docs/rotation.md, "Destroying key material"'],
+  handler: async () => (await import('./commands/purge.js')).run,
+});
+
+// ---- keyctl audit -------------------------------------------------------------------------------------
+const FORMATS: readonly ['table', 'json', 'markdown'] = ['table', 'json', 'markdown'];
+
+const auditFlags = (cmd: Command) =>
+  cmd
+    .option('--rotation <id>', 'this rotation (default: the open one, else the latest)', parseInteger('--rotation', { expects: 'a rotation id (a number)' }))
+    .option('--all', "the keyring's whole history")
+    .addOption(cmd.createOption('--format <format>', 'output format').choices(FORMATS).default('table'))
+    .option('--verify', `check the hash chain: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`);
+
+export type AuditOptions = OptionsOf<typeof auditFlags>;
+
+const audit = defineCommand({
+  name: 'audit',
+  description: 'print the history of a rotation as evidence, or check the audit chain',
+  options: auditFlags,
+  handler: async () => (await import('./commands/audit.js')).run,
+});
+
+// ---- keyctl runbook -----------------------------------------------------------------------------------
+const runbookListFlags = (cmd: Command) => cmd.option('--file <path>', 'also a runbook file of your own');
+
+const runbookRunFlags = (cmd: Command) =>
+  cmd
+    .argument('<name>', 'runbook name (see `keyctl runbook list`)')
+    .option('--file <path>', 'run this runbook file instead of one found by name')
+    .option('--dry-run', 'print the plan (done, next and pending steps) without doing anything')
+    .option('-y, --yes', 'run check, command and wait steps without asking (for scripts); confirm steps still need a terminal')
+    .option('--set <name=value...>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing)');
+
+export type RunbookListOptions = OptionsOf<typeof runbookListFlags>;
+export type RunbookRunOptions = OptionsOf<typeof runbookRunFlags>;
+
+const runbook = defineCommand({
+  name: 'runbook',
+  description: 'follow a rotation step by step: checks, commands and confirmations from runbooks/*.yaml, resumable by anyone',
+  options: (cmd) => cmd,
+  examples: [
+    'keyctl runbook list',
+    'keyctl runbook run routine-rotation --dry-run',
+    'keyctl runbook run routine-rotation',
+    'keyctl runbook run key-recovery-test --yes --set identity=/secure/recovery.asc   # from cron',
+  ],
+  subcommands: [
+    defineCommand({
+      name: 'list',
+      description: "the runbooks shipped with keyctl and those of the config's runbooks: directory",
+      options: runbookListFlags,
+      handler: async () => (await import('./commands/runbook.js')).list,
+    }),
+    defineCommand({
+      name: 'run',
+      description: 'run a runbook from the first step not yet done for the current rotation',
+      options: runbookRunFlags,
+      handler: async () => (await import('./commands/runbook.js')).run,
+    }),
+  ],
+});
+
+// ---- keyctl migrate -----------------------------------------------------------------------------------
+const migrateFlags = (cmd: Command) =>
+  cmd.option('--unlock', 'first release a migration lock left by a keyctl that died while migrating (only when no other keyctl runs)');
+
+export type MigrateOptions = OptionsOf<typeof migrateFlags>;
+
+const migrate = defineCommand({
+  name: 'migrate',
+  description: "create or upgrade keyctl's own tables (other commands do this automatically)",
+  options: migrateFlags,
+  handler: async () => (await import('./commands/migrate.js')).run,
+});
+
+export const COMMANDS: readonly CommandSpec[] = [
+  init,
+  status,
+  generate,
+  dualKey,
+  reencrypt,
+  verify,
+  backup,
+  recoverTest,
+  restore,
+  promote,
+  retire,
+  rollback,
+  purge,
+  audit,
+  runbook,
+  migrate,
+];
