@@ -3,10 +3,11 @@
  * Most tests run keyctl in-process (main() with captured streams, the same code the launcher
  * runs); the launcher itself is checked as a child process.
  */
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import knexFactory from 'knex';
+import { generateKey as generatePgpKey } from 'openpgp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
@@ -333,5 +334,33 @@ describe('reencrypt interrupted through the injected signal hook (in-process)', 
     expect((await run.done).code).toBe(ExitCode.INTERRUPTED);
     run.signal('SIGINT');
     expect(run.stderr.match(/stopping now/g)).toHaveLength(1);
+  });
+});
+
+describe('restore asks through the injected stdin', () => {
+  it("writes nothing on 'n', restores on 'y'", async () => {
+    const cwd = tmpdir();
+    const pgp = await generatePgpKey({ userIDs: [{ email: 'backup@example.com' }], type: 'ecc', curve: 'curve25519Legacy', format: 'armored' });
+    writeFileSync(path.join(cwd, 'backup.pub.asc'), pgp.publicKey);
+    writeFileSync(path.join(cwd, 'backup.sec.asc'), pgp.privateKey);
+    expect((await keyctlInProcess(['init'], { cwd })).code).toBe(0);
+    const backup = await keyctlInProcess(['backup', '--recipient', 'backup.pub.asc', '--json'], { cwd });
+    expect(backup.code, backup.stderr).toBe(0);
+    const file = json<{ file: string }>(backup).file;
+    const keyring = path.join(cwd, '.keyctl', 'keyring.json');
+    const original = readFileSync(keyring, 'utf8');
+    rmSync(keyring);
+
+    const args = ['restore', '--backup', file, '--identity', 'backup.sec.asc'];
+    const no = await keyctlInProcess(args, { cwd, stdinIsTTY: true, input: 'n\n' });
+    expect(no.code, no.stderr).toBe(0);
+    expect(no.stderr).toContain('write these keys to the keystore? [y/N] ');
+    expect(no.stdout).toContain('not restored: nothing was written');
+    expect(existsSync(keyring)).toBe(false);
+
+    const yes = await keyctlInProcess(args, { cwd, stdinIsTTY: true, input: 'y\n' });
+    expect(yes.code, yes.stderr).toBe(0);
+    expect(yes.stdout).toContain('restored v1 into the keystore');
+    expect(JSON.parse(readFileSync(keyring, 'utf8'))).toEqual(JSON.parse(original));
   });
 });

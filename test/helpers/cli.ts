@@ -38,8 +38,10 @@ export interface InProcessOptions {
   cwd: string;
   /** Added to the test process's environment (as the child process gets it). */
   env?: NodeJS.ProcessEnv;
-  /** What stdin holds (not a terminal). */
+  /** What stdin holds. */
   input?: string;
+  /** Let the command believe stdin is a terminal (it may then ask; `input` holds the answers). */
+  stdinIsTTY?: boolean;
 }
 
 /** A keyctl running in this process: send it signals, read its stderr so far, await its result. */
@@ -81,7 +83,7 @@ export function startKeyctlInProcess(args: string[], opts: InProcessOptions): In
     stdout,
     stderr,
     stdin: Readable.from([opts.input ?? '']),
-    stdinIsTTY: false,
+    stdinIsTTY: opts.stdinIsTTY ?? false,
     onSignal: (signal, handler) => {
       const set = handlers.get(signal) ?? new Set();
       handlers.set(signal, set.add(handler));
