@@ -58,7 +58,6 @@ function parseSets(sets: string[] | undefined): Record<string, string> {
   return out;
 }
 
-
 function isPromptExit(err: unknown): boolean {
   const name = (err as { name?: string } | null)?.name;
   return name === 'ExitPromptError' || name === 'AbortPromptError';
@@ -119,7 +118,8 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
   const runbook = findRunbook(name, { teamDir: teamDir(rt), file: opts.file });
   const sets = parseSets(opts.set);
   for (const k of Object.keys(sets)) {
-    if (!runbook.inputs.some((i) => i.id === k)) throw new UsageError(`--set ${k}: runbook ${runbook.name} has no input "${k}"`, `its inputs: ${runbook.inputs.map((i) => i.id).join(', ') || 'none'}`);
+    if (!runbook.inputs.some((i) => i.id === k))
+      throw new UsageError(`--set ${k}: runbook ${runbook.name} has no input "${k}"`, `its inputs: ${runbook.inputs.map((i) => i.id).join(', ') || 'none'}`);
   }
   const interactive = rt.stdinIsTTY && !opts.yes;
   if (!opts.dryRun && !rt.stdinIsTTY && !opts.yes) {
@@ -140,7 +140,7 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
         output: rt.output,
         cwd: rt.cwd,
         asker: interactive ? inquirerAsker() : null,
-        columns: () => process.stderr.columns ?? 0,
+        columns: rt.columns,
         invoke: rt.invoke,
         sleep: (ms, signal) => sleep(ms, undefined, { signal }),
         progress: async (first) => (await import('../../ui/progress.js')).startProgress(rt.output, first),
