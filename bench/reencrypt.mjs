@@ -51,12 +51,24 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-bench-'));
 const dbName = `keyctl_bench_${randomBytes(4).toString('hex')}`;
 /** @param {string} [database] */
 function knexFor(database) {
-  if (dbKind === 'sqlite') return knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'bench.db') }, useNullAsDefault: true, log: quiet });
+  if (dbKind === 'sqlite')
+    return knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'bench.db') }, useNullAsDefault: true, log: quiet });
   const u = new URL(dbKind === 'pg' ? PG : MY);
   if (database) u.pathname = `/${database}`;
   return dbKind === 'pg'
     ? knexFactory({ client: 'pg', connection: { connectionString: u.toString() }, pool: { min: 0, max: 2 }, log: quiet })
-    : knexFactory({ client: 'mysql2', connection: { host: u.hostname, port: Number(u.port || 3306), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database: database ?? u.pathname.slice(1) }, pool: { min: 0, max: 2 }, log: quiet });
+    : knexFactory({
+        client: 'mysql2',
+        connection: {
+          host: u.hostname,
+          port: Number(u.port || 3306),
+          user: decodeURIComponent(u.username),
+          password: decodeURIComponent(u.password),
+          database: database ?? u.pathname.slice(1),
+        },
+        pool: { min: 0, max: 2 },
+        log: quiet,
+      });
 }
 function connectionUrl() {
   if (dbKind === 'sqlite') return './bench.db';
@@ -68,7 +80,10 @@ function connectionUrl() {
 const codec = new AesGcmV1Codec();
 const k1 = generateKey();
 const k2 = generateKey();
-const keys = new Map([['v1', k1], ['v2', k2]]);
+const keys = new Map([
+  ['v1', k1],
+  ['v2', k2],
+]);
 const words = 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua'.split(' ');
 /** @param {number} i */
 function note(i) {
@@ -105,7 +120,9 @@ async function setup() {
 
 function writeProject() {
   mkdirSync(path.join(dir, '.keyctl'), { mode: 0o700 });
-  writeFileSync(path.join(dir, '.keyctl', 'keyring.json'), JSON.stringify({ keyring: 'default', primary: 'v1', keys: { v1: k1.toString('base64') } }), { mode: 0o600 });
+  writeFileSync(path.join(dir, '.keyctl', 'keyring.json'), JSON.stringify({ keyring: 'default', primary: 'v1', keys: { v1: k1.toString('base64') } }), {
+    mode: 0o600,
+  });
   writeFileSync(
     path.join(dir, 'keyctl.yaml'),
     `database:\n  client: ${dbKind}\n  connection: ${JSON.stringify(connectionUrl())}\nkeystore:\n  provider: file\n  path: .keyctl/keyring.json\ntargets:\n  - table: bench\n    columns: [email, note]\npolicy:\n  minPropagationSeconds: 0\n`,
@@ -165,9 +182,20 @@ async function parallelCrypto(values, threads) {
       });
     });`;
   const codecUrl = new URL('../dist/crypto/codec.js', import.meta.url).href;
-  const workers = Array.from({ length: threads }, (_, i) => new Worker(src, { eval: true, workerData: { codecUrl, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) } }));
+  const workers = Array.from(
+    { length: threads },
+    (_, i) =>
+      new Worker(src, {
+        eval: true,
+        workerData: { codecUrl, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) },
+      }),
+  );
   /** @param {Worker} w */
-  const next = (w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  const next = (w) =>
+    new Promise((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
   await Promise.all(workers.map(next));
   const t0 = performance.now();
   const done = workers.map(next);
@@ -218,14 +246,20 @@ async function main() {
   // keyctl reencrypt --dry-run: the same reads and crypto without the writes, to tell what the
   // writes (the database server's share of the two cores) cost the real run.
   const dryServerBefore = serverCpuSeconds();
-  const dry = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
+  const dry = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
+    cwd: dir,
+    encoding: 'utf8',
+  });
   if (dry.status !== 0) throw new Error(`keyctl reencrypt --dry-run exited ${dry.status}: ${dry.stderr}`);
   const dryServerCpu = serverCpuSeconds() - dryServerBefore;
   const { wall: dryWall, user: dryUser, sys: drySys } = timeFields(dry.stderr);
 
   // keyctl reencrypt, the real command (wall time includes process start-up).
   const serverBefore = serverCpuSeconds();
-  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], { cwd: dir, encoding: 'utf8' });
+  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], {
+    cwd: dir,
+    encoding: 'utf8',
+  });
   if (timed.status !== 0) throw new Error(`keyctl reencrypt exited ${timed.status}: ${timed.stderr}`);
   const serverCpu = serverCpuSeconds() - serverBefore;
   const { rssKb, wall, user: userCpu, sys: sysCpu } = timeFields(timed.stderr);
@@ -253,7 +287,9 @@ async function main() {
       // values are not valid ciphertexts after the v3 rewrite: naive work is measured on fresh ones
       const email = codec.encrypt(`user.${r.id}@example.com`, 'v1', k1);
       const n = codec.encrypt(note(Number(r.id)), 'v1', k1);
-      await knex('bench').where({ id: r.id }).update({ email: codec.encrypt(codec.decrypt(email, lookup), 'v2', target), note: codec.encrypt(codec.decrypt(n, lookup), 'v2', target) });
+      await knex('bench')
+        .where({ id: r.id })
+        .update({ email: codec.encrypt(codec.decrypt(email, lookup), 'v2', target), note: codec.encrypt(codec.decrypt(n, lookup), 'v2', target) });
     }
   }
   const naiveSecs = (performance.now() - t0) / 1000;
@@ -283,7 +319,25 @@ async function main() {
     `keyctl / naive            ${(keyctlRate / naiveRate).toFixed(1)}`,
   ];
   console.log(lines.join('\n'));
-  if (args.includes('--json')) console.log(JSON.stringify({ db: dbKind, rows, keyctlRate, cryptoRate, dbRate, naiveRate, peakRssMiB: rssKb / 1024, wall, keyctlCpu: userCpu + sysCpu, serverCpu, dryRunRate: rate(rows, dryWall), dryRunCpu: dryUser + drySys, dryRunServerCpu: dryServerCpu, parallelCryptoRate: rate(rows, parallelSecs) }));
+  if (args.includes('--json'))
+    console.log(
+      JSON.stringify({
+        db: dbKind,
+        rows,
+        keyctlRate,
+        cryptoRate,
+        dbRate,
+        naiveRate,
+        peakRssMiB: rssKb / 1024,
+        wall,
+        keyctlCpu: userCpu + sysCpu,
+        serverCpu,
+        dryRunRate: rate(rows, dryWall),
+        dryRunCpu: dryUser + drySys,
+        dryRunServerCpu: dryServerCpu,
+        parallelCryptoRate: rate(rows, parallelSecs),
+      }),
+    );
 }
 
 try {

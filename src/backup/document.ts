@@ -51,7 +51,10 @@ export function parseBackupDocument(bytes: Uint8Array, file: string): BackupDocu
   const r = BackupDocumentSchema.safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0]!;
-    throw new BackupError(`${file} is not a keyctl key backup this version can read: ${issue.path.join('.') || '(document)'}: ${issue.message}`, `keyctl reads ${BACKUP_FORMAT} format version ${BACKUP_FORMAT_VERSION}`);
+    throw new BackupError(
+      `${file} is not a keyctl key backup this version can read: ${issue.path.join('.') || '(document)'}: ${issue.message}`,
+      `keyctl reads ${BACKUP_FORMAT} format version ${BACKUP_FORMAT_VERSION}`,
+    );
   }
   return r.data;
 }

@@ -83,7 +83,9 @@ export async function checkChecksum(file: string, data?: Uint8Array): Promise<Ch
     }
   }
   const actual = sha256Hex(bytes);
-  return actual === recorded.toLowerCase() ? { ok: true, hex: actual } : { ok: false, missing: false, problem: `SHA-256 of ${path.basename(file)} is ${actual}, its checksum file says ${recorded || '(nothing)'}` };
+  return actual === recorded.toLowerCase()
+    ? { ok: true, hex: actual }
+    : { ok: false, missing: false, problem: `SHA-256 of ${path.basename(file)} is ${actual}, its checksum file says ${recorded || '(nothing)'}` };
 }
 
 const LOCK = '.keyctl-backup.lock';
@@ -98,7 +100,10 @@ export async function acquireLock(dir: string, now: Date): Promise<() => Promise
   try {
     got = await tryLock(file, now);
   } catch (err) {
-    throw new BackupError(`cannot create the lock file in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check that the backup directory is writable by this user');
+    throw new BackupError(
+      `cannot create the lock file in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      'check that the backup directory is writable by this user',
+    );
   }
   if ('release' in got) return got.release;
   const holder = got.holder;
@@ -117,7 +122,14 @@ export interface PruneResult {
  * Delete this keyring's backups older than `retentionDays`, never touching the newest
  * `keepAtLeast` backups whose checksum still matches. Call only after a successful backup.
  */
-export async function pruneBackups(dir: string, keyring: string, now: Date, retentionDays: number, keepAtLeast: number, keep: ReadonlySet<string> = new Set()): Promise<PruneResult> {
+export async function pruneBackups(
+  dir: string,
+  keyring: string,
+  now: Date,
+  retentionDays: number,
+  keepAtLeast: number,
+  keep: ReadonlySet<string> = new Set(),
+): Promise<PruneResult> {
   const all = await listBackups(dir, keyring);
   // `keep`: backups that are the newest holding some key still needed (never pruned).
   const protectedNames = new Set<string>(keep);

@@ -24,7 +24,12 @@ async function readText(file: string, what: string): Promise<string> {
     return await readFile(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new PgpKeyError(`cannot read the ${what} ${file}: ${code === 'ENOENT' ? 'no such file' : code ?? String(err)}`, what === 'recipient key' ? 'export it with `gpg --armor --export KEYID > FILE` and list it under backup.recipients (or pass --recipient FILE)' : 'pass --identity FILE with the armored secret key (`gpg --armor --export-secret-keys KEYID > FILE`)');
+    throw new PgpKeyError(
+      `cannot read the ${what} ${file}: ${code === 'ENOENT' ? 'no such file' : (code ?? String(err))}`,
+      what === 'recipient key'
+        ? 'export it with `gpg --armor --export KEYID > FILE` and list it under backup.recipients (or pass --recipient FILE)'
+        : 'pass --identity FILE with the armored secret key (`gpg --armor --export-secret-keys KEYID > FILE`)',
+    );
   }
 }
 
@@ -39,12 +44,18 @@ export async function readRecipient(file: string): Promise<Recipient> {
     throw new PgpKeyError(`recipient ${file} is not an armored OpenPGP public key`, 'export it with `gpg --armor --export KEYID > FILE`');
   }
   if (key.isPrivate()) {
-    throw new PgpKeyError(`recipient ${file} holds a secret key; a recipient must be a public key`, 'export only the public part: `gpg --armor --export KEYID > FILE`, and keep the secret key offline');
+    throw new PgpKeyError(
+      `recipient ${file} holds a secret key; a recipient must be a public key`,
+      'export only the public part: `gpg --armor --export KEYID > FILE`, and keep the secret key offline',
+    );
   }
   try {
     await key.getEncryptionKey();
   } catch (err) {
-    throw new PgpKeyError(`recipient ${file} (${key.getFingerprint().toUpperCase()}) has no usable encryption key: ${(err as Error).message}`, 'renew or replace the key (expired, revoked or signing-only keys cannot receive backups)');
+    throw new PgpKeyError(
+      `recipient ${file} (${key.getFingerprint().toUpperCase()}) has no usable encryption key: ${(err as Error).message}`,
+      'renew or replace the key (expired, revoked or signing-only keys cannot receive backups)',
+    );
   }
   return { file, fingerprint: key.getFingerprint().toUpperCase(), userIds: key.getUserIDs(), key };
 }
@@ -88,7 +99,10 @@ export async function decryptWith(identity: PrivateKey, identityFile: string, da
   const intended = message.getEncryptionKeyIDs().map((id) => id.toHex().toUpperCase());
   const ours = identity.getKeys().map((k) => k.getKeyID().toHex().toUpperCase());
   if (!intended.some((id) => ours.includes(id))) {
-    throw new PgpKeyError(`identity ${identityFile} cannot open ${backupFile}: it was encrypted to key ID(s) ${intended.join(', ') || '(none)'}, not to this key`, 'use the secret key of one of the backup recipients');
+    throw new PgpKeyError(
+      `identity ${identityFile} cannot open ${backupFile}: it was encrypted to key ID(s) ${intended.join(', ') || '(none)'}, not to this key`,
+      'use the secret key of one of the backup recipients',
+    );
   }
   try {
     const { data: plain } = await pgp.decrypt({ message, decryptionKeys: identity, format: 'binary' });

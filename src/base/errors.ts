@@ -5,7 +5,19 @@
 import { ExitCode, type ExitCodeName } from './exit-codes.js';
 
 /** The stable, machine-readable kinds of error (`--json` output's `error.kind`). */
-export type ErrorKind = 'usage' | 'config' | 'refused' | 'keystore' | 'keystore-read-only' | 'database' | 'problems-found' | 'backup' | 'locked' | 'pgp-key' | 'io' | 'internal';
+export type ErrorKind =
+  | 'usage'
+  | 'config'
+  | 'refused'
+  | 'keystore'
+  | 'keystore-read-only'
+  | 'database'
+  | 'problems-found'
+  | 'backup'
+  | 'locked'
+  | 'pgp-key'
+  | 'io'
+  | 'internal';
 
 export class KeyctlError extends Error {
   readonly exitCode: ExitCodeName;

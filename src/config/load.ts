@@ -106,12 +106,7 @@ export function expandEnv(text: string, env: NodeJS.ProcessEnv): string {
 }
 
 /** Replace ${NAME} and ${NAME:-default} in every string; $${ escapes a literal ${. */
-function interpolate(
-  value: unknown,
-  at: PropertyKey[],
-  env: NodeJS.ProcessEnv,
-  missing: (at: PropertyKey[], name: string) => void,
-): unknown {
+function interpolate(value: unknown, at: PropertyKey[], env: NodeJS.ProcessEnv, missing: (at: PropertyKey[], name: string) => void): unknown {
   if (typeof value === 'string') {
     return value.replace(/\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (whole, escaped, name: string, fallback?: string) => {
       if (escaped) return whole.slice(1);
@@ -124,9 +119,7 @@ function interpolate(
   }
   if (Array.isArray(value)) return value.map((v, i) => interpolate(v, [...at, i], env, missing));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, interpolate(v, [...at, k], env, missing)]),
-    );
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, [...at, k], env, missing)]));
   }
   return value;
 }
@@ -142,9 +135,7 @@ function formatIssue(issue: z.core.$ZodIssue, input: unknown, label: string): st
     case 'invalid_value':
       return [`${where}: expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, found ${describeValue(found.value)}`];
     case 'unrecognized_keys':
-      return issue.keys.map(
-        (k) => `${label}: ${formatPath([...p, k])}: unknown key${suggestKey(k, input, p)}`,
-      );
+      return issue.keys.map((k) => `${label}: ${formatPath([...p, k])}: unknown key${suggestKey(k, input, p)}`);
     case 'invalid_union': {
       // A discriminated union with an unknown discriminator: point at the discriminator itself.
       const disc = (issue as { discriminator?: string }).discriminator;
@@ -158,7 +149,9 @@ function formatIssue(issue: z.core.$ZodIssue, input: unknown, label: string): st
       return [`${where}: ${issue.message}, found ${describeValue(found.value)}`];
     }
     case 'invalid_format':
-      return [`${where}: expected ${issue.message.replace(/^Invalid string: must match pattern .*$/, 'a different format')}, found ${describeValue(found.value)}`];
+      return [
+        `${where}: expected ${issue.message.replace(/^Invalid string: must match pattern .*$/, 'a different format')}, found ${describeValue(found.value)}`,
+      ];
     case 'too_small':
     case 'too_big':
       return [`${where}: ${issue.message.replace(/^Too (small|big): /, '').replace(/^expected /, 'expected ')}, found ${describeValue(found.value)}`];

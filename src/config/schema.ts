@@ -4,16 +4,11 @@
  */
 import { z } from 'zod';
 
-const identifier = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier (letters, digits, _ and $; not starting with a digit)');
+const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier (letters, digits, _ and $; not starting with a digit)');
 
 const tableName = z
   .string()
-  .regex(
-    /^([A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$/,
-    'a table name, optionally schema-qualified (schema.table)',
-  );
+  .regex(/^([A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a table name, optionally schema-qualified (schema.table)');
 
 export const DatabaseSchema = z.strictObject({
   client: z.enum(['sqlite', 'pg', 'mysql']),
@@ -55,11 +50,17 @@ const AwsKeystoreSchema = z
     /** Name or ARN of the secret holding the published keyring document. */
     secretId: z.string().min(1).max(2048),
     /** Defaults to the SDK's own (AWS_REGION, the profile's region). */
-    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1').optional(),
+    region: z
+      .string()
+      .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1')
+      .optional(),
     /** Another endpoint (VPC endpoint, FIPS endpoint, a local test server). */
     endpoint: z.url({ protocol: /^https?$/ }).optional(),
     /** Archived and retired keys are secrets named <archivePrefix><version>; default "<secret name>/archive/". */
-    archivePrefix: z.string().regex(/^[A-Za-z0-9/_+=.@-]{1,500}$/, 'a secret name prefix (letters, digits and /_+=.@-)').optional(),
+    archivePrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9/_+=.@-]{1,500}$/, 'a secret name prefix (letters, digits and /_+=.@-)')
+      .optional(),
     /** KMS key for secrets keyctl creates (default: the account's aws/secretsmanager key). */
     kmsKeyId: z.string().min(1).optional(),
     /** Days a deleted archive secret stays recoverable (AWS allows 7 to 30). */

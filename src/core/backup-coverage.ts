@@ -23,4 +23,3 @@ export async function backupHolding(ctx: CoreContext, version: string, since: Da
   }
   return { configured: true, file: null };
 }
-

@@ -46,7 +46,13 @@ function backupDir(ctx: CoreContext, override?: string): string {
   return override ? path.resolve(override) : resolveConfigPath(ctx.config, ctx.config.backup.dir);
 }
 
-async function audit(ctx: CoreContext, action: AuditAction, outcome: AuditOutcome, details: Record<string, unknown>, rotationId?: number | null): Promise<void> {
+async function audit(
+  ctx: CoreContext,
+  action: AuditAction,
+  outcome: AuditOutcome,
+  details: Record<string, unknown>,
+  rotationId?: number | null,
+): Promise<void> {
   await appendAudit(ctx.db, { keyring: ctx.config.keyring, action, actor: ctx.actor, outcome, rotationId: rotationId ?? null, details }, ctx.now());
 }
 
@@ -74,9 +80,13 @@ async function newestBackupPerVersion(ctx: CoreContext, dir: string, live: Set<s
 export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Promise<BackupResult> {
   const cfg: BackupConfig = ctx.config.backup;
   const dir = backupDir(ctx, opts.outDir);
-  const recipientFiles = opts.recipients && opts.recipients.length > 0 ? opts.recipients.map((r) => path.resolve(r)) : cfg.recipients.map((r) => resolveConfigPath(ctx.config, r));
+  const recipientFiles =
+    opts.recipients && opts.recipients.length > 0 ? opts.recipients.map((r) => path.resolve(r)) : cfg.recipients.map((r) => resolveConfigPath(ctx.config, r));
   if (recipientFiles.length === 0) {
-    throw new UsageError('no backup recipients: a backup must be encrypted to at least one OpenPGP public key', 'list armored public key files under backup.recipients in keyctl.yaml, or pass --recipient FILE');
+    throw new UsageError(
+      'no backup recipients: a backup must be encrypted to at least one OpenPGP public key',
+      'list armored public key files under backup.recipients in keyctl.yaml, or pass --recipient FILE',
+    );
   }
   try {
     // Recipients first: a bad one must stop the run before anything is written.
@@ -86,7 +96,10 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       await fs.access(dir, fs.constants.W_OK);
     } catch (err) {
-      throw new BackupError(`cannot write to the backup directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'create it, make it writable by this user, or pass --out DIR');
+      throw new BackupError(
+        `cannot write to the backup directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+        'create it, make it writable by this user, or pass --out DIR',
+      );
     }
     const release = await acquireLock(dir, ctx.now());
     try {
@@ -99,9 +112,24 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
         // retirement need them until policy.retiredKeyRetentionDays has passed.
         if (v.material === 'destroyed') continue;
         const key = snapshot.doc.keys.get(v.version) ?? archive.doc.keys.get(v.version)?.key;
-        if (!key) throw new KeystoreError(`${ctx.keystore.describe()} lacks ${v.version}, which the registry lists as ${v.state}`, 'restore the keystore from an earlier backup (`keyctl restore`) before backing up');
-        if (fingerprint(key) !== v.fingerprint) throw new KeystoreError(`the keystore's ${v.version} does not match the fingerprint in the registry`, 'the keystore holds a different key under this version; find out why before backing it up');
-        keys.push({ version: v.version, state: v.state, fingerprint: v.fingerprint, compromised: v.compromised, createdAt: v.createdAt.toISOString(), key: key.toString('base64') });
+        if (!key)
+          throw new KeystoreError(
+            `${ctx.keystore.describe()} lacks ${v.version}, which the registry lists as ${v.state}`,
+            'restore the keystore from an earlier backup (`keyctl restore`) before backing up',
+          );
+        if (fingerprint(key) !== v.fingerprint)
+          throw new KeystoreError(
+            `the keystore's ${v.version} does not match the fingerprint in the registry`,
+            'the keystore holds a different key under this version; find out why before backing it up',
+          );
+        keys.push({
+          version: v.version,
+          state: v.state,
+          fingerprint: v.fingerprint,
+          compromised: v.compromised,
+          createdAt: v.createdAt.toISOString(),
+          key: key.toString('base64'),
+        });
       }
       const at = ctx.now();
       const doc: BackupDocument = {
@@ -129,7 +157,10 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
         await writeChecksum(file, sha256);
       } catch (err) {
         await fs.unlink(file).catch(() => undefined);
-        throw new BackupError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check free space and permissions of the backup directory');
+        throw new BackupError(
+          `cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+          'check free space and permissions of the backup directory',
+        );
       }
       // Only after today's backup is safely written.
       // Never prune the newest backup holding a version whose material still exists elsewhere only
@@ -146,7 +177,13 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
         recipients: recipients.map((r) => ({ file: r.file, fingerprint: r.fingerprint })),
         pruned: pruned.deleted,
       };
-      await audit(ctx, 'backup', 'ok', { file: path.basename(file), dir, sha256, versions: result.versions, recipients: result.recipients.map((r) => r.fingerprint), pruned: pruned.deleted }, rotation?.id);
+      await audit(
+        ctx,
+        'backup',
+        'ok',
+        { file: path.basename(file), dir, sha256, versions: result.versions, recipients: result.recipients.map((r) => r.fingerprint), pruned: pruned.deleted },
+        rotation?.id,
+      );
       return result;
     } finally {
       await release();
@@ -192,10 +229,13 @@ async function openBackup(file: string, identityFile: string, passphrase: string
   try {
     data = await fs.readFile(file);
   } catch (err) {
-    throw new BackupError(`cannot read the backup ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : ((err as NodeJS.ErrnoException).code ?? String(err))}`);
+    throw new BackupError(
+      `cannot read the backup ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : ((err as NodeJS.ErrnoException).code ?? String(err))}`,
+    );
   }
   const sum = await checkChecksum(file, data);
-  if (!sum.ok && !(sum.missing && missingChecksum === 'allow')) throw new BackupError(`${file} failed its checksum: ${sum.problem}`, 'the file was changed or damaged after it was written; use another backup');
+  if (!sum.ok && !(sum.missing && missingChecksum === 'allow'))
+    throw new BackupError(`${file} failed its checksum: ${sum.problem}`, 'the file was changed or damaged after it was written; use another backup');
   const identity = await readIdentity(identityFile, passphrase);
   const plain = await decryptWith(identity, identityFile, data, file);
   try {
@@ -222,7 +262,11 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
     const check = (name: string, ok: boolean, detail: string) => checks.push({ name, ok, detail });
     const createdAt = new Date(doc.createdAt);
     const ageHours = (ctx.now().getTime() - createdAt.getTime()) / 3_600_000;
-    check('keyring', doc.keyring === ctx.config.keyring, doc.keyring === ctx.config.keyring ? `keyring ${doc.keyring}` : `backup is of keyring "${doc.keyring}", keyctl.yaml names "${ctx.config.keyring}"`);
+    check(
+      'keyring',
+      doc.keyring === ctx.config.keyring,
+      doc.keyring === ctx.config.keyring ? `keyring ${doc.keyring}` : `backup is of keyring "${doc.keyring}", keyctl.yaml names "${ctx.config.keyring}"`,
+    );
     const maxAge = ctx.config.backup.maxAgeHours;
     check('age', ageHours <= maxAge, `${ageHours.toFixed(1)} h old (backup.maxAgeHours: ${maxAge})`);
     const keys = new Map<string, Buffer>();
@@ -232,10 +276,15 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       const key = Buffer.from(k.key, 'base64');
       if (key.length !== KEY_BYTES) keyProblems.push(`${k.version} is ${key.length} bytes, not ${KEY_BYTES}`);
       else if (fingerprint(key) !== k.fingerprint) keyProblems.push(`${k.version} does not match the fingerprint recorded in the backup`);
-      else if (registry.has(k.version) && registry.get(k.version)!.fingerprint !== k.fingerprint) keyProblems.push(`${k.version} does not match the fingerprint in the database registry`);
+      else if (registry.has(k.version) && registry.get(k.version)!.fingerprint !== k.fingerprint)
+        keyProblems.push(`${k.version} does not match the fingerprint in the database registry`);
       else keys.set(k.version, key);
     }
-    check('keys', keyProblems.length === 0 && doc.keys.length > 0, keyProblems.length ? keyProblems.join('; ') : `${doc.keys.length} key(s), each ${KEY_BYTES} bytes and matching its fingerprint`);
+    check(
+      'keys',
+      keyProblems.length === 0 && doc.keys.length > 0,
+      keyProblems.length ? keyProblems.join('; ') : `${doc.keys.length} key(s), each ${KEY_BYTES} bytes and matching its fingerprint`,
+    );
     // Every version that still has data must be in the backup.
     const codec = new AesGcmV1Codec();
     const inUse = new Map<string, number>();
@@ -243,7 +292,13 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       for (const col of await countVersions(ctx.db, t, codec)) for (const [v, n] of Object.entries(col.counts)) inUse.set(v, (inUse.get(v) ?? 0) + n);
     }
     const missing = [...inUse].filter(([v]) => !keys.has(v));
-    check('versions in use', missing.length === 0, missing.length ? `the backup lacks ${missing.map(([v, n]) => `${v} (${n} value(s) in the database)`).join(', ')}` : `every version with data is present: ${[...inUse.keys()].join(', ') || 'none'}`);
+    check(
+      'versions in use',
+      missing.length === 0,
+      missing.length
+        ? `the backup lacks ${missing.map(([v, n]) => `${v} (${n} value(s) in the database)`).join(', ')}`
+        : `every version with data is present: ${[...inUse.keys()].join(', ') || 'none'}`,
+    );
     // Real rows, decrypted with the recovered keys only. Plaintext is discarded at once.
     const decrypted: Record<string, number> = {};
     const failures: string[] = [];
@@ -265,9 +320,30 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       }
     }
     const total = Object.values(decrypted).reduce((a, b) => a + b, 0);
-    check('sample decrypts', failures.length === 0, failures.length ? `values that the recovered keys cannot decrypt: ${failures.join(', ')}` : `${total} value(s) from ${ctx.config.targets.length} target(s) decrypted with the recovered keys`);
-    const report: RecoverTestReport = { passed: checks.every((c) => c.ok), file, createdAt: doc.createdAt, ageHours, versions: doc.keys.map((k) => k.version), checks, decrypted };
-    await audit(ctx, 'recover-test', report.passed ? 'ok' : 'failed', { file: path.basename(file), createdAt: doc.createdAt, ageHours: Math.round(ageHours * 10) / 10, versions: report.versions, failed: checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`), decrypted });
+    check(
+      'sample decrypts',
+      failures.length === 0,
+      failures.length
+        ? `values that the recovered keys cannot decrypt: ${failures.join(', ')}`
+        : `${total} value(s) from ${ctx.config.targets.length} target(s) decrypted with the recovered keys`,
+    );
+    const report: RecoverTestReport = {
+      passed: checks.every((c) => c.ok),
+      file,
+      createdAt: doc.createdAt,
+      ageHours,
+      versions: doc.keys.map((k) => k.version),
+      checks,
+      decrypted,
+    };
+    await audit(ctx, 'recover-test', report.passed ? 'ok' : 'failed', {
+      file: path.basename(file),
+      createdAt: doc.createdAt,
+      ageHours: Math.round(ageHours * 10) / 10,
+      versions: report.versions,
+      failed: checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`),
+      decrypted,
+    });
     for (const k of keys.values()) k.fill(0);
     return report;
   } catch (err) {
@@ -301,7 +377,11 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
   const file = path.resolve(opts.backupFile);
   // A missing checksum file is tolerated here (disaster recovery); a wrong one is not.
   const doc = await openBackup(file, opts.identityFile, opts.passphrase, 'allow');
-  if (doc.keyring !== ctx.config.keyring) throw new RefusedError(`${file} is a backup of keyring "${doc.keyring}", keyctl.yaml names "${ctx.config.keyring}"`, 'use a backup of this keyring, or the keyctl.yaml of that one');
+  if (doc.keyring !== ctx.config.keyring)
+    throw new RefusedError(
+      `${file} is a backup of keyring "${doc.keyring}", keyctl.yaml names "${ctx.config.keyring}"`,
+      'use a backup of this keyring, or the keyctl.yaml of that one',
+    );
   const published = await ctx.keystore.read();
   const archive = await ctx.keystore.readArchive(ctx.config.keyring);
   const registry = new Map((await listVersions(ctx.db, ctx.config.keyring)).map((v) => [v.version, v]));
@@ -310,19 +390,28 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
   const chain = (await verifyAuditChain(ctx.db, ctx.config.keyring)).flatMap((r) => r.problems);
   if (chain.length > 0) {
     await audit(ctx, 'restore', 'refused', { file: path.basename(file), reason: 'audit chain or registry not intact', problems: chain.slice(0, 5) });
-    throw new RefusedError(`the registry of keyring ${ctx.config.keyring} cannot be trusted: ${chain[0]}`, 'run `keyctl audit --verify`, and restore the database (not the keys) first; nothing was written');
+    throw new RefusedError(
+      `the registry of keyring ${ctx.config.keyring} cannot be trusted: ${chain[0]}`,
+      'run `keyctl audit --verify`, and restore the database (not the keys) first; nothing was written',
+    );
   }
   const unknown = doc.keys.filter((k) => !registry.has(k.version));
   const unsafe = unknown.filter((k) => k.compromised || k.state === 'retired');
   if (unsafe.length > 0) {
-    await audit(ctx, 'restore', 'refused', { file: path.basename(file), unknownVersions: unsafe.map((k) => ({ version: k.version, fingerprint: k.fingerprint, compromised: k.compromised, state: k.state })) });
+    await audit(ctx, 'restore', 'refused', {
+      file: path.basename(file),
+      unknownVersions: unsafe.map((k) => ({ version: k.version, fingerprint: k.fingerprint, compromised: k.compromised, state: k.state })),
+    });
     throw new RefusedError(
       `${file} holds ${unsafe.map((k) => `${k.version} (${k.compromised ? 'compromised' : k.state})`).join(', ')}, unknown to the database registry; keyctl never publishes a compromised or retired key it cannot vouch for`,
       'restore the database registry first (from a database backup), then the keys; nothing was written',
     );
   }
   if (unknown.length > 0 && !opts.allowUnknown) {
-    await audit(ctx, 'restore', 'refused', { file: path.basename(file), unknownVersions: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })) });
+    await audit(ctx, 'restore', 'refused', {
+      file: path.basename(file),
+      unknownVersions: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })),
+    });
     throw new RefusedError(
       `${file} holds ${unknown.map((k) => `${k.version} (fingerprint ${k.fingerprint})`).join(', ')}, which the database registry does not know; keyctl restores only keys the registry knows`,
       'a backup from another deployment, or a forged one; nothing was written. Only if you know where the key comes from: --allow-unknown --reason "…" (audited)',
@@ -332,12 +421,21 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
   const material = new Map<string, Buffer>();
   for (const k of doc.keys) {
     const key = Buffer.from(k.key, 'base64');
-    if (key.length !== KEY_BYTES || fingerprint(key) !== k.fingerprint) throw new BackupError(`${k.version} in ${file} is damaged (wrong length or fingerprint)`, 'use another backup');
+    if (key.length !== KEY_BYTES || fingerprint(key) !== k.fingerprint)
+      throw new BackupError(`${k.version} in ${file} is damaged (wrong length or fingerprint)`, 'use another backup');
     const reg = registry.get(k.version);
-    if (reg && reg.fingerprint !== k.fingerprint) throw new RefusedError(`${k.version} in the backup differs from ${k.version} in the database registry (fingerprint ${k.fingerprint} vs ${reg.fingerprint})`, 'this backup belongs to another database or an older generation of keys; nothing was written');
+    if (reg && reg.fingerprint !== k.fingerprint)
+      throw new RefusedError(
+        `${k.version} in the backup differs from ${k.version} in the database registry (fingerprint ${k.fingerprint} vs ${reg.fingerprint})`,
+        'this backup belongs to another database or an older generation of keys; nothing was written',
+      );
     const existing = published?.doc.keys.get(k.version) ?? archive.doc.keys.get(k.version)?.key;
     if (existing) {
-      if (!existing.equals(key)) throw new RefusedError(`the keystore already holds a different key under ${k.version} (fingerprint ${fingerprint(existing)}, backup ${k.fingerprint}); refusing to overwrite it`, 'nothing was written; find out which key is right before going on');
+      if (!existing.equals(key))
+        throw new RefusedError(
+          `the keystore already holds a different key under ${k.version} (fingerprint ${fingerprint(existing)}, backup ${k.fingerprint}); refusing to overwrite it`,
+          'nothing was written; find out which key is right before going on',
+        );
       plan.unchanged.push(k.version);
       continue;
     }
@@ -368,7 +466,9 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
     toPublished: plan.toPublished,
     toArchive: plan.toArchive,
     unchanged: plan.unchanged,
-    ...(unknown.length > 0 ? { unknownAllowed: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })), reason: opts.allowUnknown?.reason ?? null } : {}),
+    ...(unknown.length > 0
+      ? { unknownAllowed: unknown.map((k) => ({ version: k.version, fingerprint: k.fingerprint })), reason: opts.allowUnknown?.reason ?? null }
+      : {}),
   });
   return { ...plan, applied: true };
 }

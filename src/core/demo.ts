@@ -10,8 +10,58 @@ import type { TargetConfig } from '../config/schema.js';
 
 export const DEMO_TARGET: TargetConfig = { table: 'customers', primaryKey: 'id', columns: ['email', 'phone', 'notes'] };
 
-const FIRST = ['Ada', 'Bruno', 'Chiara', 'Dmitri', 'Elif', 'Farah', 'Gustav', 'Hana', 'Ines', 'Jonas', 'Kofi', 'Lena', 'Mateo', 'Nadia', 'Oskar', 'Priya', 'Quentin', 'Rosa', 'Sven', 'Tomás', 'Uma', 'Viktor', 'Wen', 'Yusuf', 'Zoé'];
-const LAST = ['Andersen', 'Barros', 'Chen', 'Dubois', 'Eriksen', 'Fischer', 'García', 'Haddad', 'Ivanova', 'Jensen', 'Kowalski', 'Lindqvist', 'Moreau', 'Nakamura', 'Okafor', 'Petrov', 'Rossi', 'Schmidt', 'Takahashi', 'Varga', 'Weber', 'Yilmaz', 'Zhang'];
+const FIRST = [
+  'Ada',
+  'Bruno',
+  'Chiara',
+  'Dmitri',
+  'Elif',
+  'Farah',
+  'Gustav',
+  'Hana',
+  'Ines',
+  'Jonas',
+  'Kofi',
+  'Lena',
+  'Mateo',
+  'Nadia',
+  'Oskar',
+  'Priya',
+  'Quentin',
+  'Rosa',
+  'Sven',
+  'Tomás',
+  'Uma',
+  'Viktor',
+  'Wen',
+  'Yusuf',
+  'Zoé',
+];
+const LAST = [
+  'Andersen',
+  'Barros',
+  'Chen',
+  'Dubois',
+  'Eriksen',
+  'Fischer',
+  'García',
+  'Haddad',
+  'Ivanova',
+  'Jensen',
+  'Kowalski',
+  'Lindqvist',
+  'Moreau',
+  'Nakamura',
+  'Okafor',
+  'Petrov',
+  'Rossi',
+  'Schmidt',
+  'Takahashi',
+  'Varga',
+  'Weber',
+  'Yilmaz',
+  'Zhang',
+];
 const DOMAINS = ['example.com', 'example.org', 'example.net', 'mail.example', 'post.example'];
 const NOTES = [
   'Prefers contact by email after 6pm.',
@@ -50,11 +100,18 @@ export function* demoRows(count: number, seed = 42): Generator<DemoRow> {
   for (let i = 1; i <= count; i++) {
     const first = pick(FIRST);
     const last = pick(LAST);
-    const local = `${first}.${last}`.normalize('NFD').replace(/[\u0300-\u036f]/g, '').toLowerCase();
+    const local = `${first}.${last}`
+      .normalize('NFD')
+      .replace(/[\u0300-\u036f]/g, '')
+      .toLowerCase();
     const notes: string[] = [];
     const want = 60 + Math.floor(rnd() * 160);
     while (notes.join(' ').length < want) {
-      notes.push(pick(NOTES).replace('{n}', String(1000 + Math.floor(rnd() * 9000))).replace('{y}', String(2015 + Math.floor(rnd() * 10))));
+      notes.push(
+        pick(NOTES)
+          .replace('{n}', String(1000 + Math.floor(rnd() * 9000)))
+          .replace('{y}', String(2015 + Math.floor(rnd() * 10))),
+      );
     }
     yield {
       email: `${local}${i}@${pick(DOMAINS)}`,

@@ -93,10 +93,16 @@ ${targets}policy:
 export async function initProject(opts: InitOptions): Promise<InitResult> {
   const configFile = opts.configFile;
   if (opts.existingConfig && !existsSync(configFile)) {
-    throw new UsageError(`--existing-config: ${configFile} does not exist`, 'write keyctl.yaml first (docs/configuration.md, docs/keystores.md), or run `keyctl init` without --existing-config to have one written');
+    throw new UsageError(
+      `--existing-config: ${configFile} does not exist`,
+      'write keyctl.yaml first (docs/configuration.md, docs/keystores.md), or run `keyctl init` without --existing-config to have one written',
+    );
   }
   if (opts.existingConfig && (opts.force || opts.database || opts.keyring)) {
-    throw new UsageError('--existing-config takes database and keyring from the file; --force, --database and --keyring do not apply', 'edit keyctl.yaml instead');
+    throw new UsageError(
+      '--existing-config takes database and keyring from the file; --force, --database and --keyring do not apply',
+      'edit keyctl.yaml instead',
+    );
   }
   if (existsSync(configFile) && !opts.force && !opts.existingConfig) {
     throw new RefusedError(
@@ -109,7 +115,10 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
   try {
     accessSync(configDir, fsConstants.W_OK);
   } catch {
-    throw new UsageError(`cannot write the config file: directory ${configDir} does not exist or is not writable`, 'create the directory first, or run init somewhere you can write');
+    throw new UsageError(
+      `cannot write the config file: directory ${configDir} does not exist or is not writable`,
+      'create the directory first, or run init somewhere you can write',
+    );
   }
 
   const connection = opts.database ?? './keyctl.db';
@@ -133,7 +142,10 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
     );
   }
   if (existing && existing.doc.keyring !== config.keyring) {
-    throw new RefusedError(`${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`, `use --keyring ${existing.doc.keyring}, or another keystore path`);
+    throw new RefusedError(
+      `${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`,
+      `use --keyring ${existing.doc.keyring}, or another keystore path`,
+    );
   }
 
   // Connect before creating any key, so a wrong database URL leaves nothing behind.
@@ -154,9 +166,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       await keystore.write({ keyring: config.keyring, primary, keys: new Map([[primary, key]]) }, null, 'create the keyring');
       keySource = opts.adoptKey ? 'adopted' : 'generated';
       opts.log.info(
-        opts.adoptKey
-          ? `adopted the key from ${opts.adoptKey.source} as v1 in ${keystore.describe()}`
-          : `created key v1 in ${keystore.describe()}`,
+        opts.adoptKey ? `adopted the key from ${opts.adoptKey.source} as v1 in ${keystore.describe()}` : `created key v1 in ${keystore.describe()}`,
       );
     }
     await migrate(db);
@@ -187,9 +197,10 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       },
       opts.now(),
     );
-    if (!opts.existingConfig) await writeFileAtomic(configFile, text, 0o644).catch((err: NodeJS.ErrnoException) => {
-      throw new KeyctlError('io', 'USAGE', `cannot write ${configFile}: ${err.code ?? err.message}`, 'check that the directory exists and is writable');
-    });
+    if (!opts.existingConfig)
+      await writeFileAtomic(configFile, text, 0o644).catch((err: NodeJS.ErrnoException) => {
+        throw new KeyctlError('io', 'USAGE', `cannot write ${configFile}: ${err.code ?? err.message}`, 'check that the directory exists and is writable');
+      });
     return {
       configFile,
       configWritten: !opts.existingConfig,

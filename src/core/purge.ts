@@ -27,7 +27,10 @@ export async function purge(ctx: CoreContext, opts: { dryRun?: boolean } = {}): 
   const kept = all.filter((r) => !due.includes(r));
   if (due.length === 0 || opts.dryRun) return { destroyed: opts.dryRun ? due.map((d) => d.version) : [], kept, valuesChecked: 0 };
 
-  const scan = await scanWithoutKeys(ctx, due.map((d) => d.version));
+  const scan = await scanWithoutKeys(
+    ctx,
+    due.map((d) => d.version),
+  );
   const checked = scan.valuesChecked;
   if (scan.failureCount > 0) {
     return refuse(ctx, {
@@ -49,7 +52,12 @@ export async function purge(ctx: CoreContext, opts: { dryRun?: boolean } = {}): 
         actor: ctx.actor,
         rowsAffected: checked,
         outcome: 'ok',
-        details: { versions: due.map((d) => d.version), material: 'destroyed', retentionDays: ctx.config.policy.retiredKeyRetentionDays, destructionScan: { failures: 0, checked } },
+        details: {
+          versions: due.map((d) => d.version),
+          material: 'destroyed',
+          retentionDays: ctx.config.policy.retiredKeyRetentionDays,
+          destructionScan: { failures: 0, checked },
+        },
       },
       now,
       trx,

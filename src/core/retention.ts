@@ -16,6 +16,9 @@ export function retention(ctx: CoreContext, versions: readonly RegisteredVersion
   const p = ctx.config.policy;
   return versions
     .filter((v) => v.state === 'retired' && v.material === 'present')
-    .map((v) => ({ version: v.version, retiredAt: v.stateChangedAt, destroyAfter: p.retiredKeys === 'destroy' ? new Date(v.stateChangedAt.getTime() + p.retiredKeyRetentionDays * DAY_MS) : null }));
+    .map((v) => ({
+      version: v.version,
+      retiredAt: v.stateChangedAt,
+      destroyAfter: p.retiredKeys === 'destroy' ? new Date(v.stateChangedAt.getTime() + p.retiredKeyRetentionDays * DAY_MS) : null,
+    }));
 }
-

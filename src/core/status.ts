@@ -137,7 +137,10 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
           emergency: rotation.emergency,
           compromisedVersion: rotation.compromisedVersion,
           openedAt: rotation.openedAt.toISOString(),
-          verify: rotation.verifyOutcome && rotation.verifyScope ? { scope: rotation.verifyScope, outcome: rotation.verifyOutcome, at: rotation.verifiedAt?.toISOString() ?? null } : null,
+          verify:
+            rotation.verifyOutcome && rotation.verifyScope
+              ? { scope: rotation.verifyScope, outcome: rotation.verifyOutcome, at: rotation.verifiedAt?.toISOString() ?? null }
+              : null,
           next: nextStep(rotation.phase).replace(/`/g, ''),
           refusedNow: refusedNow(ctx, rotation, versions, targets),
         }

@@ -54,8 +54,7 @@ export interface Codec {
 
 const B64 = '[A-Za-z0-9+/]';
 /** ≥ 5 full base64 quads plus a final (possibly padded) quad = at least 16 decoded bytes (the tag). */
-export const AES_GCM_V1_SHAPE =
-  `^v[0-9]+:${B64}{16}:(${B64}{4}){5,}(${B64}{4}|${B64}{2}==|${B64}{3}=)$`;
+export const AES_GCM_V1_SHAPE = `^v[0-9]+:${B64}{16}:(${B64}{4}){5,}(${B64}{4}|${B64}{2}==|${B64}{3}=)$`;
 
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
@@ -97,11 +96,7 @@ function parse(value: string): ParsedValue {
   }
   const sealed = Buffer.from(sealedText, 'base64');
   if (sealed.length < TAG_BYTES) {
-    throw new CiphertextError(
-      'truncated',
-      `the ciphertext is ${sealed.length} bytes, shorter than the 16-byte tag`,
-      version,
-    );
+    throw new CiphertextError('truncated', `the ciphertext is ${sealed.length} bytes, shorter than the 16-byte tag`, version);
   }
   return { version, nonce: Buffer.from(nonceText, 'base64'), sealed };
 }

@@ -37,10 +37,7 @@ export async function openDatabase(cfg: DatabaseConfig, opts: OpenOptions): Prom
   const dialect = dialectFor(cfg.client);
   const endpoint = dialect.describeEndpoint(cfg, opts.baseDir);
   if (dialect.embedded && opts.mustExist && endpoint.database !== ':memory:' && !existsSync(endpoint.database!)) {
-    throw new DatabaseError(
-      `${endpoint.description} does not exist`,
-      dialect.createDatabaseHint(endpoint),
-    );
+    throw new DatabaseError(`${endpoint.description} does not exist`, dialect.createDatabaseHint(endpoint));
   }
   const { default: knexFactory } = await import('knex');
   // Knex logs connection failures with stack traces on its own; keyctl reports them itself.

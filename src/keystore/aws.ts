@@ -41,7 +41,14 @@ export interface AwsKeystoreOptions {
 }
 
 const SERVICE = 'AWS Secrets Manager';
-const RETRYABLE_NAMES = new Set(['ThrottlingException', 'TooManyRequestsException', 'InternalServiceError', 'InternalFailure', 'ServiceUnavailable', 'RequestTimeout']);
+const RETRYABLE_NAMES = new Set([
+  'ThrottlingException',
+  'TooManyRequestsException',
+  'InternalServiceError',
+  'InternalFailure',
+  'ServiceUnavailable',
+  'RequestTimeout',
+]);
 
 interface ArchiveEntrySecret {
   name: string;
@@ -70,12 +77,20 @@ export class AwsSecretsManagerKeystore implements Keystore {
   }
 
   async read(): Promise<KeystoreSnapshot | null> {
-    const got = await this.call('GetSecretValue', this.o.secretId, (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: this.o.secretId, VersionStage: 'AWSCURRENT' })), {
-      notFound: true,
-    });
+    const got = await this.call(
+      'GetSecretValue',
+      this.o.secretId,
+      (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: this.o.secretId, VersionStage: 'AWSCURRENT' })),
+      {
+        notFound: true,
+      },
+    );
     if (!got) return null;
     if (got.SecretString === undefined || !got.VersionId) {
-      throw new KeystoreError(`${this.describe()}: the AWSCURRENT version has no SecretString`, 'keyctl stores the keyring as a JSON string; restore the previous version (see docs/keystores.md)');
+      throw new KeystoreError(
+        `${this.describe()}: the AWSCURRENT version has no SecretString`,
+        'keyctl stores the keyring as a JSON string; restore the previous version (see docs/keystores.md)',
+      );
     }
     const doc = parseKeyringJson(got.SecretString, `${this.describe()} (version ${got.VersionId})`, this.restoreHint(got.VersionId));
     return { doc, revision: got.VersionId };
@@ -85,7 +100,13 @@ export class AwsSecretsManagerKeystore implements Keystore {
     const id = this.o.secretId;
     const text = serialiseKeyring(doc);
     if (expectedRevision === null) {
-      await this.createOrFill(id, text, [...this.baseTags(doc.keyring), { Key: 'keyctl:role', Value: 'published' }], `keyctl keyring ${doc.keyring}: the published keyring document`, why);
+      await this.createOrFill(
+        id,
+        text,
+        [...this.baseTags(doc.keyring), { Key: 'keyctl:role', Value: 'published' }],
+        `keyctl keyring ${doc.keyring}: the published keyring document`,
+        why,
+      );
       return;
     }
     const current = await this.currentVersionId(id);
@@ -97,7 +118,9 @@ export class AwsSecretsManagerKeystore implements Keystore {
     const pending = staged.VersionId ?? token;
     try {
       await this.call('UpdateSecretVersionStage', id, (c, s) =>
-        c.send(new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSCURRENT', MoveToVersionId: pending, RemoveFromVersionId: expectedRevision })),
+        c.send(
+          new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSCURRENT', MoveToVersionId: pending, RemoveFromVersionId: expectedRevision }),
+        ),
       );
     } catch (err) {
       // Refused because AWSCURRENT is no longer on the version keyctl read: someone else won.
@@ -107,7 +130,9 @@ export class AwsSecretsManagerKeystore implements Keystore {
       throw err;
     }
     try {
-      await this.call('UpdateSecretVersionStage', id, (c, s) => c.send(new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSPENDING', RemoveFromVersionId: pending })));
+      await this.call('UpdateSecretVersionStage', id, (c, s) =>
+        c.send(new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSPENDING', RemoveFromVersionId: pending })),
+      );
     } catch (err) {
       this.o.log.warn(`keystore: the new keyring is current, but removing its AWSPENDING label failed (${(err as Error).message})`);
     }
@@ -121,7 +146,10 @@ export class AwsSecretsManagerKeystore implements Keystore {
       const doc = parseArchiveJson(got.SecretString ?? '', `archive secret ${e.name}`, this.restoreHint(e.current, e.name));
       const key = doc.keys.get(e.version);
       if (doc.keyring !== keyring || doc.keys.size !== 1 || !key) {
-        throw new KeystoreError(`archive secret ${e.name} does not hold exactly key ${e.version} of keyring ${keyring}`, 'fix or remove that secret; keyctl names archive secrets <archivePrefix><version>');
+        throw new KeystoreError(
+          `archive secret ${e.name} does not hold exactly key ${e.version} of keyring ${keyring}`,
+          'fix or remove that secret; keyctl names archive secrets <archivePrefix><version>',
+        );
       }
       keys.set(e.version, key);
     }
@@ -146,11 +174,19 @@ export class AwsSecretsManagerKeystore implements Keystore {
       if (old && old.status === entry.status && old.since === entry.since && old.key.equals(entry.key)) continue;
       const name = `${this.prefix}${version}`;
       const text = serialiseArchive({ keyring: doc.keyring, keys: new Map([[version, entry]]) });
-      const tags = [...this.baseTags(doc.keyring), { Key: 'keyctl:role', Value: 'archive' }, { Key: 'keyctl:version', Value: version }, { Key: 'keyctl:status', Value: entry.status }, { Key: 'keyctl:since', Value: entry.since }];
+      const tags = [
+        ...this.baseTags(doc.keyring),
+        { Key: 'keyctl:role', Value: 'archive' },
+        { Key: 'keyctl:version', Value: version },
+        { Key: 'keyctl:status', Value: entry.status },
+        { Key: 'keyctl:since', Value: entry.since },
+      ];
       if (old || planned.has(version)) {
         if (planned.has(version)) await this.call('RestoreSecret', name, (c, s) => c.send(new s.RestoreSecretCommand({ SecretId: name })));
         const token = randomUUID();
-        await this.call('PutSecretValue', name, (c, s) => c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text })));
+        await this.call('PutSecretValue', name, (c, s) =>
+          c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text })),
+        );
         await this.call('TagResource', name, (c, s) => c.send(new s.TagResourceCommand({ SecretId: name, Tags: tags })));
       } else {
         await this.createOrFill(name, text, tags, `keyctl keyring ${doc.keyring}: ${entry.status} key ${version}`, why);
@@ -158,7 +194,9 @@ export class AwsSecretsManagerKeystore implements Keystore {
     }
     for (const e of live) {
       if (doc.keys.has(e.version)) continue;
-      await this.call('DeleteSecret', e.name, (c, s) => c.send(new s.DeleteSecretCommand({ SecretId: e.name, RecoveryWindowInDays: this.o.recoveryWindowDays })));
+      await this.call('DeleteSecret', e.name, (c, s) =>
+        c.send(new s.DeleteSecretCommand({ SecretId: e.name, RecoveryWindowInDays: this.o.recoveryWindowDays })),
+      );
       this.o.log.info(`keystore: scheduled deletion of archive secret ${e.name} (recoverable for ${this.o.recoveryWindowDays} days)`);
     }
   }
@@ -178,7 +216,14 @@ export class AwsSecretsManagerKeystore implements Keystore {
     try {
       await this.call('CreateSecret', name, (c, s) =>
         c.send(
-          new s.CreateSecretCommand({ Name: name, ClientRequestToken: token, SecretString: text, Description: description, Tags: tags, ...(this.o.kmsKeyId ? { KmsKeyId: this.o.kmsKeyId } : {}) }),
+          new s.CreateSecretCommand({
+            Name: name,
+            ClientRequestToken: token,
+            SecretString: text,
+            Description: description,
+            Tags: tags,
+            ...(this.o.kmsKeyId ? { KmsKeyId: this.o.kmsKeyId } : {}),
+          }),
         ),
       );
       return;
@@ -189,7 +234,9 @@ export class AwsSecretsManagerKeystore implements Keystore {
     if (current !== null) {
       throw new KeystoreError(`secret ${name} was created by someone else since keyctl read it`, 'run the command again so it starts from what is there now');
     }
-    await this.call('PutSecretValue', name, (c, s) => c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSCURRENT'] })));
+    await this.call('PutSecretValue', name, (c, s) =>
+      c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSCURRENT'] })),
+    );
     await this.call('TagResource', name, (c, s) => c.send(new s.TagResourceCommand({ SecretId: name, Tags: tags })));
   }
 
@@ -305,16 +352,23 @@ export class AwsSecretsManagerKeystore implements Keystore {
       case 'ExpiredTokenException':
       case 'InvalidClientTokenId':
       case 'IncompleteSignature':
-        return new KeystoreError(`${name}: AWS rejected keyctl's credentials for secretsmanager:${op}`, 'check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or refresh the session (e.g. aws sso login)');
+        return new KeystoreError(
+          `${name}: AWS rejected keyctl's credentials for secretsmanager:${op}`,
+          'check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or refresh the session (e.g. aws sso login)',
+        );
       case 'CredentialsProviderError':
         return new KeystoreError(
           'no AWS credentials found (environment, shared config/profile, SSO, web identity, instance role)',
           'set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached; keyctl never reads credentials from its own config',
         );
     }
-    if (/Region is missing/i.test(message)) return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
+    if (/Region is missing/i.test(message))
+      return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
     if (RETRYABLE_NAMES.has(name) || (httpStatus(err) ?? 0) >= 500) {
-      return new KeystoreError(`${name}: ${SERVICE} did not complete ${op} on ${secretId} after ${this.o.maxAttempts} tries`, 'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening');
+      return new KeystoreError(
+        `${name}: ${SERVICE} did not complete ${op} on ${secretId} after ${this.o.maxAttempts} tries`,
+        'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening',
+      );
     }
     // Service error messages name resources and parameters, never secret values.
     return new KeystoreError(`${name}: ${SERVICE} refused ${op} on ${secretId}: ${message}`);

@@ -55,7 +55,10 @@ export class EnvKeystore implements Keystore {
     } else {
       primary = normaliseVersion(rawPrimary);
       if (!primary) {
-        throw new KeystoreError(`${primaryVar} must name a version such as v2, found "${rawPrimary.slice(0, 20)}"`, `set ${primaryVar}=v1 (or the version in use)`);
+        throw new KeystoreError(
+          `${primaryVar} must name a version such as v2, found "${rawPrimary.slice(0, 20)}"`,
+          `set ${primaryVar}=v1 (or the version in use)`,
+        );
       }
       if (!keys.has(primary)) {
         throw new KeystoreError(
@@ -67,7 +70,12 @@ export class EnvKeystore implements Keystore {
     const doc: KeyringDocument = { keyring: this.keyring, primary: primary!, keys };
     // Revision from fingerprints, never from the material itself.
     const revision = createHash('sha256')
-      .update([...keys.entries()].sort(([a], [b]) => compareVersions(a, b)).map(([v, k]) => `${v}=${fingerprint(k)}`).join(','))
+      .update(
+        [...keys.entries()]
+          .sort(([a], [b]) => compareVersions(a, b))
+          .map(([v, k]) => `${v}=${fingerprint(k)}`)
+          .join(','),
+      )
       .update(`;${primary}`)
       .digest('hex');
     return { doc, revision };

@@ -16,7 +16,10 @@ import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, Keyst
 
 /** One private JSON file: permission checks, revisions, atomic replacement. */
 class PrivateFile {
-  constructor(readonly file: string, readonly what: string) {}
+  constructor(
+    readonly file: string,
+    readonly what: string,
+  ) {}
 
   async read(): Promise<{ text: string; revision: string } | null> {
     let handle: fs.FileHandle;
@@ -28,7 +31,10 @@ class PrivateFile {
       if (code === 'ELOOP') {
         throw new KeystoreError(`${this.what} ${this.file} is a symbolic link; keyctl refuses to follow it`, 'point keystore.path at the real file');
       }
-      throw new KeystoreError(`cannot open ${this.what} ${this.file}: ${code ?? (err as Error).message}`, 'check that the path exists and that you may read it');
+      throw new KeystoreError(
+        `cannot open ${this.what} ${this.file}: ${code ?? (err as Error).message}`,
+        'check that the path exists and that you may read it',
+      );
     }
     try {
       const st = await handle.stat();
@@ -51,7 +57,10 @@ class PrivateFile {
     try {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new KeystoreError(`cannot create keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 'check the permissions of its parent directory');
+      throw new KeystoreError(
+        `cannot create keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        'check the permissions of its parent directory',
+      );
     }
     const release = await this.lock();
     try {
@@ -70,7 +79,10 @@ class PrivateFile {
       try {
         got = await tryLock(file, new Date());
       } catch (err) {
-        throw new KeystoreError(`cannot create the lock file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check the permissions of the keystore directory');
+        throw new KeystoreError(
+          `cannot create the lock file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+          'check the permissions of the keystore directory',
+        );
       }
       if ('release' in got) return got.release;
       if (Date.now() > deadline) {
@@ -88,9 +100,7 @@ class PrivateFile {
     const current = (await this.read())?.revision ?? null;
     if (current !== expectedRevision) {
       throw new KeystoreError(
-        expectedRevision === null
-          ? `${this.what} ${this.file} already exists`
-          : `${this.what} ${this.file} was changed by someone else since keyctl read it`,
+        expectedRevision === null ? `${this.what} ${this.file} already exists` : `${this.what} ${this.file} was changed by someone else since keyctl read it`,
         'run the command again so it starts from the current keyring',
       );
     }
@@ -199,8 +209,7 @@ export function assertPrivateMode(file: string, mode: number): void {
   if ((perms & 0o077) !== 0) {
     throw new KeystoreError(
       `keyring file ${file} is accessible by group or others (mode ${perms.toString(8).padStart(4, '0')}); keyctl refuses to use it`,
-      `restrict it to its owner with:\n  chmod 600 ${shellQuote(file)}\n` +
-        'and, if anyone else could have read it, treat its keys as exposed and rotate them',
+      `restrict it to its owner with:\n  chmod 600 ${shellQuote(file)}\nand, if anyone else could have read it, treat its keys as exposed and rotate them`,
     );
   }
 }

@@ -97,7 +97,11 @@ export class VaultKeystore implements Keystore {
   async readArchive(keyring: string): Promise<ArchiveSnapshot> {
     const got = await this.readKv(this.archivePath);
     if (!got) return { doc: { keyring, keys: new Map() }, revision: null };
-    const doc = parseArchiveJson(JSON.stringify(got.data), `Vault KV secret ${this.o.mount}/${this.archivePath} (version ${got.version})`, this.restoreHint(this.archivePath, got.version));
+    const doc = parseArchiveJson(
+      JSON.stringify(got.data),
+      `Vault KV secret ${this.o.mount}/${this.archivePath} (version ${got.version})`,
+      this.restoreHint(this.archivePath, got.version),
+    );
     return { doc, revision: String(got.version) };
   }
 
@@ -122,7 +126,11 @@ export class VaultKeystore implements Keystore {
     if (!body) return null;
     const data = body?.data?.data;
     const v = body?.data?.metadata?.version;
-    if (typeof v !== 'number') throw new KeystoreError(`Vault's answer for ${this.o.mount}/data/${p} has no version: is ${this.o.mount} a KV version 2 mount?`, `check keystore.mount; enable one with: vault secrets enable -path=${this.o.mount} kv-v2`);
+    if (typeof v !== 'number')
+      throw new KeystoreError(
+        `Vault's answer for ${this.o.mount}/data/${p} has no version: is ${this.o.mount} a KV version 2 mount?`,
+        `check keystore.mount; enable one with: vault secrets enable -path=${this.o.mount} kv-v2`,
+      );
     if (!data || typeof data !== 'object') return null;
     return { data: data as Record<string, unknown>, version: v };
   }
@@ -130,7 +138,9 @@ export class VaultKeystore implements Keystore {
   private async writeKv(p: string, data: Record<string, unknown>, expectedRevision: string | null): Promise<void> {
     const cas = expectedRevision === null ? 0 : Number(expectedRevision);
     try {
-      await this.call(`write ${this.o.mount}/${p}`, 'create/update', `${this.o.mount}/data/${p}`, (c) => c.write(`${this.o.mount}/data/${p}`, { options: { cas }, data }));
+      await this.call(`write ${this.o.mount}/${p}`, 'create/update', `${this.o.mount}/data/${p}`, (c) =>
+        c.write(`${this.o.mount}/data/${p}`, { options: { cas }, data }),
+      );
     } catch (err) {
       if (!(err instanceof KeystoreError && CAS_MISMATCH.test(err.message))) throw err;
       // A retried write whose first try did land also fails the check: that is not a conflict.
@@ -145,7 +155,13 @@ export class VaultKeystore implements Keystore {
 
   /** Destroy every stored version of `p` whose data still holds one of `versions`' keys. */
   private async destroyHistory(p: string, keyVersions: string[]): Promise<void> {
-    const meta = await this.call(`read metadata ${this.o.mount}/${p}`, 'read', `${this.o.mount}/metadata/${p}`, (c) => c.read(`${this.o.mount}/metadata/${p}`), { notFound: true });
+    const meta = await this.call(
+      `read metadata ${this.o.mount}/${p}`,
+      'read',
+      `${this.o.mount}/metadata/${p}`,
+      (c) => c.read(`${this.o.mount}/metadata/${p}`),
+      { notFound: true },
+    );
     const versions = Object.entries((meta?.data?.versions ?? {}) as Record<string, { destroyed?: boolean }>).filter(([, m]) => !m.destroyed);
     const doomed: number[] = [];
     for (const [n] of versions) {
@@ -154,7 +170,9 @@ export class VaultKeystore implements Keystore {
       if (keyVersions.some((v) => v in keys)) doomed.push(Number(n));
     }
     if (doomed.length === 0) return;
-    await this.call(`destroy ${this.o.mount}/${p}`, 'update', `${this.o.mount}/destroy/${p}`, (c) => c.write(`${this.o.mount}/destroy/${p}`, { versions: doomed }));
+    await this.call(`destroy ${this.o.mount}/${p}`, 'update', `${this.o.mount}/destroy/${p}`, (c) =>
+      c.write(`${this.o.mount}/destroy/${p}`, { versions: doomed }),
+    );
     this.o.log.info(`keystore: destroyed versions ${doomed.join(', ')} of ${this.o.mount}/${p}, which held ${keyVersions.join(', ')}`);
   }
 
@@ -171,14 +189,22 @@ export class VaultKeystore implements Keystore {
       const t = readFileSync(file, 'utf8').trim();
       if (t) return t;
     } catch {
-      if (this.o.tokenFile) throw new KeystoreError(`cannot read the Vault token file ${file}`, 'check keystore.tokenFile and its permissions, or set VAULT_TOKEN');
+      if (this.o.tokenFile)
+        throw new KeystoreError(`cannot read the Vault token file ${file}`, 'check keystore.tokenFile and its permissions, or set VAULT_TOKEN');
     }
-    throw new KeystoreError('no Vault token: VAULT_TOKEN is not set and there is no token file', 'log in (vault login …), set VAULT_TOKEN, or point keystore.tokenFile at a file holding the token');
+    throw new KeystoreError(
+      'no Vault token: VAULT_TOKEN is not set and there is no token file',
+      'log in (vault login …), set VAULT_TOKEN, or point keystore.tokenFile at a file holding the token',
+    );
   }
 
   private load(): Promise<VaultClient> {
     this.client ??= (async () => {
-      if (!this.address) throw new KeystoreError('no Vault address: keystore.address is not set and neither is VAULT_ADDR', 'set keystore.address (e.g. https://vault.example.com:8200) or VAULT_ADDR');
+      if (!this.address)
+        throw new KeystoreError(
+          'no Vault address: keystore.address is not set and neither is VAULT_ADDR',
+          'set keystore.address (e.g. https://vault.example.com:8200) or VAULT_ADDR',
+        );
       const token = this.token();
       const caFile = this.o.caCert ?? (this.o.env.VAULT_CACERT || undefined);
       let ca: string | undefined;
@@ -204,8 +230,20 @@ export class VaultKeystore implements Keystore {
   }
 
   private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>): Promise<VaultReply>;
-  private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>, o: { notFound: true }): Promise<VaultReply | null>;
-  private async call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>, o?: { notFound: true }): Promise<VaultReply | null> {
+  private call(
+    what: string,
+    capability: Capability,
+    apiPath: string,
+    fn: (c: VaultClient) => Promise<VaultReply>,
+    o: { notFound: true },
+  ): Promise<VaultReply | null>;
+  private async call(
+    what: string,
+    capability: Capability,
+    apiPath: string,
+    fn: (c: VaultClient) => Promise<VaultReply>,
+    o?: { notFound: true },
+  ): Promise<VaultReply | null> {
     const client = await this.load();
     try {
       return await withRemoteRetry(what, () => fn(client), {
@@ -225,7 +263,10 @@ export class VaultKeystore implements Keystore {
     const net = networkCode(err);
     if (net) return unreachable(SERVICE, this.address ?? '?', net, this.o.maxAttempts);
     if (/self[- ]signed|unable to verify|certificate/i.test(String((err as Error)?.message))) {
-      return new KeystoreError(`TLS: cannot verify Vault's certificate at ${this.address}: ${(err as { code?: string }).code ?? (err as Error).message}`, 'point keystore.caCert (or VAULT_CACERT) at the PEM file of the CA that signed it');
+      return new KeystoreError(
+        `TLS: cannot verify Vault's certificate at ${this.address}: ${(err as { code?: string }).code ?? (err as Error).message}`,
+        'point keystore.caCert (or VAULT_CACERT) at the PEM file of the CA that signed it',
+      );
     }
     const status = statusOf(err);
     const message = String((err as Error)?.message ?? '');
@@ -236,18 +277,32 @@ export class VaultKeystore implements Keystore {
         () => false,
       );
       if (!tokenOk) {
-        return new KeystoreError(`Vault rejected the token (403 permission denied on ${what}): it is invalid, expired or revoked`, 'log in again (vault login …) and set VAULT_TOKEN, or refresh the token file');
+        return new KeystoreError(
+          `Vault rejected the token (403 permission denied on ${what}): it is invalid, expired or revoked`,
+          'log in again (vault login …) and set VAULT_TOKEN, or refresh the token file',
+        );
       }
       return new KeystoreError(
         `Vault denied ${what}: the token's policies lack "${capability}" on ${this.namespace ? `${this.namespace}/` : ''}${apiPath}`,
-        `add to the token's policy: path "${apiPath}" { capabilities = [${capability.split('/').map((c) => `"${c}"`).join(', ')}] }; docs/keystores.md lists what each command needs`,
+        `add to the token's policy: path "${apiPath}" { capabilities = [${capability
+          .split('/')
+          .map((c) => `"${c}"`)
+          .join(', ')}] }; docs/keystores.md lists what each command needs`,
       );
     }
     if (status === 404) {
-      return new KeystoreError(`Vault has nothing at ${apiPath}${message && message !== 'Status 404' ? ` (${message})` : ''}`, 'check keystore.mount and keystore.path; to create the keyring there, run `keyctl init --existing-config`');
+      return new KeystoreError(
+        `Vault has nothing at ${apiPath}${message && message !== 'Status 404' ? ` (${message})` : ''}`,
+        'check keystore.mount and keystore.path; to create the keyring there, run `keyctl init --existing-config`',
+      );
     }
     if (status && [429, 500, 502, 503, 504].includes(status)) {
-      return new KeystoreError(`Vault answered ${status}${message ? ` (${message})` : ''} to ${what} ${this.o.maxAttempts} times`, status === 503 ? 'Vault may be sealed or in standby: unseal it or use the active node, then run the command again' : 'wait a minute and run the command again (it resumes where it stopped)');
+      return new KeystoreError(
+        `Vault answered ${status}${message ? ` (${message})` : ''} to ${what} ${this.o.maxAttempts} times`,
+        status === 503
+          ? 'Vault may be sealed or in standby: unseal it or use the active node, then run the command again'
+          : 'wait a minute and run the command again (it resumes where it stopped)',
+      );
     }
     // Vault's error strings name paths and parameters, never secret data.
     return new KeystoreError(`Vault refused ${what}${status ? ` (${status})` : ''}: ${message}`);

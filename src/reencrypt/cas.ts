@@ -17,7 +17,15 @@ export function maxCasBatch(columnCount: number): number {
 }
 
 /** Run the batch's compare-and-set (in `trx`); returns the rows the database reports as updated. */
-export async function compareAndSetBatch(db: Db, trx: Knex.Transaction, table: string, pk: string, columns: string[], batch: CasBatch, pkType?: string): Promise<number> {
+export async function compareAndSetBatch(
+  db: Db,
+  trx: Knex.Transaction,
+  table: string,
+  pk: string,
+  columns: string[],
+  batch: CasBatch,
+  pkType?: string,
+): Promise<number> {
   if (batch.pks.length === 0) return 0;
   const plan = db.adapter.compareAndSetPlan({ table, pk, columns, batch, pkType });
   try {

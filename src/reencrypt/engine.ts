@@ -100,12 +100,24 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const maxBatch = maxCasBatch(t.columns.length);
   const throttle = o.throttle;
   const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200, retryable: (err: unknown) => db.adapter.isRetryable(err) };
-  const onRetry: RetryOptions['onRetry'] = (r) => o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
+  const onRetry: RetryOptions['onRetry'] = (r) =>
+    o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
   let throttleReason: string | null = null;
   const pkType = await db.adapter.primaryKeyType(db.knex, t.table, t.primaryKey);
   const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard)) as Array<{ n: unknown }>)[0]?.n ?? 0);
   const saved = o.dryRun ? null : await o.checkpoints.load(db, o.rotationId, t.table, shard);
-  const result: TableResult = { table: t.table, rowsScanned: 0, valuesPlanned: 0, rowsUpdated: 0, rowsSkippedConcurrent: 0, failures: [], remaining: 0, passes: 0, interrupted: false, resumedFrom: saved && !saved.completed ? saved.cursor : null };
+  const result: TableResult = {
+    table: t.table,
+    rowsScanned: 0,
+    valuesPlanned: 0,
+    rowsUpdated: 0,
+    rowsSkippedConcurrent: 0,
+    failures: [],
+    remaining: 0,
+    passes: 0,
+    interrupted: false,
+    resumedFrom: saved && !saved.completed ? saved.cursor : null,
+  };
   const failed = new Set<string>();
   const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
   const maxPasses = o.dryRun ? 1 : (o.maxPasses ?? 3);
@@ -179,7 +191,16 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // A resumed run counts the rows done before it, so done/total and the ETA are about the table.
   const scannedBefore = result.resumedFrom !== null ? cp.rowsScanned : 0;
   const progress = () =>
-    o.onProgress?.({ table: t.table, pass: result.passes, rowsScanned: scannedBefore + result.rowsScanned, rowsTotal, valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated, failures: failed.size, batchSize: Math.min(maxBatch, throttle.batchSize()), throttle: throttleReason });
+    o.onProgress?.({
+      table: t.table,
+      pass: result.passes,
+      rowsScanned: scannedBefore + result.rowsScanned,
+      rowsTotal,
+      valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated,
+      failures: failed.size,
+      batchSize: Math.min(maxBatch, throttle.batchSize()),
+      throttle: throttleReason,
+    });
 
   while (result.passes < maxPasses) {
     result.passes++;

@@ -17,7 +17,10 @@ export interface Planner {
 
 export class InlinePlanner implements Planner {
   private readonly codec = new AesGcmV1Codec();
-  constructor(private readonly keys: Map<string, Buffer>, private readonly target: string) {}
+  constructor(
+    private readonly keys: Map<string, Buffer>,
+    private readonly target: string,
+  ) {}
   async plan(batch: BatchInput): Promise<BatchPlan> {
     return planBatch(batch, this.codec, this.keys, this.target);
   }
@@ -72,7 +75,9 @@ export class ThreadPlanner implements Planner {
     const rows = batch.values.length / batch.columns;
     const per = Math.ceil(rows / n);
     const parts = await Promise.all(
-      this.workers.map((w, i) => (i * per < rows ? this.send(w, { values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns), columns: batch.columns }) : null)),
+      this.workers.map((w, i) =>
+        i * per < rows ? this.send(w, { values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns), columns: batch.columns }) : null,
+      ),
     );
     if (parts.length === 1 && parts[0]) return parts[0];
     const merged: BatchPlan = { next: [], failures: [], planned: 0 };

@@ -24,7 +24,15 @@ export function shardFilter(q: Knex.QueryBuilder, pk: string, shard: Shard | und
 
 export async function readBatch(db: Db, table: string, pk: string, columns: string[], after: PkValue | null, limit: number, shard?: Shard): Promise<Row[]> {
   try {
-    const q = shardFilter(db.knex(table).select([pk, ...columns]).orderBy(pk, 'asc').limit(limit), pk, shard);
+    const q = shardFilter(
+      db
+        .knex(table)
+        .select([pk, ...columns])
+        .orderBy(pk, 'asc')
+        .limit(limit),
+      pk,
+      shard,
+    );
     if (after !== null) q.where(pk, '>', after as string | number);
     return (await q) as Row[];
   } catch (err) {
@@ -46,7 +54,11 @@ export async function* scanTable(db: Db, table: string, pk: string, columns: str
 /** A random sample of rows (ORDER BY random(): a full sort, acceptable for verify --sample). */
 export async function sampleRows(db: Db, table: string, pk: string, columns: string[], n: number): Promise<Row[]> {
   try {
-    return (await db.knex(table).select([pk, ...columns]).orderByRaw(db.adapter.randomOrder).limit(n)) as Row[];
+    return (await db
+      .knex(table)
+      .select([pk, ...columns])
+      .orderByRaw(db.adapter.randomOrder)
+      .limit(n)) as Row[];
   } catch (err) {
     throw translateDbError(err, db.endpoint, `sample ${table} from`);
   }

@@ -76,7 +76,11 @@ export class Throttle {
       }
     }
     if (this.o.sleepMs > 0) await this.sleep(this.o.sleepMs);
-    await this.waitWhile(() => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)), () => `paused: remove ${this.o.pauseFile} to resume`, onWait);
+    await this.waitWhile(
+      () => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)),
+      () => `paused: remove ${this.o.pauseFile} to resume`,
+      onWait,
+    );
     if (this.o.maxLoad !== null && this.o.probeLoad) {
       let load = 0;
       await this.waitWhile(

@@ -45,14 +45,50 @@ interface PhaseInfo {
 }
 
 export const PHASE_INFO: Record<Phase, PhaseInfo> = {
-  generating: { forward: 'generate', rank: 1, closed: false, next: '`keyctl generate` again, to finish opening the rotation', meaning: 'rotation claimed; the new key may not be in the keystore yet' },
-  generated: { forward: 'dual-key', rank: 2, closed: false, next: '`keyctl dual-key` once every application has reloaded the keyring', meaning: 'new key published decrypt-only' },
+  generating: {
+    forward: 'generate',
+    rank: 1,
+    closed: false,
+    next: '`keyctl generate` again, to finish opening the rotation',
+    meaning: 'rotation claimed; the new key may not be in the keystore yet',
+  },
+  generated: {
+    forward: 'dual-key',
+    rank: 2,
+    closed: false,
+    next: '`keyctl dual-key` once every application has reloaded the keyring',
+    meaning: 'new key published decrypt-only',
+  },
   dual_key: { forward: 'reencrypt', rank: 3, closed: false, next: '`keyctl reencrypt`', meaning: 'new key primary; old key decrypt-only' },
-  reencrypting: { forward: 'reencrypt', rank: 4, closed: false, next: '`keyctl reencrypt` (it resumes where it stopped)', meaning: 'a write pass is running or was interrupted' },
-  reencrypted: { forward: 'verify', rank: 5, closed: false, next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)', meaning: 'no value counted under another version; not yet verified in full' },
+  reencrypting: {
+    forward: 'reencrypt',
+    rank: 4,
+    closed: false,
+    next: '`keyctl reencrypt` (it resumes where it stopped)',
+    meaning: 'a write pass is running or was interrupted',
+  },
+  reencrypted: {
+    forward: 'verify',
+    rank: 5,
+    closed: false,
+    next: '`keyctl verify` (a full verify; a sampled one does not unlock promote)',
+    meaning: 'no value counted under another version; not yet verified in full',
+  },
   verified: { forward: 'promote', rank: 6, closed: false, next: '`keyctl promote`', meaning: 'a verify passed since the last write pass' },
-  promoted: { forward: 'retire', rank: 7, closed: false, next: '`keyctl retire` when the rollback window has passed', meaning: 'old key unpublished, archived for rollback' },
-  rolling_back: { forward: 'reencrypt', rank: 0, closed: false, next: '`keyctl reencrypt`, then `keyctl verify`', meaning: 'old key primary again; values move back to it' },
+  promoted: {
+    forward: 'retire',
+    rank: 7,
+    closed: false,
+    next: '`keyctl retire` when the rollback window has passed',
+    meaning: 'old key unpublished, archived for rollback',
+  },
+  rolling_back: {
+    forward: 'reencrypt',
+    rank: 0,
+    closed: false,
+    next: '`keyctl reencrypt`, then `keyctl verify`',
+    meaning: 'old key primary again; values move back to it',
+  },
   retired: { forward: 'generate', rank: 9, closed: true, next: '`keyctl generate` to start the next rotation', meaning: 'closed: the old key is retired' },
   rolled_back: { forward: 'generate', rank: 9, closed: true, next: '`keyctl generate` to start a new rotation', meaning: 'closed: the new key is retired' },
 };
@@ -178,7 +214,7 @@ export const GUARDS = {
     },
   },
   compromisedIsOldKey: {
-    describe: 'emergency during an open rotation: the key named compromised is the rotation\'s old key (the rotation then becomes an emergency rotation)',
+    describe: "emergency during an open rotation: the key named compromised is the rotation's old key (the rotation then becomes an emergency rotation)",
     forceable: false,
     check: (s, input) => {
       const r = rotationOf(s);
@@ -205,7 +241,10 @@ export const GUARDS = {
     check: (s) => {
       const r = rotationOf(s);
       return r.emergency
-        ? { reason: `rotation #${r.id} is already an emergency rotation (compromised: ${r.compromisedVersion ?? r.oldVersion})`, hint: `next: ${nextStep(r.phase)}` }
+        ? {
+            reason: `rotation #${r.id} is already an emergency rotation (compromised: ${r.compromisedVersion ?? r.oldVersion})`,
+            hint: `next: ${nextStep(r.phase)}`,
+          }
         : null;
     },
   },
@@ -230,7 +269,12 @@ export const GUARDS = {
     describe: 'the write pass left no value under another version or unparseable (database count after the pass)',
     forceable: false,
     check: (_s, input) =>
-      input.remaining === 0 ? null : { reason: `${input.remaining ?? '?'} value(s) are still not under the primary`, hint: 'run `keyctl reencrypt` again; the report lists values that do not decrypt' },
+      input.remaining === 0
+        ? null
+        : {
+            reason: `${input.remaining ?? '?'} value(s) are still not under the primary`,
+            hint: 'run `keyctl reencrypt` again; the report lists values that do not decrypt',
+          },
   },
   backupHoldsNewKey: {
     describe: 'when `backup:` has recipients: a backup written since the rotation opened holds the new key, its checksum intact (emergencies too)',
@@ -272,7 +316,10 @@ export const GUARDS = {
     check: (_s, input) =>
       input.verify?.scope === 'full'
         ? null
-        : { reason: 'a sampled verify cannot close a rollback: it retires the new key, and values outside the sample may still need it', hint: 'run `keyctl verify` without --sample' },
+        : {
+            reason: 'a sampled verify cannot close a rollback: it retires the new key, and values outside the sample may still need it',
+            hint: 'run `keyctl verify` without --sample',
+          },
   },
   fullVerifyPassed: {
     describe: 'the latest verify since the last write pass was full and passed (a sampled one needs `--force --reason`)',
@@ -334,7 +381,8 @@ export const GUARDS = {
     forceable: false,
     check: (_s, input) => {
       if (input.destructionScan === null) return null;
-      if (!input.destructionScan) return { reason: 'no decryption scan was run before destroying key material', hint: 'this is a bug in keyctl; please report it' };
+      if (!input.destructionScan)
+        return { reason: 'no decryption scan was run before destroying key material', hint: 'this is a bug in keyctl; please report it' };
       if (input.destructionScan.failures === 0) return null;
       return {
         reason: `${input.destructionScan.failures} value(s) do not decrypt without the key that would be destroyed`,
@@ -455,7 +503,8 @@ export const RULES: readonly Rule[] = [
     from: ['generated', 'dual_key', 'reencrypting', 'reencrypted', 'verified', 'promoted'],
     to: 'same',
     guards: ['notAlreadyEmergency', 'compromisedIsOldKey'],
-    effects: 'the open routine rotation becomes an emergency rotation: its old key is flagged compromised, waits and the rollback window are skipped, rollback to it is refused',
+    effects:
+      'the open routine rotation becomes an emergency rotation: its old key is flagged compromised, waits and the rollback window are skipped, rollback to it is refused',
   },
   {
     id: 'dual-key',
@@ -559,7 +608,8 @@ export const RULES: readonly Rule[] = [
     to: 'retired',
     guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion', 'remainingKeysReadEverything'],
     needsCounts: true,
-    effects: 'old key retired: kept as `retired` in the archive for `retiredKeyRetentionDays` (then `keyctl purge`), or destroyed at once with retention 0 — after the decryption scan; kept for good under `retiredKeys: archive`',
+    effects:
+      'old key retired: kept as `retired` in the archive for `retiredKeyRetentionDays` (then `keyctl purge`), or destroyed at once with retention 0 — after the decryption scan; kept for good under `retiredKeys: archive`',
   },
   {
     id: 'abandon',
@@ -670,13 +720,16 @@ export function rulesMarkdown(): string {
   const lines = ['| move | command | from | to | guards (refusal → exit 3) | effects |', '|---|---|---|---|---|---|'];
   for (const r of RULES) {
     const guards = r.guards.map((g) => `\`${g}\`: ${GUARDS[g].describe}${GUARDS[g].forceable ? ' *(forceable)*' : ''}`).join('; ') || '—';
-    lines.push(`| \`${r.id}\`${r.internal ? ' (internal)' : ''} | \`keyctl ${r.command}\` | ${r.from.map((p) => `\`${p}\``).join(', ')} | ${r.to === 'same' ? '(unchanged)' : `\`${r.to}\``} | ${guards} | ${r.effects} |`);
+    lines.push(
+      `| \`${r.id}\`${r.internal ? ' (internal)' : ''} | \`keyctl ${r.command}\` | ${r.from.map((p) => `\`${p}\``).join(', ')} | ${r.to === 'same' ? '(unchanged)' : `\`${r.to}\``} | ${guards} | ${r.effects} |`,
+    );
   }
   return lines.join('\n');
 }
 
 export function phasesMarkdown(): string {
   const lines = ['| phase | rank | open | meaning | next |', '|---|---|---|---|---|'];
-  for (const p of PHASES) lines.push(`| \`${p}\` | ${PHASE_INFO[p].rank} | ${PHASE_INFO[p].closed ? 'closed' : 'open'} | ${PHASE_INFO[p].meaning} | ${PHASE_INFO[p].next} |`);
+  for (const p of PHASES)
+    lines.push(`| \`${p}\` | ${PHASE_INFO[p].rank} | ${PHASE_INFO[p].closed ? 'closed' : 'open'} | ${PHASE_INFO[p].meaning} | ${PHASE_INFO[p].next} |`);
   return lines.join('\n');
 }

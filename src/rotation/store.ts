@@ -92,9 +92,15 @@ export async function latestRotation(db: Db, keyring: string): Promise<Rotation 
 
 /** When the newest closed rotation before `beforeId` (or any) closed. */
 export async function lastClosedAt(db: Db, keyring: string, beforeId?: number): Promise<Date | null> {
-  const row = (await db.knex(TABLES.rotations).where({ keyring }).whereNotNull('closed_at').modify((q) => {
-    if (beforeId !== undefined) q.andWhere('id', '<', beforeId);
-  }).orderBy('id', 'desc').first()) as Record<string, unknown> | undefined;
+  const row = (await db
+    .knex(TABLES.rotations)
+    .where({ keyring })
+    .whereNotNull('closed_at')
+    .modify((q) => {
+      if (beforeId !== undefined) q.andWhere('id', '<', beforeId);
+    })
+    .orderBy('id', 'desc')
+    .first()) as Record<string, unknown> | undefined;
   return row ? fromDbTime(row.closed_at) : null;
 }
 
@@ -138,7 +144,16 @@ export interface RotationChanges {
  * `UPDATE keyctl_rotations SET phase = :to … WHERE id = :id AND phase = :from`: true when this
  * caller made the move, false when the rotation had left `from`.
  */
-export async function casPhase(db: Db, trx: Knex.Transaction, id: number, from: Phase, to: Phase, at: Date, changes: RotationChanges = {}, sincePhaseChangedAt?: Date): Promise<boolean> {
+export async function casPhase(
+  db: Db,
+  trx: Knex.Transaction,
+  id: number,
+  from: Phase,
+  to: Phase,
+  at: Date,
+  changes: RotationChanges = {},
+  sincePhaseChangedAt?: Date,
+): Promise<boolean> {
   const closing = CLOSED_PHASES.includes(to);
   const cols: Record<string, unknown> = { phase: to, phase_changed_at: db.adapter.toDbTime(at) };
   if (to === from) delete cols.phase_changed_at;
@@ -175,7 +190,11 @@ export type VersionState = (typeof VERSION_STATES)[number];
 
 function parseVersionState(v: unknown): VersionState {
   const s = VERSION_STATES.find((x) => x === v);
-  if (!s) throw new DatabaseError(`keyctl_key_versions holds an unknown state "${String(v)}"`, 'the registry was edited outside keyctl; restore it from a database backup');
+  if (!s)
+    throw new DatabaseError(
+      `keyctl_key_versions holds an unknown state "${String(v)}"`,
+      'the registry was edited outside keyctl; restore it from a database backup',
+    );
   return s;
 }
 
@@ -210,7 +229,9 @@ export async function listVersions(db: Db | Knex.Transaction, keyring: string): 
 }
 
 export async function setVersionState(t: Executor, db: Db, keyring: string, version: string, state: VersionState, at: Date): Promise<void> {
-  await t(TABLES.keyVersions).where({ keyring, version }).update({ state, state_changed_at: db.adapter.toDbTime(at) });
+  await t(TABLES.keyVersions)
+    .where({ keyring, version })
+    .update({ state, state_changed_at: db.adapter.toDbTime(at) });
 }
 
 export async function markCompromised(t: Executor, keyring: string, version: string): Promise<void> {
@@ -222,7 +243,10 @@ export async function markMaterialDestroyed(t: Executor, keyring: string, versio
 }
 
 export async function markPublished(t: Executor, db: Db, keyring: string, version: string, at: Date): Promise<void> {
-  await t(TABLES.keyVersions).where({ keyring, version }).whereNull('published_at').update({ published_at: db.adapter.toDbTime(at) });
+  await t(TABLES.keyVersions)
+    .where({ keyring, version })
+    .whereNull('published_at')
+    .update({ published_at: db.adapter.toDbTime(at) });
 }
 
 export async function insertVersion(
@@ -244,7 +268,6 @@ export async function insertVersion(
   });
 }
 
-
 /**
  * SHA-256 over what the registry says of each version that matters for key material: version,
  * state, fingerprint, compromised, material and when the state last changed (the retention of a
@@ -252,8 +275,17 @@ export async function insertVersion(
  */
 export async function registryDigest(t: Executor, keyring: string): Promise<string> {
   const rows: Array<Record<string, unknown>> = await t(TABLES.keyVersions).where({ keyring }).orderBy('version_number');
-  const canonical = rows.map((r) => [String(r.version), String(r.state), String(r.fingerprint), Boolean(Number(r.compromised)), r.material === 'destroyed' ? 'destroyed' : 'present', fromDbTime(r.state_changed_at)?.toISOString() ?? null]);
-  return createHash('sha256').update(JSON.stringify(['keyctl-registry-v1', keyring, canonical])).digest('hex');
+  const canonical = rows.map((r) => [
+    String(r.version),
+    String(r.state),
+    String(r.fingerprint),
+    Boolean(Number(r.compromised)),
+    r.material === 'destroyed' ? 'destroyed' : 'present',
+    fromDbTime(r.state_changed_at)?.toISOString() ?? null,
+  ]);
+  return createHash('sha256')
+    .update(JSON.stringify(['keyctl-registry-v1', keyring, canonical]))
+    .digest('hex');
 }
 
 export interface RegistryCheck {
@@ -269,7 +301,12 @@ export async function checkRegistry(db: Db, keyring: string): Promise<RegistryCh
     const current = await registryDigest(db.knex, keyring);
     // Rows whose details mention "registry" anywhere; only a top-level digest counts (a runbook input
     // of that name, say, must not hide the newest real one).
-    const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring }).andWhere('details', 'like', '%"registry":"%').orderBy('id', 'desc').limit(200);
+    const rows: Array<Record<string, unknown>> = await db
+      .knex(TABLES.audit)
+      .where({ keyring })
+      .andWhere('details', 'like', '%"registry":"%')
+      .orderBy('id', 'desc')
+      .limit(200);
     let recorded: RegistryCheck['recorded'] = null;
     for (const row of rows) {
       const digest = (JSON.parse(String(row.details)) as { registry?: unknown }).registry;
@@ -287,9 +324,13 @@ export async function checkRegistry(db: Db, keyring: string): Promise<RegistryCh
 
 /** An audited move that destroyed `version`'s material (retire, the new key of a closed rollback, or purge). */
 export async function destructionRecorded(db: Db, keyring: string, version: string): Promise<boolean> {
-  const rows: Array<Record<string, unknown>> = await db.knex(TABLES.audit).where({ keyring, outcome: 'ok' }).andWhere('details', 'like', '%"material":"destroyed"%').andWhere((q) => {
-    q.where((w) => w.whereIn('action', ['retire', 'rollback', 'verify']).whereIn('to_phase', CLOSED_PHASES)).orWhere('action', 'purge');
-  });
+  const rows: Array<Record<string, unknown>> = await db
+    .knex(TABLES.audit)
+    .where({ keyring, outcome: 'ok' })
+    .andWhere('details', 'like', '%"material":"destroyed"%')
+    .andWhere((q) => {
+      q.where((w) => w.whereIn('action', ['retire', 'rollback', 'verify']).whereIn('to_phase', CLOSED_PHASES)).orWhere('action', 'purge');
+    });
   return rows.some((r) => {
     if (String(r.action) === 'purge') return ((JSON.parse(String(r.details)) as { versions?: unknown[] }).versions ?? []).includes(version);
     return String(r.action) === 'retire' ? r.old_version === version : r.new_version === version;
@@ -303,7 +344,25 @@ export type AuditAction = MachineAction | 'register' | 'runbook-step' | 'backup'
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted' | 'skipped';
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['ok', 'refused', 'failed', 'interrupted', 'skipped'];
 
-const AUDIT_ACTIONS: readonly AuditAction[] = ['generate', 'escalate', 'dual-key', 'reencrypt-start', 'reencrypt', 'verify', 'promote', 'retire', 'rollback', 'register', 'runbook-step', 'backup', 'recover-test', 'restore', 'init', 'integrity', 'purge'];
+const AUDIT_ACTIONS: readonly AuditAction[] = [
+  'generate',
+  'escalate',
+  'dual-key',
+  'reencrypt-start',
+  'reencrypt',
+  'verify',
+  'promote',
+  'retire',
+  'rollback',
+  'register',
+  'runbook-step',
+  'backup',
+  'recover-test',
+  'restore',
+  'init',
+  'integrity',
+  'purge',
+];
 
 function parseAction(v: string): AuditAction {
   const a = AUDIT_ACTIONS.find((x) => x === v);
@@ -356,10 +415,14 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
     // A write first: takes the head row's exclusive lock (PostgreSQL, MySQL) or the write lock
     // (SQLite) before reading. (An INSERT … IGNORE first would take a shared lock on MySQL, and two
     // writers upgrading shared locks deadlock.)
-    const locked = await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq: t.raw('seq') });
+    const locked = await t(TABLES.auditHead)
+      .where({ keyring: entry.keyring })
+      .update({ seq: t.raw('seq') });
     if (locked === 0) {
       await t(TABLES.auditHead).insert({ keyring: entry.keyring, seq: 0, last_hash: GENESIS_HASH }).onConflict('keyring').ignore();
-      await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq: t.raw('seq') });
+      await t(TABLES.auditHead)
+        .where({ keyring: entry.keyring })
+        .update({ seq: t.raw('seq') });
     }
     const head = (await t(TABLES.auditHead).where({ keyring: entry.keyring }).forUpdate().first()) as { seq: unknown; last_hash: string };
     const seq = Number(head.seq) + 1;
@@ -389,7 +452,13 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
   try {
     if (trx) await write(trx);
     // On its own: a lock conflict rolls the whole append back, so it is safe to try again.
-    else await withRetry('appending to rotation_audit', () => db.knex.transaction(write), { tries: 5, baseDelayMs: 100, retryable: (e) => db.adapter.isRetryable(e), onRetry: () => undefined });
+    else
+      await withRetry('appending to rotation_audit', () => db.knex.transaction(write), {
+        tries: 5,
+        baseDelayMs: 100,
+        retryable: (e) => db.adapter.isRetryable(e),
+        onRetry: () => undefined,
+      });
   } catch (err) {
     throw translateDbError(err, db.endpoint, 'append to rotation_audit in');
   }
@@ -458,9 +527,12 @@ export async function verifyAuditChain(db: Db, keyring?: string): Promise<ChainR
     if (keyring) q.where({ keyring });
   });
   const keyrings = new Set(heads.map((h) => h.keyring));
-  const rowKeyrings: Array<{ keyring: string }> = await db.knex(TABLES.audit).distinct('keyring').modify((q) => {
-    if (keyring) q.where({ keyring });
-  });
+  const rowKeyrings: Array<{ keyring: string }> = await db
+    .knex(TABLES.audit)
+    .distinct('keyring')
+    .modify((q) => {
+      if (keyring) q.where({ keyring });
+    });
   for (const r of rowKeyrings) keyrings.add(r.keyring);
   const reports: ChainReport[] = [];
   for (const k of [...keyrings].sort()) {
@@ -489,7 +561,9 @@ export async function verifyAuditChain(db: Db, keyring?: string): Promise<ChainR
     }
     const registry = await checkRegistry(db, k);
     if (!registry.ok && registry.recorded) {
-      problems.push(`keyctl_key_versions does not match the registry recorded by audit row seq ${registry.recorded.seq} (${registry.recorded.action}): the registry was changed outside keyctl`);
+      problems.push(
+        `keyctl_key_versions does not match the registry recorded by audit row seq ${registry.recorded.seq} (${registry.recorded.action}): the registry was changed outside keyctl`,
+      );
     }
     reports.push({ keyring: k, rows: rows.length, headSeq, lastHash: head?.last_hash ?? GENESIS_HASH, problems });
   }
@@ -510,7 +584,15 @@ export async function loadCheckpoint(db: Db, rotationId: number, table: string, 
   };
 }
 
-export async function saveCheckpoint(db: Db, t: Knex | Knex.Transaction, rotationId: number, table: string, shard: string, cp: Checkpoint, at: Date): Promise<void> {
+export async function saveCheckpoint(
+  db: Db,
+  t: Knex | Knex.Transaction,
+  rotationId: number,
+  table: string,
+  shard: string,
+  cp: Checkpoint,
+  at: Date,
+): Promise<void> {
   const values = {
     cursor: cp.cursor === null ? null : JSON.stringify(typeof cp.cursor === 'bigint' ? cp.cursor.toString() : cp.cursor),
     rows_scanned: cp.rowsScanned,

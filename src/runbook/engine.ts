@@ -89,12 +89,18 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
   const phase: RunbookPhase = rotation?.phase ?? 'none';
   // Steps before `generate` carry no rotation id: they count from the end of the previous rotation.
   const rows = await runbookRunAudit(ctx.db, keyring, rotation?.id ?? null);
-  const backAt = rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome !== 'refused' && isPhase(r.fromPhase) && isPhase(r.toPhase) && movesBack(r.fromPhase, r.toPhase)).at(-1)?.createdAt ?? null;
+  const backAt =
+    rows
+      .filter((r) => r.action !== RUNBOOK_ACTION && r.outcome !== 'refused' && isPhase(r.fromPhase) && isPhase(r.toPhase) && movesBack(r.fromPhase, r.toPhase))
+      .at(-1)?.createdAt ?? null;
   const emergencyOnly = runbook.rotation === 'emergency' && rotation !== null && !rotation.emergency;
   const steps: StepState[] = runbook.steps.map((step, index) => {
     const command = stepCommand(step);
     const mine = rows.filter((r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name && r.details?.step === step.id).at(-1);
-    const outside = command && step.kind === 'command' && !mine ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && r.toPhase !== null && madeBy(command, r)).at(-1) : undefined;
+    const outside =
+      command && step.kind === 'command' && !mine
+        ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && r.toPhase !== null && madeBy(command, r)).at(-1)
+        : undefined;
     const rec = mine ?? outside;
     const status: StepStatus = mine ? statusOf(mine.outcome) : outside ? 'done-outside' : 'none';
     const record = rec ? { actor: rec.actor, at: rec.createdAt, note: noteOf(rec) } : null;
@@ -115,7 +121,11 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
 
 /** Whether audit row `r` records `command` (an emergency generate: only an emergency one, or an escalation). */
 function madeBy(command: MachineCommand, r: AuditRow): boolean {
-  if (command === 'generate --emergency') return finishingActions('generate --emergency').some((a) => a === r.action) || (finishingActions('generate').some((a) => a === r.action) && r.details?.emergency === true);
+  if (command === 'generate --emergency')
+    return (
+      finishingActions('generate --emergency').some((a) => a === r.action) ||
+      (finishingActions('generate').some((a) => a === r.action) && r.details?.emergency === true)
+    );
   return finishingActions(command).some((a) => a === r.action);
 }
 
@@ -177,7 +187,8 @@ export async function previewSteps(ctx: CoreContext, p: RunbookProgress, inputs:
     if (s.command) {
       const candidates: MachineCommand[] = s.command === 'generate --emergency' && commandApplies('generate', p.phase) ? ['generate'] : [s.command];
       const r = preview(candidates[0]!, snap, guardInput).refusal;
-      if (r) refusal = `${s.command}: refused now — ${r.reason}${typeof r.details?.until === 'string' ? ` (stop here until ${r.details.until.slice(0, 10)})` : ''}`;
+      if (r)
+        refusal = `${s.command}: refused now — ${r.reason}${typeof r.details?.until === 'string' ? ` (stop here until ${r.details.until.slice(0, 10)})` : ''}`;
     }
     out.set(s.index, { command, refusal });
   }
@@ -256,8 +267,11 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
     case 'no-unparseable': {
       const codec = new AesGcmV1Codec();
       const bad: string[] = [];
-      for (const t of ctx.config.targets) for (const c of await countVersions(ctx.db, t, codec)) if (c.unparseable > 0) bad.push(`${c.table}.${c.column}: ${c.unparseable}`);
-      return bad.length === 0 ? { ok: true, detail: `all values in ${ctx.config.targets.length} target(s) parse` } : { ok: false, detail: `unparseable values: ${bad.join(', ')}` };
+      for (const t of ctx.config.targets)
+        for (const c of await countVersions(ctx.db, t, codec)) if (c.unparseable > 0) bad.push(`${c.table}.${c.column}: ${c.unparseable}`);
+      return bad.length === 0
+        ? { ok: true, detail: `all values in ${ctx.config.targets.length} target(s) parse` }
+        : { ok: false, detail: `unparseable values: ${bad.join(', ')}` };
     }
     case 'no-open-rotation': {
       const r = await openRotation(ctx.db, keyring);
@@ -355,7 +369,8 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
 
 function timelineDetail(r: AuditRow): string {
   const d = r.details ?? {};
-  if (r.action === RUNBOOK_ACTION) return [d.skipped ? `skipped: ${String(d.skipped)}` : '', d.value ? `value: ${String(d.value)}` : ''].filter(Boolean).join('; ');
+  if (r.action === RUNBOOK_ACTION)
+    return [d.skipped ? `skipped: ${String(d.skipped)}` : '', d.value ? `value: ${String(d.value)}` : ''].filter(Boolean).join('; ');
   if (r.rowsAffected) return `${r.rowsAffected} rows`;
   if (r.toPhase) return `→ ${r.toPhase}`;
   return '';

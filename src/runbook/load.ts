@@ -15,7 +15,10 @@ function yamlFiles(dir: string): string[] {
       .sort()
       .map((f) => path.join(dir, f));
   } catch (err) {
-    throw new UsageError(`cannot read the runbook directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'check runbooks: in keyctl.yaml');
+    throw new UsageError(
+      `cannot read the runbook directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      'check runbooks: in keyctl.yaml',
+    );
   }
 }
 
@@ -26,10 +29,11 @@ export function listRunbooks(opts: { teamDir?: string | undefined; file?: string
     const r = loadRunbookFile(f);
     byName.set(r.name, r);
   }
-  if (opts.teamDir) for (const f of yamlFiles(opts.teamDir)) {
-    const r = loadRunbookFile(f);
-    byName.set(r.name, r);
-  }
+  if (opts.teamDir)
+    for (const f of yamlFiles(opts.teamDir)) {
+      const r = loadRunbookFile(f);
+      byName.set(r.name, r);
+    }
   if (opts.file) {
     const r = loadRunbookFile(opts.file);
     byName.set(r.name, r);

@@ -74,7 +74,16 @@ export function planLines(output: Output, cwd: string, runbook: Runbook, p: Runb
   if (p.note) lines.push(c.yellow(p.note));
   for (const s of p.steps) {
     const kind = s === p.next ? 'next' : s.status !== 'none' ? s.status : s.applies ? 'todo' : 'not-now';
-    const colour = kind === 'next' ? c.cyan : kind === 'done' || kind === 'done-outside' ? c.green : kind === 'skipped' || kind === 'aborted' ? c.yellow : kind === 'failed' ? c.red : (x: string) => x;
+    const colour =
+      kind === 'next'
+        ? c.cyan
+        : kind === 'done' || kind === 'done-outside'
+          ? c.green
+          : kind === 'skipped' || kind === 'aborted'
+            ? c.yellow
+            : kind === 'failed'
+              ? c.red
+              : (x: string) => x;
     const note = stepNote(s);
     const text = `${colour(MARKS[kind])} ${String(s.index + 1).padStart(2)} ${s.step.id.padEnd(20)} ${s.step.title}${note ? c.dim(`  — ${note}`) : ''}`;
     lines.push(s.applies || s === p.next || s.status !== 'none' ? text : c.dim(text));

@@ -102,7 +102,9 @@ export async function showPlan(view: RunbookView, runbook: Runbook, sets: Record
     {
       runbook: runbook.name,
       phase: progress.phase,
-      rotation: progress.rotation ? { id: progress.rotation.id, emergency: progress.rotation.emergency, compromised: progress.rotation.compromisedVersion } : null,
+      rotation: progress.rotation
+        ? { id: progress.rotation.id, emergency: progress.rotation.emergency, compromised: progress.rotation.compromisedVersion }
+        : null,
       next: progress.next?.step.id ?? null,
       note: progress.note,
       steps: progress.steps.map((s) => ({
@@ -190,7 +192,9 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
     await record(step, result.ok ? 'ok' : 'failed', { ...result.details, inputs }, rotationBefore?.id);
     if (!result.ok) {
       out(c.red(`✗ step ${step.id} failed`) + (result.detail ? `: ${result.detail}` : ''));
-      if (step.on_failure) for (const [i, line] of wrap(`what to do: ${step.on_failure.trim()}`, width()).entries()) out(`  ${i === 0 ? line.replace('what to do:', c.bold('what to do:')) : line}`);
+      if (step.on_failure)
+        for (const [i, line] of wrap(`what to do: ${step.on_failure.trim()}`, width()).entries())
+          out(`  ${i === 0 ? line.replace('what to do:', c.bold('what to do:')) : line}`);
       out(`  then run \`keyctl runbook run ${runbook.name}\` again; it resumes at this step`);
       return { outcome: 'failed', step: step.id, exitCode: result.exitCode, steps: ran };
     }
@@ -232,7 +236,9 @@ async function collectInputs(ctx: CoreContext, runbook: Runbook, sets: Record<st
 async function previousInputs(ctx: CoreContext, runbook: Runbook): Promise<Record<string, string>> {
   const rotation = await openRotation(ctx.db, ctx.config.keyring);
   if (!rotation) return {};
-  const rows = (await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id })).filter((r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name);
+  const rows = (await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id })).filter(
+    (r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name,
+  );
   return (rows.at(-1)?.details?.inputs as Record<string, string> | undefined) ?? {};
 }
 
@@ -254,16 +260,29 @@ async function runStep(io: RunnerIO, step: RunbookStep, inputs: Record<string, s
       const argv = splitArgs(step.command).map((a) => fillTemplate(a, inputs, p.rotation));
       io.output.info(io.output.out.dim(`$ keyctl ${argv.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`));
       const code = await io.invoke(argv);
-      return { ok: code === ExitCode.OK, exitCode: code, detail: code === ExitCode.OK ? '' : `keyctl ${argv[0]} exited ${code}`, details: { command: argv.join(' '), exitCode: code } };
+      return {
+        ok: code === ExitCode.OK,
+        exitCode: code,
+        detail: code === ExitCode.OK ? '' : `keyctl ${argv[0]} exited ${code}`,
+        details: { command: argv.join(' '), exitCode: code },
+      };
     }
     case 'confirm': {
       const value = step.input ? await io.asker!.text(step.input.prompt, step.input.pattern) : undefined;
       return { ok: true, exitCode: ExitCode.OK, detail: value ? `recorded "${value}"` : 'confirmed', details: value ? { value } : {} };
     }
     case 'wait': {
-      const seconds = step.wait === 'propagation' ? Math.max(0, Math.ceil(ctx.config.policy.minPropagationSeconds - (ctx.now().getTime() - (p.rotation?.phaseChangedAt.getTime() ?? 0)) / 1000)) : step.wait;
+      const seconds =
+        step.wait === 'propagation'
+          ? Math.max(0, Math.ceil(ctx.config.policy.minPropagationSeconds - (ctx.now().getTime() - (p.rotation?.phaseChangedAt.getTime() ?? 0)) / 1000))
+          : step.wait;
       if (seconds > 0) await countdown(io, seconds);
-      return { ok: true, exitCode: ExitCode.OK, detail: seconds > 0 ? `waited ${formatDuration(seconds)}` : 'no wait needed', details: { waitedSeconds: seconds } };
+      return {
+        ok: true,
+        exitCode: ExitCode.OK,
+        detail: seconds > 0 ? `waited ${formatDuration(seconds)}` : 'no wait needed',
+        details: { waitedSeconds: seconds },
+      };
     }
   }
 }

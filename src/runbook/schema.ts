@@ -12,11 +12,28 @@ import { MACHINE_COMMANDS, PHASES } from '../rotation/machine.js';
 
 /** keyctl commands a runbook may run (not `runbook` itself, not `init`). */
 export const RUNBOOK_COMMANDS = [
-  'status', 'generate', 'dual-key', 'reencrypt', 'verify', 'promote', 'retire', 'rollback',
-  'backup', 'recover-test', 'audit',
+  'status',
+  'generate',
+  'dual-key',
+  'reencrypt',
+  'verify',
+  'promote',
+  'retire',
+  'rollback',
+  'backup',
+  'recover-test',
+  'audit',
 ] as const;
 
-export const CHECKS = ['database-reachable', 'keystore-reachable', 'backup-fresh', 'recover-test-recent', 'no-unparseable', 'no-open-rotation', 'audit-chain-intact'] as const;
+export const CHECKS = [
+  'database-reachable',
+  'keystore-reachable',
+  'backup-fresh',
+  'recover-test-recent',
+  'no-unparseable',
+  'no-open-rotation',
+  'audit-chain-intact',
+] as const;
 export type CheckName = (typeof CHECKS)[number];
 
 /** `none`: no rotation is open. */
@@ -113,7 +130,11 @@ export function parseRunbook(text: string, file: string): Runbook {
   const label = rel && !rel.startsWith('..') ? rel : file;
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    throw new ConfigError(`${label} is not valid YAML`, doc.errors.map((e) => `${label}:${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`), 'fix the syntax at the line shown');
+    throw new ConfigError(
+      `${label} is not valid YAML`,
+      doc.errors.map((e) => `${label}:${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`),
+      'fix the syntax at the line shown',
+    );
   }
   const raw = doc.toJS() as unknown;
   const result = RunbookSchema.safeParse(raw);
@@ -135,7 +156,8 @@ export function parseRunbook(text: string, file: string): Runbook {
           problems.push(`${where}: command "${first}" is not a keyctl command a runbook can run (${RUNBOOK_COMMANDS.join(', ')})`);
         }
         for (const m of s.command.matchAll(/\{\{\s*([\w.]+)\s*\}\}/g)) {
-          if (!inputs.has(m[1]) && !m[1]!.startsWith('rotation.')) problems.push(`${where}: {{${m[1]}}} is neither an input of this runbook nor rotation.<field>`);
+          if (!inputs.has(m[1]) && !m[1]!.startsWith('rotation.'))
+            problems.push(`${where}: {{${m[1]}}} is neither an input of this runbook nor rotation.<field>`);
         }
       }
       for (const key of ['pattern'] as const) {
@@ -148,7 +170,11 @@ export function parseRunbook(text: string, file: string): Runbook {
   const stepNo = (line: string) => Number(/: step (\d+)/.exec(line)?.[1] ?? 0);
   problems.sort((a, b) => stepNo(a) - stepNo(b));
   if (problems.length > 0) {
-    throw new ConfigError(`${label} is not a valid runbook (${problems.length} problem${problems.length === 1 ? '' : 's'})`, problems, 'see docs/runbooks.md for the format');
+    throw new ConfigError(
+      `${label} is not a valid runbook (${problems.length} problem${problems.length === 1 ? '' : 's'})`,
+      problems,
+      'see docs/runbooks.md for the format',
+    );
   }
   return { ...result.data!, file };
 }

@@ -18,7 +18,12 @@ let gnupg: string;
 let keys: { pub: string; sec: string; pubLocked: string; secLocked: string; pubOther: string; secOther: string };
 
 function gpg(args: string[], input?: string): string {
-  return execFileSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', ...args], { env: { ...process.env, GNUPGHOME: gnupg }, input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+  return execFileSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', ...args], {
+    env: { ...process.env, GNUPGHOME: gnupg },
+    input,
+    encoding: 'utf8',
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
 }
 
 beforeAll(() => {
@@ -52,11 +57,17 @@ async function project(opts: { rows?: number; keyring?: string; backup?: string 
     const kr = path.join(dir, '.keyctl', 'keyring.json');
     writeFileSync(kr, readFileSync(kr, 'utf8').replace('"default"', JSON.stringify(opts.keyring)), { mode: 0o600 });
   }
-  appendFileSync(path.join(dir, 'keyctl.yaml'), `backup:\n  recipients: [${JSON.stringify(keys.pub)}, ${JSON.stringify(keys.pubLocked)}]\n${opts.backup ?? ''}`);
+  appendFileSync(
+    path.join(dir, 'keyctl.yaml'),
+    `backup:\n  recipients: [${JSON.stringify(keys.pub)}, ${JSON.stringify(keys.pubLocked)}]\n${opts.backup ?? ''}`,
+  );
   return dir;
 }
 
-const backupsIn = (dir: string) => readdirSync(path.join(dir, '.keyctl', 'backups')).filter((n) => n.endsWith('.gpg')).sort();
+const backupsIn = (dir: string) =>
+  readdirSync(path.join(dir, '.keyctl', 'backups'))
+    .filter((n) => n.endsWith('.gpg'))
+    .sort();
 
 describe('keyctl backup', () => {
   it('writes a file gpg decrypts into the documented JSON, with a checksum sha256sum accepts, 0600, one line, audited without key material', async () => {
@@ -68,13 +79,20 @@ describe('keyctl backup', () => {
     const file = path.join(dir, '.keyctl', 'backups', name!);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(name).toMatch(/^keyctl-backup-default-\d{8}T\d{9}Z\.gpg$/);
-    const doc = JSON.parse(gpg(['--decrypt', file])) as { format: string; keyring: string; primary: string; keys: Array<{ version: string; key: string; fingerprint: string }> };
+    const doc = JSON.parse(gpg(['--decrypt', file])) as {
+      format: string;
+      keyring: string;
+      primary: string;
+      keys: Array<{ version: string; key: string; fingerprint: string }>;
+    };
     expect(doc).toMatchObject({ format: 'keyctl-key-backup', formatVersion: 1, keyring: 'default', primary: 'v1' });
     const keyring = JSON.parse(readFileSync(path.join(dir, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
     expect(doc.keys.map((k) => [k.version, k.key])).toEqual([['v1', keyring.keys.v1]]);
     const check = spawnSync('sha256sum', ['-c', `${name}.sha256`], { cwd: path.dirname(file), encoding: 'utf8' });
     expect(check.stdout).toContain(`${name}: OK`);
-    const audit = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> }> }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }));
+    const audit = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> }> }>(
+      await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }),
+    );
     const row = audit.entries.find((e) => e.action === 'backup')!;
     expect(row).toMatchObject({ outcome: 'ok', details: { file: name, versions: ['v1'] } });
     expect(String(row.details.sha256)).toMatch(/^[0-9a-f]{64}$/);
@@ -83,7 +101,18 @@ describe('keyctl backup', () => {
 
   it('runs as cron would: no TTY, no stdin, minimal environment, one line', async () => {
     const dir = await project();
-    const r = spawnSync('env', ['-i', 'PATH=/usr/bin:/bin', 'HOME=/tmp', 'bash', '-c', `cd ${JSON.stringify(dir)} && ${JSON.stringify(process.execPath)} ${JSON.stringify(KEYCTL_BIN)} backup </dev/null`], { encoding: 'utf8' });
+    const r = spawnSync(
+      'env',
+      [
+        '-i',
+        'PATH=/usr/bin:/bin',
+        'HOME=/tmp',
+        'bash',
+        '-c',
+        `cd ${JSON.stringify(dir)} && ${JSON.stringify(process.execPath)} ${JSON.stringify(KEYCTL_BIN)} backup </dev/null`,
+      ],
+      { encoding: 'utf8' },
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim().split('\n')).toHaveLength(1);
     expect(r.stdout).toMatch(/^backup .*\.gpg \(v1; 2 recipient\(s\)/);
@@ -290,12 +319,16 @@ describe('backups follow the key', () => {
 
     // The emergency runbook backs the new key up before dual-key.
     const dir2 = await project();
-    const r = await keyctl(['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-3', '--set', 'compromised=v1', '--set', 'reason=leak'], { cwd: dir2 });
+    const r = await keyctl(['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-3', '--set', 'compromised=v1', '--set', 'reason=leak'], {
+      cwd: dir2,
+    });
     expect(r.code).toBe(ExitCode.REFUSED); // stops at the deploy confirmation (a person)
     expect(r.stderr).toMatch(/✓ backup-new-key/);
     const backups = backupsIn(dir2);
     expect(backups).toHaveLength(1);
-    expect((JSON.parse(gpg(['--decrypt', path.join(dir2, '.keyctl', 'backups', backups[0]!)])) as { keys: Array<{ version: string }> }).keys.map((k) => k.version)).toEqual(['v1', 'v2']);
+    expect(
+      (JSON.parse(gpg(['--decrypt', path.join(dir2, '.keyctl', 'backups', backups[0]!)])) as { keys: Array<{ version: string }> }).keys.map((k) => k.version),
+    ).toEqual(['v1', 'v2']);
   });
 });
 
@@ -340,7 +373,10 @@ describe('keyctl restore of a forged backup', () => {
     const rogue = Buffer.alloc(32, 5);
     doc.keys.push({ ...doc.keys[0], version: 'v5', key: rogue.toString('base64'), fingerprint: fingerprint(rogue), state: 'decrypt-only' });
     const forged = path.join(dir, '.keyctl', 'backups', name.replace('.gpg', '1.gpg'));
-    execFileSync('gpg', ['--batch', '--quiet', '--trust-model', 'always', '--recipient', 'backup@example.com', '--output', forged, '--encrypt'], { env: { ...process.env, GNUPGHOME: gnupg }, input: JSON.stringify(doc) });
+    execFileSync('gpg', ['--batch', '--quiet', '--trust-model', 'always', '--recipient', 'backup@example.com', '--output', forged, '--encrypt'], {
+      env: { ...process.env, GNUPGHOME: gnupg },
+      input: JSON.stringify(doc),
+    });
     writeFileSync(`${forged}.sha256`, `${execFileSync('sha256sum', [forged], { encoding: 'utf8' }).split(' ')[0]}  ${path.basename(forged)}\n`);
     const keyringFile = path.join(dir, '.keyctl', 'keyring.json');
     const before = readFileSync(keyringFile, 'utf8');
@@ -353,21 +389,30 @@ describe('keyctl restore of a forged backup', () => {
     expect(audit.filter((e) => e.action === 'restore').map((e) => e.outcome)).toEqual(['refused']);
 
     expect((await keyctl(['restore', '--backup', forged, '--identity', keys.sec, '--yes', '--allow-unknown'], { cwd: dir })).code).toBe(ExitCode.USAGE);
-    const allowed = await keyctl(['restore', '--backup', forged, '--identity', keys.sec, '--yes', '--allow-unknown', '--reason', 'v5 is the key from the old cluster, CHG-9'], { cwd: dir });
+    const allowed = await keyctl(
+      ['restore', '--backup', forged, '--identity', keys.sec, '--yes', '--allow-unknown', '--reason', 'v5 is the key from the old cluster, CHG-9'],
+      { cwd: dir },
+    );
     expect(allowed.code, allowed.stderr).toBe(0);
     expect(Object.keys((JSON.parse(readFileSync(keyringFile, 'utf8')) as { keys: Record<string, string> }).keys)).toContain('v5');
   });
 });
 
 describe('the key-recovery-test runbook', () => {
-  it('from cron (--yes, no terminal): backup, recover-test against it, one evidence line; then routine-rotation\'s checks pass', async () => {
+  it("from cron (--yes, no terminal): backup, recover-test against it, one evidence line; then routine-rotation's checks pass", async () => {
     const dir = await project();
     const r = await keyctl(['runbook', 'run', 'key-recovery-test', '--yes', '--set', `identity=${keys.sec}`], { cwd: dir, env: { KEYCTL_ACTOR: 'cron@ops' } });
     expect(r.code, r.stderr).toBe(0);
     const [name] = backupsIn(dir);
     const sha = readFileSync(path.join(dir, '.keyctl', 'backups', `${name}.sha256`), 'utf8').split(' ')[0];
-    expect(r.stdout.trim().split('\n').at(-1)).toMatch(new RegExp(`^KEY-RECOVERY-TEST PASS keyring=default at=\\S+Z backup=${name!.replace(/\./g, '\\.')} sha256=${sha} versions=v1 actor=cron@ops audit_id=\\d+$`));
-    const steps = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> }> }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }))
+    expect(r.stdout.trim().split('\n').at(-1)).toMatch(
+      new RegExp(
+        `^KEY-RECOVERY-TEST PASS keyring=default at=\\S+Z backup=${name!.replace(/\./g, '\\.')} sha256=${sha} versions=v1 actor=cron@ops audit_id=\\d+$`,
+      ),
+    );
+    const steps = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> }> }>(
+      await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir }),
+    )
       .entries.filter((e) => e.action === 'runbook-step')
       .map((e) => `${String(e.details.step)}:${e.outcome}`);
     expect(steps).toEqual(['keystore-reachable:ok', 'backup:ok', 'recover-test:ok']);

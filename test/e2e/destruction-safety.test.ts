@@ -20,7 +20,6 @@ afterEach(() => {
 
 const codec = new AesGcmV1Codec();
 
-
 /** Values (every column) that no held key decrypts. */
 async function unreadable(dir: string): Promise<number> {
   const keys = keysHeld(dir);
@@ -39,7 +38,6 @@ async function unreadable(dir: string): Promise<number> {
   }
   return bad;
 }
-
 
 describe('the keystore never loses a key because the database says so', () => {
   const tamper = (dir: string) =>
@@ -80,7 +78,8 @@ describe('the keystore never loses a key because the database says so', () => {
 describe('an emptied registry is not rebuilt from the keystore', () => {
   it('1c. DELETE FROM keyctl_key_versions during an emergency rotation: refused, the compromised flag is not lost', async () => {
     const { dir, run } = await demoProject(dirs, 30);
-    for (const step of [['generate', '--emergency', '--reason', 'INC-1'], ['dual-key'], ['reencrypt']]) expect((await run(...step)).code, step.join(' ')).toBe(0);
+    for (const step of [['generate', '--emergency', '--reason', 'INC-1'], ['dual-key'], ['reencrypt']])
+      expect((await run(...step)).code, step.join(' ')).toBe(0);
     await withProjectSqlite(dir, (k) => k('keyctl_key_versions').delete());
     for (const cmd of [['status'], ['rollback', '--reason', 'x'], ['verify']]) {
       const r = await run(...cmd);
@@ -136,7 +135,10 @@ describe.runIf(dialectAvailable('pg') && spawnSync('strace', ['-V']).status === 
     expect((await run('init', '--existing-config', '--demo', '--rows', '20')).code).toBe(0);
 
     // The first generate's keystore write is slowed down (every fsync waits 4 s) …
-    const slow = spawn('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'inject=fsync:delay_enter=4000000', process.execPath, KEYCTL_BIN, 'generate'], { cwd: dir, env: { ...process.env, KEYCTL_ACTOR: 'slow@test' } });
+    const slow = spawn('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'inject=fsync:delay_enter=4000000', process.execPath, KEYCTL_BIN, 'generate'], {
+      cwd: dir,
+      env: { ...process.env, KEYCTL_ACTOR: 'slow@test' },
+    });
     let slowErr = '';
     slow.stderr.on('data', (d: Buffer) => (slowErr += d.toString()));
     const slowDone = new Promise<number | null>((r) => slow.on('close', r));
@@ -156,7 +158,10 @@ describe.runIf(dialectAvailable('pg') && spawnSync('strace', ['-V']).status === 
     const slowCode = await slowDone;
     const codes = [slowCode, fast.code].sort();
     expect(codes, `slow: ${slowErr}\nfast: ${fast.stderr}`).toContain(0);
-    expect(codes.filter((c) => c === 0), `both succeeded\nslow: ${slowErr}\nfast: ${fast.stderr}`).toHaveLength(1);
+    expect(
+      codes.filter((c) => c === 0),
+      `both succeeded\nslow: ${slowErr}\nfast: ${fast.stderr}`,
+    ).toHaveLength(1);
     // The loser said why (keystore changed meanwhile, or another operator got there first).
     const loser = slowCode === 0 ? fast.stderr : slowErr;
     expect(loser).toMatch(/changed by someone else|got there first|another rotation/);

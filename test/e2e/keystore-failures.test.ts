@@ -139,14 +139,20 @@ describe('AWS Secrets Manager failures', () => {
 
   it('no credentials: says where the SDK looked and never reads them from keyctl.yaml', async () => {
     const { run } = await ready();
-    const env: NodeJS.ProcessEnv = { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_PROFILE: '', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/c', AWS_CONFIG_FILE: '/nonexistent/f', AWS_EC2_METADATA_DISABLED: 'true' };
+    const env: NodeJS.ProcessEnv = {
+      AWS_ACCESS_KEY_ID: '',
+      AWS_SECRET_ACCESS_KEY: '',
+      AWS_PROFILE: '',
+      AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/c',
+      AWS_CONFIG_FILE: '/nonexistent/f',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    };
     const r = await run(['status'], env);
     expect(r.code).toBe(ExitCode.KEYSTORE);
     expect(r.stderr).toContain('no AWS credentials found');
     expect(Object.keys(AWS_ENV)).toContain('AWS_ACCESS_KEY_ID');
   });
 });
-
 
 describe('Vault failures', () => {
   async function ready() {
@@ -202,7 +208,11 @@ describe('Vault failures', () => {
     expect(r.stderr).toContain('vault kv rollback -mount=secret -version=1 keyctl/test');
     expect(r.stderr).not.toContain(leaked);
 
-    writeConfig(dir, { config: { client: 'sqlite' }, connection: path.join(dir, 'keyctl.db') }, { ...h, yaml: h.yaml.replace(`path: ${VAULT_PATH}`, 'path: keyctl/elsewhere') });
+    writeConfig(
+      dir,
+      { config: { client: 'sqlite' }, connection: path.join(dir, 'keyctl.db') },
+      { ...h, yaml: h.yaml.replace(`path: ${VAULT_PATH}`, 'path: keyctl/elsewhere') },
+    );
     r = await run(['status']);
     expect(r.code).toBe(ExitCode.KEYSTORE);
     expect(r.stderr).toContain('Vault KV secret secret/keyctl/elsewhere');
@@ -235,12 +245,39 @@ describe('Vault failures', () => {
     const tmp = mkdtempSync(path.join(os.tmpdir(), 'keyctl-vault-tls-'));
     dirs.push(tmp);
     const [key, cert] = [path.join(tmp, 'key.pem'), path.join(tmp, 'cert.pem')];
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-days',
+        '1',
+      ],
+      { stdio: 'ignore' },
+    );
     const { startFakeVault } = await import('../fixtures/vault-server.js');
     const server = await startFakeVault({ tls: { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') } });
     open.push(server);
     const yaml = `keystore:\n  provider: vault\n  address: ${server.address}\n  path: ${VAULT_PATH}\n`;
-    const h: KeystoreHarness = { provider: 'vault', yaml, env: { VAULT_TOKEN: server.rootToken }, published: () => null, archive: () => ({}), close: async () => undefined };
+    const h: KeystoreHarness = {
+      provider: 'vault',
+      yaml,
+      env: { VAULT_TOKEN: server.rootToken },
+      published: () => null,
+      archive: () => ({}),
+      close: async () => undefined,
+    };
     const p = sqliteProject(h);
     let r = await p.run(['init', '--existing-config']);
     expect(r.code).toBe(ExitCode.KEYSTORE);

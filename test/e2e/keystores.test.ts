@@ -92,8 +92,18 @@ for (const provider of ['aws-secrets-manager', 'vault'] as const) {
           // The destroyed key cannot be read back from KV history either.
           const server = (h as Awaited<ReturnType<typeof vaultHarness>>).server;
           // init, generate and dual-key wrote versions 1–3 with v1; the archive's version 1 held it too.
-          expect(server.versions('secret', VAULT_PATH).filter((v) => v.destroyed).map((v) => v.version)).toEqual([1, 2, 3]);
-          expect(server.versions('secret', `${VAULT_PATH}-archive`).filter((v) => v.destroyed).map((v) => v.version)).toEqual([1]);
+          expect(
+            server
+              .versions('secret', VAULT_PATH)
+              .filter((v) => v.destroyed)
+              .map((v) => v.version),
+          ).toEqual([1, 2, 3]);
+          expect(
+            server
+              .versions('secret', `${VAULT_PATH}-archive`)
+              .filter((v) => v.destroyed)
+              .map((v) => v.version),
+          ).toEqual([1]);
           for (const p of [VAULT_PATH, `${VAULT_PATH}-archive`]) {
             for (const v of server.versions('secret', p)) {
               const keys = (v.data?.keys ?? {}) as Record<string, unknown>;
@@ -127,5 +137,3 @@ for (const provider of ['aws-secrets-manager', 'vault'] as const) {
     });
   }
 }
-
-

@@ -37,7 +37,10 @@ async function killMidRun(cwd: string, env: NodeJS.ProcessEnv, db: ReturnType<ty
   let running = true;
   void exited.then(() => (running = false));
   while (running) {
-    const row = (await db('keyctl_reencrypt_checkpoints').sum({ n: 'rows_scanned' }).first().catch(() => undefined)) as { n?: unknown } | undefined;
+    const row = (await db('keyctl_reencrypt_checkpoints')
+      .sum({ n: 'rows_scanned' })
+      .first()
+      .catch(() => undefined)) as { n?: unknown } | undefined;
     if (Number(row?.n ?? 0) >= threshold) {
       await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 15)));
       child.kill('SIGKILL');
@@ -68,7 +71,10 @@ for (const dialect of DIALECTS) {
       const db = dbFor(dialect, cwd, tdb.connection);
       const progress: number[] = [];
       const v2Values = async () =>
-        json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd, env })).targets.reduce((n, t) => n + (t.counts.v2 ?? 0), 0);
+        json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd, env })).targets.reduce(
+          (n, t) => n + (t.counts.v2 ?? 0),
+          0,
+        );
       try {
         for (let i = 0; i < 4; i++) {
           const done = (await v2Values()) / 3;

@@ -20,9 +20,6 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-
-
-
 const codec = new AesGcmV1Codec();
 
 /** Whether `value` decrypts with any key the keystore holds (trying every version: a mislabelled value too). */
@@ -50,7 +47,9 @@ describe('the rotation machine closes the three repros', () => {
     await run('verify', '--sample', '5');
     const full = await run('verify', '--json');
     expect(full.code).toBe(ExitCode.PROBLEMS_FOUND);
-    expect(json<{ failures: Array<{ pk: string; reason: string }> }>(full).failures).toEqual([expect.objectContaining({ pk: '4', reason: 'authentication-failed' })]);
+    expect(json<{ failures: Array<{ pk: string; reason: string }> }>(full).failures).toEqual([
+      expect.objectContaining({ pk: '4', reason: 'authentication-failed' }),
+    ]);
     expect(json<{ rotation: { phase: string } }>(full).rotation.phase).toBe('reencrypted');
 
     const promote = await run('promote');
@@ -65,7 +64,9 @@ describe('the rotation machine closes the three repros', () => {
     const status = json<{ rotation: { phase: string } }>(await run('status', '--json'));
     expect(status.rotation.phase).toBe('reencrypted');
     // Each refusal left an audit row naming the guard.
-    const audit = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> | null }> }>(await run('audit', '--format', 'json')).entries;
+    const audit = json<{ entries: Array<{ action: string; outcome: string; details: Record<string, unknown> | null }> }>(
+      await run('audit', '--format', 'json'),
+    ).entries;
     expect(audit.filter((e) => e.outcome === 'refused').map((e) => e.action)).toEqual(['promote', 'retire', 'promote']);
     expect(audit.find((e) => e.action === 'verify' && e.outcome === 'failed')?.details).toMatchObject({ scope: 'full' });
     expect((await run('audit', '--verify')).code).toBe(0);
@@ -110,7 +111,7 @@ describe('the rotation machine closes the three repros', () => {
     expect(status.rotation).toMatchObject({ phase: 'promoted', emergency: false });
   });
 
-  it('2b. naming the routine rotation\'s old key turns it into an emergency rotation; the runbook finishes it and counts every pass', async () => {
+  it("2b. naming the routine rotation's old key turns it into an emergency rotation; the runbook finishes it and counts every pass", async () => {
     const { dir, run } = await demoProject(dirs, 300);
     expect((await run('generate')).code).toBe(0);
     expect((await run('dual-key')).code).toBe(0);
@@ -122,7 +123,9 @@ describe('the rotation machine closes the three repros', () => {
     expect(r.stdout + r.stderr).toContain('is now an emergency rotation');
     expect(r.stdout + r.stderr).toContain('compromised key: v1   replaced by: v2');
     expect(r.stdout + r.stderr).toContain('rows re-encrypted: 300');
-    const status = json<{ primary: string; rotation: unknown; versions: Array<{ version: string; compromised: boolean; state: string }> }>(await run('status', '--json'));
+    const status = json<{ primary: string; rotation: unknown; versions: Array<{ version: string; compromised: boolean; state: string }> }>(
+      await run('status', '--json'),
+    );
     expect(status).toMatchObject({ primary: 'v2', rotation: null });
     expect(status.versions.find((v) => v.version === 'v1')).toMatchObject({ compromised: true, state: 'retired' });
     // Unpublished; kept only in the archive for old database backups (policy.retiredKeyRetentionDays).
@@ -144,7 +147,9 @@ describe('the rotation machine closes the three repros', () => {
     for (const step of ['generate', 'dual-key']) expect((await run(step)).code, step).toBe(0);
     const plan = await run('runbook', 'run', 'routine-rotation', '--dry-run', '--json');
     expect(plan.code).toBe(0);
-    const steps = json<{ steps: Array<{ id: string; status: string; by: { actor: string; at: string; note: string | null } | null; command: string | null }> }>(plan).steps;
+    const steps = json<{ steps: Array<{ id: string; status: string; by: { actor: string; at: string; note: string | null } | null; command: string | null }> }>(
+      plan,
+    ).steps;
     const byId = Object.fromEntries(steps.map((s) => [s.id, s]));
     expect(byId['database-reachable']).toMatchObject({ status: 'done', by: { actor: 'op@test' } });
     expect(byId['backup-fresh']).toMatchObject({ status: 'failed', by: { actor: 'op@test' } });

@@ -12,7 +12,6 @@ function tmpdir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'keyctl-e2e-rot-'));
 }
 
-
 describe('rotation through the CLI (SQLite + file keystore)', () => {
   it('runs the cycle with --json, refuses out-of-order steps with exit 3, and keeps an intact audit chain', async () => {
     const dir = tmpdir();
@@ -94,35 +93,35 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
   });
 
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  it(`${signal} finishes the batch, prints how to resume, exits 7; the same command then completes`, async () => {
-    const dir = tmpdir();
-    expect((await keyctl(['init', '--demo', '--rows', '20000'], { cwd: dir })).code).toBe(0);
-    await keyctl(['generate'], { cwd: dir });
-    await keyctl(['dual-key'], { cwd: dir });
-    const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '50'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    let signalled = false;
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (!signalled && / rewritten, /.test(stderr)) {
-        signalled = true;
-        child.kill(signal);
-      }
+    it(`${signal} finishes the batch, prints how to resume, exits 7; the same command then completes`, async () => {
+      const dir = tmpdir();
+      expect((await keyctl(['init', '--demo', '--rows', '20000'], { cwd: dir })).code).toBe(0);
+      await keyctl(['generate'], { cwd: dir });
+      await keyctl(['dual-key'], { cwd: dir });
+      const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '50'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      let signalled = false;
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (!signalled && / rewritten, /.test(stderr)) {
+          signalled = true;
+          child.kill(signal);
+        }
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(signalled).toBe(true);
+      expect(code).toBe(ExitCode.INTERRUPTED);
+      expect(stdout).toContain('resume with: keyctl reencrypt --batch-size 50');
+      const mid = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+      expect(mid.targets[0]!.counts.v2).toBeGreaterThan(0);
+      expect(mid.targets[0]!.counts.v1).toBeGreaterThan(0);
+      const resumed = await keyctl(['reencrypt', '--batch-size', '2000'], { cwd: dir });
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(resumed.stdout).toContain('resumed after pk');
+      expect((await keyctl(['verify'], { cwd: dir })).code).toBe(0);
     });
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-    expect(signalled).toBe(true);
-    expect(code).toBe(ExitCode.INTERRUPTED);
-    expect(stdout).toContain('resume with: keyctl reencrypt --batch-size 50');
-    const mid = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
-    expect(mid.targets[0]!.counts.v2).toBeGreaterThan(0);
-    expect(mid.targets[0]!.counts.v1).toBeGreaterThan(0);
-    const resumed = await keyctl(['reencrypt', '--batch-size', '2000'], { cwd: dir });
-    expect(resumed.code, resumed.stderr).toBe(0);
-    expect(resumed.stdout).toContain('resumed after pk');
-    expect((await keyctl(['verify'], { cwd: dir })).code).toBe(0);
-  });
   }
 
   it("the README's demo (npm run demo) runs a whole rotation", async () => {
@@ -145,7 +144,11 @@ describe.skipIf(!hasScript)('reencrypt in a terminal', () => {
     expect((await keyctl(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
     await keyctl(['generate'], { cwd: dir });
     await keyctl(['dual-key'], { cwd: dir });
-    const r = spawnSync('script', ['-qec', `${process.execPath} ${KEYCTL_BIN} reencrypt --batch-size 100`, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync('script', ['-qec', `${process.execPath} ${KEYCTL_BIN} reencrypt --batch-size 100`, '/dev/null'], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(r.error).toBeUndefined();
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('every value is under v2');
@@ -160,7 +163,10 @@ describe('reencrypt throttling through the CLI', () => {
     await keyctl(['dual-key'], { cwd: dir });
     const pause = path.join(dir, 'PAUSE');
     writeFileSync(pause, '');
-    const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '100', '--pause-file', 'PAUSE'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '100', '--pause-file', 'PAUSE'], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -141,7 +141,9 @@ describe('keyctl runbook in a terminal', () => {
     expect(audit.find((e) => e.action === 'runbook-step' && e.details?.step === 'deploy')!.details).toMatchObject({ value: 'CHG-42' });
   });
 
-  it('emergency-rotation: asks for the incident, refuses a rollback to the compromised key, retires it and prints the incident summary', { timeout: 120_000 }, async () => {
+  it('emergency-rotation: asks for the incident, refuses a rollback to the compromised key, retires it and prints the incident summary', {
+    timeout: 120_000,
+  }, async () => {
     const dir = await project();
     const t = terminal(dir, 'oncall@ops', 'emergency-rotation');
     await t.prompt('Incident reference');
@@ -183,7 +185,9 @@ describe('keyctl runbook in a terminal', () => {
     for (const action of ['generate', 'dual-key', 'reencrypt', 'verify', 'rollback', 'promote', 'retire', 'runbook deploy']) expect(screen).toContain(action);
     const status = json<{ primary: string; rotation: unknown }>(await keyctl(['status', '--json'], { cwd: dir }));
     expect(status).toMatchObject({ primary: 'v2', rotation: null });
-    const retire = json<{ entries: AuditEntry[] }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir })).entries.find((e) => e.action === 'retire')!;
+    const retire = json<{ entries: AuditEntry[] }>(await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir })).entries.find(
+      (e) => e.action === 'retire',
+    )!;
     expect(retire).toMatchObject({ outcome: 'ok', actor: 'oncall2@ops' });
   });
 });
@@ -206,7 +210,10 @@ describe('keyctl runbook without a terminal', () => {
     expect(missing.code).toBe(ExitCode.USAGE);
     expect(missing.stderr).toContain('needs input "incident"');
     expect(missing.stderr).toContain('--set incident=VALUE');
-    const confirm = await keyctl(['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-1', '--set', 'compromised=v1', '--set', 'reason=test'], { cwd: dir });
+    const confirm = await keyctl(
+      ['runbook', 'run', 'emergency-rotation', '--yes', '--set', 'incident=INC-1', '--set', 'compromised=v1', '--set', 'reason=test'],
+      { cwd: dir },
+    );
     expect(confirm.code).toBe(ExitCode.REFUSED);
     expect(confirm.stderr).toContain('step deploy needs a person to confirm');
   });
@@ -231,7 +238,10 @@ describe('keyctl runbook without a terminal', () => {
     expect(r.stderr).toContain('bad.yaml: step 3 (id "two"): the id "two" is used by an earlier step');
 
     // Problems outside the steps name the field, never dump the file's contents.
-    writeFileSync(bad, `name: bad\ntitle: Bad\ninputs:\n  - prompt: Incident\n    colour: red\nsteps:\n  - id: one\n    kind: wait\n    title: t\n    explain: e\n    wait: 1\n`);
+    writeFileSync(
+      bad,
+      `name: bad\ntitle: Bad\ninputs:\n  - prompt: Incident\n    colour: red\nsteps:\n  - id: one\n    kind: wait\n    title: t\n    explain: e\n    wait: 1\n`,
+    );
     const top = await keyctl(['runbook', 'run', 'bad', '--file', bad], { cwd: dir });
     expect(top.code).toBe(ExitCode.USAGE);
     expect(top.stderr).toContain('bad.yaml: missing "description"');

@@ -14,7 +14,14 @@ async function reachable(client: 'pg' | 'mysql2', url: string): Promise<string |
     connection:
       client === 'pg'
         ? { connectionString: url, connectionTimeoutMillis: 5000 }
-        : { host: u.hostname, port: Number(u.port || 3306), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database: u.pathname.slice(1), connectTimeout: 5000 },
+        : {
+            host: u.hostname,
+            port: Number(u.port || 3306),
+            user: decodeURIComponent(u.username),
+            password: decodeURIComponent(u.password),
+            database: u.pathname.slice(1),
+            connectTimeout: 5000,
+          },
     pool: { min: 0, max: 1 },
     acquireConnectionTimeout: 7000,
     log: { warn() {}, error() {}, debug() {}, deprecate() {} },

@@ -32,7 +32,12 @@ function summary(text: string | undefined | null): PublishedState | null {
 }
 
 export const AWS_SECRET = 'keyctl/test/keyring';
-export const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIDKEYCTLTEST', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'eu-west-1', AWS_EC2_METADATA_DISABLED: 'true' };
+export const AWS_ENV = {
+  AWS_ACCESS_KEY_ID: 'AKIDKEYCTLTEST',
+  AWS_SECRET_ACCESS_KEY: 'test-secret',
+  AWS_REGION: 'eu-west-1',
+  AWS_EC2_METADATA_DISABLED: 'true',
+};
 
 export async function awsHarness(extraYaml = ''): Promise<KeystoreHarness & { server: FakeSecretsManager }> {
   const server = await startFakeSecretsManager({ region: 'eu-west-1' });

@@ -6,7 +6,11 @@ import { expect } from 'vitest';
 import { keyctl, type RunResult } from './cli.js';
 
 /** `init --demo` in a new directory (added to `dirs` for cleanup), no propagation wait, policy overrides. */
-export async function demoProject(dirs: string[], rows: number, policy: Record<string, string> = {}): Promise<{ dir: string; run: (...a: string[]) => Promise<RunResult> }> {
+export async function demoProject(
+  dirs: string[],
+  rows: number,
+  policy: Record<string, string> = {},
+): Promise<{ dir: string; run: (...a: string[]) => Promise<RunResult> }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-proj-'));
   dirs.push(dir);
   const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test', NO_COLOR: '1' } });

@@ -36,7 +36,6 @@ function casBatch(columns: string[], rows: Array<{ pk: PkValue; changes: Record<
   return b;
 }
 
-
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`database layer on ${dialect}`, () => {
     const t = perTestDatabase(dialect);
@@ -51,15 +50,40 @@ for (const dialect of DIALECTS) {
       const config = testConfig(t.db);
       const a = await openDatabase(config.database, { baseDir: config.baseDir });
       const b = await openDatabase(config.database, { baseDir: config.baseDir });
-      t.cleanup(() => a.close(), () => b.close());
-      expect(await pendingMigrations(a)).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication', '0003_verify_evidence']);
+      t.cleanup(
+        () => a.close(),
+        () => b.close(),
+      );
+      expect(await pendingMigrations(a)).toEqual([
+        '0001_registry_rotations_audit_checkpoints',
+        '0002_audit_hash_chain_and_key_publication',
+        '0003_verify_evidence',
+      ]);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
-      expect([...ra.applied, ...rb.applied].sort()).toEqual(['0001_registry_rotations_audit_checkpoints', '0002_audit_hash_chain_and_key_publication', '0003_verify_evidence']);
+      expect([...ra.applied, ...rb.applied].sort()).toEqual([
+        '0001_registry_rotations_audit_checkpoints',
+        '0002_audit_hash_chain_and_key_publication',
+        '0003_verify_evidence',
+      ]);
       expect((await migrate(a)).applied).toEqual([]);
       expect(await pendingMigrations(a)).toEqual([]);
       for (const t of Object.values(TABLES)) expect(await a.knex.schema.hasTable(t)).toBe(true);
       const auditCols = Object.keys(await a.knex(TABLES.audit).columnInfo());
-      for (const c of ['id', 'rotation_id', 'keyring', 'action', 'from_phase', 'to_phase', 'actor', 'old_version', 'new_version', 'rows_affected', 'outcome', 'details', 'created_at']) {
+      for (const c of [
+        'id',
+        'rotation_id',
+        'keyring',
+        'action',
+        'from_phase',
+        'to_phase',
+        'actor',
+        'old_version',
+        'new_version',
+        'rows_affected',
+        'outcome',
+        'details',
+        'created_at',
+      ]) {
         expect(auditCols).toContain(c);
       }
     });
@@ -104,7 +128,18 @@ for (const dialect of DIALECTS) {
       const c = await ctx({ extraConfig: `targets:\n  - table: customers\n    columns: [email, phone, notes]\n` });
       const k1 = generateKey();
       const k2 = generateKey();
-      await c.keystore.write({ keyring: 'default', primary: 'v2', keys: new Map([['v1', k1], ['v2', k2]]) }, null, 'create');
+      await c.keystore.write(
+        {
+          keyring: 'default',
+          primary: 'v2',
+          keys: new Map([
+            ['v1', k1],
+            ['v2', k2],
+          ]),
+        },
+        null,
+        'create',
+      );
       await createDemoTable(c.db, { rows: 300, version: 'v1', key: k1, codec, replace: false });
       const weird = [
         null,
@@ -118,7 +153,10 @@ for (const dialect of DIALECTS) {
         codec.encrypt('y', 'v2', k2),
       ];
       for (const [i, v] of weird.entries()) {
-        await c.db.knex(DEMO_TARGET.table).where({ id: i + 1 }).update({ email: v });
+        await c.db
+          .knex(DEMO_TARGET.table)
+          .where({ id: i + 1 })
+          .update({ email: v });
       }
       await c.db.knex(DEMO_TARGET.table).where('id', '>', 290).update({ phone: null });
       const counts = await countVersions(c.db, c.config.targets[0]!, codec);
@@ -189,7 +227,8 @@ for (const dialect of DIALECTS) {
         [...codes].sort().map((code) => {
           const i = codes.indexOf(code);
           // Only column b of "plain" is to be written.
-          const changes: Record<string, [string, string]> = code === 'plain' ? { b: [`v1:b${i}`, `v2:b${i}`] } : { a: [`v1:a${i}`, `v2:a${i}`], b: [`v1:b${i}`, `v2:b${i}`] };
+          const changes: Record<string, [string, string]> =
+            code === 'plain' ? { b: [`v1:b${i}`, `v2:b${i}`] } : { a: [`v1:a${i}`, `v2:a${i}`], b: [`v1:b${i}`, `v2:b${i}`] };
           return { pk: code, changes };
         }),
       );
@@ -256,8 +295,19 @@ describe('bulk compare-and-set on PostgreSQL', () => {
       await db.knex.raw(`INSERT INTO big (email) SELECT 'v1:' || md5(g::text) FROM generate_series(1, 50000) g`);
       await db.knex.raw('ANALYZE big');
       const rows: Array<{ id: string; email: string }> = await db.knex('big').where('id', '>', 20000).orderBy('id').limit(1000);
-      const stmt = new PgDialect().compareAndSetPlan({ table: 'big', pk: 'id', columns: ['email'], batch: casBatch(['email'], rows.map((r) => ({ pk: r.id, changes: { email: [r.email, `v2:${r.email.slice(3)}`] } }))), pkType: 'bigint' });
-      const plan = (await db.knex.raw(`EXPLAIN ${stmt.sql}`, stmt.executions[0] as never[])).rows.map((r: Record<string, string>) => r['QUERY PLAN']).join('\n');
+      const stmt = new PgDialect().compareAndSetPlan({
+        table: 'big',
+        pk: 'id',
+        columns: ['email'],
+        batch: casBatch(
+          ['email'],
+          rows.map((r) => ({ pk: r.id, changes: { email: [r.email, `v2:${r.email.slice(3)}`] } })),
+        ),
+        pkType: 'bigint',
+      });
+      const plan = (await db.knex.raw(`EXPLAIN ${stmt.sql}`, stmt.executions[0] as never[])).rows
+        .map((r: Record<string, string>) => r['QUERY PLAN'])
+        .join('\n');
       expect(plan).not.toMatch(/Seq Scan on big/);
       expect(plan).toMatch(/Index Scan using big_pkey/);
     } finally {

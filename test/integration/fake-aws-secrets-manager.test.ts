@@ -49,7 +49,9 @@ describe('fake AWS Secrets Manager', () => {
     const put = await client.send(new PutSecretValueCommand({ SecretId: 'k', SecretString: 'new', VersionStages: ['AWSPENDING'] }));
     expect(put.VersionStages).toEqual(['AWSPENDING']);
     expect(sm.valueAt('k')).toBe('old');
-    await client.send(new UpdateSecretVersionStageCommand({ SecretId: 'k', VersionStage: 'AWSCURRENT', MoveToVersionId: put.VersionId, RemoveFromVersionId: oldId }));
+    await client.send(
+      new UpdateSecretVersionStageCommand({ SecretId: 'k', VersionStage: 'AWSCURRENT', MoveToVersionId: put.VersionId, RemoveFromVersionId: oldId }),
+    );
     expect(sm.stagesOf('k')).toEqual({ AWSCURRENT: put.VersionId, AWSPENDING: put.VersionId, AWSPREVIOUS: oldId });
     expect(sm.valueAt('k')).toBe('new');
     expect(sm.valueAt('k', 'AWSPREVIOUS')).toBe('old');
@@ -61,7 +63,9 @@ describe('fake AWS Secrets Manager', () => {
     sm.seed('k', 'old');
     const put = await client.send(new PutSecretValueCommand({ SecretId: 'k', SecretString: 'new', VersionStages: ['AWSPENDING'] }));
     const move = (remove?: string) =>
-      client.send(new UpdateSecretVersionStageCommand({ SecretId: 'k', VersionStage: 'AWSCURRENT', MoveToVersionId: put.VersionId, RemoveFromVersionId: remove }));
+      client.send(
+        new UpdateSecretVersionStageCommand({ SecretId: 'k', VersionStage: 'AWSCURRENT', MoveToVersionId: put.VersionId, RemoveFromVersionId: remove }),
+      );
     await expect(move(put.VersionId)).rejects.toMatchObject({ name: 'InvalidParameterException' });
     await expect(move()).rejects.toMatchObject({ name: 'InvalidParameterException' });
     expect(sm.valueAt('k')).toBe('old');
@@ -104,8 +108,7 @@ describe('fake AWS Secrets Manager', () => {
     sm.seed('b', '2');
     const del = await client.send(new DeleteSecretCommand({ SecretId: 'a', RecoveryWindowInDays: 7 }));
     expect(del.DeletionDate!.getTime() - Date.now()).toBeGreaterThan(6.9 * 86_400_000);
-    const names = async (include = false) =>
-      (await client.send(new ListSecretsCommand({ IncludePlannedDeletion: include }))).SecretList!.map((s) => s.Name);
+    const names = async (include = false) => (await client.send(new ListSecretsCommand({ IncludePlannedDeletion: include }))).SecretList!.map((s) => s.Name);
     expect(await names()).toEqual(['b']);
     expect(await names(true)).toEqual(['a', 'b']);
     await expect(client.send(new GetSecretValueCommand({ SecretId: 'a' }))).rejects.toMatchObject({ name: 'InvalidRequestException' });

@@ -120,7 +120,14 @@ describe('fake Vault (KV v2) through node-vault', () => {
     await vault.write('secret/data/keyctl/sub/x', { data: { n: 0 } });
 
     const meta = (await vault.read('secret/metadata/keyctl/k')).data;
-    expect(meta).toMatchObject({ current_version: 3, oldest_version: 0, max_versions: 0, cas_required: false, delete_version_after: '0s', custom_metadata: null });
+    expect(meta).toMatchObject({
+      current_version: 3,
+      oldest_version: 0,
+      max_versions: 0,
+      cas_required: false,
+      delete_version_after: '0s',
+      custom_metadata: null,
+    });
     expect(Object.keys(meta.versions)).toEqual(['1', '2', '3']);
     expect(meta.versions['1']).toMatchObject({ deletion_time: '', destroyed: false });
 
@@ -215,8 +222,27 @@ describe('fake Vault (KV v2) through node-vault', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'fake-vault-tls-'));
     try {
       const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
-        '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+          '-subj',
+          '/CN=127.0.0.1',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+          '-days',
+          '1',
+        ],
+        { stdio: 'ignore' },
+      );
       const fake = await start({ tls: { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') } });
       expect(fake.address).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
       const ca = readFileSync(cert, 'utf8');

@@ -32,7 +32,10 @@ for (const dialect of DIALECTS) {
     it("never overwrites the application's writes, and every row ends under the primary", async () => {
       const ctx: CoreContext = await openTestContext(t.db, { extraConfig: TARGETS });
       const app = await openTestContext(t.db, { extraConfig: TARGETS });
-      t.cleanup(() => ctx.db.close(), () => app.db.close());
+      t.cleanup(
+        () => ctx.db.close(),
+        () => app.db.close(),
+      );
       const k1 = generateKey();
       await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
       await reconcileRegistry(ctx);
@@ -69,22 +72,28 @@ for (const dialect of DIALECTS) {
         if (!expected.has(id)) return;
         const r = Math.random();
         if (r < 0.45) {
-            const email = `changed${ops}@example.com`;
-            await app.db.knex('accounts').where({ id }).update({ email: codec.encrypt(email, 'v2', k2) });
-            expected.get(id)!.email = email;
-          } else if (r < 0.7) {
-            await app.db.knex('accounts').where({ id }).update({ visits: app.db.knex.raw('visits + 1') });
-            expected.get(id)!.visits++;
-          } else if (r < 0.85) {
-            await app.db.knex('accounts').where({ id }).delete();
-            expected.delete(id);
-          } else {
-            const newId = nextId++;
-            const e = { email: `new${newId}@example.com`, note: `inserted ${newId}`, visits: 0 };
-            await app.db.knex('accounts').insert({ id: newId, email: codec.encrypt(e.email, 'v2', k2), note: codec.encrypt(e.note, 'v2', k2), visits: 0 });
-            expected.set(newId, e);
-          }
-          ops++;
+          const email = `changed${ops}@example.com`;
+          await app.db
+            .knex('accounts')
+            .where({ id })
+            .update({ email: codec.encrypt(email, 'v2', k2) });
+          expected.get(id)!.email = email;
+        } else if (r < 0.7) {
+          await app.db
+            .knex('accounts')
+            .where({ id })
+            .update({ visits: app.db.knex.raw('visits + 1') });
+          expected.get(id)!.visits++;
+        } else if (r < 0.85) {
+          await app.db.knex('accounts').where({ id }).delete();
+          expected.delete(id);
+        } else {
+          const newId = nextId++;
+          const e = { email: `new${newId}@example.com`, note: `inserted ${newId}`, visits: 0 };
+          await app.db.knex('accounts').insert({ id: newId, email: codec.encrypt(e.email, 'v2', k2), note: codec.encrypt(e.note, 'v2', k2), visits: 0 });
+          expected.set(newId, e);
+        }
+        ops++;
       };
       const appLoop = (async () => {
         while (running) {
@@ -121,7 +130,12 @@ for (const dialect of DIALECTS) {
         const want = expected.get(Number(row.id))!;
         expect(codec.versionOf(row.email)).toBe('v2');
         expect(codec.versionOf(row.note)).toBe('v2');
-        expect({ id: row.id, email: codec.decrypt(row.email, (v) => keys.get(v)), note: codec.decrypt(row.note, (v) => keys.get(v)), visits: Number(row.visits) }).toEqual({ id: row.id, ...want });
+        expect({
+          id: row.id,
+          email: codec.decrypt(row.email, (v) => keys.get(v)),
+          note: codec.decrypt(row.note, (v) => keys.get(v)),
+          visits: Number(row.visits),
+        }).toEqual({ id: row.id, ...want });
       }
       expect((await verify(ctx, {})).passed).toBe(true);
     });

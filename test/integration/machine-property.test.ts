@@ -53,7 +53,19 @@ const ROWS = 6;
 const COLUMNS = ['a', 'b'] as const;
 const DAY = 86_400_000;
 
-type Cmd = 'generate' | 'emergency' | 'dual' | 'reencrypt' | 'verify' | 'verifySample' | 'promote' | 'promoteForce' | 'retire' | 'retireForce' | 'rollback' | 'rollbackForce';
+type Cmd =
+  | 'generate'
+  | 'emergency'
+  | 'dual'
+  | 'reencrypt'
+  | 'verify'
+  | 'verifySample'
+  | 'promote'
+  | 'promoteForce'
+  | 'retire'
+  | 'retireForce'
+  | 'rollback'
+  | 'rollbackForce';
 type Op =
   | { t: 'next'; sampled: boolean }
   | { t: 'cmd'; cmd: Cmd }
@@ -66,20 +78,46 @@ type Op =
   | { t: 'purge'; days: number }
   | { t: 'write'; row: number; col: (typeof COLUMNS)[number]; kind: 'primary' | 'lagging' | 'mislabel'; pick: number };
 
-const CMDS: Cmd[] = ['generate', 'emergency', 'dual', 'reencrypt', 'verify', 'verifySample', 'promote', 'promoteForce', 'retire', 'retireForce', 'rollback', 'rollbackForce'];
+const CMDS: Cmd[] = [
+  'generate',
+  'emergency',
+  'dual',
+  'reencrypt',
+  'verify',
+  'verifySample',
+  'promote',
+  'promoteForce',
+  'retire',
+  'retireForce',
+  'rollback',
+  'rollbackForce',
+];
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   // The operator follows the procedure (the machine's next step, after the wait it needs) …
   { weight: 40, arbitrary: fc.record({ t: fc.constant('next' as const), sampled: fc.boolean() }) },
   // … or runs any command at any time.
   { weight: 12, arbitrary: fc.record({ t: fc.constant('cmd' as const), cmd: fc.constantFrom(...CMDS, 'emergency', 'rollback', 'promoteForce') }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('dup' as const), cmd: fc.constantFrom<Cmd>('generate', 'dual', 'reencrypt', 'verify', 'promote', 'retireForce', 'rollback') }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('dup' as const),
+      cmd: fc.constantFrom<Cmd>('generate', 'dual', 'reencrypt', 'verify', 'promote', 'retireForce', 'rollback'),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ t: 'generateKilled' as const }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('reencryptKilled' as const), afterBatches: fc.integer({ min: 0, max: 2 }) }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('advance' as const), days: fc.constantFrom(1, 31) }) },
   { weight: 1, arbitrary: fc.constant({ t: 'newProcess' as const }) },
   // Someone with write access to the database edits keyctl's own tables, then an operator runs a command.
-  // biome-ignore lint/suspicious/noThenProperty: a fast-check record field named after the step it describes, never awaited
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('tamper' as const), what: fc.constantFrom<'destroyOld' | 'retirePrimary' | 'deleteAuditRow'>('destroyOld', 'retirePrimary', 'deleteAuditRow'), then: fc.constantFrom(...CMDS) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('tamper' as const),
+      what: fc.constantFrom<'destroyOld' | 'retirePrimary' | 'deleteAuditRow'>('destroyOld', 'retirePrimary', 'deleteAuditRow'),
+      // biome-ignore lint/suspicious/noThenProperty: a fast-check record field named after the step it describes, never awaited
+      then: fc.constantFrom(...CMDS),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('purge' as const), days: fc.constantFrom(0, 401) }) },
   {
     weight: 8,
@@ -143,7 +181,16 @@ async function openCtx(w: Omit<World, 'ctx'> & { ctx?: CoreContext }, keystore?:
 
 async function newWorld(tdb: TestDatabase, n: number): Promise<World> {
   const id = `${n}_${randomBytes(3).toString('hex')}`;
-  const w = { tdb, keyring: `kr${id}`, table: `t${id}`, keystoreFile: path.join(tdb.dir, `keyring-${id}.json`), clock: Date.UTC(2027, 0, 1), model: new Map(), refusals: 0, seq: 0 } as Omit<World, 'ctx'>;
+  const w = {
+    tdb,
+    keyring: `kr${id}`,
+    table: `t${id}`,
+    keystoreFile: path.join(tdb.dir, `keyring-${id}.json`),
+    clock: Date.UTC(2027, 0, 1),
+    model: new Map(),
+    refusals: 0,
+    seq: 0,
+  } as Omit<World, 'ctx'>;
   const ctx = await openCtx(w);
   const key = generateKey();
   await ctx.keystore.write({ keyring: w.keyring, primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
@@ -210,7 +257,11 @@ async function appWrite(w: World, op: Extract<Op, { t: 'write' }>): Promise<void
   const plaintext = `r${op.row}${op.col}-${++w.seq}`;
   const value = codec.encrypt(plaintext, version, key).replace(/^v\d+:/, `${label}:`);
   const exists = await w.ctx.db.knex(w.table).where({ id: op.row }).first();
-  if (exists) await w.ctx.db.knex(w.table).where({ id: op.row }).update({ [op.col]: value });
+  if (exists)
+    await w.ctx.db
+      .knex(w.table)
+      .where({ id: op.row })
+      .update({ [op.col]: value });
   else await w.ctx.db.knex(w.table).insert({ id: op.row, [op.col]: value });
   const row = w.model.get(op.row) ?? new Map<string, string>();
   row.set(op.col, plaintext);
@@ -260,7 +311,14 @@ async function attempt(w: World, fn: () => Promise<void>, allowed: (err: unknown
 
 const killed = (err: unknown) => err instanceof Error && /^killed /.test(err.message);
 
-const FORWARD: Record<string, Cmd> = { generate: 'generate', 'dual-key': 'dual', reencrypt: 'reencrypt', verify: 'verify', promote: 'promote', retire: 'retire' };
+const FORWARD: Record<string, Cmd> = {
+  generate: 'generate',
+  'dual-key': 'dual',
+  reencrypt: 'reencrypt',
+  verify: 'verify',
+  promote: 'promote',
+  retire: 'retire',
+};
 
 /** Which phases and moves the runs reached (printed at the end, so a run that only meets refusals shows). */
 const coverage = new Map<string, number>();
@@ -336,7 +394,8 @@ async function tamper(w: World, op: Extract<Op, { t: 'tamper' }>): Promise<void>
     await k('rotation_audit').insert(last);
     return;
   }
-  const target = op.what === 'retirePrimary' ? before.find((r) => r.state === 'primary') : before.find((r) => r.state !== 'primary' && r.material !== 'destroyed');
+  const target =
+    op.what === 'retirePrimary' ? before.find((r) => r.state === 'primary') : before.find((r) => r.state !== 'primary' && r.material !== 'destroyed');
   if (!target) return;
   await k('keyctl_key_versions').where({ keyring: w.keyring, version: target.version }).update({ state: 'retired', material: 'destroyed' });
   const refusedBefore = w.refusals;
@@ -369,23 +428,42 @@ async function checkProperties(w: World, audit: AuditRow[], refusalsBefore: numb
     }
     if (v.state === 'primary') {
       const beforeDualKey = open?.emergency && open.oldVersion === v.version && ['generating', 'generated'].includes(open.phase);
-      const forcedBack = audit.some((a) => a.action === 'rollback' && a.outcome === 'ok' && a.oldVersion === v.version && a.details?.forcedCompromised === true);
-      expect(beforeDualKey || forcedBack, `${label}: compromised ${v.version} is primary (phase ${open?.phase ?? 'none'}) without a forced rollback`).toBe(true);
+      const forcedBack = audit.some(
+        (a) => a.action === 'rollback' && a.outcome === 'ok' && a.oldVersion === v.version && a.details?.forcedCompromised === true,
+      );
+      expect(beforeDualKey || forcedBack, `${label}: compromised ${v.version} is primary (phase ${open?.phase ?? 'none'}) without a forced rollback`).toBe(
+        true,
+      );
     }
   }
   // 3. every refusal left an audit row
   const refusedRows = audit.filter((a) => a.outcome === 'refused').length;
   expect(refusedRows - refusedRowsBefore, `${label}: refusals vs refused audit rows`).toBeGreaterThanOrEqual(w.refusals - refusalsBefore);
   // 4. the audit chain verifies (and with it the registry)
-  expect((await verifyAuditChain(w.ctx.db, w.keyring)).flatMap((c) => c.problems), label).toEqual([]);
+  expect(
+    (await verifyAuditChain(w.ctx.db, w.keyring)).flatMap((c) => c.problems),
+    label,
+  ).toEqual([]);
   // 5. verification gate, from the audit history alone
   for (const [i, a] of audit.entries()) {
     if (a.action !== 'promote' || a.outcome !== 'ok') continue;
     const forced = Array.isArray(a.details?.forced) && (a.details.forced as unknown[]).includes('fullVerifyPassed');
-    const since = audit.slice(0, i).filter((x) => x.rotationId === a.rotationId && x.outcome !== 'refused' && x.fromPhase !== null && x.toPhase !== null && (x.action === 'verify' || x.action === 'reencrypt-start'));
+    const since = audit
+      .slice(0, i)
+      .filter(
+        (x) =>
+          x.rotationId === a.rotationId &&
+          x.outcome !== 'refused' &&
+          x.fromPhase !== null &&
+          x.toPhase !== null &&
+          (x.action === 'verify' || x.action === 'reencrypt-start'),
+      );
     const last = since.at(-1);
     const fullPass = last?.action === 'verify' && last.outcome === 'ok' && last.details?.scope === 'full';
-    expect(fullPass || forced, `${label}: promote (audit seq ${a.seq}) without a full passed verify since the last write pass (last: ${last ? `${last.action} ${last.outcome} ${String(last.details?.scope)}` : 'none'})`).toBe(true);
+    expect(
+      fullPass || forced,
+      `${label}: promote (audit seq ${a.seq}) without a full passed verify since the last write pass (last: ${last ? `${last.action} ${last.outcome} ${String(last.details?.scope)}` : 'none'})`,
+    ).toBe(true);
   }
 }
 
@@ -404,12 +482,16 @@ for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`rotation machine properties on ${dialect}`, () => {
     const t = perTestDatabase(dialect);
     const runs = Number(process.env.KEYCTL_PROPERTY_RUNS ?? RUNS[dialect]);
-    it(`${runs} random sequences keep every value readable, compromised keys out, refusals audited, the chain intact and verify a gate`, { timeout: 1_200_000 }, async () => {
-      await migrate(await (async () => {
-        const c = await openDatabase({ client: t.db.config.client, connection: t.db.connection, connectTimeoutSeconds: 10 }, { baseDir: t.db.dir });
-        t.cleanup(() => c.close());
-        return c;
-      })());
+    it(`${runs} random sequences keep every value readable, compromised keys out, refusals audited, the chain intact and verify a gate`, {
+      timeout: 1_200_000,
+    }, async () => {
+      await migrate(
+        await (async () => {
+          const c = await openDatabase({ client: t.db.config.client, connection: t.db.connection, connectTimeoutSeconds: 10 }, { baseDir: t.db.dir });
+          t.cleanup(() => c.close());
+          return c;
+        })(),
+      );
       let n = 0;
       await fc.assert(
         fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 40 }), async (ops) => {
@@ -435,8 +517,19 @@ for (const dialect of DIALECTS) {
       const moves = [...coverage].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}: ${v}`);
       console.log(`[${dialect}] ${runs} sequences; audit rows by action/outcome/phase:\n  ${moves.join('\n  ')}`);
       // The runs must have reached the whole procedure, not only refusals.
-      for (const needed of ['retire ok → retired', 'promote ok → promoted', 'verify failed → reencrypted', 'verify ok → rolled_back', 'escalate ok → ', 'retire refused']) {
-        if (runs >= 100) expect(moves.some((m) => m.startsWith(needed)), `no run reached "${needed}"`).toBe(true);
+      for (const needed of [
+        'retire ok → retired',
+        'promote ok → promoted',
+        'verify failed → reencrypted',
+        'verify ok → rolled_back',
+        'escalate ok → ',
+        'retire refused',
+      ]) {
+        if (runs >= 100)
+          expect(
+            moves.some((m) => m.startsWith(needed)),
+            `no run reached "${needed}"`,
+          ).toBe(true);
       }
     });
   });

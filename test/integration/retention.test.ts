@@ -33,7 +33,8 @@ for (const dialect of DIALECTS) {
     it('retire keeps the key; purge destroys it only after the retention, and never while a value needs it', async () => {
       let clock = Date.UTC(2027, 0, 1);
       const ctx = await openTestContext(t.db, {
-        extraConfig: 'targets:\n  - table: customers\n    columns: [email, phone, notes]\npolicy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 0\n  retiredKeyRetentionDays: 30\n',
+        extraConfig:
+          'targets:\n  - table: customers\n    columns: [email, phone, notes]\npolicy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 0\n  retiredKeyRetentionDays: 30\n',
         now: () => new Date(clock),
       });
       t.cleanup(() => ctx.db.close());
@@ -54,7 +55,10 @@ for (const dialect of DIALECTS) {
       // Backdating the retirement in the database does not make the key due: the registry no longer
       // matches its audited digest, and purge refuses.
       const retiredAt = (await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).first()).state_changed_at;
-      await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).update({ state_changed_at: ctx.db.adapter.toDbTime(new Date(Date.UTC(2000, 0, 1))) });
+      await ctx.db
+        .knex('keyctl_key_versions')
+        .where({ version: 'v1' })
+        .update({ state_changed_at: ctx.db.adapter.toDbTime(new Date(Date.UTC(2000, 0, 1))) });
       await expect(purge(ctx)).rejects.toThrow(/changed outside keyctl/);
       expect(await archived()).toEqual(['v1:retired']);
       await ctx.db.knex('keyctl_key_versions').where({ version: 'v1' }).update({ state_changed_at: retiredAt });
@@ -72,7 +76,10 @@ for (const dialect of DIALECTS) {
       expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({ action: 'purge', outcome: 'refused' });
 
       const v2 = (await ctx.keystore.read())!.doc.keys.get('v2')!;
-      await ctx.db.knex('customers').where({ id: 3 }).update({ notes: codec.encrypt('late writer', 'v2', v2) });
+      await ctx.db
+        .knex('customers')
+        .where({ id: 3 })
+        .update({ notes: codec.encrypt('late writer', 'v2', v2) });
       expect((await purge(ctx)).destroyed).toEqual(['v1']);
       expect(await archived()).toEqual([]);
       expect((await listVersions(ctx.db, 'default')).find((v) => v.version === 'v1')).toMatchObject({ state: 'retired', material: 'destroyed' });

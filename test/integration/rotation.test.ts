@@ -348,7 +348,10 @@ for (const dialect of DIALECTS) {
       await reencrypt(ctx, { dryRun: false, batchSize: 100 });
       await verify(ctx, {});
       const v1 = (await ctx.keystore.read())!.doc.keys.get('v1')!;
-      await ctx.db.knex('customers').where({ id: 2 }).update({ email: codec.encrypt('late writer', 'v1', v1) });
+      await ctx.db
+        .knex('customers')
+        .where({ id: 2 })
+        .update({ email: codec.encrypt('late writer', 'v1', v1) });
       await expect(promote(ctx)).rejects.toThrow(/1 value\(s\) not under v2/);
       const re = await reencrypt(ctx, { dryRun: false, batchSize: 100 });
       expect(re.rotation.phase).toBe('reencrypted');
@@ -365,8 +368,14 @@ for (const dialect of DIALECTS) {
       const re = await reencrypt(ctx, { dryRun: false, batchSize: 100 });
       expect(re.noop).toMatch(/nothing to re-encrypt: every value is already under v2; rotation #1 stays in phase verified/);
       expect(re.rotation.phase).toBe('verified');
-      expect((await openRotation(ctx.db, 'default'))).toMatchObject({ phase: 'verified', verifyScope: 'full', verifyOutcome: 'passed' });
-      expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({ action: 'reencrypt', outcome: 'ok', fromPhase: 'verified', toPhase: 'verified', details: { noop: true } });
+      expect(await openRotation(ctx.db, 'default')).toMatchObject({ phase: 'verified', verifyScope: 'full', verifyOutcome: 'passed' });
+      expect((await listAudit(ctx.db, 'default')).at(-1)).toMatchObject({
+        action: 'reencrypt',
+        outcome: 'ok',
+        fromPhase: 'verified',
+        toPhase: 'verified',
+        details: { noop: true },
+      });
       expect((await promote(ctx)).phase).toBe('promoted');
     });
 
@@ -379,12 +388,17 @@ for (const dialect of DIALECTS) {
       const seen = (await openRotation(ctx.db, 'default'))!;
       // … then another operator's pass: a late writer's old-key value, rewritten (reencrypted → reencrypting → reencrypted).
       const v1 = (await ctx.keystore.read())!.doc.keys.get('v1')!;
-      await ctx.db.knex('customers').where({ id: 2 }).update({ email: codec.encrypt('late writer', 'v1', v1) });
+      await ctx.db
+        .knex('customers')
+        .where({ id: 2 })
+        .update({ email: codec.encrypt('late writer', 'v1', v1) });
       clock += 1000;
       expect((await reencrypt(ctx, { dryRun: false, batchSize: 100 })).rotation.phase).toBe('reencrypted');
       const evidence = { verify: { scope: 'full' as const, outcome: 'passed' as const, at: now() } };
-      await expect(transition(ctx, { rule: 'verify-passed', rotation: seen, changes: evidence, unchangedSinceRead: true })).rejects.toThrow(/moved away from phase reencrypted and back/);
-      expect((await openRotation(ctx.db, 'default'))).toMatchObject({ phase: 'reencrypted', verifyOutcome: null });
+      await expect(transition(ctx, { rule: 'verify-passed', rotation: seen, changes: evidence, unchangedSinceRead: true })).rejects.toThrow(
+        /moved away from phase reencrypted and back/,
+      );
+      expect(await openRotation(ctx.db, 'default')).toMatchObject({ phase: 'reencrypted', verifyOutcome: null });
     });
 
     it('a reencrypt running while someone rolls back stops after its batch instead of writing on', async () => {
@@ -426,8 +440,16 @@ for (const dialect of DIALECTS) {
       expect(reports.map((r) => r.tables[0]!.rowsScanned).reduce((a, b) => a + b, 0)).toBe(1200);
       expect(reports.map((r) => r.tables[0]!.rowsUpdated).reduce((a, b) => a + b, 0)).toBe(1200);
       expect(reports.map((r) => r.tables[0]!.rowsScanned)).toEqual([400, 400, 400]);
-      const shards = (await ctx.db.knex(TABLES.checkpoints).select('shard', 'completed', 'rows_scanned')).map((r: Record<string, unknown>) => [r.shard, Boolean(Number(r.completed)), Number(r.rows_scanned)]);
-      expect(shards.sort()).toEqual([['0/3>v2', true, 400], ['1/3>v2', true, 400], ['2/3>v2', true, 400]]);
+      const shards = (await ctx.db.knex(TABLES.checkpoints).select('shard', 'completed', 'rows_scanned')).map((r: Record<string, unknown>) => [
+        r.shard,
+        Boolean(Number(r.completed)),
+        Number(r.rows_scanned),
+      ]);
+      expect(shards.sort()).toEqual([
+        ['0/3>v2', true, 400],
+        ['1/3>v2', true, 400],
+        ['2/3>v2', true, 400],
+      ]);
       expect((await openRotation(ctx.db, 'default'))!.phase).toBe('reencrypted');
       await expectPlaintextIntact(ctx, 'v2', 1200);
       // No shard was refused: starting and finishing together is not a race to lose.
@@ -466,21 +488,30 @@ for (const dialect of DIALECTS) {
       const g = await generate(ctx, { emergency: false });
       expect(g).toMatchObject({ newVersion: 'v2', resumed: true });
       expect((await ctx.keystore.read())!.doc.keys.get('v2')!.equals(orphanKey)).toBe(true);
-      expect((await listVersions(ctx.db, 'default')).map((v) => [v.version, v.state])).toEqual([['v1', 'primary'], ['v2', 'decrypt-only']]);
+      expect((await listVersions(ctx.db, 'default')).map((v) => [v.version, v.state])).toEqual([
+        ['v1', 'primary'],
+        ['v2', 'decrypt-only'],
+      ]);
     });
 
     it('migration 0002 chains audit rows written before the chain existed', async () => {
       const ctx = await openTestContext(t.db, { now });
       t.cleanup(() => ctx.db.close());
       // Start again from a schema at 0001 only.
-      for (const t of [TABLES.audit, TABLES.auditHead, TABLES.keyVersions, TABLES.rotations, TABLES.checkpoints, 'keyctl_migrations', 'keyctl_migrations_lock']) await ctx.db.knex.schema.dropTableIfExists(t);
+      for (const t of [TABLES.audit, TABLES.auditHead, TABLES.keyVersions, TABLES.rotations, TABLES.checkpoints, 'keyctl_migrations', 'keyctl_migrations_lock'])
+        await ctx.db.knex.schema.dropTableIfExists(t);
       await ctx.db.knex.migrate.up(MIGRATOR_CONFIG);
       for (const action of ['init', 'register']) {
-        await ctx.db.knex(TABLES.audit).insert({ keyring: 'default', action, actor: 'old@host', outcome: 'ok', created_at: ctx.db.adapter.toDbTime(new Date('2026-01-02T03:04:05.678Z')) });
+        await ctx.db
+          .knex(TABLES.audit)
+          .insert({ keyring: 'default', action, actor: 'old@host', outcome: 'ok', created_at: ctx.db.adapter.toDbTime(new Date('2026-01-02T03:04:05.678Z')) });
       }
       await migrate(ctx.db);
       const rows = await listAudit(ctx.db, 'default');
-      expect(rows.map((r) => [r.seq, r.action])).toEqual([[1, 'init'], [2, 'register']]);
+      expect(rows.map((r) => [r.seq, r.action])).toEqual([
+        [1, 'init'],
+        [2, 'register'],
+      ]);
       expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
     });
 
@@ -494,9 +525,11 @@ for (const dialect of DIALECTS) {
       expect((await verifyAuditChain(ctx.db))[0]!.problems.join('\n')).toMatch(/was edited/);
       await ctx.db.knex(TABLES.audit).where({ id: rows[1]!.id }).update({ actor: rows[1]!.actor });
       expect((await verifyAuditChain(ctx.db)).flatMap((c) => c.problems)).toEqual([]);
-      await ctx.db.knex(TABLES.audit).where({ id: rows[rows.length - 1]!.id }).delete();
+      await ctx.db
+        .knex(TABLES.audit)
+        .where({ id: rows[rows.length - 1]!.id })
+        .delete();
       expect((await verifyAuditChain(ctx.db))[0]!.problems.join('\n')).toMatch(/deleted/);
     });
   });
 }
-

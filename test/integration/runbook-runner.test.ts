@@ -221,7 +221,13 @@ for (const dialect of DIALECTS) {
       const bob = scripted(['run', 'run']);
       const second = io({ ...ctx, actor: 'bob@ops' }, bob);
       const r2 = await runRunbook(second.value, ROTATION, {});
-      expect(r2).toEqual({ outcome: 'finished', steps: [{ id: 'promote', outcome: 'ok' }, { id: 'retire', outcome: 'ok' }] });
+      expect(r2).toEqual({
+        outcome: 'finished',
+        steps: [
+          { id: 'promote', outcome: 'ok' },
+          { id: 'retire', outcome: 'ok' },
+        ],
+      });
       expect(bob.asked).toEqual(['promote: what now?', 'retire: what now?']);
       expect(second.invoked).toEqual(['promote', 'retire']);
       expect(second.stderr()).toContain('resuming at step 9 (promote)');
@@ -250,7 +256,12 @@ for (const dialect of DIALECTS) {
       const run = await runbookRunAudit(ctx.db, 'default', open.id);
       // Rotation 1's rows, its pre-generate checks and everything before are not part of this run.
       expect(run.every((r) => r.rotationId === open.id || (r.rotationId === null && r.createdAt.getTime() >= clock - 1))).toBe(true);
-      expect(run.filter((r) => r.action === 'runbook-step').map((r) => `${String(r.details?.step)}:${r.outcome}`)).toEqual(['db:ok', 'no-open:ok', 'generate:ok', 'deploy:interrupted']);
+      expect(run.filter((r) => r.action === 'runbook-step').map((r) => `${String(r.details?.step)}:${r.outcome}`)).toEqual([
+        'db:ok',
+        'no-open:ok',
+        'generate:ok',
+        'deploy:interrupted',
+      ]);
       expect(run.map((r) => r.action)).toContain('generate');
       const all = await listAudit(ctx.db, 'default');
       const lastOfRotation1 = Math.max(...all.filter((a) => a.rotationId === 1).map((a) => a.id));
@@ -272,15 +283,24 @@ for (const dialect of DIALECTS) {
         outcome: 'failed',
         step: 'backup',
         exitCode: ExitCode.PROBLEMS_FOUND,
-        steps: [{ id: 'db', outcome: 'ok' }, { id: 'backup', outcome: 'failed' }],
+        steps: [
+          { id: 'db', outcome: 'ok' },
+          { id: 'backup', outcome: 'failed' },
+        ],
       });
       expect(failed.stderr()).toContain('✗ step backup failed: no intact backup of keyring default');
       expect(failed.stderr()).toContain('what to do: run keyctl backup');
 
-      const confirm = parseRunbook(`name: confirm\ntitle: C\ndescription: d\nsteps:\n  - { id: ok, kind: confirm, title: Done?, explain: e }\n`, '/runbooks/confirm.yaml');
+      const confirm = parseRunbook(
+        `name: confirm\ntitle: C\ndescription: d\nsteps:\n  - { id: ok, kind: confirm, title: Done?, explain: e }\n`,
+        '/runbooks/confirm.yaml',
+      );
       await expect(runRunbook(io(ctx, null).value, confirm, {})).rejects.toThrow(RefusedError);
 
-      const waits = parseRunbook(`name: waits\ntitle: W\ndescription: d\nsteps:\n  - { id: pause, kind: wait, wait: 600, title: Pause, explain: e }\n  - { id: after, kind: check, check: database-reachable, title: After, explain: e }\n`, '/runbooks/waits.yaml');
+      const waits = parseRunbook(
+        `name: waits\ntitle: W\ndescription: d\nsteps:\n  - { id: pause, kind: wait, wait: 600, title: Pause, explain: e }\n  - { id: after, kind: check, check: database-reachable, title: After, explain: e }\n`,
+        '/runbooks/waits.yaml',
+      );
       const controller = new AbortController();
       const waiting = io(ctx, null, controller.signal);
       const sleep = waiting.value.sleep;

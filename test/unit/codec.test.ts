@@ -116,7 +116,21 @@ describe('bad input gives typed errors, never a crash or wrong plaintext', () =>
   });
 
   it('garbage is malformed', () => {
-    for (const g of ['', 'hello', 'v1', 'v1:', 'v1::', ':::', 'V1:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==', 'v1:AAAA:AAAAAAAAAAAAAAAAAAAAAA==', 'v1:AAAAAAAAAAAAAA==:AAAAAAAAAAAAAAAAAAAAAA==', 'v1:AAAAAAAAAAAAAAAA:not base64!', 'v1:AAAAAAAAAAAAAAAA:AAAA:AAAA', '{"json":true}', 'v:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==']) {
+    for (const g of [
+      '',
+      'hello',
+      'v1',
+      'v1:',
+      'v1::',
+      ':::',
+      'V1:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==',
+      'v1:AAAA:AAAAAAAAAAAAAAAAAAAAAA==',
+      'v1:AAAAAAAAAAAAAA==:AAAAAAAAAAAAAAAAAAAAAA==',
+      'v1:AAAAAAAAAAAAAAAA:not base64!',
+      'v1:AAAAAAAAAAAAAAAA:AAAA:AAAA',
+      '{"json":true}',
+      'v:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==',
+    ]) {
       expect(decryptError(g).reason).toBe('malformed');
     }
     expect(decryptError(null as unknown as string).reason).toBe('malformed');

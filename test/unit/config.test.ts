@@ -54,7 +54,9 @@ describe('config', () => {
   });
 
   it('interpolates ${VAR} and ${VAR:-default}, and names a missing variable with its key path', () => {
-    const text = ISSUE_EXAMPLE.replace('client: sqlite        # sqlite | pg | mysql', 'client: pg').replace('./keyctl.db', '${DATABASE_URL}').replace('keyring: default', 'keyring: ${KR:-orders}');
+    const text = ISSUE_EXAMPLE.replace('client: sqlite        # sqlite | pg | mysql', 'client: pg')
+      .replace('./keyctl.db', '${DATABASE_URL}')
+      .replace('keyring: default', 'keyring: ${KR:-orders}');
     const c = parseConfig(text, FILE, { DATABASE_URL: 'postgres://u:p@db:5432/app' });
     expect(c.database.connection).toBe('postgres://u:p@db:5432/app');
     expect(c.keyring).toBe('orders');
@@ -63,7 +65,11 @@ describe('config', () => {
   });
 
   it('keeps $${ as a literal', () => {
-    const c = parseConfig(ISSUE_EXAMPLE.replace('./keyctl.db', () => './$${weird}.db'), FILE, {});
+    const c = parseConfig(
+      ISSUE_EXAMPLE.replace('./keyctl.db', () => './$${weird}.db'),
+      FILE,
+      {},
+    );
     expect(c.database.connection).toBe('./${weird}.db');
   });
 
@@ -101,7 +107,9 @@ extra: 1
     const aws = (ks: string) => problemsOf(ISSUE_EXAMPLE.replace(/keystore:\n( {2}.*\n)+/, `keystore:\n${ks}`)).join('\n');
     expect(aws('  provider: aws-secrets-manager\n')).toContain('keystore.secretId');
     expect(aws('  provider: aws-secrets-manager\n  secretId: k\n  recoveryWindowDays: 3\n')).toContain('keystore.recoveryWindowDays');
-    expect(aws('  provider: aws-secrets-manager\n  secretId: arn:aws:secretsmanager:eu-west-1:1:secret:k-abcdef\n')).toContain('archivePrefix is required when secretId is an ARN');
+    expect(aws('  provider: aws-secrets-manager\n  secretId: arn:aws:secretsmanager:eu-west-1:1:secret:k-abcdef\n')).toContain(
+      'archivePrefix is required when secretId is an ARN',
+    );
     expect(aws('  provider: aws-secrets-manager\n  secretId: k\n  accessKeyId: AKIA\n')).toContain('accessKeyId');
     expect(aws('  provider: vault\n')).toContain('keystore.path');
     expect(aws('  provider: vault\n  path: /keyctl/x/\n')).toContain('a Vault path such as keyctl/payments');

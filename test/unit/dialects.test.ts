@@ -48,7 +48,9 @@ describe('compare-and-set SQL per dialect', () => {
 
   it('SQLite: one prepared per-row statement, run once per row with that row’s old and new values', () => {
     const plan = new SqliteDialect().compareAndSetPlan(req);
-    expect(plan.sql).toBe('UPDATE `people` SET `a` = CASE WHEN `a` = ? THEN ? ELSE `a` END, `b` = CASE WHEN `b` = ? THEN ? ELSE `b` END WHERE `id` = ? AND (`a` = ? OR `b` = ?)');
+    expect(plan.sql).toBe(
+      'UPDATE `people` SET `a` = CASE WHEN `a` = ? THEN ? ELSE `a` END, `b` = CASE WHEN `b` = ? THEN ? ELSE `b` END WHERE `id` = ? AND (`a` = ? OR `b` = ?)',
+    );
     expect(plan.executions).toEqual([
       ['v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 7, 'v1:a7', 'v1:b7'],
       ['v1:a9', 'v2:a9', null, null, 9, 'v1:a9', null],
@@ -64,7 +66,11 @@ describe('compare-and-set SQL per dialect', () => {
 
 describe('identifiers are quoted exactly as Knex quotes them', () => {
   const names = ['people', 'public.people', 'we"ird', 'back`tick', 'MixedCase'];
-  for (const [name, client] of [['pg', 'pg'], ['mysql', 'mysql2'], ['sqlite', 'better-sqlite3']] as const) {
+  for (const [name, client] of [
+    ['pg', 'pg'],
+    ['mysql', 'mysql2'],
+    ['sqlite', 'better-sqlite3'],
+  ] as const) {
     it(name, async () => {
       const knex = knexFactory({ client, useNullAsDefault: true });
       try {
@@ -88,7 +94,11 @@ describe('connection strings and endpoints', () => {
   });
 
   it('server endpoints name the host, default port and database, never the password', () => {
-    expect(dialectFor('pg').describeEndpoint(cfg('pg', 'postgres://me:s3cret@db.example/app'), '/')).toMatchObject({ host: 'db.example', port: 5432, database: 'app' });
+    expect(dialectFor('pg').describeEndpoint(cfg('pg', 'postgres://me:s3cret@db.example/app'), '/')).toMatchObject({
+      host: 'db.example',
+      port: 5432,
+      database: 'app',
+    });
     const my = dialectFor('mysql').describeEndpoint(cfg('mysql', 'mysql://me:s3cret@db.example/app'), '/');
     expect(my).toMatchObject({ host: 'db.example', port: 3306, database: 'app' });
     expect(my.description).not.toContain('s3cret');

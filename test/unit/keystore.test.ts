@@ -68,7 +68,13 @@ describe('file keystore', () => {
   it('rejects corrupt documents without quoting key material', async () => {
     const file = path.join(tmp(), 'keyring.json');
     const secret = Buffer.alloc(31, 7).toString('base64');
-    for (const body of ['not json', '[]', '{"keyring":"default","primary":"v1","keys":{}}', JSON.stringify({ keyring: 'default', primary: 'v1', keys: { v1: secret } }), JSON.stringify({ keyring: 'default', primary: 'one', keys: {} })]) {
+    for (const body of [
+      'not json',
+      '[]',
+      '{"keyring":"default","primary":"v1","keys":{}}',
+      JSON.stringify({ keyring: 'default', primary: 'v1', keys: { v1: secret } }),
+      JSON.stringify({ keyring: 'default', primary: 'one', keys: {} }),
+    ]) {
       writeFileSync(file, body, { mode: 0o600 });
       const err = await failure(new FileKeystore(file).read(), KeystoreError);
       expect(err.message).not.toContain(secret);
@@ -90,7 +96,11 @@ describe('env keystore', () => {
   const k2 = generateKey();
 
   it('reads KEYCTL_KEY_V<N> and KEYCTL_PRIMARY', async () => {
-    const ks = new EnvKeystore({ env: { KEYCTL_KEY_V1: k1.toString('base64'), KEYCTL_KEY_V2: k2.toString('base64'), KEYCTL_PRIMARY: 'v2' }, prefix: 'KEYCTL_', keyring: 'default' });
+    const ks = new EnvKeystore({
+      env: { KEYCTL_KEY_V1: k1.toString('base64'), KEYCTL_KEY_V2: k2.toString('base64'), KEYCTL_PRIMARY: 'v2' },
+      prefix: 'KEYCTL_',
+      keyring: 'default',
+    });
     const snap = (await ks.read())!;
     expect(snap.doc.primary).toBe('v2');
     expect([...snap.doc.keys.keys()].sort()).toEqual(['v1', 'v2']);
@@ -99,7 +109,13 @@ describe('env keystore', () => {
   });
 
   it('accepts a bare number as primary and defaults the primary when there is one key', async () => {
-    expect((await new EnvKeystore({ env: { KEYCTL_KEY_V1: k1.toString('base64'), KEYCTL_KEY_V2: k2.toString('base64'), KEYCTL_PRIMARY: '1' }, prefix: 'KEYCTL_', keyring: 'd' }).read())!.doc.primary).toBe('v1');
+    expect(
+      (await new EnvKeystore({
+        env: { KEYCTL_KEY_V1: k1.toString('base64'), KEYCTL_KEY_V2: k2.toString('base64'), KEYCTL_PRIMARY: '1' },
+        prefix: 'KEYCTL_',
+        keyring: 'd',
+      }).read())!.doc.primary,
+    ).toBe('v1');
     expect((await new EnvKeystore({ env: { KEYCTL_KEY_V3: k1.toString('base64') }, prefix: 'KEYCTL_', keyring: 'd' }).read())!.doc.primary).toBe('v3');
     expect(await new EnvKeystore({ env: {}, prefix: 'KEYCTL_', keyring: 'd' }).read()).toBeNull();
   });
@@ -117,12 +133,28 @@ describe('env keystore', () => {
   it('explains a missing or dangling primary', async () => {
     const two = { KEYCTL_KEY_V1: k1.toString('base64'), KEYCTL_KEY_V2: k2.toString('base64') };
     expect((await failure(new EnvKeystore({ env: two, prefix: 'KEYCTL_', keyring: 'd' }).read(), KeystoreError)).hint).toContain('KEYCTL_PRIMARY=v2');
-    expect((await failure(new EnvKeystore({ env: { ...two, KEYCTL_PRIMARY: 'v5' }, prefix: 'KEYCTL_', keyring: 'd' }).read(), KeystoreError)).message).toContain('KEYCTL_KEY_V5 is not set');
+    expect(
+      (await failure(new EnvKeystore({ env: { ...two, KEYCTL_PRIMARY: 'v5' }, prefix: 'KEYCTL_', keyring: 'd' }).read(), KeystoreError)).message,
+    ).toContain('KEYCTL_KEY_V5 is not set');
   });
 
   it('is read-only: a write says which variables to set instead', async () => {
     const ks = new EnvKeystore({ env: { KEYCTL_KEY_V1: k1.toString('base64') }, prefix: 'KEYCTL_', keyring: 'd' });
-    const err = await failure(ks.write({ keyring: 'd', primary: 'v2', keys: new Map([['v1', k1], ['v2', k2]]) }, null, 'add key v2'), KeystoreReadOnlyError);
+    const err = await failure(
+      ks.write(
+        {
+          keyring: 'd',
+          primary: 'v2',
+          keys: new Map([
+            ['v1', k1],
+            ['v2', k2],
+          ]),
+        },
+        null,
+        'add key v2',
+      ),
+      KeystoreReadOnlyError,
+    );
     expect(err.message).toContain('read-only');
     expect(err.hint).toContain('KEYCTL_KEY_V2');
     expect(err.hint).toContain('KEYCTL_PRIMARY=v2');

@@ -74,8 +74,8 @@ describe('the layers of src/', () => {
     writeFileSync(path.join(root, 'cli', 'main.ts'), "import { x } from '../db/x.js';\n");
     writeFileSync(path.join(root, 'db', 'x.ts'), "import type { Y } from '../cli/main.js';\nexport const x = () => import('../cli/main.js');\n");
     expect(upwardImports(root)).toEqual([
-      "db/x.ts (db, floor 1) imports ../cli/main.js (cli, floor 5)",
-      "db/x.ts (db, floor 1) imports ../cli/main.js (cli, floor 5)",
+      'db/x.ts (db, floor 1) imports ../cli/main.js (cli, floor 5)',
+      'db/x.ts (db, floor 1) imports ../cli/main.js (cli, floor 5)',
     ]);
   });
 });
@@ -112,7 +112,10 @@ describe('dialect differences live in src/db/dialects/', () => {
   it('the check catches a branch added on purpose', () => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'keyctl-dialects-'));
     mkdirSync(path.join(root, 'reencrypt'));
-    writeFileSync(path.join(root, 'reencrypt', 'x.ts'), "const fn = db.adapter.dialect === 'mysql' ? 'RAND()' : 'random()';\nif (code === 'ER_DUP_ENTRY') retry();\nok();\n");
+    writeFileSync(
+      path.join(root, 'reencrypt', 'x.ts'),
+      "const fn = db.adapter.dialect === 'mysql' ? 'RAND()' : 'random()';\nif (code === 'ER_DUP_ENTRY') retry();\nok();\n",
+    );
     expect(dialectBranches(root)).toHaveLength(2);
   });
 });

@@ -4,7 +4,20 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { withMachineTables } from '../../src/rotation/machine-docs.js';
-import { CLOSED_PHASES, GUARDS, MACHINE_COMMANDS, PHASE_INFO, PHASES, RULES, allows, commandApplies, evaluate, preview, type PhaseOrNone, type Snapshot } from '../../src/rotation/machine.js';
+import {
+  CLOSED_PHASES,
+  GUARDS,
+  MACHINE_COMMANDS,
+  PHASE_INFO,
+  PHASES,
+  RULES,
+  allows,
+  commandApplies,
+  evaluate,
+  preview,
+  type PhaseOrNone,
+  type Snapshot,
+} from '../../src/rotation/machine.js';
 import type { Rotation } from '../../src/rotation/store.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -97,7 +110,7 @@ describe('the rotation machine', () => {
     expect(evaluate(retire, s, { destructionScan: null }).refusal).toBeNull();
   });
 
-  it('an emergency naming the routine rotation\'s new key is refused with the way forward', () => {
+  it("an emergency naming the routine rotation's new key is refused with the way forward", () => {
     const escalate = RULES.find((r) => r.id === 'escalate')!;
     const promoted = snap(rotation({ phase: 'promoted' }));
     expect(evaluate(escalate, promoted, { compromised: 'v2' }).refusal?.hint).toContain('retire --force');

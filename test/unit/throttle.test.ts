@@ -113,7 +113,13 @@ describe('retry', () => {
   const sleep = async () => undefined;
 
   it('retries deadlocks, lock waits and dropped connections, bounded, and reports each retry', async () => {
-    for (const [dialect, code] of [['pg', '40P01'], ['mysql', 'ER_LOCK_DEADLOCK'], ['mysql', 'ER_LOCK_WAIT_TIMEOUT'], ['sqlite', 'SQLITE_BUSY'], ['pg', 'ECONNRESET']] as const) {
+    for (const [dialect, code] of [
+      ['pg', '40P01'],
+      ['mysql', 'ER_LOCK_DEADLOCK'],
+      ['mysql', 'ER_LOCK_WAIT_TIMEOUT'],
+      ['sqlite', 'SQLITE_BUSY'],
+      ['pg', 'ECONNRESET'],
+    ] as const) {
       let calls = 0;
       const seen: string[] = [];
       const result = await withRetry(
@@ -122,7 +128,13 @@ describe('retry', () => {
           if (++calls < 3) throw Object.assign(new Error('boom'), { code });
           return 'ok';
         },
-        { tries: 5, baseDelayMs: 1, sleep, retryable: (e) => dialectFor(dialect).isRetryable(e), onRetry: (r) => seen.push(`${r.code} ${r.attempt}/${r.tries}`) },
+        {
+          tries: 5,
+          baseDelayMs: 1,
+          sleep,
+          retryable: (e) => dialectFor(dialect).isRetryable(e),
+          onRetry: (r) => seen.push(`${r.code} ${r.attempt}/${r.tries}`),
+        },
       );
       expect(result).toBe('ok');
       expect(seen).toEqual([`${code} 1/5`, `${code} 2/5`]);
@@ -131,10 +143,28 @@ describe('retry', () => {
 
   it('gives up after the last try and does not retry other errors', async () => {
     let calls = 0;
-    await expect(withRetry('x', async () => { calls++; throw Object.assign(new Error('dead'), { code: '40P01' }); }, { tries: 3, baseDelayMs: 1, sleep, retryable: (e) => dialectFor('pg').isRetryable(e), onRetry: () => undefined })).rejects.toThrow('dead');
+    await expect(
+      withRetry(
+        'x',
+        async () => {
+          calls++;
+          throw Object.assign(new Error('dead'), { code: '40P01' });
+        },
+        { tries: 3, baseDelayMs: 1, sleep, retryable: (e) => dialectFor('pg').isRetryable(e), onRetry: () => undefined },
+      ),
+    ).rejects.toThrow('dead');
     expect(calls).toBe(3);
     calls = 0;
-    await expect(withRetry('x', async () => { calls++; throw Object.assign(new Error('syntax'), { code: '42601' }); }, { tries: 3, baseDelayMs: 1, sleep, retryable: (e) => dialectFor('pg').isRetryable(e), onRetry: () => undefined })).rejects.toThrow('syntax');
+    await expect(
+      withRetry(
+        'x',
+        async () => {
+          calls++;
+          throw Object.assign(new Error('syntax'), { code: '42601' });
+        },
+        { tries: 3, baseDelayMs: 1, sleep, retryable: (e) => dialectFor('pg').isRetryable(e), onRetry: () => undefined },
+      ),
+    ).rejects.toThrow('syntax');
     expect(calls).toBe(1);
   });
 

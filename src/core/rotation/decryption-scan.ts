@@ -21,7 +21,12 @@ export interface ScanResult {
 export async function decryptionScan(
   ctx: CoreContext,
   keyFor: (version: string) => Buffer | undefined,
-  opts: { sample?: number | undefined; batchSize?: number | undefined; progress?: (valuesChecked: number, table: string) => void; progressEveryMs?: number } = {},
+  opts: {
+    sample?: number | undefined;
+    batchSize?: number | undefined;
+    progress?: (valuesChecked: number, table: string) => void;
+    progressEveryMs?: number;
+  } = {},
 ): Promise<ScanResult> {
   let lastReport = Date.now();
   let values = 0;
@@ -72,6 +77,8 @@ export async function scanWithoutKeys(ctx: CoreContext, doomed: readonly string[
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
   for (const v of doomed) keys.delete(v);
   ctx.log.info(`checking that every value decrypts without ${doomed.join(', ')} before destroying (a full scan)`);
-  const scan = await decryptionScan(ctx, (v) => keys.get(v), { progress: (n, table) => ctx.log.info(`decryption scan: ${n.toLocaleString('en-US')} value(s) checked so far (now in ${table})`) });
+  const scan = await decryptionScan(ctx, (v) => keys.get(v), {
+    progress: (n, table) => ctx.log.info(`decryption scan: ${n.toLocaleString('en-US')} value(s) checked so far (now in ${table})`),
+  });
   return { ...scan, valuesChecked: Object.values(scan.checked).reduce((a, b) => a + b, 0) };
 }

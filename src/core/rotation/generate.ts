@@ -37,10 +37,15 @@ export interface GenerateResult {
 
 export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise<GenerateResult> {
   if (opts.emergency && !opts.reason?.trim()) {
-    throw new UsageError('--emergency needs --reason TEXT (recorded in the audit)', 'e.g. keyctl generate --emergency --reason "INC-1234: key exposed in a log"');
+    throw new UsageError(
+      '--emergency needs --reason TEXT (recorded in the audit)',
+      'e.g. keyctl generate --emergency --reason "INC-1234: key exposed in a log"',
+    );
   }
-  if (opts.compromised !== undefined && !opts.emergency) throw new UsageError('--compromised goes with --emergency', 'e.g. keyctl generate --emergency --compromised v3 --reason "INC-1234: …"');
-  if (opts.compromised !== undefined && !isVersionName(opts.compromised)) throw new UsageError(`--compromised expects a key version such as v3, found "${opts.compromised}"`);
+  if (opts.compromised !== undefined && !opts.emergency)
+    throw new UsageError('--compromised goes with --emergency', 'e.g. keyctl generate --emergency --compromised v3 --reason "INC-1234: …"');
+  if (opts.compromised !== undefined && !isVersionName(opts.compromised))
+    throw new UsageError(`--compromised expects a key version such as v3, found "${opts.compromised}"`);
   const { db, keystore, config } = ctx;
   const keyring = config.keyring;
   const state = await prepare(ctx);

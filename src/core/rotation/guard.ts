@@ -41,7 +41,13 @@ export async function requireRotation(ctx: CoreContext, command: MachineCommand,
   const action = actionOf(command);
   const r = s.rotation;
   if (!r) {
-    return refuse(ctx, { action, rotation: null, reason: `no rotation is open for keyring ${ctx.config.keyring}`, hint: 'start one with `keyctl generate`', details: { guard: 'phase' } });
+    return refuse(ctx, {
+      action,
+      rotation: null,
+      reason: `no rotation is open for keyring ${ctx.config.keyring}`,
+      hint: 'start one with `keyctl generate`',
+      details: { guard: 'phase' },
+    });
   }
   const phases = phasesFor(command);
   if (!phases.includes(r.phase)) {
@@ -61,7 +67,13 @@ export async function checkGuards(ctx: CoreContext, id: string, s: Snapshot, inp
   const r = rule(id);
   const { refusal, forced } = evaluate(r, s, input, skip);
   if (refusal) {
-    return refuse(ctx, { action: r.action, rotation: s.rotation, reason: refusal.reason, hint: refusal.hint, details: { guard: refusal.guard, ...refusal.details } });
+    return refuse(ctx, {
+      action: r.action,
+      rotation: s.rotation,
+      reason: refusal.reason,
+      hint: refusal.hint,
+      details: { guard: refusal.guard, ...refusal.details },
+    });
   }
   return forced;
 }

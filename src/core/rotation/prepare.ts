@@ -27,7 +27,8 @@ export async function prepare(ctx: CoreContext, opts: { sync?: boolean } = {}): 
   await checkTargets(ctx.db, ctx.config);
   const versions = await listVersions(ctx.db, ctx.config.keyring);
   const primary = versions.find((v) => v.state === 'primary');
-  if (!primary) throw new KeystoreError(`the registry has no primary version for keyring ${ctx.config.keyring}`, 'restore the database or the keyring from a backup');
+  if (!primary)
+    throw new KeystoreError(`the registry has no primary version for keyring ${ctx.config.keyring}`, 'restore the database or the keyring from a backup');
   return { rotation: await openRotation(ctx.db, ctx.config.keyring), versions, primary: primary.version };
 }
 

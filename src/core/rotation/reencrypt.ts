@@ -62,19 +62,30 @@ async function countPending(ctx: CoreContext, targets: CoreContext['config']['ta
 }
 
 export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
-  if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1)) throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
+  if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1))
+    throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
   const probe = opts.maxLoad !== undefined ? loadProbe(ctx.db) : null;
-  if (opts.maxLoad !== undefined && !probe) throw new UsageError('--max-load needs PostgreSQL or MySQL/MariaDB (SQLite has no server load to watch)', 'use --max-rate or --sleep to slow down on SQLite');
+  if (opts.maxLoad !== undefined && !probe)
+    throw new UsageError(
+      '--max-load needs PostgreSQL or MySQL/MariaDB (SQLite has no server load to watch)',
+      'use --max-rate or --sleep to slow down on SQLite',
+    );
   const targets = opts.table ? ctx.config.targets.filter((t) => t.table === opts.table) : ctx.config.targets;
   if (opts.table && targets.length === 0) {
-    throw new UsageError(`--table ${opts.table} is not a target in ${ctx.config.file}`, `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`);
+    throw new UsageError(
+      `--table ${opts.table} is not a target in ${ctx.config.file}`,
+      `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`,
+    );
   }
   const state = await prepare(ctx);
   if (opts.shard) {
     for (const t of targets) {
       const info = await ctx.db.knex(t.table).columnInfo(t.primaryKey as never);
       if (!/int|serial|number|decimal|numeric/i.test(String((info as { type?: string }).type ?? ''))) {
-        throw new UsageError(`--shard needs an integer primary key; ${t.table}.${t.primaryKey} is ${String((info as { type?: string }).type)}`, 'run without --shard for this target (use --table to pick the others)');
+        throw new UsageError(
+          `--shard needs an integer primary key; ${t.table}.${t.primaryKey} is ${String((info as { type?: string }).type)}`,
+          'run without --shard for this target (use --table to pick the others)',
+        );
       }
     }
   }
@@ -95,15 +106,46 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       noop = `nothing to re-encrypt: every value is already under ${target}; rotation #${rotation.id} stays in phase ${rotation.phase}`;
     } else {
       if (goesBack) {
-        ctx.log.warn(`${pending} value(s) are not under ${target}: rotation #${rotation.id} moves back from ${rotation.phase} to reencrypting, and verify has to pass again before promote`);
+        ctx.log.warn(
+          `${pending} value(s) are not under ${target}: rotation #${rotation.id} moves back from ${rotation.phase} to reencrypting, and verify has to pass again before promote`,
+        );
       }
       // Shards started together all try this; the others find it done.
-      rotation = await transition(ctx, { rule: 'reencrypt-start', rotation, alreadyThereIsFine: true, changes: { verify: null }, details: { target, pending, batchSize: opts.batchSize ?? null, chunkTimeMs: opts.chunkTimeMs ?? 500, table: opts.table ?? null, shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null } });
+      rotation = await transition(ctx, {
+        rule: 'reencrypt-start',
+        rotation,
+        alreadyThereIsFine: true,
+        changes: { verify: null },
+        details: {
+          target,
+          pending,
+          batchSize: opts.batchSize ?? null,
+          chunkTimeMs: opts.chunkTimeMs ?? 500,
+          table: opts.table ?? null,
+          shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null,
+        },
+      });
     }
   }
   if (noop) {
     ctx.log.info(noop);
-    await appendAudit(ctx.db, { rotationId: rotation.id, keyring: rotation.keyring, action: 'reencrypt', fromPhase: rotation.phase, toPhase: rotation.phase, actor: ctx.actor, oldVersion: rotation.oldVersion, newVersion: rotation.newVersion, rowsAffected: 0, outcome: 'ok', details: { target, noop: true } }, ctx.now());
+    await appendAudit(
+      ctx.db,
+      {
+        rotationId: rotation.id,
+        keyring: rotation.keyring,
+        action: 'reencrypt',
+        fromPhase: rotation.phase,
+        toPhase: rotation.phase,
+        actor: ctx.actor,
+        oldVersion: rotation.oldVersion,
+        newVersion: rotation.newVersion,
+        rowsAffected: 0,
+        outcome: 'ok',
+        details: { target, noop: true },
+      },
+      ctx.now(),
+    );
     return { rotation, target, dryRun: false, tables: [], failures: [], remaining: 0, interrupted: false, noop };
   }
   const started = ctx.now();
@@ -160,7 +202,21 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   const stoppedBecause = tables.find((t) => t.stoppedBecause)?.stoppedBecause;
   if (stoppedBecause) {
     const rowsSoFar = tables.reduce((n, t) => n + t.rowsUpdated, 0);
-    await appendAudit(ctx.db, { rotationId, keyring: rotation.keyring, action: 'reencrypt', fromPhase: runningIn, toPhase: null, actor: ctx.actor, rowsAffected: rowsSoFar, outcome: 'interrupted', details: { reason: stoppedBecause } }, ctx.now());
+    await appendAudit(
+      ctx.db,
+      {
+        rotationId,
+        keyring: rotation.keyring,
+        action: 'reencrypt',
+        fromPhase: runningIn,
+        toPhase: null,
+        actor: ctx.actor,
+        rowsAffected: rowsSoFar,
+        outcome: 'interrupted',
+        details: { reason: stoppedBecause },
+      },
+      ctx.now(),
+    );
     const now = await openRotation(ctx.db, ctx.config.keyring);
     throw new RefusedError(`${stoppedBecause}; stopped after saving the cursor`, now ? `next: ${nextStep(now.phase)}` : 'run `keyctl status`');
   }
@@ -176,7 +232,14 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   const details = {
     target,
     seconds: (ctx.now().getTime() - started.getTime()) / 1000,
-    tables: tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, rowsSkippedConcurrent: t.rowsSkippedConcurrent, passes: t.passes, resumedFrom: t.resumedFrom === null ? null : String(t.resumedFrom) })),
+    tables: tables.map((t) => ({
+      table: t.table,
+      rowsScanned: t.rowsScanned,
+      rowsUpdated: t.rowsUpdated,
+      rowsSkippedConcurrent: t.rowsSkippedConcurrent,
+      passes: t.passes,
+      resumedFrom: t.resumedFrom === null ? null : String(t.resumedFrom),
+    })),
     failures: failures.length,
     failureSample: failures.slice(0, 20),
     remaining,

@@ -51,7 +51,11 @@ export async function dualKey(ctx: CoreContext): Promise<Rotation> {
   const done = await transition(ctx, {
     rule: 'dual-key',
     rotation: r,
-    details: { backup: backup.file ? path.basename(backup.file) : null, emergency: r.emergency, propagationSkipped: r.emergency && since + ctx.config.policy.minPropagationSeconds * 1000 > s.now.getTime() },
+    details: {
+      backup: backup.file ? path.basename(backup.file) : null,
+      emergency: r.emergency,
+      propagationSkipped: r.emergency && since + ctx.config.policy.minPropagationSeconds * 1000 > s.now.getTime(),
+    },
     apply: async (trx, at) => {
       await setVersionState(trx, ctx.db, r.keyring, r.newVersion, 'primary', at);
       await setVersionState(trx, ctx.db, r.keyring, r.oldVersion, 'decrypt-only', at);
@@ -73,7 +77,13 @@ export async function promote(ctx: CoreContext, opts: ForceOptions = {}): Promis
     rotation: r,
     rowsAffected: 0,
     changes: { rollbackDeadline: deadline },
-    details: { byVersion: s.counts?.byVersion, rollbackDeadline: deadline.toISOString(), verify: { scope: r.verifyScope, outcome: r.verifyOutcome }, forced, reason: opts.reason ?? null },
+    details: {
+      byVersion: s.counts?.byVersion,
+      rollbackDeadline: deadline.toISOString(),
+      verify: { scope: r.verifyScope, outcome: r.verifyOutcome },
+      forced,
+      reason: opts.reason ?? null,
+    },
     apply: async (trx, at) => setVersionState(trx, ctx.db, r.keyring, r.oldVersion, 'archived', at),
   });
   await syncKeystore(ctx);
@@ -104,7 +114,14 @@ export async function retire(ctx: CoreContext, opts: ForceOptions): Promise<Rota
     rule: 'retire',
     rotation: r,
     rowsAffected: 0,
-    details: { material: retiredMaterial(ctx), forced: forced.length > 0, forcedGuards: forced, reason: opts.reason ?? null, emergency: r.emergency, destructionScan },
+    details: {
+      material: retiredMaterial(ctx),
+      forced: forced.length > 0,
+      forcedGuards: forced,
+      reason: opts.reason ?? null,
+      emergency: r.emergency,
+      destructionScan,
+    },
     apply: (trx, at) => retireVersion(ctx, trx, r.keyring, r.oldVersion, at),
   });
   await syncKeystore(ctx);
@@ -126,7 +143,14 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
   const done = await transition(ctx, {
     rule: id,
     rotation: r,
-    details: { destructionScan, ...(id === 'abandon' ? { material: retiredMaterial(ctx) } : {}), reason: opts.reason ?? null, forcedCompromised: forced.includes('oldKeyNotCompromised') || forced.includes('emergencyNotAbandoned'), compromised: Boolean(old?.compromised), from: r.phase },
+    details: {
+      destructionScan,
+      ...(id === 'abandon' ? { material: retiredMaterial(ctx) } : {}),
+      reason: opts.reason ?? null,
+      forcedCompromised: forced.includes('oldKeyNotCompromised') || forced.includes('emergencyNotAbandoned'),
+      compromised: Boolean(old?.compromised),
+      from: r.phase,
+    },
     // The verify evidence was about the forward direction.
     changes: { verify: null },
     apply: async (trx, at) => {

@@ -37,7 +37,10 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
       );
     }
     if (fingerprint(key) !== v.fingerprint) {
-      throw new KeystoreError(`key ${v.version} in ${keystore.describe()} does not match the registry's fingerprint ${v.fingerprint}`, 'restore the right key from a backup');
+      throw new KeystoreError(
+        `key ${v.version} in ${keystore.describe()} does not match the registry's fingerprint ${v.fingerprint}`,
+        'restore the right key from a backup',
+      );
     }
     return key;
   };
@@ -84,7 +87,12 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
     const doc: ArchiveDocument = { keyring, keys: keep };
     await keystore.writeArchive(doc, archiveRevision, 'archive keys');
     archiveRevision = (await keystore.readArchive(keyring)).revision;
-    changes.push(`archive: ${[...keep].filter(([v, a]) => archive.doc.keys.get(v)?.status !== a.status).map(([v, a]) => `${v} ${a.status}`).join(', ')}`);
+    changes.push(
+      `archive: ${[...keep]
+        .filter(([v, a]) => archive.doc.keys.get(v)?.status !== a.status)
+        .map(([v, a]) => `${v} ${a.status}`)
+        .join(', ')}`,
+    );
   }
   if (desiredPublished.primary !== published.doc.primary || !sameKeys(desiredPublished.keys, published.doc.keys)) {
     await keystore.write(desiredPublished, published.revision, 'update the published keyring');

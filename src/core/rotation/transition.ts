@@ -50,30 +50,40 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
   let won = false;
   try {
     // A lock conflict (SQLite busy, a deadlock) rolls the whole transaction back: safe to run again.
-    await withRetry('recording a phase change', () => db.knex.transaction(async (trx) => {
-      won = await casPhase(db, trx, spec.rotation.id, from, to, at, spec.changes, spec.unchangedSinceRead ? spec.rotation.phaseChangedAt : undefined);
-      if (!won) return;
-      await spec.apply?.(trx, at);
-      await appendAudit(
-        db,
-        {
-          registryChanged: spec.apply !== undefined,
-          rotationId: spec.rotation.id,
-          keyring: spec.rotation.keyring,
-          action: r.action,
-          fromPhase: from,
-          toPhase: to,
-          actor: ctx.actor,
-          oldVersion: spec.rotation.oldVersion,
-          newVersion: spec.rotation.newVersion,
-          rowsAffected: spec.rowsAffected ?? null,
-          outcome: spec.outcome ?? 'ok',
-          details: { rule: r.id, ...spec.details },
-        },
-        at,
-        trx,
-      );
-    }), { tries: 5, baseDelayMs: 200, retryable: (e) => db.adapter.isRetryable(e), onRetry: (x) => ctx.log.warn(`${r.action}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`) });
+    await withRetry(
+      'recording a phase change',
+      () =>
+        db.knex.transaction(async (trx) => {
+          won = await casPhase(db, trx, spec.rotation.id, from, to, at, spec.changes, spec.unchangedSinceRead ? spec.rotation.phaseChangedAt : undefined);
+          if (!won) return;
+          await spec.apply?.(trx, at);
+          await appendAudit(
+            db,
+            {
+              registryChanged: spec.apply !== undefined,
+              rotationId: spec.rotation.id,
+              keyring: spec.rotation.keyring,
+              action: r.action,
+              fromPhase: from,
+              toPhase: to,
+              actor: ctx.actor,
+              oldVersion: spec.rotation.oldVersion,
+              newVersion: spec.rotation.newVersion,
+              rowsAffected: spec.rowsAffected ?? null,
+              outcome: spec.outcome ?? 'ok',
+              details: { rule: r.id, ...spec.details },
+            },
+            at,
+            trx,
+          );
+        }),
+      {
+        tries: 5,
+        baseDelayMs: 200,
+        retryable: (e) => db.adapter.isRetryable(e),
+        onRetry: (x) => ctx.log.warn(`${r.action}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`),
+      },
+    );
   } catch (err) {
     throw translateDbError(err, db.endpoint, `record ${r.action} in`);
   }

@@ -42,7 +42,8 @@ export interface VerifyReport {
 }
 
 export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<VerifyReport> {
-  if (opts.sample !== undefined && (!Number.isInteger(opts.sample) || opts.sample < 1)) throw new UsageError(`--sample must be a whole number ≥ 1, found ${opts.sample}`);
+  if (opts.sample !== undefined && (!Number.isInteger(opts.sample) || opts.sample < 1))
+    throw new UsageError(`--sample must be a whole number ≥ 1, found ${opts.sample}`);
   const state = await prepare(ctx);
   let rotation = state.rotation;
   if (rotation) rotation = await requireRotation(ctx, 'verify', await snapshot(ctx, state), 'verify');
@@ -56,20 +57,52 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   if (totals.unparseable > 0) problems.push(`${totals.unparseable} unparseable value(s)`);
   if (failureCount > 0) problems.push(`${failureCount} value(s) do not decrypt with the published keyring`);
   const passed = problems.length === 0;
-  const details = { scope, primary: state.primary, byVersion: totals.byVersion, unparseable: totals.unparseable, checked, sample: opts.sample ?? null, failures: failureCount, failureSample: failures.slice(0, 20), problems };
+  const details = {
+    scope,
+    primary: state.primary,
+    byVersion: totals.byVersion,
+    unparseable: totals.unparseable,
+    checked,
+    sample: opts.sample ?? null,
+    failures: failureCount,
+    failureSample: failures.slice(0, 20),
+    problems,
+  };
   const rowsChecked = Object.values(checked).reduce((a, b) => a + b, 0);
   const evidence = { scope, outcome: passed ? ('passed' as const) : ('failed' as const), at: ctx.now() };
   const before = rotation?.phase ?? null;
 
   if (!rotation) {
-    await appendAudit(ctx.db, { keyring: ctx.config.keyring, action: 'verify', actor: ctx.actor, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details }, ctx.now());
+    await appendAudit(
+      ctx.db,
+      { keyring: ctx.config.keyring, action: 'verify', actor: ctx.actor, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details },
+      ctx.now(),
+    );
   } else {
     const move = verifyRuleFor(rotation.phase, passed);
     await checkGuards(ctx, move.id, await snapshot(ctx, { ...state, rotation }), { verify: { passed, scope } });
     rotation =
       move.id === 'finish-rollback'
         ? await finishRollback(ctx, rotation, details, scope)
-        : await transition(ctx, { rule: move.id, rotation, rowsAffected: rowsChecked, outcome: passed ? 'ok' : 'failed', details, changes: { verify: evidence }, unchangedSinceRead: true });
+        : await transition(ctx, {
+            rule: move.id,
+            rotation,
+            rowsAffected: rowsChecked,
+            outcome: passed ? 'ok' : 'failed',
+            details,
+            changes: { verify: evidence },
+            unchangedSinceRead: true,
+          });
   }
-  return { passed, primary: state.primary, rotation, totals, checked, failures, sampled: scope === 'sample', problems, movedFrom: rotation && before !== rotation.phase ? before : null };
+  return {
+    passed,
+    primary: state.primary,
+    rotation,
+    totals,
+    checked,
+    failures,
+    sampled: scope === 'sample',
+    problems,
+    movedFrom: rotation && before !== rotation.phase ? before : null,
+  };
 }

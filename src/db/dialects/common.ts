@@ -23,16 +23,25 @@ export function retryableWith(codes: ReadonlySet<string>, err: unknown): boolean
 }
 
 /** Endpoint of a server dialect from its URL, refusing a value that is not one or has another scheme. */
-export function serverEndpoint(cfg: DatabaseConfig, o: { dialect: Dialect; label: string; schemes: readonly string[]; defaultPort: number; urlExample: string }): DbEndpoint {
+export function serverEndpoint(
+  cfg: DatabaseConfig,
+  o: { dialect: Dialect; label: string; schemes: readonly string[]; defaultPort: number; urlExample: string },
+): DbEndpoint {
   let url: URL;
   try {
     url = new URL(cfg.connection);
   } catch {
-    throw new UsageError(`database.connection for client "${cfg.client}" must be a URL, found a value that is not one`, `use ${o.urlExample}, e.g. connection: \${DATABASE_URL}`);
+    throw new UsageError(
+      `database.connection for client "${cfg.client}" must be a URL, found a value that is not one`,
+      `use ${o.urlExample}, e.g. connection: \${DATABASE_URL}`,
+    );
   }
   const scheme = url.protocol.replace(/:$/, '');
   if (!o.schemes.includes(scheme)) {
-    throw new UsageError(`database.connection has scheme "${scheme}" but database.client is "${cfg.client}"`, `use a ${o.schemes[0]}:// URL, or set database.client to match the URL`);
+    throw new UsageError(
+      `database.connection has scheme "${scheme}" but database.client is "${cfg.client}"`,
+      `use a ${o.schemes[0]}:// URL, or set database.client to match the URL`,
+    );
   }
   const host = url.hostname || 'localhost';
   const port = url.port ? Number(url.port) : o.defaultPort;

@@ -26,7 +26,13 @@ export class MysqlDialect implements SqlDialect {
   }
 
   describeEndpoint(cfg: DatabaseConfig): DbEndpoint {
-    return serverEndpoint(cfg, { dialect: 'mysql', label: this.label, schemes: this.urlSchemes, defaultPort: 3306, urlExample: 'mysql://USER[:PASSWORD]@HOST:PORT/DATABASE' });
+    return serverEndpoint(cfg, {
+      dialect: 'mysql',
+      label: this.label,
+      schemes: this.urlSchemes,
+      defaultPort: 3306,
+      urlExample: 'mysql://USER[:PASSWORD]@HOST:PORT/DATABASE',
+    });
   }
 
   knexConfig(cfg: DatabaseConfig, ep: DbEndpoint): Knex.Config {
@@ -53,11 +59,21 @@ export class MysqlDialect implements SqlDialect {
   }
 
   versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ELSE '#unparseable' END`, [column, column, `(?-i)${shapePattern}`, column]);
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ELSE '#unparseable' END`, [
+      column,
+      column,
+      `(?-i)${shapePattern}`,
+      column,
+    ]);
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NOT NULL AND CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY) THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
+    return knex.raw(`CASE WHEN ?? IS NOT NULL AND CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY) THEN 1 ELSE 0 END`, [
+      column,
+      column,
+      prefix.length,
+      prefix,
+    ]);
   }
 
   toDbTime(d: Date): Date {

@@ -9,7 +9,15 @@ import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from '.
 
 const RETRYABLE = new Set([
   // deadlock, serialization failure, lock not available, connection failures, admin shutdown
-  '40P01', '40001', '55P03', '08000', '08003', '08006', '57P01', '57P02', '57P03',
+  '40P01',
+  '40001',
+  '55P03',
+  '08000',
+  '08003',
+  '08006',
+  '57P01',
+  '57P02',
+  '57P03',
 ]);
 
 export class PgDialect implements SqlDialect {
@@ -27,7 +35,13 @@ export class PgDialect implements SqlDialect {
   }
 
   describeEndpoint(cfg: DatabaseConfig): DbEndpoint {
-    return serverEndpoint(cfg, { dialect: 'pg', label: this.label, schemes: this.urlSchemes, defaultPort: 5432, urlExample: 'postgres://USER[:PASSWORD]@HOST:PORT/DATABASE' });
+    return serverEndpoint(cfg, {
+      dialect: 'pg',
+      label: this.label,
+      schemes: this.urlSchemes,
+      defaultPort: 5432,
+      urlExample: 'postgres://USER[:PASSWORD]@HOST:PORT/DATABASE',
+    });
   }
 
   knexConfig(cfg: DatabaseConfig): Knex.Config {
@@ -41,7 +55,12 @@ export class PgDialect implements SqlDialect {
   }
 
   versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ELSE '#unparseable' END`, [column, column, shapePattern, column]);
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ELSE '#unparseable' END`, [
+      column,
+      column,
+      shapePattern,
+      column,
+    ]);
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
@@ -62,7 +81,10 @@ export class PgDialect implements SqlDialect {
 
   /** Parameters arrive as text: the compare-and-set casts the key arrays to the key's own type. */
   async primaryKeyType(knex: Knex, table: string, column: string): Promise<string> {
-    const r = await knex.raw(`SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a WHERE a.attrelid = ?::regclass AND a.attname = ?`, [table, column]);
+    const r = await knex.raw(`SELECT format_type(a.atttypid, a.atttypmod) AS t FROM pg_attribute a WHERE a.attrelid = ?::regclass AND a.attname = ?`, [
+      table,
+      column,
+    ]);
     const t = (r.rows as Array<{ t: string }>)[0]?.t;
     if (!t) throw new Error(`cannot read the type of ${table}.${column}`);
     return t;
@@ -82,7 +104,11 @@ export class PgDialect implements SqlDialect {
     const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
     const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
     const arrays = [pgArrayLiteral(n, (r) => batch.pks[r], false)];
-    for (let c = 0; c < width; c++) arrays.push(pgArrayLiteral(n, (r) => batch.old[r * width + c], true), pgArrayLiteral(n, (r) => batch.next[r * width + c], true));
+    for (let c = 0; c < width; c++)
+      arrays.push(
+        pgArrayLiteral(n, (r) => batch.old[r * width + c], true),
+        pgArrayLiteral(n, (r) => batch.next[r * width + c], true),
+      );
     const types = vcols.map((_, c) => (c === 0 ? pkType : 'text'));
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the
@@ -146,7 +172,8 @@ export function pgArrayLiteral(length: number, at: (i: number) => unknown, ciphe
     else if (ciphertexts) {
       // A quote inside an element would shift every later element of this array against the
       // others: never let one through, even though the codec's shape check already excludes it.
-      if ((v as string).includes('"') || (v as string).includes('\\')) throw new Error('internal error: a ciphertext with a quote or backslash reached the PostgreSQL array literal');
+      if ((v as string).includes('"') || (v as string).includes('\\'))
+        throw new Error('internal error: a ciphertext with a quote or backslash reached the PostgreSQL array literal');
       out += `"${v as string}"`;
     } else {
       const str = String(v);

@@ -80,7 +80,13 @@ export class SqliteDialect implements SqlDialect {
   }
 
   versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN substr(??, 1, instr(??, ':') - 1) ELSE '#unparseable' END`, [column, column, shapePattern, column, column]);
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN substr(??, 1, instr(??, ':') - 1) ELSE '#unparseable' END`, [
+      column,
+      column,
+      shapePattern,
+      column,
+      column,
+    ]);
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
