@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
-import { json, keyctl, withProjectSqlite, KEYCTL_BIN } from '../helpers/cli.js';
+import { json, keyctl, keyctlInProcess, withProjectSqlite, KEYCTL_BIN } from '../helpers/cli.js';
 
 function tmpdir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'keyctl-e2e-rot-'));
@@ -15,7 +15,7 @@ function tmpdir(): string {
 describe('rotation through the CLI (SQLite + file keystore)', () => {
   it('runs the cycle with --json, refuses out-of-order steps with exit 3, and keeps an intact audit chain', async () => {
     const dir = tmpdir();
-    const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'e2e@test' } });
+    const run = (...args: string[]) => keyctlInProcess(args, { cwd: dir, env: { KEYCTL_ACTOR: 'e2e@test' } });
     expect((await run('init', '--demo', '--rows', '500')).code).toBe(0);
 
     const early = await run('promote');
@@ -78,7 +78,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
 
   it('reencrypt lists values it cannot decrypt (never their content) and exits 4', async () => {
     const dir = tmpdir();
-    const run = (...args: string[]) => keyctl(args, { cwd: dir });
+    const run = (...args: string[]) => keyctlInProcess(args, { cwd: dir });
     expect((await run('init', '--demo', '--rows', '50')).code).toBe(0);
     await withProjectSqlite(dir, (k) => k('customers').where({ id: 7 }).update({ notes: 'secret plain text' }));
     await run('generate');
@@ -95,9 +95,9 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     it(`${signal} finishes the batch, prints how to resume, exits 7; the same command then completes`, async () => {
       const dir = tmpdir();
-      expect((await keyctl(['init', '--demo', '--rows', '20000'], { cwd: dir })).code).toBe(0);
-      await keyctl(['generate'], { cwd: dir });
-      await keyctl(['dual-key'], { cwd: dir });
+      expect((await keyctlInProcess(['init', '--demo', '--rows', '20000'], { cwd: dir })).code).toBe(0);
+      await keyctlInProcess(['generate'], { cwd: dir });
+      await keyctlInProcess(['dual-key'], { cwd: dir });
       const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '50'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
@@ -114,13 +114,13 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
       expect(signalled).toBe(true);
       expect(code).toBe(ExitCode.INTERRUPTED);
       expect(stdout).toContain('resume with: keyctl reencrypt --batch-size 50');
-      const mid = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+      const mid = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctlInProcess(['status', '--json'], { cwd: dir }));
       expect(mid.targets[0]!.counts.v2).toBeGreaterThan(0);
       expect(mid.targets[0]!.counts.v1).toBeGreaterThan(0);
-      const resumed = await keyctl(['reencrypt', '--batch-size', '2000'], { cwd: dir });
+      const resumed = await keyctlInProcess(['reencrypt', '--batch-size', '2000'], { cwd: dir });
       expect(resumed.code, resumed.stderr).toBe(0);
       expect(resumed.stdout).toContain('resumed after pk');
-      expect((await keyctl(['verify'], { cwd: dir })).code).toBe(0);
+      expect((await keyctlInProcess(['verify'], { cwd: dir })).code).toBe(0);
     });
   }
 
@@ -129,7 +129,7 @@ describe('rotation through the CLI (SQLite + file keystore)', () => {
     const dir = tmpdir();
     const code = await new Promise<number | null>((resolve) => spawn('bash', [script, dir], { stdio: 'ignore' }).on('close', resolve));
     expect(code).toBe(0);
-    const s = json<{ primary: string; targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+    const s = json<{ primary: string; targets: Array<{ counts: Record<string, number> }> }>(await keyctlInProcess(['status', '--json'], { cwd: dir }));
     expect(s.primary).toBe('v2');
     expect(s.targets.map((t) => t.counts)).toEqual([{ v2: 1000 }, { v2: 1000 }, { v2: 1000 }]);
   });
@@ -141,9 +141,9 @@ describe.skipIf(!hasScript)('reencrypt in a terminal', () => {
   // Regression: in a pty that reports no width, the spinner cleared "wrapped" lines forever.
   it('finishes under a pseudo-terminal without a window size', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
-    await keyctl(['generate'], { cwd: dir });
-    await keyctl(['dual-key'], { cwd: dir });
+    expect((await keyctlInProcess(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
+    await keyctlInProcess(['generate'], { cwd: dir });
+    await keyctlInProcess(['dual-key'], { cwd: dir });
     const r = spawnSync('script', ['-qec', `${process.execPath} ${KEYCTL_BIN} reencrypt --batch-size 100`, '/dev/null'], {
       cwd: dir,
       encoding: 'utf8',
@@ -158,9 +158,9 @@ describe.skipIf(!hasScript)('reencrypt in a terminal', () => {
 describe('reencrypt throttling through the CLI', () => {
   it('pauses while the pause file exists, says so in the log, and finishes once it is removed', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
-    await keyctl(['generate'], { cwd: dir });
-    await keyctl(['dual-key'], { cwd: dir });
+    expect((await keyctlInProcess(['init', '--demo', '--rows', '3000'], { cwd: dir })).code).toBe(0);
+    await keyctlInProcess(['generate'], { cwd: dir });
+    await keyctlInProcess(['dual-key'], { cwd: dir });
     const pause = path.join(dir, 'PAUSE');
     writeFileSync(pause, '');
     const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '100', '--pause-file', 'PAUSE'], {
@@ -179,16 +179,16 @@ describe('reencrypt throttling through the CLI', () => {
     expect(code, stderr).toBe(0);
     expect(stdout).toContain('every value is under v2');
     // Paused after the first batch: the rest waited for the file to go.
-    const status = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+    const status = json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctlInProcess(['status', '--json'], { cwd: dir }));
     expect(status.targets[0]!.counts).toEqual({ v2: 3000 });
   });
 
   it('--max-load is refused on SQLite with a hint', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init', '--demo', '--rows', '10'], { cwd: dir })).code).toBe(0);
-    await keyctl(['generate'], { cwd: dir });
-    await keyctl(['dual-key'], { cwd: dir });
-    const r = await keyctl(['reencrypt', '--max-load', '5'], { cwd: dir });
+    expect((await keyctlInProcess(['init', '--demo', '--rows', '10'], { cwd: dir })).code).toBe(0);
+    await keyctlInProcess(['generate'], { cwd: dir });
+    await keyctlInProcess(['dual-key'], { cwd: dir });
+    const r = await keyctlInProcess(['reencrypt', '--max-load', '5'], { cwd: dir });
     expect(r.code).toBe(ExitCode.USAGE);
     expect(r.stderr).toContain('--max-load needs PostgreSQL or MySQL');
   });
@@ -197,13 +197,15 @@ describe('reencrypt throttling through the CLI', () => {
 describe('reencrypt --shard in separate processes (SQLite)', () => {
   it('three shard processes at once: each does its third, each exits 0, the rotation ends reencrypted', async () => {
     const dir = tmpdir();
-    expect((await keyctl(['init', '--demo', '--rows', '9000'], { cwd: dir })).code).toBe(0);
-    await keyctl(['generate'], { cwd: dir });
-    await keyctl(['dual-key'], { cwd: dir });
+    expect((await keyctlInProcess(['init', '--demo', '--rows', '9000'], { cwd: dir })).code).toBe(0);
+    await keyctlInProcess(['generate'], { cwd: dir });
+    await keyctlInProcess(['dual-key'], { cwd: dir });
     const runs = await Promise.all([0, 1, 2].map((i) => keyctl(['reencrypt', '--shard', `${i}/3`, '--json'], { cwd: dir })));
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
     expect(runs.map((r) => json<{ summary: { rowsScanned: number } }>(r).summary.rowsScanned)).toEqual([3000, 3000, 3000]);
-    const status = json<{ rotation: { phase: string }; targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+    const status = json<{ rotation: { phase: string }; targets: Array<{ counts: Record<string, number> }> }>(
+      await keyctlInProcess(['status', '--json'], { cwd: dir }),
+    );
     expect(status.rotation.phase).toBe('reencrypted');
     expect(status.targets.map((t) => t.counts)).toEqual([{ v2: 9000 }, { v2: 9000 }, { v2: 9000 }]);
   });

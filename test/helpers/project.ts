@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { keyctl, type RunResult } from './cli.js';
+import { keyctlInProcess, type RunResult } from './cli.js';
 
 /** `init --demo` in a new directory (added to `dirs` for cleanup), no propagation wait, policy overrides. */
 export async function demoProject(
@@ -13,7 +13,7 @@ export async function demoProject(
 ): Promise<{ dir: string; run: (...a: string[]) => Promise<RunResult> }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-proj-'));
   dirs.push(dir);
-  const run = (...args: string[]) => keyctl(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test', NO_COLOR: '1' } });
+  const run = (...args: string[]) => keyctlInProcess(args, { cwd: dir, env: { KEYCTL_ACTOR: 'op@test', NO_COLOR: '1' } });
   expect((await run('init', '--demo', '--rows', String(rows))).code).toBe(0);
   const file = path.join(dir, 'keyctl.yaml');
   let text = readFileSync(file, 'utf8').replace(/minPropagationSeconds: \d+/, 'minPropagationSeconds: 0');
