@@ -33,31 +33,44 @@ async function readText(file: string, what: string): Promise<string> {
   }
 }
 
-/** An armored public key that can receive encrypted messages now. */
-export async function readRecipient(file: string): Promise<Recipient> {
+/**
+ * Every armored public key in a recipient file; each must be able to receive encrypted messages
+ * now. A file exported from several keys (`gpg --armor --export A B > FILE`) holds several, and a
+ * backup is encrypted to all of them: using only the first would silently lock out the others.
+ */
+const ARMOR_BLOCK = /-----BEGIN PGP (?:PUBLIC|PRIVATE) KEY BLOCK-----[\s\S]*?-----END PGP (?:PUBLIC|PRIVATE) KEY BLOCK-----/g;
+
+export async function readRecipients(file: string): Promise<Recipient[]> {
   const pgp = await openpgp();
   const text = await readText(file, 'recipient key');
-  let key: Key;
+  // openpgp reads one armor block per call; `cat a.asc b.asc > team.asc` holds several blocks.
+  const blocks = text.match(ARMOR_BLOCK) ?? [text];
+  const keys: Key[] = [];
   try {
-    key = await pgp.readKey({ armoredKey: text });
+    for (const block of blocks) keys.push(...(await pgp.readKeys({ armoredKeys: block })));
   } catch {
     throw new PgpKeyError(`recipient ${file} is not an armored OpenPGP public key`, 'export it with `gpg --armor --export KEYID > FILE`');
   }
-  if (key.isPrivate()) {
-    throw new PgpKeyError(
-      `recipient ${file} holds a secret key; a recipient must be a public key`,
-      'export only the public part: `gpg --armor --export KEYID > FILE`, and keep the secret key offline',
-    );
+  const out: Recipient[] = [];
+  for (const key of keys) {
+    const fp = key.getFingerprint().toUpperCase();
+    if (key.isPrivate()) {
+      throw new PgpKeyError(
+        `recipient ${file} holds a secret key; a recipient must be a public key`,
+        'export only the public part: `gpg --armor --export KEYID > FILE`, and keep the secret key offline',
+      );
+    }
+    try {
+      await key.getEncryptionKey();
+    } catch (err) {
+      throw new PgpKeyError(
+        `recipient ${file}${keys.length > 1 ? ` (key ${out.length + 1} of ${keys.length},` : ' ('} ${fp}) has no usable encryption key: ${(err as Error).message}`,
+        'renew or replace the key (expired, revoked or signing-only keys cannot receive backups), or remove it from the file',
+      );
+    }
+    if (!out.some((r) => r.fingerprint === fp)) out.push({ file, fingerprint: fp, userIds: key.getUserIDs(), key });
   }
-  try {
-    await key.getEncryptionKey();
-  } catch (err) {
-    throw new PgpKeyError(
-      `recipient ${file} (${key.getFingerprint().toUpperCase()}) has no usable encryption key: ${(err as Error).message}`,
-      'renew or replace the key (expired, revoked or signing-only keys cannot receive backups)',
-    );
-  }
-  return { file, fingerprint: key.getFingerprint().toUpperCase(), userIds: key.getUserIDs(), key };
+  return out;
 }
 
 export async function encryptTo(recipients: Recipient[], data: Uint8Array): Promise<Uint8Array> {

@@ -17,7 +17,7 @@ import { sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
 import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum, backupName } from '../backup/files.js';
-import { decryptWith, encryptTo, readIdentity, readRecipient } from '../backup/pgp.js';
+import { type Recipient, decryptWith, encryptTo, readIdentity, readRecipients } from '../backup/pgp.js';
 import { appendAudit, latestAuditOf, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } from '../base/errors.js';
@@ -89,9 +89,12 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
     );
   }
   try {
-    // Recipients first: a bad one must stop the run before anything is written.
-    const recipients = [];
-    for (const f of recipientFiles) recipients.push(await readRecipient(f));
+    // Recipients first: a bad one must stop the run before anything is written. A file may hold
+    // several public keys; the backup is encrypted to every one (one entry per key in the result).
+    const recipients: Recipient[] = [];
+    for (const f of recipientFiles) {
+      for (const r of await readRecipients(f)) if (!recipients.some((x) => x.fingerprint === r.fingerprint)) recipients.push(r);
+    }
     try {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       await fs.access(dir, fs.constants.W_OK);

@@ -186,6 +186,27 @@ describe('keyctl backup', () => {
     expect(existsSync(lock)).toBe(false);
   });
 
+  it('a recipient file holding two public keys encrypts to both, and says so (issue 16)', async () => {
+    const dir = await project();
+    // One armor block holding both keys (gpg --export A B), and two blocks (cat a.asc b.asc).
+    const oneBlock = path.join(dir, 'one-block.asc');
+    writeFileSync(oneBlock, gpg(['--armor', '--export', 'backup@example.com', 'stranger@example.com']));
+    const one = json<{ recipients: unknown[] }>(await keyctl(['backup', '--recipient', oneBlock, '--json'], { cwd: dir }));
+    expect(one.recipients).toHaveLength(2);
+    const both = path.join(dir, 'two-keys.asc');
+    writeFileSync(both, readFileSync(keys.pub, 'utf8') + readFileSync(keys.pubOther, 'utf8'));
+    const r = json<{ file: string; recipients: Array<{ file: string; fingerprint: string }> }>(
+      await keyctl(['backup', '--recipient', both, '--json'], { cwd: dir }),
+    );
+    expect(r.recipients.map((x) => x.file)).toEqual([both, both]);
+    expect(new Set(r.recipients.map((x) => x.fingerprint)).size).toBe(2);
+    // Each holder of a secret key opens the backup, the second key's too.
+    for (const sec of [keys.sec, keys.secOther]) {
+      const t = await keyctl(['recover-test', '--identity', sec, '--backup', r.file], { cwd: dir });
+      expect(t.code, `${sec}: ${t.stderr}`).toBe(0);
+    }
+  });
+
   it('an unreachable keystore and an unwritable output have their own exit codes', async () => {
     const dir = await project();
     const blocker = path.join(dir, 'a-file');
