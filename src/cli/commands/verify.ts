@@ -12,6 +12,8 @@ export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
     const c = rt.output.out;
     rt.output.result(
       {
+        // A failed check is not ok: "ok" agrees with the exit status.
+        ok: v.passed,
         passed: v.passed,
         primary: v.primary,
         rotation: v.rotation ? rotationJson(v.rotation) : null,
