@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { BackupError, LockedError } from '../base/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -91,14 +92,22 @@ export async function checkChecksum(file: string, data?: Uint8Array): Promise<Ch
 const LOCK = '.keyctl-backup.lock';
 
 /**
- * Take the backup directory's lock (O_EXCL file with pid, host and start time). A lock left by
- * a process on this host that no longer runs is taken over; any other lock refuses.
+ * A backup takes seconds; a lock from another host (a shared backup directory) this much older
+ * than now is left by a run that died there, since keyctl cannot look at that host's processes.
+ */
+export const FOREIGN_LOCK_STALE_MS = 6 * 3_600_000;
+
+/**
+ * Take the backup directory's lock (O_EXCL file with pid, host and start time). A lock is taken
+ * over when its process on this host is gone or its pid now belongs to a newer process, when it
+ * names no holder (empty or damaged) and is more than a few seconds old, or when it comes from
+ * another host and is older than FOREIGN_LOCK_STALE_MS. Any other lock refuses, saying how to clear it.
  */
 export async function acquireLock(dir: string, now: Date): Promise<() => Promise<void>> {
   const file = path.join(dir, LOCK);
   let got: Awaited<ReturnType<typeof tryLock>>;
   try {
-    got = await tryLock(file, now);
+    got = await tryLock(file, now, { foreignAfterMs: FOREIGN_LOCK_STALE_MS });
   } catch (err) {
     throw new BackupError(
       `cannot create the lock file in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
@@ -107,10 +116,21 @@ export async function acquireLock(dir: string, now: Date): Promise<() => Promise
   }
   if ('release' in got) return got.release;
   const holder = got.holder;
-  throw new LockedError(
-    `another keyctl backup is running in ${dir} (pid ${holder.pid ?? '?'} on ${holder.host ?? '?'}, since ${holder.startedAt ?? '?'})`,
-    `wait for it to finish; if no such process exists, remove ${file}`,
-  );
+  const clear = `remove the lock: rm ${file}`;
+  if (holder.pid === undefined) {
+    throw new LockedError(
+      `the backup lock ${file} names no holder (empty or damaged); another run may be writing it right now`,
+      `try again in a few seconds (keyctl takes such a lock over once it is 5 s old); if no keyctl backup runs, ${clear}`,
+    );
+  }
+  const where = `another keyctl backup is running in ${dir} (pid ${holder.pid} on ${holder.host ?? '?'}, since ${holder.startedAt ?? '?'})`;
+  if (holder.host !== os.hostname()) {
+    throw new LockedError(
+      where,
+      `keyctl cannot check a process on ${holder.host ?? 'an unnamed host'}; it takes the lock over once it is ${FOREIGN_LOCK_STALE_MS / 3_600_000} h old. If no keyctl backup runs there, ${clear}`,
+    );
+  }
+  throw new LockedError(where, `wait for it to finish; if pid ${holder.pid} is not a keyctl backup (ps -p ${holder.pid} -o args=), ${clear}`);
 }
 
 export interface PruneResult {
