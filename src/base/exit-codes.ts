@@ -11,7 +11,7 @@ export const ExitCode = {
   USAGE: 2,
   /** A guard refused the step (wrong phase, delay not elapsed, read-only keystore, …). */
   REFUSED: 3,
-  /** A check found problems: verify failed, or `status --check` found overdue or unreadable values. */
+  /** A check found problems: verify failed, or `status --check` found an unsafe state (README: problem codes). */
   PROBLEMS_FOUND: 4,
   /** The keystore could not be read or written, or holds invalid keys. */
   KEYSTORE: 5,
@@ -35,7 +35,7 @@ export const EXIT_CODE_DESCRIPTIONS: ReadonlyArray<[ExitCodeName, string]> = [
   ['INTERNAL', 'internal error (a bug in keyctl; please report it)'],
   ['USAGE', 'usage or configuration error'],
   ['REFUSED', 'refused by a guard (phase, delay, read-only keystore, existing file)'],
-  ['PROBLEMS_FOUND', 'problems found (verification failed; status --check: overdue or unparseable values)'],
+  ['PROBLEMS_FOUND', 'problems found (verification failed; status --check: any problem, see "Monitoring")'],
   ['KEYSTORE', 'keystore unreachable, unwritable or holding invalid keys'],
   ['DATABASE', 'database unreachable or a statement failed'],
   ['INTERRUPTED', 'interrupted after saving progress; run the same command again to resume'],

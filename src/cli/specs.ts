@@ -51,7 +51,10 @@ const init = defineCommand({
 
 // ---- keyctl status ------------------------------------------------------------------------------------
 const statusFlags = (cmd: Command) =>
-  cmd.option('--check', `exit ${ExitCode.PROBLEMS_FOUND} when the rotation is overdue or unparseable values exist (for monitoring)`);
+  cmd.option(
+    '--check',
+    `exit ${ExitCode.PROBLEMS_FOUND} when any problem is found (for monitoring): overdue or stalled rotation, unreadable values, keystore/registry drift, a compromised key in use, stale backups or recovery tests, tampered evidence`,
+  );
 
 export type StatusOptions = OptionsOf<typeof statusFlags>;
 

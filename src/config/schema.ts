@@ -112,6 +112,12 @@ export const PolicySchema = z.strictObject({
    * `keyctl purge` destroys it afterwards. 0: destroyed at retire.
    */
   retiredKeyRetentionDays: z.int().min(0).max(36500).default(400),
+  /** `status --check`: an open rotation in one phase longer than this is stalled (promoted: see retireGraceDays). */
+  maxPhaseHours: z.number().positive().max(87600).default(72),
+  /** `status --check`: a promoted rotation not retired this many days after its rollback window ended is stalled. */
+  retireGraceDays: z.number().min(0).max(3650).default(7),
+  /** `status --check`: an emergency rotation still open this long after the compromise was declared is overdue. */
+  emergencyMaxHours: z.number().positive().max(8760).default(24),
 });
 
 export const BackupSchema = z.strictObject({
@@ -122,8 +128,10 @@ export const BackupSchema = z.strictObject({
   /** Backups older than this are pruned, except the newest `keepAtLeast` valid ones. */
   retentionDays: z.int().min(1).max(36500).default(7),
   keepAtLeast: z.int().min(1).max(1000).default(3),
-  /** recover-test fails when the newest backup is older than this (a silently broken nightly job). */
+  /** recover-test fails, and `status --check` reports, when the newest backup is older than this (a silently broken nightly job). */
   maxAgeHours: z.number().positive().max(87600).default(26),
+  /** `status --check` (with recipients set): fails when no recover-test passed within this many days. */
+  recoverTestMaxAgeDays: z.number().positive().max(3650).default(35),
 });
 
 export const ConfigSchema = z.strictObject({

@@ -16,6 +16,7 @@ import type { VersionState } from '../rotation/store.js';
 import { openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
+import { checkHealth, type Problem } from './health.js';
 
 export interface ColumnCounts {
   table: string;
@@ -63,6 +64,8 @@ export interface StatusReport {
   nextRotationDue: string;
   overdue: boolean;
   warnings: string[];
+  /** The unsafe states `status --check` fails on (empty when healthy); codes in core/health.ts. */
+  problems: Problem[];
 }
 
 const DAY_MS = 86_400_000;
@@ -114,6 +117,8 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
   const primaryReg = versions.find((v) => v.version === snapshot.doc.primary);
   const since = primaryReg?.createdAt ?? ctx.now();
   const due = new Date(since.getTime() + config.policy.rotationIntervalDays * DAY_MS);
+  const overdue = ctx.now().getTime() > due.getTime();
+  const problems = [...countProblems(targets, overdue, due), ...(await checkHealth(ctx, { doc: snapshot.doc, versions, rotation }))];
   return {
     keyring: config.keyring,
     primary: snapshot.doc.primary,
@@ -148,8 +153,9 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
     targets,
     rotationIntervalDays: config.policy.rotationIntervalDays,
     nextRotationDue: due.toISOString(),
-    overdue: ctx.now().getTime() > due.getTime(),
+    overdue,
     warnings,
+    problems,
   };
 }
 
@@ -160,13 +166,36 @@ function refusedNow(ctx: CoreContext, rotation: Rotation, versions: RegisteredVe
   return refusal ? `${command}: ${refusal.reason}` : null;
 }
 
-/** Problems `status --check` fails on (empty when healthy). */
-export function statusProblems(report: StatusReport): string[] {
-  const problems: string[] = [];
-  if (report.overdue) problems.push(`rotation overdue: the next rotation was due ${report.nextRotationDue}`);
-  for (const t of report.targets) {
-    if (t.unparseable > 0) problems.push(`${t.table}.${t.column}: ${t.unparseable} unparseable value(s)`);
-    for (const v of t.unknownVersions) problems.push(`${t.table}.${t.column}: ${t.counts[v]} value(s) under ${v}, which the keyring does not hold`);
+/** The problems found in the counts and the rotation interval (the ones `status --check` always had). */
+function countProblems(targets: ColumnCounts[], overdue: boolean, due: Date): Problem[] {
+  const problems: Problem[] = [];
+  if (overdue) {
+    problems.push({
+      code: 'rotation-overdue',
+      message: `rotation overdue: the next rotation was due ${due.toISOString()}`,
+      hint: 'start a rotation: `keyctl generate` (or `keyctl runbook run routine-rotation`)',
+    });
+  }
+  for (const t of targets) {
+    if (t.unparseable > 0) {
+      problems.push({
+        code: 'unparseable-values',
+        message: `${t.table}.${t.column}: ${t.unparseable} unparseable value(s)`,
+        hint: '`keyctl verify` lists them (table, primary key, reason); keyctl never rewrites them — repair them by hand',
+      });
+    }
+    for (const v of t.unknownVersions) {
+      problems.push({
+        code: 'unknown-version-values',
+        message: `${t.table}.${t.column}: ${t.counts[v]} value(s) under ${v}, which the keyring does not hold`,
+        hint: `restore ${v} from a backup (\`keyctl restore\`), or find which application writes under a key keyctl does not manage`,
+      });
+    }
   }
   return problems;
+}
+
+/** The messages of the problems `status --check` fails on (empty when healthy). */
+export function statusProblems(report: StatusReport): string[] {
+  return report.problems.map((p) => p.message);
 }

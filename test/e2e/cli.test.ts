@@ -130,7 +130,9 @@ describe('a new user on the embedded default (SQLite + file keystore)', () => {
     expect(r.stderr).toContain('customers.notes: 3 unparseable value(s)');
     const j = await keyctlInProcess(['status', '--check', '--json'], { cwd: dir });
     expect(j.code).toBe(ExitCode.PROBLEMS_FOUND);
-    expect(json<{ problems: string[] }>(j).problems).toEqual(['customers.notes: 3 unparseable value(s)']);
+    expect(json<{ problems: Array<{ code: string; message: string }> }>(j).problems).toMatchObject([
+      { code: 'unparseable-values', message: 'customers.notes: 3 unparseable value(s)' },
+    ]);
   });
 
   it('works with the env keystore (read-only) and KEYCTL_CONFIG', async () => {

@@ -1,6 +1,7 @@
 /** `keyctl status [--check]`: render the status report as tables, or JSON. */
 import { ExitCode } from '../../base/exit-codes.js';
-import { getStatus, statusProblems, type StatusReport } from '../../core/status.js';
+import type { Problem } from '../../core/health.js';
+import { getStatus, type StatusReport } from '../../core/status.js';
 import { nextStep } from '../../rotation/machine.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, type CliRuntime } from '../runtime.js';
@@ -15,11 +16,15 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
     await ctx.close();
   }
   for (const w of report.warnings) rt.output.warn(w);
-  const problems = statusProblems(report);
+  const problems = report.problems;
+  const failed = Boolean(flags.check) && problems.length > 0;
   const { default: Table } = await import('cli-table3');
-  rt.output.result({ ...report, problems }, () => renderStatus(report, problems, rt.output.out, Table, rt.now()));
-  if (flags.check && problems.length > 0) {
-    if (!rt.output.json) for (const p of problems) rt.output.info(`keyctl: check failed: ${p}`);
+  // Under --check, "ok" is the check's verdict (as for verify): false exactly when it exits non-zero.
+  rt.output.result({ ...report, ok: !failed }, () => renderStatus(report, problems, rt.output.out, Table, rt.now()));
+  if (failed) {
+    if (!rt.output.json) {
+      for (const p of problems) rt.output.info(`keyctl: check failed [${p.code}]: ${p.message}\nkeyctl: hint: ${p.hint}`);
+    }
     return ExitCode.PROBLEMS_FOUND;
   }
   return ExitCode.OK;
@@ -27,7 +32,7 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
 
 type TableCtor = typeof import('cli-table3');
 
-function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Table: TableCtor, now: Date): string {
+function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Table: TableCtor, now: Date): string {
   const plain = c.level === 0;
   const style = { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] };
   const out: string[] = [];
@@ -90,7 +95,7 @@ function renderStatus(r: StatusReport, problems: string[], c: ChalkInstance, Tab
     out.push('', counts.toString());
   }
   if (problems.length > 0) {
-    out.push('', c.red('Problems:'), ...problems.map((p) => `  - ${p}`));
+    out.push('', c.red('Problems:'), ...problems.map((p) => `  - [${p.code}] ${p.message}`));
   }
   return out.join('\n');
 }
