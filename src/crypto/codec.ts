@@ -44,6 +44,8 @@ export interface Codec {
    * A regular expression, valid in JavaScript, PostgreSQL (`~`), MySQL/MariaDB (`REGEXP`) and
    * SQLite (keyctl registers a REGEXP function), that matches exactly the well-formed values.
    * Database-side counts use it, so what SQL calls unparseable is what the codec calls malformed.
+   * `$` means the very end of the value, as in JavaScript and PostgreSQL; a dialect whose engine
+   * also matches `$` before a final newline (MySQL, MariaDB) rewrites it (test/integration/smaller-fixes).
    */
   readonly shapePattern: string;
   /** The version a value claims, without decrypting. Throws CiphertextError('malformed'). */

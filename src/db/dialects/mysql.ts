@@ -9,6 +9,17 @@ import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
 import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
 
+/**
+ * The codec's shape pattern as MySQL (ICU) and MariaDB (PCRE) must read it to match what the
+ * decoder accepts: case-sensitive whatever the collation, and anchored at the very end — both
+ * engines let `$` match before a final line terminator, so `'v1:…=\n'` would count as v1 while the
+ * decoder rejects it. `\z` is the end of the string in both.
+ */
+export function mysqlShapeRegex(shapePattern: string): string {
+  const strictEnd = shapePattern.endsWith('$') && !shapePattern.endsWith('\\$') ? `${shapePattern.slice(0, -1)}\\z` : shapePattern;
+  return `(?-i)${strictEnd}`;
+}
+
 const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR']);
 
 export class MysqlDialect implements SqlDialect {
@@ -62,7 +73,7 @@ export class MysqlDialect implements SqlDialect {
     return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ELSE '#unparseable' END`, [
       column,
       column,
-      `(?-i)${shapePattern}`,
+      mysqlShapeRegex(shapePattern),
       column,
     ]);
   }
