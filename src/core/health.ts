@@ -57,8 +57,19 @@ export async function checkHealth(ctx: CoreContext, input: HealthInput): Promise
     ...compromisedProblems(input),
     ...(await rotationAgeProblems(ctx, input.rotation)),
     ...(await backupProblems(ctx)),
-    ...(await evidenceProblems(ctx)),
+    ...(await evidenceProblems(ctx).catch((err: unknown) => [unreadableEvidence(err)])),
   ];
+}
+
+/** Evidence that cannot even be read (a dropped audit table, say) is a broken chain, not a crash of the check. */
+function unreadableEvidence(err: unknown): Problem {
+  // Driver messages start with the SQL statement; the reason is after the last " - ".
+  const reason = (err instanceof Error ? err.message : String(err)).split(' - ').pop() ?? '';
+  return {
+    code: 'audit-chain-broken',
+    message: `the audit evidence cannot be read: ${reason}`,
+    hint: 'run `keyctl audit --verify`; restore a missing or damaged table from a database backup',
+  };
 }
 
 /** The published keyring against the registry: what applications use must be what keyctl recorded. */
@@ -162,7 +173,8 @@ async function rotationAgeProblems(ctx: CoreContext, rotation: Rotation | null):
 
 /** When the rotation became an emergency one: its escalation, or its opening. */
 async function emergencyDeclaredAt(ctx: CoreContext, rotation: Rotation): Promise<Date> {
-  const escalation = (await latestAuditOf(ctx.db, ctx.config.keyring, 'escalate', 20)).find((r) => r.rotationId === rotation.id);
+  const escalations = await latestAuditOf(ctx.db, ctx.config.keyring, 'escalate', 20).catch(() => []);
+  const escalation = escalations.find((r) => r.rotationId === rotation.id);
   return escalation?.createdAt ?? rotation.openedAt;
 }
 
@@ -191,7 +203,8 @@ async function backupProblems(ctx: CoreContext): Promise<Problem[]> {
       hint: unreadable ? `make ${dir} readable by this user, then run \`keyctl backup\`` : 'run `keyctl backup` and check the cron job that should run it',
     });
   }
-  const passed = (await latestAuditOf(ctx.db, keyring, 'recover-test', 1))[0];
+  // Unreadable audit rows count as no test passed (evidenceProblems reports why).
+  const passed = (await latestAuditOf(ctx.db, keyring, 'recover-test', 1).catch(() => []))[0];
   if (!passed || now - passed.createdAt.getTime() > backup.recoverTestMaxAgeDays * DAY_MS) {
     problems.push({
       code: 'recover-test-stale',

@@ -230,4 +230,13 @@ describe('status --check', () => {
     expect(chain.codes).toEqual(['audit-chain-broken']);
     expect(chain.problems[0]!.hint).toContain('keyctl audit --verify');
   });
+
+  it('reports a dropped audit table as a problem instead of failing', async () => {
+    const { dir, run } = await demoProject(dirs, 10);
+    await withDb(dir, (k) => k.raw('DROP TABLE rotation_audit'));
+    const r = await check(run);
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(r.codes).toEqual(['audit-chain-broken']);
+    expect(r.problems[0]!.message).toContain('rotation_audit');
+  });
 });
