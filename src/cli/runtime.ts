@@ -62,6 +62,7 @@ export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { c
     import('../db/migrations.js'),
   ]);
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
+  for (const warning of config.warnings ?? []) rt.output.warn(warning);
   const keystore = openKeystore(config, rt.env, rt.output);
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {

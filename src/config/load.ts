@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../base/errors.js';
+import { hasLiteralPassword, redactText } from '../db/redact.js';
 import { ConfigSchema, DatabaseSchema, KEYSTORE_PROVIDERS, KeystoreSchema, PolicySchema, TargetSchema, type RawConfig } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';
@@ -16,6 +17,8 @@ export interface LoadedConfig extends RawConfig {
   file: string;
   /** Directory relative paths in the file are resolved against. */
   baseDir: string;
+  /** Things that work but should change (e.g. a literal database password); the CLI prints them. */
+  warnings?: string[];
 }
 
 export interface LocateOptions {
@@ -66,7 +69,17 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
     });
     throw new ConfigError(`${label} is not valid YAML`, problems, 'fix the syntax at the line shown; keyctl.yaml uses two-space indentation');
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    raw = doc.toJS();
+  } catch (err) {
+    // The yaml library refuses to expand aliases past a limit ("resource exhaustion attack").
+    throw new ConfigError(
+      `${label} could not be read: ${firstLine((err as Error).message)}`,
+      [`${label}: YAML aliases (*name) expand to too many values`],
+      'keyctl.yaml needs no aliases: write the values out, or remove the anchors (&name) and aliases (*name)',
+    );
+  }
   if (raw === null || raw === undefined || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(
       `${label}: expected a mapping with database, keystore and targets, found ${describeValue(raw)}`,
@@ -97,7 +110,21 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
     );
   }
   const baseDir = path.dirname(file);
-  return { ...result.data, file, baseDir };
+  const warnings = secretWarnings(raw as Record<string, unknown>, label);
+  return { ...result.data, file, baseDir, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/**
+ * A literal password in the file (not a ${VAR} reference): still accepted, since existing files
+ * hold them, but said on every run. The password itself is never repeated.
+ */
+function secretWarnings(raw: Record<string, unknown>, label: string): string[] {
+  const connection = (raw.database as { connection?: unknown } | undefined)?.connection;
+  if (typeof connection !== 'string' || !hasLiteralPassword(connection)) return [];
+  return [
+    `${label}: database.connection holds a literal database password; keep it out of the file: ` +
+      'set connection: ${DATABASE_URL} and export DATABASE_URL with the URL (docs/configuration.md, "Secrets")',
+  ];
 }
 
 /** Expand ${NAME} / ${NAME:-default} in one string; unset names become ''. */
@@ -205,7 +232,7 @@ export function formatPath(p: readonly PropertyKey[]): string {
 function describeValue(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null (an empty value)';
-  if (typeof v === 'string') return v.length > 60 ? `a string of ${v.length} characters` : JSON.stringify(v);
+  if (typeof v === 'string') return v.length > 60 ? `a string of ${v.length} characters` : JSON.stringify(redactText(v));
   if (typeof v === 'number' || typeof v === 'boolean') return `${typeof v} ${String(v)}`;
   if (Array.isArray(v)) return `a list of ${v.length}`;
   return 'a mapping';

@@ -6,6 +6,8 @@ import { DatabaseError, KeyctlError } from '../base/errors.js';
 import { dialectFor, type DbEndpoint } from './dialects/index.js';
 
 export type { DbEndpoint } from './dialects/index.js';
+import { redactText } from './redact.js';
+
 export { redactUrl } from './redact.js';
 
 interface DriverError {
@@ -64,6 +66,7 @@ function describeDbError(err: unknown, ep: DbEndpoint, doing: string): KeyctlErr
   return new DatabaseError(`${where}: ${firstLine(e.message ?? String(err))}`, code ? `driver error code ${code}` : undefined);
 }
 
+/** The driver message's first line, with any connection string in it masked. */
 function firstLine(s: string | undefined): string {
-  return (s ?? '').split('\n')[0] ?? '';
+  return redactText((s ?? '').split('\n')[0] ?? '');
 }

@@ -37,6 +37,8 @@ function parseObject(text: string, where: string, fixHint: string): { obj: Recor
   } catch {
     throw new KeystoreError(`${where} is not valid JSON`, fixHint);
   }
+  const duplicate = firstDuplicateName(text);
+  if (duplicate) bad(`${duplicate.path} names ${JSON.stringify(duplicate.name)} more than once; keyctl will not guess which one is meant`);
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) bad('expected a JSON object');
   const obj = raw as Record<string, unknown>;
   if (typeof obj.keyring !== 'string' || obj.keyring === '') bad('"keyring" must be a non-empty string');
@@ -73,4 +75,41 @@ export function parseArchiveJson(text: string, where: string, fixHint: string): 
     keys.set(version, { key: parseKeyEntry(version, e.key, bad), status: e.status as ArchivedKey['status'], since: e.since as string });
   }
   return { keyring: obj.keyring as string, keys };
+}
+
+/**
+ * The first name given twice in one JSON object (`JSON.parse` keeps the last silently), with the
+ * path of its object; for text `JSON.parse` accepted. Names are compared decoded ("v\u0031" is "v1").
+ */
+export function firstDuplicateName(text: string): { name: string; path: string } | null {
+  // One frame per open object or array: the names seen in an object, its path, the pending name.
+  const stack: Array<{ names: Set<string> | null; path: string; key: string | null }> = [];
+  let expectName = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (expectName && top?.names) {
+        const name = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.names.has(name)) return { name, path: top.path || 'the document' };
+        top.names.add(name);
+        top.key = name;
+        expectName = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      const top = stack[stack.length - 1];
+      const at = top ? (top.names ? `${top.path ? `${top.path}.` : ''}"${top.key ?? ''}"` : `${top.path}[]`) : '';
+      stack.push({ names: c === '{' ? new Set() : null, path: at, key: null });
+      expectName = c === '{';
+    } else if (c === '}' || c === ']') {
+      stack.pop();
+      expectName = false;
+    } else if (c === ',') {
+      expectName = stack[stack.length - 1]?.names != null;
+    }
+  }
+  return null;
 }

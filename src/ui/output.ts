@@ -11,6 +11,7 @@ import { Chalk, type ChalkInstance } from 'chalk';
 import { ExitCode } from '../base/exit-codes.js';
 import { KeyctlError, ConfigError } from '../base/errors.js';
 import type { Logger } from '../core/context.js';
+import { redactText } from '../db/redact.js';
 
 export interface Stream {
   write(chunk: string): boolean;
@@ -99,12 +100,13 @@ export class Output implements Logger {
       }
       return err.exitStatus;
     }
-    const message = err instanceof Error ? err.message : String(err);
+    // An unexpected error may quote anything, a connection string included.
+    const message = redactText(err instanceof Error ? err.message : String(err));
     this.stderr.write(
       `${this.err.red('keyctl: error:')} unexpected internal error: ${message}\n` +
         `${this.err.cyan('keyctl: hint:')} this is a bug in keyctl; run again with KEYCTL_DEBUG=1 for a stack trace and report it\n`,
     );
-    if (this.debug && err instanceof Error && err.stack) this.stderr.write(`${err.stack}\n`);
+    if (this.debug && err instanceof Error && err.stack) this.stderr.write(`${redactText(err.stack)}\n`);
     if (this.json) this.stdout.write(`${JSON.stringify({ ok: false, error: { kind: 'internal', exitCode: ExitCode.INTERNAL, message } })}\n`);
     return ExitCode.INTERNAL;
   }

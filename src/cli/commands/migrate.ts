@@ -8,6 +8,7 @@ import type { MigrateOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, flags: MigrateOptions): Promise<number> {
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
+  for (const warning of config.warnings ?? []) rt.output.warn(warning);
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {
     if (flags.unlock) {

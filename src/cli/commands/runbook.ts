@@ -35,6 +35,7 @@ function teamDir(rt: CliRuntime): string | undefined {
   const { file } = locateConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
   if (!existsSync(file)) return undefined;
   const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
+  for (const warning of config.warnings ?? []) rt.output.warn(warning);
   return config.runbooks ? resolveConfigPath(config, config.runbooks) : undefined;
 }
 

@@ -33,8 +33,23 @@ export function serverEndpoint(
   } catch {
     throw new UsageError(
       `database.connection for client "${cfg.client}" must be a URL, found a value that is not one`,
-      `use ${o.urlExample}, e.g. connection: \${DATABASE_URL}`,
+      `use ${o.urlExample}, e.g. connection: \${DATABASE_URL};\npercent-encode @ # / ? % : in the user name or password (e.g. encodeURIComponent)`,
     );
+  }
+  // The drivers decode these parts; a stray % would otherwise end in an internal error.
+  for (const [part, value] of [
+    ['user name', url.username],
+    ['password', url.password],
+    ['database name', url.pathname],
+  ] as const) {
+    try {
+      decodeURIComponent(value);
+    } catch {
+      throw new UsageError(
+        `database.connection: the ${part} in the URL holds a malformed percent-encoding (a % not followed by two hex digits, %XX)`,
+        'write a literal % as %25 (percent-encode the part, e.g. with encodeURIComponent)',
+      );
+    }
   }
   const scheme = url.protocol.replace(/:$/, '');
   if (!o.schemes.includes(scheme)) {
