@@ -50,3 +50,35 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
     );
   }
 }
+
+/**
+ * Every target's primaryKey must be unique (the primary key, or a unique index of that one column):
+ * keyset pagination walks it and the compare-and-set addresses rows by it. On a column that repeats,
+ * one value's compare-and-set would hit its twins, the batch count would disagree, and reencrypt
+ * would blame the application on every pass without end. Checked before reencrypt writes anything.
+ */
+export async function checkKeysUnique(db: Db, config: LoadedConfig, targets: LoadedConfig['targets']): Promise<void> {
+  const problems: string[] = [];
+  for (const t of targets) {
+    let keys: string[][];
+    try {
+      keys = await db.adapter.uniqueKeys(db.knex, t.table);
+    } catch (err) {
+      throw translateDbError(err, db.endpoint, `read the keys of table ${t.table} in`);
+    }
+    if (keys.some((k) => k.length === 1 && k[0] === t.primaryKey)) continue;
+    const i = config.targets.indexOf(t);
+    const others = keys.filter((k) => k.length === 1).map((k) => k[0]);
+    problems.push(
+      `${config.file}: targets[${i}].primaryKey: column "${t.primaryKey}" of table "${t.table}" is neither its primary key nor under a unique index` +
+        (others.length > 0 ? ` (unique columns: ${others.join(', ')})` : ''),
+    );
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(
+      'reencrypt needs a unique primaryKey for every target: it walks the table by it and rewrites each row by it',
+      problems,
+      "set primaryKey to the table's primary key (or a column with a unique index), or add one: CREATE UNIQUE INDEX … ON <table> (<column>)",
+    );
+  }
+}

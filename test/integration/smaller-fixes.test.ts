@@ -1,14 +1,19 @@
 /**
  * Issue 16, smaller findings, against every dialect: the SQL count classifies each value exactly as
  * the decoder does, whatever the regex engine's idea of `$` (MySQL/MariaDB match it before a final
- * newline).
+ * newline); a non-unique primaryKey is refused before reencrypt writes anything.
  */
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/base/errors.js';
+import { reconcileRegistry } from '../../src/core/registry.js';
+import { generate } from '../../src/core/rotation/generate.js';
+import { reencrypt } from '../../src/core/rotation/reencrypt.js';
+import { dualKey } from '../../src/core/rotation/steps.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
 import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
-import { testConfig } from '../helpers/context.js';
+import { openTestContext, testConfig } from '../helpers/context.js';
 
 const codec = new AesGcmV1Codec();
 
@@ -62,5 +67,59 @@ for (const dialect of DIALECTS) {
       expect(got).toEqual(want);
       expect(want.filter(([, b]) => b === 'v1')).toHaveLength(1);
     });
+
+    it('uniqueKeys lists the primary key and whole-table unique indexes, not composite parts, plain or partial indexes', async () => {
+      const db = await open();
+      await db.knex.schema.createTable('keyed', (tb) => {
+        tb.integer('id').primary();
+        tb.string('email', 100).unique();
+        tb.integer('a');
+        tb.integer('b');
+        tb.integer('c').index();
+        tb.integer('d');
+        tb.integer('e');
+        tb.unique(['a', 'b']);
+      });
+      if (dialect !== 'mysql') await db.knex.raw('CREATE UNIQUE INDEX keyed_e_partial ON keyed (e) WHERE e > 0');
+      const keys = await db.adapter.uniqueKeys(db.knex, 'keyed');
+      const single = keys.filter((k) => k.length === 1).map((k) => k[0]);
+      expect(single.sort()).toEqual(['email', 'id']);
+      expect(keys).toContainEqual(['a', 'b']);
+      const rowid = await open();
+      await rowid.knex.raw('CREATE TABLE plain_pk (pk INTEGER PRIMARY KEY, v TEXT)');
+      expect(await rowid.adapter.uniqueKeys(rowid.knex, 'plain_pk')).toEqual([['pk']]);
+    });
+
+    it('reencrypt refuses a primaryKey that is not unique, before writing anything, instead of looping', async () => {
+      const targets = 'targets:\n  - table: accounts\n    primaryKey: tenant\n    columns: [secret]\npolicy:\n  minPropagationSeconds: 0\n';
+      const ctx = await openTestContext(t.db, { extraConfig: targets });
+      t.cleanup(() => ctx.db.close());
+      const key = generateKey();
+      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+      await reconcileRegistry(ctx);
+      await ctx.db.knex.schema.createTable('accounts', (tb) => {
+        tb.integer('id').primary();
+        tb.integer('tenant');
+        tb.text('secret');
+      });
+      await ctx.db.knex('accounts').insert(Array.from({ length: 6 }, (_, i) => ({ id: i + 1, tenant: i % 2, secret: codec.encrypt(`s${i}`, 'v1', key) })));
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      const stop = new AbortController();
+      const timer = setTimeout(() => stop.abort(), 10_000);
+      const err = await reencrypt(ctx, { dryRun: false, batchSize: 2, cryptoWorkers: 0, signal: stop.signal }).then(
+        (r) => r,
+        (e: unknown) => e,
+      );
+      clearTimeout(timer);
+      expect(err).toBeInstanceOf(ConfigError);
+      const e = err as ConfigError;
+      expect(e.problems.join('\n')).toContain(
+        'targets[0].primaryKey: column "tenant" of table "accounts" is neither its primary key nor under a unique index (unique columns: id)',
+      );
+      expect(e.hint).toContain('CREATE UNIQUE INDEX');
+      const stored = (await ctx.db.knex('accounts').select('secret')) as Array<{ secret: string }>;
+      expect(stored.map((r) => codec.versionOf(r.secret))).toEqual(Array(6).fill('v1'));
+    }, 30_000);
   });
 }

@@ -14,6 +14,7 @@ import { loadProbe } from '../../db/load.js';
 import type { Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { Throttle } from '../../reencrypt/throttle.js';
+import { checkKeysUnique } from '../targets.js';
 import { loadAllKeys } from './material.js';
 import { checkGuards, requireRotation } from './guard.js';
 import { prepare, snapshot } from './prepare.js';
@@ -78,6 +79,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     );
   }
   const state = await prepare(ctx);
+  await checkKeysUnique(ctx.db, ctx.config, targets);
   if (opts.shard) {
     for (const t of targets) {
       const info = await ctx.db.knex(t.table).columnInfo(t.primaryKey as never);

@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
 import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+import { groupKeyColumns } from './unique-keys.js';
 
 /**
  * The codec's shape pattern as MySQL (ICU) and MariaDB (PCRE) must read it to match what the
@@ -101,6 +102,18 @@ export class MysqlDialect implements SqlDialect {
 
   async primaryKeyType(): Promise<undefined> {
     return undefined;
+  }
+
+  /** information_schema.STATISTICS: NON_UNIQUE = 0 covers PRIMARY and UNIQUE; a functional key part has no COLUMN_NAME. */
+  async uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+    const dot = table.indexOf('.');
+    const [schema, name] = dot < 0 ? [null, table] : [table.slice(0, dot), table.slice(dot + 1)];
+    const [rows] = (await knex.raw(
+      `SELECT INDEX_NAME AS ix, SEQ_IN_INDEX AS ord, COLUMN_NAME AS col FROM information_schema.STATISTICS
+        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY 1, 2`,
+      [schema, name],
+    )) as [Array<{ ix: string; col: string | null }>];
+    return groupKeyColumns(rows.map((x) => [x.ix, x.col]));
   }
 
   /** UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE … */

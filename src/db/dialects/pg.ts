@@ -6,6 +6,7 @@ import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
 import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+import { groupKeyColumns } from './unique-keys.js';
 
 const RETRYABLE = new Set([
   // deadlock, serialization failure, lock not available, connection failures, admin shutdown
@@ -88,6 +89,20 @@ export class PgDialect implements SqlDialect {
     const t = (r.rows as Array<{ t: string }>)[0]?.t;
     if (!t) throw new Error(`cannot read the type of ${table}.${column}`);
     return t;
+  }
+
+  /** Valid, non-partial unique indexes (the primary key's included), key columns only (no INCLUDE), none on an expression. */
+  async uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+    const r = await knex.raw(
+      `SELECT i.indexrelid::text AS ix, k.ord, a.attname AS col
+         FROM pg_index i
+         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+         LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
+        WHERE i.indrelid = ?::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND k.ord <= i.indnkeyatts
+        ORDER BY 1, 2`,
+      [table],
+    );
+    return groupKeyColumns((r.rows as Array<{ ix: string; col: string | null }>).map((x) => [x.ix, x.col]));
   }
 
   /**

@@ -105,6 +105,26 @@ export class SqliteDialect implements SqlDialect {
     return undefined;
   }
 
+  /** PRAGMA table_info gives the primary key (also a rowid alias, which has no index); index_list the unique indexes. */
+  async uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+    const dot = table.indexOf('.');
+    const schema = dot < 0 ? '' : `${this.quoteIdentifier(table.slice(0, dot))}.`;
+    const name = this.quoteIdentifier(dot < 0 ? table : table.slice(dot + 1));
+    const info = (await knex.raw(`PRAGMA ${schema}table_info(${name})`)) as Array<{ name: string; pk: number }>;
+    const pk = info
+      .filter((c) => c.pk > 0)
+      .sort((a, b) => a.pk - b.pk)
+      .map((c) => c.name);
+    const keys = pk.length > 0 ? [pk] : [];
+    const indexes = (await knex.raw(`PRAGMA ${schema}index_list(${name})`)) as Array<{ name: string; unique: number; partial: number }>;
+    for (const ix of indexes) {
+      if (!ix.unique || ix.partial) continue;
+      const cols = (await knex.raw(`PRAGMA ${schema}index_info(${this.quoteIdentifier(ix.name)})`)) as Array<{ seqno: number; name: string | null }>;
+      if (cols.every((c) => c.name !== null)) keys.push(cols.sort((a, b) => a.seqno - b.seqno).map((c) => c.name as string));
+    }
+    return keys;
+  }
+
   /**
    * SQLite runs in this process, so a statement prepared once and run per row inside the batch's
    * transaction costs less than parsing a multi-row statement per batch (measured: the per-batch

@@ -93,6 +93,12 @@ export interface SqlDialect {
   loadProbe(knex: Knex): (() => Promise<number>) | null;
   /** The primary key's SQL type where the compare-and-set needs it, else undefined. */
   primaryKeyType(knex: Knex, table: string, column: string): Promise<string | undefined>;
+  /**
+   * The column lists of the table's primary key and of its unique indexes that hold for every row
+   * (not partial, no expressions). `table` may be `schema.table`. keyset pagination and the
+   * compare-and-set need a unique key: a column is one when some list is exactly that column.
+   */
+  uniqueKeys(knex: Knex, table: string): Promise<string[][]>;
   /** The compare-and-set statement and its bindings for one batch (pure: no database needed). */
   compareAndSetPlan(req: CasRequest): CasPlan;
   /** Run a plan inside the batch's transaction; returns the rows the database reports updated. */
