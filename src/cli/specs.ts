@@ -26,7 +26,8 @@ const initFlags = (cmd: Command) =>
     .option('--key-from-env <VAR>', 'adopt the existing base64 key in environment variable VAR as v1 instead of generating one')
     .option(
       '--database <url-or-path>',
-      "database.connection to write: a SQLite file (default ./keyctl.db) or a postgres:// or mysql:// URL; use '${VAR}' to keep secrets out of the file",
+      'database.connection to write: a SQLite file (default ./keyctl.db) or a postgres:// or mysql:// URL; ' +
+        "a URL with a password is written as ${DATABASE_URL}; pass '${VAR}' (single quotes) to keep the password out of ps and shell history",
     )
     .option('--keyring <name>', 'keyring name (default: default)')
     .option('-f, --force', 'overwrite an existing keyctl.yaml (keys are never overwritten); with --demo, recreate the customers table')
@@ -46,6 +47,10 @@ const init = defineCommand({
     "KEY=$(cat old.key) keyctl init --key-from-env KEY --database '${DATABASE_URL}'",
     'keyctl init --existing-config          # keyctl.yaml names a vault or aws-secrets-manager keystore',
   ],
+  notes:
+    'Passwords never go into keyctl.yaml: a --database URL with a password is written as ${DATABASE_URL} (export it\n' +
+    'before the next command). A password typed on the command line is visible to other users in ps and stays in\n' +
+    "shell history: export DATABASE_URL first (e.g. from a secret manager) and pass --database '${DATABASE_URL}'.",
   handler: async () => (await import('./commands/init.js')).run,
 });
 

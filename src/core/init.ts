@@ -13,6 +13,7 @@ import { fingerprint, generateKey } from '../crypto/keys.js';
 import { openDatabase } from '../db/connect.js';
 import { dialectFor, dialectForConnection, type Dialect } from '../db/dialects/index.js';
 import { migrate } from '../db/migrations.js';
+import { hasLiteralPassword, redactUrl } from '../db/redact.js';
 import { openKeystore } from '../keystore/index.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { appendAudit } from '../rotation/store.js';
@@ -53,8 +54,13 @@ export interface InitResult {
   fingerprint: string;
   keySource: 'generated' | 'adopted' | 'existing';
   database: string;
+  /** The environment variable keyctl.yaml reads database.connection from (set it for every later command), or null. */
+  databaseEnv: string | null;
   demoRows: number | null;
 }
+
+/** Where init puts a database URL that came with a password: the file names the variable only. */
+export const DATABASE_URL_VAR = 'DATABASE_URL';
 
 export function clientFor(connection: string): Dialect {
   return dialectForConnection(connection).dialect;
@@ -121,19 +127,20 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
     );
   }
 
-  const connection = opts.database ?? './keyctl.db';
+  const { connection, env } = keepPasswordOutOfFile(opts.database ?? './keyctl.db', opts.env, opts.log);
   const text = opts.existingConfig
     ? readFileSync(configFile, 'utf8')
     : renderConfig({
-        client: clientFor(expandEnv(connection, opts.env)),
+        client: clientFor(expandEnv(connection, env)),
         connection,
         keyring: opts.keyring ?? 'default',
         demo: opts.demo,
       });
   // Validate what we are about to write exactly as every later command will read it.
-  const config: LoadedConfig = parseConfig(text, configFile, opts.env);
+  const config: LoadedConfig = parseConfig(text, configFile, env);
+  if (!opts.existingConfig) for (const warning of config.warnings ?? []) opts.log.warn(warning);
 
-  const keystore = openKeystore(config, opts.env, opts.log);
+  const keystore = openKeystore(config, env, opts.log);
   const existing = await keystore.read();
   if (existing && opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
     throw new RefusedError(
@@ -198,7 +205,8 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       opts.now(),
     );
     if (!opts.existingConfig)
-      await writeFileAtomic(configFile, text, 0o644).catch((err: NodeJS.ErrnoException) => {
+      // Readable by others only when it holds no secret (a ${VAR:-default} may still carry one).
+      await writeFileAtomic(configFile, text, hasLiteralPassword(connection) ? 0o600 : 0o644).catch((err: NodeJS.ErrnoException) => {
         throw new KeyctlError('io', 'USAGE', `cannot write ${configFile}: ${err.code ?? err.message}`, 'check that the directory exists and is writable');
       });
     return {
@@ -210,9 +218,33 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       fingerprint: fingerprint(key),
       keySource,
       database: sqliteFile ? path.relative(path.dirname(configFile), sqliteFile) || sqliteFile : db.endpoint.description,
+      databaseEnv: opts.existingConfig ? null : (/^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(connection)?.[1] ?? null),
       demoRows,
     };
   } finally {
     await db.close();
   }
+}
+
+/**
+ * A --database URL with a password of its own is written as ${DATABASE_URL}, and this run reads it
+ * from there, so the password never lands in keyctl.yaml; the operator is told what to export.
+ * When DATABASE_URL already holds another URL, init refuses rather than point the file at it.
+ */
+function keepPasswordOutOfFile(database: string, env: NodeJS.ProcessEnv, log: Logger): { connection: string; env: NodeJS.ProcessEnv } {
+  if (database.includes('${') || !hasLiteralPassword(database)) return { connection: database, env };
+  const name = DATABASE_URL_VAR;
+  const current = env[name];
+  if (current && current !== database) {
+    throw new UsageError(
+      `--database holds a password, which keyctl keeps out of keyctl.yaml by writing \${${name}}, but ${name} is already set to another URL (${redactUrl(current)})`,
+      `to use ${name} as it is, run: keyctl init --database '\${${name}}'\nelse export ${name} with the URL you mean (then the same command), or unset ${name}`,
+    );
+  }
+  log.info(
+    `keyctl.yaml reads the database URL from $${name}, so its password stays out of the file.\n` +
+      `Before the next keyctl command: export ${name}='${redactUrl(database)}' (your password in place of ****),\n` +
+      `e.g. from your secret manager. Next time, pass --database '\${${name}}' in single quotes: a password on the command line shows in ps and shell history.`,
+  );
+  return { connection: `\${${name}}`, env: { ...env, [name]: database } };
 }

@@ -51,6 +51,7 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
       `${c.green('✓')} keyring ${result.keyring}: primary ${result.primary} (fingerprint ${result.fingerprint}, ${result.keySource}) in ${result.keystore}`,
       `${c.green('✓')} database ${result.database} ready`,
     ];
+    if (result.databaseEnv) lines.push(`${c.green('✓')} database.connection reads $${result.databaseEnv}: set it for every keyctl command`);
     if (result.demoRows !== null) lines.push(`${c.green('✓')} customers table with ${result.demoRows} encrypted rows (email, phone, notes)`);
     lines.push('', `Next: run ${c.bold('keyctl status')} to see what each key protects.`);
     return lines.join('\n');
