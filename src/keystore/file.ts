@@ -22,6 +22,7 @@ class PrivateFile {
   ) {}
 
   async read(): Promise<{ text: string; revision: string } | null> {
+    await assertSafeDirectory(path.dirname(this.file));
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(this.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
@@ -39,6 +40,7 @@ class PrivateFile {
     try {
       const st = await handle.stat();
       if (!st.isFile()) throw new KeystoreError(`${this.what} path ${this.file} is not a regular file`);
+      assertTrustedOwner(`${this.what} ${this.file}`, this.file, st.uid);
       assertPrivateMode(this.file, st.mode);
       const text = await handle.readFile('utf8');
       return { text, revision: revisionOf(text) };
@@ -62,6 +64,7 @@ class PrivateFile {
         'check the permissions of its parent directory',
       );
     }
+    await assertSafeDirectory(dir);
     const release = await this.lock();
     try {
       await removeDeadTempFiles(this.file);
@@ -210,6 +213,66 @@ export function assertPrivateMode(file: string, mode: number): void {
     throw new KeystoreError(
       `keyring file ${file} is accessible by group or others (mode ${perms.toString(8).padStart(4, '0')}); keyctl refuses to use it`,
       `restrict it to its owner with:\n  chmod 600 ${shellQuote(file)}\nand, if anyone else could have read it, treat its keys as exposed and rotate them`,
+    );
+  }
+}
+
+/**
+ * Who may own key files and their directory: the user running keyctl, and root (e.g. files
+ * provisioned by configuration management). Running as root, that is root alone: a file owned by
+ * another account is refused even though root could read it, because that account could have
+ * replaced the keys. No uid (Windows): not checked.
+ */
+function trustedOwner(uid: number): boolean {
+  const me = process.getuid?.();
+  return me === undefined || uid === me || uid === 0;
+}
+
+function ownerProblem(what: string, uid: number): string {
+  return `${what} is owned by uid ${uid}, not by you (uid ${process.getuid?.()}) or root; whoever owns it can replace the keys, so keyctl refuses to use it`;
+}
+
+export function assertTrustedOwner(what: string, file: string, uid: number): void {
+  if (trustedOwner(uid)) return;
+  throw new KeystoreError(
+    ownerProblem(what, uid),
+    `if the file is yours, take it over:\n  chown ${process.getuid?.()} ${shellQuote(file)}\nif it is not, treat its keys as untrusted: compare their fingerprints with \`keyctl status\` before relying on them`,
+  );
+}
+
+/**
+ * The directory holding key files (the one keyctl creates 0700) must be a real directory, not a
+ * symbolic link, owned by the user or root and writable by nobody else: whoever can write there
+ * can swap the keyring file, plant a lock or read a writer's temp file. A missing one is created
+ * 0700 by the first write.
+ */
+export async function assertSafeDirectory(dir: string): Promise<void> {
+  let st: import('node:fs').Stats;
+  try {
+    st = await fs.lstat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new KeystoreError(`cannot inspect keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (st.isSymbolicLink()) {
+    const target = await fs.realpath(dir).catch(() => '(a missing target)');
+    throw new KeystoreError(
+      `keystore directory ${dir} is a symbolic link to ${target}; keyctl refuses to follow it`,
+      `point keystore.path at the real directory (${target}), or replace the link with the directory itself`,
+    );
+  }
+  if (!st.isDirectory()) throw new KeystoreError(`keystore directory ${dir} is not a directory`, 'fix keystore.path in keyctl.yaml');
+  if (!trustedOwner(st.uid)) {
+    throw new KeystoreError(
+      ownerProblem(`keystore directory ${dir}`, st.uid),
+      `keep the keyring in a directory of your own (keystore.path in keyctl.yaml), or if the directory is yours:\n  chown ${process.getuid?.()} ${shellQuote(dir)}`,
+    );
+  }
+  const perms = st.mode & 0o777;
+  if ((perms & 0o022) !== 0) {
+    throw new KeystoreError(
+      `keystore directory ${dir} is writable by group or others (mode ${perms.toString(8).padStart(4, '0')}); anyone who can write there can replace the keys`,
+      `restrict it to its owner with:\n  chmod 700 ${shellQuote(dir)}\nand check that the key files in it are the ones you expect (keyctl status shows their fingerprints)`,
     );
   }
 }
