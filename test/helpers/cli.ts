@@ -2,7 +2,8 @@
  * Runs keyctl for tests: `keyctl` starts the built bin/keyctl.js as a child process, the way an
  * operator or cron would (signals, terminals, the launcher); `keyctlInProcess` calls main() from
  * src/ with captured streams, for everything else (help, errors, exit codes, JSON shapes), in a
- * fraction of the time.
+ * fraction of the time. Both record what keyctl printed and wrote for the suite's secret grep
+ * (secret-capture.ts).
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -10,6 +11,9 @@ import { Readable, Writable } from 'node:stream';
 import knexFactory from 'knex';
 import { fileURLToPath } from 'node:url';
 import { main, type Signal } from '../../src/cli/main.js';
+import { recordRun } from './secret-capture.js';
+
+export { declareTestSecret } from './secret-capture.js';
 
 export const KEYCTL_BIN = fileURLToPath(new URL('../../bin/keyctl.js', import.meta.url));
 
@@ -23,13 +27,17 @@ export function keyctl(args: string[], opts: { cwd: string; env?: NodeJS.Process
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
     delete env.FORCE_COLOR;
+    const startedMs = Date.now();
     const child = spawn(process.execPath, [KEYCTL_BIN, ...args], { cwd: opts.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => {
+      recordRun({ how: 'child', args, cwd: opts.cwd, stdout, stderr, startedMs });
+      resolve({ code, stdout, stderr });
+    });
     child.stdin.end(opts.input ?? '');
   });
 }
@@ -76,6 +84,7 @@ export function startKeyctlInProcess(args: string[], opts: InProcessOptions): In
   const stderr = capture();
   const handlers = new Map<Signal, Set<(signal: Signal) => void>>();
   let exitedNow: number | undefined;
+  const startedMs = Date.now();
   const done = main({
     argv: [process.execPath, KEYCTL_BIN, ...args],
     env,
@@ -92,7 +101,10 @@ export function startKeyctlInProcess(args: string[], opts: InProcessOptions): In
     exitNow: (status) => {
       exitedNow ??= status;
     },
-  }).then((status) => ({ code: exitedNow ?? status, stdout: stdout.text, stderr: stderr.text }));
+  }).then((status) => {
+    recordRun({ how: 'in-process', args, cwd: opts.cwd, stdout: stdout.text, stderr: stderr.text, startedMs });
+    return { code: exitedNow ?? status, stdout: stdout.text, stderr: stderr.text };
+  });
   return {
     signal: (signal) => {
       for (const handler of handlers.get(signal) ?? []) handler(signal);
