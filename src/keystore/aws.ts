@@ -16,12 +16,20 @@
  * keyctl:status (archived | retired) and keyctl:since (when it entered that status). A key
  * whose material is destroyed is deleted with the configured recovery window (7–30 days);
  * within the window `aws secretsmanager restore-secret` brings it back.
+ *
+ * ListSecrets is eventually consistent ("might not reflect changes from the last five minutes"),
+ * so it only *discovers* archive names. Whether an archive secret exists, is scheduled for
+ * deletion, and which version is current comes from DescribeSecret on its deterministic name:
+ * every version up to the highest one the published keyring or the listing names, and the
+ * following ones until one does not exist. An archive secret scheduled for deletion that must
+ * hold a key again is restored (RestoreSecret), never created anew; one whose key is being
+ * destroyed is left to its deletion.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { SecretsManagerClient, Tag } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '../base/logger.js';
 import { KeyctlError, KeystoreError } from '../base/errors.js';
-import { compareVersions, isVersionName } from '../crypto/keys.js';
+import { compareVersions, isVersionName, versionName, versionNumber } from '../crypto/keys.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';
 import type { ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
@@ -53,9 +61,14 @@ const RETRYABLE_NAMES = new Set([
 interface ArchiveEntrySecret {
   name: string;
   version: string;
-  /** VersionId holding AWSCURRENT. */
+  /** VersionId holding AWSCURRENT ('' when the secret has no current value). */
   current: string;
+  /** DeletedDate is set: the secret is scheduled for deletion (reads and writes are refused until restored). */
+  scheduled: boolean;
 }
+
+/** DescribeSecret calls in flight at once while probing archive names. */
+const PROBE_CONCURRENCY = 4;
 
 export class AwsSecretsManagerKeystore implements Keystore {
   readonly provider = 'aws-secrets-manager';
@@ -116,6 +129,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
       c.send(new s.PutSecretValueCommand({ SecretId: id, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSPENDING'] })),
     );
     const pending = staged.VersionId ?? token;
+    let refused: unknown = null;
     try {
       await this.call('UpdateSecretVersionStage', id, (c, s) =>
         c.send(
@@ -123,12 +137,9 @@ export class AwsSecretsManagerKeystore implements Keystore {
         ),
       );
     } catch (err) {
-      // Refused because AWSCURRENT is no longer on the version keyctl read: someone else won.
-      if (err instanceof KeystoreError && /InvalidParameterException/.test(err.message)) {
-        throw this.conflict(expectedRevision, await this.currentVersionId(id).catch(() => null), pending);
-      }
-      throw err;
+      refused = err;
     }
+    await this.checkMoved(id, expectedRevision, pending, refused);
     try {
       await this.call('UpdateSecretVersionStage', id, (c, s) =>
         c.send(new s.UpdateSecretVersionStageCommand({ SecretId: id, VersionStage: 'AWSPENDING', RemoveFromVersionId: pending })),
@@ -139,7 +150,10 @@ export class AwsSecretsManagerKeystore implements Keystore {
   }
 
   async readArchive(keyring: string): Promise<ArchiveSnapshot> {
-    const entries = await this.listArchive(false);
+    return this.readLiveArchive(keyring, liveEntries(await this.scanArchive()));
+  }
+
+  private async readLiveArchive(keyring: string, entries: ArchiveEntrySecret[]): Promise<ArchiveSnapshot> {
     const keys = new Map<string, ArchivedKey>();
     for (const e of entries) {
       const got = await this.call('GetSecretValue', e.name, (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: e.name, VersionId: e.current })));
@@ -157,7 +171,8 @@ export class AwsSecretsManagerKeystore implements Keystore {
   }
 
   async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, why: string): Promise<void> {
-    const live = await this.listArchive(false);
+    const all = await this.scanArchive();
+    const live = liveEntries(all);
     const revision = live.length === 0 ? null : archiveRevision(live);
     if (revision !== expectedRevision) {
       throw new KeystoreError(
@@ -165,9 +180,8 @@ export class AwsSecretsManagerKeystore implements Keystore {
         'run the command again so it starts from the current archive',
       );
     }
-    const before = (await this.readArchive(doc.keyring)).doc.keys;
-    const liveByVersion = new Map(live.map((e) => [e.version, e]));
-    const planned = new Map((await this.listArchive(true)).filter((e) => !liveByVersion.has(e.version)).map((e) => [e.version, e]));
+    const before = (await this.readLiveArchive(doc.keyring, live)).doc.keys;
+    const scheduled = new Set(all.filter((e) => e.scheduled).map((e) => e.version));
     for (const version of [...doc.keys.keys()].sort(compareVersions)) {
       const entry = doc.keys.get(version)!;
       const old = before.get(version);
@@ -181,22 +195,28 @@ export class AwsSecretsManagerKeystore implements Keystore {
         { Key: 'keyctl:status', Value: entry.status },
         { Key: 'keyctl:since', Value: entry.since },
       ];
-      if (old || planned.has(version)) {
-        if (planned.has(version)) await this.call('RestoreSecret', name, (c, s) => c.send(new s.RestoreSecretCommand({ SecretId: name })));
-        const token = randomUUID();
-        await this.call('PutSecretValue', name, (c, s) =>
-          c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text })),
-        );
-        await this.call('TagResource', name, (c, s) => c.send(new s.TagResourceCommand({ SecretId: name, Tags: tags })));
+      if (scheduled.has(version)) {
+        // Archived again (a rollback, then a new promote) or kept as a retired key: its material
+        // must be held, and the name is taken until the deletion runs, so the secret comes back.
+        await this.restoreAndPut(name, text, tags);
+      } else if (old) {
+        await this.putAndTag(name, text, tags);
       } else {
         await this.createOrFill(name, text, tags, `keyctl keyring ${doc.keyring}: ${entry.status} key ${version}`, why);
       }
     }
+    // A key leaving the archive: its secret is deleted with the recovery window. One already
+    // scheduled for deletion is left as it is (never restored only to be deleted again).
     for (const e of live) {
       if (doc.keys.has(e.version)) continue;
-      await this.call('DeleteSecret', e.name, (c, s) =>
-        c.send(new s.DeleteSecretCommand({ SecretId: e.name, RecoveryWindowInDays: this.o.recoveryWindowDays })),
-      );
+      try {
+        await this.call('DeleteSecret', e.name, (c, s) =>
+          c.send(new s.DeleteSecretCommand({ SecretId: e.name, RecoveryWindowInDays: this.o.recoveryWindowDays })),
+        );
+      } catch (err) {
+        if (!(await this.scheduledForDeletion(e.name))) throw err;
+        continue;
+      }
       this.o.log.info(`keystore: scheduled deletion of archive secret ${e.name} (recoverable for ${this.o.recoveryWindowDays} days)`);
     }
   }
@@ -228,7 +248,11 @@ export class AwsSecretsManagerKeystore implements Keystore {
       );
       return;
     } catch (err) {
-      if (!(err instanceof KeystoreError && /ResourceExistsException/.test(err.message))) throw err;
+      if (!(err instanceof KeystoreError && /ResourceExistsException/.test(err.message))) {
+        // The name is held by a secret scheduled for deletion (whatever error says so): bring it back.
+        if (await this.scheduledForDeletion(name)) return this.restoreAndPut(name, text, tags);
+        throw err;
+      }
     }
     const current = await this.currentVersionId(name);
     if (current !== null) {
@@ -247,9 +271,102 @@ export class AwsSecretsManagerKeystore implements Keystore {
     return null;
   }
 
-  /** Archive secrets (names <prefix>v<N>) — live ones, or those scheduled for deletion. */
-  private async listArchive(scheduledForDeletion: boolean): Promise<ArchiveEntrySecret[]> {
-    const out: ArchiveEntrySecret[] = [];
+  /** RestoreSecret, then the new value as AWSCURRENT and the tags. */
+  private async restoreAndPut(name: string, text: string, tags: Tag[]): Promise<void> {
+    await this.call('RestoreSecret', name, (c, s) => c.send(new s.RestoreSecretCommand({ SecretId: name })));
+    this.o.log.info(`keystore: restored archive secret ${name}, which was scheduled for deletion, to hold its key again`);
+    await this.putAndTag(name, text, tags);
+  }
+
+  private async putAndTag(name: string, text: string, tags: Tag[]): Promise<void> {
+    const token = randomUUID();
+    await this.call('PutSecretValue', name, (c, s) => c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text })));
+    await this.call('TagResource', name, (c, s) => c.send(new s.TagResourceCommand({ SecretId: name, Tags: tags })));
+  }
+
+  private async scheduledForDeletion(name: string): Promise<boolean> {
+    const d = await this.call('DescribeSecret', name, (c, s) => c.send(new s.DescribeSecretCommand({ SecretId: name })), { notFound: true }).catch(() => null);
+    return Boolean(d?.DeletedDate);
+  }
+
+  /**
+   * Which label holds what after keyctl moved AWSCURRENT onto `pending`, read back from the
+   * secret itself: the answer to UpdateSecretVersionStage (an error type, or even success) is not
+   * trusted to say whether someone else's change won.
+   */
+  private async checkMoved(id: string, expected: string, pending: string, refused: unknown): Promise<void> {
+    let labels: Record<string, string>;
+    try {
+      labels = await this.labelsOf(id);
+    } catch (err) {
+      if (refused) throw refused;
+      this.o.log.warn(`keystore: could not read back the labels of ${id} after moving AWSCURRENT (${(err as Error).message})`);
+      return;
+    }
+    const current = labels.AWSCURRENT ?? null;
+    if (current === pending) {
+      if (refused)
+        this.o.log.warn(
+          `keystore: UpdateSecretVersionStage ${id} failed (${(refused as Error).message}), but AWSCURRENT is on keyctl's version: it was applied`,
+        );
+      return;
+    }
+    // Current and then replaced by a newer change made on top of it (AWSPREVIOUS is keyctl's).
+    if (!refused && labels.AWSPREVIOUS === pending) return;
+    if (current !== expected) throw this.conflict(expected, current, pending);
+    if (refused) throw refused;
+    throw new KeystoreError(
+      `${this.describe()}: Secrets Manager accepted moving AWSCURRENT to version ${pending}, but AWSCURRENT is still on ${expected}`,
+      `run the command again; keyctl's change stays staged as AWSPENDING (version ${pending}) and was not made current`,
+    );
+  }
+
+  /** Staging label → VersionId, from DescribeSecret (read-after-write consistent, unlike ListSecrets). */
+  private async labelsOf(id: string): Promise<Record<string, string>> {
+    const d = await this.call('DescribeSecret', id, (c, s) => c.send(new s.DescribeSecretCommand({ SecretId: id })));
+    const out: Record<string, string> = {};
+    for (const [version, stages] of Object.entries(d.VersionIdsToStages ?? {})) for (const stage of stages) out[stage] = version;
+    return out;
+  }
+
+  /**
+   * Every archive secret, live or scheduled for deletion, looked up by name with DescribeSecret.
+   * The names to look up: versions the listing shows (it may lag minutes behind), every version
+   * up to the highest the published keyring or the listing names, and the following ones until
+   * one does not exist (a rolled-back key, retired, is above the published ones).
+   */
+  private async scanArchive(): Promise<ArchiveEntrySecret[]> {
+    const listed = await this.listArchiveVersions();
+    const published = await this.read().catch(() => null);
+    const known = [...listed, ...(published ? [...published.doc.keys.keys()] : [])].map(versionNumber);
+    const highest = Math.max(0, ...known);
+    const candidates = new Set<number>(known);
+    for (let n = 1; n <= highest; n++) candidates.add(n);
+    const found = new Map<number, ArchiveEntrySecret>();
+    const probe = async (n: number): Promise<void> => {
+      const e = await this.describeArchive(n);
+      if (e) found.set(n, e);
+    };
+    await inBatches([...candidates], PROBE_CONCURRENCY, probe);
+    for (let n = highest + 1; ; n++) {
+      await probe(n);
+      if (!found.has(n)) break;
+    }
+    return [...found.values()].sort((a, b) => compareVersions(a.version, b.version));
+  }
+
+  private async describeArchive(n: number): Promise<ArchiveEntrySecret | null> {
+    const version = versionName(n);
+    const name = `${this.prefix}${version}`;
+    const d = await this.call('DescribeSecret', name, (c, s) => c.send(new s.DescribeSecretCommand({ SecretId: name })), { notFound: true });
+    if (!d) return null;
+    const current = Object.entries(d.VersionIdsToStages ?? {}).find(([, stages]) => stages.includes('AWSCURRENT'))?.[0] ?? '';
+    return { name, version, current, scheduled: Boolean(d.DeletedDate) };
+  }
+
+  /** Versions of the archive secrets ListSecrets shows (live or scheduled for deletion): discovery only. */
+  private async listArchiveVersions(): Promise<string[]> {
+    const out: string[] = [];
     let next: string | undefined;
     do {
       const token = next;
@@ -257,7 +374,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
         c.send(
           new s.ListSecretsCommand({
             Filters: [{ Key: 'name', Values: [this.prefix] }],
-            IncludePlannedDeletion: scheduledForDeletion,
+            IncludePlannedDeletion: true,
             MaxResults: 100,
             ...(token ? { NextToken: token } : {}),
           }),
@@ -265,17 +382,12 @@ export class AwsSecretsManagerKeystore implements Keystore {
       );
       for (const s of page.SecretList ?? []) {
         const name = s.Name ?? '';
-        if (!name.startsWith(this.prefix)) continue;
         const version = name.slice(this.prefix.length);
-        if (!isVersionName(version)) continue;
-        if (Boolean(s.DeletedDate) !== scheduledForDeletion) continue;
-        const current = Object.entries(s.SecretVersionsToStages ?? {}).find(([, stages]) => stages.includes('AWSCURRENT'))?.[0];
-        if (!current && !scheduledForDeletion) continue;
-        out.push({ name, version, current: current ?? '' });
+        if (name.startsWith(this.prefix) && isVersionName(version)) out.push(version);
       }
       next = page.NextToken;
     } while (next);
-    return out.sort((a, b) => compareVersions(a.version, b.version));
+    return out;
   }
 
   private conflict(expected: string, now: string | null, pending: string | null): KeystoreError {
@@ -381,6 +493,15 @@ function errName(err: unknown): string {
 
 function httpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+/** Archive secrets that hold a key now: not scheduled for deletion, with a current value. */
+function liveEntries(entries: ArchiveEntrySecret[]): ArchiveEntrySecret[] {
+  return entries.filter((e) => !e.scheduled && e.current !== '');
+}
+
+async function inBatches<T>(items: T[], size: number, fn: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
 }
 
 function archiveRevision(entries: ArchiveEntrySecret[]): string {

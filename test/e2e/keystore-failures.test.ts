@@ -349,6 +349,89 @@ describe('two keyctl processes change the same AWS keyring at once', () => {
   });
 });
 
+describe('AWS Secrets Manager: ListSecrets lags behind (eventual consistency)', () => {
+  const TEN_MINUTES = 600_000;
+  async function project(policy = '') {
+    const h = await awsHarness();
+    open.push(h);
+    const p = sqliteProject(h, policy);
+    const run = async (...args: string[]): Promise<RunResult> => {
+      const r = await p.run(args);
+      expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
+      return r;
+    };
+    await run('init', '--existing-config', '--demo', '--rows', '20');
+    const rotateToVerified = async () => {
+      await run('generate');
+      await run('dual-key');
+      await run('reencrypt');
+      await run('verify');
+    };
+    return { h, ...p, run, rotateToVerified };
+  }
+
+  it('promote then retire within minutes: the archive the listing does not show yet is found by its name', async () => {
+    const { h, run, rotateToVerified } = await project();
+    h.server.setListingLag(TEN_MINUTES);
+    await rotateToVerified();
+    await run('promote');
+    expect(h.archive()).toEqual({ v1: 'archived' });
+    await run('retire', '--force', '--reason', 'listing lag');
+    // v1 is kept as a retired key (retiredKeyRetentionDays), in the same archive secret.
+    expect(h.archive()).toEqual({ v1: 'retired' });
+    expect(h.published()).toEqual({ primary: 'v2', keys: ['v2'] });
+    expect(h.server.secrets.get(`${AWS_SECRET}/archive/v1`)!.versions.size).toBe(2);
+    expect(json<{ primary: string }>(await run('status', '--json')).primary).toBe('v2');
+  });
+
+  it('rollback then a new promote: the archive scheduled for deletion is restored, not created again', async () => {
+    const { h, run, rotateToVerified } = await project('  retiredKeyRetentionDays: 0\n');
+    await rotateToVerified();
+    await run('promote');
+    const v1 = JSON.parse(h.server.valueAt(`${AWS_SECRET}/archive/v1`)!).keys.v1.key as string;
+    await run('rollback', '--reason', 'listing lag');
+    await run('reencrypt');
+    await run('verify');
+    expect(h.server.secrets.get(`${AWS_SECRET}/archive/v1`)!.deletedDate, 'v1 is published again: its archive is deleted').toBeDefined();
+    // The deletion is younger than the listing's lag from here on.
+    h.server.setListingLag(TEN_MINUTES);
+    await rotateToVerified();
+    await run('promote');
+    const archived = h.server.secrets.get(`${AWS_SECRET}/archive/v1`)!;
+    expect(archived.deletedDate, 'restored').toBeUndefined();
+    expect(h.archive()).toEqual({ v1: 'archived' });
+    expect(JSON.parse(h.server.valueAt(`${AWS_SECRET}/archive/v1`)!).keys.v1).toMatchObject({ key: v1, status: 'archived' });
+    expect(h.published()).toEqual({ primary: 'v3', keys: ['v3'] });
+    expect(h.server.calls.some((c) => c.op === 'RestoreSecret' && c.secretId === `${AWS_SECRET}/archive/v1`)).toBe(true);
+  });
+});
+
+describe('the AWS staging-label race, whatever error the service answers', () => {
+  it('a conflict answered as InvalidRequestException is still reported as a change by someone else', async () => {
+    const h = await awsHarness();
+    open.push(h);
+    h.server.setStageConflict({ errorType: 'InvalidRequestException' });
+    const a = sqliteProject(h);
+    const b = sqliteProject(h);
+    expect((await a.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    expect((await b.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    h.server.holdCalls('UpdateSecretVersionStage', AWS_SECRET, 2);
+    const results = await Promise.all([a.run(['generate', '--json']), b.run(['generate', '--json'])]);
+    const winners = results.filter((r) => r.code === 0);
+    expect(winners, results.map((r) => r.stderr).join('\n')).toHaveLength(1);
+    const loser = results.find((r) => r.code !== 0)!;
+    expect(loser.code).toBe(ExitCode.KEYSTORE);
+    const err = json<{ error: { message: string; hint: string } }>(loser).error;
+    expect(err.message).toMatch(
+      /^AWS Secrets Manager secret keyctl\/test\/keyring \(eu-west-1\) was changed by someone else since keyctl read it \(AWSCURRENT is version \S+, keyctl read \S+\)$/,
+    );
+    expect(err.hint).toContain('was not made current');
+    const keys = JSON.parse(h.server.valueAt(AWS_SECRET)!) as { keys: Record<string, string> };
+    const { fingerprint } = await import('../../src/crypto/keys.js');
+    expect(fingerprint(Buffer.from(keys.keys.v2!, 'base64'))).toBe(json<{ fingerprint: string }>(winners[0]!).fingerprint);
+  });
+});
+
 describe('where the network keystores take their settings from', () => {
   it('Vault: VAULT_ADDR, VAULT_NAMESPACE and a token file instead of keyctl.yaml entries', async () => {
     const h = await vaultHarness();

@@ -116,4 +116,37 @@ describe('fake AWS Secrets Manager', () => {
     expect(await names()).toEqual(['a', 'b']);
     expect((await client.send(new GetSecretValueCommand({ SecretId: 'a' }))).SecretString).toBe('1');
   });
+
+  it('with a listing lag, ListSecrets shows each secret as it was that long ago; DescribeSecret shows it as it is', async () => {
+    sm.seed('old', '1');
+    await new Promise((r) => setTimeout(r, 60));
+    sm.setListingLag(40);
+    await client.send(new CreateSecretCommand({ Name: 'new', SecretString: '2' }));
+    await client.send(new DeleteSecretCommand({ SecretId: 'old', RecoveryWindowInDays: 7 }));
+    const listed = async () =>
+      (await client.send(new ListSecretsCommand({ IncludePlannedDeletion: true }))).SecretList!.map((s) => `${s.Name}${s.DeletedDate ? ' (deleted)' : ''}`);
+    expect(await listed()).toEqual(['old']);
+    expect((await client.send(new DescribeSecretCommand({ SecretId: 'old' }))).DeletedDate).toBeInstanceOf(Date);
+    expect((await client.send(new DescribeSecretCommand({ SecretId: 'new' }))).Name).toBe('new');
+    await new Promise((r) => setTimeout(r, 60));
+    expect(await listed()).toEqual(['old (deleted)', 'new']);
+    // Without a lag the listing is the current state again.
+    await client.send(new RestoreSecretCommand({ SecretId: 'old' }));
+    sm.setListingLag(0);
+    expect(await listed()).toEqual(['old', 'new']);
+  });
+
+  it('a lost staging-label race can answer another error type', async () => {
+    sm.seed('k', 'old');
+    const oldId = sm.stagesOf('k').AWSCURRENT!;
+    const a = await client.send(new PutSecretValueCommand({ SecretId: 'k', SecretString: 'a', VersionStages: ['AWSPENDING'] }));
+    const b = await client.send(new PutSecretValueCommand({ SecretId: 'k', SecretString: 'b', VersionStages: ['AWSPENDING'] }));
+    const move = (to: string) =>
+      client.send(new UpdateSecretVersionStageCommand({ SecretId: 'k', VersionStage: 'AWSCURRENT', MoveToVersionId: to, RemoveFromVersionId: oldId }));
+    await move(a.VersionId!);
+    sm.setStageConflict({ errorType: 'ValidationException' });
+    await expect(move(b.VersionId!)).rejects.toMatchObject({ name: 'ValidationException' });
+    expect(sm.valueAt('k')).toBe('a');
+    expect(sm.stagesOf('k').AWSPREVIOUS).toBe(oldId);
+  });
 });
