@@ -13,6 +13,12 @@
  * every older version of both secrets that still holds it, so it cannot be read back from the
  * history either.
  *
+ * Before its first write keyctl asks Vault what the mount is (GET sys/internal/ui/mounts/<mount>,
+ * as the vault CLI's kv preflight does) and refuses a KV version 1 mount: a KV v2 write there
+ * would store the keyring as a stray secret at `<mount>/data/<path>`. A KV v2 mount that was just
+ * enabled answers 400 "Upgrading from non-versioned to versioned data" for a short while; keyctl
+ * waits for it, with backoff, up to UPGRADE_WAIT_MS.
+ *
  * Token: VAULT_TOKEN, else `tokenFile`, else ~/.vault-token (as the vault CLI). Address:
  * `address`, else VAULT_ADDR. Namespace: `namespace`, else VAULT_NAMESPACE. TLS: `caCert`, else
  * VAULT_CACERT.
@@ -59,6 +65,10 @@ type Capability = 'read' | 'create/update' | 'update';
 
 const SERVICE = 'Vault';
 const CAS_MISMATCH = /check-and-set parameter did not match the current version/;
+/** A KV v2 mount still upgrading its storage (just enabled, or upgraded from v1). Nothing was done. */
+const UPGRADING = /Upgrading from non-versioned to versioned data/;
+/** How long keyctl waits for a mount's upgrade to finish, retrying with backoff from 250 ms up to 4 s. */
+const UPGRADE_WAIT_MS = 30_000;
 
 export class VaultKeystore implements Keystore {
   readonly provider = 'vault';
@@ -68,6 +78,7 @@ export class VaultKeystore implements Keystore {
   private readonly namespace: string | undefined;
   private readonly archivePath: string;
   private client: Promise<VaultClient> | undefined;
+  private mountChecked: Promise<void> | undefined;
 
   constructor(o: VaultKeystoreOptions) {
     this.o = o;
@@ -136,6 +147,7 @@ export class VaultKeystore implements Keystore {
   }
 
   private async writeKv(p: string, data: Record<string, unknown>, expectedRevision: string | null): Promise<void> {
+    await this.checkMount();
     const cas = expectedRevision === null ? 0 : Number(expectedRevision);
     try {
       await this.call(`write ${this.o.mount}/${p}`, 'create/update', `${this.o.mount}/data/${p}`, (c) =>
@@ -174,6 +186,40 @@ export class VaultKeystore implements Keystore {
       c.write(`${this.o.mount}/destroy/${p}`, { versions: doomed }),
     );
     this.o.log.info(`keystore: destroyed versions ${doomed.join(', ')} of ${this.o.mount}/${p}, which held ${keyVersions.join(', ')}`);
+  }
+
+  /**
+   * Once per process, before the first write: refuse a mount that is not KV version 2. Vault
+   * answers this for a token with any capability under the mount; when it cannot say (403, or a
+   * Vault without the endpoint) the write goes ahead and its own answer decides.
+   */
+  private checkMount(): Promise<void> {
+    this.mountChecked ??= (async () => {
+      const apiPath = `sys/internal/ui/mounts/${this.o.mount}`;
+      let info: VaultReply;
+      try {
+        info = await this.call(`read mount ${this.o.mount}`, 'read', apiPath, (c) => c.read(apiPath));
+      } catch (err) {
+        if (err instanceof KeystoreError && /^(cannot reach|TLS:|Vault answered)/.test(err.message)) throw err;
+        return; // cannot tell (no capability under the mount, or an older Vault): the write's answer decides
+      }
+      const type = typeof info?.data?.type === 'string' ? (info.data.type as string) : undefined;
+      const version = String(info?.data?.options?.version ?? '1');
+      if (type === undefined) return;
+      if (type !== 'kv' && type !== 'generic') {
+        throw new KeystoreError(
+          `keystore.mount ${this.o.mount} is a ${type} secrets engine, not KV version 2; keyctl wrote nothing`,
+          'point keystore.mount at a KV version 2 mount (vault secrets enable -path=<path> kv-v2)',
+        );
+      }
+      if (version !== '2') {
+        throw new KeystoreError(
+          `keystore.mount ${this.o.mount} is a KV version ${version} mount; keyctl needs KV version 2 (versions and check-and-set) and wrote nothing`,
+          `upgrade it with \`vault kv enable-versioning ${this.o.mount}\` (its secrets are kept), or point keystore.mount at a KV version 2 mount`,
+        );
+      }
+    })();
+    return this.mountChecked;
   }
 
   private restoreHint(p: string, version: number): string {
@@ -245,16 +291,24 @@ export class VaultKeystore implements Keystore {
     o?: { notFound: true },
   ): Promise<VaultReply | null> {
     const client = await this.load();
-    try {
-      return await withRemoteRetry(what, () => fn(client), {
-        attempts: this.o.maxAttempts,
-        log: this.o.log,
-        serviceRetryable: (err) => [429, 500, 502, 503, 504].includes(statusOf(err) ?? 0),
-        label: (err) => `HTTP ${statusOf(err) ?? '?'}`,
-      });
-    } catch (err) {
-      if (o?.notFound && statusOf(err) === 404) return null;
-      throw await this.translate(err, what, capability, apiPath, client);
+    const started = Date.now();
+    for (let delay = 250; ; delay = Math.min(delay * 2, 4000)) {
+      try {
+        return await withRemoteRetry(what, () => fn(client), {
+          attempts: this.o.maxAttempts,
+          log: this.o.log,
+          serviceRetryable: (err) => [429, 500, 502, 503, 504].includes(statusOf(err) ?? 0),
+          label: (err) => `HTTP ${statusOf(err) ?? '?'}`,
+        });
+      } catch (err) {
+        if (isUpgrading(err) && Date.now() - started + delay <= UPGRADE_WAIT_MS) {
+          this.o.log.warn(`keystore: ${what} failed (${this.o.mount} is being upgraded to KV version 2), retrying in ${delay} ms`);
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          continue;
+        }
+        if (o?.notFound && statusOf(err) === 404) return null;
+        throw await this.translate(err, what, capability, apiPath, client);
+      }
     }
   }
 
@@ -290,6 +344,12 @@ export class VaultKeystore implements Keystore {
           .join(', ')}] }; docs/keystores.md lists what each command needs`,
       );
     }
+    if (isUpgrading(err)) {
+      return new KeystoreError(
+        `Vault is still upgrading ${this.o.mount} to KV version 2 after ${UPGRADE_WAIT_MS / 1000} s (400 on ${what}); nothing was written`,
+        `wait until \`vault kv get -mount=${this.o.mount} ${this.o.path}\` stops answering "Upgrading from non-versioned to versioned data", then run the command again`,
+      );
+    }
     if (status === 404) {
       return new KeystoreError(
         `Vault has nothing at ${apiPath}${message && message !== 'Status 404' ? ` (${message})` : ''}`,
@@ -307,6 +367,10 @@ export class VaultKeystore implements Keystore {
     // Vault's error strings name paths and parameters, never secret data.
     return new KeystoreError(`Vault refused ${what}${status ? ` (${status})` : ''}: ${message}`);
   }
+}
+
+function isUpgrading(err: unknown): boolean {
+  return statusOf(err) === 400 && UPGRADING.test(String((err as Error)?.message ?? ''));
 }
 
 function statusOf(err: unknown): number | undefined {

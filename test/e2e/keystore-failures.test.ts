@@ -432,6 +432,34 @@ describe('the AWS staging-label race, whatever error the service answers', () =>
   });
 });
 
+describe('Vault mounts that are not ready for keyctl', () => {
+  it('a KV v2 mount just enabled: writes answered "Upgrading …" are retried with backoff until it is ready', async () => {
+    const h = await vaultHarness();
+    open.push(h);
+    h.server.enableMount('fresh', { version: 2, upgradeMs: 2500 });
+    const p = sqliteProject({ ...h, yaml: h.yaml.replace('mount: secret', 'mount: fresh') });
+    const r = await p.run(['init', '--existing-config', '--demo', '--rows', '20']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/keystore: (read|write) fresh\/keyctl\/test(-archive)? failed \(fresh is being upgraded to KV version 2\), retrying in \d+ ms/);
+    expect(h.server.current('fresh', VAULT_PATH)!.version).toBe(1);
+    expect(json<{ primary: string }>(await p.run(['status', '--json'])).primary).toBe('v1');
+  });
+
+  it('a KV version 1 mount is refused before the first write, and nothing is written there', async () => {
+    const h = await vaultHarness();
+    open.push(h);
+    h.server.enableMount('legacy', { version: 1 });
+    const p = sqliteProject({ ...h, yaml: h.yaml.replace('mount: secret', 'mount: legacy') });
+    const r = await p.run(['init', '--existing-config', '--json']);
+    expect(r.code).toBe(ExitCode.KEYSTORE);
+    expect(json<{ error: { message: string; hint: string } }>(r).error).toMatchObject({
+      message: 'keystore.mount legacy is a KV version 1 mount; keyctl needs KV version 2 (versions and check-and-set) and wrote nothing',
+      hint: 'upgrade it with `vault kv enable-versioning legacy` (its secrets are kept), or point keystore.mount at a KV version 2 mount',
+    });
+    expect([...h.server.kvV1('legacy').keys()], 'no stray secret holding a key').toEqual([]);
+  });
+});
+
 describe('where the network keystores take their settings from', () => {
   it('Vault: VAULT_ADDR, VAULT_NAMESPACE and a token file instead of keyctl.yaml entries', async () => {
     const h = await vaultHarness();

@@ -256,4 +256,34 @@ describe('fake Vault (KV v2) through node-vault', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('answers sys/internal/ui/mounts/<mount> with the KV version, and serves a KV version 1 mount', async () => {
+    const fake = await start();
+    fake.enableMount('old-kv', { version: 1 });
+    const vault = client(fake, fake.rootToken);
+    expect((await vault.read('sys/internal/ui/mounts/secret')).data).toMatchObject({ path: 'secret/', type: 'kv', options: { version: '2' } });
+    expect((await vault.read('sys/internal/ui/mounts/old-kv')).data).toMatchObject({ path: 'old-kv/', type: 'kv', options: null });
+    // A KV v2 write on a v1 mount stores a plain secret at the literal path.
+    await vault.write('old-kv/data/app', { options: { cas: 0 }, data: { a: 1 } });
+    expect(fake.kvV1('old-kv').get('data/app')).toEqual({ options: { cas: 0 }, data: { a: 1 } });
+    expect((await vault.read('old-kv/data/app')).data).toEqual({ options: { cas: 0 }, data: { a: 1 } });
+    // A token with capabilities under a mount may ask about it; others are denied.
+    fake.addToken('reader', [{ path: 'secret/data/app/*', capabilities: ['read'] }]);
+    expect((await client(fake, 'reader').read('sys/internal/ui/mounts/secret')).data.type).toBe('kv');
+    expect(await failure(client(fake, 'reader').read('sys/internal/ui/mounts/old-kv'))).toMatchObject({ status: 403 });
+  });
+
+  it('a KV v2 mount just enabled answers 400 "Upgrading …" until its upgrade window ends', async () => {
+    const fake = await start();
+    fake.enableMount('fresh', { version: 2, upgradeMs: 300 });
+    const vault = client(fake, fake.rootToken);
+    expect(await failure(vault.write('fresh/data/k', { options: { cas: 0 }, data: { a: 1 } }))).toMatchObject({
+      status: 400,
+      message: 'Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service shortly.',
+    });
+    expect(await failure(vault.read('fresh/data/k'))).toMatchObject({ status: 400 });
+    expect(fake.current('fresh', 'k')).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 350));
+    expect((await vault.write('fresh/data/k', { options: { cas: 0 }, data: { a: 1 } })).data.version).toBe(1);
+  });
 });
