@@ -32,7 +32,7 @@ import { KeyctlError, KeystoreError } from '../base/errors.js';
 import { compareVersions, isVersionName, versionName, versionNumber } from '../crypto/keys.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';
-import type { ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+import type { AnchorSnapshot, ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 type Sdk = typeof import('@aws-sdk/client-secrets-manager');
 
@@ -222,6 +222,50 @@ export class AwsSecretsManagerKeystore implements Keystore {
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * The audit anchor: secret `<secretId>/audit-anchor`, changed like the published keyring (staged
+   * AWSPENDING, then AWSCURRENT moved with RemoveFromVersionId = the version read). Whether the
+   * move lost a race is decided by re-reading the labels, whatever error Secrets Manager returned.
+   */
+  async readAnchor(_keyring: string): Promise<AnchorSnapshot> {
+    const name = `${this.o.secretId}/audit-anchor`;
+    const where = `AWS Secrets Manager secret ${name}`;
+    const got = await this.call('GetSecretValue', name, (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: name, VersionStage: 'AWSCURRENT' })), {
+      notFound: true,
+    });
+    if (!got?.VersionId || got.SecretString === undefined) return { text: null, revision: null, where };
+    return { text: got.SecretString, revision: got.VersionId, where };
+  }
+
+  async writeAnchor(keyring: string, text: string, expectedRevision: string | null): Promise<void> {
+    const name = `${this.o.secretId}/audit-anchor`;
+    if (expectedRevision === null) {
+      const tags = [...this.baseTags(keyring), { Key: 'keyctl:role', Value: 'audit-anchor' }];
+      await this.createOrFill(name, text, tags, `keyctl keyring ${keyring}: the audit chain anchor`, 'anchor the audit chain');
+      return;
+    }
+    const lost = new KeystoreError(`the audit anchor ${name} was changed by someone else since keyctl read it`, 'keyctl reads it again and retries');
+    if ((await this.currentVersionId(name)) !== expectedRevision) throw lost;
+    const token = randomUUID();
+    const staged = await this.call('PutSecretValue', name, (c, s) =>
+      c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSPENDING'] })),
+    );
+    const pending = staged.VersionId ?? token;
+    let failure: unknown = null;
+    await this.call('UpdateSecretVersionStage', name, (c, s) =>
+      c.send(
+        new s.UpdateSecretVersionStageCommand({ SecretId: name, VersionStage: 'AWSCURRENT', MoveToVersionId: pending, RemoveFromVersionId: expectedRevision }),
+      ),
+    ).catch((err: unknown) => (failure = err));
+    await this.call('UpdateSecretVersionStage', name, (c, s) =>
+      c.send(new s.UpdateSecretVersionStageCommand({ SecretId: name, VersionStage: 'AWSPENDING', RemoveFromVersionId: pending })),
+    ).catch(() => undefined);
+    if (failure === null) return;
+    const current = await this.currentVersionId(name);
+    if (current === pending) return;
+    throw current === expectedRevision ? failure : lost;
+  }
 
   private baseTags(keyring: string): Tag[] {
     return [

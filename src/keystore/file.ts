@@ -12,7 +12,7 @@ import { KeystoreError } from '../base/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { abandonedEmpty, isStale, processAlive, readHolder, tryLock } from '../util/lockfile.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
-import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+import type { AnchorSnapshot, ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 /** One private JSON file: permission checks, revisions, atomic replacement. */
 class PrivateFile {
@@ -161,6 +161,23 @@ export class FileKeystore implements Keystore {
   async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, _why: string): Promise<void> {
     await this.archive.write(serialiseArchive(doc), expectedRevision);
   }
+
+  /** The audit anchor: `<name>.audit-anchor.json` beside the keyring file, 0600, same lock and check-and-set. */
+  async readAnchor(_keyring: string): Promise<AnchorSnapshot> {
+    const file = anchorPath(this.file);
+    const got = await new PrivateFile(file, 'audit anchor').read();
+    return { text: got?.text ?? null, revision: got?.revision ?? null, where: `audit anchor ${file}` };
+  }
+
+  async writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
+    await new PrivateFile(anchorPath(this.file), 'audit anchor').write(text, expectedRevision);
+  }
+}
+
+/** `.keyctl/keyring.json` → `.keyctl/keyring.audit-anchor.json` */
+export function anchorPath(file: string): string {
+  const ext = path.extname(file);
+  return path.join(path.dirname(file), `${path.basename(file, ext)}.audit-anchor${ext || '.json'}`);
 }
 
 /** `.keyctl/keyring.json` → `.keyctl/keyring.archive.json` */

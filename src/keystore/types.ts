@@ -45,6 +45,19 @@ export interface ArchiveSnapshot {
   revision: string | null;
 }
 
+/**
+ * The audit anchor as the keystore stores it: a small keyctl-only document beside the keyring
+ * (never the published one applications read), parsed and MAC-checked by src/core/audit-anchor.ts.
+ */
+export interface AnchorSnapshot {
+  /** The stored text; null when no anchor exists yet. */
+  text: string | null;
+  /** Revision for the check-and-set of `writeAnchor`; null when no anchor exists yet. */
+  revision: string | null;
+  /** Where it is, for messages (never contains secrets). */
+  where: string;
+}
+
 export interface Keystore {
   readonly provider: string;
   /** False for providers keyctl can only read from (environment variables). */
@@ -63,4 +76,10 @@ export interface Keystore {
   readArchive(keyring: string): Promise<ArchiveSnapshot>;
   /** Replace the archive, with the same revision check as `write`. */
   writeArchive(doc: ArchiveDocument, expectedRevision: string | null, why: string): Promise<void>;
+  /**
+   * The audit chain's anchor (see docs/rotation.md, "Audit evidence"). Absent on providers that
+   * cannot store it (env: read-only). `writeAnchor` is a check-and-set like `write`.
+   */
+  readAnchor?(keyring: string): Promise<AnchorSnapshot>;
+  writeAnchor?(keyring: string, text: string, expectedRevision: string | null): Promise<void>;
 }

@@ -30,7 +30,7 @@ import type { Logger } from '../base/logger.js';
 import { KeyctlError, KeystoreError } from '../base/errors.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';
-import type { ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
+import type { AnchorSnapshot, ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 export interface VaultKeystoreOptions {
   address?: string | undefined;
@@ -121,6 +121,18 @@ export class VaultKeystore implements Keystore {
     await this.writeKv(this.archivePath, JSON.parse(serialiseArchive(doc)) as Record<string, unknown>, expectedRevision);
     const gone = [...(before?.doc.keys.keys() ?? [])].filter((v) => !doc.keys.has(v));
     if (gone.length > 0) await this.purgeDestroyed(gone, (await this.read())?.doc.keys ?? new Map(), doc.keys);
+  }
+
+  /** The audit anchor: a third KV secret, `<path>-audit-anchor`, written with the same check-and-set. */
+  async readAnchor(_keyring: string): Promise<AnchorSnapshot> {
+    const p = `${this.o.path}-audit-anchor`;
+    const got = await this.readKv(p);
+    const where = `Vault KV secret ${this.o.mount}/${p}`;
+    return got ? { text: JSON.stringify(got.data), revision: String(got.version), where } : { text: null, revision: null, where };
+  }
+
+  async writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
+    await this.writeKv(`${this.o.path}-audit-anchor`, JSON.parse(text) as Record<string, unknown>, expectedRevision);
   }
 
   /** Keys that left one secret and are in neither now are destroyed: purge them from the KV history too. */
