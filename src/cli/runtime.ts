@@ -89,6 +89,11 @@ export async function withCoreContext<T>(rt: CliRuntime, fn: (ctx: CoreContext) 
   try {
     return await fn(ctx);
   } finally {
-    await ctx.close();
+    try {
+      // After the command's audit rows have committed: anchor the new head outside the database.
+      await (await import('../core/audit.js')).anchorAfterCommand(ctx);
+    } finally {
+      await ctx.close();
+    }
   }
 }

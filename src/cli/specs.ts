@@ -9,6 +9,7 @@
  * exit codes (commander's types only), so start-up loads no Knex, driver, keystore or crypto code.
  */
 import type { Command } from '@commander-js/extra-typings';
+import { UsageError } from '../base/errors.js';
 import { ExitCode } from '../base/exit-codes.js';
 import { collect, parseInteger, parsePositive, parseSeconds, parseShard, shownAsBefore } from './parse.js';
 import { type CommandSpec, defineCommand, type OptionsOf } from './spec.js';
@@ -266,7 +267,25 @@ const auditFlags = (cmd: Command) =>
     .option('--rotation <id>', 'this rotation (default: the open one, else the latest)', parseInteger('--rotation', { expects: 'a rotation id (a number)' }))
     .option('--all', "the keyring's whole history")
     .addOption(cmd.createOption('--format <format>', 'output format').choices(FORMATS).default('table'))
-    .option('--verify', `check the hash chain: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`);
+    .option(
+      '--verify',
+      `check the hash chain and its anchor in the keystore: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`,
+    )
+    .option('--expect-head <seq:hash>', 'with --verify: also check a head kept elsewhere (from an earlier --export or --verify)', parseExpectHead)
+    .option('--anchor', "anchor the keyring's current audit head in the keystore now (keyctl does this after every audited change)")
+    .option('--export', "print the keyring's audit rows and head, with the anchor's MAC, as JSON lines (for write-once storage or a SIEM)");
+
+/** `--expect-head SEQ:HASH`, as `audit --verify` prints the head. */
+function parseExpectHead(value: string): { seq: number; hash: string } {
+  const m = /^(\d+):([0-9a-f]{64})$/.exec(value);
+  if (!m || !Number.isSafeInteger(Number(m[1]))) {
+    throw new UsageError(
+      `--expect-head expects SEQ:HASH (a seq and a 64-digit hex hash), found "${value}"`,
+      'copy it from `keyctl audit --verify` or the last line of `keyctl audit --export`',
+    );
+  }
+  return { seq: Number(m[1]), hash: m[2]! };
+}
 
 export type AuditOptions = OptionsOf<typeof auditFlags>;
 

@@ -450,6 +450,7 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
     await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq, last_hash: hash });
   };
   try {
+    noteAppended(db, entry.keyring);
     if (trx) await write(trx);
     // On its own: a lock conflict rolls the whole append back, so it is safe to try again.
     else
@@ -568,6 +569,83 @@ export async function verifyAuditChain(db: Db, keyring?: string): Promise<ChainR
     reports.push({ keyring: k, rows: rows.length, headSeq, lastHash: head?.last_hash ?? GENESIS_HASH, problems });
   }
   return reports;
+}
+
+// ── what the audit anchor needs (src/core/audit-anchor.ts) ───────────────────────────────────
+
+const appended = new WeakMap<Db, Set<string>>();
+
+function noteAppended(db: Db, keyring: string): void {
+  const set = appended.get(db) ?? new Set<string>();
+  appended.set(db, set.add(keyring));
+}
+
+/** Keyrings this database handle appended (or tried to append) audit rows to: their anchors are brought up to date. */
+export function keyringsAppended(db: Db): string[] {
+  return [...(appended.get(db) ?? [])];
+}
+
+export interface AuditHead {
+  seq: number;
+  hash: string;
+}
+
+/** keyctl_audit_head of `keyring` as committed (null: no row). */
+export async function readAuditHead(db: Db, keyring: string): Promise<AuditHead | null> {
+  const h = (await db.knex(TABLES.auditHead).where({ keyring }).first()) as { seq: unknown; last_hash: string } | undefined;
+  return h ? { seq: Number(h.seq), hash: h.last_hash } : null;
+}
+
+/** The stored hash of row `seq` of `keyring`, and the highest seq stored (0: no rows). */
+export async function auditRowAt(db: Db, keyring: string, seq: number): Promise<{ rowHash: string | null; maxSeq: number }> {
+  const r = (await db.knex(TABLES.audit).where({ keyring, seq }).first('row_hash')) as { row_hash: string | null } | undefined;
+  const m = (await db.knex(TABLES.audit).where({ keyring }).max({ m: 'seq' }).first()) as { m: unknown } | undefined;
+  return { rowHash: r ? (r.row_hash ?? null) : null, maxSeq: m?.m === null || m?.m === undefined ? 0 : Number(m.m) };
+}
+
+/**
+ * Whether the rows from `from.seq` on link, hash for hash, from `from` up to `to`: the chain grew
+ * by appending only. A row at `from.seq` with another hash, a gap, or an edited row says no.
+ */
+export async function chainExtends(db: Db, keyring: string, from: AuditHead, to: AuditHead): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.audit).where({ keyring }).andWhere('seq', '>=', from.seq).orderBy('seq', 'asc');
+  let prev: string | null = null;
+  let expected = from.seq;
+  for (const r of rows) {
+    const f = auditFieldsOf(r);
+    if (f.seq !== expected) return { ok: false, reason: `seq ${expected} is missing` };
+    if (prev === null) {
+      if (r.row_hash !== from.hash) return { ok: false, reason: `row seq ${from.seq} no longer has the anchored hash` };
+    } else if (r.prev_hash !== prev || auditRowHash(prev, f) !== r.row_hash) {
+      return { ok: false, reason: `row seq ${f.seq} does not link to the row before it` };
+    }
+    prev = String(r.row_hash);
+    expected += 1;
+  }
+  if (prev === null) return { ok: false, reason: `row seq ${from.seq} is missing` };
+  if (expected - 1 !== to.seq || prev !== to.hash) return { ok: false, reason: `the head (seq ${to.seq}) is not the last row (seq ${expected - 1})` };
+  return { ok: true };
+}
+
+/** Every row of `keyring` as stored (oldest first), for export: the hashed fields and both hashes. */
+export async function exportAuditRows(
+  db: Db,
+  keyring: string,
+): Promise<Array<HashedAuditFields & { id: number; prevHash: string | null; rowHash: string | null }>> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.audit).where({ keyring }).orderBy('id', 'asc');
+  return rows.map((r) => ({
+    id: Number(r.id),
+    ...auditFieldsOf(r),
+    prevHash: (r.prev_hash as string | null) ?? null,
+    rowHash: (r.row_hash as string | null) ?? null,
+  }));
+}
+
+/** keyctl's audit tables that do not exist (dropped by hand), so a check can say so instead of failing on the query. */
+export async function missingAuditTables(db: Db): Promise<string[]> {
+  const missing: string[] = [];
+  for (const t of [TABLES.audit, TABLES.auditHead]) if (!(await db.knex.schema.hasTable(t))) missing.push(t);
+  return missing;
 }
 
 // ── re-encryption checkpoints ──────────────────────────────────────────────────────────────────

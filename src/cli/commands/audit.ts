@@ -1,7 +1,9 @@
 /** `keyctl audit`: a rotation's history as evidence (table, JSON or Markdown), or `--verify` the chain. */
-import { listAudit, verifyAuditChain, type AuditRow } from '../../rotation/store.js';
+import { listAudit, type AuditRow } from '../../rotation/store.js';
 import { ExitCode } from '../../base/exit-codes.js';
-import { UsageError } from '../../base/errors.js';
+import { ProblemsFoundError, UsageError } from '../../base/errors.js';
+import { anchorAuditHead } from '../../core/audit-anchor.js';
+import { exportAudit, verifyAudit } from '../../core/audit.js';
 import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 import type { AuditOptions } from '../specs.js';
@@ -27,20 +29,63 @@ function summary(r: Pick<AuditRow, 'details'>): string {
   return parts.join('; ');
 }
 
+/**
+ * Text from the audit table (actor, reason, details) as one printable line: control characters —
+ * ANSI escapes, newlines, carriage returns — are shown as escapes, so a row can neither redraw
+ * the terminal nor forge table or Markdown rows.
+ */
+export function printable(s: string): string {
+  let out = '';
+  for (const c of s) {
+    const code = c.charCodeAt(0);
+    const control = code < 0x20 || (code >= 0x7f && code <= 0x9f) || code === 0x2028 || code === 0x2029;
+    if (!control) out += c;
+    else if (c === '\n') out += '\\n';
+    else if (c === '\r') out += '\\r';
+    else if (c === '\t') out += '\\t';
+    else out += `\\u${code.toString(16).padStart(4, '0')}`;
+  }
+  return out;
+}
+
 export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
+  if (f.expectHead && !f.verify) throw new UsageError('--expect-head goes with --verify', 'run `keyctl audit --verify --expect-head SEQ:HASH`');
+  if ([f.verify, f.anchor, f.export].filter(Boolean).length > 1) throw new UsageError('choose one of --verify, --anchor and --export');
   return withCoreContext(rt, async (ctx) => {
+    if (f.export) {
+      // JSON lines on stdout; with --json, one object holding them (`lines`), as every --json result.
+      const lines = await exportAudit(ctx);
+      rt.output.result({ lines }, () => lines.map((l) => JSON.stringify(l)).join('\n'));
+      return ExitCode.OK;
+    }
+    if (f.anchor) {
+      const r = await anchorAuditHead(ctx, ctx.config.keyring);
+      if (r.status === 'refused') throw new ProblemsFoundError(`the audit anchor was not moved: ${r.reason}`, r.hint);
+      rt.output.result(
+        { anchored: r.status === 'anchored', ...(r.status === 'anchored' ? { head: { seq: r.head.seq, hash: r.head.hash, at: r.head.at } } : { seq: r.seq }) },
+        () =>
+          r.status === 'anchored'
+            ? `anchored the audit head of keyring ${ctx.config.keyring} in ${ctx.keystore.describe()}: seq ${r.head.seq}, hash ${r.head.hash}${r.previousSeq === null ? ' (first anchor)' : ` (was seq ${r.previousSeq})`}`
+            : `the audit anchor of keyring ${ctx.config.keyring} is up to date (seq ${r.seq})`,
+      );
+      return ExitCode.OK;
+    }
     if (f.verify) {
-      const reports = await verifyAuditChain(ctx.db);
-      const problems = reports.flatMap((r) => r.problems.map((p) => `${r.keyring}: ${p}`));
-      rt.output.result({ intact: problems.length === 0, chains: reports, problems }, () =>
+      const v = await verifyAudit(ctx, f.expectHead);
+      rt.output.result(v, () =>
         [
-          ...reports.map((r) => `keyring ${r.keyring}: ${r.rows} row(s), head seq ${r.headSeq}, head hash ${r.lastHash}`),
-          problems.length === 0
-            ? `${rt.output.out.green('✓')} the audit chain is intact`
-            : `${rt.output.out.red('✗ the audit chain is broken:')}\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+          ...v.chains.map((r) => printable(`keyring ${r.keyring}: ${r.rows} row(s), head ${r.headSeq}:${r.lastHash}`)),
+          ...v.notes.map((n) => printable(n)),
+          ...v.unchecked.map((u) => printable(`not checked — ${u}`)),
+          v.problems.length === 0
+            ? `${rt.output.out.green('✓')} the audit chain is intact${v.anchors.some((a) => a.status === 'matches' || a.status === 'behind') ? ' and ends where its anchor says' : ''}`
+            : `${rt.output.out.red('✗ the audit chain is broken:')}\n${v.problems.map((p) => `  - ${printable(p)}`).join('\n')}`,
+          ...(v.missingTables.length > 0
+            ? ["hint: run `keyctl migrate` on a new database; a dropped table's history can only come back from a database backup or an `audit --export` copy"]
+            : []),
         ].join('\n'),
       );
-      return problems.length === 0 ? ExitCode.OK : ExitCode.PROBLEMS_FOUND;
+      return v.intact ? ExitCode.OK : ExitCode.PROBLEMS_FOUND;
     }
     let rotation: Rotation | null = null;
     if (f.rotation !== undefined) {
@@ -60,25 +105,28 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
     const head = rotation
       ? `Rotation #${rotation.id} of keyring ${rotation.keyring}: ${rotation.oldVersion} → ${rotation.newVersion}${rotation.emergency ? ' (EMERGENCY)' : ''}, opened ${rotation.openedAt.toISOString()} by ${rotation.openedBy}, phase ${rotation.phase}${rotation.closedAt ? `, closed ${rotation.closedAt.toISOString()} (took ${duration(rotation.closedAt.getTime() - rotation.openedAt.getTime())})` : ''}`
       : `Audit history of keyring ${ctx.config.keyring}`;
+    const title = printable(head);
     if (f.format === 'json' || rt.output.json) {
       rt.output.data({ summary: head, rotation, entries });
       return ExitCode.OK;
     }
     const cols = ['time (UTC)', 'action', 'phase', 'actor', 'versions', 'rows', 'outcome', '+time', 'details'];
-    const cells = entries.map((e) => [
-      e.createdAt.replace('T', ' ').slice(0, 19),
-      e.action,
-      e.fromPhase || e.toPhase ? `${e.fromPhase ?? '–'} → ${e.toPhase ?? '–'}` : '',
-      e.actor,
-      e.oldVersion || e.newVersion ? `${e.oldVersion ?? ''}→${e.newVersion ?? ''}` : '',
-      e.rowsAffected === null ? '' : String(e.rowsAffected),
-      e.outcome,
-      e.sincePreviousMs ? duration(e.sincePreviousMs) : '',
-      summary(e),
-    ]);
+    const cells = entries.map((e) =>
+      [
+        e.createdAt.replace('T', ' ').slice(0, 19),
+        e.action,
+        e.fromPhase || e.toPhase ? `${e.fromPhase ?? '–'} → ${e.toPhase ?? '–'}` : '',
+        e.actor,
+        e.oldVersion || e.newVersion ? `${e.oldVersion ?? ''}→${e.newVersion ?? ''}` : '',
+        e.rowsAffected === null ? '' : String(e.rowsAffected),
+        e.outcome,
+        e.sincePreviousMs ? duration(e.sincePreviousMs) : '',
+        summary(e),
+      ].map(printable),
+    );
     if (f.format === 'markdown') {
       const esc = (s: string) => s.replace(/\|/g, '\\|');
-      const md = [`## ${head}`, '', `| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...cells.map((r) => `| ${r.map(esc).join(' | ')} |`)];
+      const md = [`## ${title}`, '', `| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...cells.map((r) => `| ${r.map(esc).join(' | ')} |`)];
       rt.output.result({}, () => md.join('\n'));
       return ExitCode.OK;
     }
@@ -86,7 +134,7 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
     const plain = rt.output.out.level === 0;
     const table = new Table({ head: cols, style: { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] } });
     for (const r of cells) table.push(r);
-    rt.output.result({}, () => `${head}\n${table.toString()}`);
+    rt.output.result({}, () => `${title}\n${table.toString()}`);
     return ExitCode.OK;
   });
 }

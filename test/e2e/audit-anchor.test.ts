@@ -1,0 +1,248 @@
+/**
+ * Audit evidence a database writer cannot rewrite (issue 16): the chain head is anchored in the
+ * keystore, so the three consistent lies a database writer could tell — (a) delete the newest row
+ * and rewind the head, (b) delete every row and the head, (c) re-hash every row after editing a
+ * forced retire — are each reported by `audit --verify` (exit 4). Plus the anchor's edges: behind
+ * after a crash (explained, not tampering), concurrent writers, export, an expected head, a
+ * missing table, and actor/reason text that tries to break the table.
+ */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Knex } from 'knex';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/base/exit-codes.js';
+import { auditFieldsOf } from '../../src/db/audit-fields.js';
+import { auditRowHash, GENESIS_HASH } from '../../src/db/audit-hash.js';
+import { demoProject } from '../helpers/project.js';
+import { json, keyctl, withProjectSqlite } from '../helpers/cli.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const anchorFile = (dir: string) => path.join(dir, '.keyctl/keyring.audit-anchor.json');
+
+interface VerifyJson {
+  intact: boolean;
+  problems: string[];
+  unchecked: string[];
+  anchors: Array<{ keyring: string; status: string; anchoredSeq: number | null; behindBy?: number }>;
+}
+
+/**
+ * A project through generate and dual-key, then a refused retire: a handful of audit rows, all
+ * anchored, the newest one a refusal (so deleting it leaves the registry evidence as it was).
+ */
+async function rotatedProject() {
+  const p = await demoProject(dirs, 20);
+  for (const step of ['generate', 'dual-key']) expect((await p.run(step)).code, step).toBe(0);
+  expect((await p.run('retire')).code).toBe(ExitCode.REFUSED);
+  return p;
+}
+
+async function headOf(k: Knex): Promise<{ seq: number; last_hash: string }> {
+  const h = (await k('keyctl_audit_head').where({ keyring: 'default' }).first()) as { seq: unknown; last_hash: string };
+  return { seq: Number(h.seq), last_hash: h.last_hash };
+}
+
+describe('audit --verify against the anchor: the three rewrites of issue 16', () => {
+  it('(a) deleting the newest row and rewinding keyctl_audit_head is reported as truncation', async () => {
+    const { dir, run } = await rotatedProject();
+    expect((await run('audit', '--verify')).code).toBe(ExitCode.OK);
+    await withProjectSqlite(dir, async (k) => {
+      const { seq } = await headOf(k);
+      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
+      const prev = (await k('rotation_audit')
+        .where({ keyring: 'default', seq: seq - 1 })
+        .first()) as { row_hash: string };
+      await k('keyctl_audit_head')
+        .where({ keyring: 'default' })
+        .update({ seq: seq - 1, last_hash: prev.row_hash });
+    });
+    const r = await run('audit', '--verify', '--json');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    const v = json<VerifyJson>(r);
+    expect(v.intact).toBe(false);
+    expect(v.problems.join('\n')).toMatch(/anchor.*seq \d+.*(deleted|truncated)/i);
+  });
+
+  it('(a, later) a keyctl command after the truncation does not bless it: the anchor stays put', async () => {
+    const { dir, run } = await rotatedProject();
+    const before = readFileSync(anchorFile(dir), 'utf8');
+    await withProjectSqlite(dir, async (k) => {
+      const { seq } = await headOf(k);
+      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
+      const prev = (await k('rotation_audit')
+        .where({ keyring: 'default', seq: seq - 1 })
+        .first()) as { row_hash: string };
+      await k('keyctl_audit_head')
+        .where({ keyring: 'default' })
+        .update({ seq: seq - 1, last_hash: prev.row_hash });
+    });
+    // Refused moves append audit rows on top of the truncated chain, past the anchored seq.
+    expect((await run('promote')).code).toBe(ExitCode.REFUSED);
+    const second = await run('promote');
+    expect(second.code).toBe(ExitCode.REFUSED);
+    expect(second.stderr).toMatch(/audit anchor was not moved: the database chain does not extend the anchored head/);
+    expect(readFileSync(anchorFile(dir), 'utf8')).toBe(before);
+    const r = await run('audit', '--verify');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(r.stdout + r.stderr).toMatch(/rewritten|differs/);
+  });
+
+  it('(b) deleting every audit row and the head is reported', async () => {
+    const { dir, run } = await rotatedProject();
+    await withProjectSqlite(dir, async (k) => {
+      await k('rotation_audit').delete();
+      await k('keyctl_audit_head').delete();
+    });
+    const r = await run('audit', '--verify', '--json');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(json<VerifyJson>(r).problems.join('\n')).toMatch(/anchor.*seq \d+.*(deleted|truncated)/i);
+  });
+
+  it('(c) re-hashing every row after changing the actor and reason of a forced retire is reported as a rewrite', async () => {
+    const { dir, run } = await demoProject(dirs, 20);
+    for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await run(step)).code, step).toBe(0);
+    expect((await run('retire', '--force', '--reason', 'the real reason')).code).toBe(0);
+    expect((await run('audit', '--verify')).code).toBe(ExitCode.OK);
+    await withProjectSqlite(dir, async (k) => {
+      const retire = (await k('rotation_audit').where({ action: 'retire', outcome: 'ok' }).first()) as Record<string, unknown>;
+      const details = JSON.parse(String(retire.details)) as Record<string, unknown>;
+      await k('rotation_audit')
+        .where({ id: retire.id })
+        .update({ actor: 'someone-else@host', details: JSON.stringify({ ...details, reason: 'a better-sounding reason' }) });
+      let prev = GENESIS_HASH;
+      for (const r of (await k('rotation_audit').where({ keyring: 'default' }).orderBy('id')) as Record<string, unknown>[]) {
+        const hash = auditRowHash(prev, auditFieldsOf(r));
+        await k('rotation_audit').where({ id: r.id }).update({ prev_hash: prev, row_hash: hash });
+        prev = hash;
+      }
+      await k('keyctl_audit_head').where({ keyring: 'default' }).update({ last_hash: prev });
+    });
+    const r = await run('audit', '--verify', '--json');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(json<VerifyJson>(r).problems.join('\n')).toMatch(/rewritten/);
+  });
+});
+
+describe('the anchor', () => {
+  it('is written with every audited change, holds the head and a MAC, and never reaches output', async () => {
+    const { dir, run } = await rotatedProject();
+    const doc = JSON.parse(readFileSync(anchorFile(dir), 'utf8')) as { keyring: string; macKey: string; head: { seq: number; hash: string; mac: string } };
+    const head = await withProjectSqlite(dir, headOf);
+    expect(doc.head).toMatchObject({ seq: head.seq, hash: head.last_hash });
+    expect(doc.head.mac).toMatch(/^[0-9a-f]{64}$/);
+    const outputs = [await run('audit', '--verify'), await run('audit', '--verify', '--json'), await run('audit', '--export'), await run('audit', '--all')];
+    for (const o of outputs) expect(o.stdout + o.stderr).not.toContain(doc.macKey);
+    const rows = await withProjectSqlite(dir, (k) => k('rotation_audit').select('details'));
+    expect(JSON.stringify(rows)).not.toContain(doc.macKey);
+  });
+
+  it('behind the database after a crash between commit and anchor: explained, exit 0, and caught up by the next change', async () => {
+    const { dir, run } = await demoProject(dirs, 20);
+    expect((await run('generate')).code).toBe(0);
+    const old = readFileSync(anchorFile(dir), 'utf8');
+    expect((await run('dual-key')).code).toBe(0);
+    writeFileSync(anchorFile(dir), old, { mode: 0o600 }); // as if killed after the commit, before the anchor
+    const r = await run('audit', '--verify', '--json');
+    expect(r.code).toBe(ExitCode.OK);
+    const v = json<VerifyJson>(r);
+    expect(v.anchors[0]).toMatchObject({ keyring: 'default', status: 'behind' });
+    expect(v.anchors[0]!.behindBy).toBeGreaterThan(0);
+    const text = await run('audit', '--verify');
+    expect(text.stdout + text.stderr).toMatch(/behind/);
+    expect((await run('audit', '--anchor')).code).toBe(ExitCode.OK);
+    expect(json<VerifyJson>(await run('audit', '--verify', '--json')).anchors[0]).toMatchObject({ status: 'matches' });
+  });
+
+  it('never goes backwards when several keyctl processes append at once', async () => {
+    const { dir, run } = await rotatedProject();
+    // Refused moves each append an audit row; four processes at once race for the anchor.
+    const env = { KEYCTL_ACTOR: 'op@test', NO_COLOR: '1' };
+    const results = await Promise.all(Array.from({ length: 4 }, () => keyctl(['retire'], { cwd: dir, env })));
+    for (const r of results) expect(r.code, r.stderr).toBe(ExitCode.REFUSED);
+    const head = await withProjectSqlite(dir, headOf);
+    const doc = JSON.parse(readFileSync(anchorFile(dir), 'utf8')) as { head: { seq: number; hash: string } };
+    expect(doc.head).toMatchObject({ seq: head.seq, hash: head.last_hash });
+    expect((await run('audit', '--verify')).code).toBe(ExitCode.OK);
+  });
+
+  it('an edited anchor (the MAC no longer matches) is reported', async () => {
+    const { dir, run } = await rotatedProject();
+    const doc = JSON.parse(readFileSync(anchorFile(dir), 'utf8')) as { head: { seq: number } };
+    doc.head.seq -= 1;
+    writeFileSync(anchorFile(dir), JSON.stringify(doc), { mode: 0o600 });
+    const r = await run('audit', '--verify');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(r.stdout + r.stderr).toMatch(/MAC/);
+  });
+
+  it('a keyring from before the anchor: verify says it is not anchored yet and how to start; the next change anchors it', async () => {
+    const { dir, run } = await rotatedProject();
+    rmSync(anchorFile(dir));
+    const r = await run('audit', '--verify', '--json');
+    expect(r.code).toBe(ExitCode.OK);
+    const v = json<VerifyJson>(r);
+    expect(v.anchors[0]).toMatchObject({ status: 'none' });
+    expect(v.unchecked.join('\n')).toMatch(/keyctl audit --anchor/);
+    expect((await run('audit', '--anchor')).code).toBe(ExitCode.OK);
+    expect(json<VerifyJson>(await run('audit', '--verify', '--json')).anchors[0]).toMatchObject({ status: 'matches' });
+  });
+});
+
+describe('audit --export and --expect-head', () => {
+  it('--export prints JSON lines: every row, then the head with its anchor MAC', async () => {
+    const { dir, run } = await rotatedProject();
+    const r = await run('audit', '--export');
+    expect(r.code).toBe(ExitCode.OK);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const head = await withProjectSqlite(dir, headOf);
+    const rows = lines.filter((l) => l.type === 'row');
+    expect(rows).toHaveLength(head.seq);
+    expect(rows.at(-1)).toMatchObject({ seq: head.seq, rowHash: head.last_hash });
+    const last = lines.at(-1)!;
+    expect(last).toMatchObject({ type: 'head', keyring: 'default', seq: head.seq, hash: head.last_hash });
+    expect((last.anchor as { mac: string }).mac).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('--expect-head SEQ:HASH: a checkpoint kept elsewhere must still be in the chain', async () => {
+    const { dir, run } = await rotatedProject();
+    const head = await withProjectSqlite(dir, headOf);
+    expect((await run('audit', '--verify', '--expect-head', `${head.seq}:${head.last_hash}`)).code).toBe(ExitCode.OK);
+    const wrong = await run('audit', '--verify', '--expect-head', `${head.seq}:${'f'.repeat(64)}`);
+    expect(wrong.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(wrong.stdout + wrong.stderr).toMatch(/expected head/);
+    const beyond = await run('audit', '--verify', '--expect-head', `${head.seq + 5}:${head.last_hash}`);
+    expect(beyond.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect((await run('audit', '--verify', '--expect-head', 'nonsense')).code).toBe(ExitCode.USAGE);
+  });
+});
+
+describe('smaller findings', () => {
+  it('DROP TABLE rotation_audit: audit --verify reports the missing table (exit 4) and names keyctl migrate', async () => {
+    const { dir, run } = await rotatedProject();
+    await withProjectSqlite(dir, (k) => k.schema.dropTable('rotation_audit'));
+    const r = await run('audit', '--verify');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(r.stdout + r.stderr).toMatch(/rotation_audit.*missing/);
+    expect(r.stdout + r.stderr).toMatch(/keyctl migrate/);
+  });
+
+  it('ANSI escapes and newlines in --actor and --reason are escaped in the table and in Markdown', async () => {
+    const { run } = await demoProject(dirs, 20);
+    const evil = 'evil\u001b[2J\u001b[31mred\nforged | row\r';
+    expect((await run('--actor', evil, 'generate', '--emergency', '--reason', evil)).code).toBe(0);
+    for (const format of ['table', 'markdown']) {
+      const r = await run('audit', '--format', format);
+      expect(r.code).toBe(0);
+      expect(r.stdout + r.stderr).not.toMatch(/[\u001b\r]/);
+      expect(r.stdout).not.toMatch(/red\nforged/);
+      expect(r.stdout).toContain('\\u001b[2J');
+    }
+  });
+});
