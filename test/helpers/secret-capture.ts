@@ -170,9 +170,11 @@ export function recordRun(run: Omit<RunCapture, 'test' | 'command'> & { args: re
     } catch {
       continue;
     }
-    if (st.mtimeMs < run.startedMs - 5 || st.size > 50_000_000 || holdsKeysByDesign(file, keyringFiles)) continue;
-    // A keyctl.yaml that init wrote 0600 may hold the secret the operator asked for (a ${VAR:-default}).
-    if (path.basename(file) === 'keyctl.yaml' && (st.mode & 0o077) === 0) continue;
+    if (st.mtimeMs < run.startedMs || st.size > 50_000_000 || holdsKeysByDesign(file, keyringFiles)) continue;
+    // Only `init` (without --existing-config) writes keyctl.yaml; a test may write it just before a run.
+    // One that init wrote 0600 may hold the secret the operator asked for (a ${VAR:-default}).
+    const initWroteConfig = /^init\b/.test(capture.command) && !capture.command.includes('--existing-config');
+    if (path.basename(file) === 'keyctl.yaml' && (!initWroteConfig || (st.mode & 0o077) === 0)) continue;
     let bytes: Buffer;
     try {
       bytes = readFileSync(file);
