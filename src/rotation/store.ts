@@ -450,7 +450,6 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
     await t(TABLES.auditHead).where({ keyring: entry.keyring }).update({ seq, last_hash: hash });
   };
   try {
-    noteAppended(db, entry.keyring);
     if (trx) await write(trx);
     // On its own: a lock conflict rolls the whole append back, so it is safe to try again.
     else
@@ -460,6 +459,8 @@ export async function appendAudit(db: Db, entry: AuditEntry, at: Date, trx?: Kne
         retryable: (e) => db.adapter.isRetryable(e),
         onRetry: () => undefined,
       });
+    // (Inside a caller's transaction it may still roll back: anchoring reads the committed head, so that is harmless.)
+    noteAppended(db, entry.keyring);
   } catch (err) {
     throw translateDbError(err, db.endpoint, 'append to rotation_audit in');
   }
