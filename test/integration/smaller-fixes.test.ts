@@ -5,10 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/base/errors.js';
+import { createDemoTable } from '../../src/core/demo.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey } from '../../src/core/rotation/steps.js';
+import { listAudit } from '../../src/rotation/store.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
@@ -120,6 +122,50 @@ for (const dialect of DIALECTS) {
       expect(e.hint).toContain('CREATE UNIQUE INDEX');
       const stored = (await ctx.db.knex('accounts').select('secret')) as Array<{ secret: string }>;
       expect(stored.map((r) => codec.versionOf(r.secret))).toEqual(Array(6).fill('v1'));
+    }, 30_000);
+
+    it('two reencrypt runs without --shard on one table: both finishers leave an audit row with their own work', async () => {
+      const targets = 'targets:\n  - table: customers\n    columns: [email, phone, notes]\npolicy:\n  minPropagationSeconds: 0\n';
+      const a = await openTestContext(t.db, { extraConfig: targets });
+      t.cleanup(() => a.db.close());
+      const b = { ...(await openTestContext(t.db, { extraConfig: targets })), actor: 'second@test' };
+      t.cleanup(() => b.db.close());
+      const key = generateKey();
+      await a.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+      await reconcileRegistry(a);
+      await createDemoTable(a.db, { rows: 50, version: 'v1', key, codec, replace: false });
+      await generate(a, { emergency: false });
+      await dualKey(a);
+      // The second run has read its first batch when the first one starts; it writes only after
+      // the first has finished and moved the rotation to reencrypted.
+      let readByB!: () => void;
+      const bRead = new Promise<void>((r) => (readByB = r));
+      let aDone!: () => void;
+      const aFinished = new Promise<void>((r) => (aDone = r));
+      let first = true;
+      const runB = reencrypt(b, {
+        dryRun: false,
+        batchSize: 1000,
+        cryptoWorkers: 0,
+        afterRead: async () => {
+          if (!first) return;
+          first = false;
+          readByB();
+          await aFinished;
+        },
+      });
+      await bRead;
+      await reencrypt(a, { dryRun: false, batchSize: 1000, cryptoWorkers: 0 });
+      aDone();
+      const rb = await runB;
+      expect(rb.rotation.phase).toBe('reencrypted');
+      const finishers = (await listAudit(a.db, 'default')).filter((e) => e.action === 'reencrypt' && e.outcome === 'ok');
+      expect(finishers.map((e) => [e.actor, e.toPhase])).toEqual([
+        ['tester@test', 'reencrypted'],
+        ['second@test', 'reencrypted'],
+      ]);
+      expect(finishers[1]!.details).toMatchObject({ alreadyDone: true, tables: [{ table: 'customers', rowsUpdated: 0 }] });
+      expect(finishers[1]!.rowsAffected).toBe(0);
     }, 30_000);
   });
 }

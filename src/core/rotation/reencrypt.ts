@@ -249,7 +249,31 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   if (!interrupted && remaining === 0 && rule('reencrypt-done').from.includes(rotation.phase)) {
     // With shards, the last one to finish moves the phase; one finishing at the same moment finds it done.
     await checkGuards(ctx, 'reencrypt-done', await snapshot(ctx, { ...state, rotation }), { remaining });
-    report.rotation = await transition(ctx, { rule: 'reencrypt-done', rotation, rowsAffected: rowsUpdated, details, alreadyThereIsFine: true });
+    const moved = await transition(ctx, { rule: 'reencrypt-done', rotation, rowsAffected: rowsUpdated, details, alreadyThereIsFine: true });
+    report.rotation = moved;
+    // Another run (a shard, or a second process without --shard) made the move first: transition
+    // then returns the rotation it was given with the new phase, without an audit row. This run's
+    // work still goes on record — its own row, the phase unchanged (see docs/reencrypt.md). (A move
+    // this run made carries a new phaseChangedAt, read fresh from the clock.)
+    if (moved.phaseChangedAt === rotation.phaseChangedAt) {
+      await appendAudit(
+        ctx.db,
+        {
+          rotationId: rotation.id,
+          keyring: rotation.keyring,
+          action: 'reencrypt',
+          fromPhase: moved.phase,
+          toPhase: moved.phase,
+          actor: ctx.actor,
+          oldVersion: rotation.oldVersion,
+          newVersion: rotation.newVersion,
+          rowsAffected: rowsUpdated,
+          outcome: 'ok',
+          details: { ...details, alreadyDone: true },
+        },
+        ctx.now(),
+      );
+    }
   } else {
     await appendAudit(
       ctx.db,
