@@ -10,6 +10,7 @@ import type { PkValue } from './scan.js';
 
 export interface Checkpoint {
   cursor: PkValue | null;
+  /** Rows the current pass has scanned up to the cursor (0 when a new pass starts). */
   rowsScanned: number;
   rowsRewritten: number;
   rowsFailed: number;

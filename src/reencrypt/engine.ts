@@ -30,7 +30,9 @@ export interface ValueFailure {
 export interface ProgressEvent {
   table: string;
   pass: number;
+  /** Rows this pass has scanned (a pass walks the whole table or shard). */
   rowsScanned: number;
+  /** Rows in the table (or shard) — never less than rowsScanned. */
   rowsTotal: number;
   valuesRewritten: number;
   failures: number;
@@ -188,14 +190,17 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     // Rows with a value to rewrite that the statement did not update: changed meanwhile.
     result.rowsSkippedConcurrent += Math.max(0, b.cas.pks.length - updated);
   };
-  // A resumed run counts the rows done before it, so done/total and the ETA are about the table.
-  const scannedBefore = result.resumedFrom !== null ? cp.rowsScanned : 0;
+  // Progress is about the current pass: each pass walks the table from its start, so done counts
+  // from 0 again (a resumed run starts from the rows its checkpoint says this pass had done).
+  // Rows the application inserts during the run can take done past the count made at the start:
+  // the total grows with it, so done never exceeds it.
+  let passScanned = result.resumedFrom !== null ? cp.rowsScanned : 0;
   const progress = () =>
     o.onProgress?.({
       table: t.table,
       pass: result.passes,
-      rowsScanned: scannedBefore + result.rowsScanned,
-      rowsTotal,
+      rowsScanned: passScanned,
+      rowsTotal: Math.max(rowsTotal, passScanned),
       valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated,
       failures: failed.size,
       batchSize: Math.min(maxBatch, throttle.batchSize()),
@@ -226,6 +231,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const done = o.dryRun ? (toWrite ? current : null) : writing?.rows;
       if (done) {
         result.rowsScanned += done.length;
+        passScanned += done.length;
         progress();
         await throttle.afterBatch(done.length, performance.now() - started, (reason) => {
           if (reason !== throttleReason) {
@@ -255,7 +261,10 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     result.remaining = await countNotUnder(db, t, o.target, o.shard);
     if (o.dryRun || result.remaining <= failed.size) break;
     // Rows written behind the cursor with an old key, or changed under a batch: scan again.
+    // The checkpoint's row count is of the pass (rows up to its cursor), like the cursor.
     cp.cursor = null;
+    cp.rowsScanned = 0;
+    passScanned = 0;
   }
   if (!o.dryRun) {
     cp.completed = result.remaining <= failed.size;

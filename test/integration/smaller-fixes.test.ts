@@ -9,6 +9,7 @@ import { createDemoTable } from '../../src/core/demo.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
+import type { ProgressEvent } from '../../src/reencrypt/engine.js';
 import { dualKey } from '../../src/core/rotation/steps.js';
 import { listAudit } from '../../src/rotation/store.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
@@ -166,6 +167,45 @@ for (const dialect of DIALECTS) {
       ]);
       expect(finishers[1]!.details).toMatchObject({ alreadyDone: true, tables: [{ table: 'customers', rowsUpdated: 0 }] });
       expect(finishers[1]!.rowsAffected).toBe(0);
+    }, 30_000);
+
+    it('progress: rows done never exceed the total on later passes, and each pass counts from its start', async () => {
+      const targets = 'targets:\n  - table: customers\n    columns: [email, phone, notes]\npolicy:\n  minPropagationSeconds: 0\n';
+      const ctx = await openTestContext(t.db, { extraConfig: targets });
+      t.cleanup(() => ctx.db.close());
+      const key = generateKey();
+      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+      await reconcileRegistry(ctx);
+      await createDemoTable(ctx.db, { rows: 40, version: 'v1', key, codec, replace: false });
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      // A writer that has not reloaded the keyring writes under v1 behind the cursor, once in each
+      // of the first two passes: three passes in all.
+      let reads = 0;
+      const events: ProgressEvent[] = [];
+      const r = await reencrypt(ctx, {
+        dryRun: false,
+        batchSize: 10,
+        cryptoWorkers: 0,
+        onProgress: (e) => events.push({ ...e }),
+        afterRead: async () => {
+          reads++;
+          if (reads === 3 || reads === 7)
+            await ctx.db
+              .knex('customers')
+              .where({ id: 1 })
+              .update({ email: codec.encrypt('late@example.com', 'v1', key) });
+        },
+      });
+      expect(r.tables[0]!.passes).toBe(3);
+      expect(r.remaining).toBe(0);
+      const over = events.filter((e) => e.rowsScanned > e.rowsTotal).map((e) => `pass ${e.pass}: ${e.rowsScanned}/${e.rowsTotal}`);
+      expect(over).toEqual([]);
+      for (const pass of [1, 2, 3]) {
+        const ofPass = events.filter((e) => e.pass === pass && e.throttle === null);
+        expect(ofPass.at(-1)).toMatchObject({ rowsScanned: 40, rowsTotal: 40 });
+        expect(ofPass[0]!.rowsScanned).toBeLessThanOrEqual(10);
+      }
     }, 30_000);
   });
 }

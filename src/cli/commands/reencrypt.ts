@@ -114,6 +114,9 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
             if (lastEvent) progress!.log(line(lastEvent));
             currentTable = e.table;
             rate.reset();
+          } else if (lastEvent && e.pass !== lastEvent.pass) {
+            // A new pass counts its rows from 0: the rate starts over with it.
+            rate.reset();
           }
           // A throttle starting or ending is news: shown at once, also in logs.
           const text = line(e);
