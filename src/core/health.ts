@@ -11,7 +11,8 @@ import { listBackups, type BackupFile } from '../backup/files.js';
 import { resolveConfigPath } from '../config/load.js';
 import type { KeyringDocument } from '../keystore/types.js';
 import { PHASE_INFO, secondsLeft } from '../rotation/machine.js';
-import { checkRegistry, latestAuditOf, verifyAuditChain, type RegisteredVersion, type Rotation } from '../rotation/store.js';
+import { checkRegistry, latestAuditOf, type RegisteredVersion, type Rotation } from '../rotation/store.js';
+import { verifyAudit } from './audit.js';
 import type { CoreContext } from './context.js';
 
 /** Every problem code, with what it means (for docs and `--help`-like listings). Append only. */
@@ -229,8 +230,17 @@ async function evidenceProblems(ctx: CoreContext): Promise<Problem[]> {
       hint: 'restore keyctl_key_versions from a database backup; every rotation command refuses until then (`keyctl audit --verify` shows the details)',
     });
   }
-  // verifyAuditChain reports the registry too; that finding is the problem above, not a broken chain.
-  const chain = (await verifyAuditChain(ctx.db, keyring)).flatMap((r) => r.problems).filter((p) => !p.startsWith('keyctl_key_versions '));
+  // As `audit --verify` checks it: the database chain, and its head against the anchor in the
+  // keystore (which catches a truncation or a consistent rewrite the chain alone cannot show).
+  // The chain check reports the registry too; that finding is the problem above, not a broken chain.
+  const report = await verifyAudit(ctx);
+  const chain =
+    report.missingTables.length > 0
+      ? report.problems
+      : report.problems
+          .filter((p) => p.startsWith(`${keyring}: `))
+          .map((p) => p.slice(keyring.length + 2))
+          .filter((p) => !p.startsWith('keyctl_key_versions '));
   if (chain.length > 0) {
     problems.push({
       code: 'audit-chain-broken',

@@ -67,6 +67,27 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
     expect(v.problems.join('\n')).toMatch(/anchor.*seq \d+.*(deleted|truncated)/i);
   });
 
+  it('(a, monitoring) status --check reports the truncation the anchor shows as audit-chain-broken', async () => {
+    const { dir, run } = await rotatedProject();
+    expect(json<{ problems: Array<{ code: string }> }>(await run('status', '--check', '--json')).problems.map((p) => p.code)).not.toContain(
+      'audit-chain-broken',
+    );
+    await withProjectSqlite(dir, async (k) => {
+      const { seq } = await headOf(k);
+      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
+      const prev = (await k('rotation_audit')
+        .where({ keyring: 'default', seq: seq - 1 })
+        .first()) as { row_hash: string };
+      await k('keyctl_audit_head')
+        .where({ keyring: 'default' })
+        .update({ seq: seq - 1, last_hash: prev.row_hash });
+    });
+    const r = await run('status', '--check', '--json');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    const broken = json<{ problems: Array<{ code: string; message: string }> }>(r).problems.find((p) => p.code === 'audit-chain-broken');
+    expect(broken?.message).toMatch(/anchor.*(deleted|truncated)/i);
+  });
+
   it('(a, later) a keyctl command after the truncation does not bless it: the anchor stays put', async () => {
     const { dir, run } = await rotatedProject();
     const before = readFileSync(anchorFile(dir), 'utf8');
