@@ -7,7 +7,8 @@
 import path from 'node:path';
 import { resolveConfigPath } from '../config/load.js';
 import { checkChecksum, listBackups } from '../backup/files.js';
-import { appendAudit, latestAuditOf, listAudit, runbookRunAudit, verifyAuditChain, type AuditOutcome, type AuditRow } from '../rotation/store.js';
+import { appendAudit, latestAuditOf, listAudit, runbookRunAudit, type AuditOutcome, type AuditRow } from '../rotation/store.js';
+import { verifyAudit } from '../core/audit.js';
 import type { CoreContext } from '../core/context.js';
 import { ProblemsFoundError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from '../core/registry.js';
@@ -278,8 +279,11 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
       return r ? { ok: false, detail: `rotation #${r.id} is open (phase ${r.phase})` } : { ok: true, detail: 'no rotation is open' };
     }
     case 'audit-chain-intact': {
-      const problems = (await verifyAuditChain(ctx.db, keyring)).flatMap((r) => r.problems);
-      return problems.length === 0 ? { ok: true, detail: 'the audit hash chain is intact' } : { ok: false, detail: problems.join('; ') };
+      // As `audit --verify` checks it: the chains and this keyring's head against its anchor.
+      const report = await verifyAudit(ctx);
+      if (report.problems.length > 0) return { ok: false, detail: report.problems.join('; ') };
+      const anchored = report.anchors.find((a) => a.keyring === keyring)?.status === 'matches';
+      return { ok: true, detail: anchored ? 'the audit hash chain is intact and ends in the anchored head' : 'the audit hash chain is intact' };
     }
   }
 }

@@ -88,6 +88,41 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
     expect(broken?.message).toMatch(/anchor.*(deleted|truncated)/i);
   });
 
+  it('(a, runbooks) the audit-chain-intact runbook check fails on the truncation the anchor shows', async () => {
+    const { dir, run } = await rotatedProject();
+    const book = path.join(dir, 'chain.yaml');
+    writeFileSync(
+      book,
+      [
+        'name: chain',
+        'title: Chain check',
+        'description: checks the audit chain',
+        'steps:',
+        '  - id: chain',
+        '    kind: check',
+        '    check: audit-chain-intact',
+        '    title: The audit chain is intact',
+        '    explain: keyctl verifies the audit chain.',
+        '    on_failure: Compare with a backup.',
+        '',
+      ].join('\n'),
+    );
+    expect((await run('runbook', 'run', 'chain', '--file', book, '--yes')).code).toBe(ExitCode.OK);
+    await withProjectSqlite(dir, async (k) => {
+      const { seq } = await headOf(k);
+      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
+      const prev = (await k('rotation_audit')
+        .where({ keyring: 'default', seq: seq - 1 })
+        .first()) as { row_hash: string };
+      await k('keyctl_audit_head')
+        .where({ keyring: 'default' })
+        .update({ seq: seq - 1, last_hash: prev.row_hash });
+    });
+    const r = await run('runbook', 'run', 'chain', '--file', book, '--yes');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(r.stdout + r.stderr).toMatch(/anchor.*(deleted|truncated)/i);
+  });
+
   it('(a, later) a keyctl command after the truncation does not bless it: the anchor stays put', async () => {
     const { dir, run } = await rotatedProject();
     const before = readFileSync(anchorFile(dir), 'utf8');
