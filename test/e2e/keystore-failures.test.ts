@@ -430,6 +430,21 @@ describe('the AWS staging-label race, whatever error the service answers', () =>
     const { fingerprint } = await import('../../src/crypto/keys.js');
     expect(fingerprint(Buffer.from(keys.keys.v2!, 'base64'))).toBe(json<{ fingerprint: string }>(winners[0]!).fingerprint);
   });
+
+  it('a label move that took effect but whose answer was lost is not mistaken for a lost race', async () => {
+    const h = await awsHarness();
+    open.push(h);
+    const p = sqliteProject(h);
+    expect((await p.run(['init', '--existing-config', '--demo', '--rows', '20'])).code).toBe(0);
+    // The first UpdateSecretVersionStage moves AWSCURRENT and answers 500; the retry then finds the label gone from the version read.
+    h.server.failNext('UpdateSecretVersionStage', 1, 'applied-internal');
+    const r = await p.run(['generate', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain("but AWSCURRENT is on keyctl's version: it was applied");
+    expect(h.published()).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
+    expect(h.server.stagesOf(AWS_SECRET).AWSPENDING, 'the AWSPENDING label was removed').toBeUndefined();
+    expect(json<{ primary: string }>(await p.run(['status', '--json'])).primary).toBe('v1');
+  });
 });
 
 describe('Vault mounts that are not ready for keyctl', () => {
