@@ -18,7 +18,7 @@ import { checkKeysUnique } from '../targets.js';
 import { loadAllKeys } from './material.js';
 import { checkGuards, requireRotation } from './guard.js';
 import { prepare, snapshot } from './prepare.js';
-import { transition } from './transition.js';
+import { transition, wasMovedByAnother } from './transition.js';
 
 export interface ReencryptOptions {
   dryRun: boolean;
@@ -252,10 +252,9 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     const moved = await transition(ctx, { rule: 'reencrypt-done', rotation, rowsAffected: rowsUpdated, details, alreadyThereIsFine: true });
     report.rotation = moved;
     // Another run (a shard, or a second process without --shard) made the move first: transition
-    // then returns the rotation it was given with the new phase, without an audit row. This run's
-    // work still goes on record — its own row, the phase unchanged (see docs/reencrypt.md). (A move
-    // this run made carries a new phaseChangedAt, read fresh from the clock.)
-    if (moved.phaseChangedAt === rotation.phaseChangedAt) {
+    // then writes no audit row. This run's work still goes on record — its own row, the phase
+    // unchanged (see docs/reencrypt.md).
+    if (wasMovedByAnother(moved)) {
       await appendAudit(
         ctx.db,
         {

@@ -32,6 +32,14 @@ export interface TransitionSpec {
   unchangedSinceRead?: boolean;
 }
 
+/** Rotations `transition` returned because another command had already made the move (`alreadyThereIsFine`). */
+const movedByAnother = new WeakSet<Rotation>();
+
+/** Whether `transition` found the move already made by another command (and wrote no audit row). */
+export function wasMovedByAnother(rotation: Rotation): boolean {
+  return movedByAnother.has(rotation);
+}
+
 export async function transition(ctx: CoreContext, spec: TransitionSpec): Promise<Rotation> {
   const { db } = ctx;
   const r = rule(spec.rule);
@@ -89,7 +97,11 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
   }
   if (!won) {
     const now = await currentPhase(db, spec.rotation.id);
-    if (spec.alreadyThereIsFine && now === to) return { ...spec.rotation, phase: to };
+    if (spec.alreadyThereIsFine && now === to) {
+      const there = { ...spec.rotation, phase: to };
+      movedByAnother.add(there);
+      return there;
+    }
     return refuse(ctx, {
       action: r.action,
       rotation: spec.rotation,
