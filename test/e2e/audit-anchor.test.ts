@@ -46,20 +46,25 @@ async function headOf(k: Knex): Promise<{ seq: number; last_hash: string }> {
   return { seq: Number(h.seq), last_hash: h.last_hash };
 }
 
+/** Repro (a): delete the newest audit row and rewind keyctl_audit_head to the row before it. */
+async function truncateNewest(dir: string): Promise<void> {
+  await withProjectSqlite(dir, async (k) => {
+    const { seq } = await headOf(k);
+    await k('rotation_audit').where({ keyring: 'default', seq }).delete();
+    const prev = (await k('rotation_audit')
+      .where({ keyring: 'default', seq: seq - 1 })
+      .first()) as { row_hash: string };
+    await k('keyctl_audit_head')
+      .where({ keyring: 'default' })
+      .update({ seq: seq - 1, last_hash: prev.row_hash });
+  });
+}
+
 describe('audit --verify against the anchor: the three rewrites of issue 16', () => {
   it('(a) deleting the newest row and rewinding keyctl_audit_head is reported as truncation', async () => {
     const { dir, run } = await rotatedProject();
     expect((await run('audit', '--verify')).code).toBe(ExitCode.OK);
-    await withProjectSqlite(dir, async (k) => {
-      const { seq } = await headOf(k);
-      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
-      const prev = (await k('rotation_audit')
-        .where({ keyring: 'default', seq: seq - 1 })
-        .first()) as { row_hash: string };
-      await k('keyctl_audit_head')
-        .where({ keyring: 'default' })
-        .update({ seq: seq - 1, last_hash: prev.row_hash });
-    });
+    await truncateNewest(dir);
     const r = await run('audit', '--verify', '--json');
     expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
     const v = json<VerifyJson>(r);
@@ -72,16 +77,7 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
     expect(json<{ problems: Array<{ code: string }> }>(await run('status', '--check', '--json')).problems.map((p) => p.code)).not.toContain(
       'audit-chain-broken',
     );
-    await withProjectSqlite(dir, async (k) => {
-      const { seq } = await headOf(k);
-      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
-      const prev = (await k('rotation_audit')
-        .where({ keyring: 'default', seq: seq - 1 })
-        .first()) as { row_hash: string };
-      await k('keyctl_audit_head')
-        .where({ keyring: 'default' })
-        .update({ seq: seq - 1, last_hash: prev.row_hash });
-    });
+    await truncateNewest(dir);
     const r = await run('status', '--check', '--json');
     expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
     const broken = json<{ problems: Array<{ code: string; message: string }> }>(r).problems.find((p) => p.code === 'audit-chain-broken');
@@ -108,16 +104,7 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
       ].join('\n'),
     );
     expect((await run('runbook', 'run', 'chain', '--file', book, '--yes')).code).toBe(ExitCode.OK);
-    await withProjectSqlite(dir, async (k) => {
-      const { seq } = await headOf(k);
-      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
-      const prev = (await k('rotation_audit')
-        .where({ keyring: 'default', seq: seq - 1 })
-        .first()) as { row_hash: string };
-      await k('keyctl_audit_head')
-        .where({ keyring: 'default' })
-        .update({ seq: seq - 1, last_hash: prev.row_hash });
-    });
+    await truncateNewest(dir);
     const r = await run('runbook', 'run', 'chain', '--file', book, '--yes');
     expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
     expect(r.stdout + r.stderr).toMatch(/anchor.*(deleted|truncated)/i);
@@ -126,16 +113,7 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
   it('(a, later) a keyctl command after the truncation does not bless it: the anchor stays put', async () => {
     const { dir, run } = await rotatedProject();
     const before = readFileSync(anchorFile(dir), 'utf8');
-    await withProjectSqlite(dir, async (k) => {
-      const { seq } = await headOf(k);
-      await k('rotation_audit').where({ keyring: 'default', seq }).delete();
-      const prev = (await k('rotation_audit')
-        .where({ keyring: 'default', seq: seq - 1 })
-        .first()) as { row_hash: string };
-      await k('keyctl_audit_head')
-        .where({ keyring: 'default' })
-        .update({ seq: seq - 1, last_hash: prev.row_hash });
-    });
+    await truncateNewest(dir);
     // Refused moves append audit rows on top of the truncated chain, past the anchored seq.
     expect((await run('promote')).code).toBe(ExitCode.REFUSED);
     const second = await run('promote');
