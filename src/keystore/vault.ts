@@ -93,7 +93,11 @@ export class VaultKeystore implements Keystore {
 
   async read(): Promise<KeystoreSnapshot | null> {
     const got = await this.readKv(this.o.path);
-    if (!got) return null;
+    if (!got) {
+      // Nothing there: on a KV v1 mount that is why, so say so rather than "holds no keys".
+      await this.checkMount();
+      return null;
+    }
     const doc = parseKeyringJson(JSON.stringify(got.data), `${this.describe()} (version ${got.version})`, this.restoreHint(this.o.path, got.version));
     return { doc, revision: String(got.version) };
   }
@@ -201,7 +205,7 @@ export class VaultKeystore implements Keystore {
   }
 
   /**
-   * Once per process, before the first write: refuse a mount that is not KV version 2. Vault
+   * Once per process, before the first write (or when the keyring is missing): refuse a mount that is not KV version 2. Vault
    * answers this for a token with any capability under the mount; when it cannot say (403, or a
    * Vault without the endpoint) the write goes ahead and its own answer decides.
    */

@@ -472,6 +472,17 @@ describe('Vault mounts that are not ready for keyctl', () => {
       hint: 'upgrade it with `vault kv enable-versioning legacy` (its secrets are kept), or point keystore.mount at a KV version 2 mount',
     });
     expect([...h.server.kvV1('legacy').keys()], 'no stray secret holding a key').toEqual([]);
+    // A project set up on the KV v2 mount, then pointed at the v1 one: status says why it finds no keyring.
+    const q = sqliteProject(h);
+    expect((await q.run(['init', '--existing-config'])).code).toBe(0);
+    writeConfig(
+      q.dir,
+      { config: { client: 'sqlite' }, connection: path.join(q.dir, 'keyctl.db') },
+      { ...h, yaml: h.yaml.replace('mount: secret', 'mount: legacy') },
+    );
+    const status = await q.run(['status']);
+    expect(status.code).toBe(ExitCode.KEYSTORE);
+    expect(status.stderr).toContain('keystore.mount legacy is a KV version 1 mount');
   });
 });
 
