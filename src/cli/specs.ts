@@ -273,6 +273,11 @@ const auditFlags = (cmd: Command) =>
     )
     .option('--expect-head <seq:hash>', 'with --verify: also check a head kept elsewhere (from an earlier --export or --verify)', parseExpectHead)
     .option('--anchor', "anchor the keyring's current audit head in the keystore now (keyctl does this after every audited change)")
+    .option(
+      '--reset',
+      'with --anchor: re-anchor at the database head although it does not extend the old anchor (after restoring a database backup); needs --reason, audited',
+    )
+    .option('--reason <text>', 'with --anchor --reset: why, for the audit record')
     .option('--export', "print the keyring's audit rows and head, with the anchor's MAC, as JSON lines (for write-once storage or a SIEM)");
 
 /** `--expect-head SEQ:HASH`, as `audit --verify` prints the head. */

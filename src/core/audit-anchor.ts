@@ -20,7 +20,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { KeystoreError, KeystoreReadOnlyError } from '../base/errors.js';
 import type { Db } from '../db/connect.js';
 import type { Keystore } from '../keystore/types.js';
-import { chainExtends, readAuditHead, verifyAuditChain, type AuditHead } from '../rotation/store.js';
+import { appendAudit, chainExtends, readAuditHead, verifyAuditChain, type AuditHead } from '../rotation/store.js';
 
 export const ANCHOR_FORMAT = 'keyctl-audit-anchor-v1';
 
@@ -141,14 +141,30 @@ export async function anchorAuditHead(deps: { db: Db; keystore: Keystore; now: (
     const dbHead = await readAuditHead(db, keyring);
     const anchored = doc?.head ?? null;
     if (!dbHead || dbHead.seq === 0) return { status: 'up-to-date', seq: anchored?.seq ?? 0 };
-    if (anchored && dbHead.seq <= anchored.seq) return { status: 'up-to-date', seq: anchored.seq };
+    // The anchor is written only after its rows committed, so a database head below it (or another
+    // hash at its seq) is a truncation or rewrite, never a race: refuse, don't call it up to date.
+    if (anchored && dbHead.seq < anchored.seq) {
+      return {
+        status: 'refused',
+        reason: `the database chain ends at seq ${dbHead.seq}, below the anchored head (seq ${anchored.seq}): rows were deleted`,
+        hint: 'run `keyctl audit --verify`; after restoring the database from a backup on purpose, re-anchor with `keyctl audit --anchor --reset --reason "…"`',
+      };
+    }
+    if (anchored && dbHead.seq === anchored.seq) {
+      if (dbHead.hash === anchored.hash) return { status: 'up-to-date', seq: anchored.seq };
+      return {
+        status: 'refused',
+        reason: `the database head (seq ${dbHead.seq}) has another hash than the anchored one: the chain was rewritten`,
+        hint: 'run `keyctl audit --verify`; after restoring the database from a backup on purpose, re-anchor with `keyctl audit --anchor --reset --reason "…"`',
+      };
+    }
     if (anchored) {
       const link = await chainExtends(db, keyring, anchored, dbHead);
       if (!link.ok) {
         return {
           status: 'refused',
           reason: `the database chain does not extend the anchored head (seq ${anchored.seq}): ${link.reason}`,
-          hint: 'run `keyctl audit --verify`: the audit table was changed outside keyctl',
+          hint: 'run `keyctl audit --verify`: the audit table was changed outside keyctl (after restoring a database backup on purpose: `keyctl audit --anchor --reset --reason "…"`)',
         };
       }
     } else {
@@ -174,4 +190,60 @@ export async function anchorAuditHead(deps: { db: Db; keystore: Keystore; now: (
       await new Promise((r) => setTimeout(r, 20 * attempt + Math.floor(Math.random() * 30)));
     }
   }
+}
+
+export type ResetOutcome = { status: 'reset'; head: AnchoredHead; previous: AnchoredHead | null } | { status: 'refused'; reason: string; hint: string };
+
+/**
+ * `audit --anchor --reset --reason`: after a legitimate restore of the database from a backup,
+ * the chain no longer reaches the anchored head, and every later anchor is refused. Re-anchor at
+ * the database's head — only if its chain verifies on its own — and put the reset on record: an
+ * `integrity` row naming the previous anchor, the reason and who did it, which the new anchor covers.
+ */
+export async function resetAnchor(
+  deps: { db: Db; keystore: Keystore; now: () => Date; actor: string },
+  keyring: string,
+  reason: string,
+): Promise<ResetOutcome> {
+  const { db, keystore: ks } = deps;
+  const why = cannotAnchor(ks);
+  if (why || !ks.readAnchor || !ks.writeAnchor) {
+    throw new KeystoreReadOnlyError(why ?? 'this keystore cannot anchor', 'use a file, AWS Secrets Manager or Vault keystore to anchor');
+  }
+  const [report] = await verifyAuditChain(db, keyring);
+  if (report && report.problems.length > 0) {
+    return {
+      status: 'refused',
+      reason: `the audit chain of ${keyring} does not verify on its own (${report.problems[0]}), so keyctl does not anchor it`,
+      hint: 'restore rotation_audit and keyctl_audit_head from a consistent database backup first; `keyctl audit --verify` shows what is wrong',
+    };
+  }
+  const snap = await ks.readAnchor(keyring);
+  const doc = snap.text === null ? null : parseAnchor(snap.text, snap.where);
+  const trusted = doc !== null && macMatches(doc);
+  const previous = trusted ? (doc.head ?? null) : null;
+  await appendAudit(
+    db,
+    {
+      keyring,
+      action: 'integrity',
+      actor: deps.actor,
+      outcome: 'ok',
+      details: {
+        event: 'anchor-reset',
+        reason,
+        previousAnchor: previous ? { seq: previous.seq, hash: previous.hash, at: previous.at } : null,
+        previousAnchorTrusted: doc === null ? null : trusted,
+      },
+    },
+    deps.now(),
+  );
+  const dbHead = await readAuditHead(db, keyring);
+  if (!dbHead) throw new Error(`internal error: no audit head for ${keyring} after appending to it`);
+  // A new MAC key when the old anchor could not be trusted: whoever edited it may know the old one.
+  const macKey = trusted ? doc.macKey : randomBytes(32);
+  const at = deps.now().toISOString();
+  const head: AnchoredHead = { seq: dbHead.seq, hash: dbHead.hash, at, mac: headMac(macKey, keyring, { seq: dbHead.seq, hash: dbHead.hash, at }) };
+  await ks.writeAnchor(keyring, serialiseAnchor({ keyring, macKey, head }), snap.revision);
+  return { status: 'reset', head, previous };
 }

@@ -110,6 +110,37 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
     expect(r.stdout + r.stderr).toMatch(/anchor.*(deleted|truncated)/i);
   });
 
+  it('after a database restore, audit --anchor --reset --reason re-anchors at the restored head and puts the reset on record', async () => {
+    const { dir, run } = await rotatedProject();
+    const backup = path.join(dir, 'backup.db');
+    await withProjectSqlite(dir, (k) => k.raw('VACUUM INTO ?', [backup]));
+    expect((await run('retire')).code).toBe(ExitCode.REFUSED); // one more audited change: the anchor moves past the backup
+    for (const f of ['keyctl.db-wal', 'keyctl.db-shm']) rmSync(path.join(dir, f), { force: true });
+    writeFileSync(path.join(dir, 'keyctl.db'), readFileSync(backup));
+    const restored = await run('audit', '--verify');
+    expect(restored.code, restored.stdout + restored.stderr).toBe(ExitCode.PROBLEMS_FOUND);
+    expect((await run('audit', '--anchor')).code).toBe(ExitCode.PROBLEMS_FOUND);
+    const noReason = await run('audit', '--anchor', '--reset');
+    expect(noReason.code).toBe(ExitCode.USAGE);
+    expect(noReason.stderr).toContain('--reason');
+    const reset = await run('audit', '--anchor', '--reset', '--reason', 'restored from the 02:00 backup (CHG-7)', '--json');
+    expect(reset.code, reset.stderr).toBe(ExitCode.OK);
+    const r = json<{ reset: boolean; head: { seq: number }; previous: { seq: number } | null }>(reset);
+    expect(r.reset).toBe(true);
+    expect(r.previous!.seq).toBeGreaterThanOrEqual(r.head.seq);
+    expect((await run('audit', '--verify')).code).toBe(ExitCode.OK);
+    const rows = await withProjectSqlite(dir, (k) => k('rotation_audit').where({ action: 'integrity' }).select('details', 'actor'));
+    expect(rows.map((x: { details: string }) => JSON.parse(x.details))).toContainEqual(
+      expect.objectContaining({
+        event: 'anchor-reset',
+        reason: 'restored from the 02:00 backup (CHG-7)',
+        previousAnchor: expect.objectContaining({ seq: r.previous!.seq }),
+      }),
+    );
+    const problems = json<{ problems: Array<{ code: string }> }>(await run('status', '--check', '--json')).problems.map((p) => p.code);
+    expect(problems).not.toContain('audit-chain-broken');
+  });
+
   it('(a, later) a keyctl command after the truncation does not bless it: the anchor stays put', async () => {
     const { dir, run } = await rotatedProject();
     const before = readFileSync(anchorFile(dir), 'utf8');

@@ -2,7 +2,7 @@
 import { listAudit, type AuditRow } from '../../rotation/store.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { ProblemsFoundError, UsageError } from '../../base/errors.js';
-import { anchorAuditHead } from '../../core/audit-anchor.js';
+import { anchorAuditHead, resetAnchor } from '../../core/audit-anchor.js';
 import { exportAudit, verifyAudit } from '../../core/audit.js';
 import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
@@ -51,11 +51,35 @@ export function printable(s: string): string {
 export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
   if (f.expectHead && !f.verify) throw new UsageError('--expect-head goes with --verify', 'run `keyctl audit --verify --expect-head SEQ:HASH`');
   if ([f.verify, f.anchor, f.export].filter(Boolean).length > 1) throw new UsageError('choose one of --verify, --anchor and --export');
+  if (f.reset && !f.anchor) throw new UsageError('--reset goes with --anchor', 'run `keyctl audit --anchor --reset --reason "…"`');
+  if (f.reason !== undefined && !f.reset) throw new UsageError('--reason goes with --anchor --reset');
+  if (f.reset && !f.reason?.trim()) {
+    throw new UsageError(
+      'audit --anchor --reset needs --reason "…"',
+      'say why the database no longer reaches the anchor (e.g. the restore it came from); it goes on the audit record',
+    );
+  }
   return withCoreContext(rt, async (ctx) => {
     if (f.export) {
       // JSON lines on stdout; with --json, one object holding them (`lines`), as every --json result.
       const lines = await exportAudit(ctx);
       rt.output.result({ lines }, () => lines.map((l) => JSON.stringify(l)).join('\n'));
+      return ExitCode.OK;
+    }
+    if (f.anchor && f.reset) {
+      const r = await resetAnchor(ctx, ctx.config.keyring, f.reason ?? '');
+      if (r.status === 'refused') throw new ProblemsFoundError(`the audit anchor was not reset: ${r.reason}`, r.hint);
+      rt.output.result(
+        {
+          anchored: true,
+          reset: true,
+          head: { seq: r.head.seq, hash: r.head.hash, at: r.head.at },
+          previous: r.previous ? { seq: r.previous.seq, hash: r.previous.hash, at: r.previous.at } : null,
+        },
+        () =>
+          `re-anchored the audit head of keyring ${ctx.config.keyring} in ${ctx.keystore.describe()}: seq ${r.head.seq}, hash ${r.head.hash}` +
+          `${r.previous ? ` (the previous anchor was seq ${r.previous.seq}, hash ${r.previous.hash}; keep it with your records)` : ''}; the reset is audit row seq ${r.head.seq}`,
+      );
       return ExitCode.OK;
     }
     if (f.anchor) {
