@@ -16,7 +16,7 @@ import { fingerprint, KEY_BYTES } from '../crypto/keys.js';
 import { sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
-import { acquireLock, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum, backupName } from '../backup/files.js';
+import { acquireLock, backupName, checkChecksum, listBackups, makeDirectory, pruneBackups, sha256Hex, writeChecksum } from '../backup/files.js';
 import { type Recipient, decryptWith, encryptTo, readIdentity, readRecipients } from '../backup/pgp.js';
 import { appendAudit, latestAuditOf, verifyAuditChain, type AuditAction, type AuditOutcome } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
@@ -96,7 +96,7 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
       for (const r of await readRecipients(f)) if (!recipients.some((x) => x.fingerprint === r.fingerprint)) recipients.push(r);
     }
     try {
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      await makeDirectory(dir);
       await fs.access(dir, fs.constants.W_OK);
     } catch (err) {
       throw new BackupError(
