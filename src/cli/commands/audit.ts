@@ -17,8 +17,27 @@ function duration(ms: number): string {
   return `${(s / 86400).toFixed(1)} days`;
 }
 
-function summary(r: Pick<AuditRow, 'details'>): string {
+/** A runbook-step row: the step and its kind, then what the operator typed or decided and what ran. */
+function runbookSummary(d: Record<string, unknown>, showInputs: boolean): string {
+  const parts: string[] = [`step ${String(d.step)}${typeof d.kind === 'string' ? ` (${d.kind})` : ''}`];
+  if (typeof d.value === 'string') parts.push(`value ${JSON.stringify(d.value)}`);
+  if (typeof d.skipped === 'string') parts.push(`skipped: ${d.skipped}`);
+  if (typeof d.command === 'string') parts.push(`$ keyctl ${d.command}`);
+  if (typeof d.exitCode === 'number' && d.exitCode !== 0) parts.push(`exit ${d.exitCode}`);
+  if (typeof d.result === 'string') parts.push(d.result);
+  if (typeof d.waitedSeconds === 'number' && d.waitedSeconds > 0) parts.push(`waited ${d.waitedSeconds} s`);
+  if (typeof d.reason === 'string' && d.reason) parts.push(d.reason);
+  if (typeof d.error === 'string') parts.push(`error: ${d.error}`);
+  const inputs = d.inputs && typeof d.inputs === 'object' ? Object.entries(d.inputs as Record<string, unknown>) : [];
+  if (showInputs && inputs.length > 0) parts.push(`inputs: ${inputs.map(([k, v]) => `${k}=${JSON.stringify(String(v))}`).join(', ')}`);
+  return parts.join('; ');
+}
+
+const RUNBOOK_ACTION = 'runbook-step';
+
+function summary(r: Pick<AuditRow, 'details' | 'action'>, showInputs = false): string {
   const d = r.details ?? {};
+  if (r.action === RUNBOOK_ACTION) return runbookSummary(d, showInputs);
   const parts: string[] = [];
   if (typeof d.reason === 'string' && d.reason) parts.push(d.reason);
   if (typeof d.fingerprint === 'string') parts.push(`fingerprint ${d.fingerprint}`);
@@ -46,6 +65,29 @@ export function printable(s: string): string {
     else out += `\\u${code.toString(16).padStart(4, '0')}`;
   }
   return out;
+}
+
+/**
+ * The table within `width` columns: the details in their own column when that leaves them at least
+ * 40 columns, else on a row of their own under each entry, wrapped to the table's width.
+ */
+function auditTable(Table: typeof import('cli-table3'), cols: string[], cells: string[][], width: number, style: { head: string[]; border: string[] }): string {
+  const natural = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)) + 2);
+  const others = natural.slice(0, -1).reduce((a, b) => a + b, 0) + cols.length + 1;
+  if (others + natural.at(-1)! <= width || width - others >= 40) {
+    const fits = others + natural.at(-1)! <= width;
+    const table = new Table({ head: cols, style, ...(fits ? {} : { colWidths: [...natural.slice(0, -1), width - others], wordWrap: true }) });
+    for (const r of cells) table.push(r);
+    return table.toString();
+  }
+  const head = cols.slice(0, -1);
+  const table = new Table({ head, style, colWidths: natural.slice(0, -1) });
+  for (const r of cells) {
+    table.push(r.slice(0, -1));
+    const details = r.at(-1)!;
+    if (details) table.push([{ colSpan: head.length, content: details, wordWrap: true }]);
+  }
+  return table.toString();
 }
 
 export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
@@ -135,19 +177,25 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
       return ExitCode.OK;
     }
     const cols = ['time (UTC)', 'action', 'phase', 'actor', 'versions', 'rows', 'outcome', '+time', 'details'];
-    const cells = entries.map((e) =>
-      [
+    // A runbook's inputs ride on each of its rows; show them where they first appear or change.
+    let lastInputs = '';
+    const cells = entries.map((e) => {
+      const inputs = e.action === RUNBOOK_ACTION ? JSON.stringify(e.details?.inputs ?? {}) : lastInputs;
+      const showInputs = inputs !== lastInputs;
+      lastInputs = inputs;
+      return [
         e.createdAt.replace('T', ' ').slice(0, 19),
         e.action,
-        e.fromPhase || e.toPhase ? `${e.fromPhase ?? '–'} → ${e.toPhase ?? '–'}` : '',
+        // A runbook step moves nothing: the phase it ran in.
+        e.toPhase === null && e.action === RUNBOOK_ACTION ? (e.fromPhase ?? '') : e.fromPhase || e.toPhase ? `${e.fromPhase ?? '–'} → ${e.toPhase ?? '–'}` : '',
         e.actor,
         e.oldVersion || e.newVersion ? `${e.oldVersion ?? ''}→${e.newVersion ?? ''}` : '',
         e.rowsAffected === null ? '' : String(e.rowsAffected),
         e.outcome,
         e.sincePreviousMs ? duration(e.sincePreviousMs) : '',
-        summary(e),
-      ].map(printable),
-    );
+        summary(e, showInputs),
+      ].map(printable);
+    });
     if (f.format === 'markdown') {
       const esc = (s: string) => s.replace(/\|/g, '\\|');
       const md = [`## ${title}`, '', `| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...cells.map((r) => `| ${r.map(esc).join(' | ')} |`)];
@@ -156,9 +204,9 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
     }
     const { default: Table } = await import('cli-table3');
     const plain = rt.output.out.level === 0;
-    const table = new Table({ head: cols, style: { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] } });
-    for (const r of cells) table.push(r);
-    rt.output.result({}, () => `${title}\n${table.toString()}`);
+    const style = { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] };
+    const text = auditTable(Table, cols, cells, rt.columns() || 120, style);
+    rt.output.result({}, () => `${title}\n${text}`);
     return ExitCode.OK;
   });
 }
