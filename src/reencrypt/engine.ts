@@ -207,13 +207,30 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       throttle: throttleReason,
     });
 
+  const onWait = (reason: string | null) => {
+    if (reason !== throttleReason) {
+      throttleReason = reason;
+      progress();
+    }
+  };
+  /** Waits out the pause file and --max-load before a batch starts; true when stopped meanwhile. */
+  const mayStart = async (): Promise<boolean> => {
+    await throttle.beforeBatch(onWait);
+    if (!o.signal?.aborted) return true;
+    result.interrupted = true;
+    return false;
+  };
+
   while (result.passes < maxPasses) {
     result.passes++;
     // A three-stage pipeline: the workers encrypt batch k while the database writes batch k-1
     // (one statement + cursor, one transaction) and reads batch k+1.
+    if (!(await mayStart())) return result;
     let current = await read(cp.cursor);
     let toWrite: Planned | null = null;
     while (current.length > 0 || toWrite) {
+      // Nothing starts (no write, no read) while paused or while the database is too busy.
+      if (!(await mayStart())) return result;
       const started = performance.now();
       const last = current.length > 0 ? (current[current.length - 1]![t.primaryKey] as PkValue) : null;
       const writing: Planned | null = o.dryRun ? null : toWrite;
@@ -233,12 +250,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         result.rowsScanned += done.length;
         passScanned += done.length;
         progress();
-        await throttle.afterBatch(done.length, performance.now() - started, (reason) => {
-          if (reason !== throttleReason) {
-            throttleReason = reason;
-            progress();
-          }
-        });
+        await throttle.afterBatch(done.length, performance.now() - started, onWait);
       }
       if (o.dryRun) toWrite = null;
       // better-sqlite3 answers synchronously, so without this the loop never polls for signals

@@ -2,11 +2,14 @@
  * Keeping a long re-encryption gentle on a live database:
  * - batch size adapts so each batch takes about `chunkTimeMs` (exponentially smoothed), unless a
  *   fixed --batch-size was given;
- * - --max-rate caps rows per second, --sleep pauses after every batch;
- * - while the --pause-file exists, nothing runs;
+ * - --max-rate caps rows per second, and caps the batch size at max-rate × chunk time so a
+ *   batch is never a burst the rate then has to sleep off; --sleep pauses after every batch;
+ * - while the --pause-file exists, nothing runs: checked before every batch (beforeBatch), so
+ *   no batch starts once it appears;
  * - with --max-load, keyctl waits while the database is busier than that (PostgreSQL: other
  *   active backends in pg_stat_activity; MySQL: Threads_running).
- * Every wait reports its reason, so the progress line can say why it is slow.
+ * Every wait reports its reason, so the progress line can say why it is slow, and every wait
+ * ends as soon as the signal aborts (Ctrl-C answers within a second, not after a long sleep).
  */
 import { existsSync } from 'node:fs';
 
@@ -44,9 +47,15 @@ export class Throttle {
   private readonly now: () => number;
 
   constructor(private readonly o: ThrottleOptions) {
-    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.sleep = o.sleep ?? ((ms) => abortableSleep(ms, o.signal));
     this.now = o.now ?? (() => performance.now());
-    this.size = Math.min(o.maxBatchSize, o.fixedBatchSize ?? INITIAL_BATCH);
+    this.size = Math.min(o.maxBatchSize, o.fixedBatchSize ?? INITIAL_BATCH, this.rateCap());
+  }
+
+  /** The largest batch --max-rate allows: what the rate lets through in one chunk time. */
+  private rateCap(): number {
+    if (this.o.maxRate === null) return Number.POSITIVE_INFINITY;
+    return Math.max(MIN_BATCH, Math.floor((this.o.maxRate * this.o.chunkTimeMs) / 1000));
   }
 
   batchSize(): number {
@@ -62,7 +71,7 @@ export class Throttle {
       this.msPerRow = this.msPerRow === null ? sample : 0.7 * this.msPerRow + 0.3 * sample;
       const ideal = this.o.chunkTimeMs / Math.max(this.msPerRow, 1e-6);
       // Grow at most 2× per batch, so one fast batch does not produce a huge slow one.
-      this.size = Math.round(Math.max(MIN_BATCH, Math.min(this.o.maxBatchSize, ideal, this.size * 2)));
+      this.size = Math.round(Math.max(MIN_BATCH, Math.min(this.o.maxBatchSize, this.rateCap(), ideal, this.size * 2)));
     }
     const rateReason = `--max-rate ${this.o.maxRate} rows/s`;
     if (this.o.maxRate !== null) {
@@ -75,28 +84,35 @@ export class Throttle {
         await this.sleep(wait);
       }
     }
-    if (this.o.sleepMs > 0) await this.sleep(this.o.sleepMs);
-    await this.waitWhile(
+    if (this.o.sleepMs > 0 && !this.o.signal?.aborted) await this.sleep(this.o.sleepMs);
+    // Held back by --max-rate is a steady state, not news after every batch.
+    onWait(this.rateLimited ? rateReason : null);
+  }
+
+  /** Wait, before a batch starts, while the pause file exists or the database is too busy. */
+  async beforeBatch(onWait: (reason: string | null) => void): Promise<void> {
+    let waited = await this.waitWhile(
       () => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)),
       () => `paused: remove ${this.o.pauseFile} to resume`,
       onWait,
     );
     if (this.o.maxLoad !== null && this.o.probeLoad) {
       let load = 0;
-      await this.waitWhile(
-        async () => {
-          load = await this.o.probeLoad!();
-          return load > this.o.maxLoad!;
-        },
-        () => `database busy: load ${load} > --max-load ${this.o.maxLoad}`,
-        onWait,
-      );
+      waited =
+        (await this.waitWhile(
+          async () => {
+            load = await this.o.probeLoad!();
+            return load > this.o.maxLoad!;
+          },
+          () => `database busy: load ${load} > --max-load ${this.o.maxLoad}`,
+          onWait,
+        )) || waited;
     }
-    // Held back by --max-rate is a steady state, not news after every batch.
-    onWait(this.rateLimited ? rateReason : null);
+    if (waited) onWait(null);
   }
 
-  private async waitWhile(cond: () => Promise<boolean>, reason: () => string, onWait: (r: string | null) => void): Promise<void> {
+  /** Whether it waited at all. */
+  private async waitWhile(cond: () => Promise<boolean>, reason: () => string, onWait: (r: string | null) => void): Promise<boolean> {
     let waited = false;
     while (!this.o.signal?.aborted && (await cond())) {
       waited = true;
@@ -104,8 +120,25 @@ export class Throttle {
       await this.sleep(1000);
     }
     if (waited) {
+      // The --max-rate window restarts: the time spent waiting is no credit for a burst.
       this.started = this.now();
       this.rowsDone = 0;
+      this.rateLimited = false;
     }
+    return waited;
   }
+}
+
+/** setTimeout that ends early when the signal aborts. */
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

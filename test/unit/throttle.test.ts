@@ -92,7 +92,7 @@ describe('throttle', () => {
         if (++waits === 3) rmSync(file);
       },
     });
-    await th.afterBatch(10, 1, (r) => reasons.push(r));
+    await th.beforeBatch((r) => reasons.push(r));
     expect(waits).toBe(3);
     expect(existsSync(file)).toBe(false);
     expect(reasons[0]).toContain(`paused: remove ${file} to resume`);
@@ -103,7 +103,7 @@ describe('throttle', () => {
     const loads = [9, 7, 2];
     const reasons: Array<string | null> = [];
     const th = new Throttle({ ...base, maxLoad: 4, probeLoad: async () => loads.shift() ?? 0, sleep: async () => undefined });
-    await th.afterBatch(10, 1, (r) => reasons.push(r));
+    await th.beforeBatch((r) => reasons.push(r));
     expect(loads).toEqual([]);
     expect(reasons.slice(0, 2)).toEqual(['database busy: load 9 > --max-load 4', 'database busy: load 7 > --max-load 4']);
   });
@@ -191,10 +191,77 @@ describe('throttle after a pause', () => {
         if (t > 60_000) rmSync(file, { force: true });
       },
     });
-    await th.afterBatch(100, 10, () => undefined); // waits out the minute-long pause
+    await th.afterBatch(100, 10, () => undefined);
+    await th.beforeBatch(() => undefined); // waits out the minute-long pause
     const afterPause = t;
-    for (let i = 0; i < 5; i++) await th.afterBatch(100, 10, () => undefined);
+    for (let i = 0; i < 5; i++) {
+      await th.beforeBatch(() => undefined);
+      await th.afterBatch(100, 10, () => undefined);
+    }
     // 500 rows at 100 rows/s after the pause: at least ~5 s, not a burst.
     expect(t - afterPause).toBeGreaterThanOrEqual(4900);
+  });
+});
+
+describe('--max-rate holds the rate (issue 17 #9)', () => {
+  it('caps the batch size at max-rate × chunk time, adaptive or fixed, so a batch is no burst', async () => {
+    const clock = fakeClock();
+    const th = new Throttle({ ...base, maxRate: 300, now: clock.now, sleep: clock.sleep });
+    let largest = 0;
+    // A fast database (0.01 ms a row) would otherwise grow batches to the 5,000-row maximum.
+    for (let i = 0; i < 20; i++) {
+      const n = th.batchSize();
+      largest = Math.max(largest, n);
+      await th.afterBatch(n, n * 0.01, () => undefined);
+    }
+    expect(largest).toBeLessThanOrEqual(150);
+    const fixed = new Throttle({ ...base, fixedBatchSize: 2000, maxRate: 300, now: clock.now, sleep: clock.sleep });
+    expect(fixed.batchSize()).toBeLessThanOrEqual(150);
+    // Never below the minimum batch, however low the rate.
+    expect(new Throttle({ ...base, maxRate: 1 }).batchSize()).toBe(10);
+  });
+
+  it('a --max-rate wait answers an abort at once instead of sleeping it out', async () => {
+    const stop = new AbortController();
+    const th = new Throttle({ ...base, fixedBatchSize: 10, maxRate: 1, signal: stop.signal });
+    th.batchSize();
+    const started = performance.now();
+    setTimeout(() => stop.abort(), 50);
+    await th.afterBatch(10, 1, () => undefined); // 10 rows at 1 row/s: a 10-second wait
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it('a pause-file wait and --sleep answer an abort at once', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-pause-'));
+    const file = path.join(dir, 'pause');
+    writeFileSync(file, '');
+    const stop = new AbortController();
+    const th = new Throttle({ ...base, sleepMs: 60_000, pauseFile: file, signal: stop.signal });
+    const started = performance.now();
+    setTimeout(() => stop.abort(), 50);
+    await th.afterBatch(10, 1, () => undefined);
+    await th.beforeBatch(() => undefined);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+});
+
+describe('the pause file (issue 17 #19)', () => {
+  it('beforeBatch waits while the pause file exists, so no batch starts after it appears', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-pause-'));
+    const file = path.join(dir, 'pause');
+    writeFileSync(file, '');
+    const reasons: Array<string | null> = [];
+    let waits = 0;
+    const th = new Throttle({
+      ...base,
+      pauseFile: file,
+      sleep: async () => {
+        if (++waits === 2) rmSync(file);
+      },
+    });
+    await th.beforeBatch((r) => reasons.push(r));
+    expect(waits).toBe(2);
+    expect(reasons[0]).toBe(`paused: remove ${file} to resume`);
+    expect(reasons.at(-1)).toBeNull();
   });
 });

@@ -1,0 +1,98 @@
+/**
+ * Steering a running reencrypt (issue 17): the pause file stops batches before the next one
+ * starts, --max-rate holds the rate without bursts, and Ctrl-C answers within a second even in
+ * the middle of a long wait. Timing bounds are wide on purpose; precise numbers belong in notes.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/base/exit-codes.js';
+import { json, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function dualKeyProject(rows: number): Promise<string> {
+  const cwd = mkdtempSync(path.join(os.tmpdir(), 'keyctl-steer-'));
+  dirs.push(cwd);
+  for (const args of [['init', '--demo', '--rows', String(rows)], ['generate'], ['dual-key']]) {
+    const r = await keyctlInProcess(args, { cwd, env: { NO_COLOR: '1' } });
+    expect(r.code, r.stderr).toBe(0);
+  }
+  return cwd;
+}
+
+/** Rows the saved cursors say were scanned (all targets). */
+async function rowsCommitted(cwd: string): Promise<number> {
+  return withProjectSqlite(cwd, async (k) => {
+    const [row] = (await k('keyctl_reencrypt_checkpoints').sum({ n: 'rows_scanned' })) as Array<{ n: number | null }>;
+    return Number(row?.n ?? 0);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('reencrypt, steered live', () => {
+  it('a pause file present at the start holds the first batch back; removing it lets the run finish', async () => {
+    const cwd = await dualKeyProject(2000);
+    const pause = path.join(cwd, 'pause');
+    writeFileSync(pause, '');
+    const run = startKeyctlInProcess(['reencrypt', '--pause-file', pause, '--crypto-workers', '0', '--json'], { cwd, env: { NO_COLOR: '1' } });
+    await sleep(1500);
+    expect(await rowsCommitted(cwd)).toBe(0);
+    expect(run.stderr).toContain(`paused: remove ${pause} to resume`);
+    rmSync(pause);
+    const r = await run.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(json(r)).toMatchObject({ remaining: 0, interrupted: false });
+  });
+
+  it('a pause file that appears mid-run stops batches before the next one starts', async () => {
+    const cwd = await dualKeyProject(3000);
+    const pause = path.join(cwd, 'pause');
+    const run = startKeyctlInProcess(['reencrypt', '--pause-file', pause, '--batch-size', '100', '--sleep', '200', '--crypto-workers', '0'], {
+      cwd,
+      env: { NO_COLOR: '1' },
+    });
+    while ((await rowsCommitted(cwd)) < 200) await sleep(20);
+    writeFileSync(pause, '');
+    const atPause = await rowsCommitted(cwd);
+    await sleep(1500);
+    // At most the batch already being written when the file appeared.
+    expect((await rowsCommitted(cwd)) - atPause).toBeLessThanOrEqual(100);
+    run.signal('SIGINT');
+    expect((await run.done).code).toBe(ExitCode.INTERRUPTED);
+  });
+
+  it('--max-rate holds the rate, also right after a pause, and Ctrl-C in a long wait answers within a second', async () => {
+    const cwd = await dualKeyProject(6000);
+    const pause = path.join(cwd, 'pause');
+    const run = startKeyctlInProcess(['reencrypt', '--max-rate', '300', '--pause-file', pause, '--crypto-workers', '0'], { cwd, env: { NO_COLOR: '1' } });
+    while ((await rowsCommitted(cwd)) === 0) await sleep(20);
+    const r0 = await rowsCommitted(cwd);
+    await sleep(3000);
+    const steady = ((await rowsCommitted(cwd)) - r0) / 3;
+    writeFileSync(pause, '');
+    await sleep(2500);
+    rmSync(pause);
+    const r1 = await rowsCommitted(cwd);
+    await sleep(2000);
+    const afterPause = ((await rowsCommitted(cwd)) - r1) / 2;
+    // 300 rows/s with wide margins (a batch is at most 150 rows at the default 0.5 s chunk time).
+    expect(steady).toBeLessThan(450);
+    expect(steady).toBeGreaterThan(100);
+    expect(afterPause).toBeLessThan(450);
+    const stopAt = performance.now();
+    run.signal('SIGINT');
+    const r = await run.done;
+    const answeredMs = performance.now() - stopAt;
+    expect(r.code).toBe(ExitCode.INTERRUPTED);
+    expect(answeredMs).toBeLessThan(1000);
+    console.log(
+      `max-rate 300: steady ${steady.toFixed(0)} rows/s, after a pause ${afterPause.toFixed(0)} rows/s, Ctrl-C answered in ${answeredMs.toFixed(0)} ms`,
+    );
+  });
+});
