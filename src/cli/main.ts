@@ -62,7 +62,6 @@ export async function main(io: MainIO): Promise<number> {
     .option('--no-color', 'no colour in output (also when NO_COLOR is set or output is not a terminal)')
     .option('--actor <name>', 'who is acting, recorded in rotation_audit (default: $KEYCTL_ACTOR, else user@host)')
     .addHelpText('after', EXIT_HELP)
-    .showHelpAfterError('(run `keyctl --help` for usage)')
     .configureOutput({
       writeOut: (s) => void io.stdout.write(s),
       writeErr: (s) => void io.stderr.write(s),
@@ -71,6 +70,8 @@ export async function main(io: MainIO): Promise<number> {
       // commander's help has no colours of its own; it need not look at the process's streams.
       getOutHasColors: () => false,
       getErrHasColors: () => false,
+      // Usage errors are printed by main, in keyctl's format (and as JSON with --json): see ./usage.ts.
+      outputError: () => undefined,
     })
     .exitOverride();
 
@@ -148,7 +149,10 @@ export async function main(io: MainIO): Promise<number> {
       // Help shown because no command was given: a usage error, so scripts notice.
       if (err.code === 'commander.help') return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
       if (err.code === 'commander.executeSubCommandAsync') return err.exitCode;
-      return ExitCode.USAGE;
+      const { asksForJson, commandPath, usageErrorFrom } = await import('./usage.js');
+      const args = io.argv.slice(2);
+      const flags = globalFlags();
+      return (await outputFor({ ...flags, json: flags.json || asksForJson(args) })).error(usageErrorFrom(err.code, err.message, commandPath(program, args)));
     }
     // A bad option value, from a spec's parser: reported like a handler's error (as JSON with --json).
     if (err instanceof KeyctlError) return (await outputFor(globalFlags())).error(err);

@@ -62,3 +62,58 @@ describe('backup --out to a path that cannot be written fails fast with exit 8',
     }, 20_000);
   }
 });
+
+describe('usage errors use keyctl: error: / keyctl: hint:, and --json still prints one JSON object', () => {
+  const cwd = tmpdir();
+
+  it('an unknown command names itself, suggests the closest command and where help is', async () => {
+    const r = await keyctlInProcess(['frobnicate'], { cwd });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe("keyctl: error: unknown command 'frobnicate'\nkeyctl: hint: run `keyctl --help` for the commands\n");
+    const typo = await keyctlInProcess(['statsu'], { cwd });
+    expect(typo.stderr).toBe(
+      "keyctl: error: unknown command 'statsu'\nkeyctl: hint: did you mean `keyctl status`?\nkeyctl: hint: run `keyctl --help` for the commands\n",
+    );
+    const sub = await keyctlInProcess(['runbook', 'lsit'], { cwd });
+    expect(sub.code).toBe(ExitCode.USAGE);
+    expect(sub.stderr).toContain('keyctl: hint: did you mean `keyctl runbook list`?\nkeyctl: hint: run `keyctl runbook --help` for the commands\n');
+  });
+
+  it('keyctl rotate points to generate and to the routine-rotation runbook', async () => {
+    const r = await keyctlInProcess(['rotate'], { cwd });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toMatch(/^keyctl: error: unknown command 'rotate'\nkeyctl: hint: /);
+    expect(r.stderr).toContain('`keyctl generate`');
+    expect(r.stderr).toContain('`keyctl runbook run routine-rotation`');
+  });
+
+  it("an unknown option names the command's help, with did-you-mean", async () => {
+    const r = await keyctlInProcess(['status', '--bogus'], { cwd });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toBe("keyctl: error: unknown option '--bogus'\nkeyctl: hint: run `keyctl status --help` for its options\n");
+    const typo = await keyctlInProcess(['reencrypt', '--batch-szie', '5'], { cwd });
+    expect(typo.stderr).toBe(
+      "keyctl: error: unknown option '--batch-szie'\nkeyctl: hint: did you mean --batch-size?\nkeyctl: hint: run `keyctl reencrypt --help` for its options\n",
+    );
+    const global = await keyctlInProcess(['--config', 'x.yaml', '--jsn', 'status'], { cwd });
+    expect(global.stderr).toContain('keyctl: hint: did you mean --json?');
+  });
+
+  it('with --json, wherever it stands, stdout is one JSON object', async () => {
+    for (const args of [
+      ['frobnicate', '--json'],
+      ['--json', 'rotate'],
+      ['status', '--bogus', '--json'],
+      ['--json', 'status', '--bogus'],
+      ['audit', '--format', 'xml', '--json'],
+      ['runbook', 'run', '--json'],
+      ['status', 'extra', '--json'],
+    ]) {
+      const r = await keyctlInProcess(args, { cwd });
+      expect(r.code, args.join(' ')).toBe(ExitCode.USAGE);
+      expect(json(r), args.join(' ')).toMatchObject({ ok: false, error: { kind: 'usage', exitCode: ExitCode.USAGE, message: expect.any(String) } });
+      expect(r.stderr, args.join(' ')).toMatch(/^keyctl: error: .*\nkeyctl: hint: /);
+    }
+  });
+});
