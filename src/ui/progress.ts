@@ -9,7 +9,7 @@ export interface ProgressLine {
   update(text: string): void;
   /** Print a line that stays (the spinner continues below it). */
   log(text: string): void;
-  /** A new state worth a line of its own (e.g. a throttle starting): printed now, and the live line shows it. */
+  /** A new state (e.g. a throttle starting): the live line shows it at once; without a terminal, a line printed now. */
   news(text: string): void;
   stop(): void;
 }
@@ -33,9 +33,9 @@ export async function startProgress(output: Output, first: string, intervalMs = 
         output.info(t);
         spinner.render();
       },
+      // The live line shows it at once; a copy above it would only go stale (a terminal's
+      // scrollback is not a log: without one, news is printed as a line of its own).
       news: (t) => {
-        spinner.clear();
-        output.info(t);
         spinner.text = fit(t);
         spinner.render();
       },

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { json, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
+import { Tmux } from '../helpers/tmux.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -94,5 +95,36 @@ describe('reencrypt, steered live', () => {
     console.log(
       `max-rate 300: steady ${steady.toFixed(0)} rows/s, after a pause ${afterPause.toFixed(0)} rows/s, Ctrl-C answered in ${answeredMs.toFixed(0)} ms`,
     );
+  });
+});
+
+describe('reencrypt progress in a terminal (issue 17 #11)', () => {
+  it('keeps one live line (no stale copy above it) and freezes the ETA as "paused" while paused', async () => {
+    const cwd = await dualKeyProject(3000);
+    const pause = path.join(cwd, 'pause');
+    const t = new Tmux(cwd, ['reencrypt', '--max-rate', '300', '--pause-file', pause, '--crypto-workers', '0'], { NO_COLOR: '1' });
+    try {
+      await t.waitFor(/customers: [\d,]+\/3,000 rows \d+%, [1-9]/);
+      await sleep(1000);
+      // Without the spinner's frame, which keeps turning.
+      const progressLines = (screen: string) =>
+        screen
+          .split('\n')
+          .filter((l) => l.includes('customers:'))
+          .map((l) => l.replace(/^\S+ (?=customers:)/, ''));
+      expect(progressLines(t.screen())).toHaveLength(1);
+      writeFileSync(pause, '');
+      const paused = await t.waitFor(/ETA paused/);
+      expect(progressLines(paused)).toHaveLength(1);
+      const line = progressLines(paused)[0]!;
+      await sleep(2500);
+      // Nothing moves while paused: the rate and ETA stay as they were, not decaying to 0 rows/s.
+      expect(progressLines(t.screen())[0]).toBe(line);
+      rmSync(pause);
+      expect(await t.exit()).toBe(0);
+      expect(progressLines(t.screen()).filter((l) => /ETA/.test(l))).toHaveLength(0);
+    } finally {
+      t.kill();
+    }
   });
 });

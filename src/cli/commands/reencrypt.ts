@@ -80,10 +80,18 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
   const rate = new RecentRate();
   let currentTable = '';
   let lastEvent: ProgressEvent | null = null;
+  // While paused the rate and ETA stay as they were (a pause is not a slowdown); the rate starts
+  // over after it, so the paused minutes do not drag it down.
+  let shownRate = 0;
+  let wasPaused = false;
   const line = (e: ProgressEvent): string => {
-    const r = rate.add(Date.now(), e.rowsScanned);
+    const paused = e.throttle?.startsWith('paused') ?? false;
+    if (wasPaused && !paused) rate.reset();
+    wasPaused = paused;
+    if (!paused) shownRate = rate.add(Date.now(), e.rowsScanned);
+    const r = shownRate;
     const pct = e.rowsTotal > 0 ? Math.min(100, Math.floor((100 * e.rowsScanned) / e.rowsTotal)) : 100;
-    const eta = r > 0 ? duration(Math.max(0, e.rowsTotal - e.rowsScanned) / r) : '?';
+    const eta = paused ? 'paused' : r > 0 ? duration(Math.max(0, e.rowsTotal - e.rowsScanned) / r) : '?';
     const n = (x: number) => x.toLocaleString('en-US');
     // Why it is slow comes right after the rate it explains, so a narrow terminal cuts the
     // batch size rather than the throttle reason.
