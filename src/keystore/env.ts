@@ -93,6 +93,17 @@ export class EnvKeystore implements Keystore {
     );
   }
 
+  howToRotate(present: readonly string[], primary: string | undefined, next: string): string {
+    const key = (v: string) => `${this.prefix}KEY_${v.toUpperCase()}`;
+    const primaryVar = `${this.prefix}PRIMARY`;
+    return [
+      'keyctl cannot set environment variables; to add the next key by hand, set in the environment of keyctl and of every application:',
+      `  ${key(next)}=$(openssl rand -base64 32)${present.length ? `   (keep ${present.map(key).join(', ')})` : ''}`,
+      ...(primary ? [`  ${primaryVar}=${primary}   (unchanged until every reader has ${key(next)}; then ${primaryVar}=${next})`] : [`  ${primaryVar}=${next}`]),
+      'or run rotations with a keystore keyctl can write (keystore.provider: file, or a managed keystore)',
+    ].join('\n');
+  }
+
   /** The environment has no archive: versions no longer published are simply unset. */
   async readArchive(keyring: string): Promise<ArchiveSnapshot> {
     return { doc: { keyring, keys: new Map() }, revision: null };

@@ -64,6 +64,11 @@ export interface Keystore {
   readonly writable: boolean;
   /** Where the keys are, for messages (never contains secrets). */
   describe(): string;
+  /**
+   * A read-only provider: what the operator would set by hand to add version `next` (the keys
+   * `present` stay) and later make it primary instead of `primary`, one line per step.
+   */
+  howToRotate?(present: readonly string[], primary: string | undefined, next: string): string;
   /** The published keyring, or null when the keystore holds none yet. */
   read(): Promise<KeystoreSnapshot | null>;
   /**

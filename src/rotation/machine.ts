@@ -125,6 +125,8 @@ export interface Snapshot {
   versions: readonly RegisteredVersion[];
   policy: PolicySnapshot;
   keystoreWritable: boolean;
+  /** A read-only keystore: what to set by hand instead (the env keystore lists its variables). */
+  keystoreReadOnlyHint?: string;
   counts?: CountsSnapshot;
 }
 
@@ -196,7 +198,9 @@ export const GUARDS = {
         ? null
         : {
             reason: 'the keystore is read-only: keyctl cannot add, publish or retire keys in it, so it cannot run a rotation',
-            hint: 'run rotations with a keystore keyctl can write (keystore.provider: file, or a managed keystore); the env keystore is for reading',
+            hint:
+              s.keystoreReadOnlyHint ??
+              'run rotations with a keystore keyctl can write (keystore.provider: file, or a managed keystore); the env keystore is for reading',
           },
   },
   compromisedIsPrimary: {

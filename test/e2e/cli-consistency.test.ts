@@ -117,3 +117,21 @@ describe('usage errors use keyctl: error: / keyctl: hint:, and --json still prin
     }
   });
 });
+
+describe('the env keystore refuses to rotate and lists the exact variables to set', () => {
+  it('generate names the new version, its variable and the primary to set, with the configured prefix', async () => {
+    const dir = tmpdir();
+    writeFileSync(path.join(dir, 'keyctl.yaml'), 'database:\n  client: sqlite\n  connection: app.db\nkeystore:\n  provider: env\n  prefix: APP_\n');
+    writeFileSync(path.join(dir, 'app.db'), '');
+    const env = { APP_KEY_V1: Buffer.alloc(32, 7).toString('base64'), APP_KEY_V2: Buffer.alloc(32, 9).toString('base64'), APP_PRIMARY: 'v2' };
+    const r = await keyctlInProcess(['generate'], { cwd: dir, env });
+    expect(r.code).toBe(ExitCode.REFUSED);
+    expect(r.stderr).toContain('keyctl: error: the keystore is read-only');
+    expect(r.stderr).toContain('keyctl: hint:   APP_KEY_V3=$(openssl rand -base64 32)');
+    expect(r.stderr).toContain('keyctl: hint:   APP_PRIMARY=v2');
+    expect(r.stderr).toContain('then APP_PRIMARY=v3');
+    expect(r.stderr).toContain('keep APP_KEY_V1, APP_KEY_V2');
+    const j = await keyctlInProcess(['generate', '--json'], { cwd: dir, env });
+    expect(json<{ error: { hint: string } }>(j).error.hint).toContain('APP_KEY_V3=');
+  });
+});

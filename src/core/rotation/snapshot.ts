@@ -15,8 +15,17 @@ export function snapshotOf(ctx: CoreContext, rotation: Rotation | null, versions
     versions,
     policy: { minPropagationSeconds: ctx.config.policy.minPropagationSeconds, rollbackWindowDays: ctx.config.policy.rollbackWindowDays },
     keystoreWritable: ctx.keystore.writable,
+    ...(!ctx.keystore.writable && ctx.keystore.howToRotate ? { keystoreReadOnlyHint: readOnlyHint(ctx, versions) } : {}),
     ...(counts ? { counts } : {}),
   };
+}
+
+/** The read-only keystore's steps to add the version after the newest registered one by hand. */
+function readOnlyHint(ctx: CoreContext, versions: readonly RegisteredVersion[]): string {
+  const present = versions.filter((v) => v.material !== 'destroyed' && v.state !== 'retired').map((v) => v.version);
+  const newest = Math.max(0, ...versions.map((v) => Number(v.version.slice(1))).filter(Number.isSafeInteger));
+  const primary = versions.find((v) => v.state === 'primary')?.version;
+  return ctx.keystore.howToRotate?.(present, primary, `v${newest + 1}`) ?? '';
 }
 
 /** Values per version and unparseable ones, summed over column counts. */
