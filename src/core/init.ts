@@ -17,6 +17,7 @@ import { hasLiteralPassword, redactUrl } from '../db/redact.js';
 import { openKeystore } from '../keystore/index.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { appendAudit } from '../rotation/store.js';
+import { anchorAuditHead } from './audit-anchor.js';
 import type { CoreContext, Logger } from './context.js';
 import { createDemoTable, DEMO_TARGET } from './demo.js';
 import { KeyctlError, RefusedError, UsageError } from '../base/errors.js';
@@ -204,6 +205,14 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       },
       opts.now(),
     );
+    // The first anchor, so the history is anchored from its first rows (a database-only attacker
+    // could otherwise replace it before any later command anchors it).
+    if (keystore.writable) {
+      const anchored = await anchorAuditHead({ db, keystore, now: opts.now }, config.keyring).catch((err: unknown) => ({ status: 'failed' as const, err }));
+      if (anchored.status === 'failed')
+        opts.log.warn(`the audit anchor was not written: ${(anchored.err as Error).message} — run \`keyctl audit --anchor\` when the keystore answers`);
+      else if (anchored.status === 'refused') opts.log.warn(`the audit anchor was not written: ${anchored.reason} — ${anchored.hint}`);
+    }
     if (!opts.existingConfig)
       // Readable by others only when it holds no secret (a ${VAR:-default} may still carry one).
       await writeFileAtomic(configFile, text, hasLiteralPassword(connection) ? 0o600 : 0o644).catch((err: NodeJS.ErrnoException) => {

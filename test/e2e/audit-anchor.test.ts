@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { auditFieldsOf } from '../../src/db/audit-fields.js';
 import { auditRowHash, GENESIS_HASH } from '../../src/db/audit-hash.js';
+import { registryDigest } from '../../src/rotation/store.js';
 import { demoProject } from '../helpers/project.js';
 import { json, keyctl, withProjectSqlite } from '../helpers/cli.js';
 
@@ -139,6 +140,54 @@ describe('audit --verify against the anchor: the three rewrites of issue 16', ()
     );
     const problems = json<{ problems: Array<{ code: string }> }>(await run('status', '--check', '--json')).problems.map((p) => p.code);
     expect(problems).not.toContain('audit-chain-broken');
+  });
+
+  it('a registry edit hidden by a forged row past the anchored head never unpublishes a key the data needs', async () => {
+    const { dir, run } = await demoProject(dirs, 20);
+    expect((await run('generate')).code).toBe(0);
+    // A database-only attacker makes v2 primary and v1 retired, then appends a correctly hashed
+    // `register` row carrying the edited registry's digest, past the anchored head.
+    await withProjectSqlite(dir, async (k) => {
+      await k('keyctl_key_versions').where({ keyring: 'default', version: 'v2' }).update({ state: 'primary' });
+      await k('keyctl_key_versions').where({ keyring: 'default', version: 'v1' }).update({ state: 'retired' });
+      const head = await headOf(k);
+      const row = {
+        rotation_id: null,
+        keyring: 'default',
+        action: 'register',
+        from_phase: null,
+        to_phase: null,
+        actor: 'attacker',
+        old_version: null,
+        new_version: null,
+        rows_affected: null,
+        outcome: 'ok',
+        details: JSON.stringify({ registry: await registryDigest(k, 'default') }),
+        created_at: new Date().toISOString(),
+        seq: head.seq + 1,
+      };
+      const hash = auditRowHash(head.last_hash, auditFieldsOf(row));
+      await k('rotation_audit').insert({ ...row, prev_hash: head.last_hash, row_hash: hash });
+      await k('keyctl_audit_head')
+        .where({ keyring: 'default' })
+        .update({ seq: head.seq + 1, last_hash: hash });
+    });
+    const r = await run('verify');
+    expect(r.code).not.toBe(ExitCode.OK);
+    const published = JSON.parse(readFileSync(path.join(dir, '.keyctl/keyring.json'), 'utf8')) as { primary: string; keys: Record<string, string> };
+    expect(Object.keys(published.keys)).toContain('v1');
+    expect(`${r.stdout}${r.stderr}`).toMatch(/still under v1/);
+  });
+
+  it('init anchors the first rows, so deleting the whole history right after init is reported', async () => {
+    const { dir, run } = await demoProject(dirs, 20);
+    await withProjectSqlite(dir, async (k) => {
+      await k('rotation_audit').delete();
+      await k('keyctl_audit_head').delete();
+    });
+    const r = await run('audit', '--verify', '--json');
+    expect(r.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(json<VerifyJson>(r).problems.join('\n')).toMatch(/anchor.*(deleted|truncated)/i);
   });
 
   it('(a, later) a keyctl command after the truncation does not bless it: the anchor stays put', async () => {

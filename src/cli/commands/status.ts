@@ -12,6 +12,8 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
   let report: StatusReport;
   try {
     report = await getStatus(ctx);
+    // status may append audit rows (a registry reconciled, a refusal): anchor them like any command.
+    await (await import('../../core/audit.js')).anchorAfterCommand(ctx);
   } finally {
     await ctx.close();
   }

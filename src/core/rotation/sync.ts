@@ -13,6 +13,7 @@ import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
 import type { CoreContext } from '../context.js';
 import { KeystoreError } from '../../base/errors.js';
 import { destructionRecorded, listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
+import { countAllTargets } from './counts.js';
 import { refuse } from './guard.js';
 
 function sameKeys(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
@@ -78,6 +79,26 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
       hint: 'undo the change to keyctl_key_versions (`keyctl audit --verify` shows what the history recorded); keys are destroyed only by `keyctl retire` and `keyctl purge`',
       details: { guard: 'destructionAudited', version: v },
     });
+  }
+
+  // Nor does it stop publishing a key that values still need: the published keyring is what the
+  // applications decrypt with, so a version leaving it while the database still holds values under
+  // it would make them unreadable (a registry edited outside keyctl, say, with a forged audit row
+  // past the anchored head to hide it). Counted only when a version is about to leave.
+  const leaving = [...published.doc.keys.keys()].filter((v) => registered.has(v) && !desiredPublished.keys.has(v));
+  if (leaving.length > 0) {
+    const { byVersion } = await countAllTargets(ctx);
+    for (const v of leaving) {
+      const inUse = byVersion[v] ?? 0;
+      if (inUse === 0) continue;
+      await refuse(ctx, {
+        action: 'integrity',
+        rotation: null,
+        reason: `the registry says ${v} is ${versions.find((x) => x.version === v)?.state ?? '?'}, but ${inUse.toLocaleString('en-US')} value(s) in the targets are still under ${v}; keyctl will not stop publishing a key the data needs`,
+        hint: 'if keyctl_key_versions was changed outside keyctl, undo it (`keyctl audit --verify`, `keyctl status --check`); otherwise re-encrypt those values first (`keyctl reencrypt`)',
+        details: { guard: 'unpublishedKeyUnused', version: v, values: inUse },
+      });
+    }
   }
 
   const changes: string[] = [];
