@@ -121,6 +121,11 @@ const reencryptFlags = (cmd: Command) =>
       'wait while the database is busier than this (PostgreSQL: other active backends; MySQL: Threads_running)',
       parsePositive('--max-load'),
     )
+    .option(
+      '--critical-load <n>',
+      'stop (cursor saved, exit 7, resumable) when the database is busier than this; above --max-load',
+      parsePositive('--critical-load'),
+    )
     .option('--table <name>', 'only this target table')
     .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
     .option(

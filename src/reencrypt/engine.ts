@@ -84,6 +84,8 @@ export interface TableResult {
   interrupted: boolean;
   /** Why the engine stopped early on its own (shouldStop), if it did. */
   stoppedBecause?: string;
+  /** Why the engine stopped, resumable, before a batch (the load above --critical-load), if it did. */
+  abortedBecause?: string;
   resumedFrom: PkValue | null;
 }
 
@@ -213,10 +215,11 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       progress();
     }
   };
-  /** Waits out the pause file and --max-load before a batch starts; true when stopped meanwhile. */
+  /** Waits out the pause file and --max-load before a batch starts; false to stop (signal, --critical-load). */
   const mayStart = async (): Promise<boolean> => {
-    await throttle.beforeBatch(onWait);
-    if (!o.signal?.aborted) return true;
+    const critical = await throttle.beforeBatch(onWait);
+    if (critical) result.abortedBecause = critical;
+    if (!critical && !o.signal?.aborted) return true;
     result.interrupted = true;
     return false;
   };

@@ -7,7 +7,8 @@
  * - while the --pause-file exists, nothing runs: checked before every batch (beforeBatch), so
  *   no batch starts once it appears;
  * - with --max-load, keyctl waits while the database is busier than that (PostgreSQL: other
- *   active backends in pg_stat_activity; MySQL: Threads_running).
+ *   active backends in pg_stat_activity; MySQL: Threads_running); above --critical-load it stops
+ *   (the run saves its cursor and exits as interrupted) rather than wait on a database in trouble.
  * Every wait reports its reason, so the progress line can say why it is slow, and every wait
  * ends as soon as the signal aborts (Ctrl-C answers within a second, not after a long sleep).
  */
@@ -22,7 +23,9 @@ export interface ThrottleOptions {
   sleepMs: number;
   pauseFile: string | null;
   maxLoad: number | null;
-  /** Current database load, for maxLoad. */
+  /** Above this load, stop (cleanly, resumable) instead of waiting: pt-online-schema-change's --critical-load. */
+  criticalLoad?: number | null;
+  /** Current database load, for maxLoad and criticalLoad. */
   probeLoad?: () => Promise<number>;
   signal?: AbortSignal;
   sleep?: (ms: number) => Promise<void>;
@@ -89,26 +92,38 @@ export class Throttle {
     onWait(this.rateLimited ? rateReason : null);
   }
 
-  /** Wait, before a batch starts, while the pause file exists or the database is too busy. */
-  async beforeBatch(onWait: (reason: string | null) => void): Promise<void> {
+  /**
+   * Wait, before a batch starts, while the pause file exists or the database is too busy.
+   * Returns a reason to stop (the load is above --critical-load), or null to go on.
+   */
+  async beforeBatch(onWait: (reason: string | null) => void): Promise<string | null> {
     let waited = await this.waitWhile(
       () => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)),
       () => `paused: remove ${this.o.pauseFile} to resume`,
       onWait,
     );
-    if (this.o.maxLoad !== null && this.o.probeLoad) {
+    const critical = this.o.criticalLoad ?? null;
+    const probe = this.o.probeLoad;
+    if ((this.o.maxLoad !== null || critical !== null) && probe) {
       let load = 0;
+      let stop: string | null = null;
       waited =
         (await this.waitWhile(
           async () => {
-            load = await this.o.probeLoad!();
-            return load > this.o.maxLoad!;
+            load = await probe();
+            if (critical !== null && load > critical) {
+              stop = `database load ${load} > --critical-load ${critical}`;
+              return false;
+            }
+            return this.o.maxLoad !== null && load > this.o.maxLoad;
           },
           () => `database busy: load ${load} > --max-load ${this.o.maxLoad}`,
           onWait,
         )) || waited;
+      if (stop) return stop;
     }
     if (waited) onWait(null);
+    return null;
   }
 
   /** Whether it waited at all. */

@@ -265,3 +265,20 @@ describe('the pause file (issue 17 #19)', () => {
     expect(reasons.at(-1)).toBeNull();
   });
 });
+
+describe('--critical-load (issue 17 #11)', () => {
+  it('beforeBatch waits above --max-load and gives a reason to stop above --critical-load', async () => {
+    const loads = [6, 5, 12];
+    const reasons: Array<string | null> = [];
+    const th = new Throttle({ ...base, maxLoad: 4, criticalLoad: 10, probeLoad: async () => loads.shift() ?? 0, sleep: async () => undefined });
+    expect(await th.beforeBatch((r) => reasons.push(r))).toBe('database load 12 > --critical-load 10');
+    expect(reasons).toEqual(['database busy: load 6 > --max-load 4', 'database busy: load 5 > --max-load 4']);
+  });
+
+  it('stops above --critical-load without --max-load, and goes on below it', async () => {
+    const loads = [3, 11];
+    const th = new Throttle({ ...base, criticalLoad: 10, probeLoad: async () => loads.shift() ?? 0, sleep: async () => undefined });
+    expect(await th.beforeBatch(() => undefined)).toBeNull();
+    expect(await th.beforeBatch(() => undefined)).toBe('database load 11 > --critical-load 10');
+  });
+});

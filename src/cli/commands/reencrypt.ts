@@ -45,6 +45,7 @@ function resumeCommand(rt: CliRuntime, f: ReencryptOptions): string {
   flag('--sleep', f.sleep);
   flag('--pause-file', f.pauseFile);
   flag('--max-load', f.maxLoad);
+  flag('--critical-load', f.criticalLoad);
   flag('--table', f.table);
   flag('--shard', f.shard && shardText(f.shard));
   flag('--crypto-workers', f.cryptoWorkers);
@@ -112,6 +113,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
         sleepMs: f.sleep,
         pauseFile,
         maxLoad: f.maxLoad,
+        criticalLoad: f.criticalLoad,
         table: f.table,
         shard,
         signal: stop.signal,
@@ -156,6 +158,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
           failures: report.failures,
           remaining: report.remaining,
           interrupted: report.interrupted,
+          abortedBecause: report.abortedBecause ?? null,
           noop: report.noop ?? null,
           ...(report.interrupted ? { resume } : {}),
         },
@@ -169,6 +172,8 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
           for (const x of report.failures.slice(0, 50)) lines.push(`  ${c.red('cannot decrypt')} ${x.table}.${x.column} pk=${x.pk}: ${x.reason}`);
           if (report.failures.length > 50) lines.push(`  … ${report.failures.length - 50} more (use --json for the full list)`);
           if (report.noop) lines.push(`${c.green('✓')} ${report.noop}; next: ${nextStep(report.rotation.phase)}`);
+          else if (report.abortedBecause)
+            lines.push(`${c.yellow('stopped')}: ${report.abortedBecause}; progress is saved; when the database is calmer, resume with: ${resume}`);
           else if (report.interrupted) lines.push(`${c.yellow('interrupted')}: progress is saved; resume with: ${resume}`);
           else if (report.dryRun)
             lines.push(`dry run: nothing was written. ${report.failures.length > 0 ? 'Values that fail would be left as they are.' : ''}`.trim());

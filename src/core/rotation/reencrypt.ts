@@ -30,6 +30,8 @@ export interface ReencryptOptions {
   sleepMs?: number | undefined;
   pauseFile?: string | undefined;
   maxLoad?: number | undefined;
+  /** Stop (resumable, interrupted) when the database load exceeds this; see --critical-load. */
+  criticalLoad?: number | undefined;
   /** Told about retried batches (deadlock, lock wait, dropped connection). */
   onRetry?: (message: string) => void;
   table?: string | undefined;
@@ -51,6 +53,8 @@ export interface ReencryptReport {
   /** Values not under the target across all targets after the run (database count). */
   remaining: number;
   interrupted: boolean;
+  /** Why the run stopped on its own, resumable (the database load above --critical-load), if it did. */
+  abortedBecause?: string;
   /** Set when there was nothing to rewrite and the phase was left as it was: says so. */
   noop?: string;
 }
@@ -65,11 +69,17 @@ async function countPending(ctx: CoreContext, targets: CoreContext['config']['ta
 export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
   if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1))
     throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
-  const probe = opts.maxLoad !== undefined ? loadProbe(ctx.db) : null;
-  if (opts.maxLoad !== undefined && !probe)
+  const watchLoad = opts.maxLoad !== undefined || opts.criticalLoad !== undefined;
+  const probe = watchLoad ? loadProbe(ctx.db) : null;
+  if (watchLoad && !probe)
     throw new UsageError(
-      '--max-load needs PostgreSQL or MySQL/MariaDB (SQLite has no server load to watch)',
+      `${opts.maxLoad !== undefined ? '--max-load' : '--critical-load'} needs PostgreSQL or MySQL/MariaDB (SQLite has no server load to watch)`,
       'use --max-rate or --sleep to slow down on SQLite',
+    );
+  if (opts.maxLoad !== undefined && opts.criticalLoad !== undefined && opts.criticalLoad <= opts.maxLoad)
+    throw new UsageError(
+      `--critical-load ${opts.criticalLoad} must be above --max-load ${opts.maxLoad}`,
+      'keyctl waits above --max-load and stops above --critical-load',
     );
   const targets = opts.table ? ctx.config.targets.filter((t) => t.table === opts.table) : ctx.config.targets;
   if (opts.table && targets.length === 0) {
@@ -171,6 +181,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     sleepMs: opts.sleepMs ?? 0,
     pauseFile: opts.pauseFile ?? null,
     maxLoad: opts.maxLoad ?? null,
+    criticalLoad: opts.criticalLoad ?? null,
     ...(probe ? { probeLoad: probe } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
@@ -227,7 +238,17 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   const counted = new Map(tables.filter((t) => !t.interrupted && !opts.shard).map((t) => [t.table, t.remaining]));
   let remaining = 0;
   for (const t of ctx.config.targets) remaining += counted.get(t.table) ?? (await countNotUnder(ctx.db, t, target));
-  const report: ReencryptReport = { rotation, target, dryRun: opts.dryRun, tables, failures, remaining, interrupted };
+  const abortedBecause = tables.find((t) => t.abortedBecause)?.abortedBecause;
+  const report: ReencryptReport = {
+    rotation,
+    target,
+    dryRun: opts.dryRun,
+    tables,
+    failures,
+    remaining,
+    interrupted,
+    ...(abortedBecause ? { abortedBecause } : {}),
+  };
   if (opts.dryRun) return report;
 
   const rowsUpdated = tables.reduce((n, t) => n + t.rowsUpdated, 0);
@@ -245,6 +266,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     failures: failures.length,
     failureSample: failures.slice(0, 20),
     remaining,
+    ...(abortedBecause ? { abortedBecause } : {}),
   };
   if (!interrupted && remaining === 0 && rule('reencrypt-done').from.includes(rotation.phase)) {
     // With shards, the last one to finish moves the phase; one finishing at the same moment finds it done.
