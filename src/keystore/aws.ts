@@ -224,12 +224,12 @@ export class AwsSecretsManagerKeystore implements Keystore {
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
   /**
-   * The audit anchor: secret `<secretId>/audit-anchor`, changed like the published keyring (staged
+   * The audit anchor: secret `<secret name>/audit-anchor` (see anchorSecretName), changed like the published keyring (staged
    * AWSPENDING, then AWSCURRENT moved with RemoveFromVersionId = the version read). Whether the
    * move lost a race is decided by re-reading the labels, whatever error Secrets Manager returned.
    */
   async readAnchor(_keyring: string): Promise<AnchorSnapshot> {
-    const name = `${this.o.secretId}/audit-anchor`;
+    const name = anchorSecretName(this.o.secretId);
     const where = `AWS Secrets Manager secret ${name}`;
     const got = await this.call('GetSecretValue', name, (c, s) => c.send(new s.GetSecretValueCommand({ SecretId: name, VersionStage: 'AWSCURRENT' })), {
       notFound: true,
@@ -239,7 +239,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
   }
 
   async writeAnchor(keyring: string, text: string, expectedRevision: string | null): Promise<void> {
-    const name = `${this.o.secretId}/audit-anchor`;
+    const name = anchorSecretName(this.o.secretId);
     if (expectedRevision === null) {
       const tags = [...this.baseTags(keyring), { Key: 'keyctl:role', Value: 'audit-anchor' }];
       await this.createOrFill(name, text, tags, `keyctl keyring ${keyring}: the audit chain anchor`, 'anchor the audit chain');
@@ -552,4 +552,14 @@ function archiveRevision(entries: ArchiveEntrySecret[]): string {
   return createHash('sha256')
     .update(entries.map((e) => `${e.name}@${e.current}`).join('\n'))
     .digest('hex');
+}
+
+/**
+ * The anchor's secret name: `<secretId>/audit-anchor`. An ARN cannot be extended into a name
+ * (CreateSecret refuses its colons), so for `arn:…:secret:NAME-AbCdEf` it is `NAME/audit-anchor`,
+ * in the configured region.
+ */
+export function anchorSecretName(secretId: string): string {
+  const arn = /^arn:[^:]+:secretsmanager:[^:]*:[^:]*:secret:(.+?)(?:-[A-Za-z0-9]{6})?$/.exec(secretId);
+  return `${arn ? arn[1] : secretId}/audit-anchor`;
 }

@@ -170,3 +170,12 @@ describe('fingerprint', () => {
     expect(fingerprint(k)).not.toBe(fingerprint(Buffer.alloc(32, 2)));
   });
 });
+
+describe('the AWS audit anchor secret name', () => {
+  it('is <secretId>/audit-anchor, and for an ARN the secret name without its random suffix', async () => {
+    const { anchorSecretName } = await import('../../src/keystore/aws.js');
+    expect(anchorSecretName('keyctl/payments')).toBe('keyctl/payments/audit-anchor');
+    expect(anchorSecretName('arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyctl/payments-AbCdEf')).toBe('keyctl/payments/audit-anchor');
+    expect(anchorSecretName('arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyctl/payments-AbCdEf')).not.toContain(':');
+  });
+});
