@@ -8,7 +8,7 @@
  * statuses; bin/keyctl.js sets process.exitCode.
  */
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError } from '@commander-js/extra-typings';
+import { Command, CommanderError, type Option } from '@commander-js/extra-typings';
 import { KeyctlError } from '../base/errors.js';
 import { EXIT_CODE_DESCRIPTIONS, ExitCode } from '../base/exit-codes.js';
 import type { Output, TextStream } from '../ui/output.js';
@@ -46,6 +46,22 @@ ${EXIT_CODE_DESCRIPTIONS.map(([name, text]) => `  ${String(ExitCode[name]).padSt
 Configuration: ./keyctl.yaml, or --config PATH, or KEYCTL_CONFIG=PATH.
 Start here: keyctl init --demo   then   keyctl status`;
 
+/**
+ * An option's help: its description, then choices and default in one parenthesis, without
+ * commander's quotes; no default when the description already names one or there is none to show
+ * (an empty list, a flag). Subcommands inherit this from the program.
+ */
+function optionDescription(option: Option): string {
+  const extra: string[] = [];
+  if (option.argChoices) extra.push(`choices: ${option.argChoices.join(', ')}`);
+  const d: unknown = option.defaultValue;
+  const shown =
+    option.defaultValueDescription ??
+    (d === undefined || typeof d === 'boolean' || (Array.isArray(d) && d.length === 0) ? undefined : Array.isArray(d) ? d.join(', ') : String(d));
+  if (shown !== undefined && !/\bdefault\b/.test(option.description)) extra.push(`default: ${shown}`);
+  return extra.length ? `${option.description} (${extra.join(', ')})` : option.description;
+}
+
 /** The width commander wraps help to: the terminal's, else its default (80). */
 function helpWidth(stream: TextStream): number {
   return (stream.isTTY && stream.columns) || 80;
@@ -62,6 +78,7 @@ export async function main(io: MainIO): Promise<number> {
     .option('--no-color', 'no colour in output (also when NO_COLOR is set or output is not a terminal)')
     .option('--actor <name>', 'who is acting, recorded in rotation_audit (default: $KEYCTL_ACTOR, else user@host)')
     .addHelpText('after', EXIT_HELP)
+    .configureHelp({ optionDescription })
     .configureOutput({
       writeOut: (s) => void io.stdout.write(s),
       writeErr: (s) => void io.stderr.write(s),

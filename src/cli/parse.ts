@@ -64,7 +64,7 @@ export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** How commander showed a string default in help (`(default: "0.5")`), for a default that is now a number. */
+/** A number default as help shows it: `(default: 0.5)`, without quotes like every default. */
 export function shownAsBefore(value: number): string {
-  return JSON.stringify(String(value));
+  return String(value);
 }

@@ -35,18 +35,18 @@ export interface CommandDefinition<A extends unknown[], O extends OptionValues> 
   description: string;
   /** Arguments and options, as commander calls (`cmd => cmd.option(…)`); `cmd => cmd` for none. */
   options: (cmd: Command) => Command<A, O>;
-  /** Command lines shown under "Examples:" at the end of the command's help. */
+  /** 1–3 command lines shown under "Examples:", the end of the command's help (a test runs their flags against the help). */
   examples?: string[];
-  /** A paragraph at the end of the command's help (after the examples). */
+  /** A paragraph after the options, before the examples. */
   notes?: string;
   /** The handler, imported only when the command runs. None for a group of subcommands. */
   handler?: () => Promise<Handler<NoInfer<O>>>;
   subcommands?: CommandSpec[];
 }
 
-/** Help text after the options: the examples, then the notes. */
+/** Help text after the options: the notes, then the examples (so help ends with what to type). */
 export function helpAfter(examples: string[] | undefined, notes: string | undefined): string {
-  const parts = [examples?.length ? `Examples:\n${examples.map((e) => `  ${e}`).join('\n')}` : '', notes ?? ''].filter(Boolean);
+  const parts = [notes ?? '', examples?.length ? `Examples:\n${examples.map((e) => `  ${e}`).join('\n')}` : ''].filter(Boolean);
   return parts.length ? `\n${parts.join('\n\n')}` : '';
 }
 

@@ -68,6 +68,7 @@ const status = defineCommand({
   name: 'status',
   description: 'show key versions, the open rotation, and how many values each key version protects',
   options: statusFlags,
+  examples: ['keyctl status', 'keyctl status --check          # monitoring: exit 4 on any problem', 'keyctl status --json | jq .rotation'],
   handler: async () => (await import('./commands/status.js')).run,
 });
 
@@ -96,6 +97,7 @@ const dualKey = defineCommand({
   name: 'dual-key',
   description: 'make the new version primary (new writes use it); the old one stays for decryption',
   options: (cmd) => cmd,
+  examples: ['keyctl dual-key   # once every reader has the key generate published'],
   handler: async () => (await import('./commands/dual-key.js')).run,
 });
 
@@ -106,6 +108,7 @@ export const DEFAULT_CHUNK_TIME = 0.5;
 const reencryptFlags = (cmd: Command) =>
   cmd
     .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
+    .optionsGroup('Pace:')
     .option('--batch-size <n>', 'a fixed number of rows per batch (default: sized to --chunk-time)', parsePositive('--batch-size'))
     .addOption(
       cmd
@@ -126,8 +129,10 @@ const reencryptFlags = (cmd: Command) =>
       'stop (cursor saved, exit 7, resumable) when the database is busier than this; above --max-load',
       parsePositive('--critical-load'),
     )
+    .optionsGroup('What to rewrite:')
     .option('--table <name>', 'only this target table')
     .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
+    .optionsGroup('Pace:')
     .option(
       '--crypto-workers <n>',
       'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)',
@@ -140,6 +145,11 @@ const reencrypt = defineCommand({
   name: 'reencrypt',
   description: 'rewrite every value not under the primary version; resumes where it stopped',
   options: reencryptFlags,
+  examples: [
+    'keyctl reencrypt --dry-run',
+    'keyctl reencrypt --max-rate 500 --max-load 20 --pause-file /tmp/keyctl.pause',
+    'keyctl reencrypt --shard $JOB_COMPLETION_INDEX/4   # one of 4 processes (a Kubernetes Indexed Job)',
+  ],
   notes: `Ctrl-C (or SIGTERM) finishes the current batch, saves the cursor and exits ${ExitCode.INTERRUPTED}; run the same command to resume.`,
   handler: async () => (await import('./commands/reencrypt.js')).run,
 });
@@ -154,6 +164,7 @@ const verify = defineCommand({
   name: 'verify',
   description: 'check that every value decrypts and is under the primary version; a pass moves the rotation on',
   options: verifyFlags,
+  examples: ['keyctl verify', 'keyctl verify --sample 1000   # quick; promote then needs --force --reason'],
   handler: async () => (await import('./commands/verify.js')).run,
 });
 
@@ -170,6 +181,7 @@ const backup = defineCommand({
   name: 'backup',
   description: 'write an OpenPGP-encrypted backup of every non-retired key version, then prune old backups (cron-safe)',
   options: backupFlags,
+  examples: ['keyctl backup --recipient ops.pub.asc --recipient vault.pub.asc', 'keyctl backup --if-configured   # from cron; see docs/backup.md'],
   notes: 'See docs/backup.md for the backup format, retention, a crontab line and a systemd timer.',
   handler: async () => (await import('./commands/backup.js')).run,
 });
@@ -190,6 +202,10 @@ const recoverTest = defineCommand({
   name: 'recover-test',
   description: 'prove a backup restores access: decrypt it, check every key and version in use, decrypt sample rows with it',
   options: recoverTestFlags,
+  examples: [
+    'keyctl recover-test --identity /secure/recovery.sec.asc',
+    'keyctl recover-test --identity /secure/recovery.sec.asc --passphrase-env RECOVERY_PASSPHRASE --sample 100',
+  ],
   handler: async () => (await import('./commands/recover-test.js')).run,
 });
 
@@ -209,6 +225,10 @@ const restore = defineCommand({
   name: 'restore',
   description: 'put key versions from a backup back into the keystore (never overwrites a different key)',
   options: restoreFlags,
+  examples: [
+    'keyctl restore --backup .keyctl/backups/keyctl-backup-default-20261203T144804123Z.gpg --identity /secure/recovery.sec.asc',
+    'keyctl restore --backup keyctl-backup-default-20261203T144804123Z.gpg --identity /secure/recovery.sec.asc --allow-unknown --reason "INC-1234: keystore lost"',
+  ],
   handler: async () => (await import('./commands/restore.js')).run,
 });
 
@@ -222,6 +242,7 @@ const promote = defineCommand({
   name: 'promote',
   description: 'remove the old version from the published keyring (kept archived for rollback); needs a full verify that passed',
   options: promoteFlags,
+  examples: ['keyctl promote', 'keyctl promote --force --reason "CHG-1234: sampled verify accepted"'],
   handler: async () => (await import('./commands/promote.js')).run,
 });
 
@@ -235,6 +256,7 @@ const retire = defineCommand({
   name: 'retire',
   description: "after the rollback window: destroy (or archive) the old version's key and close the rotation",
   options: retireFlags,
+  examples: ['keyctl retire', 'keyctl retire --force --reason "CHG-1234: rollback window shortened"'],
   handler: async () => (await import('./commands/retire.js')).run,
 });
 
@@ -248,6 +270,7 @@ const rollback = defineCommand({
   name: 'rollback',
   description: 'make the old version primary again; values under the new one are re-encrypted back',
   options: rollbackFlags,
+  examples: ['keyctl rollback --reason "CHG-1234: app errors after dual-key"'],
   handler: async () => (await import('./commands/rollback.js')).run,
 });
 
@@ -269,9 +292,11 @@ const FORMATS: readonly ['table', 'json', 'markdown'] = ['table', 'json', 'markd
 
 const auditFlags = (cmd: Command) =>
   cmd
+    .optionsGroup('What to show:')
     .option('--rotation <id>', 'this rotation (default: the open one, else the latest)', parseInteger('--rotation', { expects: 'a rotation id (a number)' }))
     .option('--all', "the keyring's whole history")
     .addOption(cmd.createOption('--format <format>', 'output format').choices(FORMATS).default('table'))
+    .optionsGroup('Evidence checks:')
     .option(
       '--verify',
       `check the hash chain and its anchor in the keystore: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`,
@@ -303,6 +328,7 @@ const audit = defineCommand({
   name: 'audit',
   description: 'print the history of a rotation as evidence, or check the audit chain',
   options: auditFlags,
+  examples: ['keyctl audit --format markdown > rotation-evidence.md', 'keyctl audit --verify', 'keyctl audit --export >> /secure/keyctl-audit.jsonl'],
   handler: async () => (await import('./commands/audit.js')).run,
 });
 
@@ -326,7 +352,6 @@ const runbook = defineCommand({
   options: (cmd) => cmd,
   examples: [
     'keyctl runbook list',
-    'keyctl runbook run routine-rotation --dry-run',
     'keyctl runbook run routine-rotation',
     'keyctl runbook run key-recovery-test --yes --set identity=/secure/recovery.asc   # from cron',
   ],
@@ -335,12 +360,18 @@ const runbook = defineCommand({
       name: 'list',
       description: "the runbooks shipped with keyctl and those of the config's runbooks: directory",
       options: runbookListFlags,
+      examples: ['keyctl runbook list', 'keyctl runbook list --file ./our-rotation.yaml'],
       handler: async () => (await import('./commands/runbook.js')).list,
     }),
     defineCommand({
       name: 'run',
       description: 'run a runbook from the first step not yet done for the current rotation',
       options: runbookRunFlags,
+      examples: [
+        'keyctl runbook run routine-rotation --dry-run',
+        'keyctl runbook run routine-rotation',
+        'keyctl runbook run emergency-rotation --set incident=INC-1234',
+      ],
       handler: async () => (await import('./commands/runbook.js')).run,
     }),
   ],
@@ -356,6 +387,7 @@ const migrate = defineCommand({
   name: 'migrate',
   description: "create or upgrade keyctl's own tables (other commands do this automatically)",
   options: migrateFlags,
+  examples: ['keyctl migrate', 'keyctl migrate --unlock   # only when no other keyctl runs'],
   handler: async () => (await import('./commands/migrate.js')).run,
 });
 

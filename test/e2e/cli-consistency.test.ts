@@ -11,6 +11,7 @@ import path from 'node:path';
 import { generateKey as generatePgpKey } from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
+import { COMMANDS } from '../../src/cli/specs.js';
 import { json, KEYCTL_BIN, keyctlInProcess, type RunResult } from '../helpers/cli.js';
 
 function tmpdir(): string {
@@ -133,5 +134,48 @@ describe('the env keystore refuses to rotate and lists the exact variables to se
     expect(r.stderr).toContain('keep APP_KEY_V1, APP_KEY_V2');
     const j = await keyctlInProcess(['generate', '--json'], { cwd: dir, env });
     expect(json<{ error: { hint: string } }>(j).error.hint).toContain('APP_KEY_V3=');
+  });
+});
+
+describe('every command help ends with 1-3 real examples, prints each default once and without quotes, and groups its flags', () => {
+  const cwd = tmpdir();
+  const commands = [...COMMANDS.map((c) => [c.name]).filter(([n]) => n !== 'runbook'), ['runbook'], ['runbook', 'list'], ['runbook', 'run']];
+
+  /** The long flags a help text lists. */
+  function flagsOf(help: string): Set<string> {
+    return new Set([...help.matchAll(/^ {2}(?:-\w, )?(--[\w-]+)/gm)].map((m) => m[1]!));
+  }
+
+  it.each(commands.map((c) => [c.join(' '), c] as const))('keyctl %s --help', async (_name, cmd) => {
+    const r = await keyctlInProcess([...cmd, '--help'], { cwd });
+    expect(r.code).toBe(0);
+    const m = /\nExamples:\n((?: {2}(?:[A-Z_]+=.* )?keyctl .*\n)+)$/.exec(r.stdout);
+    expect(m, `help of keyctl ${cmd.join(' ')} does not end with examples:\n${r.stdout}`).not.toBeNull();
+    const examples = m![1]!.trimEnd().split('\n');
+    expect(examples.length).toBeGreaterThanOrEqual(1);
+    expect(examples.length).toBeLessThanOrEqual(3);
+    const globals = flagsOf((await keyctlInProcess(['--help'], { cwd })).stdout);
+    for (const line of examples) {
+      const all = line.replace(/#.*$/, '').trim().split(/\s+/);
+      const words = all.slice(all.indexOf('keyctl'));
+      expect(words.slice(1, 1 + cmd.length), line).toEqual(cmd);
+      // An example of a group (`keyctl runbook run …`) is checked against the subcommand's help.
+      const sub = await keyctlInProcess([...cmd, words[1 + cmd.length] ?? '', '--help'], { cwd });
+      const own = sub.stdout.startsWith(`Usage: keyctl ${[...cmd, words[1 + cmd.length]].join(' ')} `) ? sub.stdout : r.stdout;
+      const known = new Set([...flagsOf(own), ...globals]);
+      for (const w of words.filter((x) => x.startsWith('--'))) expect(known.has(w.split('=')[0]!), `${line}: ${w}`).toBe(true);
+    }
+    expect(r.stdout).not.toMatch(/default: "/);
+    expect(r.stdout).not.toContain('default: []');
+    for (const entry of r.stdout.split('\nExamples:')[0]!.split(/\n(?= {2}-)/)) expect(entry.match(/\bdefault[:\s]/g)?.length ?? 0, entry).toBeLessThanOrEqual(1);
+  });
+
+  it('flags that belong together are grouped under headings', async () => {
+    const re = (await keyctlInProcess(['reencrypt', '--help'], { cwd })).stdout;
+    expect(re).toMatch(/\nPace:\n(?: {2}.*\n)*? {2}--max-rate/);
+    expect(re).toMatch(/\nWhat to rewrite:\n(?: {2}.*\n)*? {2}--shard/);
+    const audit = (await keyctlInProcess(['audit', '--help'], { cwd })).stdout;
+    expect(audit).toMatch(/\nEvidence checks:\n(?: {2}.*\n)*? {2}--expect-head/);
+    expect((await keyctlInProcess(['recover-test', '--help'], { cwd })).stdout).toContain('(default: 20)');
   });
 });
