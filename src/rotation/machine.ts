@@ -711,8 +711,11 @@ export function preview(command: MachineCommand, s: Snapshot, input: GuardInput 
   }
   const r = candidates[0]!;
   if (r.needsCounts && !s.counts) return { rule: r, refusal: null };
-  // Guards over evidence gathered by the command itself (a scan, the backup check) are not previewed.
-  return { rule: r, refusal: evaluate(r, s, input, ['remainingKeysReadEverything', 'backupHoldsNewKey']).refusal };
+  // Guards over evidence gathered by the command itself (a scan, the backup check, the verify it runs, the pass it makes) are not previewed.
+  return {
+    rule: r,
+    refusal: evaluate(r, s, input, ['remainingKeysReadEverything', 'backupHoldsNewKey', 'verifyPassed', 'verifyWasFull', 'passLeftNothing']).refusal,
+  };
 }
 
 export { DAY_MS, OPEN_PHASES };

@@ -11,6 +11,7 @@ import { appendAudit, latestAuditOf, listAudit, runbookRunAudit, type AuditOutco
 import { verifyAudit } from '../core/audit.js';
 import type { CoreContext } from '../core/context.js';
 import { ProblemsFoundError, UsageError } from '../base/errors.js';
+import { ExitCode } from '../base/exit-codes.js';
 import { reconcileRegistry } from '../core/registry.js';
 import { latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
 import { countAllTargets } from '../core/rotation/counts.js';
@@ -103,7 +104,7 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
         ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && r.toPhase !== null && madeBy(command, r)).at(-1)
         : undefined;
     const rec = mine ?? outside;
-    const status: StepStatus = mine ? statusOf(mine.outcome) : outside ? 'done-outside' : 'none';
+    const status: StepStatus = mine ? statusOf(mine.outcome, mine) : outside ? 'done-outside' : 'none';
     const record = rec ? { actor: rec.actor, at: rec.createdAt, note: noteOf(rec) } : null;
     // A command run by hand counts as done once it moved the rotation on; a pass that left the phase
     // as it was (a shard's part, an interrupted run) is shown but the step is still to do.
@@ -130,7 +131,16 @@ function madeBy(command: MachineCommand, r: AuditRow): boolean {
   return finishingActions(command).some((a) => a === r.action);
 }
 
-function statusOf(outcome: AuditOutcome): StepStatus {
+/** The note of a command step stopped by Ctrl-C (exit 7): it resumes, it did not fail. */
+export const INTERRUPTED_NOTE = 'interrupted';
+
+function interruptedCommand(r: AuditRow): boolean {
+  return r.action === RUNBOOK_ACTION && r.details?.kind === 'command' && r.details?.exitCode === ExitCode.INTERRUPTED;
+}
+
+function statusOf(outcome: AuditOutcome, r: AuditRow): StepStatus {
+  // Rows from before interrupted commands were recorded as such said "failed" with exit 7.
+  if (interruptedCommand(r)) return 'aborted';
   switch (outcome) {
     case 'ok':
       return 'done';
@@ -146,6 +156,7 @@ function statusOf(outcome: AuditOutcome): StepStatus {
 
 function noteOf(r: AuditRow): string | null {
   const d = r.details ?? {};
+  if (interruptedCommand(r)) return INTERRUPTED_NOTE;
   if (typeof d.skipped === 'string') return d.skipped;
   if (typeof d.error === 'string') return d.error;
   if (r.outcome === 'failed' && typeof d.result === 'string') return d.result;
@@ -164,13 +175,19 @@ export interface StepPreview {
  * For the plan: each remaining step's expanded command and the guard that would refuse it now.
  * Reads only (no keystore sync, no audit rows); counts come from one GROUP BY scan per target.
  */
-export async function previewSteps(ctx: CoreContext, p: RunbookProgress, inputs: Record<string, string>): Promise<Map<number, StepPreview>> {
+export async function previewSteps(
+  ctx: CoreContext,
+  p: RunbookProgress,
+  inputs: Record<string, string>,
+  /** Only these steps (the runner previews the one it is about to offer). */
+  only?: number[],
+): Promise<Map<number, StepPreview>> {
   const versions = await listVersions(ctx.db, ctx.config.keyring);
   const counts = await countAllTargets(ctx);
   const snap = snapshotOf(ctx, p.rotation, versions, { byVersion: counts.byVersion, unparseable: counts.unparseable });
   const out = new Map<number, StepPreview>();
   for (const s of p.steps) {
-    if (s.done || !s.applies) continue;
+    if (s.done || !s.applies || (only && !only.includes(s.index))) continue;
     let command: string | null = null;
     let guardInput: GuardInput = {};
     if (s.step.kind === 'command') {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import Table from 'cli-table3';
 import { nextStep } from '../rotation/machine.js';
 import type { Output } from '../ui/output.js';
-import { formatDuration, type IncidentSummary, type RunbookProgress, type StepPreview, type StepState, type StepStatus } from './engine.js';
+import { formatDuration, INTERRUPTED_NOTE, type IncidentSummary, type RunbookProgress, type StepPreview, type StepState, type StepStatus } from './engine.js';
 import type { Runbook, RunbookStep } from './schema.js';
 
 /** `file` relative to `cwd` when it lies below it, else as given. */
@@ -41,7 +41,7 @@ const MARKS: Record<StepStatus | 'next' | 'todo' | 'not-now', string> = {
   'not-now': '–',
 };
 
-function when(d: Date): string {
+export function when(d: Date): string {
   return d.toISOString().replace('T', ' ').slice(0, 16);
 }
 
@@ -58,7 +58,7 @@ function stepNote(s: StepState): string {
     case 'failed':
       return `failed ${when(r.at)} (${r.actor})${r.note ? `: ${r.note}` : ''}`;
     case 'aborted':
-      return `aborted here by ${r.actor} ${when(r.at)}`;
+      return r.note === INTERRUPTED_NOTE ? `interrupted by ${r.actor} ${when(r.at)}: resume here` : `aborted here by ${r.actor} ${when(r.at)}`;
     case 'none':
       return '';
   }

@@ -19,6 +19,7 @@ import {
   fillTemplate,
   formatDuration,
   incidentSummary,
+  INTERRUPTED_NOTE,
   previewSteps,
   recordStep,
   recoveryEvidence,
@@ -29,15 +30,20 @@ import {
   type RunbookProgress,
   type StepOutcome,
 } from './engine.js';
-import { describeStep, incidentText, planLines, wrap } from './render.js';
+import { describeStep, incidentText, planLines, when, wrap } from './render.js';
 import type { Runbook, RunbookStep } from './schema.js';
 
-export type StepChoice = 'run' | 'skip' | 'abort';
+export type StepChoice = 'run' | 'retry' | 'skip' | 'abort';
+
+/** What the person may choose at a step: usually Run, Skip and Abort; no Run when the machine would refuse it now; Retry after a failed check. */
+export interface StepOffer {
+  choices: StepChoice[];
+}
 
 /** The person at the runbook. */
 export interface Asker {
-  /** Before a step: run it (or, for a confirm step, confirm it is done), skip it, or abort here. */
-  choose(step: RunbookStep): Promise<StepChoice>;
+  /** Before a step (and after a failed check): one of `offer.choices` — run it (for a confirm step, confirm it is done), retry it, skip it, or abort here. */
+  choose(step: RunbookStep, offer: StepOffer): Promise<StepChoice>;
   /** A line of text, trimmed; it must match `pattern` (a regular expression) when given, else be non-blank. */
   text(message: string, pattern?: string): Promise<string>;
 }
@@ -74,7 +80,10 @@ export interface RunnerIO extends RunbookView {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
   /** Start the live line shown while a wait step counts down. */
   progress(first: string): Promise<WaitProgress>;
-  /** Aborting it stops a wait step; the runner records an abort at that step. */
+  /**
+   * Aborting it (the CLI does on Ctrl-C or SIGTERM) stops a wait step at once and any other step
+   * once it ends; the runner records an abort at that step.
+   */
   signal?: AbortSignal;
 }
 
@@ -159,7 +168,20 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
     out();
     out(`${c.bold(`Step ${next.index + 1}/${runbook.steps.length} · ${step.title}`)}  ${c.dim(`[${step.id}, ${step.kind}]`)}`);
     for (const line of wrap(step.explain.trim(), width())) out(`  ${line}`);
-    out(`  ${c.dim(describeStep(step))}`);
+    // What it will do, as it will run: the command with this run's inputs and the rotation filled in.
+    out(`  ${c.dim(step.kind === 'command' ? `command: ${commandLine(expandCommand(step.command, inputs, progress.rotation, true))}` : describeStep(step))}`);
+    if (next.status === 'aborted' && next.record)
+      out(
+        `  ${c.yellow(`${next.record.note === INTERRUPTED_NOTE ? 'interrupted' : 'aborted'} here by ${next.record.actor} ${when(next.record.at)}: Run resumes it`)}`,
+      );
+    // The guard that would refuse the step's command now is shown before the choice, and Run is not
+    // offered. (Steps that come `before:` a command prepare it — the propagation wait, a backup — and
+    // stay on offer while that command would be refused.)
+    const refusal =
+      asker && step.kind === 'command' && !step.before && next.command
+        ? ((await previewSteps(ctx, progress, inputs, [next.index])).get(next.index)?.refusal ?? null)
+        : null;
+    if (refusal) out(`  ${c.yellow(refusal)}`);
 
     if (step.kind === 'confirm' && !asker) {
       throw new RefusedError(
@@ -167,38 +189,56 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
         `run \`keyctl runbook run ${runbook.name}\` in a terminal; it resumes at this step`,
       );
     }
-    let choice: StepChoice = 'run';
-    try {
-      if (asker) choice = await asker.choose(step);
-      if (choice === 'skip') {
-        const reason = await asker!.text('Why skip this step? (recorded in the audit)');
-        await record(step, 'skipped', { skipped: reason, inputs });
-        out(c.yellow(`  skipped: ${reason}`));
+    const rotationBefore = progress.rotation;
+    let offer: StepChoice[] = refusal ? ['skip', 'abort'] : ['run', 'skip', 'abort'];
+    let finished: StepResult | null = null;
+    while (!finished) {
+      if (io.signal?.aborted) return abort(step, inputs);
+      let choice: StepChoice = 'run';
+      try {
+        if (asker) choice = await asker.choose(step, { choices: offer });
+        if (choice === 'skip') {
+          const reason = await asker!.text('Why skip this step? (recorded in the audit)');
+          await record(step, 'skipped', { skipped: reason, inputs });
+          out(c.yellow(`  skipped: ${reason}`));
+          break;
+        }
+      } catch (err) {
+        if (!(err instanceof AskAborted)) throw err;
+        choice = 'abort';
+      }
+      if (choice === 'abort') return abort(step, inputs);
+
+      const result = await runStep(io, step, inputs, progress).catch(async (err: unknown) => {
+        if (err instanceof AskAborted || io.signal?.aborted) return 'abort' as const;
+        await record(step, 'failed', { error: (err as Error).message, inputs }).catch(() => undefined);
+        throw err;
+      });
+      if (result === 'abort') return abort(step, inputs);
+      if (result.exitCode === ExitCode.INTERRUPTED) {
+        // The command stopped cleanly on Ctrl-C (reencrypt saved its cursor): resumable, not failed.
+        await record(step, 'aborted', { ...result.details, inputs }, rotationBefore?.id);
+        out(c.yellow(`⏸ step ${step.id} interrupted. To resume (any operator, any machine): keyctl runbook run ${runbook.name}`));
+        return { outcome: 'aborted', step: step.id, steps: ran };
+      }
+      await record(step, result.ok ? 'ok' : 'failed', { ...result.details, inputs }, rotationBefore?.id);
+      if (result.ok) {
+        out(c.green(`✓ ${step.id}`) + (result.detail ? `: ${result.detail}` : ''));
+        finished = result;
+        break;
+      }
+      out(c.red(`✗ step ${step.id} failed`) + (result.detail ? `: ${result.detail}` : ''));
+      // One hint: the step's own guidance, else how to come back.
+      const hint = step.on_failure ? `what to do: ${step.on_failure.trim()}` : null;
+      if (hint) for (const [i, line] of wrap(hint, width()).entries()) out(`  ${i === 0 ? line.replace('what to do:', c.bold('what to do:')) : line}`);
+      if (asker && step.kind === 'check' && !io.signal?.aborted) {
+        // A person is here: fix it in another terminal and retry, rather than start over.
+        offer = ['retry', 'skip', 'abort'];
         continue;
       }
-    } catch (err) {
-      if (!(err instanceof AskAborted)) throw err;
-      choice = 'abort';
-    }
-    if (choice === 'abort') return abort(step, inputs);
-
-    const rotationBefore = progress.rotation;
-    const result = await runStep(io, step, inputs, progress).catch(async (err: unknown) => {
-      if (err instanceof AskAborted || io.signal?.aborted) return 'abort' as const;
-      await record(step, 'failed', { error: (err as Error).message, inputs }).catch(() => undefined);
-      throw err;
-    });
-    if (result === 'abort') return abort(step, inputs);
-    await record(step, result.ok ? 'ok' : 'failed', { ...result.details, inputs }, rotationBefore?.id);
-    if (!result.ok) {
-      out(c.red(`✗ step ${step.id} failed`) + (result.detail ? `: ${result.detail}` : ''));
-      if (step.on_failure)
-        for (const [i, line] of wrap(`what to do: ${step.on_failure.trim()}`, width()).entries())
-          out(`  ${i === 0 ? line.replace('what to do:', c.bold('what to do:')) : line}`);
-      out(`  then run \`keyctl runbook run ${runbook.name}\` again; it resumes at this step`);
+      if (!hint) out(`  run \`keyctl runbook run ${runbook.name}\` again; it resumes at this step`);
       return { outcome: 'failed', step: step.id, exitCode: result.exitCode, steps: ran };
     }
-    out(c.green(`✓ ${step.id}`) + (result.detail ? `: ${result.detail}` : ''));
   }
 
   out();
@@ -242,6 +282,17 @@ async function previousInputs(ctx: CoreContext, runbook: Runbook): Promise<Recor
   return (rows.at(-1)?.details?.inputs as Record<string, string> | undefined) ?? {};
 }
 
+/** A command step's arguments with inputs and rotation fields filled in (`lenient`: `<name>` for what is not known yet). */
+function expandCommand(command: string, inputs: Record<string, string>, rotation: RunbookProgress['rotation'], lenient = false): string[] {
+  const known = lenient ? new Proxy(inputs, { get: (t, k: string) => t[k] ?? `<${k}>` }) : inputs;
+  return splitArgs(command).map((a) => fillTemplate(a, known, rotation, lenient));
+}
+
+/** As the operator would type it: arguments with spaces quoted. */
+function commandLine(argv: string[]): string {
+  return `keyctl ${argv.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`;
+}
+
 interface StepResult {
   ok: boolean;
   exitCode: number;
@@ -257,8 +308,8 @@ async function runStep(io: RunnerIO, step: RunbookStep, inputs: Record<string, s
       return { ok: r.ok, exitCode: r.ok ? ExitCode.OK : ExitCode.PROBLEMS_FOUND, detail: r.detail, details: { check: step.check, result: r.detail } };
     }
     case 'command': {
-      const argv = splitArgs(step.command).map((a) => fillTemplate(a, inputs, p.rotation));
-      io.output.info(io.output.out.dim(`$ keyctl ${argv.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`));
+      const argv = expandCommand(step.command, inputs, p.rotation);
+      io.output.info(io.output.out.dim(`$ ${commandLine(argv)}`));
       const code = await io.invoke(argv);
       return {
         ok: code === ExitCode.OK,

@@ -82,3 +82,79 @@ describe('keyctl audit after a runbook run', () => {
     expect(md.stdout).toMatch(/step propagation \(wait\)/);
   });
 });
+
+describe('runbook prompts in a terminal', () => {
+  it('shows the command with its inputs filled in before the choice', { timeout: 120_000 }, async () => {
+    const dir = await project();
+    const t = terminal(dir, 'oncall@ops', 'emergency-rotation');
+    await t.prompt('Incident reference');
+    t.type('INC-7');
+    await t.prompt('Which key version is compromised');
+    t.type('v1');
+    await t.prompt('What happened to the key');
+    t.type('key printed in a debug log');
+    await answer(t, 'database-reachable', RUN);
+    await answer(t, 'keystore-reachable', RUN);
+    const screen = await t.waitFor('? generate: what now?');
+    const prompt = screen.slice(screen.indexOf('Generate the replacement key'));
+    expect(prompt).toContain('command: keyctl generate --emergency --compromised v1 --reason "INC-7: key printed in a debug log"');
+    expect(screen).not.toContain('{{');
+    t.keys(...ABORT);
+    expect(await t.exit()).toBe(7);
+  });
+
+  it('a failed check offers Retry; Ctrl-C during the propagation countdown aborts like Abort: exit 7, an audit row, the line to resume', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = await project(20, { minPropagationSeconds: 600 });
+    const t = terminal(dir, 'alice@ops', 'routine-rotation');
+    await answer(t, 'database-reachable', RUN);
+    await answer(t, 'keystore-reachable', RUN);
+    await answer(t, 'backup-fresh', RUN);
+    await t.waitFor('✗ step backup-fresh failed: no intact backup');
+    await t.waitFor('Retry (after fixing it');
+    const failed = t.screen();
+    expect(failed.slice(failed.indexOf('✗ step backup-fresh failed'))).toMatch(/what to do: Run `keyctl backup`/);
+    // One hint: the step's guidance, not also "run the runbook again".
+    expect(failed).not.toContain('it resumes at this step');
+    t.keys(...SKIP);
+    await t.prompt('Why skip this step?');
+    t.type('trial run');
+    await answer(t, 'recover-test-recent', SKIP);
+    await t.prompt('Why skip this step?');
+    t.type('trial run');
+    await answer(t, 'no-unparseable', RUN);
+    await answer(t, 'generate', RUN);
+    await answer(t, 'backup-new-key', RUN);
+    await answer(t, 'deploy', RUN);
+    await t.prompt('Change or deployment reference');
+    t.type('CHG-1');
+    await answer(t, 'propagation', RUN);
+    await t.waitFor(/waiting: \d+ min \d+ s left/);
+    t.keys('C-c');
+    expect(await t.exit()).toBe(7);
+    expect(t.screen()).toContain('aborted at step propagation. To resume (any operator, any machine): keyctl runbook run routine-rotation');
+    writeFileSync(path.join(dir, 'screen.txt'), t.screen());
+    const audit = JSON.parse((await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir })).stdout) as {
+      entries: Array<{ action: string; outcome: string; details: Record<string, unknown> | null }>;
+    };
+    const last = audit.entries.filter((e) => e.action === 'runbook-step').at(-1)!;
+    expect(last).toMatchObject({ outcome: 'interrupted', details: { step: 'propagation' } });
+  });
+
+  it('a step the machine would refuse now is not offered as Run: the prompt shows why and until when', { timeout: 120_000 }, async () => {
+    const dir = await project(10, { rollbackWindowDays: 30 });
+    for (const cmd of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await keyctl([cmd], { cwd: dir })).code, cmd).toBe(0);
+    const t = terminal(dir, 'alice@ops', 'routine-rotation');
+    await answer(t, 'healthy', RUN);
+    const screen = await t.waitFor('? retire: what now?');
+    const until = new Date(Date.now() + 30 * 86_400_000).toISOString().slice(0, 10);
+    expect(screen).toMatch(new RegExp(`retire: refused now — .*rollback window.*\\(stop here until ${until}\\)`));
+    const choices = screen.slice(screen.lastIndexOf('? retire: what now?'));
+    expect(choices).toContain('Skip (you will give a reason)');
+    expect(choices).toContain('Abort (resume later from here)');
+    expect(choices).not.toMatch(/❯ Run|^ {2}Run$/m);
+    t.keys('Down', 'Enter');
+    expect(await t.exit()).toBe(7);
+  });
+});

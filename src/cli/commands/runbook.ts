@@ -12,7 +12,7 @@ import { ExitCode } from '../../base/exit-codes.js';
 import { findRunbook, listRunbooks } from '../../runbook/load.js';
 import { shortPath } from '../../runbook/render.js';
 import { AskAborted, runRunbook as runSteps, showPlan, type Asker, type RunResult, type StepChoice } from '../../runbook/runner.js';
-import { withCoreContext, type CliRuntime } from '../runtime.js';
+import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
 
 export interface RunbookListOptions {
   /** Also a runbook file of your own. */
@@ -77,17 +77,19 @@ function inquirerAsker(): Asker {
     }
   };
   return {
-    async choose(step) {
+    async choose(step, offer) {
+      const label: Record<StepChoice, string> = {
+        run: step.kind === 'confirm' ? 'Done (confirm)' : 'Run',
+        retry: 'Retry (after fixing it, e.g. in another terminal)',
+        skip: 'Skip (you will give a reason)',
+        abort: 'Abort (resume later from here)',
+      };
       const { choice } = await ask([
         {
           type: 'select',
           name: 'choice',
           message: `${step.id}: what now?`,
-          choices: [
-            { name: step.kind === 'confirm' ? 'Done (confirm)' : 'Run', value: 'run' },
-            { name: 'Skip (you will give a reason)', value: 'skip' },
-            { name: 'Abort (resume later from here)', value: 'abort' },
-          ],
+          choices: offer.choices.map((value) => ({ name: label[value], value })),
         },
       ]);
       return choice as StepChoice;
@@ -135,6 +137,29 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
       await showPlan({ ctx, output: rt.output, cwd: rt.cwd }, runbook, sets);
       return ExitCode.OK;
     }
+    // Ctrl-C (or SIGTERM) between steps and during a wait aborts the runbook at the step, as Abort
+    // does; a second one leaves at once. While a command runs, the command handles its own signals
+    // (reencrypt finishes its batch and exits 7, which the runner records as interrupted).
+    const stop = new AbortController();
+    const onSignal = (sig: Signal) => {
+      if (stop.signal.aborted) {
+        rt.output.info('keyctl: stopping now; run the runbook again to resume.');
+        rt.exitNow(ExitCode.INTERRUPTED);
+        return;
+      }
+      rt.output.info(`keyctl: ${sig}: aborting the runbook at this step (press Ctrl-C again to stop at once)`);
+      stop.abort();
+    };
+    const listen = () => [rt.onSignal('SIGINT', onSignal), rt.onSignal('SIGTERM', onSignal)];
+    let unsubscribe = listen();
+    const invoke = async (argv: string[]): Promise<number> => {
+      for (const off of unsubscribe) off();
+      try {
+        return await rt.invoke(argv);
+      } finally {
+        unsubscribe = listen();
+      }
+    };
     const result = await runSteps(
       {
         ctx,
@@ -142,13 +167,16 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
         cwd: rt.cwd,
         asker: interactive ? inquirerAsker() : null,
         columns: rt.columns,
-        invoke: rt.invoke,
+        invoke,
         sleep: (ms, signal) => sleep(ms, undefined, { signal }),
         progress: async (first) => (await import('../../ui/progress.js')).startProgress(rt.output, first),
+        signal: stop.signal,
       },
       runbook,
       sets,
-    );
+    ).finally(() => {
+      for (const off of unsubscribe) off();
+    });
     return exitStatusOf(result);
   });
 }

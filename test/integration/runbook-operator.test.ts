@@ -1,0 +1,232 @@
+/**
+ * The runbook runner as the operator meets it, with scripted answers: what is offered at a step
+ * the machine would refuse now, a reencrypt stopped by Ctrl-C (interrupted, resumable, not
+ * failed), and a failed check retried after it was fixed. The terminal runs are in
+ * test/e2e/runbook-operator.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { KeyctlError } from '../../src/base/errors.js';
+import { ExitCode } from '../../src/base/exit-codes.js';
+import type { CoreContext } from '../../src/core/context.js';
+import { createDemoTable } from '../../src/core/demo.js';
+import { reconcileRegistry } from '../../src/core/registry.js';
+import { generate } from '../../src/core/rotation/generate.js';
+import { reencrypt } from '../../src/core/rotation/reencrypt.js';
+import { dualKey, promote, retire } from '../../src/core/rotation/steps.js';
+import { verify } from '../../src/core/rotation/verify.js';
+import { AesGcmV1Codec } from '../../src/crypto/codec.js';
+import { generateKey } from '../../src/crypto/keys.js';
+import { appendAudit, listAudit } from '../../src/rotation/store.js';
+import { runbookProgress } from '../../src/runbook/engine.js';
+import { planLines } from '../../src/runbook/render.js';
+import { AskAborted, runRunbook, type Asker, type RunnerIO, type StepChoice } from '../../src/runbook/runner.js';
+import { parseRunbook } from '../../src/runbook/schema.js';
+import { Output } from '../../src/ui/output.js';
+import { openTestContext } from '../helpers/context.js';
+import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
+
+const TARGETS = `targets:\n  - table: customers\n    columns: [email, phone, notes]\n`;
+const POLICY = `policy:\n  minPropagationSeconds: 0\n  rollbackWindowDays: 30\n  retiredKeyRetentionDays: 0\n`;
+
+const ROTATION = parseRunbook(
+  `name: op-rotation
+title: Operator rotation
+description: a short rotation
+steps:
+  - { id: generate, kind: command, command: generate, title: Generate, explain: a new key }
+  - { id: dual-key, kind: command, command: dual-key, title: Dual key, explain: new key primary }
+  - { id: reencrypt, kind: command, command: reencrypt, title: Re-encrypt, explain: rewrite }
+  - { id: verify, kind: command, command: verify, title: Verify, explain: check }
+  - { id: promote, kind: command, command: promote, title: Promote, explain: drop the old key }
+  - { id: retire, kind: command, command: retire, title: Retire, explain: close }
+`,
+  '/runbooks/op-rotation.yaml',
+);
+
+interface Asked {
+  step: string;
+  choices: StepChoice[];
+}
+
+/** Answers in order; each answer may be a function of what was offered. Past the last one: Ctrl-C. */
+function scripted(answers: Array<string | ((offered: StepChoice[]) => string)>): Asker & { asked: Asked[] } {
+  const queue = [...answers];
+  const asked: Asked[] = [];
+  return {
+    asked,
+    async choose(step, offer) {
+      asked.push({ step: step.id, choices: offer.choices });
+      const a = queue.shift();
+      if (a === undefined) throw new AskAborted('User force closed the prompt with SIGINT');
+      const answer = typeof a === 'function' ? a(offer.choices) : a;
+      if (!offer.choices.includes(answer as StepChoice)) throw new Error(`"${answer}" was not offered at ${step.id}: ${offer.choices.join(', ')}`);
+      return answer as StepChoice;
+    },
+    async text() {
+      const a = queue.shift();
+      if (typeof a !== 'string') throw new AskAborted('no text scripted');
+      return a;
+    },
+  };
+}
+
+function sink(): { write(s: string): boolean; text: () => string } {
+  let text = '';
+  return {
+    write: (s) => {
+      text += s;
+      return true;
+    },
+    text: () => text,
+  };
+}
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(!dialectAvailable(dialect))(`runbook prompts on ${dialect}`, () => {
+    const t = perTestDatabase(dialect);
+    let clock = 0;
+
+    async function setup(): Promise<CoreContext> {
+      clock = Date.parse('2030-01-01T00:00:00Z');
+      const ctx = await openTestContext(t.db, { extraConfig: TARGETS + POLICY, now: () => new Date(clock) });
+      t.cleanup(() => ctx.db.close());
+      const key = generateKey();
+      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
+      await reconcileRegistry(ctx);
+      await createDemoTable(ctx.db, { rows: 10, version: 'v1', key, codec: new AesGcmV1Codec(), replace: false });
+      return ctx;
+    }
+
+    /** Commands run the core operations; `interruptReencrypt` makes the first reencrypt exit as Ctrl-C does (7). */
+    function io(ctx: CoreContext, asker: Asker | null, opts: { interruptReencrypt?: boolean } = {}) {
+      const stderr = sink();
+      const invoked: string[] = [];
+      let interrupt = opts.interruptReencrypt ?? false;
+      const run = async (argv: string[]): Promise<number> => {
+        switch (argv[0]) {
+          case 'generate':
+            await generate(ctx, { emergency: false });
+            return ExitCode.OK;
+          case 'dual-key':
+            await dualKey(ctx);
+            return ExitCode.OK;
+          case 'reencrypt':
+            if (interrupt) {
+              interrupt = false;
+              return ExitCode.INTERRUPTED;
+            }
+            await reencrypt(ctx, { dryRun: false });
+            return ExitCode.OK;
+          case 'verify':
+            await verify(ctx, {});
+            return ExitCode.OK;
+          case 'promote':
+            await promote(ctx);
+            return ExitCode.OK;
+          case 'retire':
+            await retire(ctx, {});
+            return ExitCode.OK;
+          default:
+            throw new Error(`no such command in this test: ${argv.join(' ')}`);
+        }
+      };
+      const value: RunnerIO = {
+        ctx,
+        output: new Output({ json: false, color: false, env: {}, stdout: sink(), stderr }),
+        cwd: '/',
+        asker,
+        columns: () => 100,
+        invoke: async (argv) => {
+          invoked.push(argv.join(' '));
+          try {
+            return await run(argv);
+          } catch (err) {
+            if (err instanceof KeyctlError) return err.exitStatus;
+            throw err;
+          }
+        },
+        sleep: async (ms) => {
+          clock += ms;
+        },
+        progress: async () => ({ update: () => undefined, stop: () => undefined }),
+      };
+      return { value, invoked, stderr: stderr.text };
+    }
+
+    it('a reencrypt stopped by Ctrl-C is interrupted and resumable, not failed; a step the machine refuses now is not offered as Run, with the reason and the date', async () => {
+      const ctx = await setup();
+      const alice = scripted(['run', 'run', 'run']);
+      const first = io({ ...ctx, actor: 'alice@ops' }, alice, { interruptReencrypt: true });
+      expect(await runRunbook(first.value, ROTATION, {})).toMatchObject({ outcome: 'aborted', step: 'reencrypt' });
+      expect(first.stderr()).toContain('⏸ step reencrypt interrupted. To resume (any operator, any machine): keyctl runbook run op-rotation');
+      expect(first.stderr()).not.toContain('✗ step');
+      const row = (await listAudit(ctx.db, 'default')).filter((r) => r.action === 'runbook-step').at(-1)!;
+      expect(row).toMatchObject({ outcome: 'interrupted', details: { step: 'reencrypt', exitCode: ExitCode.INTERRUPTED } });
+      const progress = await runbookProgress(ctx, ROTATION);
+      const plan = planLines(first.value.output, '/', ROTATION, progress, 'default').join('\n');
+      expect(plan).toMatch(/▸ +3 reencrypt .*interrupted by alice@ops .*: resume here/);
+
+      // Bob resumes; retire inside the 30-day rollback window is shown refused, with its date, and offers no Run.
+      const bob = scripted(['run', 'run', 'run', 'abort']);
+      const second = io({ ...ctx, actor: 'bob@ops' }, bob);
+      expect(await runRunbook(second.value, ROTATION, {})).toMatchObject({ outcome: 'aborted', step: 'retire' });
+      expect(second.stderr()).toContain('interrupted here by alice@ops');
+      expect(second.stderr()).toMatch(/Run resumes it/);
+      expect(bob.asked).toEqual([
+        { step: 'reencrypt', choices: ['run', 'skip', 'abort'] },
+        { step: 'verify', choices: ['run', 'skip', 'abort'] },
+        { step: 'promote', choices: ['run', 'skip', 'abort'] },
+        { step: 'retire', choices: ['skip', 'abort'] },
+      ]);
+      expect(second.stderr()).toMatch(/retire: refused now — .*rollback window.*\(stop here until 2030-01-31\)/);
+      expect(second.invoked).toEqual(['reencrypt', 'verify', 'promote']);
+    });
+
+    it('a failed check offers Retry, Skip and Abort with one hint; Retry after the fix passes', async () => {
+      const ctx = await setup();
+      const checks = parseRunbook(
+        `name: checks\ntitle: Checks\ndescription: d\nsteps:\n` +
+          `  - { id: recovered, kind: check, check: recover-test-recent, title: Recovery test, explain: e, on_failure: Run the key-recovery-test runbook. }\n` +
+          `  - { id: db, kind: check, check: database-reachable, title: Database, explain: e }\n`,
+        '/runbooks/checks.yaml',
+      );
+      const fix = async () =>
+        appendAudit(ctx.db, { keyring: 'default', action: 'recover-test', actor: 'carol@ops', rotationId: null, outcome: 'ok', details: {} }, new Date(clock));
+      let fixed = false;
+      const asker = scripted([
+        'run',
+        (offered) => {
+          expect(offered).toEqual(['retry', 'skip', 'abort']);
+          // Someone runs the recovery test in another terminal meanwhile.
+          fixed = true;
+          return 'retry';
+        },
+        'run',
+      ]);
+      const run = io(ctx, asker);
+      const before = asker.choose.bind(asker);
+      asker.choose = async (step, offer) => {
+        const a = await before(step, offer);
+        if (fixed) {
+          fixed = false;
+          await fix();
+        }
+        return a;
+      };
+      expect(await runRunbook(run.value, checks, {})).toEqual({
+        outcome: 'finished',
+        steps: [
+          { id: 'recovered', outcome: 'failed' },
+          { id: 'recovered', outcome: 'ok' },
+          { id: 'db', outcome: 'ok' },
+        ],
+      });
+      const text = run.stderr();
+      expect(text).toContain('✗ step recovered failed: no recovery test has passed yet');
+      expect(text).toContain('what to do: Run the key-recovery-test runbook.');
+      // One hint: the step's guidance, not also "run the runbook again".
+      expect(text).not.toContain('again; it resumes at this step');
+      expect(text).toContain('✓ recovered: passed');
+    });
+  });
+}
