@@ -93,10 +93,15 @@ const generate = defineCommand({
 });
 
 // ---- keyctl dual-key ----------------------------------------------------------------------------------
+const dualKeyFlags = (cmd: Command) =>
+  cmd.option('--wait', 'wait out the propagation delay (policy.minPropagationSeconds) with a countdown instead of refusing');
+
+export type DualKeyOptions = OptionsOf<typeof dualKeyFlags>;
+
 const dualKey = defineCommand({
   name: 'dual-key',
   description: 'make the new version primary (new writes use it); the old one stays for decryption',
-  options: (cmd) => cmd,
+  options: dualKeyFlags,
   examples: ['keyctl dual-key   # once every reader has the key generate published'],
   handler: async () => (await import('./commands/dual-key.js')).run,
 });

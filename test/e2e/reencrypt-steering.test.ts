@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { json, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
+import { demoProject } from '../helpers/project.js';
 import { Tmux } from '../helpers/tmux.js';
 
 const dirs: string[] = [];
@@ -126,5 +127,33 @@ describe('reencrypt progress in a terminal (issue 17 #11)', () => {
     } finally {
       t.kill();
     }
+  });
+});
+
+describe('dual-key --wait (issue 17 #12)', () => {
+  it('waits out the propagation delay with a countdown, then moves to dual_key', async () => {
+    const { dir, run } = await demoProject(dirs, 10, { minPropagationSeconds: '3' });
+    expect((await run('generate')).code).toBe(0);
+    expect((await run('dual-key')).code).toBe(ExitCode.REFUSED);
+    const started = performance.now();
+    const r = await keyctlInProcess(['dual-key', '--wait', '--json'], { cwd: dir, env: { NO_COLOR: '1' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(performance.now() - started).toBeGreaterThan(1000);
+    expect(r.stderr).toMatch(/dual-key: waiting \d+ s for v2 to propagate/);
+    expect(json(r)).toMatchObject({ rotation: { phase: 'dual_key' } });
+  });
+
+  it('Ctrl-C during the wait stops within a second: exit 7, nothing changed', async () => {
+    const { dir, run } = await demoProject(dirs, 10, { minPropagationSeconds: '600' });
+    expect((await run('generate')).code).toBe(0);
+    const waiting = startKeyctlInProcess(['dual-key', '--wait'], { cwd: dir, env: { NO_COLOR: '1' } });
+    while (!/waiting/.test(waiting.stderr)) await sleep(20);
+    const stopAt = performance.now();
+    waiting.signal('SIGINT');
+    const r = await waiting.done;
+    expect(performance.now() - stopAt).toBeLessThan(1000);
+    expect(r.code).toBe(ExitCode.INTERRUPTED);
+    expect(r.stderr).toContain('nothing changed');
+    expect(json(await run('status', '--json'))).toMatchObject({ rotation: { phase: 'generated' } });
   });
 });

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { Knex } from 'knex';
 import { backupHolding } from '../backup-coverage.js';
-import { DAY_MS, rule } from '../../rotation/machine.js';
+import { DAY_MS, GUARDS, rule } from '../../rotation/machine.js';
 import { markMaterialDestroyed, setVersionState, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { UsageError } from '../../base/errors.js';
@@ -38,6 +38,19 @@ export interface ForceOptions {
 
 function checkForce(opts: ForceOptions): void {
   if (opts.force && !opts.reason?.trim()) throw new UsageError('--force needs --reason TEXT (recorded in the audit)');
+}
+
+/**
+ * How long until dual-key's propagation delay (policy.minPropagationSeconds) has passed, in ms
+ * (0: now), for `dual-key --wait`. A rotation not in a phase dual-key starts from is refused here,
+ * as dual-key itself would refuse it, rather than waited for.
+ */
+export async function dualKeyWaitMs(ctx: CoreContext): Promise<{ ms: number; version: string }> {
+  const s = await snapshot(ctx, await prepare(ctx));
+  const r = await requireRotation(ctx, 'dual-key', s);
+  const refusal = GUARDS.propagationElapsed.check(s);
+  const left = refusal?.details?.secondsLeft;
+  return { ms: typeof left === 'number' ? left * 1000 : 0, version: r.newVersion };
 }
 
 export async function dualKey(ctx: CoreContext): Promise<Rotation> {
