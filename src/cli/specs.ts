@@ -396,6 +396,34 @@ const migrate = defineCommand({
   handler: async () => (await import('./commands/migrate.js')).run,
 });
 
+// ---- keyctl completion -------------------------------------------------------------------------------
+const SHELLS: readonly ['bash', 'zsh', 'fish'] = ['bash', 'zsh', 'fish'];
+
+const completionFlags = (cmd: Command) =>
+  cmd
+    .addArgument(cmd.createArgument('[shell]', 'the shell to complete in').choices(SHELLS))
+    // What the script asks for as you type (runbook names, --table targets): not for people.
+    .addOption(
+      cmd
+        .createOption('--list <what>')
+        .choices(['runbooks', 'tables'] as const)
+        .hideHelp(),
+    );
+
+export type CompletionOptions = OptionsOf<typeof completionFlags>;
+
+const completion = defineCommand({
+  name: 'completion',
+  description: 'print a shell completion script: commands, flags, runbook names and --table targets from keyctl.yaml',
+  options: completionFlags,
+  examples: [
+    'keyctl completion bash > /etc/bash_completion.d/keyctl   # or in ~/.bashrc: source <(keyctl completion bash)',
+    'keyctl completion zsh > "${fpath[1]}/_keyctl"',
+    'keyctl completion fish > ~/.config/fish/completions/keyctl.fish',
+  ],
+  handler: async () => (await import('./commands/completion.js')).run,
+});
+
 export const COMMANDS: readonly CommandSpec[] = [
   init,
   status,
@@ -413,4 +441,5 @@ export const COMMANDS: readonly CommandSpec[] = [
   audit,
   runbook,
   migrate,
+  completion,
 ];

@@ -81,6 +81,11 @@ export class Output implements Logger {
     }
   }
 
+  /** Print `text` on stdout as it is (a completion script, names for a shell), whatever the mode. */
+  text(text: string): void {
+    if (text) this.stdout.write(text);
+  }
+
   /** Print a JSON document on stdout whatever the mode (e.g. `--format json`). */
   data(data: object): void {
     this.stdout.write(`${JSON.stringify({ ok: true, ...data }, null, 2)}\n`);

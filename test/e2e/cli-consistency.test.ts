@@ -4,8 +4,8 @@
  * keystore's rotation refusal, help examples and defaults, completion scripts, timestamps for cron
  * and one number and time style.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateKey as generatePgpKey } from 'openpgp';
@@ -167,7 +167,8 @@ describe('every command help ends with 1-3 real examples, prints each default on
     }
     expect(r.stdout).not.toMatch(/default: "/);
     expect(r.stdout).not.toContain('default: []');
-    for (const entry of r.stdout.split('\nExamples:')[0]!.split(/\n(?= {2}-)/)) expect(entry.match(/\bdefault[:\s]/g)?.length ?? 0, entry).toBeLessThanOrEqual(1);
+    for (const entry of r.stdout.split('\nExamples:')[0]!.split(/\n(?= {2}-)/))
+      expect(entry.match(/\bdefault[:\s]/g)?.length ?? 0, entry).toBeLessThanOrEqual(1);
   });
 
   it('flags that belong together are grouped under headings', async () => {
@@ -177,5 +178,60 @@ describe('every command help ends with 1-3 real examples, prints each default on
     const audit = (await keyctlInProcess(['audit', '--help'], { cwd })).stdout;
     expect(audit).toMatch(/\nEvidence checks:\n(?: {2}.*\n)*? {2}--expect-head/);
     expect((await keyctlInProcess(['recover-test', '--help'], { cwd })).stdout).toContain('(default: 20)');
+  });
+});
+
+describe('keyctl completion', () => {
+  /** What bash completes after `line` (the word being typed is the last, possibly empty), with the keyctl on PATH. */
+  function complete(shellDir: string, line: string): string[] {
+    const words = line.split(' ');
+    const script = [
+      'source <(keyctl completion bash)',
+      "complete -p keyctl | grep -q -- '-F _keyctl' || exit 3",
+      `COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}`,
+      '_keyctl; printf "%s\\n" "${COMPREPLY[@]}"',
+    ].join('\n');
+    const r = spawnSync('bash', ['-c', script], { cwd: shellDir, encoding: 'utf8', env: { ...process.env, PATH: `${binDir}:${process.env.PATH}` } });
+    expect(r.status, r.stderr).toBe(0);
+    return r.stdout.split('\n').filter(Boolean);
+  }
+  let binDir: string;
+  let project: string;
+  beforeAll(async () => {
+    binDir = tmpdir();
+    symlinkSync(KEYCTL_BIN, path.join(binDir, 'keyctl'));
+    project = tmpdir();
+    expect((await keyctlInProcess(['init', '--demo', '--rows', '5'], { cwd: project })).code).toBe(0);
+  });
+
+  it('bash: commands, subcommands, flags, choices, runbook names and --table targets from keyctl.yaml', () => {
+    expect(complete(project, 'keyctl re')).toEqual(['reencrypt', 'recover-test', 'restore', 'retire']);
+    expect(complete(project, 'keyctl runbook ')).toEqual(['list', 'run']);
+    expect(complete(project, 'keyctl reencrypt --max-')).toEqual(['--max-rate', '--max-load']);
+    expect(complete(project, 'keyctl --config keyctl.yaml reencrypt --ta')).toEqual(['--table']);
+    expect(complete(project, 'keyctl reencrypt --table ')).toEqual(['customers']);
+    expect(complete(project, 'keyctl audit --format m')).toEqual(['markdown']);
+    expect(complete(project, 'keyctl runbook run ')).toEqual(expect.arrayContaining(['routine-rotation', 'emergency-rotation', 'key-recovery-test']));
+    expect(complete(project, 'keyctl runbook run routine-rotation --d')).toEqual(['--dry-run']);
+    expect(complete(project, 'keyctl completion ')).toEqual(['bash', 'zsh', 'fish']);
+    // Outside a project: no tables, and no error on the terminal.
+    expect(complete(tmpdir(), 'keyctl reencrypt --table ')).toEqual([]);
+  });
+
+  it('every flag of every help is in the bash script; zsh and fish scripts name them too', async () => {
+    const cwd = tmpdir();
+    const bashScript = (await keyctlInProcess(['completion', 'bash'], { cwd })).stdout;
+    for (const cmd of [[], ...COMMANDS.map((c) => [c.name]), ['runbook', 'run']]) {
+      const help = (await keyctlInProcess([...cmd, '--help'], { cwd })).stdout;
+      for (const m of help.matchAll(/^ {2}(?:-\w, )?(--[\w-]+)/gm)) expect(bashScript, `${cmd.join(' ')} ${m[1]}`).toContain(m[1]);
+    }
+    const zsh = await keyctlInProcess(['completion', 'zsh'], { cwd });
+    expect(zsh.stdout).toMatch(/^#compdef keyctl\n/);
+    const fish = await keyctlInProcess(['completion', 'fish'], { cwd });
+    expect(fish.stdout).toContain(
+      "complete -c keyctl -n '__fish_seen_subcommand_from reencrypt' -l table -x -a '(keyctl completion --list tables 2>/dev/null)'",
+    );
+    const bad = await keyctlInProcess(['completion', 'tcsh'], { cwd });
+    expect(bad.code).toBe(ExitCode.USAGE);
   });
 });
