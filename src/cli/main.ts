@@ -77,6 +77,7 @@ export async function main(io: MainIO): Promise<number> {
     .option('--json', 'print one JSON object on stdout; human messages go to stderr')
     .option('--no-color', 'no colour in output (also when NO_COLOR is set or output is not a terminal)')
     .option('--actor <name>', 'who is acting, recorded in rotation_audit (default: $KEYCTL_ACTOR, else user@host)')
+    .option('--log-timestamps', 'start every line on stderr with the UTC time, for cron mail and logs (also KEYCTL_LOG_TIMESTAMPS=1)')
     .addHelpText('after', EXIT_HELP)
     .configureHelp({ optionDescription })
     .configureOutput({
@@ -106,6 +107,7 @@ export async function main(io: MainIO): Promise<number> {
       env: io.env,
       stdout: io.stdout,
       stderr: io.stderr,
+      timestamps: Boolean(program.opts().logTimestamps) || io.argv.includes('--log-timestamps'),
       ...(io.stderr.isTTY ? { terminal: { stream: io.stderr, columns: () => io.stderr.columns ?? 0 } } : {}),
     });
 
@@ -139,6 +141,7 @@ export async function main(io: MainIO): Promise<number> {
             ...(flags.config ? ['--config', flags.config] : []),
             ...(flags.actor ? ['--actor', flags.actor] : []),
             ...(flags.color ? [] : ['--no-color']),
+            ...(program.opts().logTimestamps ? ['--log-timestamps'] : []),
             ...args,
           ],
         }),

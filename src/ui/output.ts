@@ -5,6 +5,9 @@
  * - Errors are `keyctl: error: …` followed by `keyctl: hint: …` lines saying what to try;
  *   with --json the error is also the JSON object on stdout.
  * - No colour when the stream is not a TTY, with --no-color, or when NO_COLOR is set.
+ * - With --log-timestamps (or KEYCTL_LOG_TIMESTAMPS=1), every line on stderr starts with the UTC
+ *   time (`2026-12-03 14:48:04Z `), for cron mail and log files; stdout (the result, the one-line
+ *   summary, the JSON object) never does, so what scripts parse stays the same.
  * - Nothing here prints key material; callers pass only fingerprints and counts.
  */
 import { Chalk, type ChalkInstance } from 'chalk';
@@ -12,6 +15,7 @@ import { ExitCode } from '../base/exit-codes.js';
 import { KeyctlError, ConfigError } from '../base/errors.js';
 import type { Logger } from '../core/context.js';
 import { redactText } from '../db/redact.js';
+import { formatTime } from './format.js';
 
 export interface Stream {
   write(chunk: string): boolean;
@@ -38,7 +42,15 @@ export interface OutputOptions {
   stderr: Stream;
   /** stderr as a terminal, when it is one. */
   terminal?: Terminal;
+  /** --log-timestamps: start each stderr line with the UTC time (also KEYCTL_LOG_TIMESTAMPS=1 in `env`). */
+  timestamps?: boolean;
+  /** The clock for timestamps (tests). */
+  now?: () => Date;
 }
+
+/** Under cron (no terminal, no TERM), a variable that is not set was most likely never given to the job. */
+const CRON_HINT =
+  'under cron the environment is almost empty: set the variable in the crontab (NAME=value lines above the job) or in a file the job sources, e.g. `. /etc/keyctl.env && keyctl backup`';
 
 export class Output implements Logger {
   readonly json: boolean;
@@ -62,14 +74,33 @@ export class Output implements Logger {
     this.interactive = Boolean(opts.stderr.isTTY) && !opts.json;
     this.terminal = opts.terminal;
     this.debug = Boolean(opts.env.KEYCTL_DEBUG);
+    const env = opts.env.KEYCTL_LOG_TIMESTAMPS;
+    this.timestamps = Boolean(opts.timestamps) || (env !== undefined && env !== '' && env !== '0');
+    this.now = opts.now ?? (() => new Date());
+    this.cron = !opts.stderr.isTTY && !opts.env.TERM;
+  }
+
+  private readonly timestamps: boolean;
+  private readonly now: () => Date;
+  /** No terminal and no TERM: probably cron (or systemd), whose environment is nearly empty. */
+  private readonly cron: boolean;
+
+  /** Write whole lines to stderr, each with the time in front when timestamps are on. */
+  private log(text: string): void {
+    if (!this.timestamps) {
+      this.stderr.write(text);
+      return;
+    }
+    const stamp = `${formatTime(this.now())} `;
+    this.stderr.write(text.replace(/^(?=.)/gm, stamp));
   }
 
   info(message: string): void {
-    this.stderr.write(`${message}\n`);
+    this.log(`${message}\n`);
   }
 
   warn(message: string): void {
-    this.stderr.write(`${this.err.yellow('keyctl: warning:')} ${message}\n`);
+    this.log(`${this.err.yellow('keyctl: warning:')} ${message}\n`);
   }
 
   /** Print the command's result: `human()` text, or `data` as one JSON object with --json. */
@@ -97,7 +128,9 @@ export class Output implements Logger {
       const lines = [`${this.err.red('keyctl: error:')} ${err.message}`];
       if (err instanceof ConfigError) for (const p of err.problems) lines.push(`  ${p}`);
       if (err.hint) for (const h of err.hint.split('\n')) lines.push(`${this.err.cyan('keyctl: hint:')} ${h}`);
-      this.stderr.write(`${lines.join('\n')}\n`);
+      const problems = err instanceof ConfigError ? err.problems : [];
+      if (this.cron && [err.message, ...problems].some((t) => /\bis not set\b/.test(t))) lines.push(`${this.err.cyan('keyctl: hint:')} ${CRON_HINT}`);
+      this.log(`${lines.join('\n')}\n`);
       if (this.json) {
         this.stdout.write(
           `${JSON.stringify({ ok: false, error: { kind: err.kind, exitCode: err.exitStatus, message: err.message, problems: err instanceof ConfigError ? err.problems : undefined, hint: err.hint } }, null, 2)}\n`,
@@ -107,11 +140,11 @@ export class Output implements Logger {
     }
     // An unexpected error may quote anything, a connection string included.
     const message = redactText(err instanceof Error ? err.message : String(err));
-    this.stderr.write(
+    this.log(
       `${this.err.red('keyctl: error:')} unexpected internal error: ${message}\n` +
         `${this.err.cyan('keyctl: hint:')} this is a bug in keyctl; run again with KEYCTL_DEBUG=1 for a stack trace and report it\n`,
     );
-    if (this.debug && err instanceof Error && err.stack) this.stderr.write(`${redactText(err.stack)}\n`);
+    if (this.debug && err instanceof Error && err.stack) this.log(`${redactText(err.stack)}\n`);
     if (this.json) this.stdout.write(`${JSON.stringify({ ok: false, error: { kind: 'internal', exitCode: ExitCode.INTERNAL, message } })}\n`);
     return ExitCode.INTERNAL;
   }

@@ -235,3 +235,37 @@ describe('keyctl completion', () => {
     expect(bad.code).toBe(ExitCode.USAGE);
   });
 });
+
+describe('cron: timestamps on stderr lines, a hint for variables cron does not set', () => {
+  const STAMP = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ /;
+
+  it('--log-timestamps (or KEYCTL_LOG_TIMESTAMPS=1) starts every stderr line with the UTC time; stdout and --json stay as they are', async () => {
+    const cwd = tmpdir();
+    for (const [args, env] of [
+      [['status', '--log-timestamps'], {}],
+      [['status'], { KEYCTL_LOG_TIMESTAMPS: '1' }],
+    ] as const) {
+      const r = await keyctlInProcess([...args], { cwd, env });
+      expect(r.code).toBe(ExitCode.USAGE);
+      const lines = r.stderr.trimEnd().split('\n');
+      expect(lines.length).toBeGreaterThanOrEqual(2);
+      for (const line of lines) expect(line).toMatch(STAMP);
+      expect(lines[0]!.replace(STAMP, '')).toMatch(/^keyctl: error: no keyctl configuration found/);
+    }
+    const j = await keyctlInProcess(['status', '--json', '--log-timestamps'], { cwd });
+    expect(json(j)).toMatchObject({ ok: false, error: { kind: 'config' } });
+    const plain = await keyctlInProcess(['status'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined } });
+    expect(plain.stderr).toMatch(/^keyctl: error: /);
+  });
+
+  it('a variable keyctl.yaml references but the environment lacks gets a hint about cron when there is no terminal', async () => {
+    const cwd = tmpdir();
+    writeFileSync(path.join(cwd, 'keyctl.yaml'), 'database:\n  client: pg\n  connection: ${DATABASE_URL}\nkeystore:\n  provider: file\n');
+    const r = await keyctlInProcess(['status'], { cwd, env: { DATABASE_URL: undefined, TERM: undefined } });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toContain('environment variable DATABASE_URL is not set');
+    expect(r.stderr).toContain('keyctl: hint: under cron the environment is almost empty');
+    const term = await keyctlInProcess(['status'], { cwd, env: { DATABASE_URL: undefined, TERM: 'xterm' } });
+    expect(term.stderr).not.toContain('under cron');
+  });
+});

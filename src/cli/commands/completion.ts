@@ -34,6 +34,7 @@ async function commandTree(): Promise<CommandFlags[]> {
     .option('--json')
     .option('--no-color')
     .option('--actor <name>')
+    .option('--log-timestamps')
     .option('-V, --version')
     .option('-h, --help');
   for (const spec of COMMANDS) spec.register(program, () => async () => undefined);
