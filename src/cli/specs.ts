@@ -135,6 +135,12 @@ const reencryptFlags = (cmd: Command) =>
       parsePositive('--critical-load'),
     )
     .optionsGroup('What to rewrite:')
+    .option(
+      '--set <key=value>',
+      'change the running reencrypt live and exit: max-rate=N|none, batch-size=N|auto, chunk-time=S, max-load=N|none, paused=true|false; repeat for several',
+      collect,
+      [],
+    )
     .option('--table <name>', 'only this target table')
     .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
     .optionsGroup('Pace:')

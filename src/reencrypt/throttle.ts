@@ -13,6 +13,7 @@
  * ends as soon as the signal aborts (Ctrl-C answers within a second, not after a long sleep).
  */
 import { existsSync } from 'node:fs';
+import { describeSettings, type ControlSettings } from './control.js';
 
 export interface ThrottleOptions {
   /** Target duration of one batch (adaptive sizing); ignored when fixedBatchSize is set. */
@@ -28,6 +29,8 @@ export interface ThrottleOptions {
   /** Current database load, for maxLoad and criticalLoad. */
   probeLoad?: () => Promise<number>;
   signal?: AbortSignal;
+  /** Called before every batch and every second of a wait: where live control (--set) is read. */
+  poll?: () => void;
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
 }
@@ -46,6 +49,8 @@ export class Throttle {
   private started: number | null = null;
   /** Whether the last batch had to wait for --max-rate: the reason stays shown while it does. */
   private rateLimited = false;
+  /** Paused by live control (`--set paused=true`), as the pause file pauses. */
+  private controlPaused = false;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly now: () => number;
 
@@ -53,6 +58,27 @@ export class Throttle {
     this.sleep = o.sleep ?? ((ms) => abortableSleep(ms, o.signal));
     this.now = o.now ?? (() => performance.now());
     this.size = Math.min(o.maxBatchSize, o.fixedBatchSize ?? INITIAL_BATCH, this.rateCap());
+  }
+
+  /**
+   * Apply live settings (`keyctl reencrypt --set …`); returns what changed, as text, or null.
+   * A new rate starts a new --max-rate window, so the change neither bursts nor stalls.
+   */
+  apply(settings: ControlSettings): string | null {
+    const changed: ControlSettings = {};
+    if (settings.maxRate !== undefined && settings.maxRate !== this.o.maxRate) changed.maxRate = this.o.maxRate = settings.maxRate;
+    if (settings.batchSize !== undefined && settings.batchSize !== this.o.fixedBatchSize) changed.batchSize = this.o.fixedBatchSize = settings.batchSize;
+    if (settings.chunkTimeMs !== undefined && settings.chunkTimeMs !== this.o.chunkTimeMs) changed.chunkTimeMs = this.o.chunkTimeMs = settings.chunkTimeMs;
+    if (settings.maxLoad !== undefined && settings.maxLoad !== this.o.maxLoad) changed.maxLoad = this.o.maxLoad = settings.maxLoad;
+    if (settings.paused !== undefined && settings.paused !== this.controlPaused) changed.paused = this.controlPaused = settings.paused;
+    const text = describeSettings(changed);
+    if (!text) return null;
+    const sized = this.o.fixedBatchSize ?? (this.msPerRow === null ? this.size : this.o.chunkTimeMs / Math.max(this.msPerRow, 1e-6));
+    this.size = Math.round(Math.max(MIN_BATCH, Math.min(this.o.maxBatchSize, sized, this.rateCap())));
+    this.started = this.now();
+    this.rowsDone = 0;
+    this.rateLimited = false;
+    return text;
   }
 
   /** The largest batch --max-rate allows: what the rate lets through in one chunk time. */
@@ -97,9 +123,14 @@ export class Throttle {
    * Returns a reason to stop (the load is above --critical-load), or null to go on.
    */
   async beforeBatch(onWait: (reason: string | null) => void): Promise<string | null> {
+    this.o.poll?.();
     let waited = await this.waitWhile(
-      () => Promise.resolve(this.o.pauseFile !== null && existsSync(this.o.pauseFile)),
-      () => `paused: remove ${this.o.pauseFile} to resume`,
+      () => {
+        this.o.poll?.();
+        return Promise.resolve(this.controlPaused || (this.o.pauseFile !== null && existsSync(this.o.pauseFile)));
+      },
+      () =>
+        this.controlPaused ? 'paused by `keyctl reencrypt --set paused=true`; `--set paused=false` resumes' : `paused: remove ${this.o.pauseFile} to resume`,
       onWait,
     );
     const critical = this.o.criticalLoad ?? null;
@@ -110,6 +141,7 @@ export class Throttle {
       waited =
         (await this.waitWhile(
           async () => {
+            this.o.poll?.();
             load = await probe();
             if (critical !== null && load > critical) {
               stop = `database load ${load} > --critical-load ${critical}`;

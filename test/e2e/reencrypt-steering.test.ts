@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
-import { json, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
+import { json, keyctl, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
 import { demoProject } from '../helpers/project.js';
 import { Tmux } from '../helpers/tmux.js';
 
@@ -155,5 +155,51 @@ describe('dual-key --wait (issue 17 #12)', () => {
     expect(r.code).toBe(ExitCode.INTERRUPTED);
     expect(r.stderr).toContain('nothing changed');
     expect(json(await run('status', '--json'))).toMatchObject({ rotation: { phase: 'generated' } });
+  });
+});
+
+describe('live control (issue 17 #8)', () => {
+  it('another process slows, pauses, resumes and speeds up a running reencrypt; the rate follows each change', async () => {
+    const cwd = await dualKeyProject(8000);
+    const run = startKeyctlInProcess(['reencrypt', '--max-rate', '200', '--crypto-workers', '0'], { cwd, env: { NO_COLOR: '1' } });
+    const set = async (...settings: string[]) => {
+      const r = await keyctl(['reencrypt', ...settings.flatMap((x) => ['--set', x])], { cwd, env: { NO_COLOR: '1', KEYCTL_ACTOR: 'dba@test' } });
+      expect(r.code, r.stderr).toBe(0);
+      await sleep(700); // the batch already in flight
+    };
+    const rate = async (ms: number) => {
+      const r0 = await rowsCommitted(cwd);
+      await sleep(ms);
+      return ((await rowsCommitted(cwd)) - r0) / (ms / 1000);
+    };
+    while ((await rowsCommitted(cwd)) === 0) await sleep(20);
+    const steady = await rate(2500);
+    await set('max-rate=100');
+    const slowed = await rate(2500);
+    await set('paused=true');
+    const paused = await rate(2500);
+    await set('paused=false', 'max-rate=400');
+    const sped = await rate(2500);
+    run.signal('SIGINT');
+    const r = await run.done;
+    expect(r.code).toBe(ExitCode.INTERRUPTED);
+    console.log(`live control: ${steady.toFixed(0)} rows/s at 200, ${slowed.toFixed(0)} at 100, ${paused.toFixed(0)} paused, ${sped.toFixed(0)} at 400`);
+    expect(steady).toBeGreaterThan(120);
+    expect(steady).toBeLessThan(300);
+    expect(slowed).toBeLessThan(steady * 0.8);
+    expect(paused).toBeLessThan(20);
+    expect(sped).toBeGreaterThan(steady * 1.3);
+    // The running job says what changed and who changed it.
+    expect(r.stderr).toContain('keyctl: control: max-rate 100 rows/s (set by dba@test)');
+    expect(r.stderr).toContain('keyctl: control: max-rate 400 rows/s, resumed (set by dba@test)');
+    expect(r.stderr).toContain('paused by `keyctl reencrypt --set paused=true`');
+  });
+
+  it('--set refuses an unknown setting or value (exit 2) and writes nothing', async () => {
+    const cwd = await dualKeyProject(10);
+    for (const bad of ['speed=9', 'max-rate=fast', 'paused=maybe']) {
+      const r = await keyctlInProcess(['reencrypt', '--set', bad], { cwd, env: { NO_COLOR: '1' } });
+      expect(r.code, bad).toBe(ExitCode.USAGE);
+    }
   });
 });

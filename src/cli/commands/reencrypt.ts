@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { ExitCode } from '../../base/exit-codes.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
+import { controlFilePath, describeSettings, parseSetting, writeControl, type ControlSettings } from '../../reencrypt/control.js';
 import { nextStep } from '../../rotation/machine.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';
 import { startProgress, type ProgressLine } from '../../ui/progress.js';
@@ -56,7 +57,23 @@ function shardText(s: { index: number; count: number }): string {
   return `${s.index}/${s.count}`;
 }
 
+/** `keyctl reencrypt --set KEY=VALUE …`: change a running job's limits (it applies them before its next batch). */
+async function setLive(rt: CliRuntime, settings: string[]): Promise<number> {
+  const parsed: ControlSettings = Object.assign({}, ...settings.map(parseSetting));
+  return withCoreContext(rt, async (ctx) => {
+    const file = controlFilePath(ctx.config.baseDir);
+    const written = writeControl(file, parsed, ctx.actor, ctx.now().getTime());
+    rt.output.result(
+      { control: { file, set: parsed, settings: written.settings, by: written.by, at: new Date(written.at).toISOString() } },
+      () =>
+        `set ${describeSettings(parsed)} for the running reencrypt (it applies them before its next batch; a run started later ignores them)\n  now: ${describeSettings(written.settings)}`,
+    );
+    return ExitCode.OK;
+  });
+}
+
 export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> {
+  if (f.set && f.set.length > 0) return setLive(rt, f.set);
   const pauseFile = f.pauseFile ? path.resolve(rt.cwd, f.pauseFile) : undefined;
   const shard = f.shard;
 
@@ -118,6 +135,14 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
         shard,
         signal: stop.signal,
         ...(f.cryptoWorkers !== undefined ? { cryptoWorkers: f.cryptoWorkers } : {}),
+        control: {
+          file: controlFilePath(ctx.config.baseDir),
+          onChange: (text) => {
+            // On the line at once (the next progress event shows the new limits) and in the log.
+            progress!.log(`keyctl: control: ${text}`);
+            if (lastEvent) progress!.update(line({ ...lastEvent, throttle: `control: ${text}` }));
+          },
+        },
         onRetry: (m) => progress!.log(`keyctl: ${m}`),
         onProgress: (e) => {
           if (e.table !== currentTable) {

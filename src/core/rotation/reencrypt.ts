@@ -13,6 +13,7 @@ import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
 import type { Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
+import { controlWatcher } from '../../reencrypt/control.js';
 import { Throttle } from '../../reencrypt/throttle.js';
 import { checkKeysUnique } from '../targets.js';
 import { loadAllKeys } from './material.js';
@@ -32,6 +33,8 @@ export interface ReencryptOptions {
   maxLoad?: number | undefined;
   /** Stop (resumable, interrupted) when the database load exceeds this; see --critical-load. */
   criticalLoad?: number | undefined;
+  /** Live control: settings written to this file (`keyctl reencrypt --set`) after the run starts are applied. */
+  control?: { file: string; onChange: (text: string) => void };
   /** Told about retried batches (deadlock, lock wait, dropped connection). */
   onRetry?: (message: string) => void;
   table?: string | undefined;
@@ -173,6 +176,15 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     return `rotation #${rotationId} left phase ${runningIn} while reencrypt was running (now ${now?.id === rotationId ? now.phase : 'closed'})`;
   };
   const tables: TableResult[] = [];
+  const control = opts.control;
+  const changes = control ? controlWatcher(control.file, ctx.now().getTime()) : null;
+  const pollControl = changes
+    ? () => {
+        const c = changes();
+        const text = c && throttle.apply(c.settings);
+        if (text) control!.onChange(`${text} (set by ${c.by})`);
+      }
+    : null;
   const throttle = new Throttle({
     chunkTimeMs: opts.chunkTimeMs ?? 500,
     fixedBatchSize: opts.batchSize ?? null,
@@ -182,6 +194,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     pauseFile: opts.pauseFile ?? null,
     maxLoad: opts.maxLoad ?? null,
     criticalLoad: opts.criticalLoad ?? null,
+    ...(pollControl ? { poll: pollControl } : {}),
     ...(probe ? { probeLoad: probe } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
