@@ -352,7 +352,14 @@ const runbookRunFlags = (cmd: Command) =>
     .option('--file <path>', 'run this runbook file instead of one found by name')
     .option('--dry-run', 'print the plan (done, next and pending steps) without doing anything')
     .option('-y, --yes', 'run check, command and wait steps without asking (for scripts); confirm steps still need a terminal')
-    .option('--set <name=value...>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing)');
+    .option('--set <name=value...>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing)')
+    .option('--summary', "print the runbook's closing summary (incident timeline, evidence line) of the latest rotation, and nothing else")
+    .addOption(
+      cmd
+        .createOption('--format <format>', 'how the incident summary prints (markdown: to paste into a ticket)')
+        .choices(['text', 'markdown'] as const)
+        .default('text'),
+    );
 
 export type RunbookListOptions = OptionsOf<typeof runbookListFlags>;
 export type RunbookRunOptions = OptionsOf<typeof runbookRunFlags>;

@@ -339,6 +339,10 @@ export interface IncidentSummary {
   endedAt: string;
   durationSeconds: number;
   rowsReencrypted: number;
+  /** When the incident reference was typed at the runbook's start (null: given with --set or not recorded). */
+  incidentEnteredAt: string | null;
+  /** Everyone who did a step, in the order they first appear. */
+  actors: string[];
   timeline: Array<{ at: string; action: string; outcome: string; actor: string; detail: string; sincePreviousSeconds: number }>;
 }
 
@@ -348,8 +352,14 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
   if (!rotation) return null;
   // A command step's own row says what the runbook row would repeat; keep the runbook rows that
   // add something (confirmations with their values, skips, aborts, failures).
-  const rows = (await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id })).filter(
-    (r) => !(r.action === RUNBOOK_ACTION && r.details?.kind === 'command' && r.outcome === 'ok'),
+  // From the runbook's start: the checks before generate carry no rotation id; other rows without
+  // one (init, a backup the day before) count only from the first runbook step of this run on.
+  const run = await runbookRunAudit(ctx.db, ctx.config.keyring, rotation.id);
+  const firstStep = run.find((r) => r.action === RUNBOOK_ACTION)?.createdAt.getTime() ?? rotation.openedAt.getTime();
+  const rows = run.filter(
+    (r) =>
+      (r.rotationId === rotation.id || (r.createdAt.getTime() >= firstStep && r.createdAt.getTime() <= rotation.openedAt.getTime())) &&
+      !(r.action === RUNBOOK_ACTION && r.details?.kind === 'command' && r.outcome === 'ok'),
   );
   if (rows.length === 0) return null;
   if (!rotation.emergency || !rotation.compromisedVersion) {
@@ -358,19 +368,42 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
       'an emergency rotation starts with `keyctl generate --emergency --compromised vN --reason "…"`; `keyctl audit` shows what this rotation did',
     );
   }
-  const first = rows[0]!.createdAt;
-  const last = rows.at(-1)!.createdAt;
+  const enteredAt = rows
+    .map((r) => r.details?.inputsEnteredAt)
+    .filter((v): v is string => typeof v === 'string')
+    .sort()[0];
+  type Entry = { at: Date; action: string; outcome: string; actor: string; detail: string };
+  const entries: Entry[] = rows.map((r) => ({
+    at: r.createdAt,
+    action: r.action === RUNBOOK_ACTION ? `runbook ${String(r.details?.step)}` : r.action,
+    outcome: r.outcome,
+    actor: r.actor,
+    detail: timelineDetail(r),
+  }));
+  if (enteredAt) {
+    const by = rows.find((r) => r.details?.inputsEnteredAt === enteredAt)?.actor ?? '';
+    entries.push({
+      at: new Date(enteredAt),
+      action: 'incident entered',
+      outcome: 'ok',
+      actor: by,
+      detail: [incident, rotation.reason].filter(Boolean).join(' — '),
+    });
+    entries.sort((a, b) => a.at.getTime() - b.at.getTime());
+  }
+  const first = entries[0]!.at;
+  const last = entries.at(-1)!.at;
   let prev = first;
-  const timeline = rows.map((r) => {
+  const timeline = entries.map((r) => {
     const entry = {
-      at: r.createdAt.toISOString(),
-      action: r.action === RUNBOOK_ACTION ? `runbook ${String(r.details?.step)}` : r.action,
+      at: r.at.toISOString(),
+      action: r.action,
       outcome: r.outcome,
       actor: r.actor,
-      detail: timelineDetail(r),
-      sincePreviousSeconds: Math.round((r.createdAt.getTime() - prev.getTime()) / 1000),
+      detail: r.detail,
+      sincePreviousSeconds: Math.round((r.at.getTime() - prev.getTime()) / 1000),
     };
-    prev = r.createdAt;
+    prev = r.at;
     return entry;
   });
   return {
@@ -384,6 +417,8 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
     durationSeconds: Math.round((last.getTime() - first.getTime()) / 1000),
     // Every pass counts: interrupted and resumed runs each record the rows they rewrote.
     rowsReencrypted: rows.filter((r) => r.action === 'reencrypt').reduce((n, r) => n + (r.rowsAffected ?? 0), 0),
+    incidentEnteredAt: enteredAt ?? null,
+    actors: [...new Set(entries.map((e) => e.actor).filter(Boolean))],
     timeline,
   };
 }
@@ -391,7 +426,14 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
 function timelineDetail(r: AuditRow): string {
   const d = r.details ?? {};
   if (r.action === RUNBOOK_ACTION)
-    return [d.skipped ? `skipped: ${String(d.skipped)}` : '', d.value ? `value: ${String(d.value)}` : ''].filter(Boolean).join('; ');
+    return [
+      d.skipped ? `skipped: ${String(d.skipped)}` : '',
+      d.value ? `value: ${String(d.value)}` : '',
+      d.kind === 'check' && typeof d.result === 'string' ? d.result : '',
+      d.kind === 'command' && typeof d.command === 'string' ? `keyctl ${d.command}${d.exitCode ? ` (exit ${String(d.exitCode)})` : ''}` : '',
+    ]
+      .filter(Boolean)
+      .join('; ');
   if (r.rowsAffected) return `${r.rowsAffected} rows`;
   if (r.toPhase) return `→ ${r.toPhase}`;
   return '';

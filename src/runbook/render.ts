@@ -122,6 +122,9 @@ export function incidentText(output: Output, s: IncidentSummary): string {
     head: ['time (UTC)', '+', 'step', 'outcome', 'actor', 'detail'],
     style: { head: [], border: [] },
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+    // Long details (a database path, a check's result) wrap instead of widening the table.
+    colWidths: [null, null, null, null, null, 48],
+    wordWrap: true,
   });
   for (const e of s.timeline) table.push([e.at.replace('T', ' ').slice(0, 19), formatDuration(e.sincePreviousSeconds), e.action, e.outcome, e.actor, e.detail]);
   return [
@@ -129,7 +132,30 @@ export function incidentText(output: Output, s: IncidentSummary): string {
     `reason: ${s.reason ?? '-'}`,
     `compromised key: ${s.compromisedVersion ?? '-'}   replaced by: ${s.newVersion}`,
     `started ${s.startedAt}, last step ${s.endedAt}: ${formatDuration(s.durationSeconds)}`,
-    `rows re-encrypted: ${s.rowsReencrypted}`,
+    `rows re-encrypted: ${s.rowsReencrypted.toLocaleString('en-US')} (all passes)`,
+    `incident entered: ${s.incidentEnteredAt ? s.incidentEnteredAt.replace('T', ' ').slice(0, 19) : '-'}   done by: ${s.actors.join(', ') || '-'}`,
     table.toString(),
+  ].join('\n');
+}
+
+/** The incident summary as Markdown, to paste into a ticket: the facts, then the timeline as a table. */
+export function incidentMarkdown(s: IncidentSummary): string {
+  const cell = (x: string) => x.replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+  const time = (iso: string) => `${iso.replace('T', ' ').slice(0, 19)}Z`;
+  return [
+    `## Incident summary${s.incident ? ` — ${cell(s.incident)}` : ''} (rotation #${s.rotationId})`,
+    '',
+    `- **Reason:** ${cell(s.reason ?? '-')}`,
+    `- **Compromised key:** ${s.compromisedVersion ?? '-'}, replaced by ${s.newVersion}`,
+    `- **Incident entered:** ${s.incidentEnteredAt ? time(s.incidentEnteredAt) : '-'}`,
+    `- **Started:** ${time(s.startedAt)}, **last step:** ${time(s.endedAt)} (${formatDuration(s.durationSeconds)})`,
+    `- **Rows re-encrypted (all passes):** ${s.rowsReencrypted.toLocaleString('en-US')}`,
+    `- **Done by:** ${s.actors.map(cell).join(', ') || '-'}`,
+    '',
+    '| time (UTC) | + | step | outcome | by | detail |',
+    '|---|---|---|---|---|---|',
+    ...s.timeline.map(
+      (e) => `| ${time(e.at)} | ${formatDuration(e.sincePreviousSeconds)} | ${cell(e.action)} | ${e.outcome} | ${cell(e.actor)} | ${cell(e.detail)} |`,
+    ),
   ].join('\n');
 }

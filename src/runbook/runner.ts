@@ -13,7 +13,7 @@ import { RefusedError, UsageError } from '../base/errors.js';
 import { ExitCode } from '../base/exit-codes.js';
 import type { CoreContext } from '../core/context.js';
 import { nextStep } from '../rotation/machine.js';
-import { listAudit, openRotation } from '../rotation/store.js';
+import { latestRotation, listAudit, openRotation } from '../rotation/store.js';
 import type { Output } from '../ui/output.js';
 import {
   fillTemplate,
@@ -30,8 +30,10 @@ import {
   type RunbookProgress,
   type StepOutcome,
 } from './engine.js';
-import { describeStep, incidentText, planLines, when, wrap } from './render.js';
+import { describeStep, incidentMarkdown, incidentText, planLines, when, wrap } from './render.js';
 import type { Runbook, RunbookStep } from './schema.js';
+
+export type SummaryFormat = 'text' | 'markdown';
 
 export type StepChoice = 'run' | 'retry' | 'skip' | 'abort';
 
@@ -85,6 +87,8 @@ export interface RunnerIO extends RunbookView {
    * once it ends; the runner records an abort at that step.
    */
   signal?: AbortSignal;
+  /** How the closing incident summary is printed (default text). */
+  summaryFormat?: SummaryFormat;
 }
 
 export type RunResult =
@@ -140,8 +144,10 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
   const out = (line = '') => output.info(line);
   const width = () => Math.min(io.columns() || 100, 100) - 4;
   const ran: RanStep[] = [];
+  let enteredAt: string | null = null;
   const record = async (step: RunbookStep, outcome: StepOutcome, details: Record<string, unknown>, rotationBefore?: number) => {
-    await recordStep(ctx, runbook, step, outcome, details, rotationBefore);
+    // When the inputs were typed (the incident summary's "incident entered"), on the rows of this run.
+    await recordStep(ctx, runbook, step, outcome, { ...details, ...(enteredAt ? { inputsEnteredAt: enteredAt } : {}) }, rotationBefore);
     ran.push({ id: step.id, outcome });
   };
   const abort = async (step: RunbookStep, inputs: Record<string, string>): Promise<RunResult> => {
@@ -154,7 +160,9 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
   for (const line of planLines(output, io.cwd, runbook, progress, ctx.config.keyring)) out(line);
   if (progress.steps.some((s) => s.done) && progress.next) out(c.cyan(`resuming at step ${progress.next.index + 1} (${progress.next.step.id})`));
 
-  const inputs = await collectInputs(ctx, runbook, sets, asker);
+  const asked = await collectInputs(ctx, runbook, sets, asker);
+  const inputs = asked.inputs;
+  enteredAt = asked.enteredAt;
 
   // Walk forward only: once the last step closes the rotation, the first steps apply again,
   // but they belong to the next rotation.
@@ -243,22 +251,51 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
 
   out();
   const rotation = progress.rotation;
-  if (runbook.summary === 'incident') {
-    const summary = await incidentSummary(ctx, inputs.incident ?? null);
-    if (summary) output.result({ incident: summary }, () => incidentText(output, summary));
-  }
-  if (runbook.summary === 'evidence') {
-    const line = await recoveryEvidence(ctx);
-    if (line) output.result({ evidence: line }, () => line);
-  }
+  await printSummary(io, runbook, inputs.incident ?? null, io.summaryFormat ?? 'text');
   out(c.green(`✓ runbook ${runbook.name}: nothing left to do${rotation ? ` in phase ${rotation.phase}; next: ${nextStep(rotation.phase)}` : ''}`));
   return { outcome: 'finished', steps: ran };
 }
 
+/**
+ * The runbook's closing summary of the latest rotation: the incident timeline (text, or Markdown to
+ * paste into a ticket) or the evidence line. `incident`: the reference, else the one recorded.
+ */
+export async function printSummary(view: RunbookView, runbook: Runbook, incident: string | null, format: SummaryFormat): Promise<boolean> {
+  const { ctx, output } = view;
+  if (runbook.summary === 'incident') {
+    const summary = await incidentSummary(ctx, incident ?? (await recordedInput(ctx, runbook, 'incident')));
+    if (summary) output.result({ incident: summary }, () => (format === 'markdown' ? incidentMarkdown(summary) : incidentText(output, summary)));
+    return summary !== null;
+  }
+  if (runbook.summary === 'evidence') {
+    const line = await recoveryEvidence(ctx);
+    if (line) output.result({ evidence: line }, () => line);
+    return line !== null;
+  }
+  return false;
+}
+
+/** An input recorded on the latest rotation's runbook rows (the summary after the rotation closed). */
+async function recordedInput(ctx: CoreContext, runbook: Runbook, id: string): Promise<string | null> {
+  const rotation = (await openRotation(ctx.db, ctx.config.keyring)) ?? (await latestRotation(ctx.db, ctx.config.keyring));
+  if (!rotation) return null;
+  const rows = (await listAudit(ctx.db, ctx.config.keyring, { rotationId: rotation.id })).filter(
+    (r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name,
+  );
+  const value = (rows.at(-1)?.details?.inputs as Record<string, unknown> | undefined)?.[id];
+  return typeof value === 'string' ? value : null;
+}
+
 /** The runbook's inputs: given with --set, given earlier in this rotation, or asked for. */
-async function collectInputs(ctx: CoreContext, runbook: Runbook, sets: Record<string, string>, asker: Asker | null): Promise<Record<string, string>> {
+async function collectInputs(
+  ctx: CoreContext,
+  runbook: Runbook,
+  sets: Record<string, string>,
+  asker: Asker | null,
+): Promise<{ inputs: Record<string, string>; enteredAt: string | null }> {
   const previous = await previousInputs(ctx, runbook);
   const inputs: Record<string, string> = {};
+  let enteredAt: string | null = null;
   for (const input of runbook.inputs) {
     const given = sets[input.id] ?? previous[input.id];
     if (given !== undefined) {
@@ -268,8 +305,9 @@ async function collectInputs(ctx: CoreContext, runbook: Runbook, sets: Record<st
     }
     if (!asker) throw new UsageError(`runbook ${runbook.name} needs input "${input.id}" (${input.prompt})`, `pass --set ${input.id}=VALUE`);
     inputs[input.id] = await asker.text(input.prompt, input.pattern);
+    enteredAt = ctx.now().toISOString();
   }
-  return inputs;
+  return { inputs, enteredAt };
 }
 
 /** Inputs given earlier in this rotation (the runbook-step rows keep them), so a resume does not ask again. */

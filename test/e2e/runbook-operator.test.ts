@@ -134,7 +134,8 @@ describe('runbook prompts in a terminal', () => {
     t.keys('C-c');
     expect(await t.exit()).toBe(7);
     expect(t.screen()).toContain('aborted at step propagation. To resume (any operator, any machine): keyctl runbook run routine-rotation');
-    writeFileSync(path.join(dir, 'screen.txt'), t.screen());
+    // KEYCTL_SCREEN_OUT=docs/runbook-screen.body.txt keeps this screen for the docs.
+    if (process.env.KEYCTL_SCREEN_OUT) writeFileSync(process.env.KEYCTL_SCREEN_OUT, t.screen());
     const audit = JSON.parse((await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir })).stdout) as {
       entries: Array<{ action: string; outcome: string; details: Record<string, unknown> | null }>;
     };
@@ -156,5 +157,46 @@ describe('runbook prompts in a terminal', () => {
     expect(choices).not.toMatch(/❯ Run|^ {2}Run$/m);
     t.keys('Down', 'Enter');
     expect(await t.exit()).toBe(7);
+  });
+});
+
+describe('the incident summary', () => {
+  it('is ticket-ready: from the runbook start with its checks and when the incident was entered, rows re-encrypted, keys, who did each step; --format markdown', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = await project(20);
+    const t = terminal(dir, 'oncall@ops', 'emergency-rotation');
+    await t.prompt('Incident reference');
+    t.type('INC-7');
+    await t.prompt('Which key version is compromised');
+    t.type('v1');
+    await t.prompt('What happened to the key');
+    t.type('key printed in a debug log');
+    for (const step of ['database-reachable', 'keystore-reachable', 'generate', 'backup-new-key']) await answer(t, step, RUN);
+    await answer(t, 'deploy', RUN);
+    await t.prompt('Deployment reference');
+    t.type('DEP-9');
+    for (const step of ['dual-key', 'reencrypt', 'verify', 'promote', 'retire']) await answer(t, step, RUN);
+    expect(await t.exit()).toBe(0);
+    const screen = t.screen();
+    const summary = screen.slice(screen.indexOf('Incident summary — INC-7'));
+    expect(summary).toContain('compromised key: v1   replaced by: v2');
+    expect(summary).toContain('rows re-encrypted: 20 (all passes)');
+    expect(summary).toMatch(/incident entered: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d {3}done by: oncall@ops/);
+    // The timeline starts with the runbook: the incident, then the checks before generate.
+    const order = ['incident entered', 'runbook database-reachable', 'runbook keystore-reachable', 'generate', 'runbook deploy', 'retire'];
+    const at = order.map((a) => summary.indexOf(a));
+    for (const i of at) expect(i).toBeGreaterThan(0);
+    expect([...at].sort((a, b) => a - b)).toEqual(at);
+
+    const md = await keyctl(['runbook', 'run', 'emergency-rotation', '--summary', '--format', 'markdown'], { cwd: dir, env: { NO_COLOR: '1' } });
+    expect(md.code).toBe(0);
+    expect(md.stdout).toContain('## Incident summary — INC-7 (rotation #1)');
+    expect(md.stdout).toContain('- **Compromised key:** v1, replaced by v2');
+    expect(md.stdout).toContain('- **Rows re-encrypted (all passes):** 20');
+    expect(md.stdout).toContain('- **Done by:** oncall@ops');
+    expect(md.stdout).toMatch(/\| incident entered \| ok \| oncall@ops \| INC-7 — INC-7: key printed in a debug log \|/);
+    expect(md.stdout).toMatch(/\| runbook database-reachable \| ok \| oncall@ops \| connected to SQLite/);
+    expect(md.stdout).toMatch(/\| runbook deploy \| ok \| oncall@ops \| value: DEP-9 \|/);
   });
 });

@@ -11,7 +11,16 @@ import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { findRunbook, listRunbooks } from '../../runbook/load.js';
 import { shortPath } from '../../runbook/render.js';
-import { AskAborted, runRunbook as runSteps, showPlan, type Asker, type RunResult, type StepChoice } from '../../runbook/runner.js';
+import {
+  AskAborted,
+  printSummary,
+  runRunbook as runSteps,
+  showPlan,
+  type Asker,
+  type RunResult,
+  type StepChoice,
+  type SummaryFormat,
+} from '../../runbook/runner.js';
 import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
 
 export interface RunbookListOptions {
@@ -28,6 +37,10 @@ export interface RunbookOptions {
   yes?: boolean;
   /** Inputs as NAME=VALUE. */
   set?: string[];
+  /** Only print the closing summary of the latest rotation. */
+  summary?: boolean;
+  /** How the incident summary prints. */
+  format?: SummaryFormat;
 }
 
 /** The team's runbook directory from keyctl.yaml, when there is a config. */
@@ -124,6 +137,15 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
     if (!runbook.inputs.some((i) => i.id === k))
       throw new UsageError(`--set ${k}: runbook ${runbook.name} has no input "${k}"`, `its inputs: ${runbook.inputs.map((i) => i.id).join(', ') || 'none'}`);
   }
+  if (opts.summary) {
+    if (!runbook.summary)
+      throw new UsageError(`runbook ${runbook.name} has no summary`, 'emergency-rotation prints an incident summary; key-recovery-test an evidence line');
+    return withCoreContext(rt, async (ctx) => {
+      const printed = await printSummary({ ctx, output: rt.output, cwd: rt.cwd }, runbook, sets.incident ?? null, opts.format ?? 'text');
+      if (!printed) throw new UsageError(`nothing to summarise yet: runbook ${runbook.name} has not run for keyring ${ctx.config.keyring}`);
+      return ExitCode.OK;
+    });
+  }
   const interactive = rt.stdinIsTTY && !opts.yes;
   if (!opts.dryRun && !rt.stdinIsTTY && !opts.yes) {
     throw new UsageError(
@@ -171,6 +193,7 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
         sleep: (ms, signal) => sleep(ms, undefined, { signal }),
         progress: async (first) => (await import('../../ui/progress.js')).startProgress(rt.output, first),
         signal: stop.signal,
+        summaryFormat: opts.format ?? 'text',
       },
       runbook,
       sets,
