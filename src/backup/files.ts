@@ -10,6 +10,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BackupError, LockedError } from '../base/errors.js';
+import { formatTime } from '../base/format.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { tryLock } from '../util/lockfile.js';
 
@@ -154,7 +155,8 @@ export async function acquireLock(dir: string, now: Date): Promise<() => Promise
       `try again in a few seconds (keyctl takes such a lock over once it is 5 s old); if no keyctl backup runs, ${clear}`,
     );
   }
-  const where = `another keyctl backup is running in ${dir} (pid ${holder.pid} on ${holder.host ?? '?'}, since ${holder.startedAt ?? '?'})`;
+  const since = Date.parse(holder.startedAt ?? '');
+  const where = `another keyctl backup is running in ${dir} (pid ${holder.pid} on ${holder.host ?? '?'}, since ${Number.isNaN(since) ? '?' : formatTime(new Date(since))})`;
   if (holder.host !== os.hostname()) {
     throw new LockedError(
       where,

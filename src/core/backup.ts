@@ -7,6 +7,7 @@
  * - `restore`: put key versions from a backup back into the keystore.
  * Every run appends an audit row naming files, checksums and versions, never key material.
  */
+import { formatCount } from '../base/format.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BackupConfig } from '../config/schema.js';
@@ -299,7 +300,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       'versions in use',
       missing.length === 0,
       missing.length
-        ? `the backup lacks ${missing.map(([v, n]) => `${v} (${n} value(s) in the database)`).join(', ')}`
+        ? `the backup lacks ${missing.map(([v, n]) => `${v} (${formatCount(n)} value(s) in the database)`).join(', ')}`
         : `every version with data is present: ${[...inUse.keys()].join(', ') || 'none'}`,
     );
     // Real rows, decrypted with the recovered keys only. Plaintext is discarded at once.

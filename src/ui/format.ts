@@ -1,16 +1,2 @@
-/**
- * One style for numbers and times in human output: counts with thousands separators (`60,000`),
- * times in UTC to the second (`2026-12-03 14:48:04Z`). `--json` keeps plain numbers and ISO-8601.
- */
-
-/** `60000` → `60,000` (whole numbers; others keep their decimals after the separators). */
-export function formatCount(n: number): string {
-  if (!Number.isFinite(n)) return String(n);
-  const [whole = '', fraction] = String(Math.abs(n)).split('.');
-  return `${n < 0 ? '-' : ''}${whole.replace(/\B(?=(\d{3})+(?!\d))/g, ',')}${fraction ? `.${fraction}` : ''}`;
-}
-
-/** `2026-12-03 14:48:04Z`: UTC, to the second. */
-export function formatTime(at: Date): string {
-  return `${at.toISOString().slice(0, 19).replace('T', ' ')}Z`;
-}
+/** Human number and time style for output code; defined in the base layer so every layer's messages share it. */
+export { formatCount, formatTime } from '../base/format.js';
