@@ -19,7 +19,7 @@ import { snapshotOf } from '../core/rotation/snapshot.js';
 import { commandApplies, finishingActions, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand } from '../rotation/machine.js';
 import { countVersions } from '../core/status.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
-import type { Runbook, RunbookPhase, RunbookStep } from './schema.js';
+import { RECOVER_TEST_RECENT_DAYS, type Runbook, type RunbookPhase, type RunbookStep } from './schema.js';
 
 export const RUNBOOK_ACTION = 'runbook-step';
 
@@ -274,7 +274,7 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
       return { ok: false, detail: `no intact backup of keyring ${keyring} in ${dir}` };
     }
     case 'recover-test-recent': {
-      const days = step.days ?? 90;
+      const days = step.days ?? RECOVER_TEST_RECENT_DAYS;
       const [last] = await latestAuditOf(ctx.db, keyring, 'recover-test', 1);
       if (!last) return { ok: false, detail: 'no recovery test has passed yet' };
       const age = (now.getTime() - last.createdAt.getTime()) / 86_400_000;

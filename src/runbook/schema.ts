@@ -36,6 +36,12 @@ export const CHECKS = [
 ] as const;
 export type CheckName = (typeof CHECKS)[number];
 
+/**
+ * `recover-test-recent` without `days`: a recovery test passed within this many days. The
+ * documented cron (monthly) fits it with room for a missed month; a unit test keeps them agreeing.
+ */
+export const RECOVER_TEST_RECENT_DAYS = 90;
+
 /** `none`: no rotation is open. */
 export const RUNBOOK_PHASES = ['none', ...PHASES] as const;
 export type RunbookPhase = (typeof RUNBOOK_PHASES)[number];
