@@ -13,7 +13,7 @@ import { reconcileRegistry } from './registry.js';
 import { retention } from './retention.js';
 import { snapshotOf, sumCounts } from './rotation/snapshot.js';
 import type { VersionState } from '../rotation/store.js';
-import { openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
+import { listCheckpoints, openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
 import { checkHealth, type Problem } from './health.js';
@@ -55,6 +55,23 @@ export interface StatusReport {
     openedAt: string;
     /** The latest verify since the last write pass. */
     verify: { scope: string; outcome: string; at: string | null } | null;
+    /** When the rollback window ends (set by promote), or null. */
+    rollbackDeadline: string | null;
+    /**
+     * The re-encryption passes' saved cursors, per table and shard (`version`: the key the pass
+     * writes under): rows this pass has done, where it stopped, and when its last batch committed.
+     */
+    reencrypt: Array<{
+      table: string;
+      shard: string;
+      version: string;
+      rowsScanned: number;
+      rowsRewritten: number;
+      rowsFailed: number;
+      completed: boolean;
+      stoppedAfter: string | null;
+      lastBatchAt: string | null;
+    }>;
     /** The next step (from the rotation machine) and, if its guards would refuse it now, why. */
     next: string;
     refusedNow: string | null;
@@ -146,6 +163,21 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
             rotation.verifyOutcome && rotation.verifyScope
               ? { scope: rotation.verifyScope, outcome: rotation.verifyOutcome, at: rotation.verifiedAt?.toISOString() ?? null }
               : null,
+          rollbackDeadline: rotation.rollbackDeadline?.toISOString() ?? null,
+          reencrypt: (await listCheckpoints(db, rotation.id)).map((c) => {
+            const [shard = c.shard, version = ''] = c.shard.split('>');
+            return {
+              table: c.table,
+              shard,
+              version,
+              rowsScanned: c.rowsScanned,
+              rowsRewritten: c.rowsRewritten,
+              rowsFailed: c.rowsFailed,
+              completed: c.completed,
+              stoppedAfter: c.completed || c.cursor === null ? null : String(c.cursor),
+              lastBatchAt: c.updatedAt?.toISOString() ?? null,
+            };
+          }),
           next: nextStep(rotation.phase).replace(/`/g, ''),
           refusedNow: refusedNow(ctx, rotation, versions, targets),
         }

@@ -685,3 +685,24 @@ export async function saveCheckpoint(
 }
 
 export const checkpointStore: CheckpointStore = { load: loadCheckpoint, save: saveCheckpoint };
+
+/** A rotation's saved cursors (for status): one per table and shard key (`0/1>v2`). */
+export interface CheckpointRow extends Checkpoint {
+  table: string;
+  shard: string;
+  updatedAt: Date | null;
+}
+
+export async function listCheckpoints(db: Db, rotationId: number): Promise<CheckpointRow[]> {
+  const rows = (await db.knex(TABLES.checkpoints).where({ rotation_id: rotationId }).orderBy(['table_name', 'shard'])) as Array<Record<string, unknown>>;
+  return rows.map((r) => ({
+    table: String(r.table_name),
+    shard: String(r.shard),
+    cursor: r.cursor === null || r.cursor === undefined ? null : (JSON.parse(String(r.cursor)) as PkValue),
+    rowsScanned: Number(r.rows_scanned),
+    rowsRewritten: Number(r.rows_rewritten),
+    rowsFailed: Number(r.rows_failed),
+    completed: Boolean(Number(r.completed)),
+    updatedAt: fromDbTime(r.updated_at),
+  }));
+}

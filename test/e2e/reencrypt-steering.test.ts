@@ -203,3 +203,38 @@ describe('live control (issue 17 #8)', () => {
     }
   });
 });
+
+describe('status shows the reencrypt (issue 17 #10)', () => {
+  it('an interrupted pass: rows done per table and shard, where it stopped, the last batch time; after promote, the rollback window end', async () => {
+    const cwd = await dualKeyProject(3000);
+    const run = startKeyctlInProcess(['reencrypt', '--batch-size', '100', '--sleep', '50', '--crypto-workers', '0'], { cwd, env: { NO_COLOR: '1' } });
+    while ((await rowsCommitted(cwd)) < 300) await sleep(20);
+    run.signal('SIGINT');
+    expect((await run.done).code).toBe(ExitCode.INTERRUPTED);
+    const st = await keyctlInProcess(['status', '--json'], { cwd, env: { NO_COLOR: '1' } });
+    const pass = json<{ rotation: { reencrypt: Array<Record<string, unknown>> } }>(st).rotation.reencrypt;
+    expect(pass).toEqual([
+      expect.objectContaining({
+        table: 'customers',
+        shard: '0/1',
+        version: 'v2',
+        completed: false,
+        stoppedAfter: expect.any(String),
+        lastBatchAt: expect.any(String),
+      }),
+    ]);
+    expect(pass[0]!.rowsScanned).toBeGreaterThanOrEqual(300);
+    const human = await keyctlInProcess(['status'], { cwd, env: { NO_COLOR: '1' } });
+    expect(human.stderr + human.stdout).toMatch(/reencrypt customers \(shard 0\/1 → v2\): [\d,]+ rows this pass, stopped after pk \d+, last batch /);
+    for (const args of [['reencrypt', '--crypto-workers', '0'], ['verify'], ['promote']]) {
+      const r = await keyctlInProcess(args, { cwd, env: { NO_COLOR: '1' } });
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const after = json<{ rotation: { rollbackDeadline: string | null; reencrypt: Array<{ completed: boolean }> } }>(
+      await keyctlInProcess(['status', '--json'], { cwd, env: { NO_COLOR: '1' } }),
+    );
+    expect(after.rotation.rollbackDeadline).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+    expect(after.rotation.reencrypt.every((c) => c.completed)).toBe(true);
+    expect((await keyctlInProcess(['status'], { cwd, env: { NO_COLOR: '1' } })).stdout).toMatch(/rollback window ends \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z/);
+  });
+});

@@ -34,6 +34,24 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
 
 type TableCtor = typeof import('cli-table3');
 
+/** `2026-12-03 14:48:04Z` from an ISO time. */
+function utc(iso: string): string {
+  return `${iso.replace('T', ' ').slice(0, 19)}Z`;
+}
+
+/** Where each re-encryption pass is (per table and shard): done, or how far and when it last wrote. */
+function reencryptLines(passes: NonNullable<StatusReport['rotation']>['reencrypt']): string {
+  return passes
+    .map((p) => {
+      const where = `reencrypt ${p.table} (shard ${p.shard} → ${p.version}): `;
+      const last = p.lastBatchAt ? `, last batch ${utc(p.lastBatchAt)}` : '';
+      if (p.completed) return `\n  ${where}done${last}`;
+      const n = p.rowsScanned.toLocaleString('en-US');
+      return `\n  ${where}${n} rows this pass${p.stoppedAfter !== null ? `, stopped after pk ${p.stoppedAfter}` : ''}${last}; \`keyctl reencrypt\` resumes it`;
+    })
+    .join('');
+}
+
 function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Table: TableCtor, now: Date): string {
   const plain = c.level === 0;
   const style = { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] };
@@ -62,6 +80,8 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
         (r.rotation.verify
           ? `\n  last verify: ${r.rotation.verify.scope}, ${r.rotation.verify.outcome === 'passed' ? c.green('passed') : c.red('failed')} ${r.rotation.verify.at ?? ''}`
           : '') +
+        reencryptLines(r.rotation.reencrypt) +
+        (r.rotation.rollbackDeadline ? `\n  rollback window ends ${utc(r.rotation.rollbackDeadline)}` : '') +
         `\n  next: ${nextStep(r.rotation.phase)}` +
         (r.rotation.refusedNow ? `\n  ${c.yellow(`not yet — ${r.rotation.refusedNow}`)}` : ''),
     );
