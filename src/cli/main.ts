@@ -166,13 +166,17 @@ export async function main(io: MainIO): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return ExitCode.OK;
-      // Help shown because no command was given: a usage error, so scripts notice.
-      if (err.code === 'commander.help') return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+      if (err.code === 'commander.help' && err.exitCode === 0) return ExitCode.OK;
       if (err.code === 'commander.executeSubCommandAsync') return err.exitCode;
-      const { asksForJson, commandPath, usageErrorFrom } = await import('./usage.js');
+      const { asksForJson, commandPath, noCommandError, usageErrorFrom } = await import('./usage.js');
       const args = io.argv.slice(2);
       const flags = globalFlags();
-      return (await outputFor({ ...flags, json: flags.json || asksForJson(args) })).error(usageErrorFrom(err.code, err.message, commandPath(program, args)));
+      const json = flags.json || asksForJson(args);
+      if (err.code === 'commander.help') {
+        // Help shown because no command was given: a usage error, so scripts notice; --json still gets its object.
+        return json ? (await outputFor({ ...flags, json })).error(noCommandError(commandPath(program, args))) : ExitCode.USAGE;
+      }
+      return (await outputFor({ ...flags, json })).error(usageErrorFrom(err.code, err.message, commandPath(program, args)));
     }
     // A bad option value, from a spec's parser: reported like a handler's error (as JSON with --json).
     if (err instanceof KeyctlError) return (await outputFor(globalFlags())).error(err);

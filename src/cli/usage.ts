@@ -46,6 +46,11 @@ export function asksForJson(args: readonly string[]): boolean {
   return (end === -1 ? args : args.slice(0, end)).includes('--json');
 }
 
+/** No command given (commander has shown the help on stderr). */
+export function noCommandError(path: readonly string[]): UsageError {
+  return new UsageError('no command given', `run \`${['keyctl', ...path].join(' ')} --help\` for the commands`);
+}
+
 /** commander's message (`error: unknown option '--x'\n(Did you mean --y?)`) as a UsageError with hints. */
 export function usageErrorFrom(code: string, commanderMessage: string, path: readonly string[]): UsageError {
   const [first = '', ...rest] = commanderMessage.split('\n');

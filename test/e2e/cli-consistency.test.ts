@@ -101,6 +101,18 @@ describe('usage errors use keyctl: error: / keyctl: hint:, and --json still prin
     expect(global.stderr).toContain('keyctl: hint: did you mean --json?');
   });
 
+  it('keyctl --json without a command: the help on stderr, one JSON object on stdout, exit 2', async () => {
+    const r = await keyctlInProcess(['--json'], { cwd });
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toContain('Usage: keyctl');
+    expect(json(r)).toMatchObject({ ok: false, error: { kind: 'usage', message: 'no command given' } });
+    const sub = await keyctlInProcess(['runbook', '--json'], { cwd });
+    expect(json(sub)).toMatchObject({
+      ok: false,
+      error: { kind: 'usage', message: 'no command given', hint: expect.stringContaining('keyctl runbook --help') },
+    });
+  });
+
   it('with --json, wherever it stands, stdout is one JSON object', async () => {
     for (const args of [
       ['frobnicate', '--json'],
