@@ -134,7 +134,7 @@ describe('runbook prompts in a terminal', () => {
     t.keys('C-c');
     expect(await t.exit()).toBe(7);
     expect(t.screen()).toContain('aborted at step propagation. To resume (any operator, any machine): keyctl runbook run routine-rotation');
-    // KEYCTL_SCREEN_OUT=docs/runbook-screen.body.txt keeps this screen for the docs.
+    // KEYCTL_SCREEN_OUT=FILE keeps this screen (docs/runbook-screen.txt is one, with a header).
     if (process.env.KEYCTL_SCREEN_OUT) writeFileSync(process.env.KEYCTL_SCREEN_OUT, t.screen());
     const audit = JSON.parse((await keyctl(['audit', '--all', '--format', 'json'], { cwd: dir })).stdout) as {
       entries: Array<{ action: string; outcome: string; details: Record<string, unknown> | null }>;

@@ -21,7 +21,7 @@ import {
   type StepChoice,
   type SummaryFormat,
 } from '../../runbook/runner.js';
-import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
+import { withCoreContext, type CliRuntime } from '../runtime.js';
 
 export interface RunbookListOptions {
   /** Also a runbook file of your own. */
@@ -163,13 +163,13 @@ export async function run(rt: CliRuntime, opts: RunbookOptions, args: string[]):
     // does; a second one leaves at once. While a command runs, the command handles its own signals
     // (reencrypt finishes its batch and exits 7, which the runner records as interrupted).
     const stop = new AbortController();
-    const onSignal = (sig: Signal) => {
+    const onSignal = () => {
       if (stop.signal.aborted) {
         rt.output.info('keyctl: stopping now; run the runbook again to resume.');
         rt.exitNow(ExitCode.INTERRUPTED);
         return;
       }
-      rt.output.info(`keyctl: ${sig}: aborting the runbook at this step (press Ctrl-C again to stop at once)`);
+      // The runner says where it stopped and how to resume ("aborted at step …").
       stop.abort();
     };
     const listen = () => [rt.onSignal('SIGINT', onSignal), rt.onSignal('SIGTERM', onSignal)];
