@@ -230,6 +230,36 @@ describe('keyctl completion', () => {
     expect(complete(tmpdir(), 'keyctl reencrypt --table ')).toEqual([]);
   });
 
+  const has = (shell: string) => spawnSync('sh', ['-c', `command -v ${shell}`]).status === 0;
+
+  it.skipIf(!has('zsh'))('zsh (through bashcompinit, with its 0-based arrays): --table targets and runbook names', () => {
+    const script = [
+      'autoload -U compinit; compinit -u; source <(keyctl completion zsh); setopt ksharrays',
+      'COMP_WORDS=(keyctl reencrypt --table ""); COMP_CWORD=3; _keyctl; print -l -- "${COMPREPLY[@]}"',
+      'COMP_WORDS=(keyctl runbook run ""); COMP_CWORD=3; _keyctl; print -l -- "${COMPREPLY[@]}"',
+    ].join('\n');
+    const r = spawnSync('zsh', ['-c', script], { cwd: project, encoding: 'utf8', env: { ...process.env, PATH: `${binDir}:${process.env.PATH}` } });
+    expect(r.stdout.split('\n').filter(Boolean)).toEqual(['customers', 'emergency-rotation', 'key-recovery-test', 'routine-rotation']);
+  });
+
+  it.skipIf(!has('fish'))('fish: subcommands, runbook names, --table targets and choices', () => {
+    const script = [
+      'keyctl completion fish | source',
+      ...['runbook ', 'runbook run ', 'reencrypt --table ', 'audit --format '].map((l) => `complete -C "keyctl ${l}"; echo =`),
+    ].join('\n');
+    const r = spawnSync('fish', ['-c', script], { cwd: project, encoding: 'utf8', env: { ...process.env, PATH: `${binDir}:${process.env.PATH}` } });
+    const [sub, runbooks, tables, formats] = r.stdout.split('=\n').map((s) =>
+      s
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t')[0]),
+    );
+    expect(sub).toEqual(['list', 'run']);
+    expect(runbooks).toEqual(['emergency-rotation', 'key-recovery-test', 'routine-rotation']);
+    expect(tables).toEqual(['customers']);
+    expect(formats).toEqual(['json', 'markdown', 'table']);
+  });
+
   it('every flag of every help is in the bash script; zsh and fish scripts name them too', async () => {
     const cwd = tmpdir();
     const bashScript = (await keyctlInProcess(['completion', 'bash'], { cwd })).stdout;

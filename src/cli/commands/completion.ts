@@ -68,7 +68,7 @@ _keyctl_list() {
 }
 _keyctl() {
   local cur="\${COMP_WORDS[COMP_CWORD]}" prev="\${COMP_WORDS[COMP_CWORD-1]}"
-  local path="" args=0 i word _keyctl_config=""
+  local kpath="" args=0 i word _keyctl_config=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     word="\${COMP_WORDS[i]}"
     case "$word" in
@@ -76,10 +76,10 @@ _keyctl() {
       ${valued.filter((f) => f !== '-c' && f !== '--config').join('|')}) ((i++)); continue ;;
       -*) continue ;;
     esac
-    case "$path" in
+    case "$kpath" in
 ${tree
   .filter((c) => c.subcommands.length > 0)
-  .map((c) => `      "${c.path}") case "$word" in ${c.subcommands.join('|')}) path="\${path:+$path }$word"; continue ;; esac ;;`)
+  .map((c) => `      "${c.path}") case "$word" in ${c.subcommands.join('|')}) kpath="\${kpath:+$kpath }$word"; continue ;; esac ;;`)
   .join('\n')}
     esac
     ((args++))
@@ -91,16 +91,16 @@ ${[...new Set(choices)].join('\n')}
     ${valued.filter((f) => !PATH_FLAGS.includes(f) && f !== '--table' && !tree.some((c) => c.choices.some(([x]) => x === f))).join('|')}) return ;;
   esac
   local flags="" subcommands=""
-  case "$path" in
+  case "$kpath" in
 ${tree.map((c) => `    "${c.path}") flags="${q(c.flags)}"; subcommands="${q(c.subcommands)}" ;;`).join('\n')}
   esac
   if [[ "$cur" == -* ]]; then
     COMPREPLY=($(compgen -W "$flags ${q(tree[0]!.flags)}" -- "$cur"))
   elif [[ -n "$subcommands" ]]; then
     COMPREPLY=($(compgen -W "$subcommands" -- "$cur"))
-  elif [[ "$path" == "runbook run" && $args -eq 0 ]]; then
+  elif [[ "$kpath" == "runbook run" && $args -eq 0 ]]; then
     COMPREPLY=($(compgen -W "$(_keyctl_list runbooks)" -- "$cur"))
-  elif [[ "$path" == "completion" && $args -eq 0 ]]; then
+  elif [[ "$kpath" == "completion" && $args -eq 0 ]]; then
     COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur"))
   fi
 }
@@ -123,7 +123,8 @@ function fish(tree: CommandFlags[]): string {
   for (const c of tree.slice(1)) {
     const words = c.path.split(' ');
     const cond = `__fish_seen_subcommand_from ${words.at(-1)}`;
-    for (const name of c.subcommands) lines.push(`complete -c keyctl -n '${cond}' -a ${name}`);
+    const noSub = c.subcommands.length ? `; and not __fish_seen_subcommand_from ${c.subcommands.join(' ')}` : '';
+    for (const name of c.subcommands) lines.push(`complete -c keyctl -n '${cond}${noSub}' -a ${name}`);
     for (const flag of c.flags) {
       const choice = c.choices.find(([f]) => f === flag);
       const values =
