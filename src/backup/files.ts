@@ -54,37 +54,6 @@ export async function listBackups(dir: string, keyring: string): Promise<BackupF
   return out.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
 }
 
-/**
- * Create `dir` and any missing parents (mode 0700), one level at a time. Node's recursive mkdir
- * loops forever at 100% CPU on some paths (`/proc/nope`: procfs answers ENOENT for the path and
- * EEXIST for its parent); this walks up to the nearest existing ancestor with stat, then creates
- * each missing level with a plain mkdir, so any unwritable path fails at once with its error code.
- */
-export async function makeDirectory(dir: string): Promise<void> {
-  const missing: string[] = [];
-  let at = path.resolve(dir);
-  for (;;) {
-    const st = await fs.stat(at).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
-    if (st) {
-      if (!st.isDirectory()) throw Object.assign(new Error(`${at} is not a directory`), { code: 'ENOTDIR' });
-      break;
-    }
-    missing.unshift(at);
-    const parent = path.dirname(at);
-    if (parent === at) break;
-    at = parent;
-  }
-  for (const level of missing) {
-    await fs.mkdir(level, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-      // Another run made it meanwhile: fine if it is a directory (checked by the next level or the caller).
-      if (err.code !== 'EEXIST') throw err;
-    });
-  }
-}
-
 export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs, constants as fsc } from 'node:fs';
 import path from 'node:path';
+import { makeDirectory } from '../util/directory.js';
 import { KeystoreError } from '../base/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { abandonedEmpty, isStale, processAlive, readHolder, tryLock } from '../util/lockfile.js';
@@ -57,7 +58,8 @@ class PrivateFile {
   async write(text: string, expectedRevision: string | null): Promise<void> {
     const dir = path.dirname(this.file);
     try {
-      await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      // One level at a time: a recursive mkdir below /proc or /sys can spin forever.
+      await makeDirectory(dir);
     } catch (err) {
       throw new KeystoreError(
         `cannot create keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,

@@ -39,6 +39,14 @@ describe('file keystore', () => {
     expect(readdirSync(path.dirname(file))).toEqual(['keyring.json']);
   });
 
+  it('fails at once, naming the directory, for a keyring below /proc (a recursive mkdir there never returns)', async () => {
+    const ks = new FileKeystore('/proc/keyctl-nope/deeper/keyring.json');
+    const started = Date.now();
+    const err = await failure(ks.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', generateKey()]]) }, null, 'create'), KeystoreError);
+    expect(err.message).toContain('/proc/keyctl-nope/deeper');
+    expect(Date.now() - started).toBeLessThan(5000);
+  }, 15_000);
+
   it('refuses a group- or world-readable file and shows the chmod fix', async () => {
     const file = path.join(tmp(), 'keyring.json');
     const ks = new FileKeystore(file);
