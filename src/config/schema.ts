@@ -134,6 +134,19 @@ export const BackupSchema = z.strictObject({
   recoverTestMaxAgeDays: z.number().positive().max(3650).default(35),
 });
 
+/**
+ * A check of something outside keyctl (a database snapshot, a pg_dump) that runbook steps
+ * `check: external` may run: declared here only, never in a runbook file, so a runbook cannot
+ * bring its own shell command. Run with `sh -c` in the config's directory; exit 0 passes.
+ */
+const CheckCommandSchema = z.strictObject({
+  command: z.string().min(1),
+  /** Shown to the operator before it runs. */
+  description: z.string().min(1).optional(),
+  /** Stopped (and failed) after this long. */
+  timeoutSeconds: z.number().positive().max(86400).default(300),
+});
+
 export const ConfigSchema = z.strictObject({
   database: DatabaseSchema,
   keystore: KeystoreSchema,
@@ -146,6 +159,8 @@ export const ConfigSchema = z.strictObject({
   backup: BackupSchema.default(() => BackupSchema.parse({})),
   /** A directory of your own runbooks (*.yaml), relative to this file; they may replace shipped ones by name. */
   runbooks: z.string().min(1).optional(),
+  /** Named check commands runbook steps may run (`kind: check`, `check: external`, `external: NAME`). */
+  checks: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'a check name of lowercase letters, digits and -'), CheckCommandSchema).default({}),
 });
 
 export type RawConfig = z.infer<typeof ConfigSchema>;
@@ -154,6 +169,7 @@ export type KeystoreConfig = z.infer<typeof KeystoreSchema>;
 export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;
 export type BackupConfig = z.infer<typeof BackupSchema>;
+export type CheckCommandConfig = z.infer<typeof CheckCommandSchema>;
 
 /** Provider names, read from the union (for error messages). */
 export const KEYSTORE_PROVIDERS: string[] = KeystoreSchema.options.map((o) => o.shape.provider.value);

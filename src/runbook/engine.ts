@@ -243,6 +243,61 @@ export async function recordStep(
 export interface CheckResult {
   ok: boolean;
   detail: string;
+  /** An external check with no command in keyctl.yaml: the step is skipped with this note. */
+  notConfigured?: string;
+  /** For the audit row: an external check's command, exit code and last line of output. */
+  details?: Record<string, unknown>;
+}
+
+/** The command an external check step runs, from keyctl.yaml only; null when none is configured. */
+export function externalCheck(ctx: CoreContext, step: RunbookStep): { name: string; command: string; description?: string; timeoutSeconds: number } | null {
+  if (step.kind !== 'check' || step.check !== 'external' || !step.external) return null;
+  const c = ctx.config.checks[step.external];
+  return c ? { name: step.external, command: c.command, ...(c.description ? { description: c.description } : {}), timeoutSeconds: c.timeoutSeconds } : null;
+}
+
+/** Run an external check command with `sh -c` in the config's directory: exit status and the last line it printed. */
+async function runExternal(ctx: CoreContext, step: CheckStep): Promise<CheckResult> {
+  const check = externalCheck(ctx, step);
+  if (!check)
+    return {
+      ok: true,
+      detail: '',
+      notConfigured: `no check command "${step.external}" in keyctl.yaml (checks: ${step.external}: {command: …}); skipped — see docs/runbooks.md`,
+    };
+  const { spawn } = await import('node:child_process');
+  const result = await new Promise<{ code: number | null; signal: string | null; output: string; error?: string }>((resolve) => {
+    let output = '';
+    const child = spawn('sh', ['-c', check.command], { cwd: ctx.config.baseDir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (d: Buffer) => {
+      output = (output + d.toString('utf8')).slice(-4096);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    const timer = setTimeout(() => child.kill('SIGTERM'), check.timeoutSeconds * 1000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, output, error: err.message });
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, output });
+    });
+  });
+  const lastLine =
+    result.output
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .at(-1) ?? '';
+  const details = { external: check.name, command: check.command, exitCode: result.code, lastLine, ...(result.signal ? { signal: result.signal } : {}) };
+  if (result.code === 0) return { ok: true, detail: `${check.name}: exit 0${lastLine ? `: ${lastLine}` : ''}`, details };
+  const why = result.error
+    ? `could not start: ${result.error}`
+    : result.signal
+      ? `stopped by ${result.signal}${result.signal === 'SIGTERM' ? ` after ${check.timeoutSeconds} s` : ''}`
+      : `exit ${result.code}`;
+  return { ok: false, detail: `${check.name}: ${why}${lastLine ? `: ${lastLine}` : ''}`, details };
 }
 
 type CheckStep = Extract<RunbookStep, { kind: 'check' }>;
@@ -295,6 +350,8 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
       const r = await openRotation(ctx.db, keyring);
       return r ? { ok: false, detail: `rotation #${r.id} is open (phase ${r.phase})` } : { ok: true, detail: 'no rotation is open' };
     }
+    case 'external':
+      return runExternal(ctx, step);
     case 'audit-chain-intact': {
       // As `audit --verify` checks it: the chains and this keyring's head against its anchor.
       const report = await verifyAudit(ctx);

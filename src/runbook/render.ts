@@ -19,6 +19,7 @@ export function shortPath(cwd: string, file: string): string {
 export function describeStep(step: RunbookStep): string {
   switch (step.kind) {
     case 'check':
+      if (step.check === 'external') return `check: external, the command keyctl.yaml names ${step.external} (checks:)`;
       return `check: ${step.check}${step.maxAgeHours ? ` (max ${step.maxAgeHours} h)` : ''}${step.days ? ` (max ${step.days} days)` : ''}`;
     case 'command':
       return `command: keyctl ${step.command}`;

@@ -17,6 +17,7 @@ import { latestRotation, listAudit, openRotation } from '../rotation/store.js';
 import type { Output } from '../ui/output.js';
 import {
   fillTemplate,
+  externalCheck,
   formatDuration,
   incidentSummary,
   INTERRUPTED_NOTE,
@@ -178,6 +179,18 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
     for (const line of wrap(step.explain.trim(), width())) out(`  ${line}`);
     // What it will do, as it will run: the command with this run's inputs and the rotation filled in.
     out(`  ${c.dim(step.kind === 'command' ? `command: ${commandLine(expandCommand(step.command, inputs, progress.rotation, true))}` : describeStep(step))}`);
+    if (step.kind === 'check' && step.check === 'external') {
+      // The command comes from keyctl.yaml, never from the runbook: shown before anyone chooses Run.
+      const ext = externalCheck(ctx, step);
+      if (!ext) {
+        const note = `no check command "${step.external}" in keyctl.yaml (checks: ${step.external}: {command: …}), so this check is skipped`;
+        await record(step, 'skipped', { skipped: note, check: 'external', external: step.external, inputs });
+        out(c.yellow(`  ↷ ${note}; docs/runbooks.md says how to configure one`));
+        continue;
+      }
+      out(`  ${c.dim(`runs (from keyctl.yaml checks.${ext.name}): $ ${ext.command}`)}`);
+      if (ext.description) out(`  ${c.dim(ext.description)}`);
+    }
     if (next.status === 'aborted' && next.record)
       out(
         `  ${c.yellow(`${next.record.note === INTERRUPTED_NOTE ? 'interrupted' : 'aborted'} here by ${next.record.actor} ${when(next.record.at)}: Run resumes it`)}`,
@@ -343,7 +356,12 @@ async function runStep(io: RunnerIO, step: RunbookStep, inputs: Record<string, s
   switch (step.kind) {
     case 'check': {
       const r = await runCheck(ctx, step);
-      return { ok: r.ok, exitCode: r.ok ? ExitCode.OK : ExitCode.PROBLEMS_FOUND, detail: r.detail, details: { check: step.check, result: r.detail } };
+      return {
+        ok: r.ok,
+        exitCode: r.ok ? ExitCode.OK : ExitCode.PROBLEMS_FOUND,
+        detail: r.detail,
+        details: { check: step.check, result: r.detail, ...r.details },
+      };
     }
     case 'command': {
       const argv = expandCommand(step.command, inputs, p.rotation);

@@ -33,6 +33,7 @@ export const CHECKS = [
   'no-unparseable',
   'no-open-rotation',
   'audit-chain-intact',
+  'external',
 ] as const;
 export type CheckName = (typeof CHECKS)[number];
 
@@ -72,6 +73,11 @@ const CheckStep = z.strictObject({
   /** backup-fresh: maxAgeHours (default 24); recover-test-recent: days (default 90). */
   maxAgeHours: z.number().positive().optional(),
   days: z.number().positive().optional(),
+  /** external: the name of a check command in keyctl.yaml (`checks:`); the runbook never holds the command itself. */
+  external: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'a check name from keyctl.yaml checks:')
+    .optional(),
 });
 
 const CommandStep = z.strictObject({
@@ -156,6 +162,10 @@ export function parseRunbook(text: string, file: string): Runbook {
         if (seen.has(s.id)) problems.push(`${where}: the id "${s.id}" is used by an earlier step`);
         seen.add(s.id);
       }
+      if (s?.kind === 'check' && (s.check === 'external') !== (s.external !== undefined))
+        problems.push(
+          `${where}: ${s.check === 'external' ? 'check: external needs "external": the name of a check command in keyctl.yaml (checks:)' : '"external" goes with check: external'}`,
+        );
       if (s?.kind === 'command' && typeof s.command === 'string') {
         const first = s.command.trim().split(/\s+/)[0] ?? '';
         if (!(RUNBOOK_COMMANDS as readonly string[]).includes(first)) {

@@ -95,11 +95,11 @@ describe('keyctl runbook in a terminal', () => {
     const text = (await keyctl(['runbook', 'run', 'routine-rotation', '--dry-run'], { cwd: dir, env: { NO_COLOR: '1' } })).stdout;
     expect(text).toMatch(/↷ +3 backup-fresh .*skipped by alice@ops \S+ \S+: trial run: backups are covered by ticket OPS-1/);
     expect(text).toMatch(/✓ +1 database-reachable .*done by alice@ops/);
-    expect(text).toMatch(/▸ +12 reencrypt/);
+    expect(text).toMatch(/▸ +13 reencrypt/);
     expect(text).toContain('$ keyctl reencrypt');
 
     const bob = terminal(dir, 'bob@ops', 'routine-rotation');
-    await bob.waitFor('resuming at step 12 (reencrypt)');
+    await bob.waitFor('resuming at step 13 (reencrypt)');
     await answer(bob, 'reencrypt', RUN);
     await answer(bob, 'verify', RUN);
     await bob.waitFor('verification passed');
@@ -118,6 +118,7 @@ describe('keyctl runbook in a terminal', () => {
       { step: 'keystore-reachable', outcome: 'ok', actor: 'alice@ops' },
       { step: 'backup-fresh', outcome: 'skipped', actor: 'alice@ops' },
       { step: 'recover-test-recent', outcome: 'skipped', actor: 'alice@ops' },
+      { step: 'database-backup', outcome: 'skipped', actor: 'alice@ops' },
       { step: 'no-unparseable', outcome: 'ok', actor: 'alice@ops' },
       { step: 'generate', outcome: 'ok', actor: 'alice@ops' },
       { step: 'backup-new-key', outcome: 'ok', actor: 'alice@ops' },

@@ -5,7 +5,7 @@
  * test/e2e/runbook-operator.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { KeyctlError } from '../../src/base/errors.js';
+import { type ConfigError, KeyctlError } from '../../src/base/errors.js';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import type { CoreContext } from '../../src/core/context.js';
 import { createDemoTable } from '../../src/core/demo.js';
@@ -180,6 +180,72 @@ for (const dialect of DIALECTS) {
       ]);
       expect(second.stderr()).toMatch(/retire: refused now — .*rollback window.*\(stop here until 2030-01-31\)/);
       expect(second.invoked).toEqual(['reencrypt', 'verify', 'promote']);
+    });
+
+    it('an external check runs the command named in keyctl.yaml, shown first, and records its exit code and last line; without one it is skipped with a note', async () => {
+      const base = await setup();
+      const steps =
+        `name: ext\ntitle: E\ndescription: d\nsteps:\n` +
+        `  - { id: db-backup, kind: check, check: external, external: db-backup, title: Database backup, explain: e }\n` +
+        `  - { id: other, kind: check, check: external, external: not-there, title: Not configured, explain: e }\n`;
+      const runbook = parseRunbook(steps, '/runbooks/ext.yaml');
+      const ctx = {
+        ...base,
+        config: {
+          ...base.config,
+          checks: {
+            'db-backup': { command: 'echo checking; echo "snapshot rds:db-2030-01-01 is 3 h old"', description: 'the nightly snapshot', timeoutSeconds: 10 },
+          },
+        },
+      };
+      const run = io(ctx, scripted(['run', 'run']));
+      expect(await runRunbook(run.value, runbook, {})).toEqual({
+        outcome: 'finished',
+        steps: [
+          { id: 'db-backup', outcome: 'ok' },
+          { id: 'other', outcome: 'skipped' },
+        ],
+      });
+      const text = run.stderr();
+      // Shown before the choice.
+      expect(text.indexOf('runs (from keyctl.yaml checks.db-backup): $ echo checking;')).toBeGreaterThan(0);
+      expect(text).toContain('✓ db-backup: db-backup: exit 0: snapshot rds:db-2030-01-01 is 3 h old');
+      expect(text).toContain('↷ no check command "not-there" in keyctl.yaml');
+      const rows = (await listAudit(ctx.db, 'default')).filter((r) => r.action === 'runbook-step');
+      expect(rows[0]!.details).toMatchObject({ check: 'external', external: 'db-backup', exitCode: 0, lastLine: 'snapshot rds:db-2030-01-01 is 3 h old' });
+      expect(rows[1]).toMatchObject({
+        outcome: 'skipped',
+        details: { external: 'not-there', skipped: expect.stringContaining('no check command "not-there"') },
+      });
+
+      // A failing command: its exit code and last line, and Retry is offered.
+      const failing = {
+        ...ctx,
+        config: { ...ctx.config, checks: { 'db-backup': { command: 'echo "no snapshot since 2029-12-30" >&2; exit 3', timeoutSeconds: 10 } } },
+      };
+      const again = io(failing, scripted(['run', 'abort']));
+      expect(
+        await runRunbook(
+          again.value,
+          parseRunbook(steps.replace('name: ext', 'name: ext-again').split('\n').slice(0, 5).join('\n'), '/runbooks/ext-again.yaml'),
+          {},
+        ),
+      ).toMatchObject({ outcome: 'aborted' });
+      expect(again.stderr()).toContain('✗ step db-backup failed: db-backup: exit 3: no snapshot since 2029-12-30');
+      const failed = (await listAudit(ctx.db, 'default')).filter((r) => r.action === 'runbook-step' && r.outcome === 'failed').at(-1)!;
+      expect(failed.details).toMatchObject({ exitCode: 3, lastLine: 'no snapshot since 2029-12-30' });
+
+      // The runbook file cannot carry the command: only a name.
+      const problems = (text: string): string => {
+        try {
+          parseRunbook(text, '/x.yaml');
+          return '';
+        } catch (err) {
+          return (err as ConfigError).problems.join('\n');
+        }
+      };
+      expect(problems(steps.replace('external: db-backup', 'external: db-backup, command: "rm -rf /"'))).toMatch(/unknown key "command"/);
+      expect(problems(steps.replace(', external: db-backup', ''))).toMatch(/check: external needs "external"/);
     });
 
     it('a failed check offers Retry, Skip and Abort with one hint; Retry after the fix passes', async () => {
