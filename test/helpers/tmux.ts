@@ -14,7 +14,8 @@ export class Tmux {
   constructor(cwd: string, args: string[], env: Record<string, string>) {
     const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
     const vars = Object.entries(env).map(([k, v]) => `${k}=${quote(v)}`);
-    const line = `env ${vars.join(' ')} ${quote(process.execPath)} ${quote(KEYCTL_BIN)} ${args.map(quote).join(' ')}; echo EXIT=$?; sleep 120`;
+    // A person's terminal: no CI variable (set by CI runners; the spinner library turns itself off under it).
+    const line = `env -u CI ${vars.join(' ')} ${quote(process.execPath)} ${quote(KEYCTL_BIN)} ${args.map(quote).join(' ')}; echo EXIT=$?; sleep 120`;
     this.tmux('-f', '/dev/null', 'new-session', '-d', '-s', this.session, '-x', '120', '-y', '50', '-c', cwd, line);
   }
 
