@@ -6,7 +6,7 @@
 import { countNotUnder, reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Row } from '../../reencrypt/scan.js';
 import { movesBack, nextStep, rule, targetPhase } from '../../rotation/machine.js';
-import { appendAudit, checkpointStore, openRotation, type AuditOutcome, type Rotation } from '../../rotation/store.js';
+import { appendAudit, checkpointStore, openRotation, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../../base/errors.js';
 import { availableParallelism } from 'node:os';
@@ -144,7 +144,23 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   }
   if (noop) {
     ctx.log.info(noop);
-    await recordPass(ctx, rotation, rotation.phase, 0, 'ok', { target, noop: true });
+    await appendAudit(
+      ctx.db,
+      {
+        rotationId: rotation.id,
+        keyring: rotation.keyring,
+        action: 'reencrypt',
+        fromPhase: rotation.phase,
+        toPhase: rotation.phase,
+        actor: ctx.actor,
+        oldVersion: rotation.oldVersion,
+        newVersion: rotation.newVersion,
+        rowsAffected: 0,
+        outcome: 'ok',
+        details: { target, noop: true },
+      },
+      ctx.now(),
+    );
     return { rotation, target, dryRun: false, tables: [], failures: [], remaining: 0, interrupted: false, noop };
   }
   const started = ctx.now();
@@ -274,38 +290,42 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     // then writes no audit row. This run's work still goes on record — its own row, the phase
     // unchanged (see docs/reencrypt.md).
     if (wasMovedByAnother(moved)) {
-      await recordPass(ctx, rotation, moved.phase, rowsUpdated, 'ok', { ...details, alreadyDone: true });
+      await appendAudit(
+        ctx.db,
+        {
+          rotationId: rotation.id,
+          keyring: rotation.keyring,
+          action: 'reencrypt',
+          fromPhase: moved.phase,
+          toPhase: moved.phase,
+          actor: ctx.actor,
+          oldVersion: rotation.oldVersion,
+          newVersion: rotation.newVersion,
+          rowsAffected: rowsUpdated,
+          outcome: 'ok',
+          details: { ...details, alreadyDone: true },
+        },
+        ctx.now(),
+      );
     }
   } else {
-    await recordPass(ctx, rotation, rotation.phase, rowsUpdated, interrupted ? 'interrupted' : failures.length > 0 ? 'failed' : 'ok', details);
+    await appendAudit(
+      ctx.db,
+      {
+        rotationId: rotation.id,
+        keyring: rotation.keyring,
+        action: 'reencrypt',
+        fromPhase: rotation.phase,
+        toPhase: rotation.phase,
+        actor: ctx.actor,
+        oldVersion: rotation.oldVersion,
+        newVersion: rotation.newVersion,
+        rowsAffected: rowsUpdated,
+        outcome: interrupted ? 'interrupted' : failures.length > 0 ? 'failed' : 'ok',
+        details,
+      },
+      ctx.now(),
+    );
   }
   return report;
-}
-
-/** The audit row of a reencrypt run that leaves the phase where it is (`phase` on both sides). */
-function recordPass(
-  ctx: CoreContext,
-  rotation: Rotation,
-  phase: string,
-  rowsAffected: number,
-  outcome: AuditOutcome,
-  details: Record<string, unknown>,
-): Promise<void> {
-  return appendAudit(
-    ctx.db,
-    {
-      rotationId: rotation.id,
-      keyring: rotation.keyring,
-      action: 'reencrypt',
-      fromPhase: phase,
-      toPhase: phase,
-      actor: ctx.actor,
-      oldVersion: rotation.oldVersion,
-      newVersion: rotation.newVersion,
-      rowsAffected,
-      outcome,
-      details,
-    },
-    ctx.now(),
-  );
 }

@@ -1,5 +1,4 @@
 /** What the dialect classes share: identifier quoting, URL endpoints, error codes. */
-import type { Knex } from 'knex';
 import { UsageError } from '../../base/errors.js';
 import { codeOf, isRetryable as isTransientNetworkFailure } from '../../base/retry.js';
 import type { DatabaseConfig } from '../../config/schema.js';
@@ -69,9 +68,4 @@ export function serverEndpoint(
     port,
     ...(database ? { database } : {}),
   };
-}
-
-/** 1 when the column holds a value not starting with `prefix` (SQLite and PostgreSQL compare bytes with substr). */
-export function substrNotPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
-  return knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
 }

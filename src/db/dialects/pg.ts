@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
-import { driverCode, quoteWith, retryableWith, serverEndpoint, substrNotPrefixed } from './common.js';
+import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
 import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
 import { groupKeyColumns } from './unique-keys.js';
 
@@ -65,7 +65,7 @@ export class PgDialect implements SqlDialect {
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
-    return substrNotPrefixed(knex, column, prefix);
+    return knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
   }
 
   toDbTime(d: Date): Date {

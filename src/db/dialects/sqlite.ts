@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
-import { driverCode, quoteWith, retryableWith, substrNotPrefixed } from './common.js';
+import { driverCode, quoteWith, retryableWith } from './common.js';
 import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
 
 const RETRYABLE = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED']);
@@ -90,7 +90,7 @@ export class SqliteDialect implements SqlDialect {
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
-    return substrNotPrefixed(knex, column, prefix);
+    return knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
   }
 
   toDbTime(d: Date): string {
