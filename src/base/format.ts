@@ -16,3 +16,13 @@ export function formatCount(n: number): string {
 export function formatTime(at: Date): string {
   return `${at.toISOString().slice(0, 19).replace('T', ' ')}Z`;
 }
+
+/**
+ * An ISO-8601 time (from a database row or a `--json` field) in the same style; any other text stays
+ * as it is (Date's own parser would also take `'12'` or a bare date, which are not times).
+ */
+export function formatIsoText(s: string): string {
+  if (!/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/.test(s)) return s;
+  const at = new Date(s);
+  return Number.isNaN(at.getTime()) ? s : formatTime(at);
+}

@@ -7,6 +7,7 @@
  * Time comes from the context's clock (`ctx.now`), so a check can be asked "as of" any moment.
  */
 import path from 'node:path';
+import { formatTime } from '../base/format.js';
 import { listBackups, type BackupFile } from '../backup/files.js';
 import { resolveConfigPath } from '../config/load.js';
 import type { KeyringDocument } from '../keystore/types.js';
@@ -148,14 +149,14 @@ async function rotationAgeProblems(ctx: CoreContext, rotation: Rotation | null):
     if (now > due) {
       problems.push({
         code: 'rotation-stalled',
-        message: `rotation #${rotation.id} has been in phase ${rotation.phase} since ${rotation.phaseChangedAt.toISOString()}; its rollback window ended ${rotation.rollbackDeadline.toISOString()} and policy.retireGraceDays (${policy.retireGraceDays}) has passed too`,
+        message: `rotation #${rotation.id} has been in phase ${rotation.phase} since ${formatTime(rotation.phaseChangedAt)}; its rollback window ended ${formatTime(rotation.rollbackDeadline)} and policy.retireGraceDays (${policy.retireGraceDays}) has passed too`,
         hint: 'run `keyctl retire` (the old key stays archived for policy.retiredKeyRetentionDays), or `keyctl rollback --reason "…"` if the new key is not wanted',
       });
     }
   } else if (now - rotation.phaseChangedAt.getTime() > policy.maxPhaseHours * HOUR_MS) {
     problems.push({
       code: 'rotation-stalled',
-      message: `rotation #${rotation.id} has been in phase ${rotation.phase} for ${secondsLeft(now - rotation.phaseChangedAt.getTime())} (since ${rotation.phaseChangedAt.toISOString()}; policy.maxPhaseHours: ${policy.maxPhaseHours})`,
+      message: `rotation #${rotation.id} has been in phase ${rotation.phase} for ${secondsLeft(now - rotation.phaseChangedAt.getTime())} (since ${formatTime(rotation.phaseChangedAt)}; policy.maxPhaseHours: ${policy.maxPhaseHours})`,
       hint: `run ${next}; \`keyctl status\` says why it would be refused, if it would`,
     });
   }
@@ -164,7 +165,7 @@ async function rotationAgeProblems(ctx: CoreContext, rotation: Rotation | null):
     if (now - declared.getTime() > policy.emergencyMaxHours * HOUR_MS) {
       problems.push({
         code: 'emergency-overdue',
-        message: `emergency rotation #${rotation.id} (compromised ${rotation.compromisedVersion ?? rotation.oldVersion}) has been open since ${declared.toISOString()}, longer than policy.emergencyMaxHours (${policy.emergencyMaxHours} h); it is in phase ${rotation.phase}`,
+        message: `emergency rotation #${rotation.id} (compromised ${rotation.compromisedVersion ?? rotation.oldVersion}) has been open since ${formatTime(declared)}, longer than policy.emergencyMaxHours (${policy.emergencyMaxHours} h); it is in phase ${rotation.phase}`,
         hint: `finish it now: ${next}, then on to \`keyctl retire\` (emergency rotations have no rollback window)`,
       });
     }
@@ -210,7 +211,7 @@ async function backupProblems(ctx: CoreContext): Promise<Problem[]> {
     problems.push({
       code: 'recover-test-stale',
       message: passed
-        ? `the last recover-test that passed ran ${passed.createdAt.toISOString()}, more than backup.recoverTestMaxAgeDays (${backup.recoverTestMaxAgeDays}) ago`
+        ? `the last recover-test that passed ran ${formatTime(passed.createdAt)}, more than backup.recoverTestMaxAgeDays (${backup.recoverTestMaxAgeDays}) ago`
         : `no recover-test of keyring ${keyring} has passed (backup.recoverTestMaxAgeDays: ${backup.recoverTestMaxAgeDays})`,
       hint: 'run `keyctl recover-test --identity KEY` (e.g. monthly from cron) to prove the backups restore access',
     });

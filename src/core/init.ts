@@ -7,6 +7,7 @@
  */
 import { accessSync, existsSync, readFileSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
+import { formatCount } from '../base/format.js';
 import { expandEnv, parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import { fingerprint, generateKey } from '../crypto/keys.js';
@@ -189,7 +190,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
           'run `keyctl init --demo --force` to drop and recreate it (its rows are lost), or use another database',
         );
       }
-      opts.log.info(`creating ${opts.rows} demo rows in ${DEMO_TARGET.table} under ${primary}`);
+      opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} under ${primary}`);
       await createDemoTable(db, { rows: opts.rows, version: primary, key, codec: new AesGcmV1Codec(), replace: exists });
       demoRows = opts.rows;
     }

@@ -6,6 +6,7 @@
 import path from 'node:path';
 import Table from 'cli-table3';
 import { nextStep } from '../rotation/machine.js';
+import { formatCount, formatIsoText, formatTime } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
 import { formatDuration, INTERRUPTED_NOTE, type IncidentSummary, type RunbookProgress, type StepPreview, type StepState, type StepStatus } from './engine.js';
 import type { Runbook, RunbookStep } from './schema.js';
@@ -42,24 +43,20 @@ const MARKS: Record<StepStatus | 'next' | 'todo' | 'not-now', string> = {
   'not-now': '–',
 };
 
-export function when(d: Date): string {
-  return d.toISOString().replace('T', ' ').slice(0, 16);
-}
-
 function stepNote(s: StepState): string {
   const r = s.record;
   if (!r) return '';
   switch (s.status) {
     case 'done':
-      return `done by ${r.actor} ${when(r.at)}`;
+      return `done by ${r.actor} ${formatTime(r.at)}`;
     case 'done-outside':
-      return `done outside the runbook by ${r.actor} ${when(r.at)}`;
+      return `done outside the runbook by ${r.actor} ${formatTime(r.at)}`;
     case 'skipped':
-      return `skipped by ${r.actor} ${when(r.at)}: ${r.note ?? '(no reason)'}`;
+      return `skipped by ${r.actor} ${formatTime(r.at)}: ${r.note ?? '(no reason)'}`;
     case 'failed':
-      return `failed ${when(r.at)} (${r.actor})${r.note ? `: ${r.note}` : ''}`;
+      return `failed ${formatTime(r.at)} (${r.actor})${r.note ? `: ${r.note}` : ''}`;
     case 'aborted':
-      return r.note === INTERRUPTED_NOTE ? `interrupted by ${r.actor} ${when(r.at)}: resume here` : `aborted here by ${r.actor} ${when(r.at)}`;
+      return r.note === INTERRUPTED_NOTE ? `interrupted by ${r.actor} ${formatTime(r.at)}: resume here` : `aborted here by ${r.actor} ${formatTime(r.at)}`;
     case 'none':
       return '';
   }
@@ -127,14 +124,14 @@ export function incidentText(output: Output, s: IncidentSummary): string {
     colWidths: [null, null, null, null, null, 48],
     wordWrap: true,
   });
-  for (const e of s.timeline) table.push([e.at.replace('T', ' ').slice(0, 19), formatDuration(e.sincePreviousSeconds), e.action, e.outcome, e.actor, e.detail]);
+  for (const e of s.timeline) table.push([formatIsoText(e.at), formatDuration(e.sincePreviousSeconds), e.action, e.outcome, e.actor, e.detail]);
   return [
     output.out.bold(`Incident summary${s.incident ? ` — ${s.incident}` : ''} (rotation #${s.rotationId})`),
     `reason: ${s.reason ?? '-'}`,
     `compromised key: ${s.compromisedVersion ?? '-'}   replaced by: ${s.newVersion}`,
-    `started ${s.startedAt}, last step ${s.endedAt}: ${formatDuration(s.durationSeconds)}`,
-    `rows re-encrypted: ${s.rowsReencrypted.toLocaleString('en-US')} (all passes)`,
-    `incident entered: ${s.incidentEnteredAt ? s.incidentEnteredAt.replace('T', ' ').slice(0, 19) : '-'}   done by: ${s.actors.join(', ') || '-'}`,
+    `started ${formatIsoText(s.startedAt)}, last step ${formatIsoText(s.endedAt)}: ${formatDuration(s.durationSeconds)}`,
+    `rows re-encrypted: ${formatCount(s.rowsReencrypted)} (all passes)`,
+    `incident entered: ${s.incidentEnteredAt ? formatIsoText(s.incidentEnteredAt) : '-'}   done by: ${s.actors.join(', ') || '-'}`,
     table.toString(),
   ].join('\n');
 }
@@ -142,21 +139,20 @@ export function incidentText(output: Output, s: IncidentSummary): string {
 /** The incident summary as Markdown, to paste into a ticket: the facts, then the timeline as a table. */
 export function incidentMarkdown(s: IncidentSummary): string {
   const cell = (x: string) => x.replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
-  const time = (iso: string) => `${iso.replace('T', ' ').slice(0, 19)}Z`;
   return [
     `## Incident summary${s.incident ? ` — ${cell(s.incident)}` : ''} (rotation #${s.rotationId})`,
     '',
     `- **Reason:** ${cell(s.reason ?? '-')}`,
     `- **Compromised key:** ${s.compromisedVersion ?? '-'}, replaced by ${s.newVersion}`,
-    `- **Incident entered:** ${s.incidentEnteredAt ? time(s.incidentEnteredAt) : '-'}`,
-    `- **Started:** ${time(s.startedAt)}, **last step:** ${time(s.endedAt)} (${formatDuration(s.durationSeconds)})`,
-    `- **Rows re-encrypted (all passes):** ${s.rowsReencrypted.toLocaleString('en-US')}`,
+    `- **Incident entered:** ${s.incidentEnteredAt ? formatIsoText(s.incidentEnteredAt) : '-'}`,
+    `- **Started:** ${formatIsoText(s.startedAt)}, **last step:** ${formatIsoText(s.endedAt)} (${formatDuration(s.durationSeconds)})`,
+    `- **Rows re-encrypted (all passes):** ${formatCount(s.rowsReencrypted)}`,
     `- **Done by:** ${s.actors.map(cell).join(', ') || '-'}`,
     '',
     '| time (UTC) | + | step | outcome | by | detail |',
     '|---|---|---|---|---|---|',
     ...s.timeline.map(
-      (e) => `| ${time(e.at)} | ${formatDuration(e.sincePreviousSeconds)} | ${cell(e.action)} | ${e.outcome} | ${cell(e.actor)} | ${cell(e.detail)} |`,
+      (e) => `| ${formatIsoText(e.at)} | ${formatDuration(e.sincePreviousSeconds)} | ${cell(e.action)} | ${e.outcome} | ${cell(e.actor)} | ${cell(e.detail)} |`,
     ),
   ].join('\n');
 }

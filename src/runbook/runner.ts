@@ -14,6 +14,7 @@ import { ExitCode } from '../base/exit-codes.js';
 import type { CoreContext } from '../core/context.js';
 import { nextStep } from '../rotation/machine.js';
 import { latestRotation, listAudit, openRotation } from '../rotation/store.js';
+import { formatTime } from '../ui/format.js';
 import type { Output } from '../ui/output.js';
 import {
   fillTemplate,
@@ -31,7 +32,7 @@ import {
   type RunbookProgress,
   type StepOutcome,
 } from './engine.js';
-import { describeStep, incidentMarkdown, incidentText, planLines, when, wrap } from './render.js';
+import { describeStep, incidentMarkdown, incidentText, planLines, wrap } from './render.js';
 import type { Runbook, RunbookStep } from './schema.js';
 
 export type SummaryFormat = 'text' | 'markdown';
@@ -193,7 +194,7 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
     }
     if (next.status === 'aborted' && next.record)
       out(
-        `  ${c.yellow(`${next.record.note === INTERRUPTED_NOTE ? 'interrupted' : 'aborted'} here by ${next.record.actor} ${when(next.record.at)}: Run resumes it`)}`,
+        `  ${c.yellow(`${next.record.note === INTERRUPTED_NOTE ? 'interrupted' : 'aborted'} here by ${next.record.actor} ${formatTime(next.record.at)}: Run resumes it`)}`,
       );
     // The guard that would refuse the step's command now is shown before the choice, and Run is not
     // offered. (Steps that come `before:` a command prepare it — the propagation wait, a backup — and

@@ -1,2 +1,2 @@
 /** Human number and time style for output code; defined in the base layer so every layer's messages share it. */
-export { formatCount, formatTime } from '../base/format.js';
+export { formatCount, formatIsoText, formatTime } from '../base/format.js';

@@ -182,7 +182,7 @@ describe('the incident summary', () => {
     const summary = screen.slice(screen.indexOf('Incident summary — INC-7'));
     expect(summary).toContain('compromised key: v1   replaced by: v2');
     expect(summary).toContain('rows re-encrypted: 20 (all passes)');
-    expect(summary).toMatch(/incident entered: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d {3}done by: oncall@ops/);
+    expect(summary).toMatch(/incident entered: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ {3}done by: oncall@ops/);
     // The timeline starts with the runbook: the incident, then the checks before generate.
     const order = ['incident entered', 'runbook database-reachable', 'runbook keystore-reachable', 'generate', 'runbook deploy', 'retire'];
     const at = order.map((a) => summary.indexOf(a));

@@ -5,6 +5,7 @@ import { ProblemsFoundError, UsageError } from '../../base/errors.js';
 import { anchorAuditHead, resetAnchor } from '../../core/audit-anchor.js';
 import { exportAudit, verifyAudit } from '../../core/audit.js';
 import { getRotation, latestRotation, openRotation, type Rotation } from '../../rotation/store.js';
+import { formatCount, formatIsoText, formatTime } from '../../ui/format.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 import type { AuditOptions } from '../specs.js';
 
@@ -44,7 +45,7 @@ function summary(r: Pick<AuditRow, 'details' | 'action'>, showInputs = false): s
   if (d.emergency === true) parts.push('EMERGENCY');
   if (typeof d.material === 'string') parts.push(`key ${d.material}`);
   if (typeof d.seconds === 'number') parts.push(`${d.seconds.toFixed(1)} s`);
-  if (typeof d.failures === 'number' && d.failures > 0) parts.push(`${d.failures} failed`);
+  if (typeof d.failures === 'number' && d.failures > 0) parts.push(`${formatCount(d.failures)} failed`);
   return parts.join('; ');
 }
 
@@ -140,7 +141,7 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
       const v = await verifyAudit(ctx, f.expectHead);
       rt.output.result(v, () =>
         [
-          ...v.chains.map((r) => printable(`keyring ${r.keyring}: ${r.rows} row(s), head ${r.headSeq}:${r.lastHash}`)),
+          ...v.chains.map((r) => printable(`keyring ${r.keyring}: ${formatCount(r.rows)} row(s), head ${r.headSeq}:${r.lastHash}`)),
           ...v.notes.map((n) => printable(n)),
           ...v.unchecked.map((u) => printable(`not checked — ${u}`)),
           v.problems.length === 0
@@ -168,14 +169,16 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
       createdAt: r.createdAt.toISOString(),
       sincePreviousMs: i === 0 ? 0 : r.createdAt.getTime() - rows[i - 1]!.createdAt.getTime(),
     }));
-    const head = rotation
-      ? `Rotation #${rotation.id} of keyring ${rotation.keyring}: ${rotation.oldVersion} → ${rotation.newVersion}${rotation.emergency ? ' (EMERGENCY)' : ''}, opened ${rotation.openedAt.toISOString()} by ${rotation.openedBy}, phase ${rotation.phase}${rotation.closedAt ? `, closed ${rotation.closedAt.toISOString()} (took ${duration(rotation.closedAt.getTime() - rotation.openedAt.getTime())})` : ''}`
-      : `Audit history of keyring ${ctx.config.keyring}`;
-    const title = printable(head);
+    // The same sentence twice: ISO times for the JSON summary, the human style for the title.
+    const head = (time: (at: Date) => string) =>
+      rotation
+        ? `Rotation #${rotation.id} of keyring ${rotation.keyring}: ${rotation.oldVersion} → ${rotation.newVersion}${rotation.emergency ? ' (EMERGENCY)' : ''}, opened ${time(rotation.openedAt)} by ${rotation.openedBy}, phase ${rotation.phase}${rotation.closedAt ? `, closed ${time(rotation.closedAt)} (took ${duration(rotation.closedAt.getTime() - rotation.openedAt.getTime())})` : ''}`
+        : `Audit history of keyring ${ctx.config.keyring}`;
     if (f.format === 'json' || rt.output.json) {
-      rt.output.data({ summary: head, rotation, entries });
+      rt.output.data({ summary: head((at) => at.toISOString()), rotation, entries });
       return ExitCode.OK;
     }
+    const title = printable(head(formatTime));
     const cols = ['time (UTC)', 'action', 'phase', 'actor', 'versions', 'rows', 'outcome', '+time', 'details'];
     // A runbook's inputs ride on each of its rows; show them where they first appear or change.
     let lastInputs = '';
@@ -184,13 +187,13 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
       const showInputs = inputs !== lastInputs;
       lastInputs = inputs;
       return [
-        e.createdAt.replace('T', ' ').slice(0, 19),
+        formatIsoText(e.createdAt),
         e.action,
         // A runbook step moves nothing: the phase it ran in.
         e.toPhase === null && e.action === RUNBOOK_ACTION ? (e.fromPhase ?? '') : e.fromPhase || e.toPhase ? `${e.fromPhase ?? '–'} → ${e.toPhase ?? '–'}` : '',
         e.actor,
         e.oldVersion || e.newVersion ? `${e.oldVersion ?? ''}→${e.newVersion ?? ''}` : '',
-        e.rowsAffected === null ? '' : String(e.rowsAffected),
+        e.rowsAffected === null ? '' : formatCount(e.rowsAffected),
         e.outcome,
         e.sincePreviousMs ? duration(e.sincePreviousMs) : '',
         summary(e, showInputs),

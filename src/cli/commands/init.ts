@@ -5,6 +5,7 @@ import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { initProject } from '../../core/init.js';
 import { parseKeyBase64 } from '../../crypto/keys.js';
+import { formatCount } from '../../ui/format.js';
 import { actorName, type CliRuntime } from '../runtime.js';
 import type { InitOptions } from '../specs.js';
 
@@ -52,7 +53,7 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
       `${c.green('✓')} database ${result.database} ready`,
     ];
     if (result.databaseEnv) lines.push(`${c.green('✓')} database.connection reads $${result.databaseEnv}: set it for every keyctl command`);
-    if (result.demoRows !== null) lines.push(`${c.green('✓')} customers table with ${result.demoRows} encrypted rows (email, phone, notes)`);
+    if (result.demoRows !== null) lines.push(`${c.green('✓')} customers table with ${formatCount(result.demoRows)} encrypted rows (email, phone, notes)`);
     lines.push('', `Next: run ${c.bold('keyctl status')} to see what each key protects.`);
     return lines.join('\n');
   });

@@ -1,6 +1,7 @@
 /** `keyctl purge`: destroy retired keys whose retention has passed (after a full decryption scan). */
 import { purge } from '../../core/purge.js';
 import { ExitCode } from '../../base/exit-codes.js';
+import { formatCount } from '../../ui/format.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 import type { PurgeOptions } from '../specs.js';
 
@@ -16,7 +17,7 @@ export async function run(rt: CliRuntime, f: PurgeOptions): Promise<number> {
         else
           lines.push(
             r.destroyed.length
-              ? `destroyed ${r.destroyed.join(', ')} after checking ${r.valuesChecked} value(s) decrypt without them`
+              ? `destroyed ${r.destroyed.join(', ')} after checking ${formatCount(r.valuesChecked)} value(s) decrypt without them`
               : 'nothing to destroy yet',
           );
         for (const k of kept)

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { recoverTest } from '../../core/backup.js';
 import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
+import { formatCount } from '../../ui/format.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 import type { RecoverTestOptions } from '../specs.js';
 import { passphraseFrom } from './restore.js';
@@ -21,7 +22,7 @@ export async function run(rt: CliRuntime, f: RecoverTestOptions): Promise<number
     const c = rt.output.out;
     rt.output.result(r, () => {
       const head = r.passed
-        ? `${c.green('✓')} recover-test passed: ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old) restores ${r.versions.join(', ')}; ${Object.values(r.decrypted).reduce((a, b) => a + b, 0)} sampled value(s) decrypted with the recovered keys`
+        ? `${c.green('✓')} recover-test passed: ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old) restores ${r.versions.join(', ')}; ${formatCount(Object.values(r.decrypted).reduce((a, b) => a + b, 0))} sampled value(s) decrypted with the recovered keys`
         : `${c.red('✗')} recover-test FAILED for ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old):`;
       const failed = r.checks.filter((k) => !k.ok).map((k) => `  - ${k.name}: ${k.detail}`);
       return [head, ...failed].join('\n');

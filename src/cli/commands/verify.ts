@@ -2,6 +2,7 @@
 import { verify } from '../../core/rotation/verify.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { nextStep } from '../../rotation/machine.js';
+import { formatCount } from '../../ui/format.js';
 import { rotationJson } from './phase-output.js';
 import { withCoreContext, type CliRuntime } from '../runtime.js';
 import type { VerifyOptions } from '../specs.js';
@@ -29,12 +30,12 @@ export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
         const lines = [
           `values per version (database count): ${
             Object.entries(v.totals.byVersion)
-              .map(([k, n]) => `${k}=${n}`)
+              .map(([k, n]) => `${k}=${formatCount(n)}`)
               .join(' ') || 'none'
-          }${v.totals.unparseable ? `, unparseable=${v.totals.unparseable}` : ''}`,
+          }${v.totals.unparseable ? `, unparseable=${formatCount(v.totals.unparseable)}` : ''}`,
           `decrypted${v.sampled ? ' (sample)' : ''}: ${
             Object.entries(v.checked)
-              .map(([k, n]) => `${k}=${n}`)
+              .map(([k, n]) => `${k}=${formatCount(n)}`)
               .join(' ') || 'none'
           }`,
         ];
@@ -45,7 +46,7 @@ export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
         else {
           lines.push(c.red('✗ verification failed:'), ...v.problems.map((p) => `  - ${p}`));
           for (const f of v.failures.slice(0, 50)) lines.push(`    ${f.table} ${f.column} pk=${f.pk}: ${f.reason}`);
-          if (v.failures.length > 50) lines.push(`    … ${v.failures.length - 50} more (use --json for the full list)`);
+          if (v.failures.length > 50) lines.push(`    … ${formatCount(v.failures.length - 50)} more (use --json for the full list)`);
           if (v.rotation && v.movedFrom)
             lines.push(
               `rotation #${v.rotation.id} moved back from ${v.movedFrom} to ${c.bold(v.rotation.phase)}: promote stays locked until a full verify passes`,

@@ -5,6 +5,7 @@
  * can read (a mislabelled one, say) blocks the destruction instead of being lost.
  */
 import { AesGcmV1Codec, CiphertextError } from '../../crypto/codec.js';
+import { formatCount } from '../../base/format.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
 import type { CoreContext } from '../context.js';
@@ -78,7 +79,7 @@ export async function scanWithoutKeys(ctx: CoreContext, doomed: readonly string[
   for (const v of doomed) keys.delete(v);
   ctx.log.info(`checking that every value decrypts without ${doomed.join(', ')} before destroying (a full scan)`);
   const scan = await decryptionScan(ctx, (v) => keys.get(v), {
-    progress: (n, table) => ctx.log.info(`decryption scan: ${n.toLocaleString('en-US')} value(s) checked so far (now in ${table})`),
+    progress: (n, table) => ctx.log.info(`decryption scan: ${formatCount(n)} value(s) checked so far (now in ${table})`),
   });
   return { ...scan, valuesChecked: Object.values(scan.checked).reduce((a, b) => a + b, 0) };
 }

@@ -12,6 +12,7 @@ import { compareVersions, fingerprint } from '../../crypto/keys.js';
 import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
 import type { CoreContext } from '../context.js';
 import { KeystoreError } from '../../base/errors.js';
+import { formatCount } from '../../base/format.js';
 import { destructionRecorded, listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
 import { countAllTargets } from './counts.js';
 import { refuse } from './guard.js';
@@ -94,7 +95,7 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
       await refuse(ctx, {
         action: 'integrity',
         rotation: null,
-        reason: `the registry says ${v} is ${versions.find((x) => x.version === v)?.state ?? '?'}, but ${inUse.toLocaleString('en-US')} value(s) in the targets are still under ${v}; keyctl will not stop publishing a key the data needs`,
+        reason: `the registry says ${v} is ${versions.find((x) => x.version === v)?.state ?? '?'}, but ${formatCount(inUse)} value(s) in the targets are still under ${v}; keyctl will not stop publishing a key the data needs`,
         hint: 'if keyctl_key_versions was changed outside keyctl, undo it (`keyctl audit --verify`, `keyctl status --check`); otherwise re-encrypt those values first (`keyctl reencrypt`)',
         details: { guard: 'unpublishedKeyUnused', version: v, values: inUse },
       });
