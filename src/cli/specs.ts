@@ -135,12 +135,6 @@ const reencryptFlags = (cmd: Command) =>
       parsePositive('--critical-load'),
     )
     .optionsGroup('What to rewrite:')
-    .option(
-      '--set <key=value>',
-      'change the running reencrypt live and exit: max-rate=N|none, batch-size=N|auto, chunk-time=S, max-load=N|none, paused=true|false; repeat for several',
-      collect,
-      [],
-    )
     .option('--table <name>', 'only this target table')
     .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
     .optionsGroup('Pace:')
@@ -148,6 +142,14 @@ const reencryptFlags = (cmd: Command) =>
       '--crypto-workers <n>',
       'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)',
       parseInteger('--crypto-workers', { min: 0 }),
+    )
+    .optionsGroup('A reencrypt already running (from another terminal):')
+    .option('--status', 'show who runs it (host, pid, since), how far and how fast, its limits, or where a killed one stopped; then exit')
+    .option(
+      '--set <key=value>',
+      'change its limits live and exit: max-rate=N|none, batch-size=N|auto, chunk-time=S, max-load=N|none, paused=true|false; repeat for several',
+      collect,
+      [],
     );
 
 export type ReencryptOptions = OptionsOf<typeof reencryptFlags>;
@@ -159,7 +161,7 @@ const reencrypt = defineCommand({
   examples: [
     'keyctl reencrypt --dry-run',
     'keyctl reencrypt --max-rate 500 --max-load 20 --pause-file /tmp/keyctl.pause',
-    'keyctl reencrypt --shard $JOB_COMPLETION_INDEX/4   # one of 4 processes (a Kubernetes Indexed Job)',
+    'keyctl reencrypt --set max-rate=200 && keyctl reencrypt --status   # from another terminal, while one runs',
   ],
   notes: `Ctrl-C (or SIGTERM) finishes the current batch, saves the cursor and exits ${ExitCode.INTERRUPTED}; run the same command to resume.`,
   handler: async () => (await import('./commands/reencrypt.js')).run,

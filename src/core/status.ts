@@ -3,6 +3,7 @@
  * values sit under each key version — counted by the database (one GROUP BY scan per table),
  * never by loading rows into memory.
  */
+import { formatTime } from '../base/format.js';
 import { AesGcmV1Codec, type Codec } from '../crypto/codec.js';
 import { compareVersions, isVersionName } from '../crypto/keys.js';
 import type { TargetConfig } from '../config/schema.js';
@@ -13,7 +14,8 @@ import { reconcileRegistry } from './registry.js';
 import { retention } from './retention.js';
 import { snapshotOf, sumCounts } from './rotation/snapshot.js';
 import type { VersionState } from '../rotation/store.js';
-import { listCheckpoints, openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
+import { lastAuditOfRotation, listCheckpoints, openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
+import { jobsDir, listJobs, type JobRecord, type JobState } from '../reencrypt/jobs.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
 import { checkHealth, type Problem } from './health.js';
@@ -71,7 +73,19 @@ export interface StatusReport {
       completed: boolean;
       stoppedAfter: string | null;
       lastBatchAt: string | null;
+      /**
+       * done; running (a live job on this host, or a job on another host that reported in the
+       * last two minutes, works on it); or interrupted (not done and nobody on it: resume it).
+       */
+      state: 'done' | 'running' | 'interrupted';
     }>;
+    /**
+     * The reencrypt runs of this rotation that keyctl's job files know of (see docs/reencrypt.md):
+     * running here, on another host, or stopped without finishing (killed).
+     */
+    jobs: Array<Omit<JobRecord, 'keyring'> & { state: JobState }>;
+    /** The last runbook step recorded in this rotation, and whether the runbook stopped there. */
+    runbook: null | { name: string; step: string; outcome: string; stopped: boolean; note: string | null; actor: string; at: string };
     /** The next step (from the rotation machine) and, if its guards would refuse it now, why. */
     next: string;
     refusedNow: string | null;
@@ -131,6 +145,7 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
   for (const t of targets) {
     t.unknownVersions = Object.keys(t.counts).filter((v) => !known.has(v));
   }
+  const jobs = rotation ? listJobs(jobsDir(config.baseDir)).filter((j) => j.keyring === config.keyring && j.rotationId === rotation.id) : [];
   const primaryReg = versions.find((v) => v.version === snapshot.doc.primary);
   const since = primaryReg?.createdAt ?? ctx.now();
   const due = new Date(since.getTime() + config.policy.rotationIntervalDays * DAY_MS);
@@ -166,6 +181,15 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
           rollbackDeadline: rotation.rollbackDeadline?.toISOString() ?? null,
           reencrypt: (await listCheckpoints(db, rotation.id)).map((c) => {
             const [shard = c.shard, version = ''] = c.shard.split('>');
+            const onIt = jobs.some(
+              (j) =>
+                j.state !== 'stopped' &&
+                !j.dryRun &&
+                j.target === version &&
+                (j.shard ?? '0/1') === shard &&
+                (j.table === null || j.table === c.table) &&
+                (j.state === 'running' || ctx.now().getTime() - Date.parse(j.updatedAt) < 120_000),
+            );
             return {
               table: c.table,
               shard,
@@ -176,8 +200,11 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
               completed: c.completed,
               stoppedAfter: c.completed || c.cursor === null ? null : String(c.cursor),
               lastBatchAt: c.updatedAt?.toISOString() ?? null,
+              state: c.completed ? ('done' as const) : onIt ? ('running' as const) : ('interrupted' as const),
             };
           }),
+          jobs: jobs.map(({ file: _file, keyring: _keyring, ...j }) => j),
+          runbook: await lastRunbookStep(ctx, rotation.id),
           next: nextStep(rotation.phase).replace(/`/g, ''),
           refusedNow: refusedNow(ctx, rotation, versions, targets),
         }
@@ -188,6 +215,25 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
     overdue,
     warnings,
     problems,
+  };
+}
+
+/** The newest runbook-step row of the rotation: which runbook, which step, and whether it stopped there. */
+async function lastRunbookStep(ctx: CoreContext, rotationId: number): Promise<NonNullable<StatusReport['rotation']>['runbook']> {
+  const r = await lastAuditOfRotation(ctx.db, ctx.config.keyring, 'runbook-step', rotationId);
+  if (!r) return null;
+  const d = r.details ?? {};
+  const text = (v: unknown) => (typeof v === 'string' ? v : null);
+  const failed = r.outcome !== 'ok' && r.outcome !== 'skipped';
+  const note = text(d.skipped) ?? text(d.error) ?? (failed ? (text(d.result) ?? (typeof d.exitCode === 'number' ? `exit ${d.exitCode}` : null)) : null);
+  return {
+    name: text(d.runbook) ?? '?',
+    step: text(d.step) ?? '?',
+    outcome: r.outcome,
+    stopped: r.outcome === 'failed' || r.outcome === 'interrupted' || r.outcome === 'refused',
+    note,
+    actor: r.actor,
+    at: r.createdAt.toISOString(),
   };
 }
 
@@ -204,7 +250,7 @@ function countProblems(targets: ColumnCounts[], overdue: boolean, due: Date): Pr
   if (overdue) {
     problems.push({
       code: 'rotation-overdue',
-      message: `rotation overdue: the next rotation was due ${due.toISOString()}`,
+      message: `rotation overdue: the next rotation was due ${formatTime(due)}`,
       hint: 'start a rotation: `keyctl generate` (or `keyctl runbook run routine-rotation`)',
     });
   }

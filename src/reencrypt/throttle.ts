@@ -81,6 +81,17 @@ export class Throttle {
     return text;
   }
 
+  /** The limits in force now (as `--set` names them). */
+  settings(): Required<ControlSettings> {
+    return {
+      maxRate: this.o.maxRate,
+      batchSize: this.o.fixedBatchSize,
+      chunkTimeMs: this.o.chunkTimeMs,
+      maxLoad: this.o.maxLoad,
+      paused: this.controlPaused,
+    };
+  }
+
   /** The largest batch --max-rate allows: what the rate lets through in one chunk time. */
   private rateCap(): number {
     if (this.o.maxRate === null) return Number.POSITIVE_INFINITY;

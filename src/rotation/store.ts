@@ -485,6 +485,16 @@ export async function latestAuditOf(db: Db, keyring: string, action: AuditAction
   return rows.map(toAuditRow);
 }
 
+/** The newest row of one action in one rotation, whatever its outcome, or null. */
+export async function lastAuditOfRotation(db: Db, keyring: string, action: AuditAction, rotationId: number): Promise<AuditRow | null> {
+  const row: Record<string, unknown> | undefined = await db
+    .knex(TABLES.audit)
+    .where({ keyring, action, rotation_id: rotationId })
+    .orderBy('id', 'desc')
+    .first();
+  return row ? toAuditRow(row) : null;
+}
+
 /** Rows of a keyring in order (oldest first), optionally of one rotation. */
 export async function listAudit(db: Db, keyring: string, opts: { rotationId?: number; limit?: number } = {}): Promise<AuditRow[]> {
   let q = db.knex(TABLES.audit).where({ keyring });

@@ -3,12 +3,13 @@
  * starts, --max-rate holds the rate without bursts, and Ctrl-C answers within a second even in
  * the middle of a long wait. Timing bounds are wide on purpose; precise numbers belong in notes.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
-import { json, keyctl, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
+import { json, KEYCTL_BIN, keyctl, keyctlInProcess, startKeyctlInProcess, withProjectSqlite } from '../helpers/cli.js';
 import { demoProject } from '../helpers/project.js';
 import { Tmux } from '../helpers/tmux.js';
 
@@ -205,6 +206,34 @@ describe('live control (issue 17 #8)', () => {
 });
 
 describe('status shows the reencrypt (issue 17 #10)', () => {
+  it('where a runbook stopped: the runbook, the step, why, who and when, and how to go on', async () => {
+    const cwd = await dualKeyProject(10);
+    const config = path.join(cwd, 'keyctl.yaml');
+    writeFileSync(config, `${readFileSync(config, 'utf8')}\nchecks:\n  db-backup:\n    command: "echo no backup since yesterday; exit 3"\n`);
+    const book = path.join(cwd, 'backup-first.yaml');
+    writeFileSync(
+      book,
+      'name: backup-first\ntitle: Backup first\ndescription: needs a database backup\nsteps:\n' +
+        '  - id: db-backup\n    kind: check\n    check: external\n    external: db-backup\n    title: A fresh database backup exists\n    explain: the backup check.\n    on_failure: Take a backup.\n',
+    );
+    const env = { NO_COLOR: '1', KEYCTL_ACTOR: 'sre@test' };
+    expect((await keyctlInProcess(['status', '--json'], { cwd, env })).stdout).toContain('"runbook": null');
+    expect((await keyctlInProcess(['runbook', 'run', 'backup-first', '--file', book, '--yes'], { cwd, env })).code).toBe(ExitCode.PROBLEMS_FOUND);
+    const st = await keyctlInProcess(['status', '--json'], { cwd, env });
+    expect(json<{ rotation: { runbook: unknown } }>(st).rotation.runbook).toEqual({
+      name: 'backup-first',
+      step: 'db-backup',
+      outcome: 'failed',
+      stopped: true,
+      note: 'db-backup: exit 3: no backup since yesterday',
+      actor: 'sre@test',
+      at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+    });
+    expect((await keyctlInProcess(['status'], { cwd, env })).stdout).toMatch(
+      /runbook backup-first: stopped at step db-backup failed \(db-backup: exit 3: no backup since yesterday\) by sre@test at \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ; `keyctl runbook run backup-first` goes on from there/,
+    );
+  });
+
   it('an interrupted pass: rows done per table and shard, where it stopped, the last batch time; after promote, the rollback window end', async () => {
     const cwd = await dualKeyProject(3000);
     const run = startKeyctlInProcess(['reencrypt', '--batch-size', '100', '--sleep', '50', '--crypto-workers', '0'], { cwd, env: { NO_COLOR: '1' } });
@@ -225,7 +254,13 @@ describe('status shows the reencrypt (issue 17 #10)', () => {
     ]);
     expect(pass[0]!.rowsScanned).toBeGreaterThanOrEqual(300);
     const human = await keyctlInProcess(['status'], { cwd, env: { NO_COLOR: '1' } });
-    expect(human.stderr + human.stdout).toMatch(/reencrypt customers \(shard 0\/1 → v2\): [\d,]+ rows this pass, stopped after pk \d+, last batch /);
+    expect(human.stderr + human.stdout).toMatch(
+      /reencrypt customers \(shard 0\/1 → v2\): interrupted, [\d,]+ rows this pass, stopped after pk \d+, last batch \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ; `keyctl reencrypt` resumes it/,
+    );
+    expect(json<{ rotation: { reencrypt: Array<{ state: string }>; jobs: unknown[] } }>(st).rotation).toMatchObject({
+      reencrypt: [{ state: 'interrupted' }],
+      jobs: [],
+    });
     for (const args of [['reencrypt', '--crypto-workers', '0'], ['verify'], ['promote']]) {
       const r = await keyctlInProcess(args, { cwd, env: { NO_COLOR: '1' } });
       expect(r.code, r.stderr).toBe(0);
@@ -236,5 +271,77 @@ describe('status shows the reencrypt (issue 17 #10)', () => {
     expect(after.rotation.rollbackDeadline).toMatch(/^\d{4}-\d{2}-\d{2}T/);
     expect(after.rotation.reencrypt.every((c) => c.completed)).toBe(true);
     expect((await keyctlInProcess(['status'], { cwd, env: { NO_COLOR: '1' } })).stdout).toMatch(/rollback window ends \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z/);
+  });
+});
+
+interface JobJson {
+  state: string;
+  pid: number;
+  host: string;
+  by: string;
+  startedAt: string;
+  command: string;
+  settings: { maxRate: number | null };
+  progress: { table: string; rowsScanned: number; rowsTotal: number; rowsPerSecond: number } | null;
+}
+
+describe('who runs the reencrypt, from another terminal (issue 17 #8, #10)', () => {
+  it('reencrypt --status and status show the running job (host, pid, since, progress, limits), then where a killed one stopped', async () => {
+    const cwd = await dualKeyProject(6000);
+    const env = { ...process.env, NO_COLOR: '1', KEYCTL_ACTOR: 'dba@test' };
+    const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--max-rate', '300', '--crypto-workers', '0'], { cwd, env, stdio: 'ignore' });
+    const exited = new Promise<string | null>((resolve) => child.on('exit', (_code, sig) => resolve(sig)));
+    try {
+      while ((await rowsCommitted(cwd)) < 300) await sleep(50);
+      await sleep(1500);
+      const jobs = async () => json<{ jobs: JobJson[] }>(await keyctlInProcess(['reencrypt', '--status', '--json'], { cwd, env: { NO_COLOR: '1' } })).jobs;
+      const [running] = await jobs();
+      expect(running).toMatchObject({ state: 'running', pid: child.pid, host: os.hostname(), by: 'dba@test', settings: { maxRate: 300 } });
+      expect(running!.progress).toMatchObject({ table: 'customers', rowsTotal: 6000 });
+      expect(running!.progress!.rowsScanned).toBeGreaterThan(0);
+      expect(running!.progress!.rowsPerSecond).toBeGreaterThan(100);
+      expect(running!.progress!.rowsPerSecond).toBeLessThan(600);
+
+      // A --set shows in the job's limits once the job has applied it.
+      expect((await keyctlInProcess(['reencrypt', '--set', 'max-rate=150'], { cwd, env: { NO_COLOR: '1' } })).code).toBe(0);
+      await sleep(1500);
+      expect((await jobs())[0]).toMatchObject({ state: 'running', settings: { maxRate: 150 } });
+      const human = await keyctlInProcess(['reencrypt', '--status'], { cwd, env: { NO_COLOR: '1' } });
+      expect(human.stdout).toMatch(
+        new RegExp(`: running, pid ${child.pid} on ${os.hostname()}, started \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ by dba@test, for \\d+s`),
+      );
+      expect(human.stdout).toMatch(/customers: [\d,]+\/6,000 rows, [\d,]+ rewritten, 0 failed/);
+      expect(human.stdout).toContain('limits: max-rate 150 rows/s');
+
+      const st = json<{ rotation: { reencrypt: Array<{ state: string }>; jobs: JobJson[] } }>(
+        await keyctlInProcess(['status', '--json'], { cwd, env: { NO_COLOR: '1' } }),
+      );
+      expect(st.rotation.reencrypt).toEqual([expect.objectContaining({ table: 'customers', state: 'running' })]);
+      expect(st.rotation.jobs).toEqual([expect.objectContaining({ state: 'running', pid: child.pid })]);
+      expect((await keyctlInProcess(['status'], { cwd, env: { NO_COLOR: '1' } })).stdout).toMatch(
+        /reencrypt customers \(shard 0\/1 → v2\): running, [\d,]+ rows this pass/,
+      );
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(await exited).toBe('SIGKILL');
+
+    // Killed: the job file stays behind and says where it stopped and how to resume.
+    const stopped = await keyctlInProcess(['reencrypt', '--status'], { cwd, env: { NO_COLOR: '1' } });
+    expect(stopped.stdout).toContain(`stopped — its process (pid ${child.pid} on ${os.hostname()}`);
+    expect(stopped.stdout).toContain('resume with: keyctl reencrypt --max-rate 300 --crypto-workers 0');
+    const st = json<{ rotation: { reencrypt: Array<{ state: string }>; jobs: JobJson[] } }>(
+      await keyctlInProcess(['status', '--json'], { cwd, env: { NO_COLOR: '1' } }),
+    );
+    expect(st.rotation.reencrypt).toEqual([expect.objectContaining({ state: 'interrupted' })]);
+    expect(st.rotation.jobs).toEqual([expect.objectContaining({ state: 'stopped', pid: child.pid })]);
+
+    // The resumed run replaces the dead job's file and removes its own when it finishes.
+    const done = await keyctlInProcess(['reencrypt', '--crypto-workers', '0'], { cwd, env: { NO_COLOR: '1' } });
+    expect(done.code, done.stderr).toBe(0);
+    expect(readdirSync(path.join(cwd, '.keyctl', 'reencrypt-jobs'))).toEqual([]);
+    const none = await keyctlInProcess(['reencrypt', '--status', '--json'], { cwd, env: { NO_COLOR: '1' } });
+    expect(json<{ jobs: unknown[] }>(none).jobs).toEqual([]);
+    expect((await keyctlInProcess(['reencrypt', '--status'], { cwd, env: { NO_COLOR: '1' } })).stdout).toMatch(/no reencrypt of keyring \S+ is running/);
   });
 });

@@ -7,18 +7,14 @@ import path from 'node:path';
 import { ExitCode } from '../../base/exit-codes.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { controlFilePath, describeSettings, parseSetting, writeControl, type ControlSettings } from '../../reencrypt/control.js';
+import { jobsDir, listJobs } from '../../reencrypt/jobs.js';
+import { formatCount } from '../../ui/format.js';
+import { describeJob, duration } from '../../ui/jobs.js';
 import { nextStep } from '../../rotation/machine.js';
 import type { ProgressEvent } from '../../reencrypt/engine.js';
 import { startProgress, type ProgressLine } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
 import { DEFAULT_CHUNK_TIME, type ReencryptOptions } from '../specs.js';
-
-function duration(s: number): string {
-  if (!Number.isFinite(s)) return '?';
-  if (s < 90) return `${Math.round(s)}s`;
-  if (s < 5400) return `${Math.round(s / 60)}m`;
-  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m`;
-}
 
 /** Rows per second over the last ~10 s, not the lifetime average (a paused hour would skew it). */
 class RecentRate {
@@ -72,7 +68,23 @@ async function setLive(rt: CliRuntime, settings: string[]): Promise<number> {
   });
 }
 
+/** `keyctl reencrypt --status`: the runs this project's directory knows of, alive or killed. */
+async function showJobs(rt: CliRuntime): Promise<number> {
+  return withCoreContext(rt, async (ctx) => {
+    const dir = jobsDir(ctx.config.baseDir);
+    const jobs = listJobs(dir).filter((j) => j.keyring === ctx.config.keyring);
+    const now = ctx.now();
+    rt.output.result({ jobs: jobs.map(({ file: _file, ...j }) => j) }, () =>
+      jobs.length === 0
+        ? `no reencrypt of keyring ${ctx.config.keyring} is running from ${ctx.config.baseDir}; \`keyctl status\` shows where the last pass stopped`
+        : jobs.flatMap((j) => describeJob(j, now)).join('\n'),
+    );
+    return ExitCode.OK;
+  });
+}
+
 export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> {
+  if (f.status) return showJobs(rt);
   if (f.set && f.set.length > 0) return setLive(rt, f.set);
   const pauseFile = f.pauseFile ? path.resolve(rt.cwd, f.pauseFile) : undefined;
   const shard = f.shard;
@@ -110,7 +122,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
     const r = shownRate;
     const pct = e.rowsTotal > 0 ? Math.min(100, Math.floor((100 * e.rowsScanned) / e.rowsTotal)) : 100;
     const eta = paused ? 'paused' : r > 0 ? duration(Math.max(0, e.rowsTotal - e.rowsScanned) / r) : '?';
-    const n = (x: number) => x.toLocaleString('en-US');
+    const n = formatCount;
     // Why it is slow comes right after the rate it explains, so a narrow terminal cuts the
     // batch size rather than the throttle reason.
     return (
@@ -135,6 +147,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
         shard,
         signal: stop.signal,
         ...(f.cryptoWorkers !== undefined ? { cryptoWorkers: f.cryptoWorkers } : {}),
+        job: { dir: jobsDir(ctx.config.baseDir), command: resumeCommand(rt, f) },
         control: {
           file: controlFilePath(ctx.config.baseDir),
           onChange: (text) => {
@@ -188,7 +201,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
           ...(report.interrupted ? { resume } : {}),
         },
         () => {
-          const n = (x: number) => x.toLocaleString('en-US');
+          const n = formatCount;
           const lines = report.tables.map(
             (t) =>
               `${t.table}: scanned ${n(t.rowsScanned)} rows, ${report.dryRun ? `would rewrite ${n(t.valuesPlanned)} values` : `rewrote ${n(t.rowsUpdated)} rows, ${n(t.rowsSkippedConcurrent)} skipped (changed by the application meanwhile)`}, ${t.failures.length} value(s) failed${t.resumedFrom !== null ? ` (resumed after pk ${String(t.resumedFrom)})` : ''}`,

@@ -3,6 +3,8 @@ import { ExitCode } from '../../base/exit-codes.js';
 import type { Problem } from '../../core/health.js';
 import { getStatus, type StatusReport } from '../../core/status.js';
 import { nextStep } from '../../rotation/machine.js';
+import { formatCount, formatIsoText } from '../../ui/format.js';
+import { describeJob } from '../../ui/jobs.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, type CliRuntime } from '../runtime.js';
 import type { StatusOptions } from '../specs.js';
@@ -35,21 +37,36 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
 type TableCtor = typeof import('cli-table3');
 
 /** `2026-12-03 14:48:04Z` from an ISO time. */
-function utc(iso: string): string {
-  return `${iso.replace('T', ' ').slice(0, 19)}Z`;
-}
+const utc = formatIsoText;
+const n = formatCount;
 
-/** Where each re-encryption pass is (per table and shard): done, or how far and when it last wrote. */
-function reencryptLines(passes: NonNullable<StatusReport['rotation']>['reencrypt']): string {
-  return passes
+type RotationReport = NonNullable<StatusReport['rotation']>;
+
+/** Where each re-encryption pass is (per table and shard): done, running, or interrupted and where. */
+function reencryptLines(r: RotationReport, c: ChalkInstance, now: Date): string {
+  const passes = r.reencrypt
     .map((p) => {
       const where = `reencrypt ${p.table} (shard ${p.shard} → ${p.version}): `;
       const last = p.lastBatchAt ? `, last batch ${utc(p.lastBatchAt)}` : '';
-      if (p.completed) return `\n  ${where}done${last}`;
-      const n = p.rowsScanned.toLocaleString('en-US');
-      return `\n  ${where}${n} rows this pass${p.stoppedAfter !== null ? `, stopped after pk ${p.stoppedAfter}` : ''}${last}; \`keyctl reencrypt\` resumes it`;
+      if (p.state === 'done') return `\n  ${where}done${last}`;
+      const sofar = `${n(p.rowsScanned)} rows this pass${p.stoppedAfter !== null ? `, ${p.state === 'running' ? 'at' : 'stopped after'} pk ${p.stoppedAfter}` : ''}${last}`;
+      return p.state === 'running'
+        ? `\n  ${where}${c.cyan('running')}, ${sofar}`
+        : `\n  ${where}${c.yellow('interrupted')}, ${sofar}; \`keyctl reencrypt\` resumes it`;
     })
     .join('');
+  const jobs = r.jobs.map((j) => `\n  ${describeJob(j, now).join('\n  ')}`).join('');
+  return passes + jobs;
+}
+
+/** Where the runbook of this rotation is: its last step, and whether it stopped there. */
+function runbookLine(r: RotationReport, c: ChalkInstance): string {
+  const b = r.runbook;
+  if (!b) return '';
+  const what = `step ${b.step} ${b.outcome === 'interrupted' ? 'interrupted' : b.outcome}${b.note ? ` (${b.note})` : ''} by ${b.actor} at ${utc(b.at)}`;
+  return b.stopped
+    ? `\n  runbook ${b.name}: ${c.yellow(`stopped at ${what}`)}; \`keyctl runbook run ${b.name}\` goes on from there`
+    : `\n  runbook ${b.name}: last ${what}; \`keyctl runbook run ${b.name}\` goes on`;
 }
 
 function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Table: TableCtor, now: Date): string {
@@ -57,7 +74,7 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
   const style = { head: plain ? [] : ['cyan'], border: plain ? [] : ['grey'] };
   const out: string[] = [];
   out.push(`${c.bold('Keyring')} ${r.keyring}  primary ${c.bold(r.primary)}  (${r.keystore.location})`);
-  const versions = new Table({ head: ['version', 'state', 'fingerprint', 'created (UTC)', 'notes'], style });
+  const versions = new Table({ head: ['version', 'state', 'fingerprint', 'created', 'notes'], style });
   for (const v of r.versions) {
     const kept =
       v.state === 'retired'
@@ -70,17 +87,18 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
     const notes = [v.compromised ? c.red('compromised') : '', v.inKeystore || v.state === 'retired' || v.state === 'archived' ? '' : 'not in keystore', kept]
       .filter(Boolean)
       .join(', ');
-    versions.push([v.version, v.state === 'primary' ? c.green(v.state) : v.state, v.fingerprint, v.createdAt.replace('T', ' ').slice(0, 19), notes]);
+    versions.push([v.version, v.state === 'primary' ? c.green(v.state) : v.state, v.fingerprint, utc(v.createdAt), notes]);
   }
   out.push(versions.toString());
 
   if (r.rotation) {
     out.push(
-      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${r.rotation.openedAt}` +
+      `${c.bold('Rotation')} #${r.rotation.id}: phase ${c.bold(r.rotation.phase)}, ${r.rotation.oldVersion ?? '?'} → ${r.rotation.newVersion ?? '?'}${r.rotation.emergency ? c.red(' (emergency)') : ''}, opened ${utc(r.rotation.openedAt)}` +
         (r.rotation.verify
-          ? `\n  last verify: ${r.rotation.verify.scope}, ${r.rotation.verify.outcome === 'passed' ? c.green('passed') : c.red('failed')} ${r.rotation.verify.at ?? ''}`
+          ? `\n  last verify: ${r.rotation.verify.scope}, ${r.rotation.verify.outcome === 'passed' ? c.green('passed') : c.red('failed')} ${r.rotation.verify.at ? utc(r.rotation.verify.at) : ''}`
           : '') +
-        reencryptLines(r.rotation.reencrypt) +
+        reencryptLines(r.rotation, c, now) +
+        runbookLine(r.rotation, c) +
         (r.rotation.rollbackDeadline ? `\n  rollback window ends ${utc(r.rotation.rollbackDeadline)}` : '') +
         `\n  next: ${nextStep(r.rotation.phase)}` +
         (r.rotation.refusedNow ? `\n  ${c.yellow(`not yet — ${r.rotation.refusedNow}`)}` : ''),
@@ -105,13 +123,13 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
       counts.push([
         `${t.table}.${t.column}`,
         ...allVersions.map((v) => {
-          const n = t.counts[v] ?? 0;
-          const s = n.toLocaleString('en-US');
-          return t.unknownVersions.includes(v) && n > 0 ? c.red(`${s}?`) : v === r.primary || n === 0 ? s : c.yellow(s);
+          const count = t.counts[v] ?? 0;
+          const s = n(count);
+          return t.unknownVersions.includes(v) && count > 0 ? c.red(`${s}?`) : v === r.primary || count === 0 ? s : c.yellow(s);
         }),
-        t.null.toLocaleString('en-US'),
-        t.unparseable > 0 ? c.red(t.unparseable.toLocaleString('en-US')) : '0',
-        t.total.toLocaleString('en-US'),
+        n(t.null),
+        t.unparseable > 0 ? c.red(n(t.unparseable)) : '0',
+        n(t.total),
       ]);
     }
     out.push('', counts.toString());

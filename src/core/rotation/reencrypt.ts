@@ -14,6 +14,7 @@ import { loadProbe } from '../../db/load.js';
 import type { Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { controlWatcher } from '../../reencrypt/control.js';
+import { JobFile } from '../../reencrypt/jobs.js';
 import { Throttle } from '../../reencrypt/throttle.js';
 import { checkKeysUnique } from '../targets.js';
 import { loadAllKeys } from './material.js';
@@ -35,6 +36,11 @@ export interface ReencryptOptions {
   criticalLoad?: number | undefined;
   /** Live control: settings written to this file (`keyctl reencrypt --set`) after the run starts are applied. */
   control?: { file: string; onChange: (text: string) => void };
+  /**
+   * Keep a job file in this directory while the run goes (see reencrypt/jobs.ts), so
+   * `keyctl reencrypt --status` and `keyctl status` in another terminal see it; `command` resumes it.
+   */
+  job?: { dir: string; command: string };
   /** Told about retried batches (deadlock, lock wait, dropped connection). */
   onRetry?: (message: string) => void;
   table?: string | undefined;
@@ -182,7 +188,10 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     ? () => {
         const c = changes();
         const text = c && throttle.apply(c.settings);
-        if (text) control!.onChange(`${text} (set by ${c.by})`);
+        if (text) {
+          job?.update({ settings: throttle.settings() }, true);
+          control!.onChange(`${text} (set by ${c.by})`);
+        }
       }
     : null;
   const throttle = new Throttle({
@@ -198,6 +207,27 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     ...(probe ? { probeLoad: probe } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  const job = opts.job
+    ? new JobFile(opts.job.dir, {
+        startedAt: started.toISOString(),
+        by: ctx.actor,
+        rotationId,
+        keyring: rotation.keyring,
+        dryRun: opts.dryRun,
+        target,
+        table: opts.table ?? null,
+        shard: opts.shard ? `${opts.shard.index}/${opts.shard.count}` : null,
+        command: opts.job.command,
+        settings: throttle.settings(),
+      })
+    : null;
+  const onProgress =
+    job || opts.onProgress
+      ? (e: ProgressEvent) => {
+          job?.update({ progress: e });
+          opts.onProgress?.(e);
+        }
+      : undefined;
   const planner = ThreadPlanner.create(opts.cryptoWorkers ?? Math.max(1, Math.min(4, availableParallelism())), keys, target);
   try {
     for (const t of targets) {
@@ -213,7 +243,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
         ...(opts.onRetry ? { onRetry: opts.onRetry } : {}),
         now: ctx.now,
         ...(opts.signal ? { signal: opts.signal } : {}),
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(onProgress ? { onProgress } : {}),
         ...(opts.afterRead ? { afterRead: opts.afterRead } : {}),
         ...(opts.dryRun ? {} : { shouldStop: phaseChanged }),
       });
@@ -221,6 +251,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       if (res.interrupted) break;
     }
   } finally {
+    job?.end();
     await planner.close();
   }
   const failures = tables.flatMap((t) => t.failures);
