@@ -14,13 +14,15 @@ export interface IntegerRule {
   hint?: string;
 }
 
-/** A whole number written in digits (no sign, no decimals, no exponent), as `flag`'s value. */
+/** A whole number written in digits (no sign, no decimals, no exponent; `1,000` allowed), as `flag`'s value. */
 export function parseInteger(flag: string, rule: IntegerRule = {}): (value: string) => number {
   const expects = rule.expects ?? (rule.min === undefined ? 'a whole number' : `a whole number ≥ ${rule.min}`);
   return (value) => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || (rule.min !== undefined && n < rule.min)) {
-      throw new UsageError(`${flag} expects ${expects}, found "${value}"`, rule.hint);
+    // Digits, or digits grouped by thousands as keyctl prints them (`1,000`).
+    const digits = /^\d{1,3}(,\d{3})+$/.test(value) ? value.replace(/,/g, '') : value;
+    const n = Number(digits);
+    if (!/^\d+$/.test(digits) || !Number.isSafeInteger(n) || (rule.min !== undefined && n < rule.min)) {
+      throw new UsageError(`${flag} expects ${expects}, found "${value}"`, rule.hint ?? `e.g. ${flag} ${Math.max(rule.min ?? 0, 1) * 500}`);
     }
     return n;
   };

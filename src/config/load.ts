@@ -2,6 +2,7 @@
  * Finding, reading, interpolating and validating keyctl.yaml. Every problem is reported as
  * `<file>: <key path>: expected …, found …`, all problems at once, so one run shows everything to fix.
  */
+import { closest } from '../base/suggest.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
@@ -200,19 +201,8 @@ function suggestKey(key: string, _input: unknown, at: PropertyKey[]): string {
   const section = at.length === 0 ? '' : at[0] === 'targets' ? 'target' : String(at[0]);
   const known = KNOWN_KEYS[section];
   if (!known) return '';
-  const close = known.find((k) => k.toLowerCase() === key.toLowerCase() || editDistance(k.toLowerCase(), key.toLowerCase()) <= 2);
+  const close = closest(key, known);
   return close ? ` (did you mean "${close}"?)` : ` (allowed here: ${known.join(', ')})`;
-}
-
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return d[a.length]![b.length]!;
 }
 
 function valueAt(input: unknown, p: PropertyKey[]): { present: boolean; value: unknown } {

@@ -10,6 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../base/errors.js';
+import { formatCount } from '../base/format.js';
+import { closest } from '../base/suggest.js';
 
 export interface ControlSettings {
   /** Rows per second, or null for no limit. */
@@ -35,11 +37,17 @@ export function controlFilePath(baseDir: string): string {
 
 const KEYS = ['max-rate', 'batch-size', 'chunk-time', 'max-load', 'paused'] as const;
 
-function positive(key: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--set ${key}=${v}: expected a number above 0${key === 'chunk-time' ? ' (seconds)' : ''}`);
+/** A number as --max-rate and friends take it, thousands separators allowed (`1,000`). */
+function number(key: string, v: string, opts: { whole: boolean; none?: string }): number {
+  const n = Number(v.replace(/,(?=\d{3}\b)/g, ''));
+  if (!Number.isFinite(n) || n <= 0 || (opts.whole && !Number.isInteger(n))) {
+    const what = opts.whole ? 'a whole number above 0' : `a number above 0${key === 'chunk-time' ? ' (seconds)' : ''}`;
+    throw new UsageError(`--set ${key}=${v}: expected ${what}${opts.none ? ` or ${opts.none}` : ''}`, `e.g. --set ${key}=${EXAMPLES[key]}`);
+  }
   return n;
 }
+
+const EXAMPLES: Record<string, string> = { 'max-rate': '500', 'batch-size': '1000', 'chunk-time': '0.5', 'max-load': '20' };
 
 /** `max-rate=500`, `max-rate=none`, `batch-size=auto`, `chunk-time=0.5`, `max-load=20`, `paused=true`. */
 export function parseSetting(text: string): ControlSettings {
@@ -48,18 +56,20 @@ export function parseSetting(text: string): ControlSettings {
   const v = at > 0 ? text.slice(at + 1).trim() : '';
   switch (key) {
     case 'max-rate':
-      return { maxRate: v === 'none' ? null : positive(key, v) };
+      return { maxRate: v === 'none' ? null : number(key, v, { whole: true, none: 'none' }) };
     case 'batch-size':
-      return { batchSize: v === 'auto' ? null : Math.round(positive(key, v)) };
+      return { batchSize: v === 'auto' ? null : number(key, v, { whole: true, none: 'auto' }) };
     case 'chunk-time':
-      return { chunkTimeMs: positive(key, v) * 1000 };
+      return { chunkTimeMs: number(key, v, { whole: false }) * 1000 };
     case 'max-load':
-      return { maxLoad: v === 'none' ? null : positive(key, v) };
+      return { maxLoad: v === 'none' ? null : number(key, v, { whole: false, none: 'none' }) };
     case 'paused':
       if (v === 'true' || v === 'false') return { paused: v === 'true' };
-      throw new UsageError(`--set paused=${v}: expected true or false`);
-    default:
-      throw new UsageError(`--set ${text}: unknown setting`, `settings are: ${KEYS.map((k) => `${k}=…`).join(', ')}`);
+      throw new UsageError(`--set paused=${v}: expected true or false`, 'e.g. --set paused=true to pause, --set paused=false to go on');
+    default: {
+      const near = closest(key, KEYS);
+      throw new UsageError(`--set ${text}: unknown setting${near ? ` (did you mean ${near}?)` : ''}`, `settings are: ${KEYS.map((k) => `${k}=…`).join(', ')}`);
+    }
   }
 }
 
@@ -71,10 +81,15 @@ export function readControl(file: string): ControlFile | null {
   }
 }
 
-/** Merge settings into the file (written whole, then renamed, so a reader never sees half of it). */
-export function writeControl(file: string, settings: ControlSettings, by: string, at: number): ControlFile {
+/**
+ * Merge settings into the file (written whole, then renamed, so a reader never sees half of it).
+ * Settings written before `since` (the start of the oldest running job) belong to runs that are
+ * over and are dropped.
+ */
+export function writeControl(file: string, settings: ControlSettings, by: string, at: number, since = 0): ControlFile {
   const previous = readControl(file);
-  const next: ControlFile = { settings: { ...(previous?.settings ?? {}), ...settings }, at, by };
+  const kept = previous && previous.at >= since ? previous.settings : {};
+  const next: ControlFile = { settings: { ...kept, ...settings }, at, by };
   mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
@@ -85,8 +100,8 @@ export function writeControl(file: string, settings: ControlSettings, by: string
 /** Human text for settings: `max-rate 500 rows/s, paused`. */
 export function describeSettings(s: ControlSettings): string {
   const parts: string[] = [];
-  if (s.maxRate !== undefined) parts.push(`max-rate ${s.maxRate === null ? 'none' : `${s.maxRate} rows/s`}`);
-  if (s.batchSize !== undefined) parts.push(`batch-size ${s.batchSize ?? 'auto'}`);
+  if (s.maxRate !== undefined) parts.push(`max-rate ${s.maxRate === null ? 'none' : `${formatCount(s.maxRate)} rows/s`}`);
+  if (s.batchSize !== undefined) parts.push(`batch-size ${s.batchSize === null ? 'auto' : formatCount(s.batchSize)}`);
   if (s.chunkTimeMs !== undefined) parts.push(`chunk-time ${s.chunkTimeMs / 1000} s`);
   if (s.maxLoad !== undefined) parts.push(`max-load ${s.maxLoad ?? 'none'}`);
   if (s.paused !== undefined) parts.push(s.paused ? 'paused' : 'resumed');

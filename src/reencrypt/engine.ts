@@ -39,6 +39,12 @@ export interface ProgressEvent {
   batchSize: number;
   /** Why keyctl is waiting right now (pause file, max rate, database load), or null. */
   throttle: string | null;
+  /**
+   * True for the event after a batch and the wait that follows it (--max-rate); false for one
+   * that reports a wait starting or ending. Rates are measured from the former only: the latter
+   * may count a batch whose share of time has not passed yet.
+   */
+  settled: boolean;
 }
 
 export interface EngineOptions {
@@ -197,8 +203,9 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // Rows the application inserts during the run can take done past the count made at the start:
   // the total grows with it, so done never exceeds it.
   let passScanned = result.resumedFrom !== null ? cp.rowsScanned : 0;
-  const progress = () =>
+  const progress = (settled = false) =>
     o.onProgress?.({
+      settled,
       table: t.table,
       pass: result.passes,
       rowsScanned: passScanned,
@@ -252,8 +259,10 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       if (done) {
         result.rowsScanned += done.length;
         passScanned += done.length;
-        progress();
         await throttle.afterBatch(done.length, performance.now() - started, onWait);
+        // After the wait --max-rate asks for: the batch's rows are reported when its share of
+        // time is over, so a rate measured from these events does not run ahead of the limit.
+        progress(true);
       }
       if (o.dryRun) toWrite = null;
       // better-sqlite3 answers synchronously, so without this the loop never polls for signals

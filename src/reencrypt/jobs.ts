@@ -111,7 +111,10 @@ export class JobFile {
   private record: JobRecord;
   private readonly file: string;
   private lastWrite = 0;
-  private rateFrom: { at: number; rows: number; key: string } | null = null;
+  private samples: { key: string; list: Array<[number, number]> } = { key: '', list: [] };
+  private written: JobRecord | null = null;
+  private pending: NodeJS.Timeout | null = null;
+  private ended = false;
 
   constructor(
     dir: string,
@@ -133,28 +136,44 @@ export class JobFile {
     // in the database keep where they stopped.
     for (const j of listJobs(dir)) if (j.state === 'stopped' && j.rotationId === start.rotationId) this.remove(j.file);
     writeWhole(this.file, this.record);
+    this.written = this.record;
   }
 
   /** New progress (rate computed here, over the last ~5 s of the same table and pass) or settings. */
-  update(change: { progress?: Omit<JobProgress, 'rowsPerSecond'>; settings?: ControlSettings }, force = false): void {
+  update(change: { progress?: Omit<JobProgress, 'rowsPerSecond'> & { settled: boolean }; settings?: ControlSettings }, force = false): void {
     const now = this.clock();
     if (change.progress) {
       const p = change.progress;
       const key = `${p.table}#${p.pass}`;
-      if (!this.rateFrom || this.rateFrom.key !== key || p.rowsScanned < this.rateFrom.rows) this.rateFrom = { at: now, rows: p.rowsScanned, key };
-      const secs = (now - this.rateFrom.at) / 1000;
-      const rate = p.throttle?.startsWith('paused')
-        ? 0
-        : secs > 0
-          ? Math.round((p.rowsScanned - this.rateFrom.rows) / secs)
-          : (this.record.progress?.rowsPerSecond ?? 0);
-      if (secs > 5) this.rateFrom = { at: now, rows: p.rowsScanned, key };
-      this.record = { ...this.record, progress: { ...p, rowsPerSecond: rate } };
+      // Rows per second over the last ~10 s of this table and pass (a new one starts over; a
+      // pause is not a slowdown: 0 while paused, and the window starts again after it).
+      const paused = p.throttle?.startsWith('paused') ?? false;
+      if (this.samples.key !== key || paused) this.samples = { key, list: [] };
+      const list = this.samples.list;
+      if (p.settled) list.push([now, p.rowsScanned]);
+      while (list.length > 2 && now - list[0]![0] > 10_000) list.shift();
+      const [t0, r0] = list[0] ?? [now, 0];
+      const [t1, r1] = list[list.length - 1] ?? [now, 0];
+      const rate = paused ? 0 : t1 - t0 >= 1000 ? Math.round(((r1 - r0) * 1000) / (t1 - t0)) : (this.record.progress?.rowsPerSecond ?? 0);
+      const { settled: _settled, ...shown } = p;
+      this.record = { ...this.record, progress: { ...shown, rowsPerSecond: rate } };
     }
     if (change.settings) this.record = { ...this.record, settings: { ...this.record.settings, ...change.settings } };
-    if (!force && now - this.lastWrite < 1000) return;
+    // A new reason to wait (or none any more) is written at once; other changes at most once a
+    // second, the last of them a second later at the latest, so the file never lags behind.
+    const news = change.progress !== undefined && change.progress.throttle !== this.written?.progress?.throttle;
+    if (force || news || now - this.lastWrite >= 1000) this.flush();
+    else this.pending ??= setTimeout(() => this.flush(), 1000 - (now - this.lastWrite)).unref();
+  }
+
+  private flush(): void {
+    if (this.pending) clearTimeout(this.pending);
+    this.pending = null;
+    if (this.ended) return;
+    const now = this.clock();
     this.lastWrite = now;
     this.record.updatedAt = new Date(now).toISOString();
+    this.written = this.record;
     try {
       writeWhole(this.file, this.record);
     } catch {
@@ -164,6 +183,9 @@ export class JobFile {
 
   /** The run ended (finished, interrupted cleanly or failed): nothing runs any more. */
   end(): void {
+    this.ended = true;
+    if (this.pending) clearTimeout(this.pending);
+    this.pending = null;
     this.remove(this.file);
   }
 

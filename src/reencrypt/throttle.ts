@@ -13,6 +13,7 @@
  * ends as soon as the signal aborts (Ctrl-C answers within a second, not after a long sleep).
  */
 import { existsSync } from 'node:fs';
+import { formatCount } from '../base/format.js';
 import { describeSettings, type ControlSettings } from './control.js';
 
 export interface ThrottleOptions {
@@ -113,7 +114,7 @@ export class Throttle {
       // Grow at most 2× per batch, so one fast batch does not produce a huge slow one.
       this.size = Math.round(Math.max(MIN_BATCH, Math.min(this.o.maxBatchSize, this.rateCap(), ideal, this.size * 2)));
     }
-    const rateReason = `--max-rate ${this.o.maxRate} rows/s`;
+    const rateReason = `max-rate ${formatCount(this.o.maxRate ?? 0)} rows/s`;
     if (this.o.maxRate !== null) {
       this.started ??= this.now();
       const earliest = this.started + (this.rowsDone / this.o.maxRate) * 1000;
@@ -160,7 +161,7 @@ export class Throttle {
             }
             return this.o.maxLoad !== null && load > this.o.maxLoad;
           },
-          () => `database busy: load ${load} > --max-load ${this.o.maxLoad}`,
+          () => `database busy: load ${load} > max-load ${this.o.maxLoad}`,
           onWait,
         )) || waited;
       if (stop) return stop;

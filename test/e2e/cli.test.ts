@@ -275,7 +275,10 @@ describe('option values are parsed by the command specs', () => {
     const cwd = tmpdir();
     const r = await keyctlInProcess(['reencrypt', '--batch-size', '0'], { cwd });
     expect(r.code).toBe(ExitCode.USAGE);
-    expect(r.stderr).toBe('keyctl: error: --batch-size expects a whole number ≥ 1, found "0"\n');
+    expect(r.stderr).toBe('keyctl: error: --batch-size expects a whole number ≥ 1, found "0"\nkeyctl: hint: e.g. --batch-size 500\n');
+    // Numbers written as keyctl prints them are taken as they are meant.
+    const grouped = await keyctlInProcess(['reencrypt', '--max-rate', '1,000', '--batch-size', '1,000,0'], { cwd });
+    expect(grouped.stderr.split('\n')[0]).toBe('keyctl: error: --batch-size expects a whole number ≥ 1, found "1,000,0"');
     const j = await keyctlInProcess(['reencrypt', '--shard', '4/4', '--json'], { cwd });
     expect(j.code).toBe(ExitCode.USAGE);
     expect(json(j)).toMatchObject({

@@ -4,7 +4,7 @@
  * the middle of a long wait. Timing bounds are wide on purpose; precise numbers belong in notes.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -94,6 +94,10 @@ describe('reencrypt, steered live', () => {
     const answeredMs = performance.now() - stopAt;
     expect(r.code).toBe(ExitCode.INTERRUPTED);
     expect(answeredMs).toBeLessThan(1000);
+    // The rate the progress lines show keeps to the limit too (it once read 2,162 at --max-rate 2000).
+    const shown = [...r.stderr.matchAll(/ ([\d,]+) rows\/s, ETA/g)].map((m) => Number(m[1]!.replace(/,/g, '')));
+    expect(shown.length).toBeGreaterThan(0);
+    expect(Math.max(...shown)).toBeLessThanOrEqual(315);
     console.log(
       `max-rate 300: steady ${steady.toFixed(0)} rows/s, after a pause ${afterPause.toFixed(0)} rows/s, Ctrl-C answered in ${answeredMs.toFixed(0)} ms`,
     );
@@ -198,10 +202,25 @@ describe('live control (issue 17 #8)', () => {
 
   it('--set refuses an unknown setting or value (exit 2) and writes nothing', async () => {
     const cwd = await dualKeyProject(10);
-    for (const bad of ['speed=9', 'max-rate=fast', 'paused=maybe']) {
+    for (const bad of ['speed=9', 'max-rate=fast', 'paused=maybe', 'max-rate=0.5', 'batch-size=0']) {
       const r = await keyctlInProcess(['reencrypt', '--set', bad], { cwd, env: { NO_COLOR: '1' } });
       expect(r.code, bad).toBe(ExitCode.USAGE);
+      expect(r.stderr, bad).toContain('keyctl: hint: ');
     }
+    const typo = await keyctlInProcess(['reencrypt', '--set', 'max_rate=100'], { cwd, env: { NO_COLOR: '1' } });
+    expect(typo.stderr).toContain('unknown setting (did you mean max-rate?)');
+    const fast = await keyctlInProcess(['reencrypt', '--set', 'max-rate=fast'], { cwd, env: { NO_COLOR: '1' } });
+    expect(fast.stderr).toContain('expected a whole number above 0 or none');
+    expect(existsSync(path.join(cwd, '.keyctl', 'reencrypt-control.json'))).toBe(false);
+  });
+
+  it('--set with no reencrypt running is refused and says how to give a new run its limits', async () => {
+    const cwd = await dualKeyProject(10);
+    const r = await keyctlInProcess(['reencrypt', '--set', 'max-rate=100'], { cwd, env: { NO_COLOR: '1' } });
+    expect(r.code).toBe(ExitCode.REFUSED);
+    expect(r.stderr).toContain('is running from');
+    expect(r.stderr).toContain('keyctl: hint: give a new run its limits as flags, e.g. `keyctl reencrypt --max-rate 500`');
+    expect(existsSync(path.join(cwd, '.keyctl', 'reencrypt-control.json'))).toBe(false);
   });
 });
 

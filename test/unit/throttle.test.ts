@@ -57,9 +57,9 @@ describe('throttle', () => {
     }
     // 1000 rows at ≤ 200 rows/s take at least 5 s.
     expect(clock.now()).toBeGreaterThanOrEqual(5000);
-    expect(reasons).toContain('--max-rate 200 rows/s');
+    expect(reasons).toContain('max-rate 200 rows/s');
     // Held back on every batch: the reason stays, it does not flap on and off each batch.
-    expect(reasons.slice(1)).toEqual(reasons.slice(1).map(() => '--max-rate 200 rows/s'));
+    expect(reasons.slice(1)).toEqual(reasons.slice(1).map(() => 'max-rate 200 rows/s'));
     // A batch that no longer needs to wait clears it.
     clock.advance(10_000);
     await th.afterBatch(100, 50, (r) => reasons.push(r));
@@ -105,7 +105,7 @@ describe('throttle', () => {
     const th = new Throttle({ ...base, maxLoad: 4, probeLoad: async () => loads.shift() ?? 0, sleep: async () => undefined });
     await th.beforeBatch((r) => reasons.push(r));
     expect(loads).toEqual([]);
-    expect(reasons.slice(0, 2)).toEqual(['database busy: load 9 > --max-load 4', 'database busy: load 7 > --max-load 4']);
+    expect(reasons.slice(0, 2)).toEqual(['database busy: load 9 > max-load 4', 'database busy: load 7 > max-load 4']);
   });
 });
 
@@ -272,7 +272,7 @@ describe('--critical-load (issue 17 #11)', () => {
     const reasons: Array<string | null> = [];
     const th = new Throttle({ ...base, maxLoad: 4, criticalLoad: 10, probeLoad: async () => loads.shift() ?? 0, sleep: async () => undefined });
     expect(await th.beforeBatch((r) => reasons.push(r))).toBe('database load 12 > --critical-load 10');
-    expect(reasons).toEqual(['database busy: load 6 > --max-load 4', 'database busy: load 5 > --max-load 4']);
+    expect(reasons).toEqual(['database busy: load 6 > max-load 4', 'database busy: load 5 > max-load 4']);
   });
 
   it('stops above --critical-load without --max-load, and goes on below it', async () => {

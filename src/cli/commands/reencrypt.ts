@@ -7,7 +7,8 @@ import path from 'node:path';
 import { ExitCode } from '../../base/exit-codes.js';
 import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { controlFilePath, describeSettings, parseSetting, writeControl, type ControlSettings } from '../../reencrypt/control.js';
-import { jobsDir, listJobs } from '../../reencrypt/jobs.js';
+import { jobsDir, listJobs, type JobView } from '../../reencrypt/jobs.js';
+import { RefusedError } from '../../base/errors.js';
 import { formatCount } from '../../ui/format.js';
 import { describeJob, duration } from '../../ui/jobs.js';
 import { nextStep } from '../../rotation/machine.js';
@@ -16,14 +17,20 @@ import { startProgress, type ProgressLine } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
 import { DEFAULT_CHUNK_TIME, type ReencryptOptions } from '../specs.js';
 
-/** Rows per second over the last ~10 s, not the lifetime average (a paused hour would skew it). */
+/**
+ * Rows per second over the last ~10 s, not the lifetime average (a paused hour would skew it).
+ * Until a window spans a second (at the start, after a pause) the last rate stands: two events a
+ * few milliseconds apart are no measure.
+ */
 class RecentRate {
   private samples: Array<[number, number]> = [];
+  private last = 0;
   add(t: number, rows: number): number {
     this.samples.push([t, rows]);
     while (this.samples.length > 2 && t - this.samples[0]![0] > 10_000) this.samples.shift();
     const [t0, r0] = this.samples[0]!;
-    return t > t0 ? ((rows - r0) * 1000) / (t - t0) : 0;
+    if (t - t0 >= 1000) this.last = ((rows - r0) * 1000) / (t - t0);
+    return this.last;
   }
   reset(): void {
     this.samples = [];
@@ -57,15 +64,29 @@ function shardText(s: { index: number; count: number }): string {
 async function setLive(rt: CliRuntime, settings: string[]): Promise<number> {
   const parsed: ControlSettings = Object.assign({}, ...settings.map(parseSetting));
   return withCoreContext(rt, async (ctx) => {
+    const jobs = liveJobs(ctx.config.baseDir, ctx.config.keyring, ctx.now());
+    if (jobs.length === 0)
+      throw new RefusedError(
+        `no reencrypt of keyring ${ctx.config.keyring} is running from ${ctx.config.baseDir}: there is nothing to change`,
+        'give a new run its limits as flags, e.g. `keyctl reencrypt --max-rate 500`; `--set` changes a run that is already going (`keyctl reencrypt --status` lists them)',
+      );
     const file = controlFilePath(ctx.config.baseDir);
-    const written = writeControl(file, parsed, ctx.actor, ctx.now().getTime());
+    const since = Math.min(...jobs.map((j) => Date.parse(j.startedAt)));
+    const written = writeControl(file, parsed, ctx.actor, ctx.now().getTime(), since);
+    const them = jobs.length === 1 ? 'it applies it' : `each of the ${jobs.length} runs applies it`;
     rt.output.result(
-      { control: { file, set: parsed, settings: written.settings, by: written.by, at: new Date(written.at).toISOString() } },
-      () =>
-        `set ${describeSettings(parsed)} for the running reencrypt (it applies them before its next batch; a run started later ignores them)\n  now: ${describeSettings(written.settings)}`,
+      { control: { file, set: parsed, settings: written.settings, by: written.by, at: new Date(written.at).toISOString(), jobs: jobs.length } },
+      () => `set ${describeSettings(parsed)} for the running reencrypt (${them} before its next batch)\n  now: ${describeSettings(written.settings)}`,
     );
     return ExitCode.OK;
   });
+}
+
+/** Jobs of this keyring that run now: alive on this host, or reported from another in the last two minutes. */
+function liveJobs(baseDir: string, keyring: string, now: Date): JobView[] {
+  return listJobs(jobsDir(baseDir)).filter(
+    (j) => j.keyring === keyring && (j.state === 'running' || (j.state === 'remote' && now.getTime() - Date.parse(j.updatedAt) < 120_000)),
+  );
 }
 
 /** `keyctl reencrypt --status`: the runs this project's directory knows of, alive or killed. */
@@ -118,7 +139,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
     const paused = e.throttle?.startsWith('paused') ?? false;
     if (wasPaused && !paused) rate.reset();
     wasPaused = paused;
-    if (!paused) shownRate = rate.add(Date.now(), e.rowsScanned);
+    if (!paused && e.settled) shownRate = rate.add(Date.now(), e.rowsScanned);
     const r = shownRate;
     const pct = e.rowsTotal > 0 ? Math.min(100, Math.floor((100 * e.rowsScanned) / e.rowsTotal)) : 100;
     const eta = paused ? 'paused' : r > 0 ? duration(Math.max(0, e.rowsTotal - e.rowsScanned) / r) : '?';
@@ -128,7 +149,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
     return (
       `${e.table}: ${n(e.rowsScanned)}/${n(e.rowsTotal)} rows ${pct}%, ${n(Math.round(r))} rows/s, ETA ${eta}` +
       (e.throttle ? ` (${e.throttle})` : '') +
-      `, ${n(e.valuesRewritten)} ${f.dryRun ? 'to rewrite' : 'rewritten'}, ${e.failures} failed, batch ${e.batchSize}${e.pass > 1 ? `, pass ${e.pass}` : ''}`
+      `, ${n(e.valuesRewritten)} ${f.dryRun ? 'to rewrite' : 'rewritten'}, ${e.failures} failed, batch ${n(e.batchSize)}${e.pass > 1 ? `, pass ${e.pass}` : ''}`
     );
   };
   try {

@@ -100,7 +100,9 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
         reencryptLines(r.rotation, c, now) +
         runbookLine(r.rotation, c) +
         (r.rotation.rollbackDeadline ? `\n  rollback window ends ${utc(r.rotation.rollbackDeadline)}` : '') +
-        `\n  next: ${nextStep(r.rotation.phase)}` +
+        (r.rotation.reencrypt.some((p) => p.state === 'running') && !r.rotation.jobs.every((j) => j.dryRun)
+          ? `\n  next: wait for the running reencrypt to finish (\`keyctl reencrypt --status\` shows how far it is); then ${nextStep('reencrypted')}`
+          : `\n  next: ${nextStep(r.rotation.phase)}`) +
         (r.rotation.refusedNow ? `\n  ${c.yellow(`not yet — ${r.rotation.refusedNow}`)}` : ''),
     );
   } else {
