@@ -77,7 +77,10 @@ export async function main(io: MainIO): Promise<number> {
     .option('--json', 'print one JSON object on stdout; human messages go to stderr')
     .option('--no-color', 'no colour in output (also when NO_COLOR is set or output is not a terminal)')
     .option('--actor <name>', 'who is acting, recorded in rotation_audit (default: $KEYCTL_ACTOR, else user@host)')
-    .option('--log-timestamps', 'start every line on stderr with the UTC time, for cron mail and logs (also KEYCTL_LOG_TIMESTAMPS=1)')
+    .option(
+      '--log-timestamps',
+      'start every human line with the UTC time, for logs (on by itself under cron; KEYCTL_LOG_TIMESTAMPS=1 or 0 forces it on or off)',
+    )
     .addHelpText('after', EXIT_HELP)
     .configureHelp({ optionDescription })
     .configureOutput({

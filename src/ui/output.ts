@@ -5,9 +5,11 @@
  * - Errors are `keyctl: error: …` followed by `keyctl: hint: …` lines saying what to try;
  *   with --json the error is also the JSON object on stdout.
  * - No colour when the stream is not a TTY, with --no-color, or when NO_COLOR is set.
- * - With --log-timestamps (or KEYCTL_LOG_TIMESTAMPS=1), every line on stderr starts with the UTC
- *   time (`2026-12-03 14:48:04Z `), for cron mail and log files; stdout (the result, the one-line
- *   summary, the JSON object) never does, so what scripts parse stays the same.
+ * - Under cron (neither stdout nor stderr a terminal, and no TERM), with --log-timestamps, or with
+ *   KEYCTL_LOG_TIMESTAMPS=1, every human line — on stderr and the result on stdout — starts with
+ *   the UTC time (`2026-12-03 14:48:04Z `), for cron mail and log files. KEYCTL_LOG_TIMESTAMPS=0
+ *   turns that off. The --json object and documents printed as they are (a completion script,
+ *   `--format json|markdown`) never get one.
  * - Nothing here prints key material; callers pass only fingerprints and counts.
  */
 import { Chalk, type ChalkInstance } from 'chalk';
@@ -74,10 +76,11 @@ export class Output implements Logger {
     this.interactive = Boolean(opts.stderr.isTTY) && !opts.json;
     this.terminal = opts.terminal;
     this.debug = Boolean(opts.env.KEYCTL_DEBUG);
-    const env = opts.env.KEYCTL_LOG_TIMESTAMPS;
-    this.timestamps = Boolean(opts.timestamps) || (env !== undefined && env !== '' && env !== '0');
-    this.now = opts.now ?? (() => new Date());
     this.cron = !opts.stderr.isTTY && !opts.env.TERM;
+    const env = opts.env.KEYCTL_LOG_TIMESTAMPS;
+    const unattended = this.cron && !opts.stdout.isTTY;
+    this.timestamps = Boolean(opts.timestamps) || (env !== undefined && env !== '' ? env !== '0' : unattended);
+    this.now = opts.now ?? (() => new Date());
   }
 
   private readonly timestamps: boolean;
@@ -85,14 +88,14 @@ export class Output implements Logger {
   /** No terminal and no TERM: probably cron (or systemd), whose environment is nearly empty. */
   private readonly cron: boolean;
 
-  /** Write whole lines to stderr, each with the time in front when timestamps are on. */
+  /** Whole lines with the time in front of each when timestamps are on. */
+  private stamped(text: string): string {
+    return this.timestamps ? text.replace(/^(?=.)/gm, `${formatTime(this.now())} `) : text;
+  }
+
+  /** Write whole lines to stderr (stamped when timestamps are on). */
   private log(text: string): void {
-    if (!this.timestamps) {
-      this.stderr.write(text);
-      return;
-    }
-    const stamp = `${formatTime(this.now())} `;
-    this.stderr.write(text.replace(/^(?=.)/gm, stamp));
+    this.stderr.write(this.stamped(text));
   }
 
   info(message: string): void {
@@ -108,7 +111,7 @@ export class Output implements Logger {
     if (this.json) this.stdout.write(`${JSON.stringify({ ok: true, ...data }, null, 2)}\n`);
     else {
       const text = human();
-      if (text) this.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+      if (text) this.stdout.write(this.stamped(text.endsWith('\n') ? text : `${text}\n`));
     }
   }
 

@@ -115,7 +115,8 @@ describe('keyctl backup', () => {
     );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim().split('\n')).toHaveLength(1);
-    expect(r.stdout).toMatch(/^backup .*\.gpg \(v1; 2 recipient\(s\)/);
+    // Under cron every line starts with the UTC time, for the mail and the log it ends up in.
+    expect(r.stdout).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ backup .*\.gpg \(v1; 2 recipient\(s\)/);
     expect(r.stdout + r.stderr).not.toMatch(/\u001b\[/); // no colour, no spinner
   });
 
@@ -441,7 +442,7 @@ describe('the key-recovery-test runbook', () => {
     // The routine rotation's preflight now finds a fresh backup and a recent recovery test.
     const plan = await keyctl(['runbook', 'run', 'routine-rotation', '--yes'], { cwd: dir });
     expect(plan.stderr).toMatch(/✓ backup-fresh: keyctl-backup-default-\S+\.gpg \(0\.\d h old\)/);
-    expect(plan.stderr).toMatch(/✓ recover-test-recent: passed \S+ by \S+/);
+    expect(plan.stderr).toMatch(/✓ recover-test-recent: passed \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ by \S+/);
     expect(plan.code).toBe(ExitCode.REFUSED); // stops at the first confirm step (deploy), after generate
     expect(plan.stderr).toContain('step deploy needs a person to confirm');
   });

@@ -278,10 +278,10 @@ describe('keyctl completion', () => {
   });
 });
 
-describe('cron: timestamps on stderr lines, a hint for variables cron does not set', () => {
+describe('cron: timestamps on every human line, a hint for variables cron does not set', () => {
   const STAMP = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ /;
 
-  it('--log-timestamps (or KEYCTL_LOG_TIMESTAMPS=1) starts every stderr line with the UTC time; stdout and --json stay as they are', async () => {
+  it('--log-timestamps (or KEYCTL_LOG_TIMESTAMPS=1) starts every line with the UTC time; --json stays as it is', async () => {
     const cwd = tmpdir();
     for (const [args, env] of [
       [['status', '--log-timestamps'], {}],
@@ -296,8 +296,25 @@ describe('cron: timestamps on stderr lines, a hint for variables cron does not s
     }
     const j = await keyctlInProcess(['status', '--json', '--log-timestamps'], { cwd });
     expect(json(j)).toMatchObject({ ok: false, error: { kind: 'config' } });
-    const plain = await keyctlInProcess(['status'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined } });
+    const plain = await keyctlInProcess(['status'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined, TERM: 'xterm' } });
     expect(plain.stderr).toMatch(/^keyctl: error: /);
+  });
+
+  it('under cron (no terminal, no TERM) every human line is stamped by itself, stdout too; KEYCTL_LOG_TIMESTAMPS=0 turns it off; --json never', async () => {
+    const cwd = tmpdir();
+    const init = await keyctlInProcess(['init', '--demo', '--rows', '5'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined, TERM: undefined } });
+    expect(init.code, init.stderr).toBe(0);
+    const lines = (init.stdout + init.stderr).split('\n').filter((l) => l !== '');
+    expect(lines.length).toBeGreaterThan(1);
+    for (const line of lines) expect(line).toMatch(STAMP);
+    const status = await keyctlInProcess(['status'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined, TERM: undefined } });
+    for (const line of status.stdout.split('\n').filter((l) => l !== '')) expect(line).toMatch(STAMP);
+    const off = await keyctlInProcess(['status'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: '0', TERM: undefined } });
+    expect(off.stdout).toMatch(/^Keyring /);
+    const j = await keyctlInProcess(['status', '--json'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined, TERM: undefined } });
+    expect(json(j)).toMatchObject({ ok: true });
+    const script = await keyctlInProcess(['completion', 'bash'], { cwd, env: { KEYCTL_LOG_TIMESTAMPS: undefined, TERM: undefined } });
+    expect(script.stdout).not.toMatch(STAMP);
   });
 
   it('a variable keyctl.yaml references but the environment lacks gets a hint about cron when there is no terminal', async () => {

@@ -15,6 +15,13 @@ import { recordRun } from './secret-capture.js';
 
 export { declareTestSecret } from './secret-capture.js';
 
+/**
+ * Without a terminal and without TERM (CI runners often have none) keyctl stamps every human line
+ * with the time, as under cron. Tests read the lines as an operator sees them at a terminal unless
+ * they set KEYCTL_LOG_TIMESTAMPS themselves (the cron tests do).
+ */
+const UNSTAMPED: NodeJS.ProcessEnv = process.env.KEYCTL_LOG_TIMESTAMPS === undefined ? { KEYCTL_LOG_TIMESTAMPS: '0' } : {};
+
 export const KEYCTL_BIN = fileURLToPath(new URL('../../bin/keyctl.js', import.meta.url));
 
 export interface RunResult {
@@ -25,7 +32,7 @@ export interface RunResult {
 
 export function keyctl(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; input?: string }): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, ...UNSTAMPED, ...opts.env };
     delete env.FORCE_COLOR;
     const startedMs = Date.now();
     const child = spawn(process.execPath, [KEYCTL_BIN, ...args], { cwd: opts.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -78,7 +85,7 @@ function capture(): Writable & { text: string; isTTY: false } {
 
 /** Start `keyctl ARGS` in this process, with its own stdout, stderr, stdin, signals and exit. */
 export function startKeyctlInProcess(args: string[], opts: InProcessOptions): InProcessRun {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...UNSTAMPED, ...opts.env };
   delete env.FORCE_COLOR;
   const stdout = capture();
   const stderr = capture();
