@@ -354,7 +354,7 @@ const runbookRunFlags = (cmd: Command) =>
     .option('--file <path>', 'run this runbook file instead of one found by name')
     .option('--dry-run', 'print the plan (done, next and pending steps) without doing anything')
     .option('-y, --yes', 'run check, command and wait steps without asking (for scripts); confirm steps still need a terminal')
-    .option('--set <name=value...>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing)')
+    .option('--set <name=value>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing); repeat for several', collect, [])
     .option('--summary', "print the runbook's closing summary (incident timeline, evidence line) of the latest rotation, and nothing else")
     .addOption(
       cmd

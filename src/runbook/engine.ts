@@ -11,6 +11,7 @@ import { appendAudit, latestAuditOf, listAudit, runbookRunAudit, type AuditOutco
 import { verifyAudit } from '../core/audit.js';
 import type { CoreContext } from '../core/context.js';
 import { ProblemsFoundError, UsageError } from '../base/errors.js';
+import { formatCount, formatTime } from '../base/format.js';
 import { ExitCode } from '../base/exit-codes.js';
 import { reconcileRegistry } from '../core/registry.js';
 import { latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
@@ -27,15 +28,19 @@ export type StepOutcome = 'ok' | 'skipped' | 'failed' | 'aborted';
 
 /**
  * What the plan shows for a step: done in this runbook, done outside it (the command's own audit
- * row, e.g. an operator ran `keyctl dual-key` by hand), skipped, failed, aborted, or nothing yet.
+ * row, e.g. an operator ran `keyctl dual-key` by hand), passed (a step that prepares a command —
+ * comes `before:` it, or is its `--dry-run` — whose own action never ran, while that command did:
+ * not needed any more, and not done either), skipped, failed, aborted, or nothing yet.
  */
-export type StepStatus = 'done' | 'done-outside' | 'skipped' | 'failed' | 'aborted' | 'none';
+export type StepStatus = 'done' | 'done-outside' | 'passed' | 'skipped' | 'failed' | 'aborted' | 'none';
 
 export interface StepRecord {
   actor: string;
   at: Date;
   /** Skip reason, or the failure. */
   note: string | null;
+  /** For a passed step: the command that moved the rotation on past it (`actor` and `at` are that command's). */
+  passedBy?: string;
 }
 
 export interface StepState {
@@ -60,6 +65,24 @@ export interface RunbookProgress {
   next: StepState | null;
   /** Why steps of this runbook do not apply now (e.g. an emergency runbook with a routine rotation open). */
   note: string | null;
+}
+
+/**
+ * A step that prepares a command rather than making its move: one that comes `before:` it, or a
+ * command step that is that command's `--dry-run`.
+ */
+function preparesCommand(step: RunbookStep): boolean {
+  return Boolean(step.before) || (step.kind === 'command' && splitArgs(step.command).includes('--dry-run'));
+}
+
+/**
+ * The audit action a preparing command step's own run leaves (`backup --if-configured`: a backup
+ * row); null when it leaves none (a dry run, a check, a confirmation, a wait).
+ */
+function ownAction(step: RunbookStep): string | null {
+  if (step.kind !== 'command' || !step.before) return null;
+  const argv = splitArgs(step.command);
+  return argv.includes('--dry-run') ? null : (argv[0] ?? null);
 }
 
 /** The rotation command a step runs (`generate --emergency` when it passes --emergency), or prepares with `before:`. */
@@ -96,19 +119,34 @@ export async function runbookProgress(ctx: CoreContext, runbook: Runbook): Promi
       .filter((r) => r.action !== RUNBOOK_ACTION && r.outcome !== 'refused' && isPhase(r.fromPhase) && isPhase(r.toPhase) && movesBack(r.fromPhase, r.toPhase))
       .at(-1)?.createdAt ?? null;
   const emergencyOnly = runbook.rotation === 'emergency' && rotation !== null && !rotation.emergency;
+  const moved = (command: MachineCommand) =>
+    rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && r.toPhase !== null && madeBy(command, r)).at(-1);
   const steps: StepState[] = runbook.steps.map((step, index) => {
     const command = stepCommand(step);
     const mine = rows.filter((r) => r.action === RUNBOOK_ACTION && r.details?.runbook === runbook.name && r.details?.step === step.id).at(-1);
-    const outside =
-      command && step.kind === 'command' && !mine
-        ? rows.filter((r) => r.action !== RUNBOOK_ACTION && r.outcome === 'ok' && r.toPhase !== null && madeBy(command, r)).at(-1)
-        : undefined;
-    const rec = mine ?? outside;
-    const status: StepStatus = mine ? statusOf(mine.outcome, mine) : outside ? 'done-outside' : 'none';
-    const record = rec ? { actor: rec.actor, at: rec.createdAt, note: noteOf(rec) } : null;
+    let outside: AuditRow | undefined;
+    let passed: AuditRow | undefined;
+    if (!mine && command && preparesCommand(step)) {
+      // Done outside only when its own action ran (a backup by hand during this rotation), with that
+      // action's time; the command it prepares having run since says the step is behind us, not done.
+      const own = ownAction(step);
+      outside = own ? rows.filter((r) => r.action === own && r.outcome === 'ok' && (!rotation || r.rotationId === rotation.id)).at(-1) : undefined;
+      const by = outside ? undefined : moved(command);
+      passed = by && by.fromPhase !== by.toPhase ? by : undefined;
+    } else if (!mine && command && step.kind === 'command') {
+      outside = moved(command);
+    }
+    const rec = mine ?? outside ?? passed;
+    const status: StepStatus = mine ? statusOf(mine.outcome, mine) : outside ? 'done-outside' : passed ? 'passed' : 'none';
+    const record: StepRecord | null = rec ? { actor: rec.actor, at: rec.createdAt, note: noteOf(rec), ...(passed ? { passedBy: command! } : {}) } : null;
     // A command run by hand counts as done once it moved the rotation on; a pass that left the phase
-    // as it was (a shard's part, an interrupted run) is shown but the step is still to do.
-    const finished = status === 'done' || status === 'skipped' || (status === 'done-outside' && rec!.fromPhase !== rec!.toPhase);
+    // as it was (a shard's part, an interrupted run) is shown but the step is still to do. A step's
+    // own action outside the runbook (a backup) moves no phase: it is done.
+    const finished =
+      status === 'done' ||
+      status === 'skipped' ||
+      status === 'passed' ||
+      (status === 'done-outside' && (preparesCommand(step) || rec!.fromPhase !== rec!.toPhase));
     const counts = finished && (!backAt || rec!.createdAt > backAt);
     // Once the rotation is an emergency one, `generate --emergency` has nothing left to escalate.
     let applies = command === 'generate --emergency' && rotation?.emergency ? commandApplies('generate', phase) : stepApplies(step, command, phase);
@@ -169,6 +207,8 @@ export interface StepPreview {
   command: string | null;
   /** Why the machine would refuse the step's command now, with the date when it is a wait. */
   refusal: string | null;
+  /** What to do instead, as the refused command itself would say it (its hint), e.g. `keyctl retire --force …` first. */
+  wayForward: string | null;
 }
 
 /**
@@ -202,13 +242,16 @@ export async function previewSteps(
       };
     }
     let refusal: string | null = null;
+    let wayForward: string | null = null;
     if (s.command) {
       const candidates: MachineCommand[] = s.command === 'generate --emergency' && commandApplies('generate', p.phase) ? ['generate'] : [s.command];
       const r = preview(candidates[0]!, snap, guardInput).refusal;
-      if (r)
+      if (r) {
         refusal = `${s.command}: refused now — ${r.reason}${typeof r.details?.until === 'string' ? ` (stop here until ${r.details.until.slice(0, 10)})` : ''}`;
+        wayForward = r.hint || null;
+      }
     }
-    out.set(s.index, { command, refusal });
+    out.set(s.index, { command, refusal, wayForward });
   }
   return out;
 }
@@ -334,14 +377,14 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
       if (!last) return { ok: false, detail: 'no recovery test has passed yet' };
       const age = (now.getTime() - last.createdAt.getTime()) / 86_400_000;
       return age <= days
-        ? { ok: true, detail: `passed ${last.createdAt.toISOString()} by ${last.actor}` }
+        ? { ok: true, detail: `passed ${formatTime(last.createdAt)} by ${last.actor}` }
         : { ok: false, detail: `the last one passed ${Math.floor(age)} days ago (limit ${days})` };
     }
     case 'no-unparseable': {
       const codec = new AesGcmV1Codec();
       const bad: string[] = [];
       for (const t of ctx.config.targets)
-        for (const c of await countVersions(ctx.db, t, codec)) if (c.unparseable > 0) bad.push(`${c.table}.${c.column}: ${c.unparseable}`);
+        for (const c of await countVersions(ctx.db, t, codec)) if (c.unparseable > 0) bad.push(`${c.table}.${c.column}: ${formatCount(c.unparseable)}`);
       return bad.length === 0
         ? { ok: true, detail: `all values in ${ctx.config.targets.length} target(s) parse` }
         : { ok: false, detail: `unparseable values: ${bad.join(', ')}` };
@@ -444,7 +487,7 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
       action: 'incident entered',
       outcome: 'ok',
       actor: by,
-      detail: [incident, rotation.reason].filter(Boolean).join(' — '),
+      detail: incidentLine(incident, rotation.reason),
     });
     entries.sort((a, b) => a.at.getTime() - b.at.getTime());
   }
@@ -480,6 +523,12 @@ export async function incidentSummary(ctx: CoreContext, incident: string | null)
   };
 }
 
+/** The incident and the reason, once each: a reason written from the runbook's template already names the incident. */
+function incidentLine(incident: string | null, reason: string | null): string {
+  if (incident && reason?.includes(incident)) return reason;
+  return [incident, reason].filter(Boolean).join(' — ');
+}
+
 function timelineDetail(r: AuditRow): string {
   const d = r.details ?? {};
   if (r.action === RUNBOOK_ACTION)
@@ -491,7 +540,7 @@ function timelineDetail(r: AuditRow): string {
     ]
       .filter(Boolean)
       .join('; ');
-  if (r.rowsAffected) return `${r.rowsAffected} rows`;
+  if (r.rowsAffected) return `${formatCount(r.rowsAffected)} rows`;
   if (r.toPhase) return `→ ${r.toPhase}`;
   return '';
 }

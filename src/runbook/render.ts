@@ -34,6 +34,7 @@ export function describeStep(step: RunbookStep): string {
 const MARKS: Record<StepStatus | 'next' | 'todo' | 'not-now', string> = {
   done: '✓',
   'done-outside': '◆',
+  passed: '↷',
   skipped: '↷',
   failed: '✗',
   aborted: '⏸',
@@ -51,6 +52,8 @@ function stepNote(s: StepState): string {
       return `done by ${r.actor} ${formatTime(r.at)}`;
     case 'done-outside':
       return `done outside the runbook by ${r.actor} ${formatTime(r.at)}`;
+    case 'passed':
+      return `passed: the rotation moved on (${r.passedBy ?? 'its command'} ran ${formatTime(r.at)}, by ${r.actor})`;
     case 'skipped':
       return `skipped by ${r.actor} ${formatTime(r.at)}: ${r.note ?? '(no reason)'}`;
     case 'failed':
@@ -77,7 +80,7 @@ export function planLines(output: Output, cwd: string, runbook: Runbook, p: Runb
         ? c.cyan
         : kind === 'done' || kind === 'done-outside'
           ? c.green
-          : kind === 'skipped' || kind === 'aborted'
+          : kind === 'skipped' || kind === 'aborted' || kind === 'passed'
             ? c.yellow
             : kind === 'failed'
               ? c.red
@@ -88,13 +91,14 @@ export function planLines(output: Output, cwd: string, runbook: Runbook, p: Runb
     const pv = previews?.get(s.index);
     if (pv?.command) lines.push(c.dim(`        $ ${pv.command}`));
     if (pv?.refusal) lines.push(`        ${c.yellow(pv.refusal)}`);
+    if (pv?.refusal && pv.wayForward) lines.push(`        ${c.yellow(`way forward: ${pv.wayForward}`)}`);
   }
   lines.push(
     p.next
       ? `next: step ${p.next.index + 1}, ${p.next.step.id} (${describeStep(p.next.step)})`
       : `nothing left to do in this phase${p.rotation ? `; next: ${nextStep(p.rotation.phase)}` : ''}`,
   );
-  lines.push(c.dim('✓ done here  ◆ done outside the runbook  ↷ skipped  ✗ failed  ⏸ aborted  ▸ next  · to do  – not for this phase'));
+  lines.push(c.dim('✓ done here  ◆ done outside  ↷ skipped, or passed over  ✗ failed  ⏸ aborted  ▸ next  · to do  – not for this phase'));
   return lines;
 }
 

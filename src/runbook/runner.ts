@@ -127,16 +127,29 @@ export async function showPlan(view: RunbookView, runbook: Runbook, sets: Record
         kind: s.step.kind,
         title: s.step.title,
         status: s.status,
-        by: s.record ? { actor: s.record.actor, at: s.record.at.toISOString(), note: s.record.note } : null,
+        by: s.record
+          ? { actor: s.record.actor, at: s.record.at.toISOString(), note: s.record.note, ...(s.record.passedBy ? { passedBy: s.record.passedBy } : {}) }
+          : null,
         done: s.done,
         applies: s.applies,
         does: describeStep(s.step),
         command: previews.get(s.index)?.command ?? null,
         refusedNow: previews.get(s.index)?.refusal ?? null,
+        wayForward: previews.get(s.index)?.wayForward ?? null,
       })),
     },
     () => planLines(output, view.cwd, runbook, progress, ctx.config.keyring, previews).join('\n'),
   );
+}
+
+/**
+ * Whether a run picks up where an earlier one (or someone by hand) left this rotation: a step before
+ * the next one has an outcome, or the next one was begun (aborted, failed). Steps further on done
+ * by hand (a routine rotation the emergency runbook starts on) do not make step 1 a resume.
+ */
+function resuming(p: RunbookProgress): boolean {
+  const next = p.next;
+  return next !== null && p.steps.some((s) => (s.index < next.index ? s.status !== 'none' : s === next && s.record !== null));
 }
 
 /** Run `runbook` from the first step not done for the current rotation; `sets` are inputs given up front. */
@@ -160,7 +173,7 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
 
   let progress = await runbookProgress(ctx, runbook);
   for (const line of planLines(output, io.cwd, runbook, progress, ctx.config.keyring)) out(line);
-  if (progress.steps.some((s) => s.done) && progress.next) out(c.cyan(`resuming at step ${progress.next.index + 1} (${progress.next.step.id})`));
+  if (resuming(progress)) out(c.cyan(`resuming at step ${progress.next!.index + 1} (${progress.next!.step.id})`));
 
   const asked = await collectInputs(ctx, runbook, sets, asker);
   const inputs = asked.inputs;
@@ -186,7 +199,8 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
       if (!ext) {
         const note = `no check command "${step.external}" in keyctl.yaml (checks: ${step.external}: {command: …}), so this check is skipped`;
         await record(step, 'skipped', { skipped: note, check: 'external', external: step.external, inputs });
-        out(c.yellow(`  ↷ ${note}; docs/runbooks.md says how to configure one`));
+        for (const [i, line] of wrap(`${note}; docs/runbooks.md says how to configure one`, width() - 2).entries())
+          out(c.yellow(`  ${i === 0 ? '↷' : ' '} ${line}`));
         continue;
       }
       out(`  ${c.dim(`runs (from keyctl.yaml checks.${ext.name}): $ ${ext.command}`)}`);
@@ -199,11 +213,12 @@ export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<st
     // The guard that would refuse the step's command now is shown before the choice, and Run is not
     // offered. (Steps that come `before:` a command prepare it — the propagation wait, a backup — and
     // stay on offer while that command would be refused.)
-    const refusal =
-      asker && step.kind === 'command' && !step.before && next.command
-        ? ((await previewSteps(ctx, progress, inputs, [next.index])).get(next.index)?.refusal ?? null)
-        : null;
+    const preview =
+      asker && step.kind === 'command' && !step.before && next.command ? (await previewSteps(ctx, progress, inputs, [next.index])).get(next.index) : undefined;
+    const refusal = preview?.refusal ?? null;
     if (refusal) out(`  ${c.yellow(refusal)}`);
+    // The way forward, as the refused command would print it (e.g. close the routine rotation first).
+    if (refusal && preview?.wayForward) for (const line of wrap(`way forward: ${preview.wayForward}`, width())) out(`  ${c.yellow(line)}`);
 
     if (step.kind === 'confirm' && !asker) {
       throw new RefusedError(

@@ -195,7 +195,7 @@ describe('the incident summary', () => {
     expect(md.stdout).toContain('- **Compromised key:** v1, replaced by v2');
     expect(md.stdout).toContain('- **Rows re-encrypted (all passes):** 20');
     expect(md.stdout).toContain('- **Done by:** oncall@ops');
-    expect(md.stdout).toMatch(/\| incident entered \| ok \| oncall@ops \| INC-7 — INC-7: key printed in a debug log \|/);
+    expect(md.stdout).toMatch(/\| incident entered \| ok \| oncall@ops \| INC-7: key printed in a debug log \|/);
     expect(md.stdout).toMatch(/\| runbook database-reachable \| ok \| oncall@ops \| connected to SQLite/);
     expect(md.stdout).toMatch(/\| runbook deploy \| ok \| oncall@ops \| value: DEP-9 \|/);
   });

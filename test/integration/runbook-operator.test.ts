@@ -17,8 +17,9 @@ import { verify } from '../../src/core/rotation/verify.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { generateKey } from '../../src/crypto/keys.js';
 import { appendAudit, listAudit } from '../../src/rotation/store.js';
-import { runbookProgress } from '../../src/runbook/engine.js';
-import { planLines } from '../../src/runbook/render.js';
+import { incidentSummary, previewSteps, runbookProgress } from '../../src/runbook/engine.js';
+import { findRunbook } from '../../src/runbook/load.js';
+import { incidentText, planLines } from '../../src/runbook/render.js';
 import { AskAborted, runRunbook, type Asker, type RunnerIO, type StepChoice } from '../../src/runbook/runner.js';
 import { parseRunbook } from '../../src/runbook/schema.js';
 import { Output } from '../../src/ui/output.js';
@@ -86,14 +87,14 @@ for (const dialect of DIALECTS) {
     const t = perTestDatabase(dialect);
     let clock = 0;
 
-    async function setup(): Promise<CoreContext> {
+    async function setup(rows = 10): Promise<CoreContext> {
       clock = Date.parse('2030-01-01T00:00:00Z');
       const ctx = await openTestContext(t.db, { extraConfig: TARGETS + POLICY, now: () => new Date(clock) });
       t.cleanup(() => ctx.db.close());
       const key = generateKey();
       await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', key]]) }, null, 'create');
       await reconcileRegistry(ctx);
-      await createDemoTable(ctx.db, { rows: 10, version: 'v1', key, codec: new AesGcmV1Codec(), replace: false });
+      await createDemoTable(ctx.db, { rows, version: 'v1', key, codec: new AesGcmV1Codec(), replace: false });
       return ctx;
     }
 
@@ -104,8 +105,13 @@ for (const dialect of DIALECTS) {
       let interrupt = opts.interruptReencrypt ?? false;
       const run = async (argv: string[]): Promise<number> => {
         switch (argv[0]) {
-          case 'generate':
-            await generate(ctx, { emergency: false });
+          case 'generate': {
+            const flag = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+            await generate(ctx, { emergency: argv.includes('--emergency'), compromised: flag('--compromised'), reason: flag('--reason') });
+            return ExitCode.OK;
+          }
+          case 'backup':
+            // `backup --if-configured` with no backup configured: nothing to do.
             return ExitCode.OK;
           case 'dual-key':
             await dualKey(ctx);
@@ -293,6 +299,121 @@ for (const dialect of DIALECTS) {
       // One hint: the step's guidance, not also "run the runbook again".
       expect(text).not.toContain('again; it resumes at this step');
       expect(text).toContain('✓ recovered: passed');
+    });
+
+    it('the emergency runbook on a first run says nothing of resuming; a second run after an abort does', async () => {
+      const ctx = await setup();
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false });
+      await verify(ctx, {});
+      await promote(ctx);
+      const emergency = findRunbook('emergency-rotation', {});
+      const sets = { incident: 'INC-1', compromised: 'v2', reason: 'leak' };
+      const first = io(ctx, scripted(['run', 'run', 'abort']));
+      expect(await runRunbook(first.value, emergency, sets)).toMatchObject({ outcome: 'aborted', step: 'generate' });
+      expect(first.stderr()).not.toContain('resuming at');
+      const second = io(ctx, scripted(['abort']));
+      await runRunbook(second.value, emergency, sets);
+      expect(second.stderr()).toContain('resuming at step 3 (generate)');
+    });
+
+    it('an emergency step refused because the routine rotation introduced the compromised key names the way forward, in the prompt and the plan', async () => {
+      const ctx = await setup();
+      await generate(ctx, { emergency: false });
+      await dualKey(ctx);
+      await reencrypt(ctx, { dryRun: false });
+      await verify(ctx, {});
+      await promote(ctx);
+      const emergency = findRunbook('emergency-rotation', {});
+      const sets = { incident: 'INC-1', compromised: 'v2', reason: 'leak' };
+      const asker = scripted(['run', 'run', 'abort']);
+      const run = io(ctx, asker);
+      expect(await runRunbook(run.value, emergency, sets)).toMatchObject({ outcome: 'aborted', step: 'generate' });
+      expect(asker.asked.at(-1)).toEqual({ step: 'generate', choices: ['skip', 'abort'] });
+      // One line of text, as a person reads the folded lines (without any time prefix on each).
+      const prompt = run
+        .stderr()
+        .slice(run.stderr().indexOf('Step 3/'))
+        .split('\n')
+        .map((l) => l.replace(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ /, '').trim())
+        .join(' ');
+      expect(prompt).toContain('generate --emergency: refused now — rotation #1 (routine, v1 → v2, phase promoted) introduced v2');
+      expect(prompt).toContain(
+        'way forward: every value is already under v2: close the routine rotation with `keyctl retire --force --reason "…"`, then `keyctl generate --emergency --compromised v2 --reason "…"`',
+      );
+      expect(run.invoked).toEqual([]);
+      const progress = await runbookProgress(ctx, emergency);
+      const plan = planLines(run.value.output, '/', emergency, progress, 'default', await previewSteps(ctx, progress, sets)).join('\n');
+      expect(plan).toMatch(
+        /refused now — .*introduced v2.*\n +way forward: .*`keyctl retire --force --reason "…"`, then `keyctl generate --emergency --compromised v2/,
+      );
+    });
+
+    it('a rotation done by hand: steps that only prepare a command that ran are passed over, not done; a command run by hand keeps its own time', async () => {
+      const ctx = await setup();
+      const at = (minute: number) => {
+        clock = Date.parse('2030-01-01T00:00:00Z') + minute * 60_000;
+      };
+      const alice = { ...ctx, actor: 'alice@ops' };
+      at(1);
+      await generate(alice, { emergency: false });
+      at(2);
+      await dualKey(alice);
+      at(3);
+      await reencrypt(alice, { dryRun: false });
+      const routine = findRunbook('routine-rotation', {});
+      const plan = async () => {
+        const progress = await runbookProgress(ctx, routine);
+        return { progress, text: planLines(io(ctx, null).value.output, '/', routine, progress, 'default').join('\n') };
+      };
+      const { progress, text } = await plan();
+      const status = Object.fromEntries(progress.steps.map((s) => [s.step.id, s.status]));
+      expect(status).toMatchObject({
+        'database-reachable': 'passed',
+        generate: 'done-outside',
+        'backup-new-key': 'passed',
+        deploy: 'passed',
+        propagation: 'passed',
+        'dual-key': 'done-outside',
+        'reencrypt-dry-run': 'passed',
+        reencrypt: 'done-outside',
+        verify: 'none',
+      });
+      expect(text).not.toMatch(/backup-new-key .*done/);
+      expect(text).not.toMatch(/reencrypt-dry-run .*done/);
+      expect(text).toMatch(/↷ +\d+ backup-new-key .*— passed: the rotation moved on \(dual-key ran 2030-01-01 00:02:00Z, by alice@ops\)/);
+      expect(text).toMatch(/↷ +\d+ reencrypt-dry-run .*— passed: the rotation moved on \(reencrypt ran 2030-01-01 00:03:00Z, by alice@ops\)/);
+      expect(text).toMatch(/◆ +\d+ generate .*done outside the runbook by alice@ops 2030-01-01 00:01:00Z/);
+      expect(text).toMatch(/◆ +\d+ dual-key .*done outside the runbook by alice@ops 2030-01-01 00:02:00Z/);
+      expect(text).toMatch(/▸ +\d+ verify/);
+      expect(text).toContain('↷ skipped, or passed over');
+
+      // A backup taken by hand during the rotation is the step's own action: done outside, at its own time.
+      await appendAudit(
+        ctx.db,
+        { keyring: 'default', action: 'backup', actor: 'bob@ops', rotationId: progress.rotation!.id, outcome: 'ok', details: { file: 'b.age' } },
+        new Date(Date.parse('2030-01-01T00:04:00Z')),
+      );
+      expect((await plan()).text).toMatch(/◆ +\d+ backup-new-key .*done outside the runbook by bob@ops 2030-01-01 00:04:00Z/);
+    });
+
+    it('the incident summary names the incident once and counts rows as everything else does', async () => {
+      const ctx = await setup(1500);
+      const emergency = findRunbook('emergency-rotation', {});
+      // The inputs typed at the start, then Run up to re-encryption, and Ctrl-C at verify.
+      const asker = scripted(['INC-77', 'v1', 'v1 key pasted in a chat', 'run', 'run', 'run', 'run', 'run', 'DEP-1', 'run', 'run']);
+      const run = io({ ...ctx, actor: 'oncall@ops' }, asker);
+      expect(await runRunbook(run.value, emergency, {})).toMatchObject({ outcome: 'aborted', step: 'verify' });
+      const summary = (await incidentSummary(ctx, 'INC-77'))!;
+      expect(summary.rowsReencrypted).toBe(1500);
+      expect(summary.reason).toBe('INC-77: v1 key pasted in a chat');
+      expect(summary.timeline.find((e) => e.action === 'incident entered')?.detail).toBe('INC-77: v1 key pasted in a chat');
+      expect(summary.timeline.filter((e) => e.action === 'reencrypt').map((e) => e.detail)).toEqual(['1,500 rows']);
+      const text = incidentText(run.value.output, summary);
+      expect(text).not.toContain('INC-77 — INC-77');
+      expect(text).not.toMatch(/\b1500\b/);
+      expect(text).toContain('rows re-encrypted: 1,500 (all passes)');
     });
   });
 }
