@@ -4,6 +4,7 @@
  * kept elsewhere (`--expect-head SEQ:HASH`). The report separates what is wrong (`problems`,
  * exit 4) from what could not be checked (`unchecked`) and from what is explained (`notes`).
  */
+import { formatIsoText } from '../base/format.js';
 import type { CoreContext } from './context.js';
 import { anchorAuditHead, cannotAnchor, readAnchor, type AnchoredHead } from './audit-anchor.js';
 import { auditRowAt, exportAuditRows, keyringsAppended, missingAuditTables, readAuditHead, verifyAuditChain, type ChainReport } from '../rotation/store.js';
@@ -117,7 +118,7 @@ async function checkAnchor(ctx: CoreContext, k: string, problems: string[], unch
     );
     return { ...base, status: 'behind', behindBy };
   }
-  notes.push(`${k}: the database chain ends in the anchored head (seq ${a.seq}, anchored ${a.at})`);
+  notes.push(`${k}: the database chain ends in the anchored head (seq ${a.seq}, anchored ${formatIsoText(a.at)})`);
   return { ...base, status: 'matches' };
 }
 

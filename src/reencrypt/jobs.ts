@@ -106,6 +106,23 @@ export function listJobs(dir: string): JobView[] {
   return out.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
 }
 
+/**
+ * The files of this rotation's runs on this host whose process is gone (killed), removed and
+ * returned — each to exactly one caller, since only one unlink of a file succeeds — so the new
+ * run can put the dead one on record.
+ */
+export function claimStopped(dir: string, rotationId: number): JobView[] {
+  return listJobs(dir).filter((j) => {
+    if (j.state !== 'stopped' || j.rotationId !== rotationId) return false;
+    try {
+      unlinkSync(j.file);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** The running process's own job file: `update` rewrites it at most once a second, `end` removes it. */
 export class JobFile {
   private record: JobRecord;
@@ -132,9 +149,6 @@ export class JobFile {
       updatedAt: new Date(this.clock()).toISOString(),
     };
     this.file = path.join(dir, `${os.hostname().replace(/[^A-Za-z0-9.-]/g, '_')}.${process.pid}.json`);
-    // Files of runs on this host whose process is gone are replaced by this one's: the checkpoints
-    // in the database keep where they stopped.
-    for (const j of listJobs(dir)) if (j.state === 'stopped' && j.rotationId === start.rotationId) this.remove(j.file);
     writeWhole(this.file, this.record);
     this.written = this.record;
   }

@@ -8,6 +8,7 @@
  * a snapshot of the rotation, the registry, fresh database counts, policy and the clock; each
  * returns a refusal (reason + hint) or null. Nothing in here touches the database.
  */
+import { formatTime } from '../base/format.js';
 import type { RegisteredVersion } from './store.js';
 import type { Rotation } from './store.js';
 
@@ -334,7 +335,7 @@ export const GUARDS = {
       return {
         reason:
           r.verifyOutcome === 'passed'
-            ? `the latest verify of rotation #${r.id} was a sample (${r.verifiedAt?.toISOString() ?? '?'}); a mislabelled or corrupt value outside the sample would be lost with ${r.oldVersion}`
+            ? `the latest verify of rotation #${r.id} was a sample (${r.verifiedAt ? formatTime(r.verifiedAt) : '?'}); a mislabelled or corrupt value outside the sample would be lost with ${r.oldVersion}`
             : `rotation #${r.id} has no passed verify since its last write pass`,
         hint: 'run a full `keyctl verify` (no --sample) first; only if you accept the risk, `keyctl promote --force --reason "…"`',
       };
@@ -347,7 +348,7 @@ export const GUARDS = {
       const r = rotationOf(s);
       if (r.verifyOutcome !== 'failed') return null;
       return {
-        reason: `the latest verify of rotation #${r.id} (${r.verifiedAt?.toISOString() ?? '?'}) failed; retiring ${r.oldVersion} could make the values it flagged unreadable`,
+        reason: `the latest verify of rotation #${r.id} (${r.verifiedAt ? formatTime(r.verifiedAt) : '?'}) failed; retiring ${r.oldVersion} could make the values it flagged unreadable`,
         hint: 'run `keyctl verify` to see the values; repair them or roll back with `keyctl rollback --reason "…"`',
       };
     },
@@ -360,7 +361,7 @@ export const GUARDS = {
       const deadline = r.rollbackDeadline?.getTime() ?? 0;
       if (r.emergency || s.now.getTime() >= deadline) return null;
       return {
-        reason: `the rollback window of rotation #${r.id} ends ${new Date(deadline).toISOString()} (${secondsLeft(deadline - s.now.getTime())} from now)`,
+        reason: `the rollback window of rotation #${r.id} ends ${formatTime(new Date(deadline))} (${secondsLeft(deadline - s.now.getTime())} from now)`,
         hint: `stop here until ${new Date(deadline).toISOString().slice(0, 10)}, or retire now with \`keyctl retire --force --reason "…"\` if rollback will not be needed`,
         details: { until: new Date(deadline).toISOString() },
       };

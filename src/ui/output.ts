@@ -54,6 +54,10 @@ export interface OutputOptions {
 const CRON_HINT =
   'under cron the environment is almost empty: set the variable in the crontab (NAME=value lines above the job) or in a file the job sources, e.g. `. /etc/keyctl.env && keyctl backup`';
 
+/** Under cron, a job that finds no keyctl.yaml most likely forgot to change into its directory. */
+const CRON_CONFIG_HINT =
+  'under cron a job starts in the home directory: `cd /etc/keyctl && keyctl …` in the crontab line, or --config /etc/keyctl/keyctl.yaml (or KEYCTL_CONFIG=… above the job)';
+
 export class Output implements Logger {
   readonly json: boolean;
   /** Colours for stdout / stderr (level 0 when not wanted). */
@@ -130,13 +134,20 @@ export class Output implements Logger {
     if (err instanceof KeyctlError) {
       const lines = [`${this.err.red('keyctl: error:')} ${err.message}`];
       if (err instanceof ConfigError) for (const p of err.problems) lines.push(`  ${p}`);
-      if (err.hint) for (const h of err.hint.split('\n')) lines.push(`${this.err.cyan('keyctl: hint:')} ${h}`);
       const problems = err instanceof ConfigError ? err.problems : [];
-      if (this.cron && [err.message, ...problems].some((t) => /\bis not set\b/.test(t))) lines.push(`${this.err.cyan('keyctl: hint:')} ${CRON_HINT}`);
+      // Under cron, what cron itself most likely got wrong (an empty environment, the home directory).
+      const cronHints = this.cron
+        ? [
+            ...([err.message, ...problems].some((t) => /\bis not set\b/.test(t)) ? [CRON_HINT] : []),
+            ...(/^no keyctl configuration found in /.test(err.message) ? [CRON_CONFIG_HINT] : []),
+          ]
+        : [];
+      const hint = [err.hint, ...cronHints].filter(Boolean).join('\n') || undefined;
+      if (hint) for (const h of hint.split('\n')) lines.push(`${this.err.cyan('keyctl: hint:')} ${h}`);
       this.log(`${lines.join('\n')}\n`);
       if (this.json) {
         this.stdout.write(
-          `${JSON.stringify({ ok: false, error: { kind: err.kind, exitCode: err.exitStatus, message: err.message, problems: err instanceof ConfigError ? err.problems : undefined, hint: err.hint } }, null, 2)}\n`,
+          `${JSON.stringify({ ok: false, error: { kind: err.kind, exitCode: err.exitStatus, message: err.message, problems: err instanceof ConfigError ? err.problems : undefined, hint } }, null, 2)}\n`,
         );
       }
       return err.exitStatus;

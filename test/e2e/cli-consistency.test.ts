@@ -324,6 +324,11 @@ describe('cron: timestamps on every human line, a hint for variables cron does n
     expect(r.code).toBe(ExitCode.USAGE);
     expect(r.stderr).toContain('environment variable DATABASE_URL is not set');
     expect(r.stderr).toContain('keyctl: hint: under cron the environment is almost empty');
+    // A cron job run from the home directory: where the config is, not how to make one.
+    const home = await keyctlInProcess(['backup'], { cwd: tmpdir(), env: { TERM: undefined, KEYCTL_CONFIG: undefined } });
+    expect(home.stderr).toContain('keyctl: hint: under cron a job starts in the home directory: `cd /etc/keyctl && keyctl …`');
+    const homeJson = await keyctlInProcess(['backup', '--json'], { cwd: tmpdir(), env: { TERM: undefined, KEYCTL_CONFIG: undefined } });
+    expect(json<{ error: { hint: string } }>(homeJson).error.hint).toContain('under cron a job starts in the home directory');
     const term = await keyctlInProcess(['status'], { cwd, env: { DATABASE_URL: undefined, TERM: 'xterm' } });
     expect(term.stderr).not.toContain('under cron');
   });

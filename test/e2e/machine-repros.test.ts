@@ -167,6 +167,8 @@ describe('the rotation machine closes the three repros', () => {
     const { run } = await demoProject(dirs, 20, { rollbackWindowDays: '30' });
     for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) expect((await run(step)).code, step).toBe(0);
     const plan = await run('runbook', 'run', 'routine-rotation', '--dry-run');
-    expect(plan.stdout).toMatch(/retire: refused now — the rollback window of rotation #1 ends \S+ .*\(stop here until \d{4}-\d{2}-\d{2}\)/);
+    expect(plan.stdout).toMatch(
+      /retire: refused now — the rollback window of rotation #1 ends \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ .*\(stop here until \d{4}-\d{2}-\d{2}\)/,
+    );
   });
 });

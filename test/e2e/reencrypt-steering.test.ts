@@ -359,6 +359,14 @@ describe('who runs the reencrypt, from another terminal (issue 17 #8, #10)', () 
     const done = await keyctlInProcess(['reencrypt', '--crypto-workers', '0'], { cwd, env: { NO_COLOR: '1' } });
     expect(done.code, done.stderr).toBe(0);
     expect(readdirSync(path.join(cwd, '.keyctl', 'reencrypt-jobs'))).toEqual([]);
+    // The killed run, which could write no audit row itself, is on record now, with the rows it did.
+    const audit = json<{
+      entries: Array<{ action: string; outcome: string; actor: string; rowsAffected: number | null; details: Record<string, unknown> | null }>;
+    }>(await keyctlInProcess(['audit', '--json'], { cwd, env: { NO_COLOR: '1' } }));
+    const killed = audit.entries.filter((e) => e.action === 'reencrypt' && e.details?.killed);
+    expect(killed).toHaveLength(1);
+    expect(killed[0]).toMatchObject({ outcome: 'interrupted', actor: 'dba@test', details: { killed: { pid: child.pid, host: os.hostname() } } });
+    expect(killed[0]!.rowsAffected).toBeGreaterThanOrEqual(300);
     const none = await keyctlInProcess(['reencrypt', '--status', '--json'], { cwd, env: { NO_COLOR: '1' } });
     expect(json<{ jobs: unknown[] }>(none).jobs).toEqual([]);
     expect((await keyctlInProcess(['reencrypt', '--status'], { cwd, env: { NO_COLOR: '1' } })).stdout).toMatch(/no reencrypt of keyring \S+ is running/);

@@ -14,7 +14,7 @@ import { loadProbe } from '../../db/load.js';
 import type { Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { controlWatcher } from '../../reencrypt/control.js';
-import { JobFile } from '../../reencrypt/jobs.js';
+import { claimStopped, JobFile } from '../../reencrypt/jobs.js';
 import { Throttle } from '../../reencrypt/throttle.js';
 import { checkKeysUnique } from '../targets.js';
 import { loadAllKeys } from './material.js';
@@ -207,6 +207,34 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     ...(probe ? { probeLoad: probe } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  // A run killed earlier (kill -9, a crash) wrote no audit row: its job file says what it did,
+  // so it goes on record now, once (rows rewritten as of its last report, a second at most before
+  // it died; the checkpoints hold the exact cursor).
+  if (opts.job && !opts.dryRun) {
+    for (const dead of claimStopped(opts.job.dir, rotationId)) {
+      if (dead.dryRun) continue;
+      await appendAudit(
+        ctx.db,
+        {
+          rotationId,
+          keyring: rotation.keyring,
+          action: 'reencrypt',
+          fromPhase: runningIn,
+          toPhase: null,
+          actor: dead.by,
+          rowsAffected: dead.progress?.valuesRewritten ?? 0,
+          outcome: 'interrupted',
+          details: {
+            target: dead.target,
+            killed: { pid: dead.pid, host: dead.host, startedAt: dead.startedAt, lastReportAt: dead.updatedAt, table: dead.progress?.table ?? null },
+            note: 'the process ended without finishing (killed or crashed); found by the next run',
+            recordedBy: ctx.actor,
+          },
+        },
+        ctx.now(),
+      );
+    }
+  }
   const job = opts.job
     ? new JobFile(opts.job.dir, {
         startedAt: started.toISOString(),
