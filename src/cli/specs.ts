@@ -41,7 +41,7 @@ export type InitOptions = OptionsOf<typeof initFlags>;
 
 const init = defineCommand({
   name: 'init',
-  description: 'write a working keyctl.yaml (SQLite + file keystore) and create key v1',
+  description: 'write a working keyctl.yaml (SQLite, or PostgreSQL/MySQL with --database; file keystore) and create key v1',
   options: initFlags,
   examples: [
     'keyctl init --demo --rows 1000',

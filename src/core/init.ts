@@ -86,7 +86,7 @@ database:
   client: ${opts.client}              # sqlite | pg | mysql
   connection: ${JSON.stringify(opts.connection)}  # SQLite file (relative to this file) or a URL, may be \${DATABASE_URL}
 keystore:
-  provider: file              # file | env
+  provider: file              # file | env | aws-secrets-manager | vault (docs/keystores.md)
   path: .keyctl/keyring.json  # created 0600 in a 0700 directory
 keyring: ${opts.keyring}
 ${targets}policy:

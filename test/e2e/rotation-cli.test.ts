@@ -210,3 +210,19 @@ describe('reencrypt --shard in separate processes (SQLite)', () => {
     expect(status.targets.map((t) => t.counts)).toEqual([{ v2: 9000 }, { v2: 9000 }, { v2: 9000 }]);
   });
 });
+
+describe('promote in an emergency rotation', () => {
+  it('says there is no rollback window instead of "archived for rollback until" now', async () => {
+    const dir = tmpdir();
+    const run = (...args: string[]) => keyctlInProcess(args, { cwd: dir, env: { KEYCTL_ACTOR: 'e2e@test', NO_COLOR: '1' } });
+    expect((await run('init', '--demo', '--rows', '20')).code).toBe(0);
+    for (const step of [['generate', '--emergency', '--reason', 'INC-9: key in a log'], ['dual-key'], ['reencrypt'], ['verify']]) {
+      const r = await run(...step);
+      expect(r.code, `${step.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    const p = await run('promote');
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout).toContain('an emergency rotation has no rollback window (no rollback to a compromised key): retire it now');
+    expect(p.stdout).not.toContain('archived for rollback until');
+  });
+});

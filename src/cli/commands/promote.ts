@@ -11,7 +11,9 @@ export async function run(rt: CliRuntime, f: PromoteOptions): Promise<number> {
     return done(
       rt,
       r,
-      `${r.oldVersion} removed from the published keyring and archived for rollback until ${r.rollbackDeadline ? formatTime(r.rollbackDeadline) : '?'}`,
+      r.emergency
+        ? `${r.oldVersion} removed from the published keyring; an emergency rotation has no rollback window (no rollback to a compromised key): retire it now`
+        : `${r.oldVersion} removed from the published keyring and archived for rollback until ${r.rollbackDeadline ? formatTime(r.rollbackDeadline) : '?'}`,
     );
   });
 }
