@@ -3,12 +3,14 @@ import { describeSettings } from '../reencrypt/control.js';
 import type { JobView } from '../reencrypt/jobs.js';
 import { formatCount, formatTime } from './format.js';
 
-/** `42s`, `12m`, `3h05m`. */
+/** `0.4 s`, `42 s`, `12 min`, `3 h 05 min`: the spacing the rest of keyctl's messages use. */
 export function duration(s: number): string {
   if (!Number.isFinite(s)) return '?';
-  if (s < 90) return `${Math.round(s)}s`;
-  if (s < 5400) return `${Math.round(s / 60)}m`;
-  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m`;
+  if (s < 9.95) return `${Math.max(0, s).toFixed(1).replace(/\.0$/, '')} s`;
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  const m = Math.round(s / 60);
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
 /** One job as lines of text: who, since when, how far and how fast, its limits; or where it stopped. */
