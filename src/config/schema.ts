@@ -99,6 +99,13 @@ export const TargetSchema = z.strictObject({
   table: tableName,
   primaryKey: identifier.default('id'),
   columns: z.array(identifier).min(1),
+  /**
+   * What a value that is not ciphertext is: `error` (default) — reported as unparseable and left
+   * alone; `encrypt` — plaintext from before the table was encrypted, which reencrypt encrypts
+   * under the primary (docs/format.md#plaintext). A value that looks like ciphertext
+   * (`v<N>:` and a base64 character) is never taken for plaintext.
+   */
+  plaintext: z.enum(['error', 'encrypt']).default('error'),
 });
 
 export const PolicySchema = z.strictObject({

@@ -58,6 +58,20 @@ const B64 = '[A-Za-z0-9+/]';
 /** ≥ 5 full base64 quads plus a final (possibly padded) quad = at least 16 decoded bytes (the tag). */
 export const AES_GCM_V1_SHAPE = `^v[0-9]+:${B64}{16}:(${B64}{4}){5,}(${B64}{4}|${B64}{2}==|${B64}{3}=)$`;
 
+/**
+ * Values that claim to be ciphertext: `v<N>:` followed by a base64 character. One that does not
+ * decode is damaged ciphertext, never plaintext, so keyctl cannot encrypt a value twice. Everything
+ * else that is not null is plaintext where a target says `plaintext: encrypt`. No `$`: the same
+ * pattern works in JavaScript, PostgreSQL, MySQL/MariaDB and SQLite.
+ */
+export const CLAIMS_CIPHERTEXT = '^v[0-9]+:[A-Za-z0-9+/=]';
+const CLAIMS_RE = new RegExp(CLAIMS_CIPHERTEXT);
+
+/** True when the value claims to be ciphertext (see CLAIMS_CIPHERTEXT). */
+export function claimsCiphertext(value: string): boolean {
+  return CLAIMS_RE.test(value);
+}
+
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_BYTES = 32;

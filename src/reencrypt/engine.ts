@@ -79,6 +79,8 @@ export interface TableResult {
   rowsScanned: number;
   /** Values the batches set out to rewrite (dry run: would rewrite). */
   valuesPlanned: number;
+  /** Of those, plaintext values to encrypt for the first time (targets with `plaintext: encrypt`). */
+  plaintextPlanned: number;
   /** Rows the database reports as updated by the compare-and-set statements. */
   rowsUpdated: number;
   /** Rows planned but not updated because they changed meanwhile (the application wrote them). */
@@ -120,6 +122,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     table: t.table,
     rowsScanned: 0,
     valuesPlanned: 0,
+    plaintextPlanned: 0,
     rowsUpdated: 0,
     rowsSkippedConcurrent: 0,
     failures: [],
@@ -247,12 +250,13 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const values = valuesOf(current);
       const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
-        current.length > 0 ? o.planner.plan({ values, columns: width }) : Promise.resolve(null),
+        current.length > 0 ? o.planner.plan({ values, columns: width, plaintext: t.plaintext === 'encrypt' }) : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
       ]);
       toWrite = batchPlan && last !== null ? { rows: current, last, cas: toCas(current, values, batchPlan) } : null;
       if (batchPlan) {
         result.valuesPlanned += batchPlan.planned;
+        result.plaintextPlanned += batchPlan.plaintext;
         await o.afterRead?.(t.table, current);
       }
       const done = o.dryRun ? (toWrite ? current : null) : writing?.rows;

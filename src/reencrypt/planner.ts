@@ -76,17 +76,18 @@ export class ThreadPlanner implements Planner {
     const per = Math.ceil(rows / n);
     const parts = await Promise.all(
       this.workers.map((w, i) =>
-        i * per < rows ? this.send(w, { values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns), columns: batch.columns }) : null,
+        i * per < rows ? this.send(w, { ...batch, values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns) }) : null,
       ),
     );
     if (parts.length === 1 && parts[0]) return parts[0];
-    const merged: BatchPlan = { next: [], failures: [], planned: 0 };
+    const merged: BatchPlan = { next: [], failures: [], planned: 0, plaintext: 0 };
     parts.forEach((p, i) => {
       if (!p) return;
       const offset = i * per;
       for (const v of p.next) merged.next.push(v);
       for (const f of p.failures) merged.failures.push({ ...f, index: f.index + offset });
       merged.planned += p.planned;
+      merged.plaintext += p.plaintext;
     });
     return merged;
   }

@@ -70,12 +70,14 @@ export class MysqlDialect implements SqlDialect {
     };
   }
 
-  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ELSE '#unparseable' END`, [
+  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw {
+    const rest = claimsPattern ? `WHEN ?? REGEXP ? THEN '#unparseable' ELSE '#plaintext'` : `ELSE '#unparseable'`;
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ${rest} END`, [
       column,
       column,
       mysqlShapeRegex(shapePattern),
       column,
+      ...(claimsPattern ? [column, mysqlShapeRegex(claimsPattern)] : []),
     ]);
   }
 

@@ -55,12 +55,14 @@ export class PgDialect implements SqlDialect {
     };
   }
 
-  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ELSE '#unparseable' END`, [
+  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw {
+    const rest = claimsPattern ? `WHEN ?? ~ ? THEN '#unparseable' ELSE '#plaintext'` : `ELSE '#unparseable'`;
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ${rest} END`, [
       column,
       column,
       shapePattern,
       column,
+      ...(claimsPattern ? [column, claimsPattern] : []),
     ]);
   }
 

@@ -79,13 +79,15 @@ export class SqliteDialect implements SqlDialect {
     };
   }
 
-  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN substr(??, 1, instr(??, ':') - 1) ELSE '#unparseable' END`, [
+  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw {
+    const rest = claimsPattern ? `WHEN ?? REGEXP ? THEN '#unparseable' ELSE '#plaintext'` : `ELSE '#unparseable'`;
+    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN substr(??, 1, instr(??, ':') - 1) ${rest} END`, [
       column,
       column,
       shapePattern,
       column,
       column,
+      ...(claimsPattern ? [column, claimsPattern] : []),
     ]);
   }
 

@@ -78,9 +78,11 @@ export interface SqlDialect {
 
   /**
    * A SQL expression that classifies a column value: '#null', '#unparseable', or the version
-   * prefix (e.g. 'v2') of a value matching the codec's shape pattern.
+   * prefix (e.g. 'v2') of a value matching the codec's shape pattern. With `claimsPattern` (a
+   * target with `plaintext: encrypt`), a value that neither matches the shape nor this pattern
+   * is '#plaintext' instead of '#unparseable'.
    */
-  versionBucket(knex: Knex, column: string, shapePattern: string): Knex.Raw;
+  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw;
   /**
    * A SQL expression: 1 when the column holds a value that does not start with `prefix`
    * (e.g. 'v2:'), else 0. A byte comparison of a prefix — much cheaper than the shape regex.
