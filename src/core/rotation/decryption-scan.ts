@@ -4,7 +4,7 @@
  * key material uses it first with the keys that will remain, so a value that only the doomed key
  * can read (a mislabelled one, say) blocks the destruction instead of being lost.
  */
-import { AesGcmV1Codec, CiphertextError } from '../../crypto/codec.js';
+import { AesGcmV1Codec, CiphertextError, claimsCiphertext } from '../../crypto/codec.js';
 import { formatCount } from '../../base/format.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
@@ -17,6 +17,11 @@ export interface ScanResult {
   /** The first 1000 failures (table, pk, column, reason — never the value). */
   failures: ValueFailure[];
   failureCount: number;
+  /**
+   * Plaintext values in targets with `plaintext: encrypt`: not failures (no key can lose them), but
+   * not encrypted either — verify fails on them through the database counts.
+   */
+  plaintext: number;
 }
 
 export async function decryptionScan(
@@ -35,11 +40,16 @@ export async function decryptionScan(
   const checked: Record<string, number> = {};
   const failures: ValueFailure[] = [];
   let failureCount = 0;
-  const check = (table: string, pk: string, columns: string[], rows: Row[]) => {
+  let plaintext = 0;
+  const check = (table: string, pk: string, columns: string[], rows: Row[], allowsPlaintext: boolean) => {
     for (const row of rows) {
       for (const column of columns) {
         const value = row[column];
         if (value === null || value === undefined) continue;
+        if (allowsPlaintext && typeof value === 'string' && !claimsCiphertext(value)) {
+          plaintext++;
+          continue;
+        }
         try {
           if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
           codec.decrypt(value, keyFor);
@@ -55,10 +65,12 @@ export async function decryptionScan(
     }
   };
   for (const t of ctx.config.targets) {
-    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample));
+    const allowsPlaintext = t.plaintext === 'encrypt';
+    if (opts.sample !== undefined)
+      check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample), allowsPlaintext);
     else {
       for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) {
-        check(t.table, t.primaryKey, t.columns, rows);
+        check(t.table, t.primaryKey, t.columns, rows, allowsPlaintext);
         // Large tables take minutes: say how far the scan is, every few seconds.
         if (opts.progress && Date.now() - lastReport >= (opts.progressEveryMs ?? 5000)) {
           lastReport = Date.now();
@@ -67,7 +79,7 @@ export async function decryptionScan(
       }
     }
   }
-  return { checked, failures, failureCount };
+  return { checked, failures, failureCount, plaintext };
 }
 
 /**
