@@ -81,7 +81,8 @@ const BASE64_CHARS_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 const isBase64 = (s: string): boolean => s.length % 4 === 0 && BASE64_CHARS_RE.test(s);
 const NONCE_RE = /^[A-Za-z0-9+/]{16}$/;
 const VERSION_RE = /^v[0-9]+$/;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the plaintext, not an encoding mark to drop.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 interface ParsedValue {
   version: string;

@@ -65,6 +65,10 @@ describe('codec round trip', () => {
       seen.add(nonce);
     }
   });
+
+  it('keeps a leading byte order mark (U+FEFF): a rotation must not change the plaintext', () => {
+    for (const plain of ['\uFEFFhello', '\uFEFF', '\uFEFF\uFEFFx']) expect(codec.decrypt(codec.encrypt(plain, 'v1', key), keyFor(key))).toBe(plain);
+  });
 });
 
 describe('bad input gives typed errors, never a crash or wrong plaintext', () => {
