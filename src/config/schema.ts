@@ -97,7 +97,24 @@ export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSche
 
 export const TargetSchema = z.strictObject({
   table: tableName,
-  primaryKey: identifier.default('id'),
+  /**
+   * The column keyset pagination walks and the compare-and-set addresses rows by, or a composite
+   * key's columns in key order (`[tenant_id, id]`); a list of one column is that column.
+   */
+  primaryKey: z
+    .union(
+      [
+        identifier,
+        z
+          .array(identifier)
+          .min(1)
+          .max(8)
+          .refine((cols) => new Set(cols).size === cols.length)
+          .transform((cols) => (cols.length === 1 ? cols[0]! : cols)),
+      ],
+      { error: 'a column name, or a list of up to 8 different column names for a composite key (e.g. [tenant_id, id])' },
+    )
+    .default('id'),
   columns: z.array(identifier).min(1),
   /**
    * What a value that is not ciphertext is: `error` (default) — reported as unparseable and left

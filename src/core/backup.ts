@@ -14,7 +14,7 @@ import type { BackupConfig } from '../config/schema.js';
 import { resolveConfigPath } from '../config/load.js';
 import { AesGcmV1Codec, CiphertextError } from '../crypto/codec.js';
 import { fingerprint, KEY_BYTES } from '../crypto/keys.js';
-import { sampleRows } from '../reencrypt/scan.js';
+import { formatKey, keyOf, sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
 import { acquireLock, backupName, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum } from '../backup/files.js';
@@ -319,7 +319,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
             decrypted[v] = (decrypted[v] ?? 0) + 1;
           } catch (err) {
             if (!(err instanceof CiphertextError)) throw err;
-            if (failures.length < 20) failures.push(`${t.table}.${c} pk=${String(row[t.primaryKey])}: ${err.reason}`);
+            if (failures.length < 20) failures.push(`${t.table}.${c} pk=${formatKey(keyOf(row, t.primaryKey))}: ${err.reason}`);
           }
         }
       }

@@ -16,6 +16,7 @@ import { snapshotOf, sumCounts } from './rotation/snapshot.js';
 import type { VersionState } from '../rotation/store.js';
 import { lastAuditOfRotation, listCheckpoints, openRotation, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { jobsDir, listJobs, type JobRecord, type JobState } from '../reencrypt/jobs.js';
+import { formatKey } from '../reencrypt/scan.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
 import { checkHealth, type Problem } from './health.js';
@@ -198,7 +199,7 @@ export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Cod
               rowsRewritten: c.rowsRewritten,
               rowsFailed: c.rowsFailed,
               completed: c.completed,
-              stoppedAfter: c.completed || c.cursor === null ? null : String(c.cursor),
+              stoppedAfter: c.completed || c.cursor === null ? null : formatKey(c.cursor),
               lastBatchAt: c.updatedAt?.toISOString() ?? null,
               state: c.completed ? ('done' as const) : onIt ? ('running' as const) : ('interrupted' as const),
             };

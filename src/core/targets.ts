@@ -6,6 +6,7 @@ import type { LoadedConfig } from '../config/load.js';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import { ConfigError } from '../base/errors.js';
+import { keyColumns } from '../reencrypt/scan.js';
 
 function splitTable(name: string): { schema?: string; table: string } {
   const dot = name.indexOf('.');
@@ -35,8 +36,12 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
       problems.push(`${file}: targets[${i}].table: table "${t.table}" does not exist in ${db.endpoint.description}`);
       continue;
     }
-    if (!cols.has(t.primaryKey)) {
-      problems.push(`${file}: targets[${i}].primaryKey: table "${t.table}" has no column "${t.primaryKey}"`);
+    if (typeof t.primaryKey === 'string') {
+      if (!cols.has(t.primaryKey)) problems.push(`${file}: targets[${i}].primaryKey: table "${t.table}" has no column "${t.primaryKey}"`);
+    } else {
+      for (const [j, k] of t.primaryKey.entries()) {
+        if (!cols.has(k)) problems.push(`${file}: targets[${i}].primaryKey[${j}]: table "${t.table}" has no column "${k}"`);
+      }
     }
     for (const [j, c] of t.columns.entries()) {
       if (!cols.has(c)) problems.push(`${file}: targets[${i}].columns[${j}]: table "${t.table}" has no column "${c}"`);
@@ -56,6 +61,8 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
  * keyset pagination walks it and the compare-and-set addresses rows by it. On a column that repeats,
  * one value's compare-and-set would hit its twins, the batch count would disagree, and reencrypt
  * would blame the application on every pass without end. Checked before reencrypt writes anything.
+ * A composite key is unique when the table's primary key or a unique index lies within its columns
+ * (`[tenant_id, id]` on a table keyed by `(tenant_id, id)`, or by `id` alone).
  */
 export async function checkKeysUnique(db: Db, config: LoadedConfig, targets: LoadedConfig['targets']): Promise<void> {
   const problems: string[] = [];
@@ -66,19 +73,27 @@ export async function checkKeysUnique(db: Db, config: LoadedConfig, targets: Loa
     } catch (err) {
       throw translateDbError(err, db.endpoint, `read the keys of table ${t.table} in`);
     }
-    if (keys.some((k) => k.length === 1 && k[0] === t.primaryKey)) continue;
+    const wanted = keyColumns(t.primaryKey);
+    if (keys.some((k) => k.length > 0 && k.every((c) => wanted.includes(c)))) continue;
     const i = config.targets.indexOf(t);
-    const others = keys.filter((k) => k.length === 1).map((k) => k[0]);
-    problems.push(
-      `${config.file}: targets[${i}].primaryKey: column "${t.primaryKey}" of table "${t.table}" is neither its primary key nor under a unique index` +
-        (others.length > 0 ? ` (unique columns: ${others.join(', ')})` : ''),
-    );
+    if (typeof t.primaryKey === 'string') {
+      const others = keys.filter((k) => k.length === 1).map((k) => k[0]);
+      problems.push(
+        `${config.file}: targets[${i}].primaryKey: column "${t.primaryKey}" of table "${t.table}" is neither its primary key nor under a unique index` +
+          (others.length > 0 ? ` (unique columns: ${others.join(', ')})` : ''),
+      );
+    } else {
+      problems.push(
+        `${config.file}: targets[${i}].primaryKey: columns (${wanted.join(', ')}) of table "${t.table}" hold neither its primary key nor a unique index` +
+          (keys.length > 0 ? ` (unique keys: ${[...new Set(keys.map((k) => `(${k.join(', ')})`))].join(', ')})` : ''),
+      );
+    }
   }
   if (problems.length > 0) {
     throw new ConfigError(
       'reencrypt needs a unique primaryKey for every target: it walks the table by it and rewrites each row by it',
       problems,
-      "set primaryKey to the table's primary key (or a column with a unique index), or add one: CREATE UNIQUE INDEX … ON <table> (<column>)",
+      "set primaryKey to the table's primary key (a column, or a list of columns such as [tenant_id, id]) or to a unique index's columns, or add one: CREATE UNIQUE INDEX … ON <table> (<columns>)",
     );
   }
 }

@@ -2,7 +2,7 @@
  * What the rest of keyctl sees of the database dialect: the `SqlDialect` interface (one class
  * per dialect in ./dialects/) and time conversion from what the drivers return.
  */
-export type { CasBatch, CasPlan, DbEndpoint, Dialect, PkValue, SqlDialect } from './dialects/types.js';
+export type { CasBatch, CasPlan, DbEndpoint, Dialect, PkValue, RowKey, SqlDialect } from './dialects/types.js';
 export type { SqlDialect as DialectAdapter } from './dialects/types.js';
 
 export function fromDbTime(v: unknown): Date | null {

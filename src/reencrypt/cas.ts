@@ -12,8 +12,8 @@ import { translateDbError } from '../db/errors.js';
 export type { CasBatch } from '../db/adapter.js';
 
 /** Largest batch whose statement stays under every dialect's bind-parameter limit. */
-export function maxCasBatch(columnCount: number): number {
-  return Math.floor(30_000 / (1 + 2 * columnCount));
+export function maxCasBatch(columnCount: number, keyColumnCount = 1): number {
+  return Math.floor(30_000 / (keyColumnCount + 2 * columnCount));
 }
 
 /** Run the batch's compare-and-set (in `trx`); returns the rows the database reports as updated. */
@@ -21,10 +21,10 @@ export async function compareAndSetBatch(
   db: Db,
   trx: Knex.Transaction,
   table: string,
-  pk: string,
+  pk: string | readonly string[],
   columns: string[],
   batch: CasBatch,
-  pkType?: string,
+  pkType?: string | readonly string[],
 ): Promise<number> {
   if (batch.pks.length === 0) return 0;
   const plan = db.adapter.compareAndSetPlan({ table, pk, columns, batch, pkType });

@@ -6,10 +6,11 @@
  */
 import type { Knex } from 'knex';
 import type { Db } from '../db/connect.js';
-import type { PkValue } from './scan.js';
+import type { RowKey } from './scan.js';
 
 export interface Checkpoint {
-  cursor: PkValue | null;
+  /** The last committed row's key: one value, or a composite key's tuple (stored as a JSON array). */
+  cursor: RowKey | null;
   /** Rows the current pass has scanned up to the cursor (0 when a new pass starts). */
   rowsScanned: number;
   rowsRewritten: number;

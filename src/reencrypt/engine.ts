@@ -18,10 +18,11 @@ import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../base/retry.js';
 import type { Throttle } from './throttle.js';
-import { readBatch, shardFilter, type PkValue, type Row, type Shard } from './scan.js';
+import { cursorFits, formatKey, keyColumns, keyOf, readBatch, shardFilter, type PkValue, type Row, type RowKey, type Shard } from './scan.js';
 
 export interface ValueFailure {
   table: string;
+  /** The row's key as text: `1042`, or a composite key's tuple `(7, 1042)` (see formatKey). */
   pk: string;
   column: string;
   reason: string;
@@ -94,6 +95,7 @@ export interface TableResult {
   stoppedBecause?: string;
   /** Why the engine stopped, resumable, before a batch (the load above --critical-load), if it did. */
   abortedBecause?: string;
+  /** The cursor the run resumed after: a one-column key's value, or a composite key's tuple as text (`(7, 1042)`). */
   resumedFrom: PkValue | null;
 }
 
@@ -106,18 +108,35 @@ export async function countNotUnder(db: Db, t: TargetConfig, version: string, sh
   return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0);
 }
 
+/** The SQL type of each column of a composite key, where the dialect's compare-and-set needs them. */
+async function compositeKeyTypes(db: Db, table: string, keys: readonly string[]): Promise<string[] | undefined> {
+  const types: string[] = [];
+  for (const k of keys) {
+    const ty = await db.adapter.primaryKeyType(db.knex, table, k);
+    if (ty === undefined) return undefined;
+    types.push(ty);
+  }
+  return types;
+}
+
 export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise<TableResult> {
   const { db } = o;
   const shard = shardKey(o.target, o.shard ? `${o.shard.index}/${o.shard.count}` : undefined);
-  const maxBatch = maxCasBatch(t.columns.length);
+  const keys = keyColumns(t.primaryKey);
+  const keyWidth = keys.length;
+  const maxBatch = maxCasBatch(t.columns.length, keyWidth);
   const throttle = o.throttle;
   const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200, retryable: (err: unknown) => db.adapter.isRetryable(err) };
   const onRetry: RetryOptions['onRetry'] = (r) =>
     o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
   let throttleReason: string | null = null;
-  const pkType = await db.adapter.primaryKeyType(db.knex, t.table, t.primaryKey);
+  const pkType = keyWidth === 1 ? await db.adapter.primaryKeyType(db.knex, t.table, keys[0]!) : await compositeKeyTypes(db, t.table, keys);
   const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard)) as Array<{ n: unknown }>)[0]?.n ?? 0);
-  const saved = o.dryRun ? null : await o.checkpoints.load(db, o.rotationId, t.table, shard);
+  const stored = o.dryRun ? null : await o.checkpoints.load(db, o.rotationId, t.table, shard);
+  // A cursor saved under another primaryKey (the config changed between a one-column and a
+  // composite key mid-pass) cannot be compared with this key: the pass starts over, which is safe
+  // (a value already under the target is not touched again).
+  const saved = stored && stored.cursor !== null && !cursorFits(stored.cursor, t.primaryKey) ? { ...stored, cursor: null, rowsScanned: 0 } : stored;
   const result: TableResult = {
     table: t.table,
     rowsScanned: 0,
@@ -129,13 +148,13 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     remaining: 0,
     passes: 0,
     interrupted: false,
-    resumedFrom: saved && !saved.completed ? saved.cursor : null,
+    resumedFrom: saved && !saved.completed && saved.cursor !== null ? (Array.isArray(saved.cursor) ? formatKey(saved.cursor) : saved.cursor) : null,
   };
   const failed = new Set<string>();
   const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
   const maxPasses = o.dryRun ? 1 : (o.maxPasses ?? 3);
   // Each read remembers its size: a short batch is the end of the table.
-  const read = async (after: PkValue | null) => {
+  const read = async (after: RowKey | null) => {
     const size = Math.min(maxBatch, throttle.batchSize());
     const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, t.columns, after, size, o.shard), { ...retry, onRetry });
     return Object.assign(rows, { size });
@@ -150,13 +169,13 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
 
   interface Planned {
     rows: Row[];
-    last: PkValue;
+    last: RowKey;
     cas: CasBatch;
   }
   const noRows = Object.assign([] as Row[], { size: 0 });
   const toCas = (rows: Row[], values: unknown[], batchPlan: BatchPlan): CasBatch => {
     for (const f of batchPlan.failures) {
-      const pk = String(rows[f.index]![t.primaryKey]);
+      const pk = formatKey(keyOf(rows[f.index]!, t.primaryKey));
       const column = t.columns[f.column]!;
       const id = `${pk}\u0000${column}`;
       if (!failed.has(id)) {
@@ -170,7 +189,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       let any = false;
       for (let c = 0; c < width; c++) if (next[r * width + c] !== null) any = true;
       if (!any) continue;
-      cas.pks.push(rows[r]![t.primaryKey] as PkValue);
+      for (let k = 0; k < keyWidth; k++) cas.pks.push(rows[r]![keys[k]!] as PkValue);
       for (let c = 0, at = r * width; c < width; c++, at++) {
         cas.old.push(next[at] === null ? null : (values[at] as string));
         cas.next.push(next[at]!);
@@ -199,7 +218,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     );
     result.rowsUpdated += updated;
     // Rows with a value to rewrite that the statement did not update: changed meanwhile.
-    result.rowsSkippedConcurrent += Math.max(0, b.cas.pks.length - updated);
+    result.rowsSkippedConcurrent += Math.max(0, b.cas.pks.length / keyWidth - updated);
   };
   // Progress is about the current pass: each pass walks the table from its start, so done counts
   // from 0 again (a resumed run starts from the rows its checkpoint says this pass had done).
@@ -245,7 +264,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       // Nothing starts (no write, no read) while paused or while the database is too busy.
       if (!(await mayStart())) return result;
       const started = performance.now();
-      const last = current.length > 0 ? (current[current.length - 1]![t.primaryKey] as PkValue) : null;
+      const last = current.length > 0 ? keyOf(current[current.length - 1]!, t.primaryKey) : null;
       const writing: Planned | null = o.dryRun ? null : toWrite;
       const values = valuesOf(current);
       const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([

@@ -16,7 +16,7 @@ import { auditFieldsOf } from '../db/audit-fields.js';
 import { auditRowHash, GENESIS_HASH, type HashedAuditFields } from '../db/audit-hash.js';
 import { DatabaseError } from '../base/errors.js';
 import type { Checkpoint, CheckpointStore } from '../reencrypt/checkpoint.js';
-import type { PkValue } from '../reencrypt/scan.js';
+import type { PkValue, RowKey } from '../reencrypt/scan.js';
 import { CLOSED_PHASES, isPhase, rule, type MachineAction, type Phase, type VerifyOutcome, type VerifyScope } from './machine.js';
 
 type Executor = Knex | Knex.Transaction;
@@ -661,11 +661,25 @@ export async function missingAuditTables(db: Db): Promise<string[]> {
 
 // ── re-encryption checkpoints ──────────────────────────────────────────────────────────────────
 
+/**
+ * Cursors are JSON: a one-column key's value (`1042`, `"a-17"`; as every existing checkpoint
+ * holds), a composite key's tuple as an array (`[7,1042]`). A bigint is written as its decimal
+ * string, so no driver's number type loses digits.
+ */
+function cursorText(cursor: RowKey): string {
+  const plain = (v: PkValue) => (typeof v === 'bigint' ? v.toString() : v);
+  return JSON.stringify(Array.isArray(cursor) ? cursor.map(plain) : plain(cursor));
+}
+
+function parseCursor(text: unknown): RowKey {
+  return JSON.parse(String(text)) as RowKey;
+}
+
 export async function loadCheckpoint(db: Db, rotationId: number, table: string, shard: string): Promise<Checkpoint | null> {
   const r = (await db.knex(TABLES.checkpoints).where({ rotation_id: rotationId, table_name: table, shard }).first()) as Record<string, unknown> | undefined;
   if (!r) return null;
   return {
-    cursor: r.cursor === null || r.cursor === undefined ? null : (JSON.parse(String(r.cursor)) as PkValue),
+    cursor: r.cursor === null || r.cursor === undefined ? null : parseCursor(r.cursor),
     rowsScanned: Number(r.rows_scanned),
     rowsRewritten: Number(r.rows_rewritten),
     rowsFailed: Number(r.rows_failed),
@@ -683,7 +697,7 @@ export async function saveCheckpoint(
   at: Date,
 ): Promise<void> {
   const values = {
-    cursor: cp.cursor === null ? null : JSON.stringify(typeof cp.cursor === 'bigint' ? cp.cursor.toString() : cp.cursor),
+    cursor: cp.cursor === null ? null : cursorText(cp.cursor),
     rows_scanned: cp.rowsScanned,
     rows_rewritten: cp.rowsRewritten,
     rows_failed: cp.rowsFailed,
@@ -708,7 +722,7 @@ export async function listCheckpoints(db: Db, rotationId: number): Promise<Check
   return rows.map((r) => ({
     table: String(r.table_name),
     shard: String(r.shard),
-    cursor: r.cursor === null || r.cursor === undefined ? null : (JSON.parse(String(r.cursor)) as PkValue),
+    cursor: r.cursor === null || r.cursor === undefined ? null : parseCursor(r.cursor),
     rowsScanned: Number(r.rows_scanned),
     rowsRewritten: Number(r.rows_rewritten),
     rowsFailed: Number(r.rows_failed),

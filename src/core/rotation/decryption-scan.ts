@@ -7,7 +7,7 @@
 import { AesGcmV1Codec, CiphertextError, claimsCiphertext } from '../../crypto/codec.js';
 import { formatCount } from '../../base/format.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
-import { sampleRows, scanTable, type Row } from '../../reencrypt/scan.js';
+import { formatKey, keyOf, sampleRows, scanTable, type KeySpec, type Row } from '../../reencrypt/scan.js';
 import type { CoreContext } from '../context.js';
 import { loadAllKeys } from './material.js';
 
@@ -41,7 +41,7 @@ export async function decryptionScan(
   const failures: ValueFailure[] = [];
   let failureCount = 0;
   let plaintext = 0;
-  const check = (table: string, pk: string, columns: string[], rows: Row[], allowsPlaintext: boolean) => {
+  const check = (table: string, pk: KeySpec, columns: string[], rows: Row[], allowsPlaintext: boolean) => {
     for (const row of rows) {
       for (const column of columns) {
         const value = row[column];
@@ -59,7 +59,7 @@ export async function decryptionScan(
         } catch (err) {
           if (!(err instanceof CiphertextError)) throw err;
           failureCount++;
-          if (failures.length < 1000) failures.push({ table, pk: String(row[pk]), column, reason: err.reason });
+          if (failures.length < 1000) failures.push({ table, pk: formatKey(keyOf(row, pk)), column, reason: err.reason });
         }
       }
     }

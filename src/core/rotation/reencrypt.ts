@@ -11,7 +11,7 @@ import type { CoreContext } from '../context.js';
 import { RefusedError, UsageError } from '../../base/errors.js';
 import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
-import type { Shard } from '../../reencrypt/scan.js';
+import { formatKey, shardColumn, type Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { controlWatcher } from '../../reencrypt/control.js';
 import { claimStopped, JobFile } from '../../reencrypt/jobs.js';
@@ -101,11 +101,17 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   await checkKeysUnique(ctx.db, ctx.config, targets);
   if (opts.shard) {
     for (const t of targets) {
-      const info = await ctx.db.knex(t.table).columnInfo(t.primaryKey as never);
+      // A composite key is split on its last column (the row id of `[tenant_id, id]`).
+      const column = shardColumn(t.primaryKey);
+      const info = await ctx.db.knex(t.table).columnInfo(column as never);
       if (!/int|serial|number|decimal|numeric/i.test(String((info as { type?: string }).type ?? ''))) {
         throw new UsageError(
-          `--shard needs an integer primary key; ${t.table}.${t.primaryKey} is ${String((info as { type?: string }).type)}`,
-          'run without --shard for this target (use --table to pick the others)',
+          typeof t.primaryKey === 'string'
+            ? `--shard needs an integer primary key; ${t.table}.${column} is ${String((info as { type?: string }).type)}`
+            : `--shard splits a composite key on its last column, which must be an integer; ${t.table}.${column} (last of ${t.primaryKey.join(', ')}) is ${String((info as { type?: string }).type)}`,
+          typeof t.primaryKey === 'string'
+            ? 'run without --shard for this target (use --table to pick the others)'
+            : 'run without --shard for this target (use --table to pick the others), or list the key with an integer column last in keyctl.yaml if the table has an index in that order',
         );
       }
     }
@@ -333,7 +339,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       rowsUpdated: t.rowsUpdated,
       rowsSkippedConcurrent: t.rowsSkippedConcurrent,
       passes: t.passes,
-      resumedFrom: t.resumedFrom === null ? null : String(t.resumedFrom),
+      resumedFrom: t.resumedFrom === null ? null : formatKey(t.resumedFrom),
     })),
     failures: failures.length,
     failureSample: failures.slice(0, 20),

@@ -5,7 +5,7 @@ import { PgDialect } from './pg.js';
 import { SqliteDialect } from './sqlite.js';
 import type { Dialect, SqlDialect } from './types.js';
 
-export type { CasBatch, CasPlan, CasRequest, DbEndpoint, DbErrorKind, Dialect, PkValue, SqlDialect } from './types.js';
+export type { CasBatch, CasPlan, CasRequest, DbEndpoint, DbErrorKind, Dialect, PkValue, RawCondition, RowKey, SqlDialect } from './types.js';
 export { MysqlDialect, PgDialect, SqliteDialect };
 
 const DIALECTS: Record<Dialect, SqlDialect> = {

@@ -6,8 +6,8 @@
  */
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
-import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
-import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+import { driverCode, expandedAfter, keyColumnsOf, quoteWith, retryableWith, serverEndpoint } from './common.js';
+import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, PkValue, RawCondition, SqlDialect } from './types.js';
 import { groupKeyColumns } from './unique-keys.js';
 
 /**
@@ -118,26 +118,39 @@ export class MysqlDialect implements SqlDialect {
     return groupKeyColumns(rows.map((x) => [x.ix, x.col]));
   }
 
-  /** UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE … */
+  /**
+   * UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE …
+   * A composite key joins on each column (`v.k0`, `v.k1`, …) and bounds the batch by its leading
+   * column's range (rows arrive in key order, so the first row's leading value is the least).
+   */
   compareAndSetPlan({ table, pk, columns, batch }: CasRequest): CasPlan {
     const q = (name: string) => this.quoteIdentifier(name);
-    const n = batch.pks.length;
+    const keys = keyColumnsOf(pk);
+    const kw = keys.length;
+    const n = batch.pks.length / kw;
     const width = columns.length;
-    const vcols = ['pk'];
+    const vkeys = kw === 1 ? ['pk'] : keys.map((_, k) => `k${k}`);
+    const vcols = [...vkeys];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
     const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND CAST(t.${q(col)} AS BINARY) = CAST(v.o${i} AS BINARY)`;
     const sets = columns.map((c, i) => `t.${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const anyMatch = `t.${q(pk)} BETWEEN ? AND ? AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    const anyMatch = `t.${q(keys[0]!)} BETWEEN ? AND ? AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
     const bindings: unknown[] = [];
     for (let r = 0; r < n; r++) {
-      bindings.push(batch.pks[r]);
+      for (let k = 0; k < kw; k++) bindings.push(batch.pks[r * kw + k]);
       for (let c = 0; c < width; c++) bindings.push(batch.old[r * width + c], batch.next[r * width + c]);
     }
     const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
     const rest = ` UNION ALL SELECT ${vcols.map(() => '?').join(', ')}`;
     const derived = first + rest.repeat(n - 1);
-    bindings.push(batch.pks[0], batch.pks[n - 1]);
-    return { sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON t.${q(pk)} = v.pk SET ${sets} WHERE ${anyMatch}`, executions: [bindings] };
+    bindings.push(batch.pks[0], batch.pks[(n - 1) * kw]);
+    const on = keys.map((c, k) => `t.${q(c)} = v.${vkeys[k]}`).join(' AND ');
+    return { sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON ${on} SET ${sets} WHERE ${anyMatch}`, executions: [bindings] };
+  }
+
+  /** Expanded: MariaDB scans the whole index for `(a, b) > (?, ?)` but ranges over this form (see expandedAfter). */
+  keyAfter(columns: readonly string[], after: readonly PkValue[]): RawCondition {
+    return expandedAfter(columns, after);
   }
 
   async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {

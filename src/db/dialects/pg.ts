@@ -4,8 +4,8 @@
  */
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
-import { driverCode, quoteWith, retryableWith, serverEndpoint } from './common.js';
-import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+import { driverCode, quoteWith, retryableWith, rowValueAfter, serverEndpoint } from './common.js';
+import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, PkValue, RawCondition, SqlDialect } from './types.js';
 import { groupKeyColumns } from './unique-keys.js';
 
 const RETRYABLE = new Set([
@@ -113,9 +113,11 @@ export class PgDialect implements SqlDialect {
    * parses and plans in the same time for any batch size, and 2k+3 parameters.
    */
   compareAndSetPlan({ table, pk, columns, batch, pkType = 'text' }: CasRequest): CasPlan {
+    if (typeof pk !== 'string') return this.compositeCompareAndSetPlan({ table, pk, columns, batch, pkType });
     const q = (name: string) => this.quoteIdentifier(name);
     const n = batch.pks.length;
     const width = columns.length;
+    const keyType = typeof pkType === 'string' ? pkType : (pkType[0] ?? 'text');
     const vcols = ['pk'];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
     const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
@@ -126,15 +128,55 @@ export class PgDialect implements SqlDialect {
         pgArrayLiteral(n, (r) => batch.old[r * width + c], true),
         pgArrayLiteral(n, (r) => batch.next[r * width + c], true),
       );
-    const types = vcols.map((_, c) => (c === 0 ? pkType : 'text'));
+    const types = vcols.map((_, c) => (c === 0 ? keyType : 'text'));
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the
     // arrays against a sequential scan of the whole table, for every batch.
-    const anyMatch = `t.${q(pk)} BETWEEN CAST(? AS ${pkType}) AND CAST(? AS ${pkType}) AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    const anyMatch = `t.${q(pk)} BETWEEN CAST(? AS ${keyType}) AND CAST(? AS ${keyType}) AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
     return {
       sql: `UPDATE ${q(table)} AS t SET ${sets} FROM ${unnest} WHERE t.${q(pk)} = v.pk AND ${anyMatch}`,
       executions: [[...arrays, batch.pks[0], batch.pks[n - 1]]],
     };
+  }
+
+  /**
+   * The same statement on a composite key: one array per key column (`k0`, `k1`, …) joined column
+   * by column, and the batch's range as row values, which PostgreSQL takes as an index condition.
+   */
+  private compositeCompareAndSetPlan({ table, pk, columns, batch, pkType }: CasRequest & { pk: readonly string[] }): CasPlan {
+    const q = (name: string) => this.quoteIdentifier(name);
+    const kw = pk.length;
+    const n = batch.pks.length / kw;
+    const width = columns.length;
+    const keyTypes = pk.map((_, k) => (typeof pkType === 'string' ? pkType : pkType?.[k]) ?? 'text');
+    const vcols = pk.map((_, k) => `k${k}`);
+    const types = [...keyTypes];
+    for (let i = 0; i < width; i++) {
+      vcols.push(`o${i}`, `n${i}`);
+      types.push('text', 'text');
+    }
+    const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
+    const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const arrays = pk.map((_, k) => pgArrayLiteral(n, (r) => batch.pks[r * kw + k], false));
+    for (let c = 0; c < width; c++)
+      arrays.push(
+        pgArrayLiteral(n, (r) => batch.old[r * width + c], true),
+        pgArrayLiteral(n, (r) => batch.next[r * width + c], true),
+      );
+    const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
+    const tuple = `(${pk.map((c) => `t.${q(c)}`).join(', ')})`;
+    const bound = `(${keyTypes.map((ty) => `CAST(? AS ${ty})`).join(', ')})`;
+    const join = pk.map((c, k) => `t.${q(c)} = v.k${k}`).join(' AND ');
+    const anyMatch = `${tuple} >= ${bound} AND ${tuple} <= ${bound} AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    return {
+      sql: `UPDATE ${q(table)} AS t SET ${sets} FROM ${unnest} WHERE ${join} AND ${anyMatch}`,
+      executions: [[...arrays, ...batch.pks.slice(0, kw), ...batch.pks.slice((n - 1) * kw, n * kw)]],
+    };
+  }
+
+  /** Row values: PostgreSQL takes `(a, b) > (?, ?)` as an index condition on a btree over (a, b). */
+  keyAfter(columns: readonly string[], after: readonly PkValue[]): RawCondition {
+    return rowValueAfter(columns, after);
   }
 
   async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {

@@ -6,8 +6,8 @@
 import path from 'node:path';
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
-import { driverCode, quoteWith, retryableWith } from './common.js';
-import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, SqlDialect } from './types.js';
+import { driverCode, keyColumnsOf, quoteWith, retryableWith, rowValueAfter } from './common.js';
+import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, PkValue, RawCondition, SqlDialect } from './types.js';
 
 const RETRYABLE = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED']);
 
@@ -134,21 +134,30 @@ export class SqliteDialect implements SqlDialect {
    */
   compareAndSetPlan({ table, pk, columns, batch }: CasRequest): CasPlan {
     const q = (name: string) => this.quoteIdentifier(name);
-    const sql = `UPDATE ${q(table)} SET ${columns.map((c) => `${q(c)} = CASE WHEN ${q(c)} = ? THEN ? ELSE ${q(c)} END`).join(', ')} WHERE ${q(pk)} = ? AND (${columns.map((c) => `${q(c)} = ?`).join(' OR ')})`;
+    const keys = keyColumnsOf(pk);
+    const where = keys.map((k) => `${q(k)} = ?`).join(' AND ');
+    const sql = `UPDATE ${q(table)} SET ${columns.map((c) => `${q(c)} = CASE WHEN ${q(c)} = ? THEN ? ELSE ${q(c)} END`).join(', ')} WHERE ${where} AND (${columns.map((c) => `${q(c)} = ?`).join(' OR ')})`;
     const width = columns.length;
-    const executions: unknown[][] = new Array(batch.pks.length);
-    for (let r = 0; r < batch.pks.length; r++) {
-      const params = new Array<unknown>(3 * width + 1);
+    const kw = keys.length;
+    const rows = batch.pks.length / kw;
+    const executions: unknown[][] = new Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const params = new Array<unknown>(3 * width + kw);
       let i = 0;
       for (let c = 0; c < width; c++) {
         params[i++] = batch.old[r * width + c];
         params[i++] = batch.next[r * width + c];
       }
-      params[i++] = batch.pks[r];
+      for (let k = 0; k < kw; k++) params[i++] = batch.pks[r * kw + k];
       for (let c = 0; c < width; c++) params[i++] = batch.old[r * width + c];
       executions[r] = params;
     }
     return { sql, executions };
+  }
+
+  /** Row values (SQLite ≥ 3.15): the planner searches the key's index with them (EXPLAIN QUERY PLAN: `SEARCH … ((a,b)>(?,?))`). */
+  keyAfter(columns: readonly string[], after: readonly PkValue[]): RawCondition {
+    return rowValueAfter(columns, after);
   }
 
   async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {

@@ -11,6 +11,12 @@ export type Dialect = 'sqlite' | 'pg' | 'mysql';
 /** A primary-key value as the drivers return it. */
 export type PkValue = string | number | bigint;
 
+/**
+ * A row's key: the value of a one-column key, or the values of a composite key in key order
+ * (`primaryKey: [tenant_id, id]` → `[7, 1042]`).
+ */
+export type RowKey = PkValue | PkValue[];
+
 export interface DbEndpoint {
   dialect: Dialect;
   /** e.g. "PostgreSQL at 127.0.0.1:5432, database test" or "SQLite database /x/keyctl.db" */
@@ -22,6 +28,7 @@ export interface DbEndpoint {
 
 /** The rows of one batch to write, flat: `columns` entries per row in `old` and `next`. */
 export interface CasBatch {
+  /** The rows' keys, flat: one entry per key column per row (pks[row * keyColumns + k]). */
   pks: PkValue[];
   /** old[row * columns + column]: the ciphertext read, or null where the column is not written. */
   old: Array<string | null>;
@@ -40,11 +47,21 @@ export interface CasPlan {
 
 export interface CasRequest {
   table: string;
-  pk: string;
+  /** The key column, or a composite key's columns in key order. */
+  pk: string | readonly string[];
   columns: string[];
   batch: CasBatch;
-  /** The primary key's SQL type, for dialects whose `casNeedsKeyType` is true. */
-  pkType?: string | undefined;
+  /**
+   * The key's SQL type (one per column of a composite key), for dialects whose `casNeedsKeyType`
+   * is true.
+   */
+  pkType?: string | readonly string[] | undefined;
+}
+
+/** A WHERE fragment for Knex's `whereRaw`: `??` for identifiers, `?` for values. */
+export interface RawCondition {
+  sql: string;
+  bindings: Array<string | number | bigint>;
 }
 
 /** Driver errors keyctl explains the same way on every dialect (see db/errors.ts). */
@@ -101,6 +118,11 @@ export interface SqlDialect {
    * compare-and-set need a unique key: a column is one when some list is exactly that column.
    */
   uniqueKeys(knex: Knex, table: string): Promise<string[][]>;
+  /**
+   * Keyset pagination on a composite key: the rows whose key columns, as a tuple, come after
+   * `after` (same length as `columns`) in key order — written so the database walks the key's index.
+   */
+  keyAfter(columns: readonly string[], after: readonly PkValue[]): RawCondition;
   /** The compare-and-set statement and its bindings for one batch (pure: no database needed). */
   compareAndSetPlan(req: CasRequest): CasPlan;
   /** Run a plan inside the batch's transaction; returns the rows the database reports updated. */
