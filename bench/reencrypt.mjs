@@ -9,7 +9,9 @@
 //   naive       OFFSET pages of 100, then one UPDATE per row (how hand-written procedures do it),
 //               measured on --naive-rows rows in pages spread evenly over the table (so OFFSET costs
 //               what it would on average over a full run) and reported as rows/s
-// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
+// With --plaintext the table holds plaintext (a table being onboarded, `plaintext: encrypt`): keyctl
+// encrypts it for the first time and the crypto ceiling is encryption alone.
+// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext] [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
@@ -39,6 +41,7 @@ const batchSize = opt('batch-size');
 const cryptoWorkers = opt('workers');
 const batchArgs = [...(batchSize ? ['--batch-size', batchSize] : []), ...(cryptoWorkers ? ['--crypto-workers', cryptoWorkers] : [])];
 const keep = args.includes('--keep');
+const plaintext = args.includes('--plaintext');
 // --profile DIR: write a V8 CPU profile of the keyctl reencrypt process into DIR.
 const profileDir = opt('profile');
 const profileArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
@@ -110,7 +113,11 @@ async function setup() {
   for (let i = 1; i <= rows; i += chunk) {
     const batch = [];
     for (let j = i; j < Math.min(i + chunk, rows + 1); j++) {
-      batch.push({ email: codec.encrypt(`user.${j}@example.com`, 'v1', k1), note: codec.encrypt(note(j), 'v1', k1) });
+      batch.push(
+        plaintext
+          ? { email: `user.${j}@example.com`, note: note(j) }
+          : { email: codec.encrypt(`user.${j}@example.com`, 'v1', k1), note: codec.encrypt(note(j), 'v1', k1) },
+      );
     }
     await knex('bench').insert(batch);
   }
@@ -125,7 +132,7 @@ function writeProject() {
   });
   writeFileSync(
     path.join(dir, 'keyctl.yaml'),
-    `database:\n  client: ${dbKind}\n  connection: ${JSON.stringify(connectionUrl())}\nkeystore:\n  provider: file\n  path: .keyctl/keyring.json\ntargets:\n  - table: bench\n    columns: [email, note]\npolicy:\n  minPropagationSeconds: 0\n`,
+    `database:\n  client: ${dbKind}\n  connection: ${JSON.stringify(connectionUrl())}\nkeystore:\n  provider: file\n  path: .keyctl/keyring.json\ntargets:\n  - table: bench\n    columns: [email, note]\n${plaintext ? '    plaintext: encrypt\n' : ''}policy:\n  minPropagationSeconds: 0\n`,
   );
 }
 
@@ -177,7 +184,7 @@ async function parallelCrypto(values, threads) {
       parentPort.postMessage('ready');
       parentPort.once('message', () => {
         let sink = 0;
-        for (const v of workerData.values) sink += codec.encrypt(codec.decrypt(v, lookup), 'v2', target).length;
+        for (const v of workerData.values) sink += codec.encrypt(workerData.plaintext ? v : codec.decrypt(v, lookup), 'v2', target).length;
         parentPort.postMessage(sink);
       });
     });`;
@@ -187,7 +194,7 @@ async function parallelCrypto(values, threads) {
     (_, i) =>
       new Worker(src, {
         eval: true,
-        workerData: { codecUrl, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) },
+        workerData: { codecUrl, plaintext, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) },
       }),
   );
   /** @param {Worker} w */
@@ -236,7 +243,7 @@ async function main() {
   const lookup = (v) => keys.get(v);
   let t0 = performance.now();
   let sink = 0;
-  for (const v of values) sink += codec.encrypt(codec.decrypt(v, lookup), 'v2', target).length;
+  for (const v of values) sink += codec.encrypt(plaintext ? v : codec.decrypt(v, lookup), 'v2', target).length;
   const cryptoSecs = (performance.now() - t0) / 1000;
   if (sink === 0) throw new Error('unreachable');
   // The same work on one thread per core at once: how far crypto scales on this machine.
@@ -265,6 +272,8 @@ async function main() {
   const { rssKb, wall, user: userCpu, sys: sysCpu } = timeFields(timed.stderr);
   const report = JSON.parse(timed.stdout);
   if (report.remaining !== 0) throw new Error(`reencrypt left ${report.remaining} values`);
+  if (plaintext && report.tables[0].plaintextPlanned !== 2 * rows)
+    throw new Error(`reencrypt encrypted ${report.tables[0].plaintextPlanned} plaintext values, not ${2 * rows}`);
 
   // Database ceiling: server-side rewrite of both columns in keyset batches of 1000.
   /** @type {(column: string) => string} */
@@ -304,12 +313,12 @@ async function main() {
   /** @param {number} x */
   const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(10);
   const lines = [
-    `db=${dbKind} rows=${rows} (2 encrypted columns per row) node=${process.version} cpus=${os.cpus().length}`,
+    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length}`,
     `method                         rows/s`,
     `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
     `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
     `keyctl --dry-run          ${fmt(rate(rows, dryWall))}   (${dryWall.toFixed(2)} s wall: reads and crypto, no writes; CPU keyctl ${(dryUser + drySys).toFixed(1)} s${dbKind === 'sqlite' ? '' : `, database server ${dryServerCpu.toFixed(1)} s`})`,
-    `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${cryptoSecs.toFixed(2)} s)`,
+    `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${cryptoSecs.toFixed(2)} s${plaintext ? ', encryption only' : ''})`,
     `crypto on ${os.cpus().length} threads       ${fmt(rate(rows, parallelSecs))}   (${parallelSecs.toFixed(2)} s: the same work split across ${os.cpus().length} threads at once, ${(cryptoSecs / parallelSecs).toFixed(2)}× one thread)`,
     `database ceiling          ${fmt(dbRate)}   (${dbSecs.toFixed(2)} s, server-side UPDATE in keyset batches)`,
     `naive (OFFSET + per-row)  ${fmt(naiveRate)}   (${naiveSecs.toFixed(2)} s for ${pages} pages of 100 spread over the table)`,
@@ -324,6 +333,7 @@ async function main() {
       JSON.stringify({
         db: dbKind,
         rows,
+        plaintext,
         keyctlRate,
         cryptoRate,
         dbRate,

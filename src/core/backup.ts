@@ -12,7 +12,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BackupConfig } from '../config/schema.js';
 import { resolveConfigPath } from '../config/load.js';
-import { AesGcmV1Codec, CiphertextError } from '../crypto/codec.js';
+import { AesGcmV1Codec, CiphertextError, claimsCiphertext } from '../crypto/codec.js';
 import { fingerprint, KEY_BYTES } from '../crypto/keys.js';
 import { formatKey, keyOf, sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -222,6 +222,8 @@ export interface RecoverTestReport {
   checks: RecoverCheck[];
   /** Values decrypted from real rows with the recovered keys, per version. */
   decrypted: Record<string, number>;
+  /** Sampled values of `plaintext: encrypt` targets not encrypted yet: passed over, no key needed. */
+  plaintext: number;
 }
 
 /**
@@ -307,12 +309,18 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
     // Real rows, decrypted with the recovered keys only. Plaintext is discarded at once.
     const decrypted: Record<string, number> = {};
     const failures: string[] = [];
+    // Plaintext of a table being onboarded (plaintext: encrypt) needs no key: passed over, counted.
+    let plaintext = 0;
     for (const t of ctx.config.targets) {
       const rows = await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample);
       for (const row of rows) {
         for (const c of t.columns) {
           const value = row[c];
           if (typeof value !== 'string') continue;
+          if (t.plaintext === 'encrypt' && !claimsCiphertext(value)) {
+            plaintext++;
+            continue;
+          }
           try {
             codec.decrypt(value, (v) => keys.get(v));
             const v = codec.versionOf(value);
@@ -330,7 +338,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       failures.length === 0,
       failures.length
         ? `values that the recovered keys cannot decrypt: ${failures.join(', ')}`
-        : `${total} value(s) from ${ctx.config.targets.length} target(s) decrypted with the recovered keys`,
+        : `${formatCount(total)} value(s) from ${ctx.config.targets.length} target(s) decrypted with the recovered keys`,
     );
     const report: RecoverTestReport = {
       passed: checks.every((c) => c.ok),
@@ -340,6 +348,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       versions: doc.keys.map((k) => k.version),
       checks,
       decrypted,
+      plaintext,
     };
     await audit(ctx, 'recover-test', report.passed ? 'ok' : 'failed', {
       file: path.basename(file),

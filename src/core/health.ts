@@ -32,6 +32,7 @@ export const PROBLEM_CODES = {
   'recover-test-stale': 'backups are configured and no recover-test passed within backup.recoverTestMaxAgeDays',
   'registry-tampered': 'the key-version registry differs from what the audit chain last recorded (edited outside keyctl)',
   'audit-chain-broken': 'the audit hash chain does not verify (a row was edited, deleted or inserted outside keyctl)',
+  'plaintext-values': 'a target with plaintext: encrypt still holds values that are not encrypted',
 } as const;
 
 export type ProblemCode = keyof typeof PROBLEM_CODES;

@@ -3,8 +3,8 @@
  * values sit under each key version — counted by the database (one GROUP BY scan per table),
  * never by loading rows into memory.
  */
-import { formatTime } from '../base/format.js';
-import { AesGcmV1Codec, type Codec } from '../crypto/codec.js';
+import { formatCount, formatTime } from '../base/format.js';
+import { AesGcmV1Codec, CLAIMS_CIPHERTEXT, type Codec } from '../crypto/codec.js';
 import { compareVersions, isVersionName } from '../crypto/keys.js';
 import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
@@ -28,6 +28,8 @@ export interface ColumnCounts {
   counts: Record<string, number>;
   null: number;
   unparseable: number;
+  /** Plaintext values (targets with `plaintext: encrypt`; 0 elsewhere, where they count as unparseable). */
+  plaintext: number;
   total: number;
   /** Versions found in the data that the keyring does not hold. */
   unknownVersions: string[];
@@ -107,7 +109,7 @@ export async function countVersions(db: Db, target: TargetConfig, codec: Codec):
   const aliases = target.columns.map((_, i) => `b${i}`);
   const select: Record<string, unknown> = {};
   target.columns.forEach((c, i) => {
-    select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, codec.shapePattern);
+    select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, codec.shapePattern, target.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined);
   });
   let rows: Array<Record<string, unknown>>;
   try {
@@ -121,12 +123,13 @@ export async function countVersions(db: Db, target: TargetConfig, codec: Codec):
     throw translateDbError(err, db.endpoint, `count values in ${target.table} of`);
   }
   return target.columns.map((column, i) => {
-    const out: ColumnCounts = { table: target.table, column, counts: {}, null: 0, unparseable: 0, total: 0, unknownVersions: [] };
+    const out: ColumnCounts = { table: target.table, column, counts: {}, null: 0, unparseable: 0, plaintext: 0, total: 0, unknownVersions: [] };
     for (const r of rows) {
       const bucket = String(r[aliases[i]!]);
       const n = Number(r.n);
       out.total += n;
       if (bucket === '#null') out.null += n;
+      else if (bucket === '#plaintext') out.plaintext += n;
       else if (bucket === '#unparseable' || !isVersionName(bucket)) out.unparseable += n;
       else out.counts[bucket] = (out.counts[bucket] ?? 0) + n;
     }
@@ -261,6 +264,13 @@ function countProblems(targets: ColumnCounts[], overdue: boolean, due: Date): Pr
         code: 'unparseable-values',
         message: `${t.table}.${t.column}: ${t.unparseable} unparseable value(s)`,
         hint: '`keyctl verify` lists them (table, primary key, reason); keyctl never rewrites them — repair them by hand',
+      });
+    }
+    if (t.plaintext > 0) {
+      problems.push({
+        code: 'plaintext-values',
+        message: `${t.table}.${t.column}: ${formatCount(t.plaintext)} plaintext value(s) not encrypted yet`,
+        hint: 'run a rotation (`keyctl runbook run routine-rotation`, or generate, dual-key, reencrypt): reencrypt encrypts them under the primary',
       });
     }
     for (const v of t.unknownVersions) {

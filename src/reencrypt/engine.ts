@@ -11,6 +11,7 @@
  * key, or values changed under a batch); another pass handles them, up to `maxPasses`.
  */
 import type { TargetConfig } from '../config/schema.js';
+import { CLAIMS_CIPHERTEXT } from '../crypto/codec.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
@@ -103,7 +104,9 @@ const MAX_LISTED_FAILURES = 1000;
 
 /** Values of the target's columns not under `version` (unparseable ones included), one scan. */
 export async function countNotUnder(db: Db, t: TargetConfig, version: string, shard?: Shard): Promise<number> {
-  const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`), `n_${c}`]));
+  // Where plaintext is allowed, a plaintext value that happens to start with `v2:` is still pending.
+  const claims = t.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined;
+  const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims), `n_${c}`]));
   const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, shard)) as Array<Record<string, unknown>>;
   return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0);
 }

@@ -42,8 +42,10 @@ export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buf
         plan.failures.push({ index: i, column: c, reason: 'malformed' });
         continue;
       }
-      if (value.startsWith(prefix)) continue;
-      if (input.plaintext && !claimsCiphertext(value)) {
+      const claims = claimsCiphertext(value);
+      // Already under the target; where plaintext is allowed, `v2: call back` is plaintext, not v2.
+      if (value.startsWith(prefix) && (claims || !input.plaintext)) continue;
+      if (input.plaintext && !claims) {
         plan.next[at] = codec.encrypt(value, target, targetKey);
         plan.planned++;
         plan.plaintext++;

@@ -116,6 +116,8 @@ export interface PolicySnapshot {
 export interface CountsSnapshot {
   byVersion: Record<string, number>;
   unparseable: number;
+  /** Plaintext values in targets with `plaintext: encrypt` (not yet encrypted). */
+  plaintext?: number;
 }
 
 /** What a guard may look at. Counts are filled only for actions whose guards need them. */
@@ -295,18 +297,19 @@ export const GUARDS = {
     },
   },
   nothingLeftUnderOtherVersions: {
-    describe: 'a fresh database count finds every value under the primary and none unparseable',
+    describe: 'a fresh database count finds every value under the primary, none unparseable and none still plaintext',
     forceable: false,
     check: (s) => {
       const r = rotationOf(s);
       const c = countsOf(s);
       const target = s.versions.find((v) => v.state === 'primary')?.version ?? r.newVersion;
       const left = notUnder(c, target);
-      if (left === 0 && c.unparseable === 0) return null;
+      const plaintext = c.plaintext ?? 0;
+      if (left === 0 && c.unparseable === 0 && plaintext === 0) return null;
       return {
-        reason: `a fresh count finds ${left} value(s) not under ${target} and ${c.unparseable} unparseable`,
+        reason: `a fresh count finds ${left} value(s) not under ${target} and ${c.unparseable} unparseable${plaintext > 0 ? `, ${plaintext} plaintext` : ''}`,
         hint: 'run `keyctl reencrypt`, then `keyctl verify`, then try again',
-        details: { byVersion: c.byVersion, unparseable: c.unparseable },
+        details: { byVersion: c.byVersion, unparseable: c.unparseable, plaintext },
       };
     },
   },

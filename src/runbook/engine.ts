@@ -224,7 +224,7 @@ export async function previewSteps(
 ): Promise<Map<number, StepPreview>> {
   const versions = await listVersions(ctx.db, ctx.config.keyring);
   const counts = await countAllTargets(ctx);
-  const snap = snapshotOf(ctx, p.rotation, versions, { byVersion: counts.byVersion, unparseable: counts.unparseable });
+  const snap = snapshotOf(ctx, p.rotation, versions, { byVersion: counts.byVersion, unparseable: counts.unparseable, plaintext: counts.plaintext });
   const out = new Map<number, StepPreview>();
   for (const s of p.steps) {
     if (s.done || !s.applies || (only && !only.includes(s.index))) continue;

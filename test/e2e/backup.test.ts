@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { backupName } from '../../src/backup/files.js';
@@ -287,6 +288,25 @@ describe('keyctl recover-test', () => {
     const fresh = await keyctl(['recover-test', '--identity', keys.sec], { cwd: dir });
     expect(fresh.code, fresh.stdout).toBe(0);
     expect(fresh.stdout).toContain('restores v1, v2');
+  });
+  it('passes over plaintext of a table being onboarded (plaintext: encrypt), and fails on it otherwise', async () => {
+    const dir = await project({ rows: 10 });
+    const cfg = path.join(dir, 'keyctl.yaml');
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('columns: [email, phone, notes]', 'columns: [email, phone, notes]\n    plaintext: encrypt'));
+    const db = new Database(path.join(dir, 'keyctl.db'));
+    try {
+      db.prepare("UPDATE customers SET email = 'never-encrypted@example.com' WHERE id <= 3").run();
+    } finally {
+      db.close();
+    }
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const r = await keyctl(['recover-test', '--identity', keys.sec, '--sample', '10'], { cwd: dir });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('restores v1; 27 sampled value(s) decrypted with the recovered keys (3 plaintext value(s) not encrypted yet passed over)');
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('\n    plaintext: encrypt', ''));
+    const strict = await keyctl(['recover-test', '--identity', keys.sec, '--sample', '10'], { cwd: dir });
+    expect(strict.code).toBe(ExitCode.BACKUP);
+    expect(strict.stdout).toContain('customers.email pk=1: malformed');
   });
 });
 

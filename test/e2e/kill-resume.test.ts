@@ -1,10 +1,11 @@
 /**
  * Safe to kill: `keyctl reencrypt` is killed with SIGKILL at random moments, several times, then
  * run to completion; every row is then checked against the plaintext it started with — none
- * skipped, none encrypted twice, none corrupted. On every dialect.
+ * skipped, none encrypted twice, none corrupted. On every dialect, for a rotation and for a
+ * table onboarded with `plaintext: encrypt` (half its rows never encrypted).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import knexFactory from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -59,16 +60,33 @@ for (const dialect of DIALECTS) {
       tdb = undefined;
     });
 
-    it('resumes after SIGKILL at random points and ends with every row intact under the new key', async () => {
+    it.each([
+      { onboarding: false, title: 'a rotation' },
+      { onboarding: true, title: 'plaintext onboarding (every other row never encrypted)' },
+    ])('$title resumes after SIGKILL at random points and ends with every row intact under the new key', async ({ onboarding }) => {
       tdb = await createTestDatabase(dialect);
       const cwd = tdb.dir;
       const env = { APP_DB: tdb.connection };
       const init = await keyctl(['init', '--demo', '--rows', String(ROWS), '--database', '${APP_DB}'], { cwd, env });
       expect(init.code, init.stderr).toBe(0);
+      const db = dbFor(dialect, cwd, tdb.connection);
+      if (onboarding) {
+        // Every other row back to the plaintext an application stored before encryption.
+        const config = path.join(cwd, 'keyctl.yaml');
+        writeFileSync(config, readFileSync(config, 'utf8').replace('columns: [email, phone, notes]', 'columns: [email, phone, notes]\n    plaintext: encrypt'));
+        const rows = [...demoRows(ROWS)];
+        await db.transaction(async (trx) => {
+          for (let id = 1; id <= ROWS; id += 2) {
+            const r = rows[id - 1]!;
+            await trx('customers').where({ id }).update({ email: r.email, phone: r.phone, notes: r.notes });
+          }
+        });
+        const counted = json<{ targets: Array<{ plaintext: number }> }>(await keyctl(['status', '--json'], { cwd, env }));
+        expect(counted.targets.map((t) => t.plaintext)).toEqual([ROWS / 2, ROWS / 2, ROWS / 2]);
+      }
       expect((await keyctl(['generate'], { cwd, env })).code).toBe(0);
       expect((await keyctl(['dual-key'], { cwd, env })).code).toBe(0);
 
-      const db = dbFor(dialect, cwd, tdb.connection);
       const progress: number[] = [];
       const v2Values = async () =>
         json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd, env })).targets.reduce(

@@ -22,7 +22,7 @@ export async function run(rt: CliRuntime, f: RecoverTestOptions): Promise<number
     const c = rt.output.out;
     rt.output.result(r, () => {
       const head = r.passed
-        ? `${c.green('✓')} recover-test passed: ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old) restores ${r.versions.join(', ')}; ${formatCount(Object.values(r.decrypted).reduce((a, b) => a + b, 0))} sampled value(s) decrypted with the recovered keys`
+        ? `${c.green('✓')} recover-test passed: ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old) restores ${r.versions.join(', ')}; ${formatCount(Object.values(r.decrypted).reduce((a, b) => a + b, 0))} sampled value(s) decrypted with the recovered keys${r.plaintext ? ` (${formatCount(r.plaintext)} plaintext value(s) not encrypted yet passed over)` : ''}`
         : `${c.red('✗')} recover-test FAILED for ${path.basename(r.file)} (${r.ageHours.toFixed(1)} h old):`;
       const failed = r.checks.filter((k) => !k.ok).map((k) => `  - ${k.name}: ${k.detail}`);
       return [head, ...failed].join('\n');

@@ -120,7 +120,9 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
     out.push('', 'No targets configured: add encrypted columns under targets: in keyctl.yaml.');
   } else {
     const allVersions = [...new Set(r.targets.flatMap((t) => Object.keys(t.counts)))].sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)));
-    const counts = new Table({ head: ['column', ...allVersions, 'null', 'unparseable', 'total'], style });
+    // A plaintext column only while a target being onboarded (plaintext: encrypt) still holds some.
+    const withPlaintext = r.targets.some((t) => t.plaintext > 0);
+    const counts = new Table({ head: ['column', ...allVersions, ...(withPlaintext ? ['plaintext'] : []), 'null', 'unparseable', 'total'], style });
     for (const t of r.targets) {
       counts.push([
         `${t.table}.${t.column}`,
@@ -129,6 +131,7 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
           const s = n(count);
           return t.unknownVersions.includes(v) && count > 0 ? c.red(`${s}?`) : v === r.primary || count === 0 ? s : c.yellow(s);
         }),
+        ...(withPlaintext ? [t.plaintext > 0 ? c.yellow(n(t.plaintext)) : '0'] : []),
         n(t.null),
         t.unparseable > 0 ? c.red(n(t.unparseable)) : '0',
         n(t.total),

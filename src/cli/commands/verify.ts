@@ -20,6 +20,7 @@ export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
         rotation: v.rotation ? rotationJson(v.rotation) : null,
         byVersion: v.totals.byVersion,
         unparseable: v.totals.unparseable,
+        plaintext: v.totals.plaintext,
         checked: v.checked,
         sampled: v.sampled,
         problems: v.problems,
@@ -32,7 +33,7 @@ export async function run(rt: CliRuntime, f: VerifyOptions): Promise<number> {
             Object.entries(v.totals.byVersion)
               .map(([k, n]) => `${k}=${formatCount(n)}`)
               .join(' ') || 'none'
-          }${v.totals.unparseable ? `, unparseable=${formatCount(v.totals.unparseable)}` : ''}`,
+          }${v.totals.unparseable ? `, unparseable=${formatCount(v.totals.unparseable)}` : ''}${v.totals.plaintext ? `, plaintext=${formatCount(v.totals.plaintext)}` : ''}`,
           `decrypted${v.sampled ? ' (sample)' : ''}: ${
             Object.entries(v.checked)
               .map(([k, n]) => `${k}=${formatCount(n)}`)

@@ -8,6 +8,8 @@ export interface VersionTotals {
   columns: ColumnCounts[];
   byVersion: Record<string, number>;
   unparseable: number;
+  /** Plaintext values of targets with `plaintext: encrypt`. */
+  plaintext: number;
 }
 
 export async function countAllTargets(ctx: CoreContext, codec: Codec = new AesGcmV1Codec()): Promise<VersionTotals> {

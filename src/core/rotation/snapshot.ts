@@ -28,13 +28,15 @@ function readOnlyHint(ctx: CoreContext, versions: readonly RegisteredVersion[]):
   return ctx.keystore.howToRotate?.(present, primary, `v${newest + 1}`) ?? '';
 }
 
-/** Values per version and unparseable ones, summed over column counts. */
-export function sumCounts(columns: ReadonlyArray<{ counts: Record<string, number>; unparseable: number }>): CountsSnapshot {
+/** Values per version, unparseable and plaintext ones, summed over column counts. */
+export function sumCounts(columns: ReadonlyArray<{ counts: Record<string, number>; unparseable: number; plaintext?: number }>): Required<CountsSnapshot> {
   const byVersion: Record<string, number> = {};
   let unparseable = 0;
+  let plaintext = 0;
   for (const c of columns) {
     unparseable += c.unparseable;
+    plaintext += c.plaintext ?? 0;
     for (const [v, n] of Object.entries(c.counts)) byVersion[v] = (byVersion[v] ?? 0) + n;
   }
-  return { byVersion, unparseable };
+  return { byVersion, unparseable, plaintext };
 }

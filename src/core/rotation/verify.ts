@@ -55,6 +55,7 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   const problems: string[] = [];
   for (const [v, n] of Object.entries(totals.byVersion)) if (v !== state.primary) problems.push(`${n} value(s) under ${v}, not the primary ${state.primary}`);
   if (totals.unparseable > 0) problems.push(`${totals.unparseable} unparseable value(s)`);
+  if (totals.plaintext > 0) problems.push(`${totals.plaintext} plaintext value(s) not encrypted yet (run \`keyctl reencrypt\`)`);
   if (failureCount > 0) problems.push(`${failureCount} value(s) do not decrypt with the published keyring`);
   const passed = problems.length === 0;
   const details = {
@@ -62,6 +63,7 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
     primary: state.primary,
     byVersion: totals.byVersion,
     unparseable: totals.unparseable,
+    plaintext: totals.plaintext,
     checked,
     sample: opts.sample ?? null,
     failures: failureCount,

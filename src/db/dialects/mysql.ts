@@ -81,12 +81,14 @@ export class MysqlDialect implements SqlDialect {
     ]);
   }
 
-  notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
-    return knex.raw(`CASE WHEN ?? IS NOT NULL AND CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY) THEN 1 ELSE 0 END`, [
+  notPrefixed(knex: Knex, column: string, prefix: string, claimsPattern?: string): Knex.Raw {
+    const claims = claimsPattern ? ' OR NOT (?? REGEXP ?)' : '';
+    return knex.raw(`CASE WHEN ?? IS NOT NULL AND (CAST(SUBSTRING(??, 1, ?) AS BINARY) <> CAST(? AS BINARY)${claims}) THEN 1 ELSE 0 END`, [
       column,
       column,
       prefix.length,
       prefix,
+      ...(claimsPattern ? [column, mysqlShapeRegex(claimsPattern)] : []),
     ]);
   }
 

@@ -66,7 +66,16 @@ export class PgDialect implements SqlDialect {
     ]);
   }
 
-  notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw {
+  notPrefixed(knex: Knex, column: string, prefix: string, claimsPattern?: string): Knex.Raw {
+    if (claimsPattern)
+      return knex.raw(`CASE WHEN ?? IS NOT NULL AND (substr(??, 1, ?) <> ? OR NOT (?? ~ ?)) THEN 1 ELSE 0 END`, [
+        column,
+        column,
+        prefix.length,
+        prefix,
+        column,
+        claimsPattern,
+      ]);
     return knex.raw(`CASE WHEN ?? IS NOT NULL AND substr(??, 1, ?) <> ? THEN 1 ELSE 0 END`, [column, column, prefix.length, prefix]);
   }
 

@@ -103,8 +103,10 @@ export interface SqlDialect {
   /**
    * A SQL expression: 1 when the column holds a value that does not start with `prefix`
    * (e.g. 'v2:'), else 0. A byte comparison of a prefix — much cheaper than the shape regex.
+   * With `claimsPattern` (a target with `plaintext: encrypt`), also 1 for a value that has the
+   * prefix but does not claim to be ciphertext (plaintext such as `v2: call back`).
    */
-  notPrefixed(knex: Knex, column: string, prefix: string): Knex.Raw;
+  notPrefixed(knex: Knex, column: string, prefix: string, claimsPattern?: string): Knex.Raw;
   /** Timestamps as the driver should bind them (UTC). */
   toDbTime(d: Date): Date | string;
 
