@@ -11,7 +11,10 @@
 //               what it would on average over a full run) and reported as rows/s
 // With --plaintext the table holds plaintext (a table being onboarded, `plaintext: encrypt`): keyctl
 // encrypts it for the first time and the crypto ceiling is encryption alone.
-// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext] [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
+// With --fernet the table holds Fernet tokens behind a `FERNET_V1:` prefix under v1, and keyctl
+// migrates them to AES-GCM (`from: { codec: fernet, versions: [v1] }`); the crypto ceiling is
+// Fernet decryption (HMAC + AES-128-CBC) and AES-GCM encryption.
+// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext | --fernet] [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
@@ -21,6 +24,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
 import { AesGcmV1Codec } from '../dist/crypto/codec.js';
+import { FernetCodec } from '../dist/crypto/fernet.js';
 import { generateKey } from '../dist/crypto/keys.js';
 
 const args = process.argv.slice(2);
@@ -42,6 +46,9 @@ const cryptoWorkers = opt('workers');
 const batchArgs = [...(batchSize ? ['--batch-size', batchSize] : []), ...(cryptoWorkers ? ['--crypto-workers', cryptoWorkers] : [])];
 const keep = args.includes('--keep');
 const plaintext = args.includes('--plaintext');
+const fernetFrom = args.includes('--fernet');
+if (plaintext && fernetFrom) throw new Error('--plaintext and --fernet are two different tables: choose one');
+const FERNET_PREFIX = 'FERNET_V1:';
 // --profile DIR: write a V8 CPU profile of the keyctl reencrypt process into DIR.
 const profileDir = opt('profile');
 const profileArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
@@ -81,6 +88,11 @@ function connectionUrl() {
 }
 
 const codec = new AesGcmV1Codec();
+const fernet = new FernetCodec({ prefix: FERNET_PREFIX });
+/** What a v1 value was written with: AES-GCM, or Fernet with --fernet. @type {(plain: string) => string} */
+const writeV1 = (p) => (fernetFrom ? fernet.encrypt(p, 'v1', k1) : codec.encrypt(p, 'v1', k1));
+/** Its plaintext: the work keyctl does before encrypting under v2. @type {(v: string) => string} */
+const readOld = (v) => (plaintext ? v : fernetFrom ? fernet.decrypt(v, k1) : codec.decrypt(v, (ver) => keys.get(ver)));
 const k1 = generateKey();
 const k2 = generateKey();
 const keys = new Map([
@@ -113,11 +125,7 @@ async function setup() {
   for (let i = 1; i <= rows; i += chunk) {
     const batch = [];
     for (let j = i; j < Math.min(i + chunk, rows + 1); j++) {
-      batch.push(
-        plaintext
-          ? { email: `user.${j}@example.com`, note: note(j) }
-          : { email: codec.encrypt(`user.${j}@example.com`, 'v1', k1), note: codec.encrypt(note(j), 'v1', k1) },
-      );
+      batch.push(plaintext ? { email: `user.${j}@example.com`, note: note(j) } : { email: writeV1(`user.${j}@example.com`), note: writeV1(note(j)) });
     }
     await knex('bench').insert(batch);
   }
@@ -132,7 +140,7 @@ function writeProject() {
   });
   writeFileSync(
     path.join(dir, 'keyctl.yaml'),
-    `database:\n  client: ${dbKind}\n  connection: ${JSON.stringify(connectionUrl())}\nkeystore:\n  provider: file\n  path: .keyctl/keyring.json\ntargets:\n  - table: bench\n    columns: [email, note]\n${plaintext ? '    plaintext: encrypt\n' : ''}policy:\n  minPropagationSeconds: 0\n`,
+    `database:\n  client: ${dbKind}\n  connection: ${JSON.stringify(connectionUrl())}\nkeystore:\n  provider: file\n  path: .keyctl/keyring.json\ntargets:\n  - table: bench\n    columns: [email, note]\n${plaintext ? '    plaintext: encrypt\n' : ''}${fernetFrom ? `    from:\n      codec: fernet\n      versions: [v1]\n      prefix: "${FERNET_PREFIX}"\n` : ''}policy:\n  minPropagationSeconds: 0\n`,
   );
 }
 
@@ -176,25 +184,36 @@ async function parallelCrypto(values, threads) {
   const per = Math.ceil(values.length / threads);
   const src = `
     const { parentPort, workerData } = require('node:worker_threads');
-    import(workerData.codecUrl).then(({ AesGcmV1Codec }) => {
+    Promise.all([import(workerData.codecUrl), import(workerData.fernetUrl)]).then(([{ AesGcmV1Codec }, { FernetCodec }]) => {
       const codec = new AesGcmV1Codec();
+      const fernet = new FernetCodec({ prefix: workerData.prefix });
       const keys = new Map(workerData.keys.map(([v, k]) => [v, Buffer.from(k)]));
       const lookup = (v) => keys.get(v);
       const target = keys.get('v2');
       parentPort.postMessage('ready');
       parentPort.once('message', () => {
         let sink = 0;
-        for (const v of workerData.values) sink += codec.encrypt(workerData.plaintext ? v : codec.decrypt(v, lookup), 'v2', target).length;
+        const readOld = (v) => (workerData.plaintext ? v : workerData.fernet ? fernet.decrypt(v, keys.get('v1')) : codec.decrypt(v, lookup));
+        for (const v of workerData.values) sink += codec.encrypt(readOld(v), 'v2', target).length;
         parentPort.postMessage(sink);
       });
     });`;
   const codecUrl = new URL('../dist/crypto/codec.js', import.meta.url).href;
+  const fernetUrl = new URL('../dist/crypto/fernet.js', import.meta.url).href;
   const workers = Array.from(
     { length: threads },
     (_, i) =>
       new Worker(src, {
         eval: true,
-        workerData: { codecUrl, plaintext, keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), values: values.slice(i * per, (i + 1) * per) },
+        workerData: {
+          codecUrl,
+          fernetUrl,
+          plaintext,
+          fernet: fernetFrom,
+          prefix: FERNET_PREFIX,
+          keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]),
+          values: values.slice(i * per, (i + 1) * per),
+        },
       }),
   );
   /** @param {Worker} w */
@@ -243,7 +262,7 @@ async function main() {
   const lookup = (v) => keys.get(v);
   let t0 = performance.now();
   let sink = 0;
-  for (const v of values) sink += codec.encrypt(plaintext ? v : codec.decrypt(v, lookup), 'v2', target).length;
+  for (const v of values) sink += codec.encrypt(readOld(v), 'v2', target).length;
   const cryptoSecs = (performance.now() - t0) / 1000;
   if (sink === 0) throw new Error('unreachable');
   // The same work on one thread per core at once: how far crypto scales on this machine.
@@ -274,6 +293,9 @@ async function main() {
   if (report.remaining !== 0) throw new Error(`reencrypt left ${report.remaining} values`);
   if (plaintext && report.tables[0].plaintextPlanned !== 2 * rows)
     throw new Error(`reencrypt encrypted ${report.tables[0].plaintextPlanned} plaintext values, not ${2 * rows}`);
+
+  if (fernetFrom && report.tables[0].valuesPlanned !== 2 * rows)
+    throw new Error(`reencrypt migrated ${report.tables[0].valuesPlanned} Fernet tokens, not ${2 * rows}`);
 
   // Database ceiling: server-side rewrite of both columns in keyset batches of 1000.
   /** @type {(column: string) => string} */
@@ -313,12 +335,12 @@ async function main() {
   /** @param {number} x */
   const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(10);
   const lines = [
-    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length}`,
+    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : fernetFrom ? 'Fernet token columns per row, migrated to AES-GCM' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length}`,
     `method                         rows/s`,
     `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
     `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
     `keyctl --dry-run          ${fmt(rate(rows, dryWall))}   (${dryWall.toFixed(2)} s wall: reads and crypto, no writes; CPU keyctl ${(dryUser + drySys).toFixed(1)} s${dbKind === 'sqlite' ? '' : `, database server ${dryServerCpu.toFixed(1)} s`})`,
-    `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${cryptoSecs.toFixed(2)} s${plaintext ? ', encryption only' : ''})`,
+    `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${cryptoSecs.toFixed(2)} s${plaintext ? ', encryption only' : fernetFrom ? ', Fernet decryption + AES-GCM encryption' : ''})`,
     `crypto on ${os.cpus().length} threads       ${fmt(rate(rows, parallelSecs))}   (${parallelSecs.toFixed(2)} s: the same work split across ${os.cpus().length} threads at once, ${(cryptoSecs / parallelSecs).toFixed(2)}× one thread)`,
     `database ceiling          ${fmt(dbRate)}   (${dbSecs.toFixed(2)} s, server-side UPDATE in keyset batches)`,
     `naive (OFFSET + per-row)  ${fmt(naiveRate)}   (${naiveSecs.toFixed(2)} s for ${pages} pages of 100 spread over the table)`,
@@ -334,6 +356,7 @@ async function main() {
         db: dbKind,
         rows,
         plaintext,
+        fernet: fernetFrom,
         keyctlRate,
         cryptoRate,
         dbRate,

@@ -95,35 +95,62 @@ const VaultKeystoreSchema = z.strictObject({
 
 export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema, AwsKeystoreSchema, VaultKeystoreSchema]);
 
-export const TargetSchema = z.strictObject({
-  table: tableName,
-  /**
-   * The column keyset pagination walks and the compare-and-set addresses rows by, or a composite
-   * key's columns in key order (`[tenant_id, id]`); a list of one column is that column.
-   */
-  primaryKey: z
-    .union(
-      [
-        identifier,
-        z
-          .array(identifier)
-          .min(1)
-          .max(8)
-          .refine((cols) => new Set(cols).size === cols.length)
-          .transform((cols) => (cols.length === 1 ? cols[0]! : cols)),
-      ],
-      { error: 'a column name, or a list of up to 8 different column names for a composite key (e.g. [tenant_id, id])' },
-    )
-    .default('id'),
-  columns: z.array(identifier).min(1),
-  /**
-   * What a value that is not ciphertext is: `error` (default) — reported as unparseable and left
-   * alone; `encrypt` — plaintext from before the table was encrypted, which reencrypt encrypts
-   * under the primary (docs/format.md#plaintext). A value that looks like ciphertext
-   * (`v<N>:` and a base64 character) is never taken for plaintext.
-   */
-  plaintext: z.enum(['error', 'encrypt']).default('error'),
-});
+export const TargetSchema = z
+  .strictObject({
+    table: tableName,
+    /**
+     * The column keyset pagination walks and the compare-and-set addresses rows by, or a composite
+     * key's columns in key order (`[tenant_id, id]`); a list of one column is that column.
+     */
+    primaryKey: z
+      .union(
+        [
+          identifier,
+          z
+            .array(identifier)
+            .min(1)
+            .max(8)
+            .refine((cols) => new Set(cols).size === cols.length)
+            .transform((cols) => (cols.length === 1 ? cols[0]! : cols)),
+        ],
+        { error: 'a column name, or a list of up to 8 different column names for a composite key (e.g. [tenant_id, id])' },
+      )
+      .default('id'),
+    columns: z.array(identifier).min(1),
+    /**
+     * What a value that is not ciphertext is: `error` (default) — reported as unparseable and left
+     * alone; `encrypt` — plaintext from before the table was encrypted, which reencrypt encrypts
+     * under the primary (docs/format.md#plaintext). A value that looks like ciphertext
+     * (`v<N>:` and a base64 character) is never taken for plaintext.
+     */
+    plaintext: z.enum(['error', 'encrypt']).default('error'),
+    /**
+     * How values are written: `aes-gcm` (default, docs/format.md) or `fernet` — Fernet tokens, as
+     * Python's cryptography.fernet writes them, every keyring version's key used as a Fernet key.
+     */
+    codec: z.enum(['aes-gcm', 'fernet']).default('aes-gcm'),
+    /** codec: fernet — a fixed text in front of every token (e.g. `FERNET_V1:`). */
+    prefix: z.string().max(64).optional(),
+    /**
+     * Migration from Fernet: values under these keyring versions are Fernet tokens (behind `prefix`);
+     * reencrypt moves them to the target's codec, and a rollback to one of them writes Fernet again.
+     */
+    from: z
+      .strictObject({
+        codec: z.literal('fernet'),
+        versions: z.array(z.string().regex(/^v[0-9]+$/, 'a key version (v1, v2, …)')).min(1),
+        prefix: z.string().max(64).default(''),
+      })
+      .optional(),
+  })
+  .refine((t) => t.prefix === undefined || t.codec === 'fernet', {
+    path: ['prefix'],
+    message: 'prefix is for codec: fernet (a migration from Fernet puts it under from:)',
+  })
+  .refine((t) => t.from === undefined || t.codec === 'aes-gcm', {
+    path: ['from'],
+    message: 'from: fernet migrates to aes-gcm; with codec: fernet every version is Fernet already',
+  });
 
 export const PolicySchema = z.strictObject({
   rotationIntervalDays: z.int().min(1).max(3650).default(90),

@@ -12,7 +12,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BackupConfig } from '../config/schema.js';
 import { resolveConfigPath } from '../config/load.js';
-import { AesGcmV1Codec, CiphertextError, claimsCiphertext } from '../crypto/codec.js';
+import { CiphertextError } from '../crypto/codec.js';
+import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import { fingerprint, KEY_BYTES } from '../crypto/keys.js';
 import { formatKey, keyOf, sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -26,7 +27,7 @@ import { BackupError, KeyctlError, KeystoreError, RefusedError, UsageError } fro
 import { reconcileRegistry } from './registry.js';
 import { listVersions } from '../rotation/store.js';
 import { openRotation } from '../rotation/store.js';
-import { countVersions } from './status.js';
+import { countVersions, keyringLoader } from './status.js';
 
 export interface BackupOptions {
   /** Overrides backup.dir. */
@@ -293,10 +294,10 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       keyProblems.length ? keyProblems.join('; ') : `${doc.keys.length} key(s), each ${KEY_BYTES} bytes and matching its fingerprint`,
     );
     // Every version that still has data must be in the backup.
-    const codec = new AesGcmV1Codec();
     const inUse = new Map<string, number>();
+    const known = keyringLoader(ctx);
     for (const t of ctx.config.targets) {
-      for (const col of await countVersions(ctx.db, t, codec)) for (const [v, n] of Object.entries(col.counts)) inUse.set(v, (inUse.get(v) ?? 0) + n);
+      for (const col of await countVersions(ctx.db, t, known)) for (const [v, n] of Object.entries(col.counts)) inUse.set(v, (inUse.get(v) ?? 0) + n);
     }
     const missing = [...inUse].filter(([v]) => !keys.has(v));
     check(
@@ -312,18 +313,18 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
     // Plaintext of a table being onboarded (plaintext: encrypt) needs no key: passed over, counted.
     let plaintext = 0;
     for (const t of ctx.config.targets) {
+      const field = new FieldCodec(fieldSpecOf(t));
       const rows = await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample);
       for (const row of rows) {
         for (const c of t.columns) {
           const value = row[c];
           if (typeof value !== 'string') continue;
-          if (t.plaintext === 'encrypt' && !claimsCiphertext(value)) {
+          if (field.kind(value) === 'plaintext') {
             plaintext++;
             continue;
           }
           try {
-            codec.decrypt(value, (v) => keys.get(v));
-            const v = codec.versionOf(value);
+            const v = field.open(value, keys).version;
             decrypted[v] = (decrypted[v] ?? 0) + 1;
           } catch (err) {
             if (!(err instanceof CiphertextError)) throw err;

@@ -4,7 +4,9 @@
  * never by loading rows into memory.
  */
 import { formatCount, formatTime } from '../base/format.js';
-import { AesGcmV1Codec, CLAIMS_CIPHERTEXT, type Codec } from '../crypto/codec.js';
+import { CiphertextError } from '../crypto/codec.js';
+import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
+import { scanTable } from '../reencrypt/scan.js';
 import { compareVersions, isVersionName } from '../crypto/keys.js';
 import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
@@ -20,6 +22,7 @@ import { formatKey } from '../reencrypt/scan.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
 import { checkHealth, type Problem } from './health.js';
+import { loadAllKeys } from './rotation/material.js';
 
 export interface ColumnCounts {
   table: string;
@@ -33,7 +36,22 @@ export interface ColumnCounts {
   total: number;
   /** Versions found in the data that the keyring does not hold. */
   unknownVersions: string[];
+  /**
+   * Targets that hold Fernet tokens: how many the column has, and the keys tried to find their
+   * versions (one HMAC each, newest key first) — what counting them cost. Tokens no key
+   * authenticates count as unparseable.
+   */
+  fernet?: { tokens: number; keysTried: number };
 }
+
+/** Every key keyctl holds (published and archived), read from the keystore once and only when asked. */
+export function keyringLoader(ctx: Pick<CoreContext, 'keystore' | 'config'>): () => Promise<ReadonlyMap<string, Buffer>> {
+  let loaded: Promise<ReadonlyMap<string, Buffer>> | undefined;
+  return () => (loaded ??= loadAllKeys(ctx.keystore, ctx.config.keyring));
+}
+
+/** The keys Fernet tokens are matched against: a keyring, or a loader called only when there are tokens. */
+export type CountKeys = ReadonlyMap<string, Buffer> | (() => Promise<ReadonlyMap<string, Buffer>>);
 
 export interface StatusReport {
   keyring: string;
@@ -104,12 +122,13 @@ export interface StatusReport {
 
 const DAY_MS = 86_400_000;
 
-export async function countVersions(db: Db, target: TargetConfig, codec: Codec): Promise<ColumnCounts[]> {
+export async function countVersions(db: Db, target: TargetConfig, keys?: CountKeys): Promise<ColumnCounts[]> {
   const knex = db.knex;
+  const field = new FieldCodec(fieldSpecOf(target));
   const aliases = target.columns.map((_, i) => `b${i}`);
   const select: Record<string, unknown> = {};
   target.columns.forEach((c, i) => {
-    select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, codec.shapePattern, target.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined);
+    select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, field.sqlPatterns);
   });
   let rows: Array<Record<string, unknown>>;
   try {
@@ -122,29 +141,72 @@ export async function countVersions(db: Db, target: TargetConfig, codec: Codec):
   } catch (err) {
     throw translateDbError(err, db.endpoint, `count values in ${target.table} of`);
   }
-  return target.columns.map((column, i) => {
+  const out = target.columns.map((column, i) => {
     const out: ColumnCounts = { table: target.table, column, counts: {}, null: 0, unparseable: 0, plaintext: 0, total: 0, unknownVersions: [] };
+    if (field.fernet) out.fernet = { tokens: 0, keysTried: 0 };
     for (const r of rows) {
       const bucket = String(r[aliases[i]!]);
       const n = Number(r.n);
       out.total += n;
       if (bucket === '#null') out.null += n;
       else if (bucket === '#plaintext') out.plaintext += n;
+      else if (bucket === '#fernet') out.fernet!.tokens += n;
       else if (bucket === '#unparseable' || !isVersionName(bucket)) out.unparseable += n;
       else out.counts[bucket] = (out.counts[bucket] ?? 0) + n;
     }
-    out.counts = Object.fromEntries(Object.entries(out.counts).sort(([a], [b]) => compareVersions(a, b)));
     return out;
   });
+  if (out.some((c) => (c.fernet?.tokens ?? 0) > 0)) await countFernetTokens(db, target, field, out, keys);
+  for (const c of out) c.counts = Object.fromEntries(Object.entries(c.counts).sort(([a], [b]) => compareVersions(a, b)));
+  return out;
 }
 
-export async function getStatus(ctx: CoreContext, codec: Codec = new AesGcmV1Codec()): Promise<StatusReport> {
+/**
+ * Fernet tokens do not name their key: read them in key order and try the keys newest first (one
+ * HMAC each, no decryption), counting each under the version that authenticates it.
+ */
+async function countFernetTokens(db: Db, target: TargetConfig, field: FieldCodec, out: ColumnCounts[], keys: CountKeys | undefined): Promise<void> {
+  if (!keys) throw new Error(`counting the Fernet tokens of ${target.table} needs the keyring`);
+  const ring = typeof keys === 'function' ? await keys() : keys;
+  const columns = out.filter((c) => (c.fernet?.tokens ?? 0) > 0);
+  try {
+    for await (const rows of scanTable(
+      db,
+      target.table,
+      target.primaryKey,
+      columns.map((c) => c.column),
+      2000,
+    )) {
+      for (const row of rows) {
+        for (const c of columns) {
+          const value = row[c.column];
+          if (typeof value !== 'string' || field.kind(value) !== 'fernet') continue;
+          try {
+            const { version, tried } = field.versionOf(value, ring);
+            c.fernet!.keysTried += tried;
+            c.counts[version] = (c.counts[version] ?? 0) + 1;
+          } catch (err) {
+            if (!(err instanceof CiphertextError)) throw err;
+            c.fernet!.keysTried += ring.size;
+            c.unparseable++;
+          }
+        }
+      }
+    }
+  } catch (err) {
+    if (err instanceof CiphertextError) throw err;
+    throw translateDbError(err, db.endpoint, `read the Fernet tokens of ${target.table} in`);
+  }
+}
+
+export async function getStatus(ctx: CoreContext): Promise<StatusReport> {
   const { config, db } = ctx;
   const { snapshot, versions, warnings } = await reconcileRegistry(ctx);
   await checkTargets(db, config);
   const rotation = await openRotation(db, config.keyring);
   const targets: ColumnCounts[] = [];
-  for (const t of config.targets) targets.push(...(await countVersions(db, t, codec)));
+  const keys = keyringLoader(ctx);
+  for (const t of config.targets) targets.push(...(await countVersions(db, t, keys)));
   const known = new Set(snapshot.doc.keys.keys());
   for (const t of targets) {
     t.unknownVersions = Object.keys(t.counts).filter((v) => !known.has(v));

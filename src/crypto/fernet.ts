@@ -246,6 +246,33 @@ export class FernetCodec {
     return decrypt(this.strip(value), key, opts);
   }
 
+  /** True when the value is a well-formed token that authenticates under this key: one HMAC, no decryption. */
+  authenticatesUnder(value: string, key: Buffer): boolean {
+    checkKey(key);
+    let data: Buffer;
+    try {
+      data = parseToken(this.strip(value)).data;
+    } catch {
+      return false;
+    }
+    return authenticates(data, key);
+  }
+
+  /**
+   * The version whose key authenticates the token, trying keys in the order given (HMAC only, no
+   * decryption): what counting tokens per version costs. Fails as decryptWithAny does.
+   */
+  findVersion(value: string, keys: ReadonlyArray<readonly [string, Buffer]>): { version: string; tried: number } {
+    const { data } = parseToken(this.strip(value));
+    let tried = 0;
+    for (const [version, key] of keys) {
+      checkKey(key);
+      tried++;
+      if (authenticates(data, key)) return { version, tried };
+    }
+    throw new CiphertextError('authentication-failed', `the token authenticates under none of the ${keys.length} keys tried`);
+  }
+
   /**
    * Tries the keys in the order given (newest first, as MultiFernet is built) and returns the first
    * that authenticates. Only the HMAC is computed per key; one key's AES decryption at most.

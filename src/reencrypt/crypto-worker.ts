@@ -3,7 +3,6 @@
  * arrive once in workerData; they stay in this process's memory and are never logged.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { AesGcmV1Codec } from '../crypto/codec.js';
 import { planBatch, type BatchInput } from './plan.js';
 
 interface Init {
@@ -13,11 +12,10 @@ interface Init {
 
 const init = workerData as Init;
 const keys = new Map(init.keys.map(([v, k]) => [v, Buffer.from(k)]));
-const codec = new AesGcmV1Codec();
 
 parentPort!.on('message', (msg: { id: number; batch: BatchInput }) => {
   try {
-    parentPort!.postMessage({ id: msg.id, plan: planBatch(msg.batch, codec, keys, init.target) });
+    parentPort!.postMessage({ id: msg.id, plan: planBatch(msg.batch, keys, init.target) });
   } catch (err) {
     parentPort!.postMessage({ id: msg.id, error: err instanceof Error ? err.message : String(err) });
   }

@@ -12,6 +12,7 @@
  */
 import type { TargetConfig } from '../config/schema.js';
 import { CLAIMS_CIPHERTEXT } from '../crypto/codec.js';
+import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
@@ -19,7 +20,7 @@ import type { BatchPlan } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../base/retry.js';
 import type { Throttle } from './throttle.js';
-import { cursorFits, formatKey, keyColumns, keyOf, readBatch, shardFilter, type PkValue, type Row, type RowKey, type Shard } from './scan.js';
+import { cursorFits, formatKey, keyColumns, keyOf, readBatch, scanTable, shardFilter, type PkValue, type Row, type RowKey, type Shard } from './scan.js';
 
 export interface ValueFailure {
   table: string;
@@ -55,6 +56,8 @@ export interface EngineOptions {
   planner: Planner;
   /** The version every value must end up under (the primary). */
   target: string;
+  /** Its key: counting what is left under a version that writes Fernet checks each token's HMAC. */
+  targetKey?: Buffer;
   rotationId: number;
   /** Where the cursor is loaded from and saved to. */
   checkpoints: CheckpointStore;
@@ -83,6 +86,8 @@ export interface TableResult {
   valuesPlanned: number;
   /** Of those, plaintext values to encrypt for the first time (targets with `plaintext: encrypt`). */
   plaintextPlanned: number;
+  /** Keys tried to find the version of Fernet tokens (one HMAC each; MultiFernet order, newest first). */
+  keysTried: number;
   /** Rows the database reports as updated by the compare-and-set statements. */
   rowsUpdated: number;
   /** Rows planned but not updated because they changed meanwhile (the application wrote them). */
@@ -102,12 +107,33 @@ export interface TableResult {
 
 const MAX_LISTED_FAILURES = 1000;
 
-/** Values of the target's columns not under `version` (unparseable ones included), one scan. */
-export async function countNotUnder(db: Db, t: TargetConfig, version: string, shard?: Shard): Promise<number> {
+/**
+ * Values of the target's columns not under `version` (unparseable ones included). One database
+ * scan where the version writes AES-GCM (its `v<N>:` prefix says it); where it writes Fernet, whose
+ * tokens do not name their key, the tokens are read in key order and each is checked with one HMAC
+ * under `key` (the version's key).
+ */
+export async function countNotUnder(
+  db: Db,
+  t: TargetConfig,
+  version: string,
+  opts: { shard?: Shard | undefined; key?: Buffer | undefined } = {},
+): Promise<number> {
+  const field = new FieldCodec(fieldSpecOf(t));
+  if (field.writesFernet(version)) {
+    if (!opts.key) throw new Error(`counting Fernet tokens not under ${version} needs its key`);
+    let n = 0;
+    for await (const rows of scanTable(db, t.table, t.primaryKey, t.columns, 2000, null, opts.shard)) {
+      for (const row of rows)
+        for (const c of t.columns)
+          if (row[c] !== null && row[c] !== undefined && !(typeof row[c] === 'string' && field.isUnder(row[c], version, opts.key))) n++;
+    }
+    return n;
+  }
   // Where plaintext is allowed, a plaintext value that happens to start with `v2:` is still pending.
   const claims = t.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined;
   const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims), `n_${c}`]));
-  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, shard)) as Array<Record<string, unknown>>;
+  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, opts.shard)) as Array<Record<string, unknown>>;
   return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0);
 }
 
@@ -145,6 +171,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     rowsScanned: 0,
     valuesPlanned: 0,
     plaintextPlanned: 0,
+    keysTried: 0,
     rowsUpdated: 0,
     rowsSkippedConcurrent: 0,
     failures: [],
@@ -163,6 +190,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     return Object.assign(rows, { size });
   };
   const width = t.columns.length;
+  const spec = fieldSpecOf(t);
   /** The batch's values, flat (row by row), as the planner and the compare-and-set take them. */
   const valuesOf = (rows: Row[]): unknown[] => {
     const values = new Array<unknown>(rows.length * width);
@@ -272,13 +300,14 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const values = valuesOf(current);
       const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
-        current.length > 0 ? o.planner.plan({ values, columns: width, plaintext: t.plaintext === 'encrypt' }) : Promise.resolve(null),
+        current.length > 0 ? o.planner.plan({ values, columns: width, spec }) : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
       ]);
       toWrite = batchPlan && last !== null ? { rows: current, last, cas: toCas(current, values, batchPlan) } : null;
       if (batchPlan) {
         result.valuesPlanned += batchPlan.planned;
         result.plaintextPlanned += batchPlan.plaintext;
+        result.keysTried += batchPlan.keysTried;
         await o.afterRead?.(t.table, current);
       }
       const done = o.dryRun ? (toWrite ? current : null) : writing?.rows;
@@ -308,7 +337,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       current = next;
     }
     // What is still not under the target, counted by the database.
-    result.remaining = await countNotUnder(db, t, o.target, o.shard);
+    result.remaining = await countNotUnder(db, t, o.target, { shard: o.shard, key: o.targetKey });
     if (o.dryRun || result.remaining <= failed.size) break;
     // Rows written behind the cursor with an old key, or changed under a batch: scan again.
     // The checkpoint's row count is of the pass (rows up to its cursor), like the cursor.

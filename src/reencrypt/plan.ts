@@ -1,21 +1,23 @@
 /**
  * Planning a batch: for every value not under the target version, decrypt it with its own
- * version's key and encrypt it under the target; where the target allows plaintext, a value that
- * does not claim to be ciphertext is encrypted as it is. Pure CPU work on plain data, so it runs the
- * same in the main thread or in a worker (crypto-worker.ts).
+ * version's key and encrypt it under the target in the codec the target version writes (AES-GCM,
+ * or Fernet: src/crypto/field.ts); where the target allows plaintext, a value that does not claim to
+ * be ciphertext is encrypted as it is. Pure CPU work on plain data, so it runs the same in the main
+ * thread or in a worker (crypto-worker.ts).
  *
  * Values travel flat (row-major, `columns` per row) and the plan answers with one flat array of
  * new values aligned with them: few objects to copy between threads and to collect afterwards.
  */
-import { CiphertextError, claimsCiphertext, type Codec } from '../crypto/codec.js';
+import { CiphertextError } from '../crypto/codec.js';
+import { FieldCodec, type FieldSpec } from '../crypto/field.js';
 
 /** A batch as sent to a planner: the values of the target's columns, row by row. */
 export interface BatchInput {
   /** values[row * columns + column] */
   values: unknown[];
   columns: number;
-  /** The target says `plaintext: encrypt`: a value that does not claim to be ciphertext is encrypted as it is. */
-  plaintext?: boolean;
+  /** What the target's values may be and how the target version is written. */
+  spec: FieldSpec;
 }
 
 export interface BatchPlan {
@@ -25,15 +27,27 @@ export interface BatchPlan {
   planned: number;
   /** Of `planned`, plaintext values encrypted for the first time. */
   plaintext: number;
+  /** Keys tried to find the version of Fernet tokens (one HMAC each). */
+  keysTried: number;
 }
 
-export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buffer>, target: string): BatchPlan {
+const codecs = new Map<string, FieldCodec>();
+function codecFor(spec: FieldSpec): FieldCodec {
+  const id = JSON.stringify(spec);
+  let c = codecs.get(id);
+  if (!c) {
+    c = new FieldCodec(spec);
+    codecs.set(id, c);
+  }
+  return c;
+}
+
+export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: string): BatchPlan {
   const targetKey = keys.get(target);
   if (!targetKey) throw new Error(`no key for the target version ${target}`);
-  const keyFor = (v: string) => keys.get(v);
+  const field = codecFor(input.spec);
   const { values, columns } = input;
-  const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), failures: [], planned: 0, plaintext: 0 };
-  const prefix = `${target}:`;
+  const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), failures: [], planned: 0, plaintext: 0, keysTried: 0 };
   for (let i = 0, at = 0; at < values.length; i++) {
     for (let c = 0; c < columns; c++, at++) {
       const value = values[at];
@@ -42,17 +56,17 @@ export function planBatch(input: BatchInput, codec: Codec, keys: Map<string, Buf
         plan.failures.push({ index: i, column: c, reason: 'malformed' });
         continue;
       }
-      const claims = claimsCiphertext(value);
-      // Already under the target; where plaintext is allowed, `v2: call back` is plaintext, not v2.
-      if (value.startsWith(prefix) && (claims || !input.plaintext)) continue;
-      if (input.plaintext && !claims) {
-        plan.next[at] = codec.encrypt(value, target, targetKey);
+      if (field.isUnder(value, target, targetKey)) continue;
+      if (field.kind(value) === 'plaintext') {
+        plan.next[at] = field.seal(value, target, targetKey);
         plan.planned++;
         plan.plaintext++;
         continue;
       }
       try {
-        plan.next[at] = codec.encrypt(codec.decrypt(value, keyFor), target, targetKey);
+        const opened = field.open(value, keys);
+        plan.keysTried += opened.tried;
+        plan.next[at] = field.seal(opened.plaintext, target, targetKey, opened.timestamp);
         plan.planned++;
       } catch (err) {
         if (!(err instanceof CiphertextError)) throw err;

@@ -7,7 +7,6 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { AesGcmV1Codec } from '../crypto/codec.js';
 import { planBatch, type BatchInput, type BatchPlan } from './plan.js';
 
 export interface Planner {
@@ -16,13 +15,12 @@ export interface Planner {
 }
 
 export class InlinePlanner implements Planner {
-  private readonly codec = new AesGcmV1Codec();
   constructor(
     private readonly keys: Map<string, Buffer>,
     private readonly target: string,
   ) {}
   async plan(batch: BatchInput): Promise<BatchPlan> {
-    return planBatch(batch, this.codec, this.keys, this.target);
+    return planBatch(batch, this.keys, this.target);
   }
   async close(): Promise<void> {}
 }
@@ -80,7 +78,7 @@ export class ThreadPlanner implements Planner {
       ),
     );
     if (parts.length === 1 && parts[0]) return parts[0];
-    const merged: BatchPlan = { next: [], failures: [], planned: 0, plaintext: 0 };
+    const merged: BatchPlan = { next: [], failures: [], planned: 0, plaintext: 0, keysTried: 0 };
     parts.forEach((p, i) => {
       if (!p) return;
       const offset = i * per;
@@ -88,6 +86,7 @@ export class ThreadPlanner implements Planner {
       for (const f of p.failures) merged.failures.push({ ...f, index: f.index + offset });
       merged.planned += p.planned;
       merged.plaintext += p.plaintext;
+      merged.keysTried += p.keysTried;
     });
     return merged;
   }

@@ -100,10 +100,18 @@ export async function readBatch(db: Db, table: string, pk: KeySpec, columns: str
   }
 }
 
-export async function* scanTable(db: Db, table: string, pk: KeySpec, columns: string[], batchSize: number, from: RowKey | null = null): AsyncGenerator<Row[]> {
+export async function* scanTable(
+  db: Db,
+  table: string,
+  pk: KeySpec,
+  columns: string[],
+  batchSize: number,
+  from: RowKey | null = null,
+  shard?: Shard,
+): AsyncGenerator<Row[]> {
   let cursor = from;
   for (;;) {
-    const rows = await readBatch(db, table, pk, columns, cursor, batchSize);
+    const rows = await readBatch(db, table, pk, columns, cursor, batchSize, shard);
     if (rows.length === 0) return;
     yield rows;
     cursor = keyOf(rows[rows.length - 1]!, pk);

@@ -18,8 +18,7 @@ import { latestRotation, listVersions, openRotation, type Rotation } from '../ro
 import { countAllTargets } from '../core/rotation/counts.js';
 import { snapshotOf } from '../core/rotation/snapshot.js';
 import { commandApplies, finishingActions, isMachineCommand, isPhase, movesBack, preview, type GuardInput, type MachineCommand } from '../rotation/machine.js';
-import { countVersions } from '../core/status.js';
-import { AesGcmV1Codec } from '../crypto/codec.js';
+import { countVersions, keyringLoader } from '../core/status.js';
 import { RECOVER_TEST_RECENT_DAYS, type Runbook, type RunbookPhase, type RunbookStep } from './schema.js';
 
 export const RUNBOOK_ACTION = 'runbook-step';
@@ -381,10 +380,10 @@ export async function runCheck(ctx: CoreContext, step: CheckStep): Promise<Check
         : { ok: false, detail: `the last one passed ${Math.floor(age)} days ago (limit ${days})` };
     }
     case 'no-unparseable': {
-      const codec = new AesGcmV1Codec();
       const bad: string[] = [];
+      const keys = keyringLoader(ctx);
       for (const t of ctx.config.targets)
-        for (const c of await countVersions(ctx.db, t, codec)) if (c.unparseable > 0) bad.push(`${c.table}.${c.column}: ${formatCount(c.unparseable)}`);
+        for (const c of await countVersions(ctx.db, t, keys)) if (c.unparseable > 0) bad.push(`${c.table}.${c.column}: ${formatCount(c.unparseable)}`);
       return bad.length === 0
         ? { ok: true, detail: `all values in ${ctx.config.targets.length} target(s) parse` }
         : { ok: false, detail: `unparseable values: ${bad.join(', ')}` };

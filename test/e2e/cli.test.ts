@@ -10,6 +10,7 @@ import knexFactory from 'knex';
 import { generateKey as generatePgpKey } from 'openpgp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
+import { FernetCodec, fernetKeyToString } from '../../src/crypto/fernet.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { json, keyctl, keyctlInProcess, startKeyctlInProcess } from '../helpers/cli.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
@@ -116,6 +117,47 @@ describe('a new user on the embedded default (SQLite + file keystore)', () => {
     expect(r.stdout + r.stderr).not.toContain(key.toString('base64'));
     const s = json<StatusJson>(await keyctlInProcess(['status', '--json'], { cwd: dir }));
     expect(s.versions[0]!.fingerprint).toBe(fingerprint(key));
+  });
+
+  it("init adopts an application's Fernet key, and status, reencrypt and verify work on its tokens", async () => {
+    const dir = tmpdir();
+    let key = generateKey();
+    // A Fernet key is base64url: make sure this one has a character standard base64 would not take.
+    while (!/[-_]/.test(fernetKeyToString(key))) key = generateKey();
+    const adopted = await keyctlInProcess(['init', '--key-from-env', 'FERNET_KEY', '--json'], { cwd: dir, env: { FERNET_KEY: fernetKeyToString(key) } });
+    expect(adopted.code, adopted.stderr).toBe(0);
+    expect(json(adopted)).toMatchObject({ keySource: 'adopted', fingerprint: fingerprint(key) });
+    expect(adopted.stdout + adopted.stderr).not.toContain(fernetKeyToString(key));
+    const config = path.join(dir, 'keyctl.yaml');
+    writeFileSync(
+      config,
+      readFileSync(config, 'utf8')
+        .replace('targets: []', 'targets:\n  - table: profiles\n    columns: [ssn]\n    codec: fernet\n    prefix: "FERNET_V1:"')
+        .replace('minPropagationSeconds: 300', 'minPropagationSeconds: 0'),
+    );
+    const fernet = new FernetCodec({ prefix: 'FERNET_V1:' });
+    const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(dir, 'keyctl.db') }, useNullAsDefault: true });
+    try {
+      await knex.schema.createTable('profiles', (tb) => {
+        tb.increments('id').primary();
+        tb.text('ssn');
+      });
+      await knex('profiles').insert(Array.from({ length: 50 }, (_, i) => ({ id: i + 1, ssn: fernet.encrypt(`ssn ${i + 1}`, 'v1', key) })));
+    } finally {
+      await knex.destroy();
+    }
+    const text = await keyctlInProcess(['status'], { cwd: dir });
+    expect(text.stdout).toContain('50 Fernet token(s) in profiles.ssn: placed by trying keys newest first, 50 HMAC(s) (1.0 per token)');
+    expect(json<{ targets: Array<{ counts: object; fernet: object }> }>(await keyctlInProcess(['status', '--json'], { cwd: dir })).targets).toEqual([
+      expect.objectContaining({ counts: { v1: 50 }, fernet: { tokens: 50, keysTried: 50 } }),
+    ]);
+    expect((await keyctlInProcess(['generate'], { cwd: dir })).code).toBe(0);
+    expect((await keyctlInProcess(['dual-key'], { cwd: dir })).code).toBe(0);
+    const run = await keyctlInProcess(['reencrypt', '--json'], { cwd: dir });
+    expect(run.code, run.stderr).toBe(0);
+    expect(json<{ tables: Array<{ keysTried: number }> }>(run).tables[0]!.keysTried).toBe(100);
+    const verified = await keyctlInProcess(['verify'], { cwd: dir });
+    expect(verified.code, verified.stderr).toBe(0);
   });
 
   it('status --check passes when healthy and exits 4 on unparseable values', async () => {

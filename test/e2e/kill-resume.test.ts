@@ -1,8 +1,9 @@
 /**
  * Safe to kill: `keyctl reencrypt` is killed with SIGKILL at random moments, several times, then
  * run to completion; every row is then checked against the plaintext it started with — none
- * skipped, none encrypted twice, none corrupted. On every dialect, for a rotation and for a
- * table onboarded with `plaintext: encrypt` (half its rows never encrypted).
+ * skipped, none encrypted twice, none corrupted. On every dialect, for a rotation, for a table
+ * onboarded with `plaintext: encrypt` (half its rows never encrypted) and for a migration from
+ * Fernet to AES-GCM (half its rows Fernet tokens).
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import knexFactory from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
 import { demoRows } from '../../src/core/demo.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
+import { FernetCodec } from '../../src/crypto/fernet.js';
 import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
 
@@ -61,28 +63,50 @@ for (const dialect of DIALECTS) {
     });
 
     it.each([
-      { onboarding: false, title: 'a rotation' },
-      { onboarding: true, title: 'plaintext onboarding (every other row never encrypted)' },
-    ])('$title resumes after SIGKILL at random points and ends with every row intact under the new key', async ({ onboarding }) => {
+      { shape: 'rotation', title: 'a rotation' },
+      { shape: 'plaintext', title: 'plaintext onboarding (every other row never encrypted)' },
+      { shape: 'fernet', title: 'a migration from Fernet to AES-GCM (every other row a Fernet token)' },
+    ])('$title resumes after SIGKILL at random points and ends with every row intact under the new key', async ({ shape }) => {
       tdb = await createTestDatabase(dialect);
       const cwd = tdb.dir;
       const env = { APP_DB: tdb.connection };
       const init = await keyctl(['init', '--demo', '--rows', String(ROWS), '--database', '${APP_DB}'], { cwd, env });
       expect(init.code, init.stderr).toBe(0);
       const db = dbFor(dialect, cwd, tdb.connection);
-      if (onboarding) {
-        // Every other row back to the plaintext an application stored before encryption.
-        const config = path.join(cwd, 'keyctl.yaml');
-        writeFileSync(config, readFileSync(config, 'utf8').replace('columns: [email, phone, notes]', 'columns: [email, phone, notes]\n    plaintext: encrypt'));
-        const rows = [...demoRows(ROWS)];
-        await db.transaction(async (trx) => {
+      const config = path.join(cwd, 'keyctl.yaml');
+      const rows = [...demoRows(ROWS)];
+      /** Every other row rewritten the way an application stored it before this rotation. */
+      const rewriteOddRows = (value: (plain: string) => string) =>
+        db.transaction(async (trx) => {
           for (let id = 1; id <= ROWS; id += 2) {
             const r = rows[id - 1]!;
-            await trx('customers').where({ id }).update({ email: r.email, phone: r.phone, notes: r.notes });
+            await trx('customers')
+              .where({ id })
+              .update({ email: value(r.email), phone: value(r.phone), notes: value(r.notes) });
           }
         });
+      if (shape === 'plaintext') {
+        writeFileSync(config, readFileSync(config, 'utf8').replace('columns: [email, phone, notes]', 'columns: [email, phone, notes]\n    plaintext: encrypt'));
+        await rewriteOddRows((plain) => plain);
         const counted = json<{ targets: Array<{ plaintext: number }> }>(await keyctl(['status', '--json'], { cwd, env }));
         expect(counted.targets.map((t) => t.plaintext)).toEqual([ROWS / 2, ROWS / 2, ROWS / 2]);
+      }
+      if (shape === 'fernet') {
+        writeFileSync(
+          config,
+          readFileSync(config, 'utf8').replace(
+            'columns: [email, phone, notes]',
+            'columns: [email, phone, notes]\n    from:\n      codec: fernet\n      versions: [v1]\n      prefix: "FERNET_V1:"',
+          ),
+        );
+        const ring = JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
+        const k1 = Buffer.from(ring.keys.v1!, 'base64');
+        const fernet = new FernetCodec({ prefix: 'FERNET_V1:' });
+        await rewriteOddRows((plain) => fernet.encrypt(plain, 'v1', k1));
+        const counted = json<{ targets: Array<{ counts: Record<string, number>; fernet: { tokens: number } }> }>(
+          await keyctl(['status', '--json'], { cwd, env }),
+        );
+        expect(counted.targets.map((t) => [t.counts, t.fernet.tokens])).toEqual(Array(3).fill([{ v1: ROWS }, ROWS / 2]));
       }
       expect((await keyctl(['generate'], { cwd, env })).code).toBe(0);
       expect((await keyctl(['dual-key'], { cwd, env })).code).toBe(0);

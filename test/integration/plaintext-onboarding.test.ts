@@ -62,13 +62,13 @@ for (const dialect of DIALECTS) {
       await ctx.db.knex('people').insert(rows);
       const plainPerColumn = 300 + PLAIN_EDGES.length;
 
-      const before = await countVersions(ctx.db, ctx.config.targets[0]!, codec);
+      const before = await countVersions(ctx.db, ctx.config.targets[0]!);
       expect(before.map((c) => [c.column, c.plaintext, c.unparseable, c.counts.v1 ?? 0])).toEqual([
         ['email', plainPerColumn, 1, 100],
         ['note', plainPerColumn + 1, 0, 100],
       ]);
       // Without plaintext: encrypt, the same values are unparseable, as before.
-      const strict = await countVersions(ctx.db, { ...ctx.config.targets[0]!, plaintext: 'error' }, codec);
+      const strict = await countVersions(ctx.db, { ...ctx.config.targets[0]!, plaintext: 'error' });
       expect(strict.map((c) => [c.plaintext, c.unparseable])).toEqual([
         [0, plainPerColumn + 1],
         [0, plainPerColumn + 1],
@@ -80,11 +80,11 @@ for (const dialect of DIALECTS) {
       await dualKey(ctx);
       const dry = await reencrypt(ctx, { dryRun: true, cryptoWorkers: 0 });
       expect(dry.tables[0]).toMatchObject({ plaintextPlanned: 2 * plainPerColumn + 1, valuesPlanned: 2 * plainPerColumn + 1 + 200 });
-      expect((await countVersions(ctx.db, ctx.config.targets[0]!, codec)).map((c) => c.plaintext)).toEqual([plainPerColumn, plainPerColumn + 1]);
+      expect((await countVersions(ctx.db, ctx.config.targets[0]!)).map((c) => c.plaintext)).toEqual([plainPerColumn, plainPerColumn + 1]);
 
       const run = await reencrypt(ctx, { dryRun: false, batchSize: 37, cryptoWorkers: 2 });
       expect(run.failures).toEqual([{ table: 'people', pk: '401', column: 'email', reason: 'malformed' }]);
-      const after = await countVersions(ctx.db, ctx.config.targets[0]!, codec);
+      const after = await countVersions(ctx.db, ctx.config.targets[0]!);
       expect(after.map((c) => [c.column, c.plaintext, c.unparseable, c.counts])).toEqual([
         ['email', 0, 1, { v2: 400 + PLAIN_EDGES.length }],
         ['note', 0, 0, { v2: 401 + PLAIN_EDGES.length }],

@@ -62,7 +62,7 @@ for (const dialect of DIALECTS) {
       await db.knex('shapes').insert(variants.map((secret, id) => ({ id, secret })));
       const rows = (await db
         .knex('shapes')
-        .select('id', 'secret', { bucket: db.adapter.versionBucket(db.knex, 'secret', codec.shapePattern) })
+        .select('id', 'secret', { bucket: db.adapter.versionBucket(db.knex, 'secret', { shape: codec.shapePattern }) })
         .orderBy('id')) as Array<{ id: number; secret: string; bucket: string }>;
       expect(rows.map((r) => r.secret)).toEqual(variants); // stored as given
       const got = rows.map((r) => [JSON.stringify(variants[r.id]!.slice(-3)), r.bucket]);

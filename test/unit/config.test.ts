@@ -40,7 +40,7 @@ describe('config', () => {
     const c = parseConfig(ISSUE_EXAMPLE, FILE, {});
     expect(c.database).toMatchObject({ client: 'sqlite', connection: './keyctl.db' });
     expect(c.keystore).toEqual({ provider: 'file', path: '.keyctl/keyring.json' });
-    expect(c.targets).toEqual([{ table: 'customers', primaryKey: 'id', plaintext: 'error', columns: ['email', 'phone', 'notes'] }]);
+    expect(c.targets).toEqual([{ table: 'customers', primaryKey: 'id', codec: 'aes-gcm', plaintext: 'error', columns: ['email', 'phone', 'notes'] }]);
     expect(c.policy.rotationIntervalDays).toBe(90);
     expect(c.policy.rollbackWindowDays).toBe(30);
     expect(c.baseDir).toBe('/srv/app');

@@ -4,6 +4,7 @@ import { locateConfig } from '../../config/load.js';
 import { UsageError } from '../../base/errors.js';
 import { ExitCode } from '../../base/exit-codes.js';
 import { initProject } from '../../core/init.js';
+import { fernetKeyFromString } from '../../crypto/fernet.js';
 import { parseKeyBase64 } from '../../crypto/keys.js';
 import { formatCount } from '../../ui/format.js';
 import { actorName, type CliRuntime } from '../runtime.js';
@@ -21,13 +22,15 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
       );
     }
     const parsed = parseKeyBase64(value);
-    if (!parsed.ok) {
+    // A Fernet key (Fernet.generate_key(): 32 bytes in base64url) is adopted as it is.
+    const fernet = parsed.ok ? null : fernetKeyOrNull(value.trim());
+    if (!parsed.ok && !fernet) {
       throw new UsageError(
-        `--key-from-env ${name}: the value of ${name} ${parsed.problem}; keyctl needs base64 of exactly 32 bytes (AES-256)`,
-        `check that ${name} holds the key itself in standard base64 (44 characters), e.g. from: base64 -w0 < key.bin`,
+        `--key-from-env ${name}: the value of ${name} ${parsed.problem}; keyctl needs base64 of exactly 32 bytes (AES-256), or a Fernet key (base64url)`,
+        `check that ${name} holds the key itself in standard base64 (44 characters), e.g. from: base64 -w0 < key.bin, or the application's Fernet key as Fernet.generate_key() printed it`,
       );
     }
-    adoptKey = { source: `$${name}`, key: parsed.key };
+    adoptKey = { source: `$${name}`, key: parsed.ok ? parsed.key : fernet! };
   }
   const { file } = locateConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
   const result = await initProject({
@@ -58,4 +61,12 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
     return lines.join('\n');
   });
   return ExitCode.OK;
+}
+
+function fernetKeyOrNull(text: string): Buffer | null {
+  try {
+    return fernetKeyFromString(text);
+  } catch {
+    return null;
+  }
 }

@@ -225,7 +225,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
           const n = formatCount;
           const lines = report.tables.map(
             (t) =>
-              `${t.table}: scanned ${n(t.rowsScanned)} rows, ${report.dryRun ? `would rewrite ${n(t.valuesPlanned)} values${t.plaintextPlanned > 0 ? ` (${n(t.plaintextPlanned)} of them plaintext, to encrypt for the first time)` : ''}` : `rewrote ${n(t.rowsUpdated)} rows${t.plaintextPlanned > 0 ? ` (${n(t.plaintextPlanned)} plaintext values encrypted for the first time)` : ''}, ${n(t.rowsSkippedConcurrent)} skipped (changed by the application meanwhile)`}, ${t.failures.length} value(s) failed${t.resumedFrom !== null ? ` (resumed after pk ${String(t.resumedFrom)})` : ''}`,
+              `${t.table}: scanned ${n(t.rowsScanned)} rows, ${report.dryRun ? `would rewrite ${n(t.valuesPlanned)} values${t.plaintextPlanned > 0 ? ` (${n(t.plaintextPlanned)} of them plaintext, to encrypt for the first time)` : ''}` : `rewrote ${n(t.rowsUpdated)} rows${t.plaintextPlanned > 0 ? ` (${n(t.plaintextPlanned)} plaintext values encrypted for the first time)` : ''}, ${n(t.rowsSkippedConcurrent)} skipped (changed by the application meanwhile)`}, ${t.failures.length} value(s) failed${t.keysTried > 0 ? `, ${n(t.keysTried)} key(s) tried to place Fernet tokens` : ''}${t.resumedFrom !== null ? ` (resumed after pk ${String(t.resumedFrom)})` : ''}`,
           );
           lines.push(`${n(summary.rowsScanned)} rows in ${duration(secs)} (${n(summary.rowsPerSecond)} rows/s)`);
           for (const x of report.failures.slice(0, 50)) lines.push(`  ${c.red('cannot decrypt')} ${x.table}.${x.column} pk=${x.pk}: ${x.reason}`);

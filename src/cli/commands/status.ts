@@ -138,6 +138,15 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
       ]);
     }
     out.push('', counts.toString());
+    // Fernet tokens do not name their key: say what placing them under a version cost.
+    const fernet = r.targets.filter((t) => (t.fernet?.tokens ?? 0) > 0);
+    if (fernet.length > 0) {
+      const tokens = fernet.reduce((a, t) => a + t.fernet!.tokens, 0);
+      const tried = fernet.reduce((a, t) => a + t.fernet!.keysTried, 0);
+      out.push(
+        `${n(tokens)} Fernet token(s) in ${fernet.map((t) => `${t.table}.${t.column}`).join(', ')}: placed by trying keys newest first, ${n(tried)} HMAC(s) (${(tried / tokens).toFixed(1)} per token)`,
+      );
+    }
   }
   if (problems.length > 0) {
     out.push('', c.red('Problems:'), ...problems.map((p) => `  - [${p.code}] ${p.message}`));

@@ -1,7 +1,6 @@
 /** Values per key version across every target, counted by the database (see status.ts). */
-import { AesGcmV1Codec, type Codec } from '../../crypto/codec.js';
 import type { CoreContext } from '../context.js';
-import { countVersions, type ColumnCounts } from '../status.js';
+import { countVersions, keyringLoader, type ColumnCounts, type CountKeys } from '../status.js';
 import { sumCounts } from './snapshot.js';
 
 export interface VersionTotals {
@@ -12,8 +11,9 @@ export interface VersionTotals {
   plaintext: number;
 }
 
-export async function countAllTargets(ctx: CoreContext, codec: Codec = new AesGcmV1Codec()): Promise<VersionTotals> {
+/** Fernet tokens are matched against `keys`, by default every key keyctl holds (read only if there are tokens). */
+export async function countAllTargets(ctx: CoreContext, keys: CountKeys = keyringLoader(ctx)): Promise<VersionTotals> {
   const columns: ColumnCounts[] = [];
-  for (const t of ctx.config.targets) columns.push(...(await countVersions(ctx.db, t, codec)));
+  for (const t of ctx.config.targets) columns.push(...(await countVersions(ctx.db, t, keys)));
   return { columns, ...sumCounts(columns) };
 }

@@ -1,10 +1,11 @@
 /**
  * Decrypt every non-NULL value of every target (or N random rows per target) with the keys given,
- * by the version each value names. verify uses it with the published keyring; every destruction of
+ * by the version each value names (a Fernet token names none: the keys given are tried newest first). verify uses it with the published keyring; every destruction of
  * key material uses it first with the keys that will remain, so a value that only the doomed key
  * can read (a mislabelled one, say) blocks the destruction instead of being lost.
  */
-import { AesGcmV1Codec, CiphertextError, claimsCiphertext } from '../../crypto/codec.js';
+import { CiphertextError } from '../../crypto/codec.js';
+import { FieldCodec, fieldSpecOf } from '../../crypto/field.js';
 import { formatCount } from '../../base/format.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { formatKey, keyOf, sampleRows, scanTable, type KeySpec, type Row } from '../../reencrypt/scan.js';
@@ -26,7 +27,7 @@ export interface ScanResult {
 
 export async function decryptionScan(
   ctx: CoreContext,
-  keyFor: (version: string) => Buffer | undefined,
+  keys: ReadonlyMap<string, Buffer>,
   opts: {
     sample?: number | undefined;
     batchSize?: number | undefined;
@@ -36,25 +37,24 @@ export async function decryptionScan(
 ): Promise<ScanResult> {
   let lastReport = Date.now();
   let values = 0;
-  const codec = new AesGcmV1Codec();
   const checked: Record<string, number> = {};
   const failures: ValueFailure[] = [];
   let failureCount = 0;
   let plaintext = 0;
-  const check = (table: string, pk: KeySpec, columns: string[], rows: Row[], allowsPlaintext: boolean) => {
+  const check = (table: string, pk: KeySpec, columns: string[], rows: Row[], codec: FieldCodec) => {
     for (const row of rows) {
       for (const column of columns) {
         const value = row[column];
-        if (value === null || value === undefined) continue;
-        if (allowsPlaintext && typeof value === 'string' && !claimsCiphertext(value)) {
+        const kind = codec.kind(value);
+        if (kind === 'null') continue;
+        if (kind === 'plaintext') {
           plaintext++;
           continue;
         }
         try {
           if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
-          codec.decrypt(value, keyFor);
+          const v = codec.open(value, keys).version;
           values++;
-          const v = codec.versionOf(value);
           checked[v] = (checked[v] ?? 0) + 1;
         } catch (err) {
           if (!(err instanceof CiphertextError)) throw err;
@@ -65,12 +65,11 @@ export async function decryptionScan(
     }
   };
   for (const t of ctx.config.targets) {
-    const allowsPlaintext = t.plaintext === 'encrypt';
-    if (opts.sample !== undefined)
-      check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample), allowsPlaintext);
+    const codec = new FieldCodec(fieldSpecOf(t));
+    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample), codec);
     else {
       for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) {
-        check(t.table, t.primaryKey, t.columns, rows, allowsPlaintext);
+        check(t.table, t.primaryKey, t.columns, rows, codec);
         // Large tables take minutes: say how far the scan is, every few seconds.
         if (opts.progress && Date.now() - lastReport >= (opts.progressEveryMs ?? 5000)) {
           lastReport = Date.now();
@@ -90,7 +89,7 @@ export async function scanWithoutKeys(ctx: CoreContext, doomed: readonly string[
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
   for (const v of doomed) keys.delete(v);
   ctx.log.info(`checking that every value decrypts without ${doomed.join(', ')} before destroying (a full scan)`);
-  const scan = await decryptionScan(ctx, (v) => keys.get(v), {
+  const scan = await decryptionScan(ctx, keys, {
     progress: (n, table) => ctx.log.info(`decryption scan: ${formatCount(n)} value(s) checked so far (now in ${table})`),
   });
   return { ...scan, valuesChecked: Object.values(scan.checked).reduce((a, b) => a + b, 0) };

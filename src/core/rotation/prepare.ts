@@ -53,5 +53,10 @@ export async function requireRegistryIntact(ctx: CoreContext): Promise<void> {
 /** The machine's view of now; `counts` runs one GROUP BY scan per target table. */
 export async function snapshot(ctx: CoreContext, state: Prepared, opts: { counts?: boolean } = {}): Promise<Snapshot> {
   const counts = opts.counts ? await countAllTargets(ctx) : undefined;
-  return snapshotOf(ctx, state.rotation, state.versions, counts ? { byVersion: counts.byVersion, unparseable: counts.unparseable, plaintext: counts.plaintext } : undefined);
+  return snapshotOf(
+    ctx,
+    state.rotation,
+    state.versions,
+    counts ? { byVersion: counts.byVersion, unparseable: counts.unparseable, plaintext: counts.plaintext } : undefined,
+  );
 }

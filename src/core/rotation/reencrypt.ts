@@ -69,9 +69,9 @@ export interface ReencryptReport {
 }
 
 /** Values (in the targets of this run) not under `target`, or unparseable. */
-async function countPending(ctx: CoreContext, targets: CoreContext['config']['targets'], target: string): Promise<number> {
+async function countPending(ctx: CoreContext, targets: CoreContext['config']['targets'], target: string, key: Buffer | undefined): Promise<number> {
   let n = 0;
-  for (const t of targets) n += await countNotUnder(ctx.db, t, target);
+  for (const t of targets) n += await countNotUnder(ctx.db, t, target, { key });
   return n;
 }
 
@@ -128,7 +128,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     // The first pass after dual-key always runs; a pass after reencrypted/verified goes back along
     // the procedure, so it first counts whether there is anything to rewrite.
     const goesBack = movesBack(rotation.phase, targetPhase(start, rotation.phase));
-    const pending = goesBack ? await countPending(ctx, targets, target) : null;
+    const pending = goesBack ? await countPending(ctx, targets, target, keys.get(target)) : null;
     if (pending === 0) {
       noop = `nothing to re-encrypt: every value is already under ${target}; rotation #${rotation.id} stays in phase ${rotation.phase}`;
     } else {
@@ -269,6 +269,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
         db: ctx.db,
         planner,
         target,
+        targetKey: keys.get(target),
         rotationId: rotation.id,
         checkpoints: checkpointStore,
         dryRun: opts.dryRun,
@@ -315,7 +316,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   // the others (not in --table, interrupted, or this process's shard only) are counted here.
   const counted = new Map(tables.filter((t) => !t.interrupted && !opts.shard).map((t) => [t.table, t.remaining]));
   let remaining = 0;
-  for (const t of ctx.config.targets) remaining += counted.get(t.table) ?? (await countNotUnder(ctx.db, t, target));
+  for (const t of ctx.config.targets) remaining += counted.get(t.table) ?? (await countNotUnder(ctx.db, t, target, { key: keys.get(target) }));
   const abortedBecause = tables.find((t) => t.abortedBecause)?.abortedBecause;
   const report: ReencryptReport = {
     rotation,

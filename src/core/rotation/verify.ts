@@ -8,7 +8,6 @@
  * `reencrypted`; `promote` needs the latest verify since the last write pass to be full and passed;
  * only a full pass closes a rollback (`rolling_back` → `rolled_back`).
  */
-import { AesGcmV1Codec } from '../../crypto/codec.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { verifyRuleFor, type VerifyScope } from '../../rotation/machine.js';
 import { appendAudit, type Rotation } from '../../rotation/store.js';
@@ -48,10 +47,9 @@ export async function verify(ctx: CoreContext, opts: VerifyOptions): Promise<Ver
   let rotation = state.rotation;
   if (rotation) rotation = await requireRotation(ctx, 'verify', await snapshot(ctx, state), 'verify');
   const scope: VerifyScope = opts.sample === undefined ? 'full' : 'sample';
-  const codec = new AesGcmV1Codec();
   const published = (await ctx.keystore.read())!;
-  const { checked, failures, failureCount } = await decryptionScan(ctx, (v) => published.doc.keys.get(v), opts);
-  const totals = await countAllTargets(ctx, codec);
+  const { checked, failures, failureCount } = await decryptionScan(ctx, published.doc.keys, opts);
+  const totals = await countAllTargets(ctx);
   const problems: string[] = [];
   for (const [v, n] of Object.entries(totals.byVersion)) if (v !== state.primary) problems.push(`${n} value(s) under ${v}, not the primary ${state.primary}`);
   if (totals.unparseable > 0) problems.push(`${totals.unparseable} unparseable value(s)`);

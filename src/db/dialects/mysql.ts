@@ -7,7 +7,17 @@
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, expandedAfter, keyColumnsOf, quoteWith, retryableWith, serverEndpoint } from './common.js';
-import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, PkValue, RawCondition, SqlDialect } from './types.js';
+import {
+  bucketCase,
+  type BucketPatterns,
+  type CasPlan,
+  type CasRequest,
+  type DbEndpoint,
+  type DbErrorKind,
+  type PkValue,
+  type RawCondition,
+  type SqlDialect,
+} from './types.js';
 import { groupKeyColumns } from './unique-keys.js';
 
 /**
@@ -70,15 +80,12 @@ export class MysqlDialect implements SqlDialect {
     };
   }
 
-  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw {
-    const rest = claimsPattern ? `WHEN ?? REGEXP ? THEN '#unparseable' ELSE '#plaintext'` : `ELSE '#unparseable'`;
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN SUBSTRING_INDEX(??, ':', 1) ${rest} END`, [
-      column,
-      column,
-      mysqlShapeRegex(shapePattern),
-      column,
-      ...(claimsPattern ? [column, mysqlShapeRegex(claimsPattern)] : []),
-    ]);
+  versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw {
+    const c = bucketCase(column, patterns, (pattern) => ({ sql: '?? REGEXP ?', bindings: [column, mysqlShapeRegex(pattern)] }), {
+      sql: `SUBSTRING_INDEX(??, ':', 1)`,
+      bindings: [column],
+    });
+    return knex.raw(c.sql, c.bindings as Knex.RawBinding[]);
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string, claimsPattern?: string): Knex.Raw {

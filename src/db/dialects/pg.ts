@@ -5,7 +5,17 @@
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, quoteWith, retryableWith, rowValueAfter, serverEndpoint } from './common.js';
-import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, PkValue, RawCondition, SqlDialect } from './types.js';
+import {
+  bucketCase,
+  type BucketPatterns,
+  type CasPlan,
+  type CasRequest,
+  type DbEndpoint,
+  type DbErrorKind,
+  type PkValue,
+  type RawCondition,
+  type SqlDialect,
+} from './types.js';
 import { groupKeyColumns } from './unique-keys.js';
 
 const RETRYABLE = new Set([
@@ -55,15 +65,12 @@ export class PgDialect implements SqlDialect {
     };
   }
 
-  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw {
-    const rest = claimsPattern ? `WHEN ?? ~ ? THEN '#unparseable' ELSE '#plaintext'` : `ELSE '#unparseable'`;
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? ~ ? THEN split_part(??, ':', 1) ${rest} END`, [
-      column,
-      column,
-      shapePattern,
-      column,
-      ...(claimsPattern ? [column, claimsPattern] : []),
-    ]);
+  versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw {
+    const c = bucketCase(column, patterns, (pattern) => ({ sql: '?? ~ ?', bindings: [column, pattern] }), {
+      sql: `split_part(??, ':', 1)`,
+      bindings: [column],
+    });
+    return knex.raw(c.sql, c.bindings as Knex.RawBinding[]);
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string, claimsPattern?: string): Knex.Raw {

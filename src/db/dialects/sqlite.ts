@@ -7,7 +7,17 @@ import path from 'node:path';
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, keyColumnsOf, quoteWith, retryableWith, rowValueAfter } from './common.js';
-import type { CasPlan, CasRequest, DbEndpoint, DbErrorKind, PkValue, RawCondition, SqlDialect } from './types.js';
+import {
+  bucketCase,
+  type BucketPatterns,
+  type CasPlan,
+  type CasRequest,
+  type DbEndpoint,
+  type DbErrorKind,
+  type PkValue,
+  type RawCondition,
+  type SqlDialect,
+} from './types.js';
 
 const RETRYABLE = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED']);
 
@@ -79,16 +89,12 @@ export class SqliteDialect implements SqlDialect {
     };
   }
 
-  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw {
-    const rest = claimsPattern ? `WHEN ?? REGEXP ? THEN '#unparseable' ELSE '#plaintext'` : `ELSE '#unparseable'`;
-    return knex.raw(`CASE WHEN ?? IS NULL THEN '#null' WHEN ?? REGEXP ? THEN substr(??, 1, instr(??, ':') - 1) ${rest} END`, [
-      column,
-      column,
-      shapePattern,
-      column,
-      column,
-      ...(claimsPattern ? [column, claimsPattern] : []),
-    ]);
+  versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw {
+    const c = bucketCase(column, patterns, (pattern) => ({ sql: '?? REGEXP ?', bindings: [column, pattern] }), {
+      sql: `substr(??, 1, instr(??, ':') - 1)`,
+      bindings: [column, column],
+    });
+    return knex.raw(c.sql, c.bindings as Knex.RawBinding[]);
   }
 
   notPrefixed(knex: Knex, column: string, prefix: string, claimsPattern?: string): Knex.Raw {

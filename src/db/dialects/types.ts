@@ -95,11 +95,12 @@ export interface SqlDialect {
 
   /**
    * A SQL expression that classifies a column value: '#null', '#unparseable', or the version
-   * prefix (e.g. 'v2') of a value matching the codec's shape pattern. With `claimsPattern` (a
-   * target with `plaintext: encrypt`), a value that neither matches the shape nor this pattern
-   * is '#plaintext' instead of '#unparseable'.
+   * prefix (e.g. 'v2') of a value matching `shape`. With `fernetShape`, a Fernet token is
+   * '#fernet' (its version is found by trying keys) and a value matching `fernetClaims` but not the
+   * shape is '#unparseable'. With `claims` (a target with `plaintext: encrypt`), a value that
+   * matches no shape nor either claims pattern is '#plaintext' instead of '#unparseable'.
    */
-  versionBucket(knex: Knex, column: string, shapePattern: string, claimsPattern?: string): Knex.Raw;
+  versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw;
   /**
    * A SQL expression: 1 when the column holds a value that does not start with `prefix`
    * (e.g. 'v2:'), else 0. A byte comparison of a prefix — much cheaper than the shape regex.
@@ -142,4 +143,40 @@ export interface SqlDialect {
   serverCheckHint(ep: DbEndpoint): string;
   /** How to create a missing database. */
   createDatabaseHint(ep: DbEndpoint): string;
+}
+
+/** The regular expressions a version bucket classifies values by (src/crypto/field.ts makes them). */
+export interface BucketPatterns {
+  shape: string;
+  claims?: string | undefined;
+  fernetShape?: string | undefined;
+  fernetClaims?: string | undefined;
+}
+
+/**
+ * The CASE expression every dialect's versionBucket builds, in one place: `match(pattern)` is the
+ * dialect's regular-expression test of the column (`?? ~ ?`, `?? REGEXP ?`) and `version` its
+ * expression for the text before the first `:`; the bindings come back in placeholder order.
+ */
+export function bucketCase(
+  column: string,
+  p: BucketPatterns,
+  match: (pattern: string) => { sql: string; bindings: unknown[] },
+  version: { sql: string; bindings: unknown[] },
+): { sql: string; bindings: unknown[] } {
+  const parts: string[] = [`CASE WHEN ?? IS NULL THEN '#null'`];
+  const bindings: unknown[] = [column];
+  const arm = (pattern: string, then: string, thenBindings: unknown[] = []) => {
+    const m = match(pattern);
+    parts.push(`WHEN ${m.sql} THEN ${then}`);
+    bindings.push(...m.bindings, ...thenBindings);
+  };
+  if (p.fernetShape) arm(p.fernetShape, `'#fernet'`);
+  arm(p.shape, version.sql, version.bindings);
+  if (p.fernetClaims) arm(p.fernetClaims, `'#unparseable'`);
+  if (p.claims) {
+    arm(p.claims, `'#unparseable'`);
+    parts.push(`ELSE '#plaintext' END`);
+  } else parts.push(`ELSE '#unparseable' END`);
+  return { sql: parts.join(' '), bindings };
 }

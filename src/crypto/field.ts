@@ -1,0 +1,138 @@
+/**
+ * What one target's column may hold and how keyctl reads and writes it: AES-GCM values
+ * (`v<N>:…`, docs/format.md), Fernet tokens where the target is Fernet (`codec: fernet`) or is
+ * migrating from it (`from: { codec: fernet, versions: [v1] }`), and plaintext where it is being
+ * onboarded (`plaintext: encrypt`). status, reencrypt, verify, the destruction scan and recover-test
+ * all classify and open values here, so they agree on every shape.
+ *
+ * A Fernet token does not name its key: its version is found by trying keys newest first, as
+ * MultiFernet does, one HMAC per key tried (`tried` says what that cost).
+ */
+import type { TargetConfig } from '../config/schema.js';
+import { AesGcmV1Codec, CLAIMS_CIPHERTEXT, claimsCiphertext, isWellFormed } from './codec.js';
+import { FernetCodec } from './fernet.js';
+import { compareVersions } from './keys.js';
+
+export interface FieldSpec {
+  /** Versions whose values are Fernet tokens: every version (codec: fernet), a list (from: fernet), or none. */
+  fernetVersions: 'all' | readonly string[];
+  /** Text in front of every Fernet token. */
+  fernetPrefix: string;
+  /** Values that do not claim to be ciphertext are plaintext to encrypt (plaintext: encrypt). */
+  plaintext: boolean;
+}
+
+export function fieldSpecOf(t: Pick<TargetConfig, 'codec' | 'prefix' | 'from' | 'plaintext'>): FieldSpec {
+  return {
+    fernetVersions: t.codec === 'fernet' ? 'all' : (t.from?.versions ?? []),
+    fernetPrefix: t.codec === 'fernet' ? (t.prefix ?? '') : (t.from?.prefix ?? ''),
+    plaintext: t.plaintext === 'encrypt',
+  };
+}
+
+export type ValueKind = 'null' | 'aes-gcm' | 'fernet' | 'plaintext' | 'damaged';
+
+export interface Opened {
+  plaintext: string;
+  version: string;
+  /** Keys tried to find the version (Fernet); 0 where the value names it. */
+  tried: number;
+  /** A Fernet token's timestamp (seconds), kept when it is written again as Fernet. */
+  timestamp?: number;
+}
+
+const REGEX_META = /[.*+?^${}()|[\]\\]/g;
+/** Every Fernet token starts with 0x80 and a timestamp below 2^32: `gAAAAA` in base64url. */
+const FERNET_HEAD = 'gAAAAA';
+
+export class FieldCodec {
+  readonly spec: FieldSpec;
+  readonly aes = new AesGcmV1Codec();
+  /** Set when the target holds Fernet tokens under some version. */
+  readonly fernet: FernetCodec | null;
+
+  constructor(spec: FieldSpec) {
+    this.spec = spec;
+    this.fernet = spec.fernetVersions === 'all' || spec.fernetVersions.length > 0 ? new FernetCodec({ prefix: spec.fernetPrefix }) : null;
+  }
+
+  /** Fernet tokens are written under this version. */
+  writesFernet(version: string): boolean {
+    const v = this.spec.fernetVersions;
+    return v === 'all' || v.includes(version);
+  }
+
+  /**
+   * Values that claim to be a Fernet token (the prefix, or without one the token's first bytes): one
+   * that does not decode is damaged ciphertext, never plaintext. A pattern for SQL as for JavaScript.
+   */
+  get fernetClaimsPattern(): string | null {
+    if (!this.fernet) return null;
+    return `^${this.spec.fernetPrefix ? this.spec.fernetPrefix.replace(REGEX_META, '\\$&') : FERNET_HEAD}`;
+  }
+
+  /** Patterns for the database-side counts (see Dialect.versionBucket). */
+  get sqlPatterns(): { shape: string; claims?: string; fernetShape?: string; fernetClaims?: string } {
+    return {
+      shape: this.aes.shapePattern,
+      ...(this.spec.plaintext ? { claims: CLAIMS_CIPHERTEXT } : {}),
+      ...(this.fernet ? { fernetShape: this.fernet.shapePattern, fernetClaims: this.fernetClaimsPattern! } : {}),
+    };
+  }
+
+  private claimsFernet(value: string): boolean {
+    if (!this.fernet) return false;
+    return this.spec.fernetPrefix ? value.startsWith(this.spec.fernetPrefix) : value.startsWith(FERNET_HEAD);
+  }
+
+  kind(value: unknown): ValueKind {
+    if (value === null || value === undefined) return 'null';
+    if (typeof value !== 'string') return 'damaged';
+    if (this.fernet?.isWellFormed(value)) return 'fernet';
+    if (isWellFormed(value)) return 'aes-gcm';
+    if (claimsCiphertext(value) || this.claimsFernet(value)) return 'damaged';
+    return this.spec.plaintext ? 'plaintext' : 'damaged';
+  }
+
+  /** The keys a Fernet token may be under, newest first (MultiFernet order). */
+  private fernetCandidates(keys: ReadonlyMap<string, Buffer>): Array<[string, Buffer]> {
+    return [...keys].filter(([v]) => this.writesFernet(v)).sort(([a], [b]) => compareVersions(b, a));
+  }
+
+  /**
+   * Decrypts a value of any shape the target holds. Throws CiphertextError; plaintext is the caller's
+   * to tell apart first (kind()).
+   */
+  open(value: string, keys: ReadonlyMap<string, Buffer>): Opened {
+    if (this.fernet?.isWellFormed(value)) {
+      const r = this.fernet.decryptWithAny(value, this.fernetCandidates(keys));
+      return { plaintext: r.plaintext, version: r.version, tried: r.tried, timestamp: r.timestamp };
+    }
+    const plaintext = this.aes.decrypt(value, (v) => keys.get(v));
+    return { plaintext, version: this.aes.versionOf(value), tried: 0 };
+  }
+
+  /** The version a value is under, without decrypting (Fernet: HMACs, newest key first). Throws CiphertextError. */
+  versionOf(value: string, keys: ReadonlyMap<string, Buffer>): { version: string; tried: number } {
+    if (this.fernet?.isWellFormed(value)) return this.fernet.findVersion(value, this.fernetCandidates(keys));
+    return { version: this.aes.versionOf(value), tried: 0 };
+  }
+
+  /** Encrypts under `version` in the codec that version writes; a Fernet token keeps `timestamp` when given. */
+  seal(plaintext: string, version: string, key: Buffer, timestamp?: number): string {
+    if (this.writesFernet(version)) {
+      return this.fernet!.encrypt(plaintext, version, key, timestamp !== undefined ? { now: new Date(timestamp * 1000) } : {});
+    }
+    return this.aes.encrypt(plaintext, version, key);
+  }
+
+  /**
+   * Already under `version` in the codec that version writes, so nothing is to be done: the
+   * `v<N>:` prefix for AES-GCM (where plaintext is allowed, `v2: call back` is plaintext, not v2);
+   * for Fernet, one HMAC under that version's key.
+   */
+  isUnder(value: string, version: string, key: Buffer): boolean {
+    if (this.writesFernet(version)) return this.fernet!.authenticatesUnder(value, key);
+    return value.startsWith(`${version}:`) && (!this.spec.plaintext || claimsCiphertext(value));
+  }
+}
