@@ -9,6 +9,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../base/errors.js';
 import { hasLiteralPassword, redactText } from '../db/redact.js';
+import { checkTemplate } from '../crypto/context.js';
 import { ConfigSchema, DatabaseSchema, KEYSTORE_PROVIDERS, KeystoreSchema, PolicySchema, TargetSchema, type RawConfig } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';
@@ -112,6 +113,15 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
   }
   const baseDir = path.dirname(file);
   const warnings = secretWarnings(raw as Record<string, unknown>, label);
+  // Templates that parse but bind less than they seem to (no row column, adjacent values).
+  for (const [i, t] of result.data.targets.entries()) {
+    for (const [key, template] of [
+      ['aad', t.aad],
+      ['derive.info', t.derive?.info],
+    ] as const) {
+      if (template !== undefined) for (const w of checkTemplate(template).warnings) warnings.push(`${label}: targets[${i}].${key}: ${w.message}`);
+    }
+  }
   return { ...result.data, file, baseDir, ...(warnings.length > 0 ? { warnings } : {}) };
 }
 

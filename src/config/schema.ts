@@ -3,6 +3,7 @@
  * name must not silently fall back to a default). docs/configuration.md mirrors this file.
  */
 import { z } from 'zod';
+import { checkTemplate, templateColumns } from '../crypto/context.js';
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier (letters, digits, _ and $; not starting with a digit)');
 
@@ -95,6 +96,18 @@ const VaultKeystoreSchema = z.strictObject({
 
 export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema, AwsKeystoreSchema, VaultKeystoreSchema]);
 
+/** The columns a template reads, or none when it does not parse (reported by its own check). */
+function safeTemplateColumns(template: string): string[] {
+  return checkTemplate(template).errors.length > 0 ? [] : templateColumns(template);
+}
+
+/** A row-context template (`{table}.{column}:{id}`): every problem named with its position. */
+const contextTemplate = z.string().superRefine((template, ctx) => {
+  for (const issue of checkTemplate(template).errors) {
+    ctx.addIssue({ code: 'custom', message: `${issue.message}${issue.position !== undefined ? ` (at character ${issue.position})` : ''}` });
+  }
+});
+
 export const TargetSchema = z
   .strictObject({
     table: tableName,
@@ -136,12 +149,26 @@ export const TargetSchema = z
      * reencrypt moves them to the target's codec, and a rollback to one of them writes Fernet again.
      */
     from: z
-      .strictObject({
-        codec: z.literal('fernet'),
-        versions: z.array(z.string().regex(/^v[0-9]+$/, 'a key version (v1, v2, …)')).min(1),
-        prefix: z.string().max(64).default(''),
-      })
+      .discriminatedUnion('codec', [
+        z.strictObject({
+          codec: z.literal('fernet'),
+          versions: z.array(z.string().regex(/^v[0-9]+$/, 'a key version (v1, v2, …)')).min(1),
+          prefix: z.string().max(64).default(''),
+        }),
+        /** AES-GCM values written before `aad`/`derive` were set: the next rotation binds them. */
+        z.strictObject({
+          codec: z.literal('aes-gcm'),
+          versions: z.array(z.string().regex(/^v[0-9]+$/, 'a key version (v1, v2, …)')).min(1),
+        }),
+      ])
       .optional(),
+    /**
+     * Associated data: a template over the row (`"{table}.{column}:{id}"`) whose bytes bind each
+     * value to its row and column (docs/format.md, "Associated data and derived keys").
+     */
+    aad: contextTemplate.optional(),
+    /** Per-row keys: HKDF-SHA256 of the version's key with the rendered `info` template. */
+    derive: z.strictObject({ info: contextTemplate }).optional(),
   })
   .refine((t) => t.prefix === undefined || t.codec === 'fernet', {
     path: ['prefix'],
@@ -150,6 +177,18 @@ export const TargetSchema = z
   .refine((t) => t.from === undefined || t.codec === 'aes-gcm', {
     path: ['from'],
     message: 'from: fernet migrates to aes-gcm; with codec: fernet every version is Fernet already',
+  })
+  .refine((t) => t.codec === 'aes-gcm' || (t.aad === undefined && t.derive === undefined), {
+    path: ['aad'],
+    message: 'aad and derive are for codec: aes-gcm (a Fernet token has no associated data)',
+  })
+  .refine((t) => [t.aad, t.derive?.info].every((tpl) => tpl === undefined || !safeTemplateColumns(tpl).some((c) => t.columns.includes(c))), {
+    path: ['aad'],
+    message: 'a context template cannot read an encrypted column of its own target (it changes as the value is rewritten); use the key or another plain column',
+  })
+  .refine((t) => t.from?.codec !== 'aes-gcm' || t.aad !== undefined || t.derive !== undefined, {
+    path: ['from'],
+    message: 'from: { codec: aes-gcm } names versions written without aad or derive; set aad or derive, or remove from',
   });
 
 export const PolicySchema = z.strictObject({

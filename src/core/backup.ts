@@ -13,7 +13,8 @@ import path from 'node:path';
 import type { BackupConfig } from '../config/schema.js';
 import { resolveConfigPath } from '../config/load.js';
 import { CiphertextError } from '../crypto/codec.js';
-import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
+import { ContextValueError } from '../crypto/context.js';
+import { columnsToRead, FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import { fingerprint, KEY_BYTES } from '../crypto/keys.js';
 import { formatKey, keyOf, sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
@@ -314,7 +315,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
     let plaintext = 0;
     for (const t of ctx.config.targets) {
       const field = new FieldCodec(fieldSpecOf(t));
-      const rows = await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample);
+      const rows = await sampleRows(ctx.db, t.table, t.primaryKey, columnsToRead(t), opts.sample);
       for (const row of rows) {
         for (const c of t.columns) {
           const value = row[c];
@@ -324,11 +325,12 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
             continue;
           }
           try {
-            const v = field.open(value, keys).version;
+            const v = field.open(value, keys, { row, column: c }).version;
             decrypted[v] = (decrypted[v] ?? 0) + 1;
           } catch (err) {
-            if (!(err instanceof CiphertextError)) throw err;
-            if (failures.length < 20) failures.push(`${t.table}.${c} pk=${formatKey(keyOf(row, t.primaryKey))}: ${err.reason}`);
+            if (!(err instanceof CiphertextError) && !(err instanceof ContextValueError)) throw err;
+            const reason = err instanceof ContextValueError ? `context-${err.problem}` : err.reason;
+            if (failures.length < 20) failures.push(`${t.table}.${c} pk=${formatKey(keyOf(row, t.primaryKey))}: ${reason}`);
           }
         }
       }

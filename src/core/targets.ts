@@ -7,6 +7,7 @@ import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import { ConfigError } from '../base/errors.js';
 import { keyColumns } from '../reencrypt/scan.js';
+import { templateColumns } from '../crypto/context.js';
 
 function splitTable(name: string): { schema?: string; table: string } {
   const dot = name.indexOf('.');
@@ -45,6 +46,15 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
     }
     for (const [j, c] of t.columns.entries()) {
       if (!cols.has(c)) problems.push(`${file}: targets[${i}].columns[${j}]: table "${t.table}" has no column "${c}"`);
+    }
+    for (const [key, template] of [
+      ['aad', t.aad],
+      ['derive.info', t.derive?.info],
+    ] as const) {
+      if (template === undefined) continue;
+      for (const c of templateColumns(template)) {
+        if (!cols.has(c)) problems.push(`${file}: targets[${i}].${key}: the template reads {${c}}, but table "${t.table}" has no column "${c}"`);
+      }
     }
   }
   if (problems.length > 0) {

@@ -7,7 +7,7 @@
  *
  * The values keep the default layout `v<N>:<nonce>:<ciphertext ‖ tag>`, so the SQL shape pattern,
  * version detection and claimsCiphertext are unchanged: a value does not say whether it is bound.
- * These are building blocks only; keyctl.yaml cannot select them yet.
+ * Targets select them with `aad` and `derive` in keyctl.yaml; src/crypto/field.ts applies them.
  *
  * Errors never carry key material, plaintext or a row's column values: only column names, types
  * and template positions (templates come from configuration and are not secret).

@@ -2,14 +2,17 @@
  * What one target's column may hold and how keyctl reads and writes it: AES-GCM values
  * (`v<N>:…`, docs/format.md), Fernet tokens where the target is Fernet (`codec: fernet`) or is
  * migrating from it (`from: { codec: fernet, versions: [v1] }`), and plaintext where it is being
- * onboarded (`plaintext: encrypt`). status, reencrypt, verify, the destruction scan and recover-test
- * all classify and open values here, so they agree on every shape.
+ * onboarded (`plaintext: encrypt`), AES-GCM values bound to their row (`aad`, `derive`: context.ts)
+ * except under the versions written before (`from: { codec: aes-gcm }`). status, reencrypt, verify,
+ * the destruction scan and recover-test all classify and open values here, so they agree on every
+ * shape.
  *
  * A Fernet token does not name its key: its version is found by trying keys newest first, as
  * MultiFernet does, one HMAC per key tried (`tried` says what that cost).
  */
 import type { TargetConfig } from '../config/schema.js';
 import { AesGcmV1Codec, CLAIMS_CIPHERTEXT, claimsCiphertext, isWellFormed } from './codec.js';
+import { decryptForRow, encryptForRow, templateColumns, type ContextRow, type RowContextSpec } from './context.js';
 import { FernetCodec } from './fernet.js';
 import { compareVersions } from './keys.js';
 
@@ -20,14 +23,45 @@ export interface FieldSpec {
   fernetPrefix: string;
   /** Values that do not claim to be ciphertext are plaintext to encrypt (plaintext: encrypt). */
   plaintext: boolean;
+  /** How AES-GCM values are bound to their row (aad, derive); null when they are not. */
+  context: RowContextSpec | null;
+  /** AES-GCM versions written without the context (from: { codec: aes-gcm }). */
+  unboundVersions: readonly string[];
+  /** The target's table, as `{table}` renders it. */
+  table: string;
 }
 
-export function fieldSpecOf(t: Pick<TargetConfig, 'codec' | 'prefix' | 'from' | 'plaintext'>): FieldSpec {
+export function fieldSpecOf(t: Pick<TargetConfig, 'table' | 'codec' | 'prefix' | 'from' | 'plaintext' | 'aad' | 'derive'>): FieldSpec {
+  const fromFernet = t.from?.codec === 'fernet' ? t.from : undefined;
+  const context: RowContextSpec | null =
+    t.aad !== undefined || t.derive !== undefined ? { ...(t.aad !== undefined ? { aad: t.aad } : {}), ...(t.derive ? { derive: t.derive.info } : {}) } : null;
   return {
-    fernetVersions: t.codec === 'fernet' ? 'all' : (t.from?.versions ?? []),
-    fernetPrefix: t.codec === 'fernet' ? (t.prefix ?? '') : (t.from?.prefix ?? ''),
+    fernetVersions: t.codec === 'fernet' ? 'all' : (fromFernet?.versions ?? []),
+    fernetPrefix: t.codec === 'fernet' ? (t.prefix ?? '') : (fromFernet?.prefix ?? ''),
     plaintext: t.plaintext === 'encrypt',
+    context,
+    unboundVersions: t.from?.codec === 'aes-gcm' ? t.from.versions : [],
+    table: t.table,
   };
+}
+
+/** The row columns the target's context templates read (beyond its key and encrypted columns, selected with them). */
+export function contextColumnsOf(t: Pick<TargetConfig, 'aad' | 'derive'>): string[] {
+  const out: string[] = [];
+  for (const template of [t.aad, t.derive?.info]) if (template !== undefined) for (const c of templateColumns(template)) if (!out.includes(c)) out.push(c);
+  return out;
+}
+
+/** The columns to select with the key for a target's values: its encrypted columns, then any other column its context reads. */
+export function columnsToRead(t: Pick<TargetConfig, 'columns' | 'primaryKey' | 'aad' | 'derive'>): string[] {
+  const key: readonly string[] = typeof t.primaryKey === 'string' ? [t.primaryKey] : t.primaryKey;
+  return [...t.columns, ...contextColumnsOf(t).filter((c) => !t.columns.includes(c) && !key.includes(c))];
+}
+
+/** Where a value sits, for its row context: the row (its context columns at least) and the encrypted column. */
+export interface ValueSite {
+  row: ContextRow;
+  column: string;
 }
 
 export type ValueKind = 'null' | 'aes-gcm' | 'fernet' | 'plaintext' | 'damaged';
@@ -103,13 +137,29 @@ export class FieldCodec {
    * Decrypts a value of any shape the target holds. Throws CiphertextError; plaintext is the caller's
    * to tell apart first (kind()).
    */
-  open(value: string, keys: ReadonlyMap<string, Buffer>): Opened {
+  open(value: string, keys: ReadonlyMap<string, Buffer>, site?: ValueSite): Opened {
     if (this.fernet?.isWellFormed(value)) {
       const r = this.fernet.decryptWithAny(value, this.fernetCandidates(keys));
       return { plaintext: r.plaintext, version: r.version, tried: r.tried, timestamp: r.timestamp };
     }
-    const plaintext = this.aes.decrypt(value, (v) => keys.get(v));
-    return { plaintext, version: this.aes.versionOf(value), tried: 0 };
+    const version = this.aes.versionOf(value);
+    const context = this.contextFor(version);
+    const plaintext = context
+      ? decryptForRow(value, (v) => keys.get(v), context, this.siteRow(site), { table: this.spec.table, column: site!.column })
+      : this.aes.decrypt(value, (v) => keys.get(v));
+    return { plaintext, version, tried: 0 };
+  }
+
+  /** The context values under `version` are bound with, or null (unbound versions, Fernet). */
+  contextFor(version: string): RowContextSpec | null {
+    const c = this.spec.context;
+    if (!c || this.writesFernet(version) || this.spec.unboundVersions.includes(version)) return null;
+    return c;
+  }
+
+  private siteRow(site: ValueSite | undefined): ContextRow {
+    if (!site) throw new Error(`values of ${this.spec.table} are bound to their row: open and seal them with the row`);
+    return site.row;
   }
 
   /** The version a value is under, without decrypting (Fernet: HMACs, newest key first). Throws CiphertextError. */
@@ -119,10 +169,12 @@ export class FieldCodec {
   }
 
   /** Encrypts under `version` in the codec that version writes; a Fernet token keeps `timestamp` when given. */
-  seal(plaintext: string, version: string, key: Buffer, timestamp?: number): string {
+  seal(plaintext: string, version: string, key: Buffer, timestamp?: number, site?: ValueSite): string {
     if (this.writesFernet(version)) {
       return this.fernet!.encrypt(plaintext, version, key, timestamp !== undefined ? { now: new Date(timestamp * 1000) } : {});
     }
+    const context = this.contextFor(version);
+    if (context) return encryptForRow(plaintext, version, key, context, this.siteRow(site), { table: this.spec.table, column: site!.column });
     return this.aes.encrypt(plaintext, version, key);
   }
 

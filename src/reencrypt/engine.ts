@@ -12,7 +12,7 @@
  */
 import type { TargetConfig } from '../config/schema.js';
 import { CLAIMS_CIPHERTEXT } from '../crypto/codec.js';
-import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
+import { columnsToRead, contextColumnsOf, FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
@@ -184,9 +184,12 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const cp: Checkpoint = saved && !saved.completed ? saved : { cursor: null, rowsScanned: 0, rowsRewritten: 0, rowsFailed: 0, completed: false };
   const maxPasses = o.dryRun ? 1 : (o.maxPasses ?? 3);
   // Each read remembers its size: a short batch is the end of the table.
+  // Columns a bound target's context reads are selected with the row (not compared or written).
+  const contextNames = contextColumnsOf(t);
+  const readColumns = columnsToRead(t);
   const read = async (after: RowKey | null) => {
     const size = Math.min(maxBatch, throttle.batchSize());
-    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, t.columns, after, size, o.shard), { ...retry, onRetry });
+    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, readColumns, after, size, o.shard), { ...retry, onRetry });
     return Object.assign(rows, { size });
   };
   const width = t.columns.length;
@@ -196,6 +199,13 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     const values = new Array<unknown>(rows.length * width);
     for (let r = 0, at = 0; r < rows.length; r++) for (let c = 0; c < width; c++) values[at++] = rows[r]![t.columns[c]!];
     return values;
+  };
+
+  /** The context columns' values, row by row, as the planner takes them. */
+  const contextOf = (rows: Row[]): { names: string[]; values: unknown[] } => {
+    const values = new Array<unknown>(rows.length * contextNames.length);
+    for (let r = 0, at = 0; r < rows.length; r++) for (const c of contextNames) values[at++] = rows[r]![c];
+    return { names: contextNames, values };
   };
 
   interface Planned {
@@ -300,7 +310,9 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const values = valuesOf(current);
       const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
-        current.length > 0 ? o.planner.plan({ values, columns: width, spec }) : Promise.resolve(null),
+        current.length > 0
+          ? o.planner.plan({ values, columns: width, spec, columnNames: t.columns, ...(contextNames.length > 0 ? { context: contextOf(current) } : {}) })
+          : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
       ]);
       toWrite = batchPlan && last !== null ? { rows: current, last, cas: toCas(current, values, batchPlan) } : null;

@@ -9,7 +9,8 @@
  * new values aligned with them: few objects to copy between threads and to collect afterwards.
  */
 import { CiphertextError } from '../crypto/codec.js';
-import { FieldCodec, type FieldSpec } from '../crypto/field.js';
+import { ContextValueError } from '../crypto/context.js';
+import { FieldCodec, type FieldSpec, type ValueSite } from '../crypto/field.js';
 
 /** A batch as sent to a planner: the values of the target's columns, row by row. */
 export interface BatchInput {
@@ -18,6 +19,10 @@ export interface BatchInput {
   columns: number;
   /** What the target's values may be and how the target version is written. */
   spec: FieldSpec;
+  /** The encrypted columns' names, in the order of `values` (what `{column}` renders). */
+  columnNames: string[];
+  /** For targets bound to their rows: the context columns' values, row by row, `names.length` per row. */
+  context?: { names: string[]; values: unknown[] };
 }
 
 export interface BatchPlan {
@@ -47,6 +52,16 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
   if (!targetKey) throw new Error(`no key for the target version ${target}`);
   const field = codecFor(input.spec);
   const { values, columns } = input;
+  const ctx = input.context;
+  /** The row's context, built only for a value that needs it. */
+  const siteOf = (i: number, c: number): ValueSite | undefined => {
+    if (!ctx) return undefined;
+    const row: Record<string, unknown> = {};
+    ctx.names.forEach((name, k) => {
+      row[name] = ctx.values[i * ctx.names.length + k];
+    });
+    return { row, column: input.columnNames[c]! };
+  };
   const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), failures: [], planned: 0, plaintext: 0, keysTried: 0 };
   for (let i = 0, at = 0; at < values.length; i++) {
     for (let c = 0; c < columns; c++, at++) {
@@ -57,20 +72,22 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
         continue;
       }
       if (field.isUnder(value, target, targetKey)) continue;
-      if (field.kind(value) === 'plaintext') {
-        plan.next[at] = field.seal(value, target, targetKey);
-        plan.planned++;
-        plan.plaintext++;
-        continue;
-      }
       try {
-        const opened = field.open(value, keys);
+        if (field.kind(value) === 'plaintext') {
+          plan.next[at] = field.seal(value, target, targetKey, undefined, siteOf(i, c));
+          plan.planned++;
+          plan.plaintext++;
+          continue;
+        }
+        const site = siteOf(i, c);
+        const opened = field.open(value, keys, site);
         plan.keysTried += opened.tried;
-        plan.next[at] = field.seal(opened.plaintext, target, targetKey, opened.timestamp);
+        plan.next[at] = field.seal(opened.plaintext, target, targetKey, opened.timestamp, site);
         plan.planned++;
       } catch (err) {
-        if (!(err instanceof CiphertextError)) throw err;
-        plan.failures.push({ index: i, column: c, reason: err.reason });
+        if (err instanceof ContextValueError) plan.failures.push({ index: i, column: c, reason: `context-${err.problem}` });
+        else if (err instanceof CiphertextError) plan.failures.push({ index: i, column: c, reason: err.reason });
+        else throw err;
       }
     }
   }

@@ -74,7 +74,20 @@ export class ThreadPlanner implements Planner {
     const per = Math.ceil(rows / n);
     const parts = await Promise.all(
       this.workers.map((w, i) =>
-        i * per < rows ? this.send(w, { ...batch, values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns) }) : null,
+        i * per < rows
+          ? this.send(w, {
+              ...batch,
+              values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns),
+              ...(batch.context
+                ? {
+                    context: {
+                      names: batch.context.names,
+                      values: batch.context.values.slice(i * per * batch.context.names.length, (i + 1) * per * batch.context.names.length),
+                    },
+                  }
+                : {}),
+            })
+          : null,
       ),
     );
     if (parts.length === 1 && parts[0]) return parts[0];

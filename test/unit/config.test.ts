@@ -98,6 +98,35 @@ extra: 1
     expect(text).toMatch(/extra: unknown key \(allowed here: database, keystore/);
   });
 
+  it("checks a target's shape: codec, prefix, from, and row-context templates with their positions", () => {
+    const base =
+      'database:\n  client: sqlite\n  connection: ./k.db\nkeystore:\n  provider: file\n  path: .keyctl/k.json\ntargets:\n  - table: users\n    columns: [email]\n';
+    const ok = parseConfig(
+      `${base}    aad: "{table}.{column}:{tenant_id}/{id}"\n    derive:\n      info: "{user_id}"\n    from:\n      codec: aes-gcm\n      versions: [v1]\n`,
+      FILE,
+      {},
+    );
+    expect(ok.targets[0]).toMatchObject({
+      aad: '{table}.{column}:{tenant_id}/{id}',
+      derive: { info: '{user_id}' },
+      from: { codec: 'aes-gcm', versions: ['v1'] },
+    });
+    expect(ok.warnings).toBeUndefined();
+    const fernet = parseConfig(`${base}    codec: fernet\n    prefix: "FERNET_V1:"\n`, FILE, {});
+    expect(fernet.targets[0]).toMatchObject({ codec: 'fernet', prefix: 'FERNET_V1:' });
+    expect(problemsOf(`${base}    aad: "{tenant_id"\n`).join('\n')).toMatch(/targets\[0\]\.aad: .*\{.*at character 1/);
+    expect(problemsOf(`${base}    aad: "{email}:{id}"\n`).join('\n')).toMatch(/targets\[0\]\.aad: a context template cannot read an encrypted column/);
+    expect(problemsOf(`${base}    codec: fernet\n    aad: "{id}"\n`).join('\n')).toMatch(/aad and derive are for codec: aes-gcm/);
+    expect(problemsOf(`${base}    prefix: "FERNET_V1:"\n`).join('\n')).toMatch(/targets\[0\]\.prefix: prefix is for codec: fernet/);
+    expect(problemsOf(`${base}    from:\n      codec: aes-gcm\n      versions: [v1]\n`).join('\n')).toMatch(/targets\[0\]\.from: .*set aad or derive/);
+    expect(problemsOf(`${base}    codec: fernet\n    from:\n      codec: fernet\n      versions: [v1]\n`).join('\n')).toMatch(
+      /from: fernet migrates to aes-gcm/,
+    );
+    // Parses, but binds every row alike: accepted with a warning naming the key.
+    const weak = parseConfig(`${base}    aad: "{table}.{column}"\n`, FILE, {});
+    expect(weak.warnings?.join('\n')).toMatch(/targets\[0\]\.aad: /);
+  });
+
   it('names an unknown keystore provider', () => {
     const text = problemsOf(ISSUE_EXAMPLE.replace('provider: file', 'provider: s3')).join('\n');
     expect(text).toContain('keystore.provider: expected "file" | "env" | "aws-secrets-manager" | "vault", found "s3"');

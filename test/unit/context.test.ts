@@ -347,14 +347,15 @@ describe('bad input never yields wrong plaintext', () => {
 });
 
 describe('docs/format.md', () => {
-  it('has the section, with the salt, the info limit and the fact it is not selectable yet', () => {
+  it('has the section, with the salt, the info limit and how a target selects it', () => {
     const at = formatDoc.indexOf('## Associated data and derived keys');
     expect(at).toBeGreaterThan(0);
     const section = formatDoc.slice(at);
     expect(section).toContain('test/vectors/context.json');
     expect(section).toContain('salt=None');
     expect(section).toContain(String(MAX_INFO_BYTES));
-    expect(section).toContain('not yet selectable');
+    expect(section).toContain('aad: "{table}.{column}:{tenant_id}/{id}"');
+    expect(section).toContain('from: { codec: aes-gcm }');
   });
 });
 

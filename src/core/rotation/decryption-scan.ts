@@ -5,7 +5,8 @@
  * can read (a mislabelled one, say) blocks the destruction instead of being lost.
  */
 import { CiphertextError } from '../../crypto/codec.js';
-import { FieldCodec, fieldSpecOf } from '../../crypto/field.js';
+import { ContextValueError } from '../../crypto/context.js';
+import { columnsToRead, FieldCodec, fieldSpecOf } from '../../crypto/field.js';
 import { formatCount } from '../../base/format.js';
 import type { ValueFailure } from '../../reencrypt/engine.js';
 import { formatKey, keyOf, sampleRows, scanTable, type KeySpec, type Row } from '../../reencrypt/scan.js';
@@ -53,22 +54,25 @@ export async function decryptionScan(
         }
         try {
           if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
-          const v = codec.open(value, keys).version;
+          const v = codec.open(value, keys, { row, column }).version;
           values++;
           checked[v] = (checked[v] ?? 0) + 1;
         } catch (err) {
-          if (!(err instanceof CiphertextError)) throw err;
+          if (!(err instanceof CiphertextError) && !(err instanceof ContextValueError)) throw err;
           failureCount++;
-          if (failures.length < 1000) failures.push({ table, pk: formatKey(keyOf(row, pk)), column, reason: err.reason });
+          const reason = err instanceof ContextValueError ? `context-${err.problem}` : err.reason;
+          if (failures.length < 1000) failures.push({ table, pk: formatKey(keyOf(row, pk)), column, reason });
         }
       }
     }
   };
   for (const t of ctx.config.targets) {
     const codec = new FieldCodec(fieldSpecOf(t));
-    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, t.columns, opts.sample), codec);
+    // A bound target's context columns are read with the row.
+    const read = columnsToRead(t);
+    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, read, opts.sample), codec);
     else {
-      for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, t.columns, opts.batchSize ?? 2000)) {
+      for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, read, opts.batchSize ?? 2000)) {
         check(t.table, t.primaryKey, t.columns, rows, codec);
         // Large tables take minutes: say how far the scan is, every few seconds.
         if (opts.progress && Date.now() - lastReport >= (opts.progressEveryMs ?? 5000)) {
