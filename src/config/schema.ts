@@ -96,6 +96,12 @@ const VaultKeystoreSchema = z.strictObject({
 
 export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema, AwsKeystoreSchema, VaultKeystoreSchema]);
 
+/** A Fernet token prefix: not one that reads as a keyctl version (`v2:`), which would pass for AES-GCM under it. */
+const fernetPrefix = z
+  .string()
+  .max(64)
+  .refine((p) => !/^v[0-9]+:/.test(p), 'a prefix starting like a key version (v2:) would make tokens look like AES-GCM values under it; choose another');
+
 /** The columns a template reads, or none when it does not parse (reported by its own check). */
 function safeTemplateColumns(template: string): string[] {
   return checkTemplate(template).errors.length > 0 ? [] : templateColumns(template);
@@ -143,7 +149,7 @@ export const TargetSchema = z
      */
     codec: z.enum(['aes-gcm', 'fernet']).default('aes-gcm'),
     /** codec: fernet — a fixed text in front of every token (e.g. `FERNET_V1:`). */
-    prefix: z.string().max(64).optional(),
+    prefix: fernetPrefix.optional(),
     /**
      * Migration from Fernet: values under these keyring versions are Fernet tokens (behind `prefix`);
      * reencrypt moves them to the target's codec, and a rollback to one of them writes Fernet again.
@@ -153,7 +159,7 @@ export const TargetSchema = z
         z.strictObject({
           codec: z.literal('fernet'),
           versions: z.array(z.string().regex(/^v[0-9]+$/, 'a key version (v1, v2, …)')).min(1),
-          prefix: z.string().max(64).default(''),
+          prefix: fernetPrefix.default(''),
         }),
         /** AES-GCM values written before `aad`/`derive` were set: the next rotation binds them. */
         z.strictObject({
@@ -244,7 +250,12 @@ export const ConfigSchema = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a keyring name (letters, digits, _ . -)')
     .default('default'),
-  targets: z.array(TargetSchema).default([]),
+  targets: z
+    .array(TargetSchema)
+    .default([])
+    .refine((ts) => new Set(ts.map((t) => t.table)).size === ts.length, {
+      message: 'each table is one target: list all its encrypted columns under one entry (checkpoints and counts are per table)',
+    }),
   policy: PolicySchema.default(() => PolicySchema.parse({})),
   backup: BackupSchema.default(() => BackupSchema.parse({})),
   /** A directory of your own runbooks (*.yaml), relative to this file; they may replace shipped ones by name. */

@@ -78,6 +78,8 @@ export interface Opened {
 const REGEX_META = /[.*+?^${}()|[\]\\]/g;
 /** Every Fernet token starts with 0x80 and a timestamp below 2^32: `gAAAAA` in base64url. */
 const FERNET_HEAD = 'gAAAAA';
+/** 9999-12-31T23:59:59Z: later token times are not kept (JavaScript dates end in 275760). */
+const MAX_KEPT_TIMESTAMP = 253_402_300_799;
 
 export class FieldCodec {
   readonly spec: FieldSpec;
@@ -102,7 +104,8 @@ export class FieldCodec {
    */
   get fernetClaimsPattern(): string | null {
     if (!this.fernet) return null;
-    return `^${this.spec.fernetPrefix ? this.spec.fernetPrefix.replace(REGEX_META, '\\$&') : FERNET_HEAD}`;
+    // A bare token (a row written before the prefix, say) claims to be one too.
+    return this.spec.fernetPrefix ? `^(${this.spec.fernetPrefix.replace(REGEX_META, '\\$&')}|${FERNET_HEAD})` : `^${FERNET_HEAD}`;
   }
 
   /** Patterns for the database-side counts (see Dialect.versionBucket). */
@@ -116,7 +119,7 @@ export class FieldCodec {
 
   private claimsFernet(value: string): boolean {
     if (!this.fernet) return false;
-    return this.spec.fernetPrefix ? value.startsWith(this.spec.fernetPrefix) : value.startsWith(FERNET_HEAD);
+    return value.startsWith(FERNET_HEAD) || (this.spec.fernetPrefix !== '' && value.startsWith(this.spec.fernetPrefix));
   }
 
   kind(value: unknown): ValueKind {
@@ -171,7 +174,9 @@ export class FieldCodec {
   /** Encrypts under `version` in the codec that version writes; a Fernet token keeps `timestamp` when given. */
   seal(plaintext: string, version: string, key: Buffer, timestamp?: number, site?: ValueSite): string {
     if (this.writesFernet(version)) {
-      return this.fernet!.encrypt(plaintext, version, key, timestamp !== undefined ? { now: new Date(timestamp * 1000) } : {});
+      // A token's time is kept unless no date can hold it (the format allows up to 2^64 seconds).
+      const keep = timestamp !== undefined && timestamp <= MAX_KEPT_TIMESTAMP;
+      return this.fernet!.encrypt(plaintext, version, key, keep ? { now: new Date(timestamp * 1000) } : {});
     }
     const context = this.contextFor(version);
     if (context) return encryptForRow(plaintext, version, key, context, this.siteRow(site), { table: this.spec.table, column: site!.column });

@@ -10,6 +10,7 @@
  * what is still not under the target (rows the application wrote behind the cursor with an old
  * key, or values changed under a batch); another pass handles them, up to `maxPasses`.
  */
+import type { Knex } from 'knex';
 import type { TargetConfig } from '../config/schema.js';
 import { CLAIMS_CIPHERTEXT } from '../crypto/codec.js';
 import { columnsToRead, contextColumnsOf, FieldCodec, fieldSpecOf } from '../crypto/field.js';
@@ -238,6 +239,37 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     }
     return cas;
   };
+  // A bound target's values were sealed for the context read with the batch: columns the
+  // compare-and-set does not compare (a tenant id, say) are checked again, locked, in the write's
+  // transaction, and a row whose context changed meanwhile is left for the next pass.
+  const contextGuards = contextNames.filter((c) => !keys.includes(c) && !t.columns.includes(c));
+  const sameValue = (a: unknown, b: unknown): boolean => {
+    const text = (v: unknown) => (v instanceof Uint8Array ? `b:${Buffer.from(v).toString('hex')}` : v === null || v === undefined ? 'null' : `v:${String(v)}`);
+    return text(a) === text(b);
+  };
+  const withCurrentContext = async (trx: Knex.Transaction, b: Planned): Promise<CasBatch> => {
+    if (contextGuards.length === 0 || b.cas.pks.length === 0) return b.cas;
+    const n = b.cas.pks.length / keyWidth;
+    const tuples = Array.from({ length: n }, (_, r) => b.cas.pks.slice(r * keyWidth, (r + 1) * keyWidth));
+    let q = trx(t.table).select([...keys, ...contextGuards]);
+    q = keyWidth === 1 ? q.whereIn(keys[0]!, tuples.map((k) => k[0]!) as Knex.Value[]) : q.whereIn([...keys] as string[], tuples as Knex.Value[][]);
+    if (db.adapter.locksSelectedRows) q = q.forUpdate();
+    const now = new Map<string, Row>();
+    for (const row of (await q) as Row[]) now.set(formatKey(keyOf(row, t.primaryKey)), row);
+    const read = new Map<string, Row>(b.rows.map((row) => [formatKey(keyOf(row, t.primaryKey)), row]));
+    const kept: CasBatch = { pks: [], old: [], next: [] };
+    const cw = b.cas.old.length / n;
+    for (let r = 0; r < n; r++) {
+      const id = formatKey((keyWidth === 1 ? tuples[r]![0] : tuples[r]) as RowKey);
+      const cur = now.get(id);
+      const was = read.get(id);
+      if (!cur || !was || !contextGuards.every((c) => sameValue(cur[c], was[c]))) continue;
+      kept.pks.push(...tuples[r]!);
+      kept.old.push(...b.cas.old.slice(r * cw, (r + 1) * cw));
+      kept.next.push(...b.cas.next.slice(r * cw, (r + 1) * cw));
+    }
+    return kept;
+  };
   /** One compare-and-set statement and the cursor, in one transaction (retried on lock conflicts). */
   const writeBatch = async (b: Planned): Promise<void> => {
     let updated = 0;
@@ -247,7 +279,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       async () => {
         Object.assign(cp, before);
         await db.knex.transaction(async (trx) => {
-          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, b.cas, pkType);
+          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, await withCurrentContext(trx, b), pkType);
           cp.cursor = b.last;
           cp.rowsScanned += b.rows.length;
           cp.rowsRewritten += updated;
@@ -311,7 +343,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
         current.length > 0
-          ? o.planner.plan({ values, columns: width, spec, columnNames: t.columns, ...(contextNames.length > 0 ? { context: contextOf(current) } : {}) })
+          ? o.planner.plan({ values, columns: width, spec, columnNames: t.columns, ...(spec.context ? { context: contextOf(current) } : {}) })
           : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
       ]);

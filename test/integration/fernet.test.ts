@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/base/errors.js';
 import type { CoreContext } from '../../src/core/context.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
@@ -189,6 +190,43 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('Fernet targets: values that only look like the old shape', () => {
+  const t = perTestDatabase('sqlite');
+
+  it('a bare token where a prefix is configured is damaged, never plaintext; the new key cannot be listed under from', async () => {
+    const config = `targets:\n  - table: profiles\n    columns: [ssn, notes]\n    plaintext: encrypt\n    from:\n      codec: fernet\n      versions: [v1]\n      prefix: "${PREFIX}"\n${POLICY}`;
+    const ctx = await openTestContext(t.db, { extraConfig: config });
+    t.cleanup(() => ctx.db.close());
+    const k1 = generateKey();
+    await setupTable(ctx, k1);
+    const bare = new FernetCodec().encrypt('written before the prefix', 'v1', k1);
+    await ctx.db.knex('profiles').where({ id: 1 }).update({ notes: bare });
+    await ctx.db.knex('profiles').where({ id: 2 }).update({ notes: 'plain text to onboard' });
+    const counts = await countVersions(ctx.db, ctx.config.targets[0]!, (await ctx.keystore.read())!.doc.keys);
+    expect([counts[1]!.unparseable, counts[1]!.plaintext]).toEqual([1, 1]);
+    await generate(ctx, { emergency: false });
+    await dualKey(ctx);
+    const run = await reencrypt(ctx, { dryRun: false, cryptoWorkers: 0 });
+    expect(run.failures).toEqual([{ table: 'profiles', pk: '1', column: 'notes', reason: 'malformed' }]);
+    expect((await ctx.db.knex('profiles').where({ id: 1 }).first()).notes).toBe(bare);
+    const keys = (await ctx.keystore.read())!.doc.keys;
+    expect(aes.decrypt((await ctx.db.knex('profiles').where({ id: 2 }).first()).notes, (v) => keys.get(v))).toBe('plain text to onboard');
+  });
+
+  it('refuses to write the new key the old way when from.versions lists it', async () => {
+    const config = `targets:\n  - table: profiles\n    columns: [ssn, notes]\n    from:\n      codec: fernet\n      versions: [v1, v2]\n      prefix: "${PREFIX}"\n${POLICY}`;
+    const ctx = await openTestContext(t.db, { extraConfig: config });
+    t.cleanup(() => ctx.db.close());
+    await setupTable(ctx, generateKey());
+    await generate(ctx, { emergency: false });
+    await dualKey(ctx);
+    const err = (await reencrypt(ctx, { dryRun: false, cryptoWorkers: 0 }).catch((e: unknown) => e)) as ConfigError;
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toContain('from.versions lists v2, the new key this rotation writes');
+    expect(err.problems.join('\n')).toContain('targets[0].from.versions: v2 would be written as Fernet tokens');
+  });
+});
 
 // Tokens Python's Fernet wrote are rotated by keyctl and read back by Python (SQLite: the format,
 // not the database, is what is checked).

@@ -61,7 +61,22 @@ for (const dialect of DIALECTS) {
 
       await generate(ctx, { emergency: false });
       await dualKey(ctx);
-      const run = await reencrypt(ctx, { dryRun: false, batchSize: 32, cryptoWorkers: 2 });
+      // The application moves a row to another tenant between keyctl's read and its write, leaving
+      // the value as it is: sealed for the old tenant, it must not be written; the next pass binds
+      // it to the new one.
+      let moved: number | null = null;
+      const run = await reencrypt(ctx, {
+        dryRun: false,
+        batchSize: 32,
+        cryptoWorkers: 2,
+        afterRead: async (_table, batch) => {
+          if (moved !== null) return;
+          moved = Number(batch[3]!.id);
+          await ctx.db.knex('users').where({ id: moved }).update({ tenant_id: 7 });
+        },
+      });
+      expect(moved).not.toBeNull();
+      expect(run.tables[0]!.rowsSkippedConcurrent).toBe(1);
       // The row without a tenant cannot be bound: reported, never rewritten.
       expect(run.failures).toEqual([
         { table: 'users', pk: String(ROWS), column: 'email', reason: 'context-null' },
@@ -174,6 +189,42 @@ describe('row context: configuration checked against the table', () => {
     const err = (await reencrypt(ctx, { dryRun: true }).catch((e: unknown) => e)) as ConfigError;
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.problems.join('\n')).toContain('targets[0].aad: the template reads {tenant}, but table "users" has no column "tenant"');
+  });
+});
+
+describe('row context: templates that read no row column', () => {
+  const t = perTestDatabase('sqlite');
+
+  it('a template of the target alone ({table}.{column}) still rotates, binding each value to its column', async () => {
+    const config = `targets:\n  - table: users\n    columns: [email, note]\n    aad: "{table}.{column}"\n${POLICY}`;
+    const ctx = await openTestContext(t.db, { extraConfig: config });
+    t.cleanup(() => ctx.db.close());
+    const k1 = generateKey();
+    await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
+    await reconcileRegistry(ctx);
+    await ctx.db.knex.schema.createTable('users', (tb) => {
+      tb.increments('id').primary();
+      tb.text('email');
+      tb.text('note');
+    });
+    const names = (column: string) => ({ table: 'users', column });
+    const spec = { aad: '{table}.{column}' };
+    await ctx.db.knex('users').insert(
+      Array.from({ length: 20 }, (_, i) => ({
+        id: i + 1,
+        email: encryptForRow(`e${i}`, 'v1', k1, spec, {}, names('email')),
+        note: encryptForRow(`n${i}`, 'v1', k1, spec, {}, names('note')),
+      })),
+    );
+    await generate(ctx, { emergency: false });
+    await dualKey(ctx);
+    const run = await reencrypt(ctx, { dryRun: false, cryptoWorkers: 2, batchSize: 7 });
+    expect(run.failures).toEqual([]);
+    expect(run.remaining).toBe(0);
+    // A note copied into email no longer opens there.
+    const row = await ctx.db.knex('users').where({ id: 1 }).first();
+    await ctx.db.knex('users').where({ id: 2 }).update({ email: row.note });
+    expect((await verify(ctx, {})).failures.map((f) => [f.pk, f.column, f.reason])).toEqual([['2', 'email', 'authentication-failed']]);
   });
 });
 

@@ -122,6 +122,8 @@ extra: 1
     expect(problemsOf(`${base}    codec: fernet\n    from:\n      codec: fernet\n      versions: [v1]\n`).join('\n')).toMatch(
       /from: fernet migrates to aes-gcm/,
     );
+    expect(problemsOf(`${base}    codec: fernet\n    prefix: "v2:"\n`).join('\n')).toMatch(/targets\[0\]\.prefix: a prefix starting like a key version/);
+    expect(problemsOf(`${base}  - table: users\n    columns: [phone]\n`).join('\n')).toMatch(/targets: each table is one target/);
     // Parses, but binds every row alike: accepted with a warning naming the key.
     const weak = parseConfig(`${base}    aad: "{table}.{column}"\n`, FILE, {});
     expect(weak.warnings?.join('\n')).toMatch(/targets\[0\]\.aad: /);

@@ -8,7 +8,7 @@ import type { Row } from '../../reencrypt/scan.js';
 import { movesBack, nextStep, rule, targetPhase } from '../../rotation/machine.js';
 import { appendAudit, checkpointStore, openRotation, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { RefusedError, UsageError } from '../../base/errors.js';
+import { ConfigError, RefusedError, UsageError } from '../../base/errors.js';
 import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
 import { formatKey, shardColumn, type Shard } from '../../reencrypt/scan.js';
@@ -118,6 +118,21 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   }
   let rotation = await requireRotation(ctx, 'reencrypt', await snapshot(ctx, state), opts.dryRun ? 'reencrypt --dry-run' : 'reencrypt');
   const target = state.primary;
+  // from: lists the versions written the old way (Fernet, or without row context); the rotation's
+  // new key is written the new way, so it cannot be one of them (a rollback to one of them can).
+  if (target === rotation.newVersion) {
+    const stale = targets.filter((t) => t.from?.versions.includes(target));
+    if (stale.length > 0) {
+      throw new ConfigError(
+        `${ctx.config.file}: from.versions lists ${target}, the new key this rotation writes`,
+        stale.map(
+          (t) =>
+            `${ctx.config.file}: targets[${ctx.config.targets.indexOf(t)}].from.versions: ${target} would be written as ${t.from!.codec === 'fernet' ? 'Fernet tokens' : 'values without aad/derive'}`,
+        ),
+        `remove ${target} from from.versions: it lists only the versions written before the change`,
+      );
+    }
+  }
   const keys = await loadAllKeys(ctx.keystore, ctx.config.keyring);
   // From reencrypted or verified too: values written under an old key after verify (a writer that
   // had not reloaded) are moved again, and verify has to pass again before promote. A pass that

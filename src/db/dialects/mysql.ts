@@ -38,6 +38,7 @@ export class MysqlDialect implements SqlDialect {
   readonly label = 'MySQL';
   readonly knexClient = 'mysql2';
   readonly embedded = false;
+  readonly locksSelectedRows = true;
   readonly timestampsAsText = false;
   readonly casNeedsKeyType = false;
   readonly urlSchemes: readonly string[] = ['mysql', 'mariadb'];

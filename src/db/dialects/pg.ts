@@ -36,6 +36,7 @@ export class PgDialect implements SqlDialect {
   readonly label = 'PostgreSQL';
   readonly knexClient = 'pg';
   readonly embedded = false;
+  readonly locksSelectedRows = true;
   readonly timestampsAsText = false;
   readonly casNeedsKeyType = true;
   readonly urlSchemes: readonly string[] = ['postgres', 'postgresql'];

@@ -51,6 +51,8 @@ export class SqliteDialect implements SqlDialect {
   readonly label = 'SQLite';
   readonly knexClient = 'better-sqlite3';
   readonly embedded = true;
+  // One writer at a time: a write transaction already excludes every other.
+  readonly locksSelectedRows = false;
   readonly timestampsAsText = true;
   readonly casNeedsKeyType = false;
   readonly urlSchemes: readonly string[] = [];

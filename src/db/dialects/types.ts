@@ -77,6 +77,8 @@ export interface SqlDialect {
   // ---- capabilities ----
   /** The database is a file opened in this process (no server, no host, no load to probe). */
   readonly embedded: boolean;
+  /** SELECT … FOR UPDATE locks the rows it reads (false where a write transaction already excludes all others). */
+  readonly locksSelectedRows: boolean;
   /** No timestamp type: keyctl stores ISO-8601 text. */
   readonly timestampsAsText: boolean;
   /** The compare-and-set needs the primary key's SQL type (see `primaryKeyType`). */
