@@ -3,6 +3,7 @@
  * name must not silently fall back to a default). docs/configuration.md mirrors this file.
  */
 import { z } from 'zod';
+import { NORMALIZE_STEPS, type NormalizeStep } from '../crypto/blind-index.js';
 import { checkTemplate, templateColumns } from '../crypto/context.js';
 
 const identifier = z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier (letters, digits, _ and $; not starting with a digit)');
@@ -175,6 +176,21 @@ export const TargetSchema = z
     aad: contextTemplate.optional(),
     /** Per-row keys: HKDF-SHA256 of the version's key with the rendered `info` template. */
     derive: z.strictObject({ info: contextTemplate }).optional(),
+    /**
+     * Blind indexes kept beside encrypted columns (docs/format.md, "Blind indexes"): `column` holds
+     * the keyed hash of `source`'s plaintext, recomputed under the target version in the same
+     * compare-and-set that re-encrypts `source`.
+     */
+    blindIndexes: z
+      .array(
+        z.strictObject({
+          column: identifier,
+          source: identifier,
+          normalize: z.array(z.enum(NORMALIZE_STEPS as [NormalizeStep, ...NormalizeStep[]])).default([]),
+        }),
+      )
+      .max(16)
+      .default([]),
   })
   .refine((t) => t.prefix === undefined || t.codec === 'fernet', {
     path: ['prefix'],
@@ -192,6 +208,22 @@ export const TargetSchema = z
     path: ['aad'],
     message: 'a context template cannot read an encrypted column of its own target (it changes as the value is rewritten); use the key or another plain column',
   })
+  .refine((t) => t.blindIndexes.every((b) => t.columns.includes(b.source)), {
+    path: ['blindIndexes'],
+    message: "a blind index's source must be one of the target's columns (the encrypted column it indexes)",
+  })
+  .refine(
+    (t) => {
+      const key: readonly string[] = typeof t.primaryKey === 'string' ? [t.primaryKey] : t.primaryKey;
+      const cols = t.blindIndexes.map((b) => b.column);
+      const context = [t.aad, t.derive?.info].flatMap((tpl) => (tpl === undefined ? [] : safeTemplateColumns(tpl)));
+      return new Set(cols).size === cols.length && cols.every((c) => !t.columns.includes(c) && !key.includes(c) && !context.includes(c));
+    },
+    {
+      path: ['blindIndexes'],
+      message: 'each blind index needs its own column, which is not an encrypted column, a key column or a column a context template reads',
+    },
+  )
   .refine((t) => t.from?.codec !== 'aes-gcm' || t.aad !== undefined || t.derive !== undefined, {
     path: ['from'],
     message: 'from: { codec: aes-gcm } names versions written without aad or derive; set aad or derive, or remove from',

@@ -8,7 +8,14 @@ import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
 import type { TargetConfig } from '../config/schema.js';
 
-export const DEMO_TARGET: TargetConfig = { table: 'customers', primaryKey: 'id', columns: ['email', 'phone', 'notes'], plaintext: 'error', codec: 'aes-gcm' };
+export const DEMO_TARGET: TargetConfig = {
+  table: 'customers',
+  primaryKey: 'id',
+  columns: ['email', 'phone', 'notes'],
+  plaintext: 'error',
+  codec: 'aes-gcm',
+  blindIndexes: [],
+};
 
 const FIRST = [
   'Ada',

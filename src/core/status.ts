@@ -4,6 +4,7 @@
  * never by loading rows into memory.
  */
 import { formatCount, formatTime } from '../base/format.js';
+import { BLIND_INDEX_SHAPE } from '../crypto/blind-index.js';
 import { CiphertextError } from '../crypto/codec.js';
 import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import { scanTable } from '../reencrypt/scan.js';
@@ -112,6 +113,8 @@ export interface StatusReport {
     refusedNow: string | null;
   };
   targets: ColumnCounts[];
+  /** Blind index columns, counted per version (empty when no target has one). */
+  blindIndexes: BlindIndexCounts[];
   rotationIntervalDays: number;
   nextRotationDue: string;
   overdue: boolean;
@@ -121,6 +124,49 @@ export interface StatusReport {
 }
 
 const DAY_MS = 86_400_000;
+
+/** A blind index column's values per version (docs/format.md, "Blind indexes"). */
+export interface BlindIndexCounts {
+  table: string;
+  column: string;
+  source: string;
+  counts: Record<string, number>;
+  null: number;
+  /** Values that are not a well-formed index value. */
+  unparseable: number;
+}
+
+/** Every blind index of a target, counted per version by the database in one scan. */
+export async function countBlindIndexes(db: Db, target: TargetConfig): Promise<BlindIndexCounts[]> {
+  if (target.blindIndexes.length === 0) return [];
+  const aliases = target.blindIndexes.map((_, i) => `b${i}`);
+  const select: Record<string, unknown> = {};
+  target.blindIndexes.forEach((b, i) => {
+    select[aliases[i]!] = db.adapter.versionBucket(db.knex, b.column, { shape: BLIND_INDEX_SHAPE });
+  });
+  let rows: Array<Record<string, unknown>>;
+  try {
+    rows = await db
+      .knex(target.table)
+      .select(select as Record<string, string>)
+      .count({ n: '*' })
+      .groupByRaw(aliases.map((_, i) => String(i + 1)).join(', '));
+  } catch (err) {
+    throw translateDbError(err, db.endpoint, `count the blind indexes of ${target.table} in`);
+  }
+  return target.blindIndexes.map((b, i) => {
+    const out: BlindIndexCounts = { table: target.table, column: b.column, source: b.source, counts: {}, null: 0, unparseable: 0 };
+    for (const r of rows) {
+      const bucket = String(r[aliases[i]!]);
+      const n = Number(r.n);
+      if (bucket === '#null') out.null += n;
+      else if (!isVersionName(bucket)) out.unparseable += n;
+      else out.counts[bucket] = (out.counts[bucket] ?? 0) + n;
+    }
+    out.counts = Object.fromEntries(Object.entries(out.counts).sort(([a], [b]) => compareVersions(a, b)));
+    return out;
+  });
+}
 
 export async function countVersions(db: Db, target: TargetConfig, keys?: CountKeys): Promise<ColumnCounts[]> {
   const knex = db.knex;
@@ -207,6 +253,8 @@ export async function getStatus(ctx: CoreContext): Promise<StatusReport> {
   const targets: ColumnCounts[] = [];
   const keys = keyringLoader(ctx);
   for (const t of config.targets) targets.push(...(await countVersions(db, t, keys)));
+  const blindIndexes: BlindIndexCounts[] = [];
+  for (const t of config.targets) blindIndexes.push(...(await countBlindIndexes(db, t)));
   const known = new Set(snapshot.doc.keys.keys());
   for (const t of targets) {
     t.unknownVersions = Object.keys(t.counts).filter((v) => !known.has(v));
@@ -276,6 +324,7 @@ export async function getStatus(ctx: CoreContext): Promise<StatusReport> {
         }
       : null,
     targets,
+    blindIndexes,
     rotationIntervalDays: config.policy.rotationIntervalDays,
     nextRotationDue: due.toISOString(),
     overdue,

@@ -6,8 +6,8 @@
  * an application can query both versions while a rotation is under way.
  *
  * The exact computation is specified in docs/format.md ("Blind indexes") and checked against
- * vectors Python made (test/vectors/blind-index.json). Building blocks only: keyctl.yaml cannot
- * select them yet.
+ * vectors Python made (test/vectors/blind-index.json). Targets select them with `blindIndexes`;
+ * src/reencrypt/plan.ts recomputes them and the decryption scan checks them for verify.
  *
  * Errors never carry key material or plaintext.
  */
@@ -75,9 +75,10 @@ export function blindIndexVersion(value: unknown): string | null {
   return value.slice(0, value.indexOf(':'));
 }
 
-/** Computes one column's index values, deriving each version's index key once. */
+/** Computes one column's index values, deriving the index key once per version key. */
 export class BlindIndexer {
-  private readonly keys = new Map<string, Buffer>();
+  /** By the version key itself, never by its name: two keyrings may both have a v2. */
+  private readonly keys = new WeakMap<Buffer, Buffer>();
   constructor(
     readonly table: string,
     readonly source: string,
@@ -88,10 +89,10 @@ export class BlindIndexer {
 
   /** The index value of `plaintext` under `version`, whose keyring key is `versionKey`. */
   value(plaintext: string, version: string, versionKey: Buffer): string {
-    let key = this.keys.get(version);
+    let key = this.keys.get(versionKey);
     if (!key) {
       key = blindIndexKey(versionKey, this.table, this.source);
-      this.keys.set(version, key);
+      this.keys.set(versionKey, key);
     }
     return blindIndexValue(plaintext, version, key, this.normalize);
   }

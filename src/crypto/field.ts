@@ -53,9 +53,10 @@ export function contextColumnsOf(t: Pick<TargetConfig, 'aad' | 'derive'>): strin
 }
 
 /** The columns to select with the key for a target's values: its encrypted columns, then any other column its context reads. */
-export function columnsToRead(t: Pick<TargetConfig, 'columns' | 'primaryKey' | 'aad' | 'derive'>): string[] {
+export function columnsToRead(t: Pick<TargetConfig, 'columns' | 'primaryKey' | 'aad' | 'derive' | 'blindIndexes'>): string[] {
   const key: readonly string[] = typeof t.primaryKey === 'string' ? [t.primaryKey] : t.primaryKey;
-  return [...t.columns, ...contextColumnsOf(t).filter((c) => !t.columns.includes(c) && !key.includes(c))];
+  const indexes = t.blindIndexes.map((b) => b.column);
+  return [...t.columns, ...indexes, ...contextColumnsOf(t).filter((c) => !t.columns.includes(c) && !key.includes(c) && !indexes.includes(c))];
 }
 
 /** Where a value sits, for its row context: the row (its context columns at least) and the encrypted column. */

@@ -25,9 +25,10 @@ export async function compareAndSetBatch(
   columns: string[],
   batch: CasBatch,
   pkType?: string | readonly string[],
+  guardedBy?: readonly (number | null)[],
 ): Promise<number> {
   if (batch.pks.length === 0) return 0;
-  const plan = db.adapter.compareAndSetPlan({ table, pk, columns, batch, pkType });
+  const plan = db.adapter.compareAndSetPlan({ table, pk, columns, batch, pkType, guardedBy });
   try {
     return await db.adapter.runCompareAndSet(trx, plan);
   } catch (err) {

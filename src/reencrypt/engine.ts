@@ -13,11 +13,12 @@
 import type { Knex } from 'knex';
 import type { TargetConfig } from '../config/schema.js';
 import { CLAIMS_CIPHERTEXT } from '../crypto/codec.js';
+import { blindIndexVersion } from '../crypto/blind-index.js';
 import { columnsToRead, contextColumnsOf, FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
-import type { BatchPlan } from './plan.js';
+import type { BatchPlan, IndexSpec } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../base/retry.js';
 import type { Throttle } from './throttle.js';
@@ -89,6 +90,8 @@ export interface TableResult {
   plaintextPlanned: number;
   /** Keys tried to find the version of Fernet tokens (one HMAC each; MultiFernet order, newest first). */
   keysTried: number;
+  /** Blind index values computed under the target (written with their sources). */
+  indexesPlanned: number;
   /** Rows the database reports as updated by the compare-and-set statements. */
   rowsUpdated: number;
   /** Rows planned but not updated because they changed meanwhile (the application wrote them). */
@@ -124,18 +127,31 @@ export async function countNotUnder(
   if (field.writesFernet(version)) {
     if (!opts.key) throw new Error(`counting Fernet tokens not under ${version} needs its key`);
     let n = 0;
-    for await (const rows of scanTable(db, t.table, t.primaryKey, t.columns, 2000, null, opts.shard)) {
-      for (const row of rows)
+    for await (const rows of scanTable(db, t.table, t.primaryKey, columnsToRead(t), 2000, null, opts.shard)) {
+      for (const row of rows) {
         for (const c of t.columns)
           if (row[c] !== null && row[c] !== undefined && !(typeof row[c] === 'string' && field.isUnder(row[c], version, opts.key))) n++;
+        for (const b of t.blindIndexes) if (row[b.source] !== null && row[b.source] !== undefined && blindIndexVersion(row[b.column]) !== version) n++;
+      }
     }
     return n;
   }
   // Where plaintext is allowed, a plaintext value that happens to start with `v2:` is still pending.
   const claims = t.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined;
   const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims), `n_${c}`]));
+  // A blind index is pending where its source holds a value and the index is missing or another version's.
+  t.blindIndexes.forEach((b, j) => {
+    sums.push(
+      db.knex.raw('SUM(CASE WHEN ?? IS NULL THEN 0 WHEN ?? IS NULL THEN 1 ELSE ? END) AS ??', [
+        b.source,
+        b.column,
+        db.adapter.notPrefixed(db.knex, b.column, `${version}:`),
+        `i_${j}`,
+      ]),
+    );
+  });
   const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, opts.shard)) as Array<Record<string, unknown>>;
-  return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0);
+  return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0) + t.blindIndexes.reduce((n, _, j) => n + Number(row?.[`i_${j}`] ?? 0), 0);
 }
 
 /** The SQL type of each column of a composite key, where the dialect's compare-and-set needs them. */
@@ -154,7 +170,12 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const shard = shardKey(o.target, o.shard ? `${o.shard.index}/${o.shard.count}` : undefined);
   const keys = keyColumns(t.primaryKey);
   const keyWidth = keys.length;
-  const maxBatch = maxCasBatch(t.columns.length, keyWidth);
+  // Blind indexes are written by the same compare-and-set as their sources, each guarded by its
+  // source (src/db/dialects/types.ts, CasRequest.guardedBy).
+  const indexSpecs: IndexSpec[] = t.blindIndexes.map((b) => ({ column: b.column, source: t.columns.indexOf(b.source), normalize: b.normalize }));
+  const casColumns = [...t.columns, ...t.blindIndexes.map((b) => b.column)];
+  const guardedBy = [...t.columns.map(() => null), ...indexSpecs.map((b) => b.source)];
+  const maxBatch = maxCasBatch(casColumns.length, keyWidth);
   const throttle = o.throttle;
   const retry = { tries: o.retry?.tries ?? 5, baseDelayMs: o.retry?.baseDelayMs ?? 200, retryable: (err: unknown) => db.adapter.isRetryable(err) };
   const onRetry: RetryOptions['onRetry'] = (r) =>
@@ -173,6 +194,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     valuesPlanned: 0,
     plaintextPlanned: 0,
     keysTried: 0,
+    indexesPlanned: 0,
     rowsUpdated: 0,
     rowsSkippedConcurrent: 0,
     failures: [],
@@ -202,6 +224,12 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     return values;
   };
 
+  /** The blind index columns' current values, row by row, as the planner takes them. */
+  const indexValuesOf = (rows: Row[]): unknown[] => {
+    const out = new Array<unknown>(rows.length * indexSpecs.length);
+    for (let r = 0, at = 0; r < rows.length; r++) for (const b of indexSpecs) out[at++] = rows[r]![b.column];
+    return out;
+  };
   /** The context columns' values, row by row, as the planner takes them. */
   const contextOf = (rows: Row[]): { names: string[]; values: unknown[] } => {
     const values = new Array<unknown>(rows.length * contextNames.length);
@@ -226,7 +254,8 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       }
     }
     const cas: CasBatch = { pks: [], old: [], next: [] };
-    const { next } = batchPlan;
+    const { next, indexNext } = batchPlan;
+    const iw = indexSpecs.length;
     for (let r = 0; r < rows.length; r++) {
       let any = false;
       for (let c = 0; c < width; c++) if (next[r * width + c] !== null) any = true;
@@ -235,6 +264,11 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       for (let c = 0, at = r * width; c < width; c++, at++) {
         cas.old.push(next[at] === null ? null : (values[at] as string));
         cas.next.push(next[at]!);
+      }
+      // A blind index's old value is not compared (its source guards it).
+      for (let j = 0; j < iw; j++) {
+        cas.old.push(null);
+        cas.next.push(indexNext[r * iw + j] ?? null);
       }
     }
     return cas;
@@ -279,7 +313,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       async () => {
         Object.assign(cp, before);
         await db.knex.transaction(async (trx) => {
-          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, t.columns, await withCurrentContext(trx, b), pkType);
+          updated = await compareAndSetBatch(db, trx, t.table, t.primaryKey, casColumns, await withCurrentContext(trx, b), pkType, guardedBy);
           cp.cursor = b.last;
           cp.rowsScanned += b.rows.length;
           cp.rowsRewritten += updated;
@@ -343,7 +377,14 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       const [next, batchPlan]: [typeof current, BatchPlan | null, unknown] = await Promise.all([
         last !== null && current.length === current.size ? read(last) : Promise.resolve(noRows),
         current.length > 0
-          ? o.planner.plan({ values, columns: width, spec, columnNames: t.columns, ...(spec.context ? { context: contextOf(current) } : {}) })
+          ? o.planner.plan({
+              values,
+              columns: width,
+              spec,
+              columnNames: t.columns,
+              ...(spec.context ? { context: contextOf(current) } : {}),
+              ...(indexSpecs.length > 0 ? { indexes: { specs: indexSpecs, values: indexValuesOf(current) } } : {}),
+            })
           : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
       ]);
@@ -352,6 +393,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         result.valuesPlanned += batchPlan.planned;
         result.plaintextPlanned += batchPlan.plaintext;
         result.keysTried += batchPlan.keysTried;
+        result.indexesPlanned += batchPlan.indexesPlanned;
         await o.afterRead?.(t.table, current);
       }
       const done = o.dryRun ? (toWrite ? current : null) : writing?.rows;

@@ -9,6 +9,7 @@
  * new values aligned with them: few objects to copy between threads and to collect afterwards.
  */
 import { CiphertextError } from '../crypto/codec.js';
+import { BlindIndexer, blindIndexVersion, type NormalizeStep } from '../crypto/blind-index.js';
 import { ContextValueError } from '../crypto/context.js';
 import { FieldCodec, type FieldSpec, type ValueSite } from '../crypto/field.js';
 
@@ -23,6 +24,8 @@ export interface BatchInput {
   columnNames: string[];
   /** For targets bound to their rows: the context columns' values, row by row, `names.length` per row. */
   context?: { names: string[]; values: unknown[] };
+  /** For targets with blind indexes: each index, and their current values, row by row, `specs.length` per row. */
+  indexes?: { specs: IndexSpec[]; values: unknown[] };
 }
 
 export interface BatchPlan {
@@ -34,6 +37,10 @@ export interface BatchPlan {
   plaintext: number;
   /** Keys tried to find the version of Fernet tokens (one HMAC each). */
   keysTried: number;
+  /** indexNext[row * indexes + index]: the new blind index value, or null where it stays. */
+  indexNext: Array<string | null>;
+  /** Blind index values to write. */
+  indexesPlanned: number;
 }
 
 const codecs = new Map<string, FieldCodec>();
@@ -47,12 +54,33 @@ function codecFor(spec: FieldSpec): FieldCodec {
   return c;
 }
 
+/** One blind index of the target, as the planner takes it (see BatchInput.indexes). */
+export interface IndexSpec {
+  /** The index column's name (for failures) and its source: an index into the encrypted columns. */
+  column: string;
+  source: number;
+  normalize: NormalizeStep[];
+}
+
+const indexers = new Map<string, BlindIndexer>();
+function indexerFor(table: string, source: string, normalize: NormalizeStep[]): BlindIndexer {
+  const id = JSON.stringify([table, source, normalize]);
+  let x = indexers.get(id);
+  if (!x) {
+    x = new BlindIndexer(table, source, normalize);
+    indexers.set(id, x);
+  }
+  return x;
+}
+
 export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: string): BatchPlan {
   const targetKey = keys.get(target);
   if (!targetKey) throw new Error(`no key for the target version ${target}`);
   const field = codecFor(input.spec);
   const { values, columns } = input;
   const ctx = input.context;
+  const idx = input.indexes;
+  const width = idx?.specs.length ?? 0;
   /** The row's context, built only for a value that needs it. */
   const siteOf = (i: number, c: number): ValueSite | undefined => {
     if (!ctx) return undefined;
@@ -62,13 +90,33 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
     });
     return { row, column: input.columnNames[c]! };
   };
-  const plan: BatchPlan = { next: new Array<string | null>(values.length).fill(null), failures: [], planned: 0, plaintext: 0, keysTried: 0 };
-  for (let i = 0, at = 0; at < values.length; i++) {
-    for (let c = 0; c < columns; c++, at++) {
+  const rows = values.length / columns;
+  const plan: BatchPlan = {
+    next: new Array<string | null>(values.length).fill(null),
+    indexNext: new Array<string | null>(rows * width).fill(null),
+    failures: [],
+    planned: 0,
+    plaintext: 0,
+    keysTried: 0,
+    indexesPlanned: 0,
+  };
+  const fail = (i: number, c: number, err: unknown): void => {
+    if (err instanceof ContextValueError) plan.failures.push({ index: i, column: c, reason: `context-${err.problem}` });
+    else if (err instanceof CiphertextError) plan.failures.push({ index: i, column: c, reason: err.reason });
+    else throw err;
+  };
+  // Per row, what the blind indexes need of each column: its plaintext (when it was opened), or
+  // that it failed.
+  const opened = new Array<{ plaintext: string; timestamp?: number | undefined } | null | undefined>(columns);
+  for (let i = 0; i < rows; i++) {
+    opened.fill(undefined);
+    for (let c = 0; c < columns; c++) {
+      const at = i * columns + c;
       const value = values[at];
       if (value === null || value === undefined) continue;
       if (typeof value !== 'string') {
         plan.failures.push({ index: i, column: c, reason: 'malformed' });
+        opened[c] = null;
         continue;
       }
       if (field.isUnder(value, target, targetKey)) continue;
@@ -77,17 +125,54 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
           plan.next[at] = field.seal(value, target, targetKey, undefined, siteOf(i, c));
           plan.planned++;
           plan.plaintext++;
+          opened[c] = { plaintext: value };
           continue;
         }
         const site = siteOf(i, c);
-        const opened = field.open(value, keys, site);
-        plan.keysTried += opened.tried;
-        plan.next[at] = field.seal(opened.plaintext, target, targetKey, opened.timestamp, site);
+        const o = field.open(value, keys, site);
+        plan.keysTried += o.tried;
+        plan.next[at] = field.seal(o.plaintext, target, targetKey, o.timestamp, site);
         plan.planned++;
+        opened[c] = { plaintext: o.plaintext, timestamp: o.timestamp };
       } catch (err) {
-        if (err instanceof ContextValueError) plan.failures.push({ index: i, column: c, reason: `context-${err.problem}` });
-        else if (err instanceof CiphertextError) plan.failures.push({ index: i, column: c, reason: err.reason });
-        else throw err;
+        fail(i, c, err);
+        opened[c] = null;
+      }
+    }
+    // Blind indexes: recomputed under the target wherever the index is not the target's already.
+    // The source is written in the same compare-and-set (again under the target if it was there
+    // already), and the index only where the source still holds what was read or what is written.
+    for (let j = 0; j < width; j++) {
+      const spec = idx!.specs[j]!;
+      const c = spec.source;
+      const at = i * columns + c;
+      const value = values[at];
+      if (value === null || value === undefined || opened[c] === null) continue;
+      const current = idx!.values[i * width + j];
+      let source = opened[c];
+      if (source === undefined) {
+        // The source is under the target already: an index under the target is taken as right
+        // (verify checks it), any other is recomputed from the source's plaintext.
+        if (blindIndexVersion(current) === target) continue;
+        try {
+          const site = siteOf(i, c);
+          const o = field.open(value as string, keys, site);
+          plan.keysTried += o.tried;
+          source = { plaintext: o.plaintext, timestamp: o.timestamp };
+          opened[c] = source;
+        } catch (err) {
+          fail(i, c, err);
+          opened[c] = null;
+          continue;
+        }
+      }
+      const want = indexerFor(input.spec.table, input.columnNames[c]!, spec.normalize).value(source.plaintext, target, targetKey);
+      if (want === current) continue;
+      plan.indexNext[i * width + j] = want;
+      plan.indexesPlanned++;
+      if (plan.next[at] === null) {
+        plan.next[at] = field.seal(source.plaintext, target, targetKey, source.timestamp, siteOf(i, c));
+        plan.planned++;
       }
     }
   }

@@ -78,6 +78,14 @@ export class ThreadPlanner implements Planner {
           ? this.send(w, {
               ...batch,
               values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns),
+              ...(batch.indexes
+                ? {
+                    indexes: {
+                      specs: batch.indexes.specs,
+                      values: batch.indexes.values.slice(i * per * batch.indexes.specs.length, (i + 1) * per * batch.indexes.specs.length),
+                    },
+                  }
+                : {}),
               ...(batch.context
                 ? {
                     context: {
@@ -91,11 +99,13 @@ export class ThreadPlanner implements Planner {
       ),
     );
     if (parts.length === 1 && parts[0]) return parts[0];
-    const merged: BatchPlan = { next: [], failures: [], planned: 0, plaintext: 0, keysTried: 0 };
+    const merged: BatchPlan = { next: [], indexNext: [], failures: [], planned: 0, plaintext: 0, keysTried: 0, indexesPlanned: 0 };
     parts.forEach((p, i) => {
       if (!p) return;
       const offset = i * per;
       for (const v of p.next) merged.next.push(v);
+      for (const v of p.indexNext) merged.indexNext.push(v);
+      merged.indexesPlanned += p.indexesPlanned;
       for (const f of p.failures) merged.failures.push({ ...f, index: f.index + offset });
       merged.planned += p.planned;
       merged.plaintext += p.plaintext;

@@ -128,3 +128,12 @@ describe.skipIf(!havePython && !ci)('blind indexes: interoperability with Python
     expect(run.stdout.trim().split('\n')).toHaveLength(values.length);
   });
 });
+
+describe('BlindIndexer', () => {
+  it('derives the index key from the version key, not its name: two keyrings may both have a v2', () => {
+    const indexer = new BlindIndexer('users', 'email');
+    const [a, b] = [randomBytes(32), randomBytes(32)];
+    expect(indexer.value('x', 'v2', a)).toBe(blindIndexValue('x', 'v2', blindIndexKey(a, 'users', 'email')));
+    expect(indexer.value('x', 'v2', b)).toBe(blindIndexValue('x', 'v2', blindIndexKey(b, 'users', 'email')));
+  });
+});

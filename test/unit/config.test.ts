@@ -40,7 +40,9 @@ describe('config', () => {
     const c = parseConfig(ISSUE_EXAMPLE, FILE, {});
     expect(c.database).toMatchObject({ client: 'sqlite', connection: './keyctl.db' });
     expect(c.keystore).toEqual({ provider: 'file', path: '.keyctl/keyring.json' });
-    expect(c.targets).toEqual([{ table: 'customers', primaryKey: 'id', codec: 'aes-gcm', plaintext: 'error', columns: ['email', 'phone', 'notes'] }]);
+    expect(c.targets).toEqual([
+      { table: 'customers', primaryKey: 'id', codec: 'aes-gcm', blindIndexes: [], plaintext: 'error', columns: ['email', 'phone', 'notes'] },
+    ]);
     expect(c.policy.rotationIntervalDays).toBe(90);
     expect(c.policy.rollbackWindowDays).toBe(30);
     expect(c.baseDir).toBe('/srv/app');
@@ -124,6 +126,21 @@ extra: 1
     );
     expect(problemsOf(`${base}    codec: fernet\n    prefix: "v2:"\n`).join('\n')).toMatch(/targets\[0\]\.prefix: a prefix starting like a key version/);
     expect(problemsOf(`${base}  - table: users\n    columns: [phone]\n`).join('\n')).toMatch(/targets: each table is one target/);
+    const indexed = parseConfig(
+      `${base}    blindIndexes:\n      - column: email_bidx\n        source: email\n        normalize: [trim, lowercase]\n`,
+      FILE,
+      {},
+    );
+    expect(indexed.targets[0]!.blindIndexes).toEqual([{ column: 'email_bidx', source: 'email', normalize: ['trim', 'lowercase'] }]);
+    expect(problemsOf(`${base}    blindIndexes:\n      - column: email_bidx\n        source: phone\n`).join('\n')).toMatch(
+      /blindIndexes: a blind index's source must be one of the target's columns/,
+    );
+    expect(problemsOf(`${base}    blindIndexes:\n      - column: email\n        source: email\n`).join('\n')).toMatch(
+      /blindIndexes: each blind index needs its own column/,
+    );
+    expect(problemsOf(`${base}    blindIndexes:\n      - column: bidx\n        source: email\n        normalize: [upper]\n`).join('\n')).toMatch(
+      /normalize\[0\]/,
+    );
     // Parses, but binds every row alike: accepted with a warning naming the key.
     const weak = parseConfig(`${base}    aad: "{table}.{column}"\n`, FILE, {});
     expect(weak.warnings?.join('\n')).toMatch(/targets\[0\]\.aad: /);

@@ -138,6 +138,15 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
       ]);
     }
     out.push('', counts.toString());
+    // Blind indexes beside the encrypted columns: per version, as the application queries them.
+    for (const b of r.blindIndexes) {
+      const parts = [
+        ...Object.entries(b.counts).map(([v, count]) => (v === r.primary || count === 0 ? `${v} ${n(count)}` : c.yellow(`${v} ${n(count)}`))),
+        `null ${n(b.null)}`,
+        ...(b.unparseable > 0 ? [c.red(`unparseable ${n(b.unparseable)}`)] : []),
+      ];
+      out.push(`Blind index ${b.table}.${b.column} (of ${b.source}): ${parts.join(', ')}`);
+    }
     // Fernet tokens do not name their key: say what placing them under a version cost.
     const fernet = r.targets.filter((t) => (t.fernet?.tokens ?? 0) > 0);
     if (fernet.length > 0) {

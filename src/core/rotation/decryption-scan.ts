@@ -5,6 +5,7 @@
  * can read (a mislabelled one, say) blocks the destruction instead of being lost.
  */
 import { CiphertextError } from '../../crypto/codec.js';
+import { BlindIndexer, blindIndexVersion } from '../../crypto/blind-index.js';
 import { ContextValueError } from '../../crypto/context.js';
 import { columnsToRead, FieldCodec, fieldSpecOf } from '../../crypto/field.js';
 import { formatCount } from '../../base/format.js';
@@ -24,6 +25,8 @@ export interface ScanResult {
    * not encrypted either — verify fails on them through the database counts.
    */
   plaintext: number;
+  /** Of failureCount, blind index values that are missing, stale or wrong (verify only). */
+  blindIndexFailures: number;
 }
 
 export async function decryptionScan(
@@ -34,6 +37,11 @@ export async function decryptionScan(
     batchSize?: number | undefined;
     progress?: (valuesChecked: number, table: string) => void;
     progressEveryMs?: number;
+    /**
+     * verify: each blind index must be its source's index under this version (the primary):
+     * `blind-index-missing`, `blind-index-stale` (another version's) or `blind-index-mismatch`.
+     */
+    blindIndexesUnder?: string | undefined;
   } = {},
 ): Promise<ScanResult> {
   let lastReport = Date.now();
@@ -42,8 +50,23 @@ export async function decryptionScan(
   const failures: ValueFailure[] = [];
   let failureCount = 0;
   let plaintext = 0;
-  const check = (table: string, pk: KeySpec, columns: string[], rows: Row[], codec: FieldCodec) => {
+  let blindIndexFailures = 0;
+  const indexKey = opts.blindIndexesUnder !== undefined ? keys.get(opts.blindIndexesUnder) : undefined;
+  const fail = (table: string, pk: KeySpec, row: Row, column: string, reason: string) => {
+    failureCount++;
+    if (failures.length < 1000) failures.push({ table, pk: formatKey(keyOf(row, pk)), column, reason });
+  };
+  const check = (
+    table: string,
+    pk: KeySpec,
+    columns: string[],
+    rows: Row[],
+    codec: FieldCodec,
+    indexes: Array<{ column: string; source: string; indexer: BlindIndexer }>,
+  ) => {
+    const opened = new Map<string, string>();
     for (const row of rows) {
+      opened.clear();
       for (const column of columns) {
         const value = row[column];
         const kind = codec.kind(value);
@@ -54,26 +77,44 @@ export async function decryptionScan(
         }
         try {
           if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
-          const v = codec.open(value, keys, { row, column }).version;
+          const o = codec.open(value, keys, { row, column });
           values++;
-          checked[v] = (checked[v] ?? 0) + 1;
+          checked[o.version] = (checked[o.version] ?? 0) + 1;
+          opened.set(column, o.plaintext);
         } catch (err) {
           if (!(err instanceof CiphertextError) && !(err instanceof ContextValueError)) throw err;
-          failureCount++;
-          const reason = err instanceof ContextValueError ? `context-${err.problem}` : err.reason;
-          if (failures.length < 1000) failures.push({ table, pk: formatKey(keyOf(row, pk)), column, reason });
+          fail(table, pk, row, column, err instanceof ContextValueError ? `context-${err.problem}` : err.reason);
+        }
+      }
+      if (!indexKey) continue;
+      for (const b of indexes) {
+        const plain = opened.get(b.source);
+        if (plain === undefined) continue;
+        const current = row[b.column];
+        const problem =
+          current === null || current === undefined
+            ? 'blind-index-missing'
+            : blindIndexVersion(current) !== opts.blindIndexesUnder
+              ? 'blind-index-stale'
+              : current !== b.indexer.value(plain, opts.blindIndexesUnder!, indexKey)
+                ? 'blind-index-mismatch'
+                : null;
+        if (problem) {
+          blindIndexFailures++;
+          fail(table, pk, row, b.column, problem);
         }
       }
     }
   };
   for (const t of ctx.config.targets) {
     const codec = new FieldCodec(fieldSpecOf(t));
+    const indexes = t.blindIndexes.map((b) => ({ column: b.column, source: b.source, indexer: new BlindIndexer(t.table, b.source, b.normalize) }));
     // A bound target's context columns are read with the row.
     const read = columnsToRead(t);
-    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, read, opts.sample), codec);
+    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, read, opts.sample), codec, indexes);
     else {
       for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, read, opts.batchSize ?? 2000)) {
-        check(t.table, t.primaryKey, t.columns, rows, codec);
+        check(t.table, t.primaryKey, t.columns, rows, codec, indexes);
         // Large tables take minutes: say how far the scan is, every few seconds.
         if (opts.progress && Date.now() - lastReport >= (opts.progressEveryMs ?? 5000)) {
           lastReport = Date.now();
@@ -82,7 +123,7 @@ export async function decryptionScan(
       }
     }
   }
-  return { checked, failures, failureCount, plaintext };
+  return { checked, failures, failureCount, plaintext, blindIndexFailures };
 }
 
 /**

@@ -9,6 +9,8 @@ import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, expandedAfter, keyColumnsOf, quoteWith, retryableWith, serverEndpoint } from './common.js';
 import {
   bucketCase,
+  casMatch,
+  ownColumns,
   type BucketPatterns,
   type CasPlan,
   type CasRequest,
@@ -133,7 +135,8 @@ export class MysqlDialect implements SqlDialect {
    * A composite key joins on each column (`v.k0`, `v.k1`, …) and bounds the batch by its leading
    * column's range (rows arrive in key order, so the first row's leading value is the least).
    */
-  compareAndSetPlan({ table, pk, columns, batch }: CasRequest): CasPlan {
+  compareAndSetPlan(req: CasRequest): CasPlan {
+    const { table, pk, columns, batch } = req;
     const q = (name: string) => this.quoteIdentifier(name);
     const keys = keyColumnsOf(pk);
     const kw = keys.length;
@@ -142,9 +145,22 @@ export class MysqlDialect implements SqlDialect {
     const vkeys = kw === 1 ? ['pk'] : keys.map((_, k) => `k${k}`);
     const vcols = [...vkeys];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
-    const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND CAST(t.${q(col)} AS BINARY) = CAST(v.o${i} AS BINARY)`;
-    const sets = columns.map((c, i) => `t.${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const anyMatch = `t.${q(keys[0]!)} BETWEEN ? AND ? AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    const bin = (sql: string) => `CAST(${sql} AS BINARY)`;
+    const matches = (i: number) =>
+      casMatch(
+        req,
+        i,
+        (c) => bin(`t.${q(columns[c]!)}`),
+        (c) => bin(`v.o${c}`),
+        (c) => `v.n${c}`,
+        (c) => bin(`v.n${c}`),
+      );
+    // A multi-table UPDATE may assign in any order: a guarded column's (a blind index's) guard
+    // accepts its source's new value as well as its old one, so the order does not matter.
+    const sets = columns.map((c, i) => `t.${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const anyMatch = `t.${q(keys[0]!)} BETWEEN ? AND ? AND (${ownColumns(req)
+      .map((i) => `(${matches(i)})`)
+      .join(' OR ')})`;
     const bindings: unknown[] = [];
     for (let r = 0; r < n; r++) {
       for (let k = 0; k < kw; k++) bindings.push(batch.pks[r * kw + k]);

@@ -7,6 +7,8 @@ import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, quoteWith, retryableWith, rowValueAfter, serverEndpoint } from './common.js';
 import {
   bucketCase,
+  casMatch,
+  ownColumns,
   type BucketPatterns,
   type CasPlan,
   type CasRequest,
@@ -129,16 +131,24 @@ export class PgDialect implements SqlDialect {
    * One array per column instead of a VALUES list: a constant-size statement that PostgreSQL
    * parses and plans in the same time for any batch size, and 2k+3 parameters.
    */
-  compareAndSetPlan({ table, pk, columns, batch, pkType = 'text' }: CasRequest): CasPlan {
-    if (typeof pk !== 'string') return this.compositeCompareAndSetPlan({ table, pk, columns, batch, pkType });
+  compareAndSetPlan(req: CasRequest): CasPlan {
+    const { table, pk, columns, batch, pkType = 'text' } = req;
+    if (typeof pk !== 'string') return this.compositeCompareAndSetPlan({ ...req, pk, pkType });
     const q = (name: string) => this.quoteIdentifier(name);
     const n = batch.pks.length;
     const width = columns.length;
     const keyType = typeof pkType === 'string' ? pkType : (pkType[0] ?? 'text');
     const vcols = ['pk'];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
-    const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
-    const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const matches = (i: number) =>
+      casMatch(
+        req,
+        i,
+        (c) => `t.${q(columns[c]!)}`,
+        (c) => `v.o${c}`,
+        (c) => `v.n${c}`,
+      );
+    const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
     const arrays = [pgArrayLiteral(n, (r) => batch.pks[r], false)];
     for (let c = 0; c < width; c++)
       arrays.push(
@@ -149,7 +159,9 @@ export class PgDialect implements SqlDialect {
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the
     // arrays against a sequential scan of the whole table, for every batch.
-    const anyMatch = `t.${q(pk)} BETWEEN CAST(? AS ${keyType}) AND CAST(? AS ${keyType}) AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    const anyMatch = `t.${q(pk)} BETWEEN CAST(? AS ${keyType}) AND CAST(? AS ${keyType}) AND (${ownColumns(req)
+      .map((i) => `(${matches(i)})`)
+      .join(' OR ')})`;
     return {
       sql: `UPDATE ${q(table)} AS t SET ${sets} FROM ${unnest} WHERE t.${q(pk)} = v.pk AND ${anyMatch}`,
       executions: [[...arrays, batch.pks[0], batch.pks[n - 1]]],
@@ -160,7 +172,8 @@ export class PgDialect implements SqlDialect {
    * The same statement on a composite key: one array per key column (`k0`, `k1`, …) joined column
    * by column, and the batch's range as row values, which PostgreSQL takes as an index condition.
    */
-  private compositeCompareAndSetPlan({ table, pk, columns, batch, pkType }: CasRequest & { pk: readonly string[] }): CasPlan {
+  private compositeCompareAndSetPlan(req: CasRequest & { pk: readonly string[] }): CasPlan {
+    const { table, pk, columns, batch, pkType } = req;
     const q = (name: string) => this.quoteIdentifier(name);
     const kw = pk.length;
     const n = batch.pks.length / kw;
@@ -172,8 +185,15 @@ export class PgDialect implements SqlDialect {
       vcols.push(`o${i}`, `n${i}`);
       types.push('text', 'text');
     }
-    const matches = (i: number, col: string) => `v.n${i} IS NOT NULL AND t.${q(col)} = v.o${i}`;
-    const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i, c)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const matches = (i: number) =>
+      casMatch(
+        req,
+        i,
+        (c) => `t.${q(columns[c]!)}`,
+        (c) => `v.o${c}`,
+        (c) => `v.n${c}`,
+      );
+    const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
     const arrays = pk.map((_, k) => pgArrayLiteral(n, (r) => batch.pks[r * kw + k], false));
     for (let c = 0; c < width; c++)
       arrays.push(
@@ -184,7 +204,9 @@ export class PgDialect implements SqlDialect {
     const tuple = `(${pk.map((c) => `t.${q(c)}`).join(', ')})`;
     const bound = `(${keyTypes.map((ty) => `CAST(? AS ${ty})`).join(', ')})`;
     const join = pk.map((c, k) => `t.${q(c)} = v.k${k}`).join(' AND ');
-    const anyMatch = `${tuple} >= ${bound} AND ${tuple} <= ${bound} AND (${columns.map((c, i) => `(${matches(i, c)})`).join(' OR ')})`;
+    const anyMatch = `${tuple} >= ${bound} AND ${tuple} <= ${bound} AND (${ownColumns(req)
+      .map((i) => `(${matches(i)})`)
+      .join(' OR ')})`;
     return {
       sql: `UPDATE ${q(table)} AS t SET ${sets} FROM ${unnest} WHERE ${join} AND ${anyMatch}`,
       executions: [[...arrays, ...batch.pks.slice(0, kw), ...batch.pks.slice((n - 1) * kw, n * kw)]],

@@ -9,6 +9,8 @@ import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, keyColumnsOf, quoteWith, retryableWith, rowValueAfter } from './common.js';
 import {
   bucketCase,
+  guardOf,
+  ownColumns,
   type BucketPatterns,
   type CasPlan,
   type CasRequest,
@@ -149,24 +151,31 @@ export class SqliteDialect implements SqlDialect {
    * transaction costs less than parsing a multi-row statement per batch (measured: the per-batch
    * prepare was a tenth of keyctl's main-thread time). The transaction keeps the batch atomic.
    */
-  compareAndSetPlan({ table, pk, columns, batch }: CasRequest): CasPlan {
+  compareAndSetPlan(req: CasRequest): CasPlan {
+    const { table, pk, columns, batch } = req;
     const q = (name: string) => this.quoteIdentifier(name);
     const keys = keyColumnsOf(pk);
     const where = keys.map((k) => `${q(k)} = ?`).join(' AND ');
-    const sql = `UPDATE ${q(table)} SET ${columns.map((c) => `${q(c)} = CASE WHEN ${q(c)} = ? THEN ? ELSE ${q(c)} END`).join(', ')} WHERE ${where} AND (${columns.map((c) => `${q(c)} = ?`).join(' OR ')})`;
+    const own = ownColumns(req);
+    // A guarded column (blind index): written where its guard holds the old or the new value.
+    const set = (c: string, i: number) =>
+      guardOf(req, i) === i
+        ? `${q(c)} = CASE WHEN ${q(c)} = ? THEN ? ELSE ${q(c)} END`
+        : `${q(c)} = CASE WHEN ? IS NOT NULL AND ${q(columns[guardOf(req, i)]!)} IN (?, ?) THEN ? ELSE ${q(c)} END`;
+    const sql = `UPDATE ${q(table)} SET ${columns.map(set).join(', ')} WHERE ${where} AND (${own.map((i) => `${q(columns[i]!)} = ?`).join(' OR ')})`;
     const width = columns.length;
     const kw = keys.length;
     const rows = batch.pks.length / kw;
     const executions: unknown[][] = new Array(rows);
     for (let r = 0; r < rows; r++) {
-      const params = new Array<unknown>(3 * width + kw);
-      let i = 0;
+      const params: unknown[] = [];
       for (let c = 0; c < width; c++) {
-        params[i++] = batch.old[r * width + c];
-        params[i++] = batch.next[r * width + c];
+        const g = guardOf(req, c);
+        if (g === c) params.push(batch.old[r * width + c], batch.next[r * width + c]);
+        else params.push(batch.next[r * width + c], batch.old[r * width + g], batch.next[r * width + g], batch.next[r * width + c]);
       }
-      for (let k = 0; k < kw; k++) params[i++] = batch.pks[r * kw + k];
-      for (let c = 0; c < width; c++) params[i++] = batch.old[r * width + c];
+      for (let k = 0; k < kw; k++) params.push(batch.pks[r * kw + k]);
+      for (const c of own) params.push(batch.old[r * width + c]);
       executions[r] = params;
     }
     return { sql, executions };

@@ -56,6 +56,41 @@ export interface CasRequest {
    * is true.
    */
   pkType?: string | readonly string[] | undefined;
+  /**
+   * Per column, the column whose value guards it, or null (the default) for its own old value. A
+   * guarded column (a blind index) is written only where its guard still holds the old value read
+   * with the batch or the new one this statement writes, whatever order a database evaluates the
+   * assignments in; it does not count towards matching a row. Its `old` entries are not used.
+   */
+  guardedBy?: readonly (number | null)[] | undefined;
+}
+
+/** The guard of column `i` (itself when unguarded). */
+export function guardOf(req: Pick<CasRequest, 'guardedBy'>, i: number): number {
+  return req.guardedBy?.[i] ?? i;
+}
+
+/** The columns guarded by their own old value: those whose match makes a row count as updated. */
+export function ownColumns(req: Pick<CasRequest, 'guardedBy' | 'columns'>): number[] {
+  return req.columns.map((_, i) => i).filter((i) => guardOf(req, i) === i);
+}
+
+/**
+ * The condition under which column `i` takes its new value, in a dialect's own expressions for
+ * the table's column, the batch's old value and the batch's new value of a column.
+ */
+export function casMatch(
+  req: Pick<CasRequest, 'guardedBy'>,
+  i: number,
+  col: (c: number) => string,
+  old: (c: number) => string,
+  next: (c: number) => string,
+  /** The new value as compared with the column (a dialect may cast it); `next` by default. */
+  nextCompared: (c: number) => string = next,
+): string {
+  const g = guardOf(req, i);
+  if (g === i) return `${next(i)} IS NOT NULL AND ${col(i)} = ${old(i)}`;
+  return `${next(i)} IS NOT NULL AND (${col(g)} = ${old(g)} OR ${col(g)} = ${nextCompared(g)})`;
 }
 
 /** A WHERE fragment for Knex's `whereRaw`: `??` for identifiers, `?` for values. */
