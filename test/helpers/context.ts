@@ -4,6 +4,8 @@ import type { LoadedConfig } from '../../src/config/load.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { CoreContext } from '../../src/core/context.js';
 import { silentLogger } from '../../src/core/context.js';
+import { reconcileRegistry } from '../../src/core/registry.js';
+import { generateKey } from '../../src/crypto/keys.js';
 import { openDatabase, type Db } from '../../src/db/connect.js';
 import { migrate } from '../../src/db/migrations.js';
 import { FileKeystore } from '../../src/keystore/file.js';
@@ -30,4 +32,20 @@ export async function openTestContext(
     actor: 'tester@test',
     log: silentLogger,
   };
+}
+
+/**
+ * A context on the test's database whose keyring holds one key, v1 (returned), registered as a
+ * CLI's first run would; closed with the test.
+ */
+export async function openWithKeyV1(
+  t: { readonly db: TestDatabase; cleanup(...fns: Array<() => Promise<void>>): void },
+  extraConfig: string,
+): Promise<{ ctx: CoreContext & { db: Db }; k1: Buffer }> {
+  const ctx = await openTestContext(t.db, { extraConfig });
+  t.cleanup(() => ctx.db.close());
+  const k1 = generateKey();
+  await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
+  await reconcileRegistry(ctx);
+  return { ctx, k1 };
 }

@@ -8,7 +8,6 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey, promote } from '../../src/core/rotation/steps.js';
@@ -16,9 +15,8 @@ import { verify } from '../../src/core/rotation/verify.js';
 import { getStatus } from '../../src/core/status.js';
 import { BlindIndexer } from '../../src/crypto/blind-index.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
-import { generateKey } from '../../src/crypto/keys.js';
 import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
-import { openTestContext } from '../helpers/context.js';
+import { openWithKeyV1 } from '../helpers/context.js';
 
 const aes = new AesGcmV1Codec();
 const ROWS = 300;
@@ -34,11 +32,7 @@ for (const dialect of DIALECTS) {
     const t = perTestDatabase(dialect);
 
     it('recomputes every index with its source, counts them per version, stays searchable mid-rotation, and verify checks them', async () => {
-      const ctx = await openTestContext(t.db, { extraConfig: TARGET });
-      t.cleanup(() => ctx.db.close());
-      const k1 = generateKey();
-      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
-      await reconcileRegistry(ctx);
+      const { ctx, k1 } = await openWithKeyV1(t, TARGET);
       await ctx.db.knex.schema.createTable('users', (tb) => {
         tb.increments('id').primary();
         tb.text('email');

@@ -10,7 +10,6 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/base/errors.js';
-import type { CoreContext } from '../../src/core/context.js';
 import { reconcileRegistry } from '../../src/core/registry.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
@@ -20,7 +19,7 @@ import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { decryptForRow, deriveKey, encryptForRow } from '../../src/crypto/context.js';
 import { generateKey } from '../../src/crypto/keys.js';
 import { DIALECTS, dialectAvailable, perTestDatabase } from '../helpers/databases.js';
-import { openTestContext } from '../helpers/context.js';
+import { openTestContext, openWithKeyV1 } from '../helpers/context.js';
 
 const aes = new AesGcmV1Codec();
 const ROWS = 150;
@@ -38,11 +37,7 @@ for (const dialect of DIALECTS) {
     const t = perTestDatabase(dialect);
 
     it('binding existing values is a rotation; a copied value fails verify; a NULL context is a failure left alone; rollback unbinds', async () => {
-      const ctx = await openTestContext(t.db, { extraConfig: bindTarget });
-      t.cleanup(() => ctx.db.close());
-      const k1 = generateKey();
-      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
-      await reconcileRegistry(ctx);
+      const { ctx, k1 } = await openWithKeyV1(t, bindTarget);
       await ctx.db.knex.schema.createTable('users', (tb) => {
         tb.increments('id').primary();
         tb.integer('tenant_id');
@@ -120,11 +115,7 @@ for (const dialect of DIALECTS) {
     });
 
     it('per-profile derived keys are re-derived by a rotation; a user id beyond 2^53 is exact or refused, never rounded', async () => {
-      const ctx = await openTestContext(t.db, { extraConfig: deriveTarget });
-      t.cleanup(() => ctx.db.close());
-      const k1 = generateKey();
-      await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
-      await reconcileRegistry(ctx);
+      const { ctx, k1 } = await openWithKeyV1(t, deriveTarget);
       await ctx.db.knex.schema.createTable('profiles', (tb) => {
         tb.increments('id').primary();
         tb.bigInteger('user_id');
@@ -197,11 +188,7 @@ describe('row context: templates that read no row column', () => {
 
   it('a template of the target alone ({table}.{column}) still rotates, binding each value to its column', async () => {
     const config = `targets:\n  - table: users\n    columns: [email, note]\n    aad: "{table}.{column}"\n${POLICY}`;
-    const ctx = await openTestContext(t.db, { extraConfig: config });
-    t.cleanup(() => ctx.db.close());
-    const k1 = generateKey();
-    await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
-    await reconcileRegistry(ctx);
+    const { ctx, k1 } = await openWithKeyV1(t, config);
     await ctx.db.knex.schema.createTable('users', (tb) => {
       tb.increments('id').primary();
       tb.text('email');
@@ -235,11 +222,7 @@ describe.skipIf(!havePython && !ci)('row context interoperability with Python, t
     const aad = '{table}.{column}:{tenant_id}/{id}';
     const info = '{tenant_id}';
     const config = `targets:\n  - table: notes\n    columns: [body]\n    aad: "${aad}"\n    derive:\n      info: "${info}"\n${POLICY}`;
-    const ctx: CoreContext = await openTestContext(t.db, { extraConfig: config });
-    t.cleanup(() => ctx.db.close());
-    const k1 = generateKey();
-    await ctx.keystore.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
-    await reconcileRegistry(ctx);
+    const { ctx, k1 } = await openWithKeyV1(t, config);
     const PLAINTEXTS = ['', 'alice@example.com', 'Zoë Ωmega 日本語 🚀', '\ufeffbom first', 'x'.repeat(300), 'a:b\nc'];
     const input = PLAINTEXTS.map((p, i) => ({ column: 'body', row: { id: { int: i + 1 }, tenant_id: { int: 40 + (i % 2) } }, plaintext: p }));
     const made = spawnSync('python3', [script('make_context_rows.py')], {
