@@ -23,7 +23,18 @@ const targets = (plaintext: 'encrypt' | 'error') =>
   `targets:\n  - table: people\n    columns: [email, note]\n    plaintext: ${plaintext}\npolicy:\n  minPropagationSeconds: 0\n`;
 
 /** Plaintext as applications stored it before encryption, edge cases included. */
-const PLAIN_EDGES = ['v2: call back tomorrow', '', '\uFEFFbom first', 'ünïcødé ☕ 😀', 'line one\nline two', 'v9 no colon', ':starts with a colon'];
+const PLAIN_EDGES = [
+  'v2: call back tomorrow',
+  '',
+  '\uFEFFbom first',
+  'ünïcødé ☕ 😀',
+  'line one\nline two',
+  'v9 no colon',
+  ':starts with a colon',
+  // Quotes, backslashes and braces: PostgreSQL's array literals must carry them as they are.
+  'say "hi", {then} \\ leave',
+  'NULL',
+];
 /** Claims to be ciphertext (v<N>: and a base64 character) but does not decode: never encrypted. */
 const DAMAGED = 'v1:AAAAdamaged';
 

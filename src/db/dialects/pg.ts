@@ -149,11 +149,11 @@ export class PgDialect implements SqlDialect {
         (c) => `v.n${c}`,
       );
     const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const arrays = [pgArrayLiteral(n, (r) => batch.pks[r], false)];
+    const arrays = [pgArrayLiteral(n, (r) => batch.pks[r])];
     for (let c = 0; c < width; c++)
       arrays.push(
-        pgArrayLiteral(n, (r) => batch.old[r * width + c], true),
-        pgArrayLiteral(n, (r) => batch.next[r * width + c], true),
+        pgArrayLiteral(n, (r) => batch.old[r * width + c]),
+        pgArrayLiteral(n, (r) => batch.next[r * width + c]),
       );
     const types = vcols.map((_, c) => (c === 0 ? keyType : 'text'));
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
@@ -194,11 +194,11 @@ export class PgDialect implements SqlDialect {
         (c) => `v.n${c}`,
       );
     const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const arrays = pk.map((_, k) => pgArrayLiteral(n, (r) => batch.pks[r * kw + k], false));
+    const arrays = pk.map((_, k) => pgArrayLiteral(n, (r) => batch.pks[r * kw + k]));
     for (let c = 0; c < width; c++)
       arrays.push(
-        pgArrayLiteral(n, (r) => batch.old[r * width + c], true),
-        pgArrayLiteral(n, (r) => batch.next[r * width + c], true),
+        pgArrayLiteral(n, (r) => batch.old[r * width + c]),
+        pgArrayLiteral(n, (r) => batch.next[r * width + c]),
       );
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     const tuple = `(${pk.map((c) => `t.${q(c)}`).join(', ')})`;
@@ -256,24 +256,20 @@ export class PgDialect implements SqlDialect {
 }
 
 /**
- * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter. Ciphertexts never
- * need escaping (the codec accepts only `v<N>:` and base64), so their elements are copied as they
- * are — one concatenation instead of node-postgres' two regex replaces per element; anything else
- * (a primary key) is escaped as the array syntax requires.
+ * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter. Elements without a
+ * quote or backslash (every ciphertext) are copied as they are, one test instead of node-postgres'
+ * two regex replaces per element; any other (a plaintext being onboarded, a key) is escaped as the
+ * array syntax requires.
  */
-export function pgArrayLiteral(length: number, at: (i: number) => unknown, ciphertexts: boolean): string {
+export function pgArrayLiteral(length: number, at: (i: number) => unknown): string {
   let out = '{';
   for (let i = 0; i < length; i++) {
     const v = at(i);
     if (i > 0) out += ',';
     if (v === null || v === undefined) out += 'NULL';
-    else if (ciphertexts) {
-      // A quote inside an element would shift every later element of this array against the
-      // others: never let one through, even though the codec's shape check already excludes it.
-      if ((v as string).includes('"') || (v as string).includes('\\'))
-        throw new Error('internal error: a ciphertext with a quote or backslash reached the PostgreSQL array literal');
-      out += `"${v as string}"`;
-    } else {
+    else {
+      // Every element quoted, a quote or backslash inside escaped: plaintext being onboarded
+      // (plaintext: encrypt) is compared as it is, whatever it holds ("NULL" and {braces} too).
       const str = String(v);
       out += NEEDS_ESCAPE.test(str) ? `"${str.replace(/[\\"]/g, '\\$&')}"` : `"${str}"`;
     }
