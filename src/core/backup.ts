@@ -319,13 +319,13 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
       for (const row of rows) {
         for (const c of t.columns) {
           const value = row[c];
-          if (typeof value !== 'string') continue;
+          if (typeof value !== 'string' && !(value instanceof Uint8Array)) continue;
           if (field.kind(value) === 'plaintext') {
             plaintext++;
             continue;
           }
           try {
-            const v = field.open(value, keys, { row, column: c }).version;
+            const v = value instanceof Uint8Array ? field.openBinary(value, keys).version : field.open(value, keys, { row, column: c }).version;
             decrypted[v] = (decrypted[v] ?? 0) + 1;
           } catch (err) {
             if (!(err instanceof CiphertextError) && !(err instanceof ContextValueError)) throw err;

@@ -4,7 +4,9 @@
  * never by loading rows into memory.
  */
 import { formatCount, formatTime } from '../base/format.js';
+import { BINARY_MAGIC, BINARY_MIN_BYTES } from '../crypto/binary.js';
 import { BLIND_INDEX_SHAPE } from '../crypto/blind-index.js';
+import { binaryColumns } from '../db/columns.js';
 import { CiphertextError } from '../crypto/codec.js';
 import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import { scanTable } from '../reencrypt/scan.js';
@@ -173,8 +175,11 @@ export async function countVersions(db: Db, target: TargetConfig, keys?: CountKe
   const field = new FieldCodec(fieldSpecOf(target));
   const aliases = target.columns.map((_, i) => `b${i}`);
   const select: Record<string, unknown> = {};
+  const binary = await binaryColumns(db, target.table);
   target.columns.forEach((c, i) => {
-    select[aliases[i]!] = db.adapter.versionBucket(db.knex, c, field.sqlPatterns);
+    select[aliases[i]!] = binary.has(c)
+      ? db.adapter.binaryVersionBucket(db.knex, c, BINARY_MAGIC, BINARY_MIN_BYTES, field.spec.plaintext)
+      : db.adapter.versionBucket(db.knex, c, field.sqlPatterns);
   });
   let rows: Array<Record<string, unknown>>;
   try {
@@ -191,7 +196,9 @@ export async function countVersions(db: Db, target: TargetConfig, keys?: CountKe
     const out: ColumnCounts = { table: target.table, column, counts: {}, null: 0, unparseable: 0, plaintext: 0, total: 0, unknownVersions: [] };
     if (field.fernet) out.fernet = { tokens: 0, keysTried: 0 };
     for (const r of rows) {
-      const bucket = String(r[aliases[i]!]);
+      let bucket = String(r[aliases[i]!]);
+      // A binary column's bucket is the hex of its two version bytes.
+      if (binary.has(column) && /^[0-9a-f]{4}$/.test(bucket)) bucket = Number.parseInt(bucket, 16) > 0 ? `v${Number.parseInt(bucket, 16)}` : '#unparseable';
       const n = Number(r.n);
       out.total += n;
       if (bucket === '#null') out.null += n;

@@ -5,9 +5,9 @@
  *
  *     0xB1 ‖ version (2 bytes, unsigned big-endian, 1…65535) ‖ nonce (12) ‖ ciphertext ‖ tag (16)
  *
- * The plaintext is bytes: what the column held before it was encrypted. Building blocks only:
- * keyctl.yaml cannot select them yet. Checked against vectors Python made
- * (test/vectors/binary.json). Errors never carry key material or plaintext.
+ * The plaintext is bytes: what the column held before it was encrypted. A target column whose type
+ * is binary holds these (src/db/columns.ts); src/crypto/field.ts classifies and opens them.
+ * Checked against vectors Python made (test/vectors/binary.json). Errors never carry key material or plaintext.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { CiphertextError, type KeyLookup } from './codec.js';
@@ -37,10 +37,17 @@ function versionNumberOf(version: string): number {
   return n;
 }
 
+/** The 3 bytes every value under `version` starts with. */
+export function binaryHeader(version: string): Buffer {
+  const n = versionNumberOf(version);
+  return Buffer.from([BINARY_MAGIC, n >> 8, n & 0xff]);
+}
+
 /** Whether a value has the binary layout (magic byte, a version ≥ 1, room for nonce and tag). */
-export function isBinaryWellFormed(value: unknown): value is Uint8Array {
+export function isBinaryWellFormed(value: unknown): boolean {
   if (!(value instanceof Uint8Array) || value.length < BINARY_MIN_BYTES || value[0] !== BINARY_MAGIC) return false;
-  return ((value[1]! << 8) | value[2]!) !== 0;
+  const bytes = value as Uint8Array;
+  return ((bytes[1]! << 8) | bytes[2]!) !== 0;
 }
 
 /** The version a binary value names. Throws CiphertextError (`malformed`) when it has not the layout. */

@@ -11,7 +11,8 @@
  * MultiFernet does, one HMAC per key tried (`tried` says what that cost).
  */
 import type { TargetConfig } from '../config/schema.js';
-import { AesGcmV1Codec, CLAIMS_CIPHERTEXT, claimsCiphertext, isWellFormed } from './codec.js';
+import { BINARY_MAGIC, binaryVersionOf, decryptBinary, encryptBinary, isBinaryWellFormed } from './binary.js';
+import { AesGcmV1Codec, CiphertextError, CLAIMS_CIPHERTEXT, claimsCiphertext, isWellFormed } from './codec.js';
 import { decryptForRow, encryptForRow, templateColumns, type ContextRow, type RowContextSpec } from './context.js';
 import { FernetCodec } from './fernet.js';
 import { compareVersions } from './keys.js';
@@ -65,7 +66,7 @@ export interface ValueSite {
   column: string;
 }
 
-export type ValueKind = 'null' | 'aes-gcm' | 'fernet' | 'plaintext' | 'damaged';
+export type ValueKind = 'null' | 'aes-gcm' | 'fernet' | 'binary' | 'plaintext' | 'damaged';
 
 export interface Opened {
   plaintext: string;
@@ -125,11 +126,40 @@ export class FieldCodec {
 
   kind(value: unknown): ValueKind {
     if (value === null || value === undefined) return 'null';
+    if (value instanceof Uint8Array) return this.binaryKind(value);
     if (typeof value !== 'string') return 'damaged';
     if (this.fernet?.isWellFormed(value)) return 'fernet';
     if (isWellFormed(value)) return 'aes-gcm';
     if (claimsCiphertext(value) || this.claimsFernet(value)) return 'damaged';
     return this.spec.plaintext ? 'plaintext' : 'damaged';
+  }
+
+  /**
+   * A value of a binary column (bytea, BLOB, VARBINARY): keyctl's binary layout, or plaintext bytes
+   * being onboarded. One that starts with the layout's byte but is not well-formed claims to be
+   * ciphertext: damaged. Not with Fernet or row context (text only, for now).
+   */
+  private binaryKind(value: Uint8Array): ValueKind {
+    if (this.fernet || this.spec.context) return 'damaged';
+    if (isBinaryWellFormed(value)) return 'binary';
+    if (value.length > 0 && value[0] === BINARY_MAGIC) return 'damaged';
+    return this.spec.plaintext ? 'plaintext' : 'damaged';
+  }
+
+  /** Decrypts a binary value with the key of the version it names. Throws CiphertextError. */
+  openBinary(value: Uint8Array, keys: ReadonlyMap<string, Buffer>): { plaintext: Buffer; version: string } {
+    if (this.fernet || this.spec.context) throw new CiphertextError('malformed', 'binary values cannot be Fernet tokens or bound to their row');
+    return { plaintext: decryptBinary(value, (v) => keys.get(v)), version: binaryVersionOf(value) };
+  }
+
+  /** Encrypts bytes under `version` in the binary layout. */
+  sealBinary(plaintext: Uint8Array, version: string, key: Buffer): Buffer {
+    return encryptBinary(plaintext, version, key);
+  }
+
+  /** A binary value already under `version`. */
+  isUnderBinary(value: Uint8Array, version: string): boolean {
+    return isBinaryWellFormed(value) && binaryVersionOf(value) === version;
   }
 
   /** The keys a Fernet token may be under, newest first (MultiFernet order). */

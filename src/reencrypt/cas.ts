@@ -28,7 +28,16 @@ export async function compareAndSetBatch(
   guardedBy?: readonly (number | null)[],
 ): Promise<number> {
   if (batch.pks.length === 0) return 0;
-  const plan = db.adapter.compareAndSetPlan({ table, pk, columns, batch, pkType, guardedBy });
+  // Columns holding bytes, for dialects that type the batch's values (PostgreSQL's bytea[]).
+  const n = batch.pks.length === 0 ? 0 : batch.next.length / columns.length;
+  const binary = columns.map((_, c) => {
+    for (let r = 0; r < n; r++) {
+      const v = batch.next[r * columns.length + c];
+      if (v !== null && v !== undefined) return Buffer.isBuffer(v);
+    }
+    return false;
+  });
+  const plan = db.adapter.compareAndSetPlan({ table, pk, columns, batch, pkType, guardedBy, binary });
   try {
     return await db.adapter.runCompareAndSet(trx, plan);
   } catch (err) {

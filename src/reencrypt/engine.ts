@@ -13,7 +13,9 @@
 import type { Knex } from 'knex';
 import type { TargetConfig } from '../config/schema.js';
 import { CLAIMS_CIPHERTEXT } from '../crypto/codec.js';
+import { BINARY_MIN_BYTES, binaryHeader } from '../crypto/binary.js';
 import { blindIndexVersion } from '../crypto/blind-index.js';
+import { binaryColumns } from '../db/columns.js';
 import { columnsToRead, contextColumnsOf, FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
@@ -111,6 +113,13 @@ export interface TableResult {
 
 const MAX_LISTED_FAILURES = 1000;
 
+/** A value as the compare-and-set binds it: text, or bytes as a Buffer (worker threads hand back Uint8Arrays). */
+function asCasValue(v: unknown): string | Buffer | null {
+  if (v === null || v === undefined) return null;
+  if (v instanceof Uint8Array) return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  return v as string;
+}
+
 /**
  * Values of the target's columns not under `version` (unparseable ones included). One database
  * scan where the version writes AES-GCM (its `v<N>:` prefix says it); where it writes Fernet, whose
@@ -138,7 +147,20 @@ export async function countNotUnder(
   }
   // Where plaintext is allowed, a plaintext value that happens to start with `v2:` is still pending.
   const claims = t.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined;
-  const sums = t.columns.map((c) => db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims), `n_${c}`]));
+  const binary = await binaryColumns(db, t.table);
+  const sums = t.columns.map((c) =>
+    binary.has(c)
+      ? // A binary value is under the version when it is long enough and its 3-byte header names it.
+        db.knex.raw('SUM(CASE WHEN ?? IS NULL THEN 0 WHEN length(??) >= ? AND substr(??, 1, 3) = ? THEN 0 ELSE 1 END) AS ??', [
+          c,
+          c,
+          BINARY_MIN_BYTES,
+          c,
+          binaryHeader(version),
+          `n_${c}`,
+        ])
+      : db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims), `n_${c}`]),
+  );
   // A blind index is pending where its source holds a value and the index is missing or another version's.
   t.blindIndexes.forEach((b, j) => {
     sums.push(
@@ -262,8 +284,8 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       if (!any) continue;
       for (let k = 0; k < keyWidth; k++) cas.pks.push(rows[r]![keys[k]!] as PkValue);
       for (let c = 0, at = r * width; c < width; c++, at++) {
-        cas.old.push(next[at] === null ? null : (values[at] as string));
-        cas.next.push(next[at]!);
+        cas.old.push(next[at] === null ? null : asCasValue(values[at]));
+        cas.next.push(asCasValue(next[at]));
       }
       // A blind index's old value is not compared (its source guards it).
       for (let j = 0; j < iw; j++) {

@@ -29,8 +29,8 @@ export interface BatchInput {
 }
 
 export interface BatchPlan {
-  /** next[row * columns + column]: the new ciphertext, or null where nothing is to be written. */
-  next: Array<string | null>;
+  /** next[row * columns + column]: the new ciphertext (bytes for a binary column), or null where nothing is to be written. */
+  next: Array<string | Uint8Array | null>;
   failures: Array<{ index: number; column: number; reason: string }>;
   planned: number;
   /** Of `planned`, plaintext values encrypted for the first time. */
@@ -92,7 +92,7 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
   };
   const rows = values.length / columns;
   const plan: BatchPlan = {
-    next: new Array<string | null>(values.length).fill(null),
+    next: new Array<string | Uint8Array | null>(values.length).fill(null),
     indexNext: new Array<string | null>(rows * width).fill(null),
     failures: [],
     planned: 0,
@@ -114,6 +114,21 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
       const at = i * columns + c;
       const value = values[at];
       if (value === null || value === undefined) continue;
+      // A binary column's value (bytea, BLOB): keyctl's binary layout, or bytes being onboarded.
+      // Blind indexes are not kept for binary sources.
+      if (value instanceof Uint8Array) {
+        opened[c] = null;
+        if (field.isUnderBinary(value, target)) continue;
+        try {
+          const plain = field.kind(value) === 'plaintext' ? value : field.openBinary(value, keys).plaintext;
+          plan.next[at] = field.sealBinary(plain, target, targetKey);
+          plan.planned++;
+          if (plain === value) plan.plaintext++;
+        } catch (err) {
+          fail(i, c, err);
+        }
+        continue;
+      }
       if (typeof value !== 'string') {
         plan.failures.push({ index: i, column: c, reason: 'malformed' });
         opened[c] = null;

@@ -76,6 +76,12 @@ export async function decryptionScan(
           continue;
         }
         try {
+          if (value instanceof Uint8Array) {
+            const b = codec.openBinary(value, keys);
+            values++;
+            checked[b.version] = (checked[b.version] ?? 0) + 1;
+            continue;
+          }
           if (typeof value !== 'string') throw new CiphertextError('malformed', 'not a text value');
           const o = codec.open(value, keys, { row, column });
           values++;

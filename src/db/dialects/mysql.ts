@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, expandedAfter, keyColumnsOf, quoteWith, retryableWith, serverEndpoint } from './common.js';
 import {
+  binaryBucketCase,
   bucketCase,
   casMatch,
   ownColumns,
@@ -81,6 +82,10 @@ export class MysqlDialect implements SqlDialect {
       pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 4 },
       acquireConnectionTimeout: timeoutMs + 2000,
     };
+  }
+
+  binaryVersionBucket(knex: Knex, column: string, magic: number, minBytes: number, plaintext: boolean): Knex.Raw {
+    return binaryBucketCase(knex, column, magic, minBytes, plaintext, 'LOWER(HEX(SUBSTRING(??, 2, 2)))');
   }
 
   versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw {

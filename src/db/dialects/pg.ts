@@ -6,6 +6,7 @@ import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, quoteWith, retryableWith, rowValueAfter, serverEndpoint } from './common.js';
 import {
+  binaryBucketCase,
   bucketCase,
   casMatch,
   ownColumns,
@@ -66,6 +67,10 @@ export class PgDialect implements SqlDialect {
       pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 4 },
       acquireConnectionTimeout: timeoutMs + 2000,
     };
+  }
+
+  binaryVersionBucket(knex: Knex, column: string, magic: number, minBytes: number, plaintext: boolean): Knex.Raw {
+    return binaryBucketCase(knex, column, magic, minBytes, plaintext, "encode(substr(??, 2, 2), 'hex')");
   }
 
   versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw {
@@ -155,7 +160,7 @@ export class PgDialect implements SqlDialect {
         pgArrayLiteral(n, (r) => batch.old[r * width + c]),
         pgArrayLiteral(n, (r) => batch.next[r * width + c]),
       );
-    const types = vcols.map((_, c) => (c === 0 ? keyType : 'text'));
+    const types = vcols.map((_, c) => (c === 0 ? keyType : req.binary?.[Math.floor((c - 1) / 2)] ? 'bytea' : 'text'));
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the
     // arrays against a sequential scan of the whole table, for every batch.
@@ -183,7 +188,8 @@ export class PgDialect implements SqlDialect {
     const types = [...keyTypes];
     for (let i = 0; i < width; i++) {
       vcols.push(`o${i}`, `n${i}`);
-      types.push('text', 'text');
+      const ty = req.binary?.[i] ? 'bytea' : 'text';
+      types.push(ty, ty);
     }
     const matches = (i: number) =>
       casMatch(
@@ -267,6 +273,8 @@ export function pgArrayLiteral(length: number, at: (i: number) => unknown): stri
     const v = at(i);
     if (i > 0) out += ',';
     if (v === null || v === undefined) out += 'NULL';
+    // Bytes as bytea's hex form (`\x…`), its backslash escaped for the array syntax.
+    else if (v instanceof Uint8Array) out += `"\\\\x${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}"`;
     else {
       // Every element quoted, a quote or backslash inside escaped: plaintext being onboarded
       // (plaintext: encrypt) is compared as it is, whatever it holds ("NULL" and {braces} too).

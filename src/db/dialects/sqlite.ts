@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
 import { driverCode, keyColumnsOf, quoteWith, retryableWith, rowValueAfter } from './common.js';
 import {
+  binaryBucketCase,
   bucketCase,
   guardOf,
   ownColumns,
@@ -91,6 +92,10 @@ export class SqliteDialect implements SqlDialect {
         },
       },
     };
+  }
+
+  binaryVersionBucket(knex: Knex, column: string, magic: number, minBytes: number, plaintext: boolean): Knex.Raw {
+    return binaryBucketCase(knex, column, magic, minBytes, plaintext, 'lower(hex(substr(??, 2, 2)))');
   }
 
   versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw {

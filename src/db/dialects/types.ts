@@ -31,9 +31,9 @@ export interface CasBatch {
   /** The rows' keys, flat: one entry per key column per row (pks[row * keyColumns + k]). */
   pks: PkValue[];
   /** old[row * columns + column]: the ciphertext read, or null where the column is not written. */
-  old: Array<string | null>;
+  old: Array<string | Buffer | null>;
   /** next[row * columns + column]: the new ciphertext, or null where the column is not written. */
-  next: Array<string | null>;
+  next: Array<string | Buffer | null>;
 }
 
 /**
@@ -63,6 +63,8 @@ export interface CasRequest {
    * assignments in; it does not count towards matching a row. Its `old` entries are not used.
    */
   guardedBy?: readonly (number | null)[] | undefined;
+  /** Per column, whether it holds bytes (bytea, BLOB): values are Buffers, for dialects that type them. */
+  binary?: readonly boolean[] | undefined;
 }
 
 /** The guard of column `i` (itself when unguarded). */
@@ -138,6 +140,12 @@ export interface SqlDialect {
    * matches no shape nor either claims pattern is '#plaintext' instead of '#unparseable'.
    */
   versionBucket(knex: Knex, column: string, patterns: BucketPatterns): Knex.Raw;
+  /**
+   * The same for a binary column (docs/format.md, "Binary values"): '#null', the lowercase hex of
+   * the two version bytes of a value long enough and starting with `magic`, '#plaintext' for other
+   * bytes when `plaintext` (a target being onboarded), else '#unparseable'.
+   */
+  binaryVersionBucket(knex: Knex, column: string, magic: number, minBytes: number, plaintext: boolean): Knex.Raw;
   /**
    * A SQL expression: 1 when the column holds a value that does not start with `prefix`
    * (e.g. 'v2:'), else 0. A byte comparison of a prefix — much cheaper than the shape regex.
@@ -216,4 +224,16 @@ export function bucketCase(
     parts.push(`ELSE '#plaintext' END`);
   } else parts.push(`ELSE '#unparseable' END`);
   return { sql: parts.join(' '), bindings };
+}
+
+/**
+ * binaryVersionBucket's CASE, in one place: `hexOfVersion` is the dialect's lowercase hex of
+ * `substr(column, 2, 2)`. substr and length count bytes on bytea, BLOB and VARBINARY alike.
+ */
+export function binaryBucketCase(knex: Knex, column: string, magic: number, minBytes: number, plaintext: boolean, hexOfVersion: string): Knex.Raw {
+  const head = Buffer.from([magic]);
+  return knex.raw(
+    `CASE WHEN ?? IS NULL THEN '#null' WHEN length(??) >= ? AND substr(??, 1, 1) = ? THEN ${hexOfVersion} WHEN substr(??, 1, 1) = ? THEN '#unparseable' ELSE '${plaintext ? '#plaintext' : '#unparseable'}' END`,
+    [column, column, minBytes, column, head, column, column, head],
+  );
 }
