@@ -11,6 +11,10 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { backupName } from '../../src/backup/files.js';
+import { encryptBinary } from '../../src/crypto/binary.js';
+import { BlindIndexer } from '../../src/crypto/blind-index.js';
+import { encryptForRow } from '../../src/crypto/context.js';
+import { FernetCodec } from '../../src/crypto/fernet.js';
 import { fingerprint } from '../../src/crypto/keys.js';
 import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
 
@@ -307,6 +311,77 @@ describe('keyctl recover-test', () => {
     const strict = await keyctl(['recover-test', '--identity', keys.sec, '--sample', '10'], { cwd: dir });
     expect(strict.code).toBe(ExitCode.BACKUP);
     expect(strict.stdout).toContain('customers.email pk=1: malformed');
+  });
+});
+
+describe('recover-test on every column shape', () => {
+  it('decrypts sampled Fernet tokens, bound values, per-row-key values, binary values and blind-indexed columns with the recovered keys', async () => {
+    const dir = await project({ rows: 5 });
+    const cfg = path.join(dir, 'keyctl.yaml');
+    writeFileSync(
+      cfg,
+      readFileSync(cfg, 'utf8').replace(
+        'columns: [email, phone, notes]',
+        [
+          'columns: [email, phone, notes]',
+          '  - table: tokens',
+          '    columns: [secret]',
+          '    codec: fernet',
+          '    prefix: "FERNET_V1:"',
+          '  - table: bound',
+          '    columns: [secret]',
+          '    aad: "{table}.{column}:{tenant_id}/{id}"',
+          '    derive:',
+          '      info: "{tenant_id}"',
+          '    blindIndexes:',
+          '      - column: secret_bidx',
+          '        source: secret',
+          '  - table: blobs',
+          '    columns: [secret]',
+        ].join('\n'),
+      ),
+    );
+    const k1 = Buffer.from((JSON.parse(readFileSync(path.join(dir, '.keyctl', 'keyring.json'), 'utf8')) as { keys: { v1: string } }).keys.v1, 'base64');
+    const fernet = new FernetCodec({ prefix: 'FERNET_V1:' });
+    const spec = { aad: '{table}.{column}:{tenant_id}/{id}', derive: '{tenant_id}' };
+    const bidx = new BlindIndexer('bound', 'secret');
+    const db = new Database(path.join(dir, 'keyctl.db'));
+    try {
+      db.exec(
+        'CREATE TABLE tokens (id INTEGER PRIMARY KEY, secret TEXT); CREATE TABLE bound (id INTEGER PRIMARY KEY, tenant_id INTEGER, secret TEXT, secret_bidx TEXT); CREATE TABLE blobs (id INTEGER PRIMARY KEY, secret BLOB)',
+      );
+      for (let id = 1; id <= 5; id++) {
+        db.prepare('INSERT INTO tokens VALUES (?, ?)').run(id, fernet.encrypt(`token ${id}`, 'v1', k1));
+        const row = { id, tenant_id: 7 };
+        db.prepare('INSERT INTO bound VALUES (?, 7, ?, ?)').run(
+          id,
+          encryptForRow(`bound ${id}`, 'v1', k1, spec, row, { table: 'bound', column: 'secret' }),
+          bidx.value(`bound ${id}`, 'v1', k1),
+        );
+        db.prepare('INSERT INTO blobs VALUES (?, ?)').run(id, encryptBinary(Buffer.from([id, 0, 0xb1]), 'v1', k1));
+      }
+    } finally {
+      db.close();
+    }
+    const status = json<{ targets: Array<{ column: string; counts: object; unparseable: number }> }>(await keyctl(['status', '--json'], { cwd: dir }));
+    expect(status.targets.map((t) => [t.column, t.counts, t.unparseable])).toEqual([
+      ...['email', 'phone', 'notes'].map((c) => [c, { v1: 5 }, 0]),
+      ...['secret', 'secret', 'secret'].map((c) => [c, { v1: 5 }, 0]),
+    ]);
+    expect((await keyctl(['backup'], { cwd: dir })).code).toBe(0);
+    const r = await keyctl(['recover-test', '--identity', keys.sec, '--sample', '10'], { cwd: dir });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('restores v1; 30 sampled value(s) decrypted with the recovered keys');
+    // A bound value copied to another row does not decrypt there: recover-test names it.
+    const again = new Database(path.join(dir, 'keyctl.db'));
+    try {
+      again.prepare('UPDATE bound SET secret = (SELECT secret FROM bound WHERE id = 1) WHERE id = 2').run();
+    } finally {
+      again.close();
+    }
+    const bad = await keyctl(['recover-test', '--identity', keys.sec, '--sample', '10'], { cwd: dir });
+    expect(bad.code).toBe(ExitCode.BACKUP);
+    expect(bad.stdout).toContain('bound.secret pk=2: authentication-failed');
   });
 });
 
