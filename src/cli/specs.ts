@@ -41,7 +41,7 @@ export type InitOptions = OptionsOf<typeof initFlags>;
 
 const init = defineCommand({
   name: 'init',
-  description: 'write a working keyctl.yaml (SQLite, or PostgreSQL/MySQL with --database; file keystore) and create key v1',
+  description: 'write a working keyctl.yaml (SQLite, or PostgreSQL/MySQL/MariaDB with --database; file keystore) and create key v1',
   options: initFlags,
   examples: [
     'keyctl init --demo --rows 1000',
@@ -126,7 +126,7 @@ const reencryptFlags = (cmd: Command) =>
     .option('--pause-file <path>', 'pause while this file exists (touch it to pause, remove it to resume)')
     .option(
       '--max-load <n>',
-      'wait while the database is busier than this (PostgreSQL: other active backends; MySQL: Threads_running)',
+      'wait while the database is busier than this (PostgreSQL: other active backends; MySQL/MariaDB: Threads_running)',
       parsePositive('--max-load'),
     )
     .option(

@@ -38,7 +38,8 @@ const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'PROTOCOL
 
 export class MysqlDialect implements SqlDialect {
   readonly dialect = 'mysql' as const;
-  readonly label = 'MySQL';
+  // The same driver and dialect serve both servers; the label says so rather than guess which one answers.
+  readonly label = 'MySQL/MariaDB';
   readonly knexClient = 'mysql2';
   readonly embedded = false;
   readonly locksSelectedRows = true;
