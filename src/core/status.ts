@@ -3,6 +3,7 @@
  * values sit under each key version — counted by the database (one GROUP BY scan per table),
  * never by loading rows into memory.
  */
+import type { Knex } from 'knex';
 import { formatCount, formatTime } from '../base/format.js';
 import { BINARY_MAGIC, BINARY_MIN_BYTES } from '../crypto/binary.js';
 import { BLIND_INDEX_SHAPE } from '../crypto/blind-index.js';
@@ -127,6 +128,27 @@ export interface StatusReport {
 
 const DAY_MS = 86_400_000;
 
+/**
+ * One scan of a table grouped by every bucket expression at once (aliased b0, b1, …, with the
+ * row count n). The number of groups is bounded by the combinations of versions actually present,
+ * not by the row count.
+ */
+async function countBuckets(db: Db, table: string, buckets: Knex.Raw[], what: string): Promise<Array<Record<string, unknown>>> {
+  const select: Record<string, Knex.Raw> = {};
+  buckets.forEach((b, i) => {
+    select[`b${i}`] = b;
+  });
+  try {
+    return await db
+      .knex(table)
+      .select(select as unknown as Record<string, string>)
+      .count({ n: '*' })
+      .groupByRaw(buckets.map((_, i) => String(i + 1)).join(', '));
+  } catch (err) {
+    throw translateDbError(err, db.endpoint, what);
+  }
+}
+
 /** A blind index column's values per version (docs/format.md, "Blind indexes"). */
 export interface BlindIndexCounts {
   table: string;
@@ -141,25 +163,16 @@ export interface BlindIndexCounts {
 /** Every blind index of a target, counted per version by the database in one scan. */
 export async function countBlindIndexes(db: Db, target: TargetConfig): Promise<BlindIndexCounts[]> {
   if (target.blindIndexes.length === 0) return [];
-  const aliases = target.blindIndexes.map((_, i) => `b${i}`);
-  const select: Record<string, unknown> = {};
-  target.blindIndexes.forEach((b, i) => {
-    select[aliases[i]!] = db.adapter.versionBucket(db.knex, b.column, { shape: BLIND_INDEX_SHAPE });
-  });
-  let rows: Array<Record<string, unknown>>;
-  try {
-    rows = await db
-      .knex(target.table)
-      .select(select as Record<string, string>)
-      .count({ n: '*' })
-      .groupByRaw(aliases.map((_, i) => String(i + 1)).join(', '));
-  } catch (err) {
-    throw translateDbError(err, db.endpoint, `count the blind indexes of ${target.table} in`);
-  }
+  const rows = await countBuckets(
+    db,
+    target.table,
+    target.blindIndexes.map((b) => db.adapter.versionBucket(db.knex, b.column, { shape: BLIND_INDEX_SHAPE })),
+    `count the blind indexes of ${target.table} in`,
+  );
   return target.blindIndexes.map((b, i) => {
     const out: BlindIndexCounts = { table: target.table, column: b.column, source: b.source, counts: {}, null: 0, unparseable: 0 };
     for (const r of rows) {
-      const bucket = String(r[aliases[i]!]);
+      const bucket = String(r[`b${i}`]);
       const n = Number(r.n);
       if (bucket === '#null') out.null += n;
       else if (!isVersionName(bucket)) out.unparseable += n;
@@ -171,27 +184,19 @@ export async function countBlindIndexes(db: Db, target: TargetConfig): Promise<B
 }
 
 export async function countVersions(db: Db, target: TargetConfig, keys?: CountKeys): Promise<ColumnCounts[]> {
-  const knex = db.knex;
   const field = new FieldCodec(fieldSpecOf(target));
-  const aliases = target.columns.map((_, i) => `b${i}`);
-  const select: Record<string, unknown> = {};
   const binary = await binaryColumns(db, target.table);
-  target.columns.forEach((c, i) => {
-    select[aliases[i]!] = binary.has(c)
-      ? db.adapter.binaryVersionBucket(db.knex, c, BINARY_MAGIC, BINARY_MIN_BYTES, field.spec.plaintext)
-      : db.adapter.versionBucket(db.knex, c, field.sqlPatterns);
-  });
-  let rows: Array<Record<string, unknown>>;
-  try {
-    // One scan per table: group by every column's bucket at once. The number of groups is bounded
-    // by the combinations of versions actually present, not by the row count.
-    rows = await knex(target.table)
-      .select(select as Record<string, string>)
-      .count({ n: '*' })
-      .groupByRaw(aliases.map((_, i) => String(i + 1)).join(', '));
-  } catch (err) {
-    throw translateDbError(err, db.endpoint, `count values in ${target.table} of`);
-  }
+  const rows = await countBuckets(
+    db,
+    target.table,
+    target.columns.map((c) =>
+      binary.has(c)
+        ? db.adapter.binaryVersionBucket(db.knex, c, BINARY_MAGIC, BINARY_MIN_BYTES, field.spec.plaintext)
+        : db.adapter.versionBucket(db.knex, c, field.sqlPatterns),
+    ),
+    `count values in ${target.table} of`,
+  );
+  const aliases = target.columns.map((_, i) => `b${i}`);
   const out = target.columns.map((column, i) => {
     const out: ColumnCounts = { table: target.table, column, counts: {}, null: 0, unparseable: 0, plaintext: 0, total: 0, unknownVersions: [] };
     if (field.fernet) out.fernet = { tokens: 0, keysTried: 0 };
@@ -240,7 +245,7 @@ async function countFernetTokens(db: Db, target: TargetConfig, field: FieldCodec
             c.counts[version] = (c.counts[version] ?? 0) + 1;
           } catch (err) {
             if (!(err instanceof CiphertextError)) throw err;
-            c.fernet!.keysTried += ring.size;
+            c.fernet!.keysTried += field.fernetKeyCount(ring);
             c.unparseable++;
           }
         }

@@ -8,6 +8,7 @@ import { translateDbError } from '../db/errors.js';
 import { ConfigError } from '../base/errors.js';
 import { keyColumns } from '../reencrypt/scan.js';
 import { templateColumns } from '../crypto/context.js';
+import { binaryColumns } from '../db/columns.js';
 
 function splitTable(name: string): { schema?: string; table: string } {
   const dot = name.indexOf('.');
@@ -46,6 +47,17 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
     }
     for (const [j, c] of t.columns.entries()) {
       if (!cols.has(c)) problems.push(`${file}: targets[${i}].columns[${j}]: table "${t.table}" has no column "${c}"`);
+    }
+    // Binary columns take the binary layout alone: not Fernet, row context or a blind index (yet).
+    const binary = await binaryColumns(db, t.table);
+    for (const [j, c] of t.columns.entries()) {
+      if (!binary.has(c)) continue;
+      const why = t.codec === 'fernet' || t.from?.codec === 'fernet' ? 'Fernet' : t.aad !== undefined || t.derive ? 'aad/derive' : null;
+      if (why) problems.push(`${file}: targets[${i}].columns[${j}]: "${c}" is a binary column, which does not take ${why}; make it its own target without it`);
+    }
+    for (const [j, b] of t.blindIndexes.entries()) {
+      if (binary.has(b.source))
+        problems.push(`${file}: targets[${i}].blindIndexes[${j}].source: "${b.source}" is a binary column; blind indexes are for text columns`);
     }
     for (const [key, template] of [
       ['aad', t.aad],

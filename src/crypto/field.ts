@@ -162,6 +162,13 @@ export class FieldCodec {
     return isBinaryWellFormed(value) && binaryVersionOf(value) === version;
   }
 
+  /** How many keys a Fernet token is tried against: what a token no key authenticates costs. */
+  fernetKeyCount(keys: ReadonlyMap<string, Buffer>): number {
+    let n = 0;
+    for (const v of keys.keys()) if (this.writesFernet(v)) n++;
+    return n;
+  }
+
   /** The keys a Fernet token may be under, newest first (MultiFernet order). */
   private fernetCandidates(keys: ReadonlyMap<string, Buffer>): Array<[string, Buffer]> {
     return [...keys].filter(([v]) => this.writesFernet(v)).sort(([a], [b]) => compareVersions(b, a));

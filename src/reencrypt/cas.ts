@@ -29,7 +29,7 @@ export async function compareAndSetBatch(
 ): Promise<number> {
   if (batch.pks.length === 0) return 0;
   // Columns holding bytes, for dialects that type the batch's values (PostgreSQL's bytea[]).
-  const n = batch.pks.length === 0 ? 0 : batch.next.length / columns.length;
+  const n = batch.next.length / columns.length;
   const binary = columns.map((_, c) => {
     for (let r = 0; r < n; r++) {
       const v = batch.next[r * columns.length + c];

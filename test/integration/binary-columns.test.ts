@@ -8,6 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/base/errors.js';
 import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey, promote } from '../../src/core/rotation/steps.js';
@@ -130,3 +131,24 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe('binary columns: what they do not take yet', () => {
+  const t = perTestDatabase('sqlite');
+
+  it('a binary column with aad, or as a blind index source, is a config error naming it, before anything runs', async () => {
+    const config = `targets:\n  - table: files\n    columns: [doc, note]\n    aad: "{table}:{id}"\n    blindIndexes:\n      - column: doc_bidx\n        source: doc\n${POLICY}`;
+    const { ctx } = await openWithKeyV1(t, config);
+    await ctx.db.knex.schema.createTable('files', (tb) => {
+      tb.increments('id').primary();
+      tb.binary('doc');
+      tb.text('note');
+      tb.text('doc_bidx');
+    });
+    const err = (await countVersions(ctx.db, ctx.config.targets[0]!)
+      .then(() => reencrypt(ctx, { dryRun: true }))
+      .catch((e: unknown) => e)) as ConfigError;
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.problems.join('\n')).toContain('targets[0].columns[0]: "doc" is a binary column, which does not take aad/derive');
+    expect(err.problems.join('\n')).toContain('targets[0].blindIndexes[0].source: "doc" is a binary column');
+  });
+});
