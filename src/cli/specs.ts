@@ -77,7 +77,11 @@ const generateFlags = (cmd: Command) =>
   cmd
     .option('--emergency', 'a key is compromised: mark it so, skip the waiting periods and the rollback window')
     .option('--compromised <version>', 'with --emergency: the compromised key (default: the current primary)')
-    .option('--reason <text>', 'why (required with --emergency; recorded in the audit)');
+    .option('--reason <text>', 'why (required with --emergency; recorded in the audit)')
+    .option(
+      '--break-glass',
+      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+    );
 
 export type GenerateOptions = OptionsOf<typeof generateFlags>;
 
@@ -85,7 +89,11 @@ const generate = defineCommand({
   name: 'generate',
   description: 'open a rotation: create the next key version and publish it decrypt-only',
   options: generateFlags,
-  examples: ['keyctl generate', 'keyctl generate --emergency --compromised v3 --reason "INC-1234: key in a log"'],
+  examples: [
+    'keyctl generate',
+    'keyctl generate --emergency --compromised v3 --reason "INC-1234: key in a log"',
+    'keyctl generate --emergency --break-glass --reason "INC-1234: approvers unreachable"   # approvals afterwards',
+  ],
   notes:
     'With a routine rotation open, --emergency naming its old key turns that rotation into an emergency one;\n' +
     'naming its new key is refused with the way forward (docs/rotation.md, "Emergency rotations").',
@@ -247,7 +255,13 @@ const restore = defineCommand({
 
 // ---- keyctl promote -----------------------------------------------------------------------------------
 const promoteFlags = (cmd: Command) =>
-  cmd.option('--force', 'promote after a sampled verify (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
+  cmd
+    .option('--force', 'promote after a sampled verify (needs --reason)')
+    .option('--reason <text>', 'why (recorded in the audit)')
+    .option(
+      '--break-glass',
+      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+    );
 
 export type PromoteOptions = OptionsOf<typeof promoteFlags>;
 
@@ -261,7 +275,13 @@ const promote = defineCommand({
 
 // ---- keyctl retire ------------------------------------------------------------------------------------
 const retireFlags = (cmd: Command) =>
-  cmd.option('--force', 'retire before the rollback window has passed (needs --reason)').option('--reason <text>', 'why (recorded in the audit)');
+  cmd
+    .option('--force', 'retire before the rollback window has passed (needs --reason)')
+    .option('--reason <text>', 'why (recorded in the audit)')
+    .option(
+      '--break-glass',
+      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+    );
 
 export type RetireOptions = OptionsOf<typeof retireFlags>;
 
@@ -275,7 +295,13 @@ const retire = defineCommand({
 
 // ---- keyctl rollback ----------------------------------------------------------------------------------
 const rollbackFlags = (cmd: Command) =>
-  cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)');
+  cmd
+    .option('--reason <text>', 'why (recorded in the audit)')
+    .option('--force', 'allow restoring a key marked compromised (needs --reason)')
+    .option(
+      '--break-glass',
+      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+    );
 
 export type RollbackOptions = OptionsOf<typeof rollbackFlags>;
 
@@ -397,6 +423,83 @@ const runbook = defineCommand({
   ],
 });
 
+// ---- keyctl approval ----------------------------------------------------------------------------------
+const parseRequestId = parseInteger('ID', { hint: 'a request number from `keyctl approval list`' });
+
+const approvalRequestFlags = (cmd: Command) =>
+  cmd
+    .addArgument(cmd.createArgument('<action>', 'the guarded action: generate, promote, retire or rollback'))
+    .option('--reason <text>', 'why (one line; part of the text the approvers sign)');
+const approvalShowFlags = (cmd: Command) =>
+  cmd
+    .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
+    .option('--canonical', 'print exactly the bytes to sign, nothing else');
+const approvalSignFlags = (cmd: Command) =>
+  cmd
+    .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
+    .requiredOption('--key <file>', "the approver's armored OpenPGP secret key (`gpg --armor --export-secret-keys ID > FILE`)")
+    .option('--passphrase-env <VAR>', "environment variable holding the secret key's passphrase");
+const approvalAddFlags = (cmd: Command) =>
+  cmd
+    .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
+    .requiredOption('--signature <file>', 'a detached OpenPGP signature of the canonical text (armored or binary)');
+const approvalListFlags = (cmd: Command) => cmd.option('--all', 'also consumed and expired requests (default: the newest 100 of every state)');
+
+export type ApprovalRequestOptions = OptionsOf<typeof approvalRequestFlags>;
+export type ApprovalShowOptions = OptionsOf<typeof approvalShowFlags>;
+export type ApprovalSignOptions = OptionsOf<typeof approvalSignFlags>;
+export type ApprovalAddOptions = OptionsOf<typeof approvalAddFlags>;
+export type ApprovalListOptions = OptionsOf<typeof approvalListFlags>;
+
+const approval = defineCommand({
+  name: 'approval',
+  description: 'the two-person rule: request, sign and inspect approvals for generate, promote, retire and rollback',
+  options: (cmd) => cmd,
+  examples: [
+    'keyctl approval request promote --reason "CHG-1234"',
+    "keyctl approval show 12 --canonical | gpg --detach-sign --armor > sig.asc   # on the approver's machine",
+    'keyctl approval add 12 --signature sig.asc',
+  ],
+  notes: 'docs/approvals.md: setting up approvers, the signing workflow, what auditors see.',
+  subcommands: [
+    defineCommand({
+      name: 'request',
+      description: 'create a request bound to the action, the rotation and its key versions; prints its id and the text to sign',
+      options: approvalRequestFlags,
+      examples: ['keyctl approval request promote --reason "CHG-1234"', 'keyctl approval request generate --json | jq -r .request.canonical'],
+      handler: async () => (await import('./commands/approval.js')).request,
+    }),
+    defineCommand({
+      name: 'show',
+      description: 'a request, its signatures and who still has to sign',
+      options: approvalShowFlags,
+      examples: ['keyctl approval show 12', 'keyctl approval show 12 --canonical > request-12.txt'],
+      handler: async () => (await import('./commands/approval.js')).show,
+    }),
+    defineCommand({
+      name: 'sign',
+      description: "sign a request with an approver's OpenPGP secret key file",
+      options: approvalSignFlags,
+      examples: ['keyctl approval sign 12 --key ~/secure/me.sec.asc --passphrase-env MY_PASSPHRASE'],
+      handler: async () => (await import('./commands/approval.js')).sign,
+    }),
+    defineCommand({
+      name: 'add',
+      description: "add a detached signature made elsewhere (gpg --detach-sign on the approver's machine)",
+      options: approvalAddFlags,
+      examples: ['keyctl approval add 12 --signature sig.asc'],
+      handler: async () => (await import('./commands/approval.js')).add,
+    }),
+    defineCommand({
+      name: 'list',
+      description: 'approval requests of the keyring, newest first, with their state',
+      options: approvalListFlags,
+      examples: ['keyctl approval list', 'keyctl approval list --json'],
+      handler: async () => (await import('./commands/approval.js')).list,
+    }),
+  ],
+});
+
 // ---- keyctl migrate -----------------------------------------------------------------------------------
 const migrateFlags = (cmd: Command) =>
   cmd.option('--unlock', 'first release a migration lock left by a keyctl that died while migrating (only when no other keyctl runs)');
@@ -454,6 +557,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   rollback,
   purge,
   audit,
+  approval,
   runbook,
   migrate,
   completion,

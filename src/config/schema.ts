@@ -262,6 +262,42 @@ export const BackupSchema = z.strictObject({
   recoverTestMaxAgeDays: z.number().positive().max(3650).default(35),
 });
 
+/** The actions a two-person rule can guard (docs/approvals.md). */
+export const APPROVAL_ACTIONS = ['generate', 'promote', 'retire', 'rollback'] as const;
+export type ApprovalAction = (typeof APPROVAL_ACTIONS)[number];
+
+const approverName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'an approver name of lowercase letters, digits, . _ and -');
+
+/**
+ * The two-person rule: which people may approve (each with an OpenPGP public key), how many
+ * distinct approvers' signatures each guarded action needs, and whether an emergency may act first
+ * and be approved after. Key files are read and checked when a command needs them (core/approvals).
+ */
+export const ApprovalsSchema = z
+  .strictObject({
+    approvers: z
+      .array(z.strictObject({ name: approverName, publicKey: z.string().min(1) }))
+      .min(1)
+      .refine((a) => new Set(a.map((x) => x.name)).size === a.length, { message: 'each approver name is listed once' }),
+    /** action → number of distinct approvers' signatures (0: no approval). */
+    require: z.partialRecord(z.enum(APPROVAL_ACTIONS), z.int().min(0).max(16)).default({}),
+    /** A request's signatures are valid this long after it was made. */
+    expiresHours: z.number().positive().max(8760).default(24),
+    /** Emergency actions may proceed with `--break-glass --reason` and be approved afterwards. */
+    breakGlass: z.boolean().default(false),
+  })
+  .superRefine((a, ctx) => {
+    for (const [action, n] of Object.entries(a.require)) {
+      if ((n ?? 0) > a.approvers.length)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['require', action],
+          message: `${action} needs ${n} distinct approvers but only ${a.approvers.length} are listed under approvals.approvers`,
+        });
+    }
+  });
+export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
+
 /**
  * A check of something outside keyctl (a database snapshot, a pg_dump) that runbook steps
  * `check: external` may run: declared here only, never in a runbook file, so a runbook cannot
@@ -290,6 +326,8 @@ export const ConfigSchema = z.strictObject({
     }),
   policy: PolicySchema.default(() => PolicySchema.parse({})),
   backup: BackupSchema.default(() => BackupSchema.parse({})),
+  /** The two-person rule (docs/approvals.md); absent: no approvals needed. */
+  approvals: ApprovalsSchema.optional(),
   /** A directory of your own runbooks (*.yaml), relative to this file; they may replace shipped ones by name. */
   runbooks: z.string().min(1).optional(),
   /** Named check commands runbook steps may run (`kind: check`, `check: external`, `external: NAME`). */

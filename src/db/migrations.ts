@@ -16,6 +16,8 @@ export const TABLES = {
   audit: 'rotation_audit',
   checkpoints: 'keyctl_reencrypt_checkpoints',
   auditHead: 'keyctl_audit_head',
+  approvals: 'keyctl_approval_requests',
+  approvalSignatures: 'keyctl_approval_signatures',
 } as const;
 
 interface Migration {
@@ -124,6 +126,44 @@ const MIGRATIONS: Migration[] = [
       await addColumnIfMissing(knex, TABLES.rotations, 'verify_scope', (t) => t.string('verify_scope', 16).nullable());
       await addColumnIfMissing(knex, TABLES.rotations, 'verify_outcome', (t) => t.string('verify_outcome', 16).nullable());
       await addColumnIfMissing(knex, TABLES.rotations, 'verified_at', (t) => t.datetime('verified_at', { precision: 3 }).nullable());
+    },
+  },
+  {
+    name: '0004_approvals',
+    async up(knex) {
+      // Two-person rule (docs/approvals.md). Nothing here is trusted by itself: every signature is
+      // verified again, over the canonical text rebuilt from these columns, when an action uses it.
+      await createIfMissing(knex, TABLES.approvals, (t) => {
+        t.bigIncrements('id').primary();
+        t.string('keyring', 64).notNullable();
+        t.string('action', 16).notNullable();
+        // The open rotation it is for, or NULL for a generate (then after_rotation: the keyring's latest rotation id, 0 for none).
+        t.bigInteger('rotation_id').nullable();
+        t.bigInteger('after_rotation').nullable();
+        t.string('from_version', 16).notNullable();
+        t.string('to_version', 16).notNullable();
+        t.string('nonce', 64).notNullable();
+        t.text('reason').nullable();
+        t.string('requested_by', 255).notNullable();
+        t.datetime('requested_at', { precision: 3 }).notNullable();
+        t.datetime('expires_at', { precision: 3 }).notNullable();
+        // A break-glass record: the action ran first (emergency); the signatures come afterwards.
+        t.boolean('break_glass').notNullable().defaultTo(false);
+        t.datetime('consumed_at', { precision: 3 }).nullable();
+        t.bigInteger('consumed_rotation').nullable();
+        t.index(['keyring', 'action'], 'keyctl_approvals_keyring_action');
+      });
+      await createIfMissing(knex, TABLES.approvalSignatures, (t) => {
+        t.bigIncrements('id').primary();
+        t.bigInteger('request_id').notNullable();
+        t.string('approver', 64).notNullable();
+        t.string('fingerprint', 64).notNullable();
+        t.text('signature').notNullable();
+        t.datetime('signed_at', { precision: 3 }).notNullable();
+        t.string('added_by', 255).notNullable();
+        t.datetime('added_at', { precision: 3 }).notNullable();
+        t.unique(['request_id', 'fingerprint'], { indexName: 'keyctl_approval_sigs_unique' });
+      });
     },
   },
 ];

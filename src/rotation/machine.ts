@@ -147,6 +147,11 @@ export interface GuardInput {
   remaining?: number;
   /** generate --emergency: the version named compromised. */
   compromised?: string;
+  /**
+   * The two-person rule (core/approvals): null when the policy needs no approval for the move;
+   * otherwise whether signatures (or a break glass) allow it, and if not, what is missing.
+   */
+  approval?: { ok: true } | { ok: false; reason: string; hint: string; details?: Record<string, unknown> } | null;
 }
 
 export type VerifyScope = 'full' | 'sample';
@@ -193,6 +198,16 @@ function notUnder(c: CountsSnapshot, version: string): number {
 }
 
 export const GUARDS = {
+  approvalsSigned: {
+    describe:
+      'when `approvals.require` names the action: an open approval request for exactly this action, rotation and key versions carries valid signatures of enough distinct approvers, none expired (emergency: `--break-glass --reason`, approved afterwards)',
+    forceable: false,
+    check: (_s, input) => {
+      if (input.approval === undefined) return { reason: 'the approval check did not run', hint: 'this is a bug in keyctl; please report it' };
+      if (input.approval === null || input.approval.ok) return null;
+      return { reason: input.approval.reason, hint: input.approval.hint, ...(input.approval.details ? { details: input.approval.details } : {}) };
+    },
+  },
   keystoreWritable: {
     describe: 'the keystore can be written (not the read-only env keystore)',
     forceable: false,
@@ -492,7 +507,7 @@ export const RULES: readonly Rule[] = [
     command: 'generate',
     from: ['none'],
     to: 'generating',
-    guards: ['keystoreWritable', 'compromisedIsPrimary'],
+    guards: ['keystoreWritable', 'compromisedIsPrimary', 'approvalsSigned'],
     effects: 'claims the keyring (unique `open_keyring`); with `--emergency` the rotation is an emergency one',
   },
   {
@@ -510,7 +525,7 @@ export const RULES: readonly Rule[] = [
     command: 'generate --emergency',
     from: ['generated', 'dual_key', 'reencrypting', 'reencrypted', 'verified', 'promoted'],
     to: 'same',
-    guards: ['notAlreadyEmergency', 'compromisedIsOldKey'],
+    guards: ['notAlreadyEmergency', 'compromisedIsOldKey', 'approvalsSigned'],
     effects:
       'the open routine rotation becomes an emergency rotation: its old key is flagged compromised, waits and the rollback window are skipped, rollback to it is refused',
   },
@@ -604,7 +619,7 @@ export const RULES: readonly Rule[] = [
     command: 'promote',
     from: ['verified'],
     to: 'promoted',
-    guards: ['fullVerifyPassed', 'nothingLeftUnderOtherVersions'],
+    guards: ['fullVerifyPassed', 'nothingLeftUnderOtherVersions', 'approvalsSigned'],
     needsCounts: true,
     effects: 'old key leaves the published keyring, archived; `rollback_deadline` = now + `rollbackWindowDays` (emergency: now)',
   },
@@ -614,7 +629,7 @@ export const RULES: readonly Rule[] = [
     command: 'retire',
     from: ['promoted'],
     to: 'retired',
-    guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion', 'remainingKeysReadEverything'],
+    guards: ['rollbackWindowElapsed', 'latestVerifyNotFailed', 'noValueUnderOldVersion', 'approvalsSigned', 'remainingKeysReadEverything'],
     needsCounts: true,
     effects:
       'old key retired: kept as `retired` in the archive for `retiredKeyRetentionDays` (then `keyctl purge`), or destroyed at once with retention 0 — after the decryption scan; kept for good under `retiredKeys: archive`',
@@ -625,7 +640,7 @@ export const RULES: readonly Rule[] = [
     command: 'rollback',
     from: ['generated'],
     to: 'rolled_back',
-    guards: ['emergencyNotAbandoned', 'remainingKeysReadEverything'],
+    guards: ['emergencyNotAbandoned', 'approvalsSigned', 'remainingKeysReadEverything'],
     effects: 'new key retired at once (nothing should have been written with it; the decryption scan checks)',
   },
   {
@@ -634,7 +649,7 @@ export const RULES: readonly Rule[] = [
     command: 'rollback',
     from: ['dual_key', 'reencrypting', 'reencrypted', 'verified', 'promoted'],
     to: 'rolling_back',
-    guards: ['oldKeyNotCompromised'],
+    guards: ['oldKeyNotCompromised', 'approvalsSigned'],
     effects: 'old key primary again (back out of the archive after promote), new key decrypt-only',
   },
 ];
@@ -715,10 +730,12 @@ export function preview(command: MachineCommand, s: Snapshot, input: GuardInput 
   }
   const r = candidates[0]!;
   if (r.needsCounts && !s.counts) return { rule: r, refusal: null };
-  // Guards over evidence gathered by the command itself (a scan, the backup check, the verify it runs, the pass it makes) are not previewed.
+  // Guards over evidence gathered by the command itself (a scan, the backup check, the verify it
+  // runs, the pass it makes, the signatures it checks) are not previewed; runbooks show approvals as their own step.
   return {
     rule: r,
-    refusal: evaluate(r, s, input, ['remainingKeysReadEverything', 'backupHoldsNewKey', 'verifyPassed', 'verifyWasFull', 'passLeftNothing']).refusal,
+    refusal: evaluate(r, s, input, ['remainingKeysReadEverything', 'backupHoldsNewKey', 'verifyPassed', 'verifyWasFull', 'passLeftNothing', 'approvalsSigned'])
+      .refusal,
   };
 }
 

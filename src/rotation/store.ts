@@ -340,7 +340,19 @@ export async function destructionRecorded(db: Db, keyring: string, version: stri
 // ── audit chain ────────────────────────────────────────────────────────────────────────────────
 
 /** What a row records. Phase moves use the machine's actions; the rest are operations around them. */
-export type AuditAction = MachineAction | 'register' | 'runbook-step' | 'backup' | 'recover-test' | 'restore' | 'init' | 'integrity' | 'purge';
+export type AuditAction =
+  | MachineAction
+  | 'register'
+  | 'runbook-step'
+  | 'backup'
+  | 'recover-test'
+  | 'restore'
+  | 'init'
+  | 'integrity'
+  | 'purge'
+  | 'approval-request'
+  | 'approval-sign'
+  | 'approval-consume';
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted' | 'skipped';
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['ok', 'refused', 'failed', 'interrupted', 'skipped'];
 
@@ -362,6 +374,9 @@ const AUDIT_ACTIONS: readonly AuditAction[] = [
   'init',
   'integrity',
   'purge',
+  'approval-request',
+  'approval-sign',
+  'approval-consume',
 ];
 
 function parseAction(v: string): AuditAction {

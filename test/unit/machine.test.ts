@@ -97,17 +97,19 @@ describe('the rotation machine', () => {
     const sampled = snap(rotation({ verifyScope: 'sample', verifyOutcome: 'passed' }));
     expect(evaluate(promote, sampled).refusal?.guard).toBe('fullVerifyPassed');
     expect(evaluate(promote, sampled, { force: true }).refusal?.guard).toBe('fullVerifyPassed');
-    expect(evaluate(promote, sampled, { force: true, reason: 'CHG-1' })).toEqual({ refusal: null, forced: ['fullVerifyPassed'] });
-    expect(evaluate(promote, snap(rotation({ verifyScope: 'full', verifyOutcome: 'passed' }))).refusal).toBeNull();
+    expect(evaluate(promote, sampled, { force: true, reason: 'CHG-1', approval: null })).toEqual({ refusal: null, forced: ['fullVerifyPassed'] });
+    expect(evaluate(promote, snap(rotation({ verifyScope: 'full', verifyOutcome: 'passed' })), { approval: null }).refusal).toBeNull();
     expect(evaluate(promote, snap(rotation({ verifyScope: 'full', verifyOutcome: 'failed' }))).refusal?.guard).toBe('fullVerifyPassed');
   });
 
   it('destroying a key needs a clean decryption scan, which --force does not bypass', () => {
     const retire = RULES.find((r) => r.id === 'retire')!;
     const s = snap(rotation({ phase: 'promoted', emergency: true, verifyScope: 'full', verifyOutcome: 'passed' }));
-    expect(evaluate(retire, s, { destructionScan: { failures: 1, checked: 9 }, force: true, reason: 'x' }).refusal?.guard).toBe('remainingKeysReadEverything');
-    expect(evaluate(retire, s, { force: true, reason: 'x' }).refusal?.guard).toBe('remainingKeysReadEverything');
-    expect(evaluate(retire, s, { destructionScan: null }).refusal).toBeNull();
+    expect(evaluate(retire, s, { destructionScan: { failures: 1, checked: 9 }, force: true, reason: 'x', approval: null }).refusal?.guard).toBe(
+      'remainingKeysReadEverything',
+    );
+    expect(evaluate(retire, s, { force: true, reason: 'x', approval: null }).refusal?.guard).toBe('remainingKeysReadEverything');
+    expect(evaluate(retire, s, { destructionScan: null, approval: null }).refusal).toBeNull();
   });
 
   it("an emergency naming the routine rotation's new key is refused with the way forward", () => {
@@ -115,7 +117,22 @@ describe('the rotation machine', () => {
     const promoted = snap(rotation({ phase: 'promoted' }));
     expect(evaluate(escalate, promoted, { compromised: 'v2' }).refusal?.hint).toContain('retire --force');
     expect(evaluate(escalate, snap(rotation({ phase: 'dual_key' })), { compromised: 'v2' }).refusal?.hint).toContain('keyctl rollback');
-    expect(evaluate(escalate, promoted, { compromised: 'v1' }).refusal).toBeNull();
+    expect(evaluate(escalate, promoted, { compromised: 'v1', approval: null }).refusal).toBeNull();
+  });
+
+  it('the two-person rule guards opening, escalating, promoting, retiring and rolling back; --force does not bypass it', () => {
+    const guarded = RULES.filter((r) => r.guards.includes('approvalsSigned')).map((r) => r.id);
+    expect(guarded.sort()).toEqual(['abandon', 'escalate', 'open', 'promote', 'retire', 'rollback']);
+    const promote = RULES.find((r) => r.id === 'promote')!;
+    const s = snap(rotation({ verifyScope: 'full', verifyOutcome: 'passed' }));
+    const missing = { ok: false as const, reason: 'promote of rotation #1 (v1 → v2) needs 2 signatures', hint: 'keyctl approval add 1 --signature sig.asc' };
+    expect(evaluate(promote, s, { approval: missing }).refusal).toMatchObject({ guard: 'approvalsSigned', reason: missing.reason, hint: missing.hint });
+    expect(evaluate(promote, s, { approval: missing, force: true, reason: 'x' }).refusal?.guard).toBe('approvalsSigned');
+    // A caller that never asked is refused, not waved through.
+    expect(evaluate(promote, s).refusal?.reason).toBe('the approval check did not run');
+    expect(evaluate(promote, s, { approval: { ok: true } }).refusal).toBeNull();
+    // Previews (status, runbook plans) show approvals as their own step, not as a refusal.
+    expect(preview('promote', { ...s, rotation: { ...s.rotation!, phase: 'verified' } }).refusal).toBeNull();
   });
 
   it('is the only place that lists phase names (no other source file names two phases on one line)', () => {

@@ -6,7 +6,7 @@ import type { GenerateOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: GenerateOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
-    const g = await generate(ctx, { emergency: Boolean(f.emergency), reason: f.reason, compromised: f.compromised });
+    const g = await generate(ctx, { emergency: Boolean(f.emergency), reason: f.reason, compromised: f.compromised, breakGlass: f.breakGlass });
     if (g.escalated) {
       return done(
         rt,

@@ -7,7 +7,7 @@ import type { PromoteOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: PromoteOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
-    const r = await promote(ctx, { force: f.force, reason: f.reason });
+    const r = await promote(ctx, { force: f.force, reason: f.reason, breakGlass: f.breakGlass });
     return done(
       rt,
       r,

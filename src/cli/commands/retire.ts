@@ -6,7 +6,7 @@ import type { RetireOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: RetireOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
-    const r = await retire(ctx, { force: f.force, reason: f.reason });
+    const r = await retire(ctx, { force: f.force, reason: f.reason, breakGlass: f.breakGlass });
     const destroyed = retiredMaterial(ctx) === 'destroyed';
     const until =
       ctx.config.policy.retiredKeys === 'destroy'

@@ -8,7 +8,7 @@
  * publishing the key but before registering it, running generate again finds that version in
  * the keystore and registers it instead of creating another.
  */
-import { fingerprint, generateKey, isVersionName, versionName, versionNumber } from '../../crypto/keys.js';
+import { fingerprint, generateKey, isVersionName } from '../../crypto/keys.js';
 import { nextStep, phasesFor, rule } from '../../rotation/machine.js';
 import { insertRotation, insertVersion, markCompromised, openRotation, RotationAlreadyOpen, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
@@ -17,12 +17,16 @@ import { checkGuards, refuse } from './guard.js';
 import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
+import { nextVersionName } from './material.js';
+import { approvalDetails, approvalFor, bindingFor, bindingOfRotation, consumeApproval } from '../approvals.js';
 
 export interface GenerateOptions {
   emergency: boolean;
   reason?: string | undefined;
   /** The key that is compromised (default: the current primary). */
   compromised?: string | undefined;
+  /** With --emergency: act now, collect the approvals afterwards (`approvals.breakGlass`). */
+  breakGlass?: boolean | undefined;
 }
 
 export interface GenerateResult {
@@ -73,30 +77,33 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
         details: { guard: 'phase' },
       });
     }
-    await checkGuards(ctx, 'escalate', s, input);
     const r = rotation;
+    const approval = await approvalFor(ctx, bindingOfRotation(r, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: true });
+    await checkGuards(ctx, 'escalate', s, { ...input, approval });
     const done = await transition(ctx, {
       rule: 'escalate',
       rotation: r,
       changes: { emergency: true, reason: opts.reason ?? null, compromisedVersion: r.oldVersion },
-      details: { emergency: true, reason: opts.reason ?? null, compromised: r.oldVersion },
+      details: { emergency: true, reason: opts.reason ?? null, compromised: r.oldVersion, ...approvalDetails(approval) },
       apply: (trx) => markCompromised(trx, keyring, r.oldVersion),
+      after: (trx, at) => consumeApproval(ctx, trx, approval, r.id, at),
     });
     await syncKeystore(ctx);
     const newV = state.versions.find((v) => v.version === r.newVersion);
     return { rotation: done, newVersion: r.newVersion, fingerprint: newV?.fingerprint ?? '', resumed: false, escalated: true };
   }
-  if (!rotation) await checkGuards(ctx, 'open', s, input);
+  if (opts.breakGlass && !opts.emergency)
+    throw new UsageError('--break-glass goes with --emergency', 'e.g. keyctl generate --emergency --break-glass --reason "INC-1234: …"');
+  // The two-person rule guards opening a rotation; resuming an interrupted generate was approved when it opened.
+  const approval = rotation
+    ? null
+    : await approvalFor(ctx, await bindingFor(ctx, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: opts.emergency });
+  if (!rotation) await checkGuards(ctx, 'open', s, { ...input, approval });
   else await checkGuards(ctx, 'generate', s, input);
 
   const published = (await keystore.read())!;
-  const archive = await keystore.readArchive(keyring);
-  const highest = Math.max(
-    ...state.versions.map((v) => versionNumber(v.version)),
-    ...[...published.doc.keys.keys(), ...archive.doc.keys.keys()].map(versionNumber),
-  );
   if (!rotation) {
-    const newVersion = versionName(highest + 1);
+    const newVersion = await nextVersionName(keystore, keyring, state.versions);
     try {
       rotation = await insertRotation(db, {
         keyring,
@@ -108,6 +115,12 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
         openedBy: ctx.actor,
         at: ctx.now(),
       });
+      if (approval) {
+        // Its own transaction: should keyctl die before it, the request still cannot be used again
+        // (it names the rotation before this one).
+        const opened = rotation;
+        await ctx.db.knex.transaction((trx) => consumeApproval(ctx, trx, approval, opened.id, ctx.now()));
+      }
     } catch (err) {
       if (!(err instanceof RotationAlreadyOpen)) throw err;
       const other = await openRotation(db, keyring);

@@ -15,6 +15,7 @@ import { scanWithoutKeys } from './decryption-scan.js';
 import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
+import { approvalDetails, approvalFor, bindingOfRotation, consumeApproval, type ApprovalAction, type ApprovalEvidence } from '../approvals.js';
 
 /**
  * What happens to a retired key's material at retire: destroyed only under `retiredKeys: destroy`
@@ -34,6 +35,13 @@ async function retireVersion(ctx: CoreContext, trx: Knex.Transaction, keyring: s
 export interface ForceOptions {
   force?: boolean | undefined;
   reason?: string | undefined;
+  /** Emergency rotations: act before the approvals, which are collected afterwards (needs `approvals.breakGlass`). */
+  breakGlass?: boolean | undefined;
+}
+
+/** The two-person rule's evidence for `action` on rotation `r` (null: the policy needs none). */
+function approvalOf(ctx: CoreContext, r: Rotation, action: ApprovalAction, opts: ForceOptions): Promise<ApprovalEvidence> {
+  return approvalFor(ctx, bindingOfRotation(r, action), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: r.emergency });
 }
 
 function checkForce(opts: ForceOptions): void {
@@ -83,7 +91,8 @@ export async function promote(ctx: CoreContext, opts: ForceOptions = {}): Promis
   const state = await prepare(ctx);
   const s = await snapshot(ctx, state, { counts: true });
   const r = await requireRotation(ctx, 'promote', s);
-  const forced = await checkGuards(ctx, 'promote', s, { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}) });
+  const approval = await approvalOf(ctx, r, 'promote', opts);
+  const forced = await checkGuards(ctx, 'promote', s, { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}), approval });
   const deadline = new Date(s.now.getTime() + (r.emergency ? 0 : ctx.config.policy.rollbackWindowDays * DAY_MS));
   const done = await transition(ctx, {
     rule: 'promote',
@@ -96,8 +105,10 @@ export async function promote(ctx: CoreContext, opts: ForceOptions = {}): Promis
       verify: { scope: r.verifyScope, outcome: r.verifyOutcome },
       forced,
       reason: opts.reason ?? null,
+      ...approvalDetails(approval),
     },
     apply: async (trx, at) => setVersionState(trx, ctx.db, r.keyring, r.oldVersion, 'archived', at),
+    after: (trx, at) => consumeApproval(ctx, trx, approval, r.id, at),
   });
   await syncKeystore(ctx);
   return done;
@@ -118,7 +129,8 @@ export async function retire(ctx: CoreContext, opts: ForceOptions): Promise<Rota
   const state = await prepare(ctx);
   const s = await snapshot(ctx, state, { counts: true });
   const r = await requireRotation(ctx, 'retire', s);
-  const force = { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}) };
+  const approval = await approvalOf(ctx, r, 'retire', opts);
+  const force = { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}), approval };
   // The cheap guards first; the decryption scan only when they pass.
   await checkGuards(ctx, 'retire', s, force, ['remainingKeysReadEverything']);
   const destructionScan = await scanWithout(ctx, r.oldVersion);
@@ -134,8 +146,10 @@ export async function retire(ctx: CoreContext, opts: ForceOptions): Promise<Rota
       reason: opts.reason ?? null,
       emergency: r.emergency,
       destructionScan,
+      ...approvalDetails(approval),
     },
     apply: (trx, at) => retireVersion(ctx, trx, r.keyring, r.oldVersion, at),
+    after: (trx, at) => consumeApproval(ctx, trx, approval, r.id, at),
   });
   await syncKeystore(ctx);
   return done;
@@ -150,8 +164,11 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
   // values (and writers that have not reloaded yet) may use it, so it stays readable until
   // reencrypt and verify have moved everything back.
   const id = rule('abandon').from.includes(r.phase) ? 'abandon' : 'rollback';
+  const approval = await approvalOf(ctx, r, 'rollback', opts);
+  const force = { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}), approval };
+  await checkGuards(ctx, id, s, force, ['remainingKeysReadEverything']);
   const destructionScan = id === 'abandon' ? await scanWithout(ctx, r.newVersion) : null;
-  const forced = await checkGuards(ctx, id, s, { force: Boolean(opts.force), ...(opts.reason ? { reason: opts.reason } : {}), destructionScan });
+  const forced = await checkGuards(ctx, id, s, { ...force, destructionScan });
   const old = state.versions.find((v) => v.version === r.oldVersion);
   const done = await transition(ctx, {
     rule: id,
@@ -163,7 +180,9 @@ export async function rollback(ctx: CoreContext, opts: ForceOptions): Promise<Ro
       forcedCompromised: forced.includes('oldKeyNotCompromised') || forced.includes('emergencyNotAbandoned'),
       compromised: Boolean(old?.compromised),
       from: r.phase,
+      ...approvalDetails(approval),
     },
+    after: (trx, at) => consumeApproval(ctx, trx, approval, r.id, at),
     // The verify evidence was about the forward direction.
     changes: { verify: null },
     apply: async (trx, at) => {

@@ -18,6 +18,8 @@ export interface TransitionSpec {
   rotation: Rotation;
   /** Registry (and other) changes made in the same transaction. */
   apply?: (trx: Knex.Transaction, at: Date) => Promise<void>;
+  /** Other records made in the same transaction after the move's audit row (an approval's consumption). */
+  after?: (trx: Knex.Transaction, at: Date) => Promise<void>;
   rowsAffected?: number | null;
   details?: Record<string, unknown>;
   /** Columns of the rotation row to change with the phase. */
@@ -84,6 +86,7 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
             at,
             trx,
           );
+          await spec.after?.(trx, at);
         }),
       {
         tries: 5,
