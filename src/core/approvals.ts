@@ -188,7 +188,7 @@ function checkReason(reason: string | undefined): string | null {
   const r = reason.trim();
   if (r === '') return null;
   // One line of printable text: the canonical text is line-based.
-  if (/[\u0000-\u001f\u007f]/.test(r)) throw new UsageError('--reason must be one line of text (no newlines or control characters)');
+  if ([...r].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f)) throw new UsageError('--reason must be one line of text (no newlines or control characters)');
   if (r.length > 500) throw new UsageError(`--reason is ${r.length} characters; keep it under 500 (a ticket number and a short sentence)`);
   return r;
 }

@@ -71,7 +71,7 @@ export async function request(rt: CliRuntime, f: ApprovalRequestOptions, args: s
         `request #${id}: ${describeBinding(r.request)}, needs ${r.required} distinct approver signature(s) before ${formatTime(r.request.expiresAt)}`,
         r.required === 0 ? `note: approvals.require does not guard ${r.request.action}; the request is recorded but not needed` : '',
         '',
-        'text to sign (`keyctl approval show ' + id + ' --canonical` prints exactly these bytes):',
+        `text to sign (\`keyctl approval show ${id} --canonical\` prints exactly these bytes):`,
         ...r.canonical
           .trimEnd()
           .split('\n')
