@@ -14,6 +14,7 @@ import type { KeyringDocument } from '../keystore/types.js';
 import { PHASE_INFO, secondsLeft } from '../rotation/machine.js';
 import { checkRegistry, latestAuditOf, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { verifyAudit } from './audit.js';
+import { describeBinding, pendingBreakGlass } from './approvals.js';
 import type { CoreContext } from './context.js';
 
 /** Every problem code, with what it means (for docs and `--help`-like listings). Append only. */
@@ -33,6 +34,7 @@ export const PROBLEM_CODES = {
   'registry-tampered': 'the key-version registry differs from what the audit chain last recorded (edited outside keyctl)',
   'audit-chain-broken': 'the audit hash chain does not verify (a row was edited, deleted or inserted outside keyctl)',
   'plaintext-values': 'a target with plaintext: encrypt still holds values that are not encrypted',
+  'break-glass-unapproved': 'break-glass action awaiting approval: an emergency step ran with --break-glass and lacks the signatures approvals.require asks for',
 } as const;
 
 export type ProblemCode = keyof typeof PROBLEM_CODES;
@@ -61,7 +63,30 @@ export async function checkHealth(ctx: CoreContext, input: HealthInput): Promise
     ...(await rotationAgeProblems(ctx, input.rotation)),
     ...(await backupProblems(ctx)),
     ...(await evidenceProblems(ctx).catch((err: unknown) => [unreadableEvidence(err)])),
+    ...(await breakGlassProblems(ctx)),
   ];
+}
+
+/** Emergency steps taken with --break-glass whose approvals have not come in afterwards. */
+async function breakGlassProblems(ctx: CoreContext): Promise<Problem[]> {
+  let pending: Awaited<ReturnType<typeof pendingBreakGlass>>;
+  try {
+    pending = await pendingBreakGlass(ctx);
+  } catch (err) {
+    // An approver's key file gone missing must not hide a break glass nobody approved.
+    return [
+      {
+        code: 'break-glass-unapproved',
+        message: `break-glass actions cannot be checked: ${(err as Error).message}`,
+        hint: 'fix approvals.approvers in keyctl.yaml (`keyctl approval list` shows the same error with every problem)',
+      },
+    ];
+  }
+  return pending.map((s) => ({
+    code: 'break-glass-unapproved',
+    message: `break-glass action awaiting approval: ${describeBinding(s.request)} ran ${formatTime(s.request.requestedAt)} by ${s.request.requestedBy} (request #${s.request.id}, ${s.valid.length} of ${s.required} signatures${s.valid.length > 0 ? `: ${s.valid.map((v) => v.approver).join(', ')}` : ''})`,
+    hint: `each of ${s.missing.join(', ')} signs it: \`keyctl approval show ${s.request.id} --canonical | gpg --detach-sign --armor > sig.asc\`, then \`keyctl approval add ${s.request.id} --signature sig.asc\``,
+  }));
 }
 
 /** Evidence that cannot even be read (a dropped audit table, say) is a broken chain, not a crash of the check. */

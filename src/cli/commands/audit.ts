@@ -46,7 +46,42 @@ function summary(r: Pick<AuditRow, 'details' | 'action'>, showInputs = false): s
   if (typeof d.material === 'string') parts.push(`key ${d.material}`);
   if (typeof d.seconds === 'number') parts.push(`${d.seconds.toFixed(1)} s`);
   if (typeof d.failures === 'number' && d.failures > 0) parts.push(`${formatCount(d.failures)} failed`);
+  if (r.action.startsWith('approval-') && typeof d.request === 'number') {
+    parts.push(`request #${d.request}${typeof d.for === 'string' ? ` for ${d.for}` : ''}${d.breakGlass === true ? ' (BREAK GLASS)' : ''}`);
+    if (typeof d.approver === 'string') parts.push(`signed by ${d.approver}${typeof d.fingerprint === 'string' ? ` (${d.fingerprint})` : ''}`);
+    if (Array.isArray(d.approvers) && d.approvers.length > 0) parts.push(`approved by ${d.approvers.map((a) => String((a as { name?: unknown }).name)).join(', ')}`);
+  }
   return parts.join('; ');
+}
+
+/**
+ * The approvals section of `audit --format markdown`: per rotation, every signature that authorised
+ * an action (approver, key fingerprint, signed at, the action), and break-glass actions with the
+ * signatures that came afterwards (or none yet).
+ */
+export function approvalsMarkdown(rows: readonly AuditRow[], esc: (s: string) => string): string[] {
+  const consumed = rows.filter((r) => r.action === 'approval-consume' && r.outcome === 'ok');
+  if (consumed.length === 0) return [];
+  const lines = ['', '### Approvals', '', '| rotation | action | request | approver | key fingerprint | signed at (UTC) | note |', '|---|---|---|---|---|---|---|'];
+  for (const c of consumed) {
+    const d = c.details ?? {};
+    const request = Number(d.request);
+    const action = String(d.for ?? '');
+    const rotation = c.rotationId === null ? '' : `#${c.rotationId}`;
+    const cell = (approver: string, fp: string, at: string, note: string) =>
+      `| ${[rotation, action, `#${request}`, approver, fp, at, note].map((x) => esc(printable(x))).join(' | ')} |`;
+    if (d.breakGlass === true) {
+      const after = rows.filter((r) => r.action === 'approval-sign' && r.outcome === 'ok' && r.details?.request === request);
+      const note = `break glass at ${formatIsoText(c.createdAt.toISOString())} by ${c.actor}: ${String(d.reason ?? '')}`;
+      if (after.length === 0) lines.push(cell('—', '—', '—', `${note}; AWAITING APPROVAL`));
+      for (const a of after) lines.push(cell(String(a.details?.approver ?? ''), String(a.details?.fingerprint ?? ''), formatIsoText(String(a.details?.signedAt)), `${note}; approved afterwards`));
+      continue;
+    }
+    for (const a of Array.isArray(d.approvers) ? (d.approvers as Array<Record<string, unknown>>) : []) {
+      lines.push(cell(String(a.name ?? ''), String(a.fingerprint ?? ''), formatIsoText(String(a.signedAt)), `authorised ${action} at ${formatIsoText(c.createdAt.toISOString())}`));
+    }
+  }
+  return lines;
 }
 
 /**
@@ -201,7 +236,14 @@ export async function run(rt: CliRuntime, f: AuditOptions): Promise<number> {
     });
     if (f.format === 'markdown') {
       const esc = (s: string) => s.replace(/\|/g, '\\|');
-      const md = [`## ${title}`, '', `| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...cells.map((r) => `| ${r.map(esc).join(' | ')} |`)];
+      const md = [
+        `## ${title}`,
+        '',
+        `| ${cols.join(' | ')} |`,
+        `|${cols.map(() => '---').join('|')}|`,
+        ...cells.map((r) => `| ${r.map(esc).join(' | ')} |`),
+        ...approvalsMarkdown(rows, esc),
+      ];
       rt.output.result({}, () => md.join('\n'));
       return ExitCode.OK;
     }
