@@ -103,8 +103,10 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
   }
 
   const result = ConfigSchema.safeParse(interpolated);
-  if (!result.success) {
-    const problems = result.error.issues.flatMap((issue) => formatIssue(issue, interpolated, label));
+  // Approvers' key files are checked with the rest, so one run lists every problem of the section.
+  const keyFileProblems = approverKeyFileProblems(interpolated, path.dirname(file), label);
+  if (!result.success || keyFileProblems.length > 0) {
+    const problems = [...(result.success ? [] : result.error.issues.flatMap((issue) => formatIssue(issue, interpolated, label))), ...keyFileProblems];
     throw new ConfigError(
       `${label} is not a valid keyctl configuration (${problems.length} problem${problems.length === 1 ? '' : 's'})`,
       problems,
@@ -123,6 +125,47 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
     }
   }
   return { ...result.data, file, baseDir, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/**
+ * What can be told of `approvals.approvers[].publicKey` without OpenPGP: a missing or unreadable
+ * file, one that holds no armored public key, two approvers with the same file or key text. (The
+ * keys themselves are parsed when a command needs them: core/approvals.)
+ */
+function approverKeyFileProblems(raw: unknown, baseDir: string, label: string): string[] {
+  const approvers = (raw as { approvals?: { approvers?: unknown } } | undefined)?.approvals?.approvers;
+  if (!Array.isArray(approvers)) return [];
+  const problems: string[] = [];
+  const seen = new Map<string, string>();
+  approvers.forEach((a: unknown, i) => {
+    const file = (a as { publicKey?: unknown } | null)?.publicKey;
+    const name = (a as { name?: unknown } | null)?.name;
+    if (typeof file !== 'string' || file === '') return;
+    const where = `${label}: approvals.approvers.${i}${typeof name === 'string' ? ` (${name})` : ''}: publicKey ${file}`;
+    let text: string;
+    try {
+      text = readFileSync(path.resolve(baseDir, file), 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      problems.push(`${where}: ${code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? (err as Error).message})`}`);
+      return;
+    }
+    if (text.includes('-----BEGIN PGP PRIVATE KEY BLOCK-----')) {
+      problems.push(
+        `${where}: holds a secret key; list only the public part (\`gpg --armor --export KEYID\`) and keep the secret key on the approver's machine`,
+      );
+      return;
+    }
+    if (!text.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----')) {
+      problems.push(`${where}: not an armored OpenPGP public key (export one with \`gpg --armor --export KEYID > FILE\`)`);
+      return;
+    }
+    const key = text.replace(/\s+/g, '');
+    const other = seen.get(key);
+    if (other !== undefined) problems.push(`${where}: the same key as ${other}; each approver needs a key of their own`);
+    else seen.set(key, `approvals.approvers.${i}${typeof name === 'string' ? ` (${name})` : ''}`);
+  });
+  return problems;
 }
 
 /**

@@ -280,7 +280,16 @@ export const ApprovalsSchema = z
       .min(1)
       .refine((a) => new Set(a.map((x) => x.name)).size === a.length, { message: 'each approver name is listed once' }),
     /** action → number of distinct approvers' signatures (0: no approval). */
-    require: z.partialRecord(z.enum(APPROVAL_ACTIONS), z.int().min(0).max(16)).default({}),
+    require: z
+      .record(z.string(), z.int().min(0).max(16))
+      .default({})
+      .superRefine((r, ctx) => {
+        for (const action of Object.keys(r)) {
+          if (!(APPROVAL_ACTIONS as readonly string[]).includes(action))
+            ctx.addIssue({ code: 'custom', path: [action], message: `unknown action "${action}" (approvals guard ${APPROVAL_ACTIONS.join(', ')})` });
+        }
+      })
+      .transform((r) => r as Partial<Record<ApprovalAction, number>>),
     /** A request's signatures are valid this long after it was made. */
     expiresHours: z.number().positive().max(8760).default(24),
     /** Emergency actions may proceed with `--break-glass --reason` and be approved afterwards. */

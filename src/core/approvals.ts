@@ -188,7 +188,8 @@ function checkReason(reason: string | undefined): string | null {
   const r = reason.trim();
   if (r === '') return null;
   // One line of printable text: the canonical text is line-based.
-  if ([...r].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f)) throw new UsageError('--reason must be one line of text (no newlines or control characters)');
+  if ([...r].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f))
+    throw new UsageError('--reason must be one line of text (no newlines or control characters)');
   if (r.length > 500) throw new UsageError(`--reason is ${r.length} characters; keep it under 500 (a ticket number and a short sentence)`);
   return r;
 }
@@ -381,7 +382,8 @@ async function checkSignature(
   );
   if (!check.ok) return { ok: false, reason: check.reason };
   const approver = policy.approvers.find((a) => a.key.fingerprint === check.fingerprint)!;
-  if (check.signedAt.getTime() > r.expiresAt.getTime())
+  // A break glass is approved afterwards, however long that takes; an ordinary request only until it expires.
+  if (!r.breakGlass && check.signedAt.getTime() > r.expiresAt.getTime())
     return { ok: false, reason: `signed ${check.signedAt.toISOString()}, after the request expired (${r.expiresAt.toISOString()})` };
   if (check.signedAt.getTime() < r.requestedAt.getTime() - CLOCK_SKEW_MS)
     return { ok: false, reason: `signed ${check.signedAt.toISOString()}, before the request was made (${r.requestedAt.toISOString()})` };
@@ -613,6 +615,42 @@ export type ApprovalEvidence =
   | { ok: true; kind: 'break-glass'; binding: Binding; reason: string; required: number }
   | { ok: false; reason: string; hint: string; details: Record<string, unknown> };
 
+/** The requests for exactly `binding` (newest first), and those of them still usable (not consumed, not expired). */
+async function candidatesFor(ctx: CoreContext, policy: ApprovalPolicy, binding: Binding): Promise<{ states: RequestState[]; usable: RequestState[] }> {
+  const rows: Record<string, unknown>[] = await ctx.db
+    .knex(TABLES.approvals)
+    .where({ keyring: binding.keyring, action: binding.action, break_glass: false })
+    .whereNull('consumed_at')
+    .orderBy('id', 'desc')
+    .limit(50);
+  const states = await requestStates(
+    ctx,
+    policy,
+    rows.map(toRequest).filter((r) => sameBinding(r, binding)),
+  );
+  return { states, usable: states.filter((s) => !s.consumed && !s.expired) };
+}
+
+/**
+ * For a runbook's approval step: the usable request for `action` as it would run now (the one with
+ * the most valid signatures), made when there is none.
+ */
+export async function requestToWaitFor(ctx: CoreContext, action: ApprovalAction, reason: string): Promise<RequestState> {
+  const policy = await requirePolicy(ctx);
+  const binding = await bindingFor(ctx, action);
+  const { usable } = await candidatesFor(ctx, policy, binding);
+  const best = usable.sort((a, b) => b.valid.length - a.valid.length || b.request.id - a.request.id)[0];
+  if (best) return best;
+  const made = await requestApproval(ctx, action, { reason });
+  return (await requestStates(ctx, policy, [made.request]))[0]!;
+}
+
+/** A request's state now (signatures re-verified). */
+export async function requestState(ctx: CoreContext, id: number): Promise<RequestState> {
+  const policy = await requirePolicy(ctx);
+  return (await requestStates(ctx, policy, [await getRequest(ctx, id)]))[0]!;
+}
+
 export interface ApprovalOptions {
   breakGlass?: boolean | undefined;
   reason?: string | undefined;
@@ -643,15 +681,7 @@ export async function approvalFor(ctx: CoreContext, binding: Binding, opts: Appr
     return { ok: true, kind: 'break-glass', binding, reason: checkReason(opts.reason)!, required };
   }
   if (!policy || required === 0) return null;
-  const rows: Record<string, unknown>[] = await ctx.db
-    .knex(TABLES.approvals)
-    .where({ keyring: binding.keyring, action: binding.action, break_glass: false })
-    .whereNull('consumed_at')
-    .orderBy('id', 'desc')
-    .limit(50);
-  const candidates = rows.map(toRequest).filter((r) => sameBinding(r, binding));
-  const states = await requestStates(ctx, policy, candidates);
-  const usable = states.filter((s) => !s.consumed && !s.expired);
+  const { states, usable } = await candidatesFor(ctx, policy, binding);
   const approved = usable.find((s) => s.valid.length >= required);
   if (approved) return { ok: true, kind: 'approved', state: approved };
   const what = describeBinding(binding);
@@ -662,7 +692,7 @@ export async function approvalFor(ctx: CoreContext, binding: Binding, opts: Appr
     return {
       ok: false,
       reason: `${what} needs the signatures of ${required} distinct approvers (of ${names}), and no open approval request is for it${expired ? ` (request #${expired.request.id} expired ${formatTime(expired.request.expiresAt)})` : ''}`,
-      hint: `request one: keyctl approval request ${binding.action} --reason "…"; then each approver signs it (docs/approvals.md)${opts.emergency && policy.config.breakGlass ? `; in an emergency that cannot wait: add --break-glass --reason "…" and collect the signatures afterwards` : ''}`,
+      hint: `request one: keyctl approval request ${binding.action} --reason "…"; then each approver signs it on their own machine, added with \`keyctl approval add ID --signature FILE\` (docs/approvals.md)${opts.emergency && policy.config.breakGlass ? `; in an emergency that cannot wait: add --break-glass --reason "…" and collect the signatures afterwards` : ''}`,
       details: { approval: { required, request: null, expired: expired?.request.id ?? null } },
     };
   }

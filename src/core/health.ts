@@ -34,7 +34,8 @@ export const PROBLEM_CODES = {
   'registry-tampered': 'the key-version registry differs from what the audit chain last recorded (edited outside keyctl)',
   'audit-chain-broken': 'the audit hash chain does not verify (a row was edited, deleted or inserted outside keyctl)',
   'plaintext-values': 'a target with plaintext: encrypt still holds values that are not encrypted',
-  'break-glass-unapproved': 'break-glass action awaiting approval: an emergency step ran with --break-glass and lacks the signatures approvals.require asks for',
+  'break-glass-unapproved':
+    'break-glass action awaiting approval: an emergency step ran with --break-glass and lacks the signatures approvals.require asks for',
 } as const;
 
 export type ProblemCode = keyof typeof PROBLEM_CODES;

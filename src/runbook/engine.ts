@@ -71,7 +71,11 @@ export interface RunbookProgress {
  * command step that is that command's `--dry-run`.
  */
 function preparesCommand(step: RunbookStep): boolean {
-  return Boolean(step.before) || (step.kind === 'command' && splitArgs(step.command).includes('--dry-run'));
+  return (
+    Boolean(step.before) ||
+    (step.kind === 'approval' && step.approval !== 'break-glass') ||
+    (step.kind === 'command' && splitArgs(step.command).includes('--dry-run'))
+  );
 }
 
 /**
@@ -87,6 +91,8 @@ function ownAction(step: RunbookStep): string | null {
 /** The rotation command a step runs (`generate --emergency` when it passes --emergency), or prepares with `before:`. */
 export function stepCommand(step: RunbookStep): MachineCommand | null {
   if (step.before) return step.before;
+  // An approval step comes before the action it approves.
+  if (step.kind === 'approval') return step.approval === 'break-glass' ? null : step.approval;
   if (step.kind !== 'command') return null;
   const argv = splitArgs(step.command);
   const first = argv[0] ?? '';

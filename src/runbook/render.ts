@@ -28,6 +28,10 @@ export function describeStep(step: RunbookStep): string {
       return `confirm${step.input ? `: ${step.input.prompt}` : ''}`;
     case 'wait':
       return `wait: ${step.wait === 'propagation' ? 'policy.minPropagationSeconds since the last phase change' : `${step.wait} s`}`;
+    case 'approval':
+      return step.approval === 'break-glass'
+        ? 'approval: the signatures owed for break-glass actions of this rotation'
+        : `approval: the approvers' signatures for ${step.approval} (approvals.require)`;
   }
 }
 

@@ -12,6 +12,15 @@
 import { RefusedError, UsageError } from '../base/errors.js';
 import { ExitCode } from '../base/exit-codes.js';
 import type { CoreContext } from '../core/context.js';
+import {
+  describeBinding,
+  pendingBreakGlass,
+  requestState,
+  requestToWaitFor,
+  signingCommands,
+  type ApprovalAction,
+  type RequestState,
+} from '../core/approvals.js';
 import { nextStep } from '../rotation/machine.js';
 import { latestRotation, listAudit, openRotation } from '../rotation/store.js';
 import { formatTime } from '../ui/format.js';
@@ -33,7 +42,7 @@ import {
   type StepOutcome,
 } from './engine.js';
 import { describeStep, incidentMarkdown, incidentText, planLines, wrap } from './render.js';
-import type { Runbook, RunbookStep } from './schema.js';
+import { forApprovalPolicy, type Runbook, type RunbookStep } from './schema.js';
 
 export type SummaryFormat = 'text' | 'markdown';
 
@@ -108,8 +117,9 @@ export interface RanStep {
 }
 
 /** `--dry-run`: the plan with each remaining step's command and the guard that would refuse it now. Writes nothing. */
-export async function showPlan(view: RunbookView, runbook: Runbook, sets: Record<string, string>): Promise<void> {
+export async function showPlan(view: RunbookView, asWritten: Runbook, sets: Record<string, string>): Promise<void> {
   const { ctx, output } = view;
+  const runbook = forApprovalPolicy(asWritten, ctx.config.approvals);
   const progress = await runbookProgress(ctx, runbook);
   const known = { ...(await previousInputs(ctx, runbook)), ...sets };
   const previews = await previewSteps(ctx, progress, known);
@@ -153,8 +163,9 @@ function resuming(p: RunbookProgress): boolean {
 }
 
 /** Run `runbook` from the first step not done for the current rotation; `sets` are inputs given up front. */
-export async function runRunbook(io: RunnerIO, runbook: Runbook, sets: Record<string, string>): Promise<RunResult> {
+export async function runRunbook(io: RunnerIO, asWritten: Runbook, sets: Record<string, string>): Promise<RunResult> {
   const { ctx, output, asker } = io;
+  const runbook = forApprovalPolicy(asWritten, ctx.config.approvals);
   const c = output.out;
   const out = (line = '') => output.info(line);
   const width = () => Math.min(io.columns() || 100, 100) - 4;
@@ -407,7 +418,91 @@ async function runStep(io: RunnerIO, step: RunbookStep, inputs: Record<string, s
         details: { waitedSeconds: seconds },
       };
     }
+    case 'approval':
+      return step.approval === 'break-glass' ? breakGlassStep(io, step, p) : approvalStep(io, step, step.approval);
   }
+}
+
+type ApprovalStep = Extract<RunbookStep, { kind: 'approval' }>;
+
+/** What is still missing on a request, and the commands that add it. */
+function missingLines(s: RequestState): string[] {
+  const have = s.valid.length > 0 ? ` (${s.valid.map((v) => v.approver).join(', ')})` : '';
+  return [
+    `request #${s.request.id}, ${describeBinding(s.request)}: ${s.valid.length} of ${s.required} signatures${have}; still to sign: ${s.missing.join(', ')}`,
+    ...s.rejected.map((r) => `not counted: ${r.approver}: ${r.reason}`),
+    ...signingCommands(s.request.id),
+  ];
+}
+
+/**
+ * Wait, re-checking every `pollSeconds`, until `check` says enough; the live line counts down to the
+ * next check. Ctrl-C aborts (the runner records it; running the runbook again resumes here).
+ */
+async function waitForSignatures(io: RunnerIO, step: ApprovalStep, check: () => Promise<{ done: boolean; line: string; lines: string[] }>): Promise<string> {
+  let shown = '';
+  for (;;) {
+    const state = await check();
+    if (state.done) return state.line;
+    // What is missing and how to add it, printed again only when it changes (a signature came in).
+    const text = state.lines.join('\n');
+    if (text !== shown) {
+      for (const line of state.lines) io.output.info(`  ${line}`);
+      shown = text;
+    }
+    const progress = await io.progress(`waiting for approvals: ${state.line}`);
+    try {
+      for (let left = step.pollSeconds; left > 0; left--) {
+        progress.update(`waiting for approvals: ${state.line}; checking again in ${left} s (Ctrl-C aborts; the runbook resumes here)`);
+        await io.sleep(1000, io.signal);
+      }
+    } finally {
+      progress.stop();
+    }
+  }
+}
+
+async function approvalStep(io: RunnerIO, step: ApprovalStep, action: ApprovalAction): Promise<StepResult> {
+  const first = await requestToWaitFor(io.ctx, action, `keyctl runbook, step ${step.id}`);
+  const id = first.request.id;
+  let last: RequestState | null = null;
+  const line = await waitForSignatures(io, step, async () => {
+    last = last === null ? first : await requestState(io.ctx, id);
+    if (last.status === 'expired' || last.status === 'consumed')
+      throw new RefusedError(`approval request #${id} is ${last.status} before it was approved`, `run the runbook again: it makes a new request`);
+    const done = last.valid.length >= last.required;
+    return {
+      done,
+      line: done
+        ? `request #${id} approved by ${last.valid.map((v) => v.approver).join(', ')}`
+        : `${last.valid.length} of ${last.required} signatures on request #${id}`,
+      lines: missingLines(last),
+    };
+  });
+  return {
+    ok: true,
+    exitCode: ExitCode.OK,
+    detail: line,
+    details: {
+      request: id,
+      approvers: (last ?? first).valid.map((v) => ({ name: v.approver, fingerprint: v.fingerprint, signedAt: v.signedAt.toISOString() })),
+    },
+  };
+}
+
+async function breakGlassStep(io: RunnerIO, step: ApprovalStep, p: RunbookProgress): Promise<StepResult> {
+  const rotation = p.rotation?.id ?? null;
+  const owed = async () => (await pendingBreakGlass(io.ctx)).filter((s) => rotation === null || s.request.rotationId === rotation);
+  const line = await waitForSignatures(io, step, async () => {
+    const pending = await owed();
+    if (pending.length === 0) return { done: true, line: 'no break-glass action awaits approval', lines: [] };
+    return {
+      done: false,
+      line: `${pending.length} break-glass action(s) await approval (request${pending.length === 1 ? '' : 's'} ${pending.map((s) => `#${s.request.id}`).join(', ')})`,
+      lines: pending.flatMap(missingLines),
+    };
+  });
+  return { ok: true, exitCode: ExitCode.OK, detail: line, details: {} };
 }
 
 async function countdown(io: RunnerIO, seconds: number): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * The runbook file format (docs/runbooks.md): a list of steps, each an automatic `check`, a keyctl
- * `command`, a `confirm` for a human action keyctl cannot do, or a `wait`. Parsing reports every
+ * `command`, a `confirm` for a human action keyctl cannot do, a `wait`, or an `approval` (the
+ * two-person rule's signatures). Parsing reports every
  * problem at once, each naming the file, the step (number and id) and what is wrong.
  */
 import { readFileSync } from 'node:fs';
@@ -8,6 +9,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../base/errors.js';
+import type { ApprovalsConfig } from '../config/schema.js';
 import { MACHINE_COMMANDS, PHASES } from '../rotation/machine.js';
 
 /** keyctl commands a runbook may run (not `runbook` itself, not `init`). */
@@ -107,7 +109,23 @@ const WaitStep = z.strictObject({
   wait: z.union([z.literal('propagation'), z.number().int().positive()]),
 });
 
-const Step = z.discriminatedUnion('kind', [CheckStep, CommandStep, ConfirmStep, WaitStep]);
+/** The approvals a step can wait for: a guarded action's, or the break-glass actions of the rotation (signed afterwards). */
+export const APPROVAL_STEP_ACTIONS = ['generate', 'promote', 'retire', 'rollback', 'break-glass'] as const;
+
+const ApprovalStep = z.strictObject({
+  ...common,
+  kind: z.literal('approval'),
+  /**
+   * Gathers the signatures the two-person rule (keyctl.yaml `approvals:`) asks for: makes the
+   * request when none is open, shows who still has to sign and how, and re-checks until they have.
+   * Left out of the run when the policy does not guard the action (or allows no break glass).
+   */
+  approval: z.enum(APPROVAL_STEP_ACTIONS),
+  /** How often to re-check while waiting (default 5 s). */
+  pollSeconds: z.number().int().positive().max(3600).default(5),
+});
+
+const Step = z.discriminatedUnion('kind', [CheckStep, CommandStep, ConfirmStep, WaitStep, ApprovalStep]);
 export type RunbookStep = z.infer<typeof Step>;
 
 const Input = z.strictObject({
@@ -134,7 +152,7 @@ const RunbookSchema = z.strictObject({
 
 export type Runbook = z.infer<typeof RunbookSchema> & { file: string };
 
-const KINDS = ['check', 'command', 'confirm', 'wait'];
+const KINDS = ['check', 'command', 'confirm', 'wait', 'approval'];
 
 /** Parse and validate one runbook file; throws ConfigError listing every problem. */
 export function parseRunbook(text: string, file: string): Runbook {
@@ -245,4 +263,18 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, label: string): st
     default:
       return `${where}: ${field}${issue.message}`;
   }
+}
+
+/**
+ * The runbook as it runs under this config: approval steps the policy does not ask for are left out
+ * (an action `approvals.require` does not guard; break-glass approvals without `breakGlass: true`).
+ */
+export function forApprovalPolicy(runbook: Runbook, approvals: ApprovalsConfig | undefined): Runbook {
+  const needed = (step: RunbookStep): boolean => {
+    if (step.kind !== 'approval') return true;
+    if (!approvals) return false;
+    if (step.approval === 'break-glass') return approvals.breakGlass && Object.values(approvals.require).some((n) => (n ?? 0) > 0);
+    return (approvals.require[step.approval] ?? 0) > 0;
+  };
+  return runbook.steps.every(needed) ? runbook : { ...runbook, steps: runbook.steps.filter(needed) };
 }

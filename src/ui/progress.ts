@@ -18,9 +18,13 @@ export async function startProgress(output: Output, first: string, intervalMs = 
   // A terminal that reports no width (e.g. a pty without a window size) cannot host a one-line
   // spinner: ora would keep clearing lines it thinks the text wrapped onto. Use plain lines there.
   const terminal = output.terminal;
-  const columns = terminal?.columns() ?? 0;
-  if (output.interactive && terminal && columns > 0) {
+  const reported = terminal?.columns() ?? 0;
+  if (output.interactive && terminal && reported > 0) {
     const { default: ora } = await import('ora');
+    // ora counts the text's lines against its stream's width (80 when the stream does not say),
+    // with two columns on each side for the spinner: a text it counts as two lines makes every
+    // redraw climb one line up the screen, wiping what was printed above it.
+    const columns = Math.min(reported, (terminal.stream as { columns?: number }).columns ?? 80) - 2;
     // Keep the text on one line so the spinner redraws in place.
     const fit = (t: string) => (t.length > columns - 3 ? `${t.slice(0, Math.max(0, columns - 4))}…` : t);
     const spinner = ora({ text: fit(first), stream: terminal.stream, discardStdin: false }).start();

@@ -49,7 +49,8 @@ function summary(r: Pick<AuditRow, 'details' | 'action'>, showInputs = false): s
   if (r.action.startsWith('approval-') && typeof d.request === 'number') {
     parts.push(`request #${d.request}${typeof d.for === 'string' ? ` for ${d.for}` : ''}${d.breakGlass === true ? ' (BREAK GLASS)' : ''}`);
     if (typeof d.approver === 'string') parts.push(`signed by ${d.approver}${typeof d.fingerprint === 'string' ? ` (${d.fingerprint})` : ''}`);
-    if (Array.isArray(d.approvers) && d.approvers.length > 0) parts.push(`approved by ${d.approvers.map((a) => String((a as { name?: unknown }).name)).join(', ')}`);
+    if (Array.isArray(d.approvers) && d.approvers.length > 0)
+      parts.push(`approved by ${d.approvers.map((a) => String((a as { name?: unknown }).name)).join(', ')}`);
   }
   return parts.join('; ');
 }
@@ -62,7 +63,13 @@ function summary(r: Pick<AuditRow, 'details' | 'action'>, showInputs = false): s
 export function approvalsMarkdown(rows: readonly AuditRow[], esc: (s: string) => string): string[] {
   const consumed = rows.filter((r) => r.action === 'approval-consume' && r.outcome === 'ok');
   if (consumed.length === 0) return [];
-  const lines = ['', '### Approvals', '', '| rotation | action | request | approver | key fingerprint | signed at (UTC) | note |', '|---|---|---|---|---|---|---|'];
+  const lines = [
+    '',
+    '### Approvals',
+    '',
+    '| rotation | action | request | approver | key fingerprint | signed at (UTC) | note |',
+    '|---|---|---|---|---|---|---|',
+  ];
   for (const c of consumed) {
     const d = c.details ?? {};
     const request = Number(d.request);
@@ -74,11 +81,26 @@ export function approvalsMarkdown(rows: readonly AuditRow[], esc: (s: string) =>
       const after = rows.filter((r) => r.action === 'approval-sign' && r.outcome === 'ok' && r.details?.request === request);
       const note = `break glass at ${formatIsoText(c.createdAt.toISOString())} by ${c.actor}: ${String(d.reason ?? '')}`;
       if (after.length === 0) lines.push(cell('—', '—', '—', `${note}; AWAITING APPROVAL`));
-      for (const a of after) lines.push(cell(String(a.details?.approver ?? ''), String(a.details?.fingerprint ?? ''), formatIsoText(String(a.details?.signedAt)), `${note}; approved afterwards`));
+      for (const a of after)
+        lines.push(
+          cell(
+            String(a.details?.approver ?? ''),
+            String(a.details?.fingerprint ?? ''),
+            formatIsoText(String(a.details?.signedAt)),
+            `${note}; approved afterwards`,
+          ),
+        );
       continue;
     }
     for (const a of Array.isArray(d.approvers) ? (d.approvers as Array<Record<string, unknown>>) : []) {
-      lines.push(cell(String(a.name ?? ''), String(a.fingerprint ?? ''), formatIsoText(String(a.signedAt)), `authorised ${action} at ${formatIsoText(c.createdAt.toISOString())}`));
+      lines.push(
+        cell(
+          String(a.name ?? ''),
+          String(a.fingerprint ?? ''),
+          formatIsoText(String(a.signedAt)),
+          `authorised ${action} at ${formatIsoText(c.createdAt.toISOString())}`,
+        ),
+      );
     }
   }
   return lines;
