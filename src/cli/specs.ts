@@ -457,10 +457,12 @@ const approval = defineCommand({
   options: (cmd) => cmd,
   examples: [
     'keyctl approval request promote --reason "CHG-1234"',
-    "keyctl approval show 12 --canonical | gpg --detach-sign --armor > sig.asc   # on the approver's machine",
+    'keyctl approval show 12 --canonical > request-12.txt',
     'keyctl approval add 12 --signature sig.asc',
   ],
-  notes: 'docs/approvals.md: setting up approvers, the signing workflow, what auditors see.',
+  notes:
+    'Each approver signs request-12.txt on their own machine (gpg --detach-sign --armor request-12.txt) and sends back\n' +
+    'the .asc file; no secret key needs to reach this host. docs/approvals.md: approvers, the workflow, what auditors see.',
   subcommands: [
     defineCommand({
       name: 'request',
