@@ -443,7 +443,7 @@ const approvalAddFlags = (cmd: Command) =>
   cmd
     .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
     .requiredOption('--signature <file>', 'a detached OpenPGP signature of the canonical text (armored or binary)');
-const approvalListFlags = (cmd: Command) => cmd.option('--all', 'also consumed and expired requests (default: the newest 100 of every state)');
+const approvalListFlags = (cmd: Command) => cmd.option('--all', 'every request of the keyring (default: the newest 100, in every state)');
 
 export type ApprovalRequestOptions = OptionsOf<typeof approvalRequestFlags>;
 export type ApprovalShowOptions = OptionsOf<typeof approvalShowFlags>;

@@ -115,7 +115,7 @@ export function describeBinding(b: Binding): string {
 }
 
 /**
- * The exact bytes approvers sign: every field that binds the request, one per line, ASCII, LF
+ * The exact bytes approvers sign: every field that binds the request, one per line, UTF-8, LF
  * line ends. `keyctl approval show ID --canonical` prints it; it is rebuilt from the stored
  * columns whenever a signature is checked, so changing any of them voids every signature.
  */
@@ -474,8 +474,9 @@ export async function listRequests(ctx: CoreContext, opts: { limit?: number } = 
 /** The commands that add a missing approver's signature to request `id`. */
 export function signingCommands(id: number): string[] {
   return [
-    `on the approver's own machine: keyctl approval show ${id} --canonical | gpg --detach-sign --armor > sig-${id}.asc`,
-    `then, here: keyctl approval add ${id} --signature sig-${id}.asc`,
+    `send each approver the text: keyctl approval show ${id} --canonical > request-${id}.txt`,
+    `the approver, on their own machine: gpg --detach-sign --armor request-${id}.txt   (sends back request-${id}.txt.asc)`,
+    `then, here: keyctl approval add ${id} --signature request-${id}.txt.asc`,
     `(or, with the secret key file at hand: keyctl approval sign ${id} --key SECRET_KEY_FILE --passphrase-env VAR)`,
   ];
 }
@@ -498,8 +499,9 @@ export async function addSignature(ctx: CoreContext, id: number, signature: stri
   const request = await getRequest(ctx, id);
   const [before] = await requestStates(ctx, policy, [request]);
   const armored = typeof signature === 'string' ? signature : await armorSignature(signature);
-  const refuseSign = async (reason: string, hint: string, approver: string | null = null): Promise<never> => {
-    await appendAudit(
+  // Every attempt is an `approval-sign` row, on the rotation the request is for.
+  const signRow = (outcome: 'ok' | 'refused', details: Record<string, unknown>, at: Date, trx?: Knex.Transaction) =>
+    appendAudit(
       ctx.db,
       {
         rotationId: request.rotationId ?? request.consumedRotation,
@@ -508,11 +510,14 @@ export async function addSignature(ctx: CoreContext, id: number, signature: stri
         actor: ctx.actor,
         oldVersion: request.fromVersion,
         newVersion: request.toVersion,
-        outcome: 'refused',
-        details: { request: id, approver, reason, via },
+        outcome,
+        details: { request: id, ...details, via },
       },
-      ctx.now(),
+      at,
+      trx,
     );
+  const refuseSign = async (reason: string, hint: string, approver: string | null = null): Promise<never> => {
+    await signRow('refused', { approver, reason }, ctx.now());
     throw new RefusedError(`signature not added to request #${id}: ${reason}`, hint);
   };
   if (before!.consumed && !request.breakGlass)
@@ -549,25 +554,14 @@ export async function addSignature(ctx: CoreContext, id: number, signature: stri
         added_by: ctx.actor,
         added_at: ctx.db.adapter.toDbTime(at),
       });
-      await appendAudit(
-        ctx.db,
+      await signRow(
+        'ok',
         {
-          rotationId: request.rotationId ?? request.consumedRotation,
-          keyring: request.keyring,
-          action: 'approval-sign',
-          actor: ctx.actor,
-          oldVersion: request.fromVersion,
-          newVersion: request.toVersion,
-          outcome: 'ok',
-          details: {
-            request: id,
-            for: request.action,
-            approver: approval.approver,
-            fingerprint: approval.fingerprint,
-            signedAt: approval.signedAt.toISOString(),
-            breakGlass: request.breakGlass,
-            via,
-          },
+          for: request.action,
+          approver: approval.approver,
+          fingerprint: approval.fingerprint,
+          signedAt: approval.signedAt.toISOString(),
+          breakGlass: request.breakGlass,
         },
         at,
         trx,
@@ -767,6 +761,15 @@ export async function consumeApproval(ctx: CoreContext, trx: Knex.Transaction, e
     at,
     trx,
   );
+}
+
+/** Whether opening rotation `id` consumed an approval (or broke the glass): its `approval-consume` audit row. */
+export async function openingApproved(ctx: CoreContext, id: number): Promise<boolean> {
+  const rows: Array<{ details: unknown }> = await ctx.db
+    .knex(TABLES.audit)
+    .where({ keyring: ctx.config.keyring, action: 'approval-consume', outcome: 'ok', rotation_id: id })
+    .select('details');
+  return rows.some((r) => (JSON.parse(String(r.details ?? '{}')) as { for?: unknown }).for === 'generate');
 }
 
 /** Break-glass actions of the keyring still short of their signatures (status --check). */

@@ -74,7 +74,7 @@ async function breakGlassProblems(ctx: CoreContext): Promise<Problem[]> {
   try {
     pending = await pendingBreakGlass(ctx);
   } catch (err) {
-    // An approver's key file gone missing must not hide a break glass nobody approved.
+    // An approver's key that no longer parses must not hide a break glass nobody approved.
     return [
       {
         code: 'break-glass-unapproved',
@@ -86,7 +86,7 @@ async function breakGlassProblems(ctx: CoreContext): Promise<Problem[]> {
   return pending.map((s) => ({
     code: 'break-glass-unapproved',
     message: `break-glass action awaiting approval: ${describeBinding(s.request)} ran ${formatTime(s.request.requestedAt)} by ${s.request.requestedBy} (request #${s.request.id}, ${s.valid.length} of ${s.required} signatures${s.valid.length > 0 ? `: ${s.valid.map((v) => v.approver).join(', ')}` : ''})`,
-    hint: `each of ${s.missing.join(', ')} signs it: \`keyctl approval show ${s.request.id} --canonical | gpg --detach-sign --armor > sig.asc\`, then \`keyctl approval add ${s.request.id} --signature sig.asc\``,
+    hint: `each of ${s.missing.join(', ')} signs the text of \`keyctl approval show ${s.request.id} --canonical\` on their own machine (\`gpg --detach-sign --armor\`); add each signature with \`keyctl approval add ${s.request.id} --signature FILE\``,
   }));
 }
 

@@ -200,7 +200,7 @@ function notUnder(c: CountsSnapshot, version: string): number {
 export const GUARDS = {
   approvalsSigned: {
     describe:
-      'when `approvals.require` names the action: an open approval request for exactly this action, rotation and key versions carries valid signatures of enough distinct approvers, none expired (emergency: `--break-glass --reason`, approved afterwards)',
+      'when `approvals.require` names the action: an open approval request for exactly this action, rotation and key versions carries valid signatures of enough distinct approvers, none expired (emergency: `--break-glass --reason`, approved afterwards); resuming an interrupted generate needs none when its opening consumed one',
     forceable: false,
     check: (_s, input) => {
       if (input.approval === undefined) return { reason: 'the approval check did not run', hint: 'this is a bug in keyctl; please report it' };
@@ -516,7 +516,7 @@ export const RULES: readonly Rule[] = [
     command: 'generate',
     from: ['generating'],
     to: 'generated',
-    guards: ['keystoreWritable'],
+    guards: ['keystoreWritable', 'approvalsSigned'],
     effects: 'new key added to the published keyring as decrypt-only, then registered `decrypt-only`; emergency: the compromised key is flagged',
   },
   {

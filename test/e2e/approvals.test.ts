@@ -213,7 +213,8 @@ describe('the approvalsSigned guard', () => {
     const unsigned = await run(dir, 'generate');
     expect(unsigned.code).toBe(ExitCode.REFUSED);
     expect(unsigned.stderr).toContain(`request #${id} has 0; still missing: 2 of security-officer, dba-oncall`);
-    expect(unsigned.stderr).toContain(`keyctl approval show ${id} --canonical | gpg --detach-sign --armor`);
+    expect(unsigned.stderr).toContain(`keyctl approval show ${id} --canonical > request-${id}.txt`);
+    expect(unsigned.stderr).toContain(`gpg --detach-sign --armor request-${id}.txt`);
     expect(unsigned.stderr).toContain(`keyctl approval add ${id} --signature`);
     expect(await rotations(dir)).toEqual([]);
 
@@ -468,6 +469,36 @@ describe('rows edited in the database do not make an approval', () => {
     expect((await show(dir, p)).status).toBe('approved');
     ok(await child(dir, 'promote'), 'promote with the restored request');
     expect((await auditOf(dir)).filter((e) => e.action === 'approval-consume').at(-1)!.details).toMatchObject({ request: p, for: 'promote' });
+  });
+});
+
+describe('a rotation row written by hand does not open a rotation without approval', () => {
+  it("5c. an INSERTed rotation in phase generating: generate's resume is refused until that rotation is approved", async () => {
+    const dir = await project();
+    const now = new Date().toISOString();
+    await withProjectSqlite(dir, (k) =>
+      k('keyctl_rotations').insert({
+        keyring: 'default',
+        phase: 'generating',
+        old_version: 'v1',
+        new_version: 'v2',
+        emergency: false,
+        open_keyring: 'default',
+        opened_by: 'mallory@db',
+        opened_at: now,
+        phase_changed_at: now,
+      }),
+    );
+    const refused = await child(dir, 'generate');
+    expect(refused.code).toBe(ExitCode.REFUSED);
+    expect(refused.stderr).toContain('generate of rotation #1 (v1 → v2) needs the signatures of 2 distinct approvers');
+    expect(refusedByApprovals(await auditOf(dir), 'generate')).toHaveLength(1);
+    // No key was published by the refused attempt.
+    expect((await rotations(dir))[0]?.phase).toBe('generating');
+    const id = await approve(dir, 'generate', 'CHG-5c: adopt the stuck rotation');
+    ok(await child(dir, 'generate'), 'approved generate');
+    expect((await rotations(dir))[0]?.phase).toBe('generated');
+    expect((await listed(dir)).find((r) => r.id === id)).toMatchObject({ status: 'consumed', rotation: 1 });
   });
 });
 

@@ -141,7 +141,7 @@ describe('approval steps in runbooks', () => {
     await answer(alice, 'no-unparseable', RUN);
     await answer(alice, 'approve-generate', RUN);
     const gen = await waitingRequest(alice, dir, 'generate');
-    expect(alice.screen()).toContain(`keyctl approval show ${gen} --canonical | gpg --detach-sign --armor`);
+    expect(alice.screen()).toContain(`keyctl approval show ${gen} --canonical > request-${gen}.txt`);
     await alice.waitFor(/waiting for approvals: 0 of 2 signatures on request #\d+; checking again in \d s/);
     await bothSign(dir, gen);
     await alice.waitFor(`✓ approve-generate: request #${gen} approved by security-officer, dba-oncall`);

@@ -232,7 +232,7 @@ describe('keyctl runbook without a terminal', () => {
     const r = await keyctl(['runbook', 'run', 'bad', '--file', bad], { cwd: dir });
     expect(r.code).toBe(ExitCode.USAGE);
     expect(r.stderr).toContain('bad.yaml is not a valid runbook (5 problems)');
-    expect(r.stderr).toContain('bad.yaml: step 1 (id "one"): unknown kind "deploy-app" (one of check, command, confirm, wait)');
+    expect(r.stderr).toContain('bad.yaml: step 1 (id "one"): unknown kind "deploy-app" (one of check, command, confirm, wait, approval)');
     expect(r.stderr).toContain('bad.yaml: step 2 (id "two"): missing "title"');
     expect(r.stderr).toContain('bad.yaml: step 2 (id "two"): command "generat" is not a keyctl command a runbook can run');
     expect(r.stderr).toContain('bad.yaml: step 3 (id "two"): unknown key "colour"');

@@ -58,12 +58,14 @@ for (const dialect of DIALECTS) {
         '0001_registry_rotations_audit_checkpoints',
         '0002_audit_hash_chain_and_key_publication',
         '0003_verify_evidence',
+        '0004_approvals',
       ]);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
       expect([...ra.applied, ...rb.applied].sort()).toEqual([
         '0001_registry_rotations_audit_checkpoints',
         '0002_audit_hash_chain_and_key_publication',
         '0003_verify_evidence',
+        '0004_approvals',
       ]);
       expect((await migrate(a)).applied).toEqual([]);
       expect(await pendingMigrations(a)).toEqual([]);

@@ -122,7 +122,7 @@ describe('the rotation machine', () => {
 
   it('the two-person rule guards opening, escalating, promoting, retiring and rolling back; --force does not bypass it', () => {
     const guarded = RULES.filter((r) => r.guards.includes('approvalsSigned')).map((r) => r.id);
-    expect(guarded.sort()).toEqual(['abandon', 'escalate', 'open', 'promote', 'retire', 'rollback']);
+    expect(guarded.sort()).toEqual(['abandon', 'escalate', 'generate', 'open', 'promote', 'retire', 'rollback']);
     const promote = RULES.find((r) => r.id === 'promote')!;
     const s = snap(rotation({ verifyScope: 'full', verifyOutcome: 'passed' }));
     const missing = { ok: false as const, reason: 'promote of rotation #1 (v1 → v2) needs 2 signatures', hint: 'keyctl approval add 1 --signature sig.asc' };

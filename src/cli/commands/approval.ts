@@ -159,7 +159,7 @@ export async function add(rt: CliRuntime, f: ApprovalAddOptions, args: string[])
   } catch (err) {
     throw new UsageError(
       `cannot read the signature ${f.signature}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      'make it with `keyctl approval show ID --canonical | gpg --detach-sign --armor > sig.asc`',
+      'the approver signs the text of `keyctl approval show ID --canonical` with `gpg --detach-sign --armor FILE`',
     );
   }
   const text = bytes.toString('utf8');

@@ -41,7 +41,7 @@ function summary(r: Pick<AuditRow, 'details' | 'action'>, showInputs = false): s
   if (r.action === RUNBOOK_ACTION) return runbookSummary(d, showInputs);
   const parts: string[] = [];
   if (typeof d.reason === 'string' && d.reason) parts.push(d.reason);
-  if (typeof d.fingerprint === 'string') parts.push(`fingerprint ${d.fingerprint}`);
+  if (typeof d.fingerprint === 'string' && !r.action.startsWith('approval-')) parts.push(`fingerprint ${d.fingerprint}`);
   if (d.emergency === true) parts.push('EMERGENCY');
   if (typeof d.material === 'string') parts.push(`key ${d.material}`);
   if (typeof d.seconds === 'number') parts.push(`${d.seconds.toFixed(1)} s`);

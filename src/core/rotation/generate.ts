@@ -18,7 +18,7 @@ import { prepare, snapshot } from './prepare.js';
 import { syncKeystore } from './sync.js';
 import { transition } from './transition.js';
 import { nextVersionName } from './material.js';
-import { approvalDetails, approvalFor, bindingFor, bindingOfRotation, consumeApproval } from '../approvals.js';
+import { approvalDetails, approvalFor, bindingFor, bindingOfRotation, consumeApproval, openingApproved } from '../approvals.js';
 
 export interface GenerateOptions {
   emergency: boolean;
@@ -94,12 +94,18 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
   }
   if (opts.breakGlass && !opts.emergency)
     throw new UsageError('--break-glass goes with --emergency', 'e.g. keyctl generate --emergency --break-glass --reason "INC-1234: …"');
-  // The two-person rule guards opening a rotation; resuming an interrupted generate was approved when it opened.
+  // The two-person rule guards opening a rotation. Resuming an interrupted generate needs nothing
+  // more when its opening consumed an approval; a rotation row nobody approved (written into the
+  // database by hand, or opened before the policy) needs one for itself.
+  const emergency0 = opts.emergency || Boolean(rotation?.emergency);
   const approval = rotation
-    ? null
+    ? (await openingApproved(ctx, rotation.id))
+      ? null
+      : await approvalFor(ctx, bindingOfRotation(rotation, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: emergency0 })
     : await approvalFor(ctx, await bindingFor(ctx, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: opts.emergency });
   if (!rotation) await checkGuards(ctx, 'open', s, { ...input, approval });
-  else await checkGuards(ctx, 'generate', s, input);
+  else await checkGuards(ctx, 'generate', s, { ...input, approval });
+  const resumeApproval = rotation ? approval : null;
 
   const published = (await keystore.read())!;
   if (!rotation) {
@@ -152,11 +158,12 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
     rule: 'generate',
     rotation,
     changes: { emergency, reason, ...(emergency ? { compromisedVersion: rotation.oldVersion } : {}) },
-    details: { fingerprint: fp, emergency, reason, resumed },
+    details: { fingerprint: fp, emergency, reason, resumed, ...approvalDetails(resumeApproval) },
     apply: async (trx, at) => {
       await insertVersion(db, { keyring, version: newVersion, state: 'decrypt-only', fingerprint: fp, compromised: false, createdAt: at }, trx);
       if (emergency) await markCompromised(trx, keyring, rotation!.oldVersion);
     },
+    after: (trx, at) => consumeApproval(ctx, trx, resumeApproval, rotation!.id, at),
   });
   return { rotation: done, newVersion, fingerprint: fp, resumed, escalated: false };
 }
