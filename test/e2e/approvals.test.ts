@@ -1,17 +1,11 @@
-/**
- * The two-person rule (docs/approvals.md) end to end, with approver key pairs made by the real
- * `gpg` binary: signatures gpg makes outside keyctl over `keyctl approval show ID --canonical`,
- * the approvalsSigned guard on generate, promote, retire and rollback, what `approval add` refuses,
- * tables edited behind keyctl's back, replay, expiry, passphrase-protected keys, configuration
- * errors and break glass. On the embedded default (SQLite, file keystore).
- */
-import { execFileSync, spawnSync } from 'node:child_process';
+
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { declareTestSecret, json, keyctl, keyctlInProcess, type RunResult, withProjectSqlite } from '../helpers/cli.js';
+import { GpgHome } from '../helpers/gpg.js';
 
 const DBA_PASSPHRASE = 'approver-dba: tr0ub4dor&3 staple';
 const ACTOR = 'op@test';
@@ -21,7 +15,7 @@ type Who = 'so' | 'dba' | 'eve';
 const WHO: Who[] = ['so', 'dba', 'eve'];
 const UID: Record<Who, string> = { so: 'security-officer@example.com', dba: 'dba-oncall@example.com', eve: 'eve@example.com' };
 const fpr: Record<Who, string> = { so: '', dba: '', eve: '' };
-let gnupg: string;
+let home: GpgHome;
 let keyDir: string;
 let sigCount = 0;
 const projects: string[] = [];
@@ -29,13 +23,7 @@ const projects: string[] = [];
 const pub = (w: Who) => path.join(keyDir, `${w}.pub.asc`);
 const sec = (w: Who) => path.join(keyDir, `${w}.sec.asc`);
 
-function gpg(args: string[], input?: string): Buffer {
-  return execFileSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', ...args], {
-    env: { ...process.env, GNUPGHOME: gnupg },
-    input,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-}
+const gpg = (args: string[], input?: string): string => home.run(args, input);
 
 /** A detached signature by `who` over exactly `text`, made by gpg outside keyctl (armored unless `binary`); the file's path. */
 function gpgSign(text: string, who: Who, opts: { binary?: boolean } = {}): string {
@@ -56,13 +44,12 @@ function gpgSign(text: string, who: Who, opts: { binary?: boolean } = {}): strin
 }
 
 beforeAll(() => {
-  gnupg = mkdtempSync(path.join(os.tmpdir(), 'kg-'));
+  home = new GpgHome();
   keyDir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-approvers-'));
   for (const w of WHO) {
     const pass = w === 'dba' ? DBA_PASSPHRASE : '';
     gpg(['--passphrase', pass, '--quick-gen-key', UID[w], 'future-default', 'default', 'never']);
     const line = gpg(['--with-colons', '--fingerprint', UID[w]])
-      .toString('utf8')
       .split('\n')
       .find((l) => l.startsWith('fpr:'))!;
     fpr[w] = line.split(':')[9]!;
@@ -73,8 +60,8 @@ beforeAll(() => {
 }, 60_000);
 
 afterAll(() => {
-  spawnSync('gpgconf', ['--kill', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: gnupg } });
-  for (const dir of [gnupg, keyDir, ...projects]) rmSync(dir, { recursive: true, force: true });
+  home.close();
+  for (const dir of [keyDir, ...projects]) rmSync(dir, { recursive: true, force: true });
 });
 
 const DEFAULT_APPROVALS = `approvals:

@@ -17,22 +17,15 @@ import { encryptForRow } from '../../src/crypto/context.js';
 import { FernetCodec } from '../../src/crypto/fernet.js';
 import { fingerprint } from '../../src/crypto/keys.js';
 import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
+import { GpgHome } from '../helpers/gpg.js';
 
 const PASSPHRASE = 'correct horse battery staple';
-let gnupg: string;
+let home: GpgHome;
+const gpg = (args: string[], input?: string): string => home.run(args, input);
 let keys: { pub: string; sec: string; pubLocked: string; secLocked: string; pubOther: string; secOther: string };
 
-function gpg(args: string[], input?: string): string {
-  return execFileSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', ...args], {
-    env: { ...process.env, GNUPGHOME: gnupg },
-    input,
-    encoding: 'utf8',
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-}
-
 beforeAll(() => {
-  gnupg = mkdtempSync(path.join(os.tmpdir(), 'kg-'));
+  home = new GpgHome();
   const out = mkdtempSync(path.join(os.tmpdir(), 'keyctl-gpgkeys-'));
   const make = (uid: string, pass: string) => {
     gpg(['--passphrase', pass, '--quick-gen-key', uid, 'future-default', 'default', 'never']);
@@ -48,10 +41,7 @@ beforeAll(() => {
   keys = { pub: a.pub, sec: a.sec, pubLocked: b.pub, secLocked: b.sec, pubOther: c.pub, secOther: c.sec };
 }, 60_000);
 
-afterAll(() => {
-  spawnSync('gpgconf', ['--kill', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: gnupg } });
-  rmSync(gnupg, { recursive: true, force: true });
-});
+afterAll(() => home.close());
 
 async function project(opts: { rows?: number; keyring?: string; backup?: string } = {}): Promise<string> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-e2e-bk-'));
@@ -491,7 +481,7 @@ describe('keyctl restore of a forged backup', () => {
     doc.keys.push({ ...doc.keys[0], version: 'v5', key: rogue.toString('base64'), fingerprint: fingerprint(rogue), state: 'decrypt-only' });
     const forged = path.join(dir, '.keyctl', 'backups', name.replace('.gpg', '1.gpg'));
     execFileSync('gpg', ['--batch', '--quiet', '--trust-model', 'always', '--recipient', 'backup@example.com', '--output', forged, '--encrypt'], {
-      env: { ...process.env, GNUPGHOME: gnupg },
+      env: { ...process.env, GNUPGHOME: home.dir },
       input: JSON.stringify(doc),
     });
     writeFileSync(`${forged}.sha256`, `${execFileSync('sha256sum', [forged], { encoding: 'utf8' }).split(' ')[0]}  ${path.basename(forged)}\n`);

@@ -1,34 +1,20 @@
-/**
- * The two-person rule inside runbooks, in a real terminal (tmux): approval steps make the request,
- * show who still has to sign, wait (Ctrl-C aborts and the next run resumes at the same request),
- * and carry on once two approvers — with key pairs made by the real `gpg` — have signed, one with
- * `keyctl approval sign`, the other with `gpg --detach-sign` and `keyctl approval add`. The
- * emergency runbook also picks up a step taken by hand with --break-glass and waits for the
- * signatures it owes. The embedded default (SQLite + file keystore).
- */
-import { execFileSync, spawnSync } from 'node:child_process';
+
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { json, keyctl } from '../helpers/cli.js';
-import { Tmux } from '../helpers/tmux.js';
+import { GpgHome } from '../helpers/gpg.js';
+import { ABORT, answer, RUN, SKIP, Tmux } from '../helpers/tmux.js';
 
-let gnupg: string;
+let home: GpgHome;
 const keyFiles: Record<'so' | 'dba', { pub: string; sec: string; uid: string }> = {} as never;
 
-function gpg(args: string[], input?: string): string {
-  return execFileSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', ...args], {
-    env: { ...process.env, GNUPGHOME: gnupg },
-    input,
-    encoding: 'utf8',
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-}
+const gpg = (args: string[], input?: string): string => home.run(args, input);
 
 beforeAll(() => {
-  gnupg = mkdtempSync(path.join(os.tmpdir(), 'kga-'));
+  home = new GpgHome();
   const out = mkdtempSync(path.join(os.tmpdir(), 'keyctl-approver-keys-'));
   for (const who of ['so', 'dba'] as const) {
     const uid = `${who}@example.com`;
@@ -41,10 +27,7 @@ beforeAll(() => {
   }
 }, 60_000);
 
-afterAll(() => {
-  spawnSync('gpgconf', ['--kill', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: gnupg } });
-  rmSync(gnupg, { recursive: true, force: true });
-});
+afterAll(() => home.close());
 
 const dirs: string[] = [];
 const terminals: Tmux[] = [];
@@ -81,16 +64,6 @@ function terminal(dir: string, actor: string, ...args: string[]): Tmux {
   const t = new Tmux(dir, ['runbook', 'run', ...args], { KEYCTL_ACTOR: actor, NO_COLOR: '1' });
   terminals.push(t);
   return t;
-}
-
-const RUN = ['Enter'];
-const SKIP = ['Down', 'Enter'];
-const ABORT = ['Down', 'Down', 'Enter'];
-
-async function answer(t: Tmux, step: string, keys: string[]): Promise<void> {
-  await t.prompt(`${step}: what now?`);
-  t.keys(...keys);
-  await t.waitFor(`✔ ${step}: what now?`);
 }
 
 interface RequestJson {

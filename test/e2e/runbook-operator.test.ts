@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { keyctl } from '../helpers/cli.js';
-import { Tmux } from '../helpers/tmux.js';
+import { ABORT, answer, RUN, SKIP, Tmux } from '../helpers/tmux.js';
 
 const dirs: string[] = [];
 const terminals: Tmux[] = [];
@@ -32,16 +32,6 @@ function terminal(dir: string, actor: string, ...args: string[]): Tmux {
   const t = new Tmux(dir, ['runbook', 'run', ...args], { KEYCTL_ACTOR: actor, NO_COLOR: '1' });
   terminals.push(t);
   return t;
-}
-
-const RUN = ['Enter'];
-const SKIP = ['Down', 'Enter'];
-const ABORT = ['Down', 'Down', 'Enter'];
-
-async function answer(t: Tmux, step: string, keys: string[]): Promise<void> {
-  await t.prompt(`${step}: what now?`);
-  t.keys(...keys);
-  await t.waitFor(`✔ ${step}: what now?`);
 }
 
 describe('keyctl audit after a runbook run', () => {

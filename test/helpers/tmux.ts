@@ -67,3 +67,15 @@ export class Tmux {
     }
   }
 }
+
+/** Answers to a runbook step's "what now?" menu (Run, Skip, Abort). */
+export const RUN = ['Enter'];
+export const SKIP = ['Down', 'Enter'];
+export const ABORT = ['Down', 'Down', 'Enter'];
+
+/** Wait for step `step`'s menu, choose with `keys`, and wait until inquirer took the answer. */
+export async function answer(t: Tmux, step: string, keys: string[]): Promise<void> {
+  await t.prompt(`${step}: what now?`);
+  t.keys(...keys);
+  await t.waitFor(`✔ ${step}: what now?`);
+}
