@@ -6,10 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Key, PrivateKey } from 'openpgp';
 import { BackupError, PgpKeyError } from '../base/errors.js';
-
-type OpenPgp = typeof import('openpgp');
-let lib: Promise<OpenPgp> | undefined;
-const openpgp = (): Promise<OpenPgp> => (lib ??= import('openpgp'));
+import { openpgp } from '../crypto/signatures.js';
 
 export interface Recipient {
   file: string;

@@ -13,7 +13,7 @@ import { resolveConfigPath } from '../config/load.js';
 import { fromDbTime } from '../db/adapter.js';
 import { TABLES } from '../db/migrations.js';
 import { translateDbError } from '../db/errors.js';
-import { readPublicSigningKey, signDetached, SigningKeyError, verifyDetached, type PublicSigningKey } from '../crypto/signatures.js';
+import { openpgp, readPublicSigningKey, signDetached, SigningKeyError, verifyDetached, type PublicSigningKey } from '../crypto/signatures.js';
 import { appendAudit, latestRotation, listVersions, openRotation, type Rotation } from '../rotation/store.js';
 import { ConfigError, PgpKeyError, RefusedError, UsageError } from '../base/errors.js';
 import { formatTime } from '../base/format.js';
@@ -575,7 +575,7 @@ export async function addSignature(ctx: CoreContext, id: number, signature: stri
 }
 
 async function armorSignature(binary: Uint8Array): Promise<string> {
-  const pgp = await import('openpgp');
+  const pgp = await openpgp();
   try {
     return (await pgp.readSignature({ binarySignature: binary })).armor();
   } catch {

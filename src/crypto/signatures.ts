@@ -7,9 +7,10 @@
 import { readFile } from 'node:fs/promises';
 import type { Key, PrivateKey } from 'openpgp';
 
-type OpenPgp = typeof import('openpgp');
+export type OpenPgp = typeof import('openpgp');
 let lib: Promise<OpenPgp> | undefined;
-const openpgp = (): Promise<OpenPgp> => (lib ??= import('openpgp'));
+/** The openpgp library, loaded once and only by the commands that need it (backups, approvals). */
+export const openpgp = (): Promise<OpenPgp> => (lib ??= import('openpgp'));
 
 export interface PublicSigningKey {
   /** Primary key fingerprint, upper-case hex (as `gpg --list-keys` shows it). */
