@@ -429,7 +429,8 @@ const parseRequestId = parseInteger('ID', { hint: 'a request number from `keyctl
 const approvalRequestFlags = (cmd: Command) =>
   cmd
     .addArgument(cmd.createArgument('<action>', 'the guarded action: generate, promote, retire or rollback'))
-    .option('--reason <text>', 'why (one line; part of the text the approvers sign)');
+    .option('--reason <text>', 'why (one line; part of the text the approvers sign)')
+    .option('--emergency', 'with generate: for `keyctl generate --emergency` (the approvers sign that the primary is compromised)');
 const approvalShowFlags = (cmd: Command) =>
   cmd
     .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))

@@ -37,7 +37,7 @@ export interface ApprovalPolicy {
 }
 
 /** The policy with every approver's key read and checked; null when keyctl.yaml has no `approvals`. Lists every problem at once. */
-export async function loadApprovalPolicy(ctx: Pick<CoreContext, 'config'>): Promise<ApprovalPolicy | null> {
+export async function loadApprovalPolicy(ctx: Pick<CoreContext, 'config'> & { log?: CoreContext['log'] }): Promise<ApprovalPolicy | null> {
   const config = ctx.config.approvals;
   if (!config) return null;
   const problems: string[] = [];
@@ -45,7 +45,10 @@ export async function loadApprovalPolicy(ctx: Pick<CoreContext, 'config'>): Prom
   for (const [i, a] of config.approvers.entries()) {
     const file = resolveConfigPath(ctx.config, a.publicKey);
     const read = await readPublicSigningKey(file);
-    if (!read.ok) problems.push(`approvals.approvers.${i} (${a.name}): publicKey ${a.publicKey}: ${read.problem}`);
+    // A key that expired or was revoked takes that approver out (said every time), not the whole rule:
+    // the others can still approve, and a break glass still works.
+    if (!read.ok && read.unusable) ctx.log?.warn(`approver ${a.name} cannot sign: ${a.publicKey} ${read.problem}; renew the key or replace the file`);
+    else if (!read.ok) problems.push(`approvals.approvers.${i} (${a.name}): publicKey ${a.publicKey}: ${read.problem}`);
     else approvers.push({ name: a.name, file, key: read.key });
   }
   const byFingerprint = new Map<string, string[]>();
@@ -79,6 +82,11 @@ export interface Binding {
   afterRotation: number | null;
   fromVersion: string;
   toVersion: string;
+  /**
+   * An emergency rotation's step: for generate, `--emergency` (the primary is marked compromised,
+   * and the rotation's later steps may break the glass); otherwise whether the rotation is one.
+   */
+  emergency: boolean;
 }
 
 export interface ApprovalRequest extends Binding {
@@ -111,7 +119,7 @@ function subjectOf(b: Binding): string {
 
 /** One line naming what a request is for, e.g. `promote of rotation #7 (v1 → v2)`. */
 export function describeBinding(b: Binding): string {
-  return `${b.action} of ${subjectOf(b)} (${b.fromVersion} → ${b.toVersion})`;
+  return `${b.emergency ? 'emergency ' : ''}${b.action} of ${subjectOf(b)} (${b.fromVersion} → ${b.toVersion})`;
 }
 
 /**
@@ -127,6 +135,7 @@ export function canonicalText(r: ApprovalRequest): string {
     `action: ${r.action}`,
     `rotation: ${subjectOf(r)}`,
     `versions: ${r.fromVersion} -> ${r.toVersion}`,
+    `emergency: ${r.emergency ? 'yes (an emergency rotation: the old key is marked compromised)' : 'no'}`,
     `break-glass: ${r.breakGlass ? 'yes (the action ran first; this approves it afterwards)' : 'no'}`,
     `reason: ${r.reason ?? '-'}`,
     `requested-by: ${r.requestedBy}`,
@@ -149,6 +158,7 @@ function toRequest(row: Record<string, unknown>): ApprovalRequest {
     afterRotation: n(row.after_rotation),
     fromVersion: String(row.from_version),
     toVersion: String(row.to_version),
+    emergency: Boolean(row.emergency),
     nonce: String(row.nonce),
     reason: row.reason === null || row.reason === undefined ? null : String(row.reason),
     requestedBy: String(row.requested_by),
@@ -183,22 +193,42 @@ function parseAction(action: string): ApprovalAction {
   return a;
 }
 
+/**
+ * Characters that could make the text approvers sign say something else than its fields: line
+ * breaks of any kind, control characters (terminal escapes) and bidirectional overrides.
+ */
+function hasUnsafeCharacter(text: string): boolean {
+  return [...text].some((c) => {
+    const code = c.codePointAt(0)!;
+    return (
+      code < 0x20 ||
+      (code >= 0x7f && code <= 0x9f) ||
+      code === 0x2028 ||
+      code === 0x2029 ||
+      (code >= 0x200e && code <= 0x200f) ||
+      (code >= 0x202a && code <= 0x202e) ||
+      (code >= 0x2066 && code <= 0x2069)
+    );
+  });
+}
+
 function checkReason(reason: string | undefined): string | null {
   if (reason === undefined) return null;
   const r = reason.trim();
   if (r === '') return null;
-  // One line of printable text: the canonical text is line-based.
-  if ([...r].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f))
-    throw new UsageError('--reason must be one line of text (no newlines or control characters)');
+  // One line of plain text: the canonical text is line-based, and read in a terminal.
+  if (hasUnsafeCharacter(r)) throw new UsageError('--reason must be one line of plain text (no line breaks, control or bidirectional characters)');
   if (r.length > 500) throw new UsageError(`--reason is ${r.length} characters; keep it under 500 (a ticket number and a short sentence)`);
   return r;
 }
 
 /** What a request for `action` made now would be bound to. */
-export async function bindingFor(ctx: CoreContext, action: ApprovalAction): Promise<Binding> {
+export async function bindingFor(ctx: CoreContext, action: ApprovalAction, opts: { emergency?: boolean } = {}): Promise<Binding> {
   const keyring = ctx.config.keyring;
   const rotation = await openRotation(ctx.db, keyring);
-  if (rotation) return bindingOfRotation(rotation, action);
+  if (opts.emergency && action !== 'generate')
+    throw new UsageError('--emergency goes with generate', 'a later step is an emergency one when its rotation is: keyctl approval request ACTION');
+  if (rotation) return bindingOfRotation(rotation, action, action === 'generate' ? Boolean(opts.emergency) || rotation.emergency : rotation.emergency);
   if (action !== 'generate') {
     throw new RefusedError(
       `no rotation is open for keyring ${keyring}, so there is nothing to ${action}`,
@@ -215,11 +245,12 @@ export async function bindingFor(ctx: CoreContext, action: ApprovalAction): Prom
     afterRotation: (await latestRotation(ctx.db, keyring))?.id ?? 0,
     fromVersion: primary,
     toVersion: await nextVersionName(ctx.keystore, keyring, versions),
+    emergency: Boolean(opts.emergency),
   };
 }
 
 /** An action on an open rotation (generate: `--emergency` turning it into an emergency rotation). rollback moves from the new key back to the old. */
-export function bindingOfRotation(r: Rotation, action: ApprovalAction): Binding {
+export function bindingOfRotation(r: Rotation, action: ApprovalAction, emergency: boolean = r.emergency): Binding {
   const back = action === 'rollback';
   return {
     keyring: r.keyring,
@@ -228,6 +259,7 @@ export function bindingOfRotation(r: Rotation, action: ApprovalAction): Binding 
     afterRotation: null,
     fromVersion: back ? r.newVersion : r.oldVersion,
     toVersion: back ? r.oldVersion : r.newVersion,
+    emergency,
   };
 }
 
@@ -237,7 +269,8 @@ const sameBinding = (a: Binding, b: Binding): boolean =>
   a.rotationId === b.rotationId &&
   a.afterRotation === b.afterRotation &&
   a.fromVersion === b.fromVersion &&
-  a.toVersion === b.toVersion;
+  a.toVersion === b.toVersion &&
+  a.emergency === b.emergency;
 
 async function insertRequest(
   ctx: CoreContext,
@@ -245,6 +278,11 @@ async function insertRequest(
   fields: { reason: string | null; breakGlass: boolean; consumedRotation?: number | null },
   trx?: Knex.Transaction,
 ): Promise<ApprovalRequest> {
+  if (hasUnsafeCharacter(ctx.actor))
+    throw new UsageError(
+      'the actor name (KEYCTL_ACTOR, or user@host) holds line breaks, control or bidirectional characters; it goes into the text approvers sign',
+      'set KEYCTL_ACTOR to a plain name such as alice@ops',
+    );
   const at = ctx.now();
   const expiresAt = new Date(at.getTime() + (ctx.config.approvals?.expiresHours ?? 24) * 3_600_000);
   const nonce = randomBytes(16).toString('hex');
@@ -256,6 +294,7 @@ async function insertRequest(
     after_rotation: b.afterRotation,
     from_version: b.fromVersion,
     to_version: b.toVersion,
+    emergency: b.emergency,
     nonce,
     reason: fields.reason,
     requested_by: ctx.actor,
@@ -309,14 +348,16 @@ async function insertRequest(
 export async function requestApproval(
   ctx: CoreContext,
   action: string,
-  opts: { reason?: string | undefined },
+  opts: { reason?: string | undefined; emergency?: boolean | undefined },
 ): Promise<{ request: ApprovalRequest; canonical: string; required: number }> {
   const policy = await requirePolicy(ctx);
   const a = parseAction(action);
   const reason = checkReason(opts.reason);
-  const binding = await bindingFor(ctx, a);
+  const binding = await bindingFor(ctx, a, { emergency: Boolean(opts.emergency) });
   try {
-    const request = await insertRequest(ctx, binding, { reason, breakGlass: false });
+    const made = await insertRequest(ctx, binding, { reason, breakGlass: false });
+    // The text approvers sign, from the row as the database stored it (it is rebuilt from the row when checked).
+    const request = await getRequest(ctx, made.id);
     return { request, canonical: canonicalText(request), required: requiredFor(policy, a) };
   } catch (err) {
     throw translateDbError(err, ctx.db.endpoint, 'record the approval request in');
@@ -374,7 +415,7 @@ async function checkSignature(
   policy: ApprovalPolicy,
   r: ApprovalRequest,
   signature: string,
-): Promise<{ ok: true; approval: ValidApproval } | { ok: false; reason: string }> {
+): Promise<{ ok: true; approval: ValidApproval; armored: string } | { ok: false; reason: string }> {
   const check = await verifyDetached(
     canonicalBytes(r),
     signature,
@@ -387,7 +428,7 @@ async function checkSignature(
     return { ok: false, reason: `signed ${check.signedAt.toISOString()}, after the request expired (${r.expiresAt.toISOString()})` };
   if (check.signedAt.getTime() < r.requestedAt.getTime() - CLOCK_SKEW_MS)
     return { ok: false, reason: `signed ${check.signedAt.toISOString()}, before the request was made (${r.requestedAt.toISOString()})` };
-  return { ok: true, approval: { approver: approver.name, fingerprint: check.fingerprint, signedAt: check.signedAt } };
+  return { ok: true, approval: { approver: approver.name, fingerprint: check.fingerprint, signedAt: check.signedAt }, armored: check.armored };
 }
 
 async function consumedInAudit(ctx: CoreContext, ids: readonly number[]): Promise<Set<number>> {
@@ -398,7 +439,7 @@ async function consumedInAudit(ctx: CoreContext, ids: readonly number[]): Promis
     .select('details');
   const out = new Set<number>();
   for (const r of rows) {
-    const id = Number((JSON.parse(String(r.details ?? '{}')) as { request?: unknown }).request);
+    const id = Number(detailsOf(r.details).request);
     if (ids.includes(id)) out.add(id);
   }
   return out;
@@ -549,7 +590,7 @@ export async function addSignature(ctx: CoreContext, id: number, signature: stri
         request_id: id,
         approver: approval.approver,
         fingerprint: approval.fingerprint,
-        signature: armored,
+        signature: check.armored,
         signed_at: ctx.db.adapter.toDbTime(approval.signedAt),
         added_by: ctx.actor,
         added_at: ctx.db.adapter.toDbTime(at),
@@ -611,12 +652,16 @@ export type ApprovalEvidence =
 
 /** The requests for exactly `binding` (newest first), and those of them still usable (not consumed, not expired). */
 async function candidatesFor(ctx: CoreContext, policy: ApprovalPolicy, binding: Binding): Promise<{ states: RequestState[]; usable: RequestState[] }> {
-  const rows: Record<string, unknown>[] = await ctx.db
+  // Only requests for exactly this binding: newer requests for anything else cannot crowd it out.
+  let q = ctx.db
     .knex(TABLES.approvals)
-    .where({ keyring: binding.keyring, action: binding.action, break_glass: false })
-    .whereNull('consumed_at')
-    .orderBy('id', 'desc')
-    .limit(50);
+    .where({ keyring: binding.keyring, action: binding.action, break_glass: false, from_version: binding.fromVersion, to_version: binding.toVersion })
+    .whereNull('consumed_at');
+  q =
+    binding.rotationId === null
+      ? q.whereNull('rotation_id').andWhere({ after_rotation: binding.afterRotation })
+      : q.andWhere({ rotation_id: binding.rotationId });
+  const rows: Record<string, unknown>[] = await q.orderBy('id', 'desc').limit(50);
   const states = await requestStates(
     ctx,
     policy,
@@ -629,13 +674,13 @@ async function candidatesFor(ctx: CoreContext, policy: ApprovalPolicy, binding: 
  * For a runbook's approval step: the usable request for `action` as it would run now (the one with
  * the most valid signatures), made when there is none.
  */
-export async function requestToWaitFor(ctx: CoreContext, action: ApprovalAction, reason: string): Promise<RequestState> {
+export async function requestToWaitFor(ctx: CoreContext, action: ApprovalAction, reason: string, emergency = false): Promise<RequestState> {
   const policy = await requirePolicy(ctx);
-  const binding = await bindingFor(ctx, action);
+  const binding = await bindingFor(ctx, action, { emergency });
   const { usable } = await candidatesFor(ctx, policy, binding);
   const best = usable.sort((a, b) => b.valid.length - a.valid.length || b.request.id - a.request.id)[0];
   if (best) return best;
-  const made = await requestApproval(ctx, action, { reason });
+  const made = await requestApproval(ctx, action, { reason, emergency });
   return (await requestStates(ctx, policy, [made.request]))[0]!;
 }
 
@@ -665,6 +710,11 @@ export async function approvalFor(ctx: CoreContext, binding: Binding, opts: Appr
       throw new UsageError(
         '--break-glass is not allowed here: approvals.breakGlass is false in keyctl.yaml',
         'collect the approvals (`keyctl approval request …`), or ask for breakGlass: true in the policy',
+      );
+    if (binding.action === 'rollback')
+      throw new UsageError(
+        '--break-glass cannot roll back: undoing an emergency rotation would make the compromised key primary again, and nothing about it is urgent',
+        'collect the approvals: keyctl approval request rollback',
       );
     if (!opts.emergency)
       throw new UsageError(
@@ -763,23 +813,90 @@ export async function consumeApproval(ctx: CoreContext, trx: Knex.Transaction, e
   );
 }
 
-/** Whether opening rotation `id` consumed an approval (or broke the glass): its `approval-consume` audit row. */
-export async function openingApproved(ctx: CoreContext, id: number): Promise<boolean> {
-  const rows: Array<{ details: unknown }> = await ctx.db
-    .knex(TABLES.audit)
-    .where({ keyring: ctx.config.keyring, action: 'approval-consume', outcome: 'ok', rotation_id: id })
-    .select('details');
-  return rows.some((r) => (JSON.parse(String(r.details ?? '{}')) as { for?: unknown }).for === 'generate');
+/** An audit row's details; a row whose details do not parse (edited outside keyctl) says nothing. */
+function detailsOf(v: unknown): Record<string, unknown> {
+  try {
+    const d = JSON.parse(String(v ?? '{}')) as unknown;
+    return d && typeof d === 'object' ? (d as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }
 
-/** Break-glass actions of the keyring still short of their signatures (status --check). */
-export async function pendingBreakGlass(ctx: CoreContext): Promise<RequestState[]> {
-  if (!ctx.config.approvals) return [];
-  const rows: Record<string, unknown>[] = await ctx.db.knex(TABLES.approvals).where({ keyring: ctx.config.keyring, break_glass: true }).orderBy('id');
+/**
+ * Whether opening rotation `r` consumed an approval (or broke the glass) for exactly its versions,
+ * and it has not been through generate before: a closed rotation's row set back to `generating`
+ * in the database is not an approved one.
+ */
+export async function openingApproved(ctx: CoreContext, r: Rotation): Promise<boolean> {
+  const rows: Array<Record<string, unknown>> = await ctx.db
+    .knex(TABLES.audit)
+    .where({ keyring: ctx.config.keyring, outcome: 'ok', rotation_id: r.id })
+    .whereIn('action', ['approval-consume', 'generate'])
+    .select('action', 'to_phase', 'old_version', 'new_version', 'details');
+  if (rows.some((x) => x.action === 'generate' && x.to_phase === 'generated')) return false;
+  return rows.some(
+    (x) => x.action === 'approval-consume' && detailsOf(x.details).for === 'generate' && x.old_version === r.oldVersion && x.new_version === r.newVersion,
+  );
+}
+
+/** A break glass the approvers still owe signatures for, or one that can no longer be checked. */
+export interface OwedBreakGlass {
+  request: number;
+  rotationId: number | null;
+  /** What the audit recorded: the action, when and by whom. */
+  action: string;
+  at: Date;
+  actor: string;
+  /** Its request as it stands (null when `problem` says why there is none). */
+  state: RequestState | null;
+  /** Why it can never be approved as it is (the request row gone or altered, the policy gone). */
+  problem: string | null;
+}
+
+/**
+ * Break-glass actions of the keyring short of their signatures (status --check, runbooks). Taken
+ * from the audit chain, not the requests table: deleting or editing a break-glass request, or
+ * removing `approvals:` from keyctl.yaml, does not make one disappear.
+ */
+export async function breakGlassOwed(ctx: CoreContext): Promise<OwedBreakGlass[]> {
+  const rows: Array<Record<string, unknown>> = await ctx.db
+    .knex(TABLES.audit)
+    .where({ keyring: ctx.config.keyring, action: 'approval-consume', outcome: 'ok' })
+    .andWhere('details', 'like', '%"breakGlass":true%')
+    .orderBy('id');
   if (rows.length === 0) return [];
-  const policy = await loadApprovalPolicy(ctx);
-  if (!policy) return [];
-  return (await requestStates(ctx, policy, rows.map(toRequest))).filter((s) => s.status === 'break-glass-pending');
+  const policy = ctx.config.approvals ? await loadApprovalPolicy(ctx) : null;
+  const out: OwedBreakGlass[] = [];
+  for (const row of rows) {
+    const d = detailsOf(row.details);
+    if (d.breakGlass !== true) continue;
+    const id = Number(d.request);
+    const base = {
+      request: id,
+      rotationId: row.rotation_id === null || row.rotation_id === undefined ? null : Number(row.rotation_id),
+      action: String(d.for ?? '?'),
+      at: fromDbTime(row.created_at) ?? new Date(0),
+      actor: String(row.actor),
+    };
+    const stored = (await ctx.db.knex(TABLES.approvals).where({ id, keyring: ctx.config.keyring }).first()) as Record<string, unknown> | undefined;
+    const request = stored ? toRequest(stored) : null;
+    if (!request || !request.breakGlass || request.action !== base.action || request.fromVersion !== row.old_version || request.toVersion !== row.new_version) {
+      out.push({
+        ...base,
+        state: null,
+        problem: `its request #${id} is ${request ? 'altered' : 'gone'} in ${TABLES.approvals} (changed outside keyctl), so it can never be approved`,
+      });
+      continue;
+    }
+    if (!policy) {
+      out.push({ ...base, state: null, problem: `keyctl.yaml has no approvals section any more, so request #${id} cannot be signed` });
+      continue;
+    }
+    const [state] = await requestStates(ctx, policy, [request]);
+    if (state!.status === 'break-glass-pending') out.push({ ...base, state: state!, problem: null });
+  }
+  return out;
 }
 
 /** What the move's own audit row says about its approval (the consumption row that follows names every signer). */

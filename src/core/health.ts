@@ -14,7 +14,7 @@ import type { KeyringDocument } from '../keystore/types.js';
 import { PHASE_INFO, secondsLeft } from '../rotation/machine.js';
 import { checkRegistry, latestAuditOf, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { verifyAudit } from './audit.js';
-import { describeBinding, pendingBreakGlass } from './approvals.js';
+import { breakGlassOwed, describeBinding } from './approvals.js';
 import type { CoreContext } from './context.js';
 
 /** Every problem code, with what it means (for docs and `--help`-like listings). Append only. */
@@ -70,9 +70,9 @@ export async function checkHealth(ctx: CoreContext, input: HealthInput): Promise
 
 /** Emergency steps taken with --break-glass whose approvals have not come in afterwards. */
 async function breakGlassProblems(ctx: CoreContext): Promise<Problem[]> {
-  let pending: Awaited<ReturnType<typeof pendingBreakGlass>>;
+  let owed: Awaited<ReturnType<typeof breakGlassOwed>>;
   try {
-    pending = await pendingBreakGlass(ctx);
+    owed = await breakGlassOwed(ctx);
   } catch (err) {
     // An approver's key that no longer parses must not hide a break glass nobody approved.
     return [
@@ -83,11 +83,22 @@ async function breakGlassProblems(ctx: CoreContext): Promise<Problem[]> {
       },
     ];
   }
-  return pending.map((s) => ({
-    code: 'break-glass-unapproved',
-    message: `break-glass action awaiting approval: ${describeBinding(s.request)} ran ${formatTime(s.request.requestedAt)} by ${s.request.requestedBy} (request #${s.request.id}, ${s.valid.length} of ${s.required} signatures${s.valid.length > 0 ? `: ${s.valid.map((v) => v.approver).join(', ')}` : ''})`,
-    hint: `each of ${s.missing.join(', ')} signs the text of \`keyctl approval show ${s.request.id} --canonical\` on their own machine (\`gpg --detach-sign --armor\`); add each signature with \`keyctl approval add ${s.request.id} --signature FILE\``,
-  }));
+  return owed.map((o) => {
+    const what = `${o.action}${o.rotationId !== null ? ` of rotation #${o.rotationId}` : ''} ran ${formatTime(o.at)} by ${o.actor}`;
+    if (!o.state) {
+      return {
+        code: 'break-glass-unapproved',
+        message: `break-glass action awaiting approval: ${what}: ${o.problem}`,
+        hint: 'restore keyctl_approval_requests (and keyctl.yaml) from a backup; `keyctl audit --verify` and the audit report show what ran',
+      };
+    }
+    const s = o.state;
+    return {
+      code: 'break-glass-unapproved',
+      message: `break-glass action awaiting approval: ${describeBinding(s.request)} ran ${formatTime(o.at)} by ${o.actor} (request #${s.request.id}, ${s.valid.length} of ${s.required} signatures${s.valid.length > 0 ? `: ${s.valid.map((v) => v.approver).join(', ')}` : ''})`,
+      hint: `each of ${s.missing.join(', ')} signs the text of \`keyctl approval show ${s.request.id} --canonical\` on their own machine (\`gpg --detach-sign --armor\`); add each signature with \`keyctl approval add ${s.request.id} --signature FILE\``,
+    };
+  });
 }
 
 /** Evidence that cannot even be read (a dropped audit table, say) is a broken chain, not a crash of the check. */

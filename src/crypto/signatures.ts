@@ -19,7 +19,10 @@ export interface PublicSigningKey {
 }
 
 /** Reading a key file: the key, or what is wrong with it (every problem is collected by the caller). */
-export type KeyFileResult = { ok: true; key: PublicSigningKey } | { ok: false; problem: string };
+export type KeyFileResult =
+  | { ok: true; key: PublicSigningKey }
+  /** `unusable`: a valid key that cannot sign now (expired, revoked); otherwise the file is wrong. */
+  | { ok: false; problem: string; unusable?: boolean };
 
 async function readText(file: string): Promise<string | { problem: string }> {
   try {
@@ -47,7 +50,7 @@ export async function readPublicSigningKey(file: string): Promise<KeyFileResult>
   try {
     await key.getSigningKey();
   } catch (err) {
-    return { ok: false, problem: `has no usable signing key (${(err as Error).message})` };
+    return { ok: false, problem: `has no usable signing key (${(err as Error).message})`, unusable: true };
   }
   return { ok: true, key: { fingerprint: key.getFingerprint().toUpperCase(), key } };
 }
@@ -81,7 +84,8 @@ export class SigningKeyError extends Error {
 }
 
 export type SignatureCheck =
-  | { ok: true; fingerprint: string; signedAt: Date }
+  /** `armored`: the one signature packet, re-armored (nothing else a file held is kept). */
+  | { ok: true; fingerprint: string; signedAt: Date; armored: string }
   | {
       ok: false;
       /** Why: not a signature, by a key not listed, or not over these bytes. */
@@ -110,6 +114,7 @@ export async function verifyDetached(data: Uint8Array, signature: string | Uint8
   const message = await pgp.createMessage({ binary: data });
   try {
     const result = await pgp.verify({ message, signature: sig, verificationKeys: signer.key, expectSigned: true, format: 'binary' });
+    if (result.signatures.length !== 1) throw new Error(`${result.signatures.length} signatures`);
     await result.signatures[0]!.verified;
   } catch (err) {
     const why = (err as Error).message;
@@ -121,5 +126,5 @@ export async function verifyDetached(data: Uint8Array, signature: string | Uint8
       signer: signer.fingerprint,
     };
   }
-  return { ok: true, fingerprint: signer.fingerprint, signedAt: packet.created ?? new Date(0) };
+  return { ok: true, fingerprint: signer.fingerprint, signedAt: packet.created ?? new Date(0), armored: sig.armor() };
 }

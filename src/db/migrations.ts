@@ -142,6 +142,8 @@ const MIGRATIONS: Migration[] = [
         t.bigInteger('after_rotation').nullable();
         t.string('from_version', 16).notNullable();
         t.string('to_version', 16).notNullable();
+        // An emergency rotation's step (generate --emergency marks the primary compromised).
+        t.boolean('emergency').notNullable().defaultTo(false);
         t.string('nonce', 64).notNullable();
         t.text('reason').nullable();
         t.string('requested_by', 255).notNullable();

@@ -12,15 +12,7 @@
 import { RefusedError, UsageError } from '../base/errors.js';
 import { ExitCode } from '../base/exit-codes.js';
 import type { CoreContext } from '../core/context.js';
-import {
-  describeBinding,
-  pendingBreakGlass,
-  requestState,
-  requestToWaitFor,
-  signingCommands,
-  type ApprovalAction,
-  type RequestState,
-} from '../core/approvals.js';
+import { describeBinding, breakGlassOwed, requestState, requestToWaitFor, signingCommands, type ApprovalAction, type RequestState } from '../core/approvals.js';
 import { nextStep } from '../rotation/machine.js';
 import { latestRotation, listAudit, openRotation } from '../rotation/store.js';
 import { formatTime } from '../ui/format.js';
@@ -419,7 +411,7 @@ async function runStep(io: RunnerIO, step: RunbookStep, inputs: Record<string, s
       };
     }
     case 'approval':
-      return step.approval === 'break-glass' ? breakGlassStep(io, step, p) : approvalStep(io, step, step.approval);
+      return step.approval === 'break-glass' ? breakGlassStep(io, step, p) : approvalStep(io, step, step.approval, step.before === 'generate --emergency');
   }
 }
 
@@ -462,8 +454,8 @@ async function waitForSignatures(io: RunnerIO, step: ApprovalStep, check: () => 
   }
 }
 
-async function approvalStep(io: RunnerIO, step: ApprovalStep, action: ApprovalAction): Promise<StepResult> {
-  const first = await requestToWaitFor(io.ctx, action, `keyctl runbook, step ${step.id}`);
+async function approvalStep(io: RunnerIO, step: ApprovalStep, action: ApprovalAction, emergency: boolean): Promise<StepResult> {
+  const first = await requestToWaitFor(io.ctx, action, `keyctl runbook, step ${step.id}`, emergency);
   const id = first.request.id;
   let last: RequestState | null = null;
   const line = await waitForSignatures(io, step, async () => {
@@ -492,14 +484,19 @@ async function approvalStep(io: RunnerIO, step: ApprovalStep, action: ApprovalAc
 
 async function breakGlassStep(io: RunnerIO, step: ApprovalStep, p: RunbookProgress): Promise<StepResult> {
   const rotation = p.rotation?.id ?? null;
-  const owed = async () => (await pendingBreakGlass(io.ctx)).filter((s) => rotation === null || s.request.rotationId === rotation);
   const line = await waitForSignatures(io, step, async () => {
-    const pending = await owed();
-    if (pending.length === 0) return { done: true, line: 'no break-glass action awaits approval', lines: [] };
+    const owed = (await breakGlassOwed(io.ctx)).filter((o) => rotation === null || o.rotationId === rotation);
+    const broken = owed.find((o) => o.problem !== null);
+    if (broken)
+      throw new RefusedError(
+        `the break glass of ${broken.action} (request #${broken.request}) cannot be approved: ${broken.problem}`,
+        '`keyctl status --check` reports it too',
+      );
+    if (owed.length === 0) return { done: true, line: 'no break-glass action awaits approval', lines: [] };
     return {
       done: false,
-      line: `${pending.length} break-glass action(s) await approval (request${pending.length === 1 ? '' : 's'} ${pending.map((s) => `#${s.request.id}`).join(', ')})`,
-      lines: pending.flatMap(missingLines),
+      line: `${owed.length} break-glass action(s) await approval (request${owed.length === 1 ? '' : 's'} ${owed.map((o) => `#${o.request}`).join(', ')})`,
+      lines: owed.flatMap((o) => missingLines(o.state!)),
     };
   });
   return { ok: true, exitCode: ExitCode.OK, detail: line, details: {} };

@@ -107,6 +107,7 @@ interface RequestJson {
   action: string;
   rotation: number | null;
   fromVersion: string;
+  requestedBy: string;
   toVersion: string;
   reason: string | null;
   expiresAt: string;
@@ -220,7 +221,7 @@ describe('the approvalsSigned guard', () => {
     expect(doc.request.canonical).toMatch(
       new RegExp(
         `^keyctl approval request v1\\nrequest: ${doc.request.id}\\nkeyring: default\\naction: generate\\nrotation: the first rotation\\nversions: v1 -> v2\\n` +
-          'break-glass: no\\nreason: CHG-11 quarterly\\nrequested-by: op@test\\nrequested-at: \\S+Z\\nexpires-at: \\S+Z\\nnonce: [0-9a-f]{32}\\n$',
+          'emergency: no\\nbreak-glass: no\\nreason: CHG-11 quarterly\\nrequested-by: op@test\\nrequested-at: \\S+Z\\nexpires-at: \\S+Z\\nnonce: [0-9a-f]{32}\\n$',
       ),
     );
     expect(doc.request.canonical).toContain(`expires-at: ${doc.request.expiresAt}\n`);
@@ -485,6 +486,16 @@ describe('a rotation row written by hand does not open a rotation without approv
     ok(await child(dir, 'generate'), 'approved generate');
     expect((await rotations(dir))[0]?.phase).toBe('generated');
     expect((await listed(dir)).find((r) => r.id === id)).toMatchObject({ status: 'consumed', rotation: 1 });
+    // The same row set back to generating: its opening approval was spent on the generate that ran.
+    await withProjectSqlite(dir, (k) => k('keyctl_rotations').where({ id: 1 }).update({ phase: 'generating' }));
+    const again = await child(dir, 'generate');
+    expect(again.code).toBe(ExitCode.REFUSED);
+    expect(again.stderr).toContain('generate of rotation #1 (v1 → v2) needs the signatures of 2 distinct approvers');
+    // And for another key: its opening approval was for v1 → v2.
+    await withProjectSqlite(dir, (k) => k('keyctl_rotations').where({ id: 1 }).update({ phase: 'generating', new_version: 'v3' }));
+    const reopened = await child(dir, 'generate');
+    expect(reopened.code).toBe(ExitCode.REFUSED);
+    expect(reopened.stderr).toContain('generate of rotation #1 (v1 → v3) needs the signatures of 2 distinct approvers');
   });
 });
 
@@ -666,6 +677,69 @@ describe('configuration errors', () => {
     expect(r.code).toBe(ExitCode.USAGE);
     expect(r.stderr).toContain('approvals.require.frobnicate');
     for (const p of keyProblems()) expect(r.stderr).toContain(p);
+  });
+});
+
+describe('what approvers sign cannot be stretched', () => {
+  it('12a. a routine generate approval does not open an emergency rotation; one requested with --emergency does, and says so in the text', async () => {
+    const dir = await project();
+    await approve(dir, 'generate', 'CHG-12a');
+    const emergency = await run(dir, 'generate', '--emergency', '--reason', 'INC-12a');
+    expect(emergency.code).toBe(ExitCode.REFUSED);
+    expect(emergency.stderr).toContain('emergency generate of the first rotation (v1 → v2) needs the signatures');
+    const r = ok(await run(dir, 'approval', 'request', 'generate', '--emergency', '--reason', 'INC-12a', '--json'), 'request --emergency');
+    const { id, canonical } = json<{ request: { id: number; canonical: string } }>(r).request;
+    expect(canonical).toContain('emergency: yes');
+    for (const w of ['so', 'dba'] as const) ok(await sign(dir, id, w), `sign by ${w}`);
+    ok(await run(dir, 'generate', '--emergency', '--reason', 'INC-12a'), 'approved emergency generate');
+    expect((await rotations(dir))[0]).toMatchObject({ phase: 'generated', emergency: 1 });
+  });
+
+  it('12b. an actor name with a line break or a terminal escape cannot write itself into the text approvers sign', async () => {
+    const dir = await project();
+    for (const actor of ['mallory\naction: rollback', 'op\u001b[7A\raction: promote', 'op\u2028keyring: other']) {
+      const r = await run(dir, 'approval', 'request', 'generate');
+      expect(r.code).toBe(0);
+      const bad = await keyctlInProcess(['approval', 'request', 'generate'], { cwd: dir, env: { ...ENV, KEYCTL_ACTOR: actor } });
+      expect(bad.code, JSON.stringify(actor)).toBe(ExitCode.USAGE);
+      expect(bad.stderr).toContain('the actor name (KEYCTL_ACTOR, or user@host) holds line breaks, control or bidirectional characters');
+    }
+    expect((await listed(dir)).map((x) => x.requestedBy)).toEqual(['op@test', 'op@test', 'op@test']);
+  });
+
+  it('12c. a signature file with more in it than the signature (a secret key appended) stores only the signature', async () => {
+    const dir = await project();
+    const { id, canonical } = await request(dir, 'generate');
+    const file = gpgSign(canonical, 'so');
+    const both = path.join(keyDir, 'sig-and-secret.asc');
+    writeFileSync(both, `${readFileSync(file, 'utf8')}${readFileSync(sec('so'), 'utf8')}`);
+    ok(await run(dir, 'approval', 'add', String(id), '--signature', both), 'add');
+    const [row] = await signatureRows(dir, id);
+    expect(String(row!.signature)).toContain('BEGIN PGP SIGNATURE');
+    expect(String(row!.signature)).not.toContain('PRIVATE KEY');
+  });
+
+  it('12d. --break-glass never rolls back an emergency rotation', async () => {
+    const dir = await project();
+    ok(await child(dir, 'generate', '--emergency', '--break-glass', '--reason', 'INC-12d'), 'break-glass generate');
+    const r = await run(dir, 'rollback', '--force', '--break-glass', '--reason', 'oops');
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toContain('--break-glass cannot roll back');
+    expect((await rotations(dir))[0]?.phase).toBe('generated');
+  });
+
+  it('12e. a break glass stays owed when its request row is deleted or the approvals section removed', async () => {
+    const dir = await project();
+    ok(await child(dir, 'generate', '--emergency', '--break-glass', '--reason', 'INC-12e'), 'break-glass generate');
+    await withProjectSqlite(dir, (k) => k('keyctl_approval_requests').where({ break_glass: true }).delete());
+    const gone = await child(dir, 'status', '--check');
+    expect(gone.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(gone.stderr).toMatch(/\[break-glass-unapproved\].*request #\d+ is gone/);
+    const file = path.join(dir, 'keyctl.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').slice(0, readFileSync(file, 'utf8').indexOf('approvals:')));
+    const noPolicy = await child(dir, 'status', '--check');
+    expect(noPolicy.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(noPolicy.stderr).toContain('[break-glass-unapproved]');
   });
 });
 

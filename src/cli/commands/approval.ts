@@ -35,6 +35,7 @@ function stateJson(s: RequestState) {
     afterRotation: r.afterRotation,
     fromVersion: r.fromVersion,
     toVersion: r.toVersion,
+    emergency: r.emergency,
     reason: r.reason,
     requestedBy: r.requestedBy,
     requestedAt: r.requestedAt.toISOString(),
@@ -64,7 +65,7 @@ function summary(s: RequestState): string {
 
 export async function request(rt: CliRuntime, f: ApprovalRequestOptions, args: string[]): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
-    const r = await requestApproval(ctx, args[0] ?? '', { reason: f.reason });
+    const r = await requestApproval(ctx, args[0] ?? '', { reason: f.reason, emergency: f.emergency });
     rt.output.result({ request: { id: r.request.id, canonical: r.canonical, required: r.required, expiresAt: r.request.expiresAt.toISOString() } }, () => {
       const id = r.request.id;
       return [

@@ -78,7 +78,7 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
       });
     }
     const r = rotation;
-    const approval = await approvalFor(ctx, bindingOfRotation(r, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: true });
+    const approval = await approvalFor(ctx, bindingOfRotation(r, 'generate', true), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: true });
     await checkGuards(ctx, 'escalate', s, { ...input, approval });
     const done = await transition(ctx, {
       rule: 'escalate',
@@ -99,10 +99,14 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
   // database by hand, or opened before the policy) needs one for itself.
   const emergency0 = opts.emergency || Boolean(rotation?.emergency);
   const approval = rotation
-    ? (await openingApproved(ctx, rotation.id))
+    ? (await openingApproved(ctx, rotation))
       ? null
-      : await approvalFor(ctx, bindingOfRotation(rotation, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: emergency0 })
-    : await approvalFor(ctx, await bindingFor(ctx, 'generate'), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: opts.emergency });
+      : await approvalFor(ctx, bindingOfRotation(rotation, 'generate', emergency0), { breakGlass: opts.breakGlass, reason: opts.reason, emergency: emergency0 })
+    : await approvalFor(ctx, await bindingFor(ctx, 'generate', { emergency: opts.emergency }), {
+        breakGlass: opts.breakGlass,
+        reason: opts.reason,
+        emergency: opts.emergency,
+      });
   if (!rotation) await checkGuards(ctx, 'open', s, { ...input, approval });
   else await checkGuards(ctx, 'generate', s, { ...input, approval });
   const resumeApproval = rotation ? approval : null;
