@@ -295,13 +295,7 @@ const retire = defineCommand({
 
 // ---- keyctl rollback ----------------------------------------------------------------------------------
 const rollbackFlags = (cmd: Command) =>
-  cmd
-    .option('--reason <text>', 'why (recorded in the audit)')
-    .option('--force', 'allow restoring a key marked compromised (needs --reason)')
-    .option(
-      '--break-glass',
-      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
-    );
+  cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)');
 
 export type RollbackOptions = OptionsOf<typeof rollbackFlags>;
 

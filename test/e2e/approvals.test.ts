@@ -724,7 +724,7 @@ describe('what approvers sign cannot be stretched', () => {
     ok(await child(dir, 'generate', '--emergency', '--break-glass', '--reason', 'INC-12d'), 'break-glass generate');
     const r = await run(dir, 'rollback', '--force', '--break-glass', '--reason', 'oops');
     expect(r.code).toBe(ExitCode.USAGE);
-    expect(r.stderr).toContain('--break-glass cannot roll back');
+    expect(r.stderr).toMatch(/unknown option '--break-glass'/);
     expect((await rotations(dir))[0]?.phase).toBe('generated');
   });
 

@@ -7,7 +7,7 @@ import type { RollbackOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: RollbackOptions): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
-    const r = await rollback(ctx, { force: f.force, reason: f.reason, breakGlass: f.breakGlass });
+    const r = await rollback(ctx, { force: f.force, reason: f.reason });
     return done(
       rt,
       r,
