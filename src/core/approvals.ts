@@ -881,7 +881,7 @@ export async function breakGlassOwed(ctx: CoreContext): Promise<OwedBreakGlass[]
     };
     const stored = (await ctx.db.knex(TABLES.approvals).where({ id, keyring: ctx.config.keyring }).first()) as Record<string, unknown> | undefined;
     const request = stored ? toRequest(stored) : null;
-    if (!request || !request.breakGlass || request.action !== base.action || request.fromVersion !== row.old_version || request.toVersion !== row.new_version) {
+    if (!request?.breakGlass || request.action !== base.action || request.fromVersion !== row.old_version || request.toVersion !== row.new_version) {
       out.push({
         ...base,
         state: null,
