@@ -66,98 +66,107 @@ for (const dialect of DIALECTS) {
       { shape: 'rotation', title: 'a rotation' },
       { shape: 'plaintext', title: 'plaintext onboarding (every other row never encrypted)' },
       { shape: 'fernet', title: 'a migration from Fernet to AES-GCM (every other row a Fernet token)' },
-    ])('$title resumes after SIGKILL at random points and ends with every row intact under the new key', async ({ shape }) => {
-      tdb = await createTestDatabase(dialect);
-      const cwd = tdb.dir;
-      const env = { APP_DB: tdb.connection };
-      const init = await keyctl(['init', '--demo', '--rows', String(ROWS), '--database', '${APP_DB}'], { cwd, env });
-      expect(init.code, init.stderr).toBe(0);
-      const db = dbFor(dialect, cwd, tdb.connection);
-      const config = path.join(cwd, 'keyctl.yaml');
-      const rows = [...demoRows(ROWS)];
-      /** Every other row rewritten the way an application stored it before this rotation. */
-      const rewriteOddRows = (value: (plain: string) => string) =>
-        db.transaction(async (trx) => {
-          for (let id = 1; id <= ROWS; id += 2) {
-            const r = rows[id - 1]!;
-            await trx('customers')
-              .where({ id })
-              .update({ email: value(r.email), phone: value(r.phone), notes: value(r.notes) });
-          }
-        });
-      if (shape === 'plaintext') {
-        writeFileSync(config, readFileSync(config, 'utf8').replace('columns: [email, phone, notes]', 'columns: [email, phone, notes]\n    plaintext: encrypt'));
-        await rewriteOddRows((plain) => plain);
-        const counted = json<{ targets: Array<{ plaintext: number }> }>(await keyctl(['status', '--json'], { cwd, env }));
-        expect(counted.targets.map((t) => t.plaintext)).toEqual([ROWS / 2, ROWS / 2, ROWS / 2]);
-      }
-      if (shape === 'fernet') {
-        writeFileSync(
-          config,
-          readFileSync(config, 'utf8').replace(
-            'columns: [email, phone, notes]',
-            'columns: [email, phone, notes]\n    from:\n      codec: fernet\n      versions: [v1]\n      prefix: "FERNET_V1:"',
-          ),
-        );
-        const ring = JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
-        const k1 = Buffer.from(ring.keys.v1!, 'base64');
-        const fernet = new FernetCodec({ prefix: 'FERNET_V1:' });
-        await rewriteOddRows((plain) => fernet.encrypt(plain, 'v1', k1));
-        const counted = json<{ targets: Array<{ counts: Record<string, number>; fernet: { tokens: number } }> }>(
-          await keyctl(['status', '--json'], { cwd, env }),
-        );
-        expect(counted.targets.map((t) => [t.counts, t.fernet.tokens])).toEqual(Array(3).fill([{ v1: ROWS }, ROWS / 2]));
-      }
-      expect((await keyctl(['generate'], { cwd, env })).code).toBe(0);
-      expect((await keyctl(['dual-key'], { cwd, env })).code).toBe(0);
-
-      const progress: number[] = [];
-      const v2Values = async () =>
-        json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd, env })).targets.reduce(
-          (n, t) => n + (t.counts.v2 ?? 0),
-          0,
-        );
-      try {
-        for (let i = 0; i < 4; i++) {
-          const done = (await v2Values()) / 3;
-          await killMidRun(cwd, env, db, done + 1 + Math.floor(Math.random() * ((ROWS - done) / 2)));
-          progress.push(await v2Values());
+    ])(
+      '$title resumes after SIGKILL at random points and ends with every row intact under the new key',
+      async ({ shape }) => {
+        tdb = await createTestDatabase(dialect);
+        const cwd = tdb.dir;
+        const env = { APP_DB: tdb.connection };
+        const init = await keyctl(['init', '--demo', '--rows', String(ROWS), '--database', '${APP_DB}'], { cwd, env });
+        expect(init.code, init.stderr).toBe(0);
+        const db = dbFor(dialect, cwd, tdb.connection);
+        const config = path.join(cwd, 'keyctl.yaml');
+        const rows = [...demoRows(ROWS)];
+        /** Every other row rewritten the way an application stored it before this rotation. */
+        const rewriteOddRows = (value: (plain: string) => string) =>
+          db.transaction(async (trx) => {
+            for (let id = 1; id <= ROWS; id += 2) {
+              const r = rows[id - 1]!;
+              await trx('customers')
+                .where({ id })
+                .update({ email: value(r.email), phone: value(r.phone), notes: value(r.notes) });
+            }
+          });
+        if (shape === 'plaintext') {
+          writeFileSync(
+            config,
+            readFileSync(config, 'utf8').replace('columns: [email, phone, notes]', 'columns: [email, phone, notes]\n    plaintext: encrypt'),
+          );
+          await rewriteOddRows((plain) => plain);
+          const counted = json<{ targets: Array<{ plaintext: number }> }>(await keyctl(['status', '--json'], { cwd, env }));
+          expect(counted.targets.map((t) => t.plaintext)).toEqual([ROWS / 2, ROWS / 2, ROWS / 2]);
         }
-      } finally {
-        await db.destroy();
-      }
-      // The kills landed mid-run: progress was partial each time and never went backwards.
-      expect(progress.filter((n) => n > 0 && n < 3 * ROWS).length, `values under v2 after each kill: ${progress.join(', ')}`).toBeGreaterThanOrEqual(3);
-      expect([...progress].sort((a, b) => a - b)).toEqual(progress);
-      const mid = { targets: progress };
-      const kills = progress;
-      const done = await keyctl(['reencrypt', '--batch-size', '500', '--json'], { cwd, env });
-      expect(done.code, `${done.stderr}\nkilled at ${kills.join(', ')} ms; counts before completion: ${JSON.stringify(mid.targets)}`).toBe(0);
-      expect(json(done)).toMatchObject({ remaining: 0 });
-
-      const keyring = JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
-      const keys = new Map(Object.entries(keyring.keys).map(([v, k]) => [v, Buffer.from(k, 'base64')]));
-      const expected = [...demoRows(ROWS)];
-      const knex = knexFactory(
-        dialect === 'sqlite'
-          ? { client: 'better-sqlite3', connection: { filename: path.resolve(cwd, tdb.connection) }, useNullAsDefault: true }
-          : dialect === 'pg'
-            ? { client: 'pg', connection: tdb.connection }
-            : { client: 'mysql2', connection: tdb.connection },
-      );
-      try {
-        const rows: Array<Record<string, string>> = await knex('customers').orderBy('id');
-        expect(rows).toHaveLength(ROWS);
-        for (const [i, row] of rows.entries()) {
-          for (const c of ['email', 'phone', 'notes'] as const) {
-            expect(codec.versionOf(row[c]!)).toBe('v2');
-            expect(codec.decrypt(row[c]!, (v) => keys.get(v))).toBe(expected[i]![c]);
-          }
+        if (shape === 'fernet') {
+          writeFileSync(
+            config,
+            readFileSync(config, 'utf8').replace(
+              'columns: [email, phone, notes]',
+              'columns: [email, phone, notes]\n    from:\n      codec: fernet\n      versions: [v1]\n      prefix: "FERNET_V1:"',
+            ),
+          );
+          const ring = JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
+          const k1 = Buffer.from(ring.keys.v1!, 'base64');
+          const fernet = new FernetCodec({ prefix: 'FERNET_V1:' });
+          await rewriteOddRows((plain) => fernet.encrypt(plain, 'v1', k1));
+          const counted = json<{ targets: Array<{ counts: Record<string, number>; fernet: { tokens: number } }> }>(
+            await keyctl(['status', '--json'], { cwd, env }),
+          );
+          expect(counted.targets.map((t) => [t.counts, t.fernet.tokens])).toEqual(Array(3).fill([{ v1: ROWS }, ROWS / 2]));
         }
-      } finally {
-        await knex.destroy();
-      }
-      expect((await keyctl(['verify'], { cwd, env })).code).toBe(0);
-    });
+        expect((await keyctl(['generate'], { cwd, env })).code).toBe(0);
+        expect((await keyctl(['dual-key'], { cwd, env })).code).toBe(0);
+
+        const progress: number[] = [];
+        const v2Values = async () =>
+          json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd, env })).targets.reduce(
+            (n, t) => n + (t.counts.v2 ?? 0),
+            0,
+          );
+        try {
+          for (let i = 0; i < 4; i++) {
+            const done = (await v2Values()) / 3;
+            await killMidRun(cwd, env, db, done + 1 + Math.floor(Math.random() * ((ROWS - done) / 2)));
+            progress.push(await v2Values());
+          }
+        } finally {
+          await db.destroy();
+        }
+        // The kills landed mid-run: progress was partial each time and never went backwards.
+        expect(progress.filter((n) => n > 0 && n < 3 * ROWS).length, `values under v2 after each kill: ${progress.join(', ')}`).toBeGreaterThanOrEqual(3);
+        expect([...progress].sort((a, b) => a - b)).toEqual(progress);
+        const mid = { targets: progress };
+        const kills = progress;
+        const done = await keyctl(['reencrypt', '--batch-size', '500', '--json'], { cwd, env });
+        expect(done.code, `${done.stderr}\nkilled at ${kills.join(', ')} ms; counts before completion: ${JSON.stringify(mid.targets)}`).toBe(0);
+        expect(json(done)).toMatchObject({ remaining: 0 });
+
+        const keyring = JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
+        const keys = new Map(Object.entries(keyring.keys).map(([v, k]) => [v, Buffer.from(k, 'base64')]));
+        const expected = [...demoRows(ROWS)];
+        const knex = knexFactory(
+          dialect === 'sqlite'
+            ? { client: 'better-sqlite3', connection: { filename: path.resolve(cwd, tdb.connection) }, useNullAsDefault: true }
+            : dialect === 'pg'
+              ? { client: 'pg', connection: tdb.connection }
+              : { client: 'mysql2', connection: tdb.connection },
+        );
+        try {
+          const rows: Array<Record<string, string>> = await knex('customers').orderBy('id');
+          expect(rows).toHaveLength(ROWS);
+          for (const [i, row] of rows.entries()) {
+            for (const c of ['email', 'phone', 'notes'] as const) {
+              expect(codec.versionOf(row[c]!)).toBe('v2');
+              expect(codec.decrypt(row[c]!, (v) => keys.get(v))).toBe(expected[i]![c]);
+            }
+          }
+        } finally {
+          await knex.destroy();
+        }
+        expect((await keyctl(['verify'], { cwd, env })).code).toBe(0);
+        // Six thousand rows, several kills and a full verify: 20–50 s each on this 2-core machine
+        // while other test files run beside it; the default 60 s left too little room.
+      },
+      180_000,
+    );
   });
 }
