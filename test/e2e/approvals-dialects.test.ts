@@ -6,11 +6,10 @@
  */
 import { appendFileSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import knexFactory from 'knex';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { json, keyctl } from '../helpers/cli.js';
-import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { createTestDatabase, DIALECTS, dialectAvailable, knexForProject, type TestDatabase } from '../helpers/databases.js';
 import { GpgHome } from '../helpers/gpg.js';
 
 let home: GpgHome;
@@ -35,16 +34,6 @@ beforeAll(() => {
 }, 60_000);
 
 afterAll(() => home.close());
-
-function dbFor(dialect: string, cwd: string, connection: string) {
-  return knexFactory(
-    dialect === 'sqlite'
-      ? { client: 'better-sqlite3', connection: { filename: path.resolve(cwd, connection) }, useNullAsDefault: true }
-      : dialect === 'pg'
-        ? { client: 'pg', connection, pool: { min: 0, max: 1 } }
-        : { client: 'mysql2', connection, pool: { min: 0, max: 1 } },
-  );
-}
 
 interface Listed {
   id: number;
@@ -97,7 +86,7 @@ for (const dialect of DIALECTS) {
         ]),
       });
 
-      const db = dbFor(dialect, cwd, tdb.connection);
+      const db = knexForProject(dialect, cwd, tdb.connection);
       try {
         // A consumed request with consumed_at cleared is still consumed (its audit row says so).
         await db('keyctl_approval_requests').where({ id }).update({ consumed_at: null });

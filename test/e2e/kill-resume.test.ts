@@ -8,33 +8,23 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import knexFactory from 'knex';
+import type { Knex } from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
 import { demoRows } from '../../src/core/demo.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { FernetCodec } from '../../src/crypto/fernet.js';
 import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
-import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
+import { createTestDatabase, DIALECTS, dialectAvailable, knexForProject, type TestDatabase } from '../helpers/databases.js';
 
 const ROWS = 6000;
 const codec = new AesGcmV1Codec();
-
-function dbFor(dialect: string, cwd: string, connection: string) {
-  return knexFactory(
-    dialect === 'sqlite'
-      ? { client: 'better-sqlite3', connection: { filename: path.resolve(cwd, connection) }, useNullAsDefault: true }
-      : dialect === 'pg'
-        ? { client: 'pg', connection, pool: { min: 0, max: 1 } }
-        : { client: 'mysql2', connection, pool: { min: 0, max: 1 } },
-  );
-}
 
 /**
  * Start reencrypt and SIGKILL it once its checkpoint shows at least `threshold` rows scanned —
  * a random point in the middle of the run, whatever the machine's speed — plus a random few ms,
  * so the kill lands anywhere inside a batch.
  */
-async function killMidRun(cwd: string, env: NodeJS.ProcessEnv, db: ReturnType<typeof knexFactory>, threshold: number): Promise<void> {
+async function killMidRun(cwd: string, env: NodeJS.ProcessEnv, db: Knex, threshold: number): Promise<void> {
   const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '50'], { cwd, env: { ...process.env, ...env }, stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
   let running = true;
@@ -74,7 +64,7 @@ for (const dialect of DIALECTS) {
         const env = { APP_DB: tdb.connection };
         const init = await keyctl(['init', '--demo', '--rows', String(ROWS), '--database', '${APP_DB}'], { cwd, env });
         expect(init.code, init.stderr).toBe(0);
-        const db = dbFor(dialect, cwd, tdb.connection);
+        const db = knexForProject(dialect, cwd, tdb.connection);
         const config = path.join(cwd, 'keyctl.yaml');
         const rows = [...demoRows(ROWS)];
         /** Every other row rewritten the way an application stored it before this rotation. */
@@ -143,13 +133,7 @@ for (const dialect of DIALECTS) {
         const keyring = JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')) as { keys: Record<string, string> };
         const keys = new Map(Object.entries(keyring.keys).map(([v, k]) => [v, Buffer.from(k, 'base64')]));
         const expected = [...demoRows(ROWS)];
-        const knex = knexFactory(
-          dialect === 'sqlite'
-            ? { client: 'better-sqlite3', connection: { filename: path.resolve(cwd, tdb.connection) }, useNullAsDefault: true }
-            : dialect === 'pg'
-              ? { client: 'pg', connection: tdb.connection }
-              : { client: 'mysql2', connection: tdb.connection },
-        );
+        const knex = knexForProject(dialect, cwd, tdb.connection);
         try {
           const rows: Array<Record<string, string>> = await knex('customers').orderBy('id');
           expect(rows).toHaveLength(ROWS);

@@ -105,3 +105,14 @@ export function perTestDatabase(dialect: TestDialect): { readonly db: TestDataba
     cleanup: (...fns) => void cleanups.push(...fns),
   };
 }
+
+/** A Knex of the test's own for the project's database (`connection` as keyctl.yaml names it; a SQLite path is relative to `cwd`). */
+export function knexForProject(dialect: string, cwd: string, connection: string): Knex {
+  return knexFactory(
+    dialect === 'sqlite'
+      ? { client: 'better-sqlite3', connection: { filename: path.resolve(cwd, connection) }, useNullAsDefault: true }
+      : dialect === 'pg'
+        ? { client: 'pg', connection, pool: { min: 0, max: 1 } }
+        : { client: 'mysql2', connection, pool: { min: 0, max: 1 } },
+  );
+}
