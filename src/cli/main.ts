@@ -34,6 +34,11 @@ export interface MainIO {
 
 export type { Signal };
 
+/** Commands whose --all-tenants is their own (a summary over every tenant), not one run per tenant. */
+const HANDLES_ALL_TENANTS = new Set(['status']);
+/** Commands that still show a shredded tenant (its state and history). */
+const SHOWS_SHREDDED = new Set(['status', 'audit']);
+
 function packageVersion(): string {
   const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
   return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
@@ -103,19 +108,19 @@ export async function main(io: MainIO): Promise<number> {
   };
 
   // Imported when a command runs (or an option is refused): `--version` and `--help` need no chalk.
-  const outputFor = async (flags: GlobalFlags): Promise<Output> =>
+  const outputFor = async (flags: GlobalFlags, stdout: TextStream = io.stdout): Promise<Output> =>
     new (await import('../ui/output.js')).Output({
       json: flags.json,
       color: flags.color,
       env: io.env,
-      stdout: io.stdout,
+      stdout,
       stderr: io.stderr,
       timestamps: Boolean(program.opts().logTimestamps) || io.argv.includes('--log-timestamps'),
       ...(io.stderr.isTTY ? { terminal: { stream: io.stderr, columns: () => io.stderr.columns ?? 0 } } : {}),
     });
 
-  const runtime = async (): Promise<CliRuntime> => {
-    const flags = globalFlags();
+  const runtime = async (tenancy?: GlobalFlags['tenancy']): Promise<CliRuntime> => {
+    const flags: GlobalFlags = { ...globalFlags(), ...(tenancy ? { tenancy } : {}) };
     return {
       flags,
       output: await outputFor(flags),
@@ -153,10 +158,29 @@ export async function main(io: MainIO): Promise<number> {
 
   /** Run a lazily imported handler; turn any error into a message and an exit status. */
   const run: RunAction = (command, load) => async () => {
-    const rt = await runtime();
+    const o = command.opts() as Record<string, unknown>;
+    // Commands on one keyring declare --tenant/--all-tenants (tenantOptions in specs.ts).
+    const tenancy =
+      'allTenants' in o
+        ? { ...(typeof o.tenant === 'string' ? { tenant: o.tenant } : {}), all: o.allTenants === true, allowShredded: SHOWS_SHREDDED.has(command.name()) }
+        : undefined;
+    const rt = await runtime(tenancy);
     try {
       const handler = await load();
-      status = await handler(rt, command.opts(), command.args);
+      if (tenancy?.all && tenancy.tenant !== undefined) {
+        const { UsageError } = await import('../base/errors.js');
+        throw new UsageError('--tenant and --all-tenants: give one of them', 'one tenant: --tenant ID; every tenant: --all-tenants');
+      }
+      if (tenancy?.all && !HANDLES_ALL_TENANTS.has(command.name())) {
+        const capture = async () => {
+          let text = '';
+          const stream = Object.assign(new (await import('node:stream')).Writable({ write: (chunk, _enc, cb) => ((text += String(chunk)), cb()) }), {
+            isTTY: false,
+          });
+          return { output: await outputFor(rt.flags, stream), text: () => text };
+        };
+        status = await (await import('./all-tenants.js')).runForAllTenants(rt, capture, (r) => handler(r, command.opts(), command.args));
+      } else status = await handler(rt, command.opts(), command.args);
     } catch (err) {
       status = rt.output.error(err);
     }

@@ -14,6 +14,11 @@ export interface GlobalFlags {
   color: boolean;
   /** --actor: who is acting, for the audit record. */
   actor?: string;
+  /**
+   * Set for commands that act on one keyring (docs/tenants.md): --tenant ID names the tenant;
+   * `all` (--all-tenants) is handled by main, which runs the command once per tenant.
+   */
+  tenancy?: { tenant?: string; all: boolean; allowShredded?: boolean };
 }
 
 export type Signal = 'SIGINT' | 'SIGTERM';
@@ -61,13 +66,16 @@ export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { c
     import('../db/connect.js'),
     import('../db/migrations.js'),
   ]);
-  const config = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
-  for (const warning of config.warnings ?? []) rt.output.warn(warning);
-  const keystore = openKeystore(config, rt.env, rt.output);
+  const base = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
+  for (const warning of base.warnings ?? []) rt.output.warn(warning);
+  const config = await configFor(rt, base);
+  const keystoreFor = (c: typeof config) => openKeystore(c, rt.env, rt.output);
+  const keystore = keystoreFor(config);
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {
     const result = await migrate(db);
     if (result.applied.length > 0) rt.output.info(`applied keyctl migrations: ${result.applied.join(', ')}`);
+    if (config.tenant !== undefined) await checkTenant(db, config.tenant, rt.flags.tenancy?.allowShredded === true);
   } catch (err) {
     await db.close();
     throw err;
@@ -79,8 +87,49 @@ export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { c
     now: rt.now,
     actor: actorName(rt.env, rt.flags.actor),
     log: rt.output,
+    keystoreFor,
     close: () => db.close(),
   };
+}
+
+/** --tenant ID names a tenant keyctl made a keyring for (and, for most commands, has not shredded). */
+async function checkTenant(db: import('../db/connect.js').Db, id: string, allowShredded: boolean): Promise<void> {
+  const [{ getTenantRow }, { RefusedError }, { formatTime }] = await Promise.all([
+    import('../rotation/store.js'),
+    import('../base/errors.js'),
+    import('../base/format.js'),
+  ]);
+  const row = await getTenantRow(db, id);
+  if (!row) throw new RefusedError(`tenant ${id} has no keyring`, `create it with: keyctl tenant add ${id}   (keyctl tenant list shows the tenants)`);
+  if (row.shreddedAt && !allowShredded)
+    throw new RefusedError(
+      `tenant ${id} was shredded ${formatTime(row.shreddedAt)}: its keys are destroyed and its values cannot be read any more`,
+      `keyctl status --tenant ${id} and keyctl audit --tenant ${id} still show its state and history`,
+    );
+}
+
+/**
+ * The configuration a command acts on: with tenancy, a command on one keyring needs --tenant ID
+ * (its view: the tenant's keyring and rows); without tenancy, --tenant is refused.
+ */
+async function configFor(rt: CliRuntime, config: import('../config/load.js').LoadedConfig): Promise<import('../config/load.js').LoadedConfig> {
+  const t = rt.flags.tenancy;
+  if (!t) return config;
+  const { UsageError } = await import('../base/errors.js');
+  if (!config.tenancy) {
+    if (t.tenant !== undefined || t.all)
+      throw new UsageError(
+        `${t.all ? '--all-tenants' : `--tenant ${t.tenant}`}: ${config.file} has no tenancy: section, so it has one keyring and no tenants`,
+        'run the command without it, or configure tenancy: (docs/tenants.md)',
+      );
+    return config;
+  }
+  if (t.tenant === undefined)
+    throw new UsageError(
+      `${config.file} keeps a keyring per tenant (tenancy:): say which with --tenant ID, or --all-tenants`,
+      'keyctl tenant list shows the tenants',
+    );
+  return (await import('../config/tenancy.js')).tenantView(config, t.tenant);
 }
 
 /** Run `fn` with an open context, closing the database afterwards whatever happens. */

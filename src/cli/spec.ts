@@ -22,7 +22,7 @@ export type OptionsOf<F extends (cmd: Command) => Command<unknown[], OptionValue
  * How main runs a handler: builds the runtime from the global flags, imports the handler, turns
  * a thrown error into a message and an exit status.
  */
-export type RunAction = <O>(command: { opts(): O; readonly args: string[] }, load: () => Promise<Handler<O>>) => () => Promise<void>;
+export type RunAction = <O>(command: { opts(): O; readonly args: string[]; name(): string }, load: () => Promise<Handler<O>>) => () => Promise<void>;
 
 export interface CommandSpec {
   readonly name: string;

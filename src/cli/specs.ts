@@ -8,11 +8,22 @@
  * module costs about a millisecond to load. It imports nothing but ./parse.js, ./spec.js and the
  * exit codes (commander's types only), so start-up loads no Knex, driver, keystore or crypto code.
  */
-import type { Command } from '@commander-js/extra-typings';
+import type { Command, OptionValues } from '@commander-js/extra-typings';
 import { UsageError } from '../base/errors.js';
 import { ExitCode } from '../base/exit-codes.js';
 import { collect, parseInteger, parsePositive, parseSeconds, parseShard, shownAsBefore } from './parse.js';
 import { type CommandSpec, defineCommand, type OptionsOf } from './spec.js';
+
+/**
+ * --tenant and --all-tenants, on every command that acts on one keyring (docs/tenants.md). main reads
+ * them (allTenants is always present, so main can tell these commands apart) and scopes the run.
+ */
+function tenantOptions<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
+  return cmd
+    .optionsGroup('Tenants (with tenancy: in keyctl.yaml):')
+    .option('--tenant <id>', "act on this tenant's keyring and rows")
+    .option('--all-tenants', 'every tenant that is not shredded, one after the other', false);
+}
 
 // ---- keyctl init --------------------------------------------------------------------------------------
 const initFlags = (cmd: Command) =>
@@ -23,6 +34,11 @@ const initFlags = (cmd: Command) =>
         .createOption('--rows <n>', 'rows of demo data (with --demo)')
         .argParser(parseInteger('--rows', { hint: 'e.g. keyctl init --demo --rows 1000' }))
         .default(1000, shownAsBefore(1000)),
+    )
+    .option(
+      '--tenants <n>',
+      'with --demo: per-tenant keyrings (tenancy: in keyctl.yaml), N tenants t001, t002, … with the rows spread over them',
+      parseInteger('--tenants', { hint: 'e.g. keyctl init --demo --tenants 3 --rows 3000' }),
     )
     .option('--key-from-env <VAR>', 'adopt the existing base64 key in environment variable VAR as v1 instead of generating one')
     .option(
@@ -57,9 +73,11 @@ const init = defineCommand({
 
 // ---- keyctl status ------------------------------------------------------------------------------------
 const statusFlags = (cmd: Command) =>
-  cmd.option(
-    '--check',
-    `exit ${ExitCode.PROBLEMS_FOUND} when any problem is found (for monitoring): overdue or stalled rotation, unreadable values, keystore/registry drift, a compromised key in use, stale backups or recovery tests, tampered evidence`,
+  tenantOptions(
+    cmd.option(
+      '--check',
+      `exit ${ExitCode.PROBLEMS_FOUND} when any problem is found (for monitoring): overdue or stalled rotation, unreadable values, keystore/registry drift, a compromised key in use, stale backups or recovery tests, tampered evidence`,
+    ),
   );
 
 export type StatusOptions = OptionsOf<typeof statusFlags>;
@@ -74,14 +92,16 @@ const status = defineCommand({
 
 // ---- keyctl generate ----------------------------------------------------------------------------------
 const generateFlags = (cmd: Command) =>
-  cmd
-    .option('--emergency', 'a key is compromised: mark it so, skip the waiting periods and the rollback window')
-    .option('--compromised <version>', 'with --emergency: the compromised key (default: the current primary)')
-    .option('--reason <text>', 'why (required with --emergency; recorded in the audit)')
-    .option(
-      '--break-glass',
-      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
-    );
+  tenantOptions(
+    cmd
+      .option('--emergency', 'a key is compromised: mark it so, skip the waiting periods and the rollback window')
+      .option('--compromised <version>', 'with --emergency: the compromised key (default: the current primary)')
+      .option('--reason <text>', 'why (required with --emergency; recorded in the audit)')
+      .option(
+        '--break-glass',
+        'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+      ),
+  );
 
 export type GenerateOptions = OptionsOf<typeof generateFlags>;
 
@@ -102,7 +122,7 @@ const generate = defineCommand({
 
 // ---- keyctl dual-key ----------------------------------------------------------------------------------
 const dualKeyFlags = (cmd: Command) =>
-  cmd.option('--wait', 'wait out the propagation delay (policy.minPropagationSeconds) with a countdown instead of refusing');
+  tenantOptions(cmd.option('--wait', 'wait out the propagation delay (policy.minPropagationSeconds) with a countdown instead of refusing'));
 
 export type DualKeyOptions = OptionsOf<typeof dualKeyFlags>;
 
@@ -119,46 +139,48 @@ const dualKey = defineCommand({
 export const DEFAULT_CHUNK_TIME = 0.5;
 
 const reencryptFlags = (cmd: Command) =>
-  cmd
-    .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
-    .optionsGroup('Pace:')
-    .option('--batch-size <n>', 'a fixed number of rows per batch (default: sized to --chunk-time)', parsePositive('--batch-size'))
-    .addOption(
-      cmd
-        .createOption('--chunk-time <seconds>', 'target time per batch; batch size adapts to it')
-        .argParser(parseSeconds('--chunk-time', 60))
-        .default(DEFAULT_CHUNK_TIME, shownAsBefore(DEFAULT_CHUNK_TIME)),
-    )
-    .option('--max-rate <rows>', 'at most this many rows per second', parsePositive('--max-rate'))
-    .option('--sleep <ms>', 'pause this long after every batch', parseInteger('--sleep', { min: 0 }))
-    .option('--pause-file <path>', 'pause while this file exists (touch it to pause, remove it to resume)')
-    .option(
-      '--max-load <n>',
-      'wait while the database is busier than this (PostgreSQL: other active backends; MySQL/MariaDB: Threads_running)',
-      parsePositive('--max-load'),
-    )
-    .option(
-      '--critical-load <n>',
-      'stop (cursor saved, exit 7, resumable) when the database is busier than this; above --max-load',
-      parsePositive('--critical-load'),
-    )
-    .optionsGroup('What to rewrite:')
-    .option('--table <name>', 'only this target table')
-    .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
-    .optionsGroup('Pace:')
-    .option(
-      '--crypto-workers <n>',
-      'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)',
-      parseInteger('--crypto-workers', { min: 0 }),
-    )
-    .optionsGroup('A reencrypt already running (from another terminal):')
-    .option('--status', 'show who runs it (host, pid, since), how far and how fast, its limits, or where a killed one stopped; then exit')
-    .option(
-      '--set <key=value>',
-      'change its limits live and exit: max-rate=N|none, batch-size=N|auto, chunk-time=S, max-load=N|none, paused=true|false; repeat for several',
-      collect,
-      [],
-    );
+  tenantOptions(
+    cmd
+      .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
+      .optionsGroup('Pace:')
+      .option('--batch-size <n>', 'a fixed number of rows per batch (default: sized to --chunk-time)', parsePositive('--batch-size'))
+      .addOption(
+        cmd
+          .createOption('--chunk-time <seconds>', 'target time per batch; batch size adapts to it')
+          .argParser(parseSeconds('--chunk-time', 60))
+          .default(DEFAULT_CHUNK_TIME, shownAsBefore(DEFAULT_CHUNK_TIME)),
+      )
+      .option('--max-rate <rows>', 'at most this many rows per second', parsePositive('--max-rate'))
+      .option('--sleep <ms>', 'pause this long after every batch', parseInteger('--sleep', { min: 0 }))
+      .option('--pause-file <path>', 'pause while this file exists (touch it to pause, remove it to resume)')
+      .option(
+        '--max-load <n>',
+        'wait while the database is busier than this (PostgreSQL: other active backends; MySQL/MariaDB: Threads_running)',
+        parsePositive('--max-load'),
+      )
+      .option(
+        '--critical-load <n>',
+        'stop (cursor saved, exit 7, resumable) when the database is busier than this; above --max-load',
+        parsePositive('--critical-load'),
+      )
+      .optionsGroup('What to rewrite:')
+      .option('--table <name>', 'only this target table')
+      .option('--shard <I/N>', 'only shard I of N (integer primary keys); run N processes, e.g. a Kubernetes Indexed Job', parseShard('--shard'))
+      .optionsGroup('Pace:')
+      .option(
+        '--crypto-workers <n>',
+        'worker threads for decrypt/encrypt, overlapping the database work (0: none; default: one per CPU, at most 4)',
+        parseInteger('--crypto-workers', { min: 0 }),
+      )
+      .optionsGroup('A reencrypt already running (from another terminal):')
+      .option('--status', 'show who runs it (host, pid, since), how far and how fast, its limits, or where a killed one stopped; then exit')
+      .option(
+        '--set <key=value>',
+        'change its limits live and exit: max-rate=N|none, batch-size=N|auto, chunk-time=S, max-load=N|none, paused=true|false; repeat for several',
+        collect,
+        [],
+      ),
+  );
 
 export type ReencryptOptions = OptionsOf<typeof reencryptFlags>;
 
@@ -177,7 +199,9 @@ const reencrypt = defineCommand({
 
 // ---- keyctl verify ------------------------------------------------------------------------------------
 const verifyFlags = (cmd: Command) =>
-  cmd.option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)', parsePositive('--sample'));
+  tenantOptions(
+    cmd.option('--sample <n>', 'decrypt N random rows per target instead of all (the database still counts every value)', parsePositive('--sample')),
+  );
 
 export type VerifyOptions = OptionsOf<typeof verifyFlags>;
 
@@ -191,10 +215,12 @@ const verify = defineCommand({
 
 // ---- keyctl backup ------------------------------------------------------------------------------------
 const backupFlags = (cmd: Command) =>
-  cmd
-    .option('--out <dir>', 'backup directory (default: backup.dir in keyctl.yaml, .keyctl/backups)')
-    .option('--recipient <file>', 'armored OpenPGP public key to encrypt to; repeat for several (default: backup.recipients)', collect, [])
-    .option('--if-configured', 'exit 0 without a backup when backup.recipients is empty (runbooks, shared scripts)');
+  tenantOptions(
+    cmd
+      .option('--out <dir>', 'backup directory (default: backup.dir in keyctl.yaml, .keyctl/backups)')
+      .option('--recipient <file>', 'armored OpenPGP public key to encrypt to; repeat for several (default: backup.recipients)', collect, [])
+      .option('--if-configured', 'exit 0 without a backup when backup.recipients is empty (runbooks, shared scripts)'),
+  );
 
 export type BackupOptions = OptionsOf<typeof backupFlags>;
 
@@ -209,13 +235,18 @@ const backup = defineCommand({
 
 // ---- keyctl recover-test ------------------------------------------------------------------------------
 const recoverTestFlags = (cmd: Command) =>
-  cmd
-    .option('--backup <file>', 'the backup to test (default: the newest in backup.dir)')
-    .option('--identity <file>', 'armored OpenPGP secret key of a recipient (gpg --armor --export-secret-keys)')
-    .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
-    .addOption(
-      cmd.createOption('--sample <n>', 'rows per target decrypted with the recovered keys').argParser(parsePositive('--sample')).default(20, shownAsBefore(20)),
-    );
+  tenantOptions(
+    cmd
+      .option('--backup <file>', 'the backup to test (default: the newest in backup.dir)')
+      .option('--identity <file>', 'armored OpenPGP secret key of a recipient (gpg --armor --export-secret-keys)')
+      .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
+      .addOption(
+        cmd
+          .createOption('--sample <n>', 'rows per target decrypted with the recovered keys')
+          .argParser(parsePositive('--sample'))
+          .default(20, shownAsBefore(20)),
+      ),
+  );
 
 export type RecoverTestOptions = OptionsOf<typeof recoverTestFlags>;
 
@@ -232,13 +263,15 @@ const recoverTest = defineCommand({
 
 // ---- keyctl restore -----------------------------------------------------------------------------------
 const restoreFlags = (cmd: Command) =>
-  cmd
-    .option('--backup <file>', 'the backup file')
-    .option('--identity <file>', 'armored OpenPGP secret key of a recipient')
-    .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
-    .option('-y, --yes', 'do not ask for confirmation (needed without a terminal)')
-    .option('--allow-unknown', 'also restore key versions the database registry does not know (needs --reason; audited)')
-    .option('--reason <text>', 'why (recorded in the audit)');
+  tenantOptions(
+    cmd
+      .option('--backup <file>', 'the backup file')
+      .option('--identity <file>', 'armored OpenPGP secret key of a recipient')
+      .option('--passphrase-env <var>', "environment variable holding the identity's passphrase")
+      .option('-y, --yes', 'do not ask for confirmation (needed without a terminal)')
+      .option('--allow-unknown', 'also restore key versions the database registry does not know (needs --reason; audited)')
+      .option('--reason <text>', 'why (recorded in the audit)'),
+  );
 
 export type RestoreOptions = OptionsOf<typeof restoreFlags>;
 
@@ -255,13 +288,15 @@ const restore = defineCommand({
 
 // ---- keyctl promote -----------------------------------------------------------------------------------
 const promoteFlags = (cmd: Command) =>
-  cmd
-    .option('--force', 'promote after a sampled verify (needs --reason)')
-    .option('--reason <text>', 'why (recorded in the audit)')
-    .option(
-      '--break-glass',
-      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
-    );
+  tenantOptions(
+    cmd
+      .option('--force', 'promote after a sampled verify (needs --reason)')
+      .option('--reason <text>', 'why (recorded in the audit)')
+      .option(
+        '--break-glass',
+        'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+      ),
+  );
 
 export type PromoteOptions = OptionsOf<typeof promoteFlags>;
 
@@ -275,13 +310,15 @@ const promote = defineCommand({
 
 // ---- keyctl retire ------------------------------------------------------------------------------------
 const retireFlags = (cmd: Command) =>
-  cmd
-    .option('--force', 'retire before the rollback window has passed (needs --reason)')
-    .option('--reason <text>', 'why (recorded in the audit)')
-    .option(
-      '--break-glass',
-      'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
-    );
+  tenantOptions(
+    cmd
+      .option('--force', 'retire before the rollback window has passed (needs --reason)')
+      .option('--reason <text>', 'why (recorded in the audit)')
+      .option(
+        '--break-glass',
+        'emergency only, when approvals.breakGlass allows it: act before the required approvals, which are collected afterwards (needs --reason)',
+      ),
+  );
 
 export type RetireOptions = OptionsOf<typeof retireFlags>;
 
@@ -295,7 +332,7 @@ const retire = defineCommand({
 
 // ---- keyctl rollback ----------------------------------------------------------------------------------
 const rollbackFlags = (cmd: Command) =>
-  cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)');
+  tenantOptions(cmd.option('--reason <text>', 'why (recorded in the audit)').option('--force', 'allow restoring a key marked compromised (needs --reason)'));
 
 export type RollbackOptions = OptionsOf<typeof rollbackFlags>;
 
@@ -308,7 +345,7 @@ const rollback = defineCommand({
 });
 
 // ---- keyctl purge -------------------------------------------------------------------------------------
-const purgeFlags = (cmd: Command) => cmd.option('--dry-run', 'say what would be destroyed, destroy nothing');
+const purgeFlags = (cmd: Command) => tenantOptions(cmd.option('--dry-run', 'say what would be destroyed, destroy nothing'));
 
 export type PurgeOptions = OptionsOf<typeof purgeFlags>;
 
@@ -324,24 +361,26 @@ const purge = defineCommand({
 const FORMATS: readonly ['table', 'json', 'markdown'] = ['table', 'json', 'markdown'];
 
 const auditFlags = (cmd: Command) =>
-  cmd
-    .optionsGroup('What to show:')
-    .option('--rotation <id>', 'this rotation (default: the open one, else the latest)', parseInteger('--rotation', { expects: 'a rotation id (a number)' }))
-    .option('--all', "the keyring's whole history")
-    .addOption(cmd.createOption('--format <format>', 'output format').choices(FORMATS).default('table'))
-    .optionsGroup('Evidence checks:')
-    .option(
-      '--verify',
-      `check the hash chain and its anchor in the keystore: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`,
-    )
-    .option('--expect-head <seq:hash>', 'with --verify: also check a head kept elsewhere (from an earlier --export or --verify)', parseExpectHead)
-    .option('--anchor', "anchor the keyring's current audit head in the keystore now (keyctl does this after every audited change)")
-    .option(
-      '--reset',
-      'with --anchor: re-anchor at the database head although it does not extend the old anchor (after restoring a database backup); needs --reason, audited',
-    )
-    .option('--reason <text>', 'with --anchor --reset: why, for the audit record')
-    .option('--export', "print the keyring's audit rows and head, with the anchor's MAC, as JSON lines (for write-once storage or a SIEM)");
+  tenantOptions(
+    cmd
+      .optionsGroup('What to show:')
+      .option('--rotation <id>', 'this rotation (default: the open one, else the latest)', parseInteger('--rotation', { expects: 'a rotation id (a number)' }))
+      .option('--all', "the keyring's whole history")
+      .addOption(cmd.createOption('--format <format>', 'output format').choices(FORMATS).default('table'))
+      .optionsGroup('Evidence checks:')
+      .option(
+        '--verify',
+        `check the hash chain and its anchor in the keystore: exit ${ExitCode.PROBLEMS_FOUND} if a row was edited, deleted or inserted outside keyctl`,
+      )
+      .option('--expect-head <seq:hash>', 'with --verify: also check a head kept elsewhere (from an earlier --export or --verify)', parseExpectHead)
+      .option('--anchor', "anchor the keyring's current audit head in the keystore now (keyctl does this after every audited change)")
+      .option(
+        '--reset',
+        'with --anchor: re-anchor at the database head although it does not extend the old anchor (after restoring a database backup); needs --reason, audited',
+      )
+      .option('--reason <text>', 'with --anchor --reset: why, for the audit record')
+      .option('--export', "print the keyring's audit rows and head, with the anchor's MAC, as JSON lines (for write-once storage or a SIEM)"),
+  );
 
 /** `--expect-head SEQ:HASH`, as `audit --verify` prints the head. */
 function parseExpectHead(value: string): { seq: number; hash: string } {
@@ -369,19 +408,21 @@ const audit = defineCommand({
 const runbookListFlags = (cmd: Command) => cmd.option('--file <path>', 'also a runbook file of your own');
 
 const runbookRunFlags = (cmd: Command) =>
-  cmd
-    .argument('<name>', 'runbook name (see `keyctl runbook list`)')
-    .option('--file <path>', 'run this runbook file instead of one found by name')
-    .option('--dry-run', 'print the plan (done, next and pending steps) without doing anything')
-    .option('-y, --yes', 'run check, command and wait steps without asking (for scripts); confirm steps still need a terminal')
-    .option('--set <name=value>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing); repeat for several', collect, [])
-    .option('--summary', "print the runbook's closing summary (incident timeline, evidence line) of the latest rotation, and nothing else")
-    .addOption(
-      cmd
-        .createOption('--format <format>', 'how the incident summary prints (markdown: to paste into a ticket)')
-        .choices(['text', 'markdown'] as const)
-        .default('text'),
-    );
+  tenantOptions(
+    cmd
+      .argument('<name>', 'runbook name (see `keyctl runbook list`)')
+      .option('--file <path>', 'run this runbook file instead of one found by name')
+      .option('--dry-run', 'print the plan (done, next and pending steps) without doing anything')
+      .option('-y, --yes', 'run check, command and wait steps without asking (for scripts); confirm steps still need a terminal')
+      .option('--set <name=value>', 'a runbook input, e.g. --set incident=INC-1234 (asked for when missing); repeat for several', collect, [])
+      .option('--summary', "print the runbook's closing summary (incident timeline, evidence line) of the latest rotation, and nothing else")
+      .addOption(
+        cmd
+          .createOption('--format <format>', 'how the incident summary prints (markdown: to paste into a ticket)')
+          .choices(['text', 'markdown'] as const)
+          .default('text'),
+      ),
+  );
 
 export type RunbookListOptions = OptionsOf<typeof runbookListFlags>;
 export type RunbookRunOptions = OptionsOf<typeof runbookRunFlags>;
@@ -421,24 +462,32 @@ const runbook = defineCommand({
 const parseRequestId = parseInteger('ID', { hint: 'a request number from `keyctl approval list`' });
 
 const approvalRequestFlags = (cmd: Command) =>
-  cmd
-    .addArgument(cmd.createArgument('<action>', 'the guarded action: generate, promote, retire or rollback'))
-    .option('--reason <text>', 'why (one line; part of the text the approvers sign)')
-    .option('--emergency', 'with generate: for `keyctl generate --emergency` (the approvers sign that the primary is compromised)');
+  tenantOptions(
+    cmd
+      .addArgument(cmd.createArgument('<action>', 'the guarded action: generate, promote, retire or rollback'))
+      .option('--reason <text>', 'why (one line; part of the text the approvers sign)')
+      .option('--emergency', 'with generate: for `keyctl generate --emergency` (the approvers sign that the primary is compromised)'),
+  );
 const approvalShowFlags = (cmd: Command) =>
-  cmd
-    .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
-    .option('--canonical', 'print exactly the bytes to sign, nothing else');
+  tenantOptions(
+    cmd
+      .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
+      .option('--canonical', 'print exactly the bytes to sign, nothing else'),
+  );
 const approvalSignFlags = (cmd: Command) =>
-  cmd
-    .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
-    .requiredOption('--key <file>', "the approver's armored OpenPGP secret key (`gpg --armor --export-secret-keys ID > FILE`)")
-    .option('--passphrase-env <VAR>', "environment variable holding the secret key's passphrase");
+  tenantOptions(
+    cmd
+      .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
+      .requiredOption('--key <file>', "the approver's armored OpenPGP secret key (`gpg --armor --export-secret-keys ID > FILE`)")
+      .option('--passphrase-env <VAR>', "environment variable holding the secret key's passphrase"),
+  );
 const approvalAddFlags = (cmd: Command) =>
-  cmd
-    .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
-    .requiredOption('--signature <file>', 'a detached OpenPGP signature of the canonical text (armored or binary)');
-const approvalListFlags = (cmd: Command) => cmd.option('--all', 'every request of the keyring (default: the newest 100, in every state)');
+  tenantOptions(
+    cmd
+      .addArgument(cmd.createArgument('<id>', 'request number').argParser(parseRequestId))
+      .requiredOption('--signature <file>', 'a detached OpenPGP signature of the canonical text (armored or binary)'),
+  );
+const approvalListFlags = (cmd: Command) => tenantOptions(cmd.option('--all', 'every request of the keyring (default: the newest 100, in every state)'));
 
 export type ApprovalRequestOptions = OptionsOf<typeof approvalRequestFlags>;
 export type ApprovalShowOptions = OptionsOf<typeof approvalShowFlags>;
@@ -539,6 +588,54 @@ const completion = defineCommand({
   handler: async () => (await import('./commands/completion.js')).run,
 });
 
+// ---- keyctl tenant / shred ---------------------------------------------------------------------------
+const tenantListFlags = (cmd: Command) => cmd.option('--no-counts', "skip counting each tenant's values (one grouped scan of every target table)");
+export type TenantListOptions = OptionsOf<typeof tenantListFlags>;
+const tenantAddFlags = (cmd: Command) => cmd.argument('<id>', 'the tenant id: its value in the tenancy column');
+export type TenantAddOptions = OptionsOf<typeof tenantAddFlags>;
+
+const tenant = defineCommand({
+  name: 'tenant',
+  description: 'per-tenant keyrings (tenancy: in keyctl.yaml): list the tenants, add one',
+  options: (cmd) => cmd,
+  examples: ['keyctl tenant list', 'keyctl tenant add acme'],
+  notes: 'Every lifecycle command acts on one tenant with --tenant ID, or on each in turn with --all-tenants. docs/tenants.md.',
+  subcommands: [
+    defineCommand({
+      name: 'list',
+      description: 'every tenant: primary, versions, open rotation, next rotation due, values per version; and tenant values with no keyring',
+      options: tenantListFlags,
+      examples: ['keyctl tenant list', 'keyctl tenant list --no-counts --json'],
+      handler: async () => (await import('./commands/tenant.js')).list,
+    }),
+    defineCommand({
+      name: 'add',
+      description: "create a tenant's keyring with its first key, v1",
+      options: tenantAddFlags,
+      examples: ['keyctl tenant add acme'],
+      handler: async () => (await import('./commands/tenant.js')).add,
+    }),
+  ],
+});
+
+const shredFlags = (cmd: Command) =>
+  cmd
+    .requiredOption('--tenant <id>', 'the tenant whose keys are destroyed')
+    .option('--reason <text>', 'why, e.g. the erasure request (recorded in the audit)')
+    .option('-y, --yes', 'do not ask to type the tenant id (needed without a terminal)');
+export type ShredOptions = OptionsOf<typeof shredFlags>;
+
+const shred = defineCommand({
+  name: 'shred',
+  description: "crypto-shred a tenant: destroy every key version of its keyring, so its values (and every database backup's copy) cannot be read",
+  options: shredFlags,
+  examples: ['keyctl shred --tenant acme --reason "GDPR erasure request #4411"'],
+  notes:
+    'Irreversible. Asks you to type the tenant id; needs the approvals of approvals.require.shred when set. Key backups made\n' +
+    'before still hold the keys until they are pruned: keyctl tenant list says which (docs/tenants.md, "Shredding").',
+  handler: async () => (await import('./commands/tenant.js')).shred,
+});
+
 export const COMMANDS: readonly CommandSpec[] = [
   init,
   status,
@@ -555,6 +652,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   purge,
   audit,
   approval,
+  tenant,
+  shred,
   runbook,
   migrate,
   completion,

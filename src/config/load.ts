@@ -10,11 +10,15 @@ import type { z } from 'zod';
 import { ConfigError } from '../base/errors.js';
 import { hasLiteralPassword, redactText } from '../db/redact.js';
 import { checkTemplate } from '../crypto/context.js';
-import { ConfigSchema, DatabaseSchema, KEYSTORE_PROVIDERS, KeystoreSchema, PolicySchema, TargetSchema, type RawConfig } from './schema.js';
+import { ConfigSchema, DatabaseSchema, KEYSTORE_PROVIDERS, KeystoreSchema, PolicySchema, TargetSchema, type RawConfig, type TargetConfig } from './schema.js';
+import { tenancyProblems } from './tenancy.js';
 
 export const DEFAULT_CONFIG_FILE = 'keyctl.yaml';
 
-export interface LoadedConfig extends RawConfig {
+export interface LoadedConfig extends Omit<RawConfig, 'targets'> {
+  targets: TargetConfig[];
+  /** Set in one tenant's view (config/tenancy): the tenant every command acts on. */
+  tenant?: string;
   /** Absolute path of the file it came from. */
   file: string;
   /** Directory relative paths in the file are resolved against. */
@@ -104,7 +108,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv):
 
   const result = ConfigSchema.safeParse(interpolated);
   // Approvers' key files are checked with the rest, so one run lists every problem of the section.
-  const keyFileProblems = approverKeyFileProblems(interpolated, path.dirname(file), label);
+  const keyFileProblems = [...approverKeyFileProblems(interpolated, path.dirname(file), label), ...(result.success ? tenancyProblems(result.data, label) : [])];
   if (!result.success || keyFileProblems.length > 0) {
     const problems = [...(result.success ? [] : result.error.issues.flatMap((issue) => formatIssue(issue, interpolated, label))), ...keyFileProblems];
     throw new ConfigError(

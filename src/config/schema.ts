@@ -263,7 +263,7 @@ export const BackupSchema = z.strictObject({
 });
 
 /** The actions a two-person rule can guard (docs/approvals.md). */
-export const APPROVAL_ACTIONS = ['generate', 'promote', 'retire', 'rollback'] as const;
+export const APPROVAL_ACTIONS = ['generate', 'promote', 'retire', 'rollback', 'shred'] as const;
 export type ApprovalAction = (typeof APPROVAL_ACTIONS)[number];
 
 const approverName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'an approver name of lowercase letters, digits, . _ and -');
@@ -307,6 +307,24 @@ export const ApprovalsSchema = z
   });
 export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 
+/** A keyring name: what `keyring:` and every tenant's rendered `tenancy.keyring` must be. */
+export const KEYRING_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/**
+ * Per-tenant keyrings (docs/tenants.md): every target table holds `column`, whose value names the
+ * tenant; each tenant has its own keyring, named by `keyring` with `{tenant}` in it.
+ */
+export const TenancySchema = z.strictObject({
+  column: identifier,
+  keyring: z
+    .string()
+    .default('tenant-{tenant}')
+    .refine((k) => k.split('{tenant}').length === 2, 'a keyring name template with {tenant} in it exactly once, e.g. "tenant-{tenant}"')
+    .refine((k) => /^[A-Za-z0-9_.-]*$/.test(k.replace('{tenant}', '')), 'a keyring name template: letters, digits, _ . - and {tenant}')
+    .refine((k) => k.replace('{tenant}', '').length <= 56, 'a keyring name template of at most 56 characters besides {tenant}'),
+});
+export type TenancyConfig = z.infer<typeof TenancySchema>;
+
 /**
  * A check of something outside keyctl (a database snapshot, a pg_dump) that runbook steps
  * `check: external` may run: declared here only, never in a runbook file, so a runbook cannot
@@ -323,10 +341,9 @@ const CheckCommandSchema = z.strictObject({
 export const ConfigSchema = z.strictObject({
   database: DatabaseSchema,
   keystore: KeystoreSchema,
-  keyring: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a keyring name (letters, digits, _ . -)')
-    .default('default'),
+  keyring: z.string().regex(KEYRING_NAME, 'a keyring name (letters, digits, _ . -)').default('default'),
+  /** Per-tenant keyrings (docs/tenants.md); absent: the one keyring above. */
+  tenancy: TenancySchema.optional(),
   targets: z
     .array(TargetSchema)
     .default([])
@@ -344,7 +361,8 @@ export const ConfigSchema = z.strictObject({
 });
 
 export type RawConfig = z.infer<typeof ConfigSchema>;
-export type TargetConfig = z.infer<typeof TargetSchema>;
+/** A target as commands use it: as configured, and with `scope` only one tenant's rows (config/tenancy). */
+export type TargetConfig = z.infer<typeof TargetSchema> & { scope?: { column: string; value: string } };
 export type KeystoreConfig = z.infer<typeof KeystoreSchema>;
 export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;

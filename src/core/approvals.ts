@@ -113,6 +113,7 @@ export interface StoredSignature {
 }
 
 function subjectOf(b: Binding): string {
+  if (b.action === 'shred') return `every key of keyring ${b.keyring} (crypto-shredding)`;
   if (b.rotationId !== null) return `rotation #${b.rotationId}`;
   return b.afterRotation ? `the next rotation after #${b.afterRotation}` : 'the first rotation';
 }
@@ -228,6 +229,25 @@ export async function bindingFor(ctx: CoreContext, action: ApprovalAction, opts:
   const rotation = await openRotation(ctx.db, keyring);
   if (opts.emergency && action !== 'generate')
     throw new UsageError('--emergency goes with generate', 'a later step is an emergency one when its rotation is: keyctl approval request ACTION');
+  if (action === 'shred') {
+    if (rotation)
+      throw new RefusedError(
+        `rotation #${rotation.id} of keyring ${keyring} is open (phase ${rotation.phase}); shred destroys every key of a keyring with no rotation open`,
+        'finish the rotation (or roll it back) first',
+      );
+    const versions = await listVersions(ctx.db, keyring);
+    const primary = versions.find((v) => v.state === 'primary')?.version;
+    if (!primary) throw new RefusedError(`keyring ${keyring} has no primary version`, 'run `keyctl status`');
+    return {
+      keyring,
+      action,
+      rotationId: null,
+      afterRotation: (await latestRotation(ctx.db, keyring))?.id ?? 0,
+      fromVersion: primary,
+      toVersion: 'none',
+      emergency: false,
+    };
+  }
   if (rotation) return bindingOfRotation(rotation, action, action === 'generate' ? Boolean(opts.emergency) || rotation.emergency : rotation.emergency);
   if (action !== 'generate') {
     throw new RefusedError(
@@ -757,7 +777,7 @@ export async function approvalFor(ctx: CoreContext, binding: Binding, opts: Appr
  * Inside the action's transaction: mark the request used (exactly once) with an `approval-consume`
  * row naming every approver, or record the break glass as a request awaiting signatures afterwards.
  */
-export async function consumeApproval(ctx: CoreContext, trx: Knex.Transaction, evidence: ApprovalEvidence, rotationId: number, at: Date): Promise<void> {
+export async function consumeApproval(ctx: CoreContext, trx: Knex.Transaction, evidence: ApprovalEvidence, rotationId: number | null, at: Date): Promise<void> {
   if (!evidence?.ok) return;
   if (evidence.kind === 'break-glass') {
     const request = await insertRequest(

@@ -315,7 +315,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
     let plaintext = 0;
     for (const t of ctx.config.targets) {
       const field = new FieldCodec(fieldSpecOf(t));
-      const rows = await sampleRows(ctx.db, t.table, t.primaryKey, columnsToRead(t), opts.sample);
+      const rows = await sampleRows(ctx.db, t.table, t.primaryKey, columnsToRead(t), opts.sample, t.scope);
       for (const row of rows) {
         for (const c of t.columns) {
           const value = row[c];

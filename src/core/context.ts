@@ -17,4 +17,6 @@ export interface CoreContext {
   /** "user@host", or KEYCTL_ACTOR. Recorded in the audit table. */
   actor: string;
   log: Logger;
+  /** Opens the keystore another configuration names (a tenant's, config/tenancy); absent: tenants cannot be reached. */
+  keystoreFor?: (config: LoadedConfig) => Keystore;
 }

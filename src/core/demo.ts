@@ -128,6 +128,15 @@ export function* demoRows(count: number, seed = 42): Generator<DemoRow> {
   }
 }
 
+/** The column `init --demo --tenants N` writes each row's tenant to (tenancy.column). */
+export const DEMO_TENANT_COLUMN = 'tenant_id';
+
+export interface DemoTenant {
+  id: string;
+  version: string;
+  key: Buffer;
+}
+
 export interface CreateDemoOptions {
   rows: number;
   version: string;
@@ -135,6 +144,8 @@ export interface CreateDemoOptions {
   codec: Codec;
   /** Drop an existing customers table first. */
   replace: boolean;
+  /** Per-tenant keyrings: row i belongs to tenants[i mod n] (column tenant_id) and is under its primary. */
+  tenants?: DemoTenant[];
   onProgress?: (done: number) => void;
 }
 
@@ -146,6 +157,10 @@ export async function createDemoTable(db: Db, opts: CreateDemoOptions): Promise<
     if (opts.replace) await knex.schema.dropTableIfExists(table);
     await knex.schema.createTable(table, (t) => {
       t.bigIncrements('id').primary();
+      if (opts.tenants) {
+        t.string(DEMO_TENANT_COLUMN, 48).notNullable();
+        t.index([DEMO_TENANT_COLUMN], `${table}_${DEMO_TENANT_COLUMN}`);
+      }
       t.text('email');
       t.text('phone');
       t.text('notes');
@@ -154,11 +169,15 @@ export async function createDemoTable(db: Db, opts: CreateDemoOptions): Promise<
     await knex.transaction(async (trx) => {
       let batch: Array<Record<string, unknown>> = [];
       let done = 0;
+      let i = 0;
       for (const row of demoRows(opts.rows)) {
+        const tenant = opts.tenants?.[i++ % opts.tenants.length];
+        const [version, key] = tenant ? [tenant.version, tenant.key] : [opts.version, opts.key];
         batch.push({
-          email: opts.codec.encrypt(row.email, opts.version, opts.key),
-          phone: opts.codec.encrypt(row.phone, opts.version, opts.key),
-          notes: opts.codec.encrypt(row.notes, opts.version, opts.key),
+          ...(tenant ? { [DEMO_TENANT_COLUMN]: tenant.id } : {}),
+          email: opts.codec.encrypt(row.email, version, key),
+          phone: opts.codec.encrypt(row.phone, version, key),
+          notes: opts.codec.encrypt(row.notes, version, key),
         });
         if (batch.length === batchSize) {
           await trx(table).insert(batch);

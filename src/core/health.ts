@@ -37,6 +37,7 @@ export const PROBLEM_CODES = {
   'plaintext-values': 'a target with plaintext: encrypt still holds values that are not encrypted',
   'break-glass-unapproved':
     'break-glass action awaiting approval: an emergency step ran with --break-glass and lacks the signatures approvals.require asks for',
+  'tenant-without-keyring': 'with tenancy: a target holds rows whose tenant has no keyring (or no tenant at all), which no key can be chosen for',
 } as const;
 
 export type ProblemCode = keyof typeof PROBLEM_CODES;

@@ -20,7 +20,8 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 import { appendAudit } from '../rotation/store.js';
 import { anchorAuditHead } from './audit-anchor.js';
 import type { CoreContext, Logger } from './context.js';
-import { createDemoTable, DEMO_TARGET } from './demo.js';
+import { createDemoTable, DEMO_TARGET, DEMO_TENANT_COLUMN, type DemoTenant } from './demo.js';
+import { createDemoTenants } from './tenants.js';
 import { KeyctlError, RefusedError, UsageError } from '../base/errors.js';
 import { reconcileRegistry } from './registry.js';
 
@@ -35,6 +36,8 @@ export interface InitOptions {
   existingConfig?: boolean;
   demo: boolean;
   rows: number;
+  /** With demo: per-tenant keyrings, this many tenants (t001, t002, …) sharing the rows. */
+  tenants?: number;
   /** An existing key to adopt as v1 instead of generating one. */
   adoptKey?: { source: string; key: Buffer };
   /** database.connection to write: a SQLite path (default ./keyctl.db) or a postgres:// / mysql:// URL, may be ${VAR}. */
@@ -59,6 +62,8 @@ export interface InitResult {
   /** The environment variable keyctl.yaml reads database.connection from (set it for every later command), or null. */
   databaseEnv: string | null;
   demoRows: number | null;
+  /** Demo tenants created (init --demo --tenants N), or null. */
+  tenants: number | null;
 }
 
 /** Where init puts a database URL that came with a password: the file names the variable only. */
@@ -68,7 +73,7 @@ export function clientFor(connection: string): Dialect {
   return dialectForConnection(connection).dialect;
 }
 
-export function renderConfig(opts: { client: string; connection: string; keyring: string; demo: boolean }): string {
+export function renderConfig(opts: { client: string; connection: string; keyring: string; demo: boolean; tenancy?: boolean }): string {
   const targets = opts.demo
     ? `targets:
   - table: ${DEMO_TARGET.table}
@@ -89,7 +94,14 @@ keystore:
   provider: file              # file | env | aws-secrets-manager | vault (docs/keystores.md)
   path: .keyctl/keyring.json  # created 0600 in a 0700 directory
 keyring: ${opts.keyring}
-${targets}policy:
+${
+  opts.tenancy
+    ? `tenancy:                      # a keyring per tenant (docs/tenants.md)
+  column: ${DEMO_TENANT_COLUMN}           # in every target table: whose row it is
+  keyring: "tenant-{tenant}"  # each tenant's keyring name
+`
+    : ''
+}${targets}policy:
   rotationIntervalDays: 90    # status --check fails when the primary key is older
   minPropagationSeconds: ${opts.demo ? '0    # demo: no wait. In production: at least the time your applications take to reload the keyring' : '300  # wait between generate and dual-key so every reader has the new key'}
   rollbackWindowDays: 30      # how long promote keeps the old key for rollback
@@ -119,6 +131,10 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
     );
   }
   if (!Number.isInteger(opts.rows) || opts.rows < 0) throw new UsageError(`--rows must be a whole number ≥ 0, found ${opts.rows}`);
+  if (opts.tenants !== undefined && (!opts.demo || opts.existingConfig))
+    throw new UsageError('--tenants goes with --demo (demo data spread over per-tenant keyrings)', 'keyctl init --demo --tenants 3 --rows 3000');
+  if (opts.tenants !== undefined && (!Number.isInteger(opts.tenants) || opts.tenants < 1 || opts.tenants > 100_000))
+    throw new UsageError(`--tenants must be a whole number from 1 to 100000, found ${opts.tenants}`);
   const configDir = path.dirname(configFile);
   try {
     accessSync(configDir, fsConstants.W_OK);
@@ -137,6 +153,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
         connection,
         keyring: opts.keyring ?? 'default',
         demo: opts.demo,
+        tenancy: opts.tenants !== undefined,
       });
   // Validate what we are about to write exactly as every later command will read it.
   const config: LoadedConfig = parseConfig(text, configFile, env);
@@ -190,8 +207,12 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
           'run `keyctl init --demo --force` to drop and recreate it (its rows are lost), or use another database',
         );
       }
-      opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} under ${primary}`);
-      await createDemoTable(db, { rows: opts.rows, version: primary, key, codec: new AesGcmV1Codec(), replace: exists });
+      let tenants: DemoTenant[] | undefined;
+      if (opts.tenants !== undefined) {
+        tenants = await createDemoTenants({ ...ctx, keystoreFor: (c) => openKeystore(c, env, opts.log) }, opts.tenants);
+        opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} over ${formatCount(tenants.length)} tenants`);
+      } else opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} under ${primary}`);
+      await createDemoTable(db, { rows: opts.rows, version: primary, key, codec: new AesGcmV1Codec(), replace: exists, ...(tenants ? { tenants } : {}) });
       demoRows = opts.rows;
     }
     await appendAudit(
@@ -230,6 +251,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       database: sqliteFile ? path.relative(path.dirname(configFile), sqliteFile) || sqliteFile : db.endpoint.description,
       databaseEnv: opts.existingConfig ? null : (/^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(connection)?.[1] ?? null),
       demoRows,
+      tenants: opts.tenants ?? null,
     };
   } finally {
     await db.close();

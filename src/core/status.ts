@@ -10,7 +10,8 @@ import { BLIND_INDEX_SHAPE } from '../crypto/blind-index.js';
 import { binaryColumns } from '../db/columns.js';
 import { CiphertextError } from '../crypto/codec.js';
 import { FieldCodec, fieldSpecOf } from '../crypto/field.js';
-import { scanTable } from '../reencrypt/scan.js';
+import { scanTable, scopeFilter } from '../reencrypt/scan.js';
+import type { RowScope } from '../config/tenancy.js';
 import { compareVersions, isVersionName } from '../crypto/keys.js';
 import type { TargetConfig } from '../config/schema.js';
 import type { Db } from '../db/connect.js';
@@ -133,20 +134,54 @@ const DAY_MS = 86_400_000;
  * row count n). The number of groups is bounded by the combinations of versions actually present,
  * not by the row count.
  */
-async function countBuckets(db: Db, table: string, buckets: Knex.Raw[], what: string): Promise<Array<Record<string, unknown>>> {
+async function countBuckets(db: Db, table: string, buckets: Knex.Raw[], what: string, scope?: RowScope): Promise<Array<Record<string, unknown>>> {
   const select: Record<string, Knex.Raw> = {};
   buckets.forEach((b, i) => {
     select[`b${i}`] = b;
   });
   try {
-    return await db
-      .knex(table)
+    return await scopeFilter(db.knex(table), scope)
       .select(select as unknown as Record<string, string>)
       .count({ n: '*' })
       .groupByRaw(buckets.map((_, i) => String(i + 1)).join(', '));
   } catch (err) {
     throw translateDbError(err, db.endpoint, what);
   }
+}
+
+/**
+ * One target's values per tenant and version, all tenants in one grouped scan (config/tenancy):
+ * tenant → bucket (`v2`, `#null`, `#plaintext`, `#fernet`, `#unparseable`) → count, over all its columns.
+ */
+export async function countVersionsByTenant(db: Db, target: TargetConfig, tenantColumn: string): Promise<Map<string, Record<string, number>>> {
+  const field = new FieldCodec(fieldSpecOf(target));
+  const binary = await binaryColumns(db, target.table);
+  const out = new Map<string, Record<string, number>>();
+  for (const c of target.columns) {
+    const bucket = binary.has(c)
+      ? db.adapter.binaryVersionBucket(db.knex, c, BINARY_MAGIC, BINARY_MIN_BYTES, field.spec.plaintext)
+      : db.adapter.versionBucket(db.knex, c, field.sqlPatterns);
+    let rows: Array<Record<string, unknown>>;
+    try {
+      rows = await db
+        .knex(target.table)
+        .select({ t: tenantColumn, b: bucket } as unknown as Record<string, string>)
+        .count({ n: '*' })
+        .groupByRaw('1, 2');
+    } catch (err) {
+      throw translateDbError(err, db.endpoint, `count values per tenant in ${target.table} of`);
+    }
+    for (const r of rows) {
+      const tenant = r.t === null || r.t === undefined ? '#null' : String(r.t);
+      let b = String(r.b);
+      if (binary.has(c) && /^[0-9a-f]{4}$/.test(b)) b = Number.parseInt(b, 16) > 0 ? `v${Number.parseInt(b, 16)}` : '#unparseable';
+      else if (b !== '#null' && b !== '#plaintext' && b !== '#fernet' && !isVersionName(b)) b = '#unparseable';
+      const counts = out.get(tenant) ?? {};
+      counts[b] = (counts[b] ?? 0) + Number(r.n);
+      out.set(tenant, counts);
+    }
+  }
+  return out;
 }
 
 /** A blind index column's values per version (docs/format.md, "Blind indexes"). */
@@ -168,6 +203,7 @@ export async function countBlindIndexes(db: Db, target: TargetConfig): Promise<B
     target.table,
     target.blindIndexes.map((b) => db.adapter.versionBucket(db.knex, b.column, { shape: BLIND_INDEX_SHAPE })),
     `count the blind indexes of ${target.table} in`,
+    target.scope,
   );
   return target.blindIndexes.map((b, i) => {
     const out: BlindIndexCounts = { table: target.table, column: b.column, source: b.source, counts: {}, null: 0, unparseable: 0 };
@@ -195,6 +231,7 @@ export async function countVersions(db: Db, target: TargetConfig, keys?: CountKe
         : db.adapter.versionBucket(db.knex, c, field.sqlPatterns),
     ),
     `count values in ${target.table} of`,
+    target.scope,
   );
   const aliases = target.columns.map((_, i) => `b${i}`);
   const out = target.columns.map((column, i) => {
@@ -234,6 +271,9 @@ async function countFernetTokens(db: Db, target: TargetConfig, field: FieldCodec
       target.primaryKey,
       columns.map((c) => c.column),
       2000,
+      null,
+      undefined,
+      target.scope,
     )) {
       for (const row of rows) {
         for (const c of columns) {

@@ -48,6 +48,10 @@ export async function checkTargets(db: Db, config: LoadedConfig): Promise<void> 
     for (const [j, c] of t.columns.entries()) {
       if (!cols.has(c)) problems.push(`${file}: targets[${i}].columns[${j}]: table "${t.table}" has no column "${c}"`);
     }
+    if (config.tenancy && !cols.has(config.tenancy.column))
+      problems.push(
+        `${file}: tenancy.column: table "${t.table}" (targets[${i}]) has no column "${config.tenancy.column}"; every target table needs it to tell its tenants apart`,
+      );
     // Binary columns take the binary layout alone: not Fernet, row context or a blind index (yet).
     const binary = await binaryColumns(db, t.table);
     for (const [j, c] of t.columns.entries()) {

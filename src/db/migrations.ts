@@ -18,6 +18,7 @@ export const TABLES = {
   auditHead: 'keyctl_audit_head',
   approvals: 'keyctl_approval_requests',
   approvalSignatures: 'keyctl_approval_signatures',
+  tenants: 'keyctl_tenants',
 } as const;
 
 interface Migration {
@@ -165,6 +166,21 @@ const MIGRATIONS: Migration[] = [
         t.string('added_by', 255).notNullable();
         t.datetime('added_at', { precision: 3 }).notNullable();
         t.unique(['request_id', 'fingerprint'], { indexName: 'keyctl_approval_sigs_unique' });
+      });
+    },
+  },
+  {
+    name: '0005_tenants',
+    async up(knex) {
+      // Per-tenant keyrings (docs/tenants.md): which tenants keyctl made keyrings for, and which it
+      // shredded. The keys' own state stays in keyctl_key_versions, under the tenant's keyring.
+      await createIfMissing(knex, TABLES.tenants, (t) => {
+        t.string('tenant', 48).primary();
+        t.string('keyring', 64).notNullable().unique({ indexName: 'keyctl_tenants_keyring' });
+        t.string('created_by', 255).notNullable();
+        t.datetime('created_at', { precision: 3 }).notNullable();
+        t.datetime('shredded_at', { precision: 3 }).nullable();
+        t.text('shred_reason').nullable();
       });
     },
   },

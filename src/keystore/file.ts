@@ -101,6 +101,21 @@ class PrivateFile {
     }
   }
 
+  /** Remove the file (under the lock); a missing one is already gone. */
+  async remove(): Promise<void> {
+    await assertSafeDirectory(path.dirname(this.file));
+    const release = await this.lock();
+    try {
+      await removeDeadTempFiles(this.file);
+      await fs.unlink(this.file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT')
+          throw new KeystoreError(`cannot remove ${this.what} ${this.file}: ${err.code ?? err.message}`, 'check the permissions of its directory');
+      });
+    } finally {
+      await release();
+    }
+  }
+
   private async writeLocked(text: string, expectedRevision: string | null): Promise<void> {
     const current = (await this.read())?.revision ?? null;
     if (current !== expectedRevision) {
@@ -162,6 +177,12 @@ export class FileKeystore implements Keystore {
 
   async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, _why: string): Promise<void> {
     await this.archive.write(serialiseArchive(doc), expectedRevision);
+  }
+
+  /** Archive first, then the published file: a crash between the two leaves the keyring to finish shredding. */
+  async destroyKeyring(_keyring: string, _why: string): Promise<void> {
+    await this.archive.remove();
+    await this.published.remove();
   }
 
   /** The audit anchor: `<name>.audit-anchor.json` beside the keyring file, 0600, same lock and check-and-set. */

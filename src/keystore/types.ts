@@ -86,5 +86,11 @@ export interface Keystore {
    * cannot store it (env: read-only). `writeAnchor` is a check-and-set like `write`.
    */
   readAnchor?(keyring: string): Promise<AnchorSnapshot>;
+  /**
+   * Crypto-shredding (docs/tenants.md): remove the published keyring and its archive for good, so
+   * no key of the keyring is left in this keystore. The audit anchor stays (it holds no key).
+   * Absent on providers that cannot do it yet.
+   */
+  destroyKeyring?(keyring: string, why: string): Promise<void>;
   writeAnchor?(keyring: string, text: string, expectedRevision: string | null): Promise<void>;
 }

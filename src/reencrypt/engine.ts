@@ -136,7 +136,7 @@ export async function countNotUnder(
   if (field.writesFernet(version)) {
     if (!opts.key) throw new Error(`counting Fernet tokens not under ${version} needs its key`);
     let n = 0;
-    for await (const rows of scanTable(db, t.table, t.primaryKey, columnsToRead(t), 2000, null, opts.shard)) {
+    for await (const rows of scanTable(db, t.table, t.primaryKey, columnsToRead(t), 2000, null, opts.shard, t.scope)) {
       for (const row of rows) {
         for (const c of t.columns)
           if (row[c] !== null && row[c] !== undefined && !(typeof row[c] === 'string' && field.isUnder(row[c], version, opts.key))) n++;
@@ -172,7 +172,7 @@ export async function countNotUnder(
       ]),
     );
   });
-  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, opts.shard)) as Array<Record<string, unknown>>;
+  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, opts.shard, t.scope)) as Array<Record<string, unknown>>;
   return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0) + t.blindIndexes.reduce((n, _, j) => n + Number(row?.[`i_${j}`] ?? 0), 0);
 }
 
@@ -204,7 +204,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     o.onRetry?.(`${t.table}: ${r.what} failed (${r.code}); retrying in ${r.delayMs} ms (try ${r.attempt + 1} of ${r.tries})`);
   let throttleReason: string | null = null;
   const pkType = keyWidth === 1 ? await db.adapter.primaryKeyType(db.knex, t.table, keys[0]!) : await compositeKeyTypes(db, t.table, keys);
-  const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard)) as Array<{ n: unknown }>)[0]?.n ?? 0);
+  const rowsTotal = Number(((await shardFilter(db.knex(t.table).count({ n: '*' }), t.primaryKey, o.shard, t.scope)) as Array<{ n: unknown }>)[0]?.n ?? 0);
   const stored = o.dryRun ? null : await o.checkpoints.load(db, o.rotationId, t.table, shard);
   // A cursor saved under another primaryKey (the config changed between a one-column and a
   // composite key mid-pass) cannot be compared with this key: the pass starts over, which is safe
@@ -234,7 +234,10 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const readColumns = columnsToRead(t);
   const read = async (after: RowKey | null) => {
     const size = Math.min(maxBatch, throttle.batchSize());
-    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, readColumns, after, size, o.shard), { ...retry, onRetry });
+    const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, readColumns, after, size, o.shard, t.scope), {
+      ...retry,
+      onRetry,
+    });
     return Object.assign(rows, { size });
   };
   const width = t.columns.length;

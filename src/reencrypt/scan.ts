@@ -8,6 +8,7 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db/connect.js';
 import { translateDbError } from '../db/errors.js';
+import type { RowScope } from '../config/tenancy.js';
 
 export type { PkValue, RowKey } from '../db/adapter.js';
 import type { PkValue, RowKey } from '../db/adapter.js';
@@ -58,13 +59,28 @@ export function cursorFits(cursor: RowKey, pk: KeySpec): boolean {
   return Array.isArray(cursor) ? cursor.length === width && width > 1 : width === 1;
 }
 
-export function shardFilter(q: Knex.QueryBuilder, pk: KeySpec, shard: Shard | undefined): Knex.QueryBuilder {
+/** Only one tenant's rows (`column = value`), when the target is scoped to a tenant (config/tenancy). */
+export function scopeFilter(q: Knex.QueryBuilder, scope: RowScope | undefined): Knex.QueryBuilder {
+  return scope ? q.where(scope.column, scope.value) : q;
+}
+
+export function shardFilter(q: Knex.QueryBuilder, pk: KeySpec, shard: Shard | undefined, scope?: RowScope): Knex.QueryBuilder {
+  scopeFilter(q, scope);
   if (!shard || shard.count === 1) return q;
   // ((pk % n) + n) % n: the same residue for negative keys on every dialect.
   return q.whereRaw('((?? % ?) + ?) % ? = ?', [shardColumn(pk), shard.count, shard.count, shard.count, shard.index]);
 }
 
-export async function readBatch(db: Db, table: string, pk: KeySpec, columns: string[], after: RowKey | null, limit: number, shard?: Shard): Promise<Row[]> {
+export async function readBatch(
+  db: Db,
+  table: string,
+  pk: KeySpec,
+  columns: string[],
+  after: RowKey | null,
+  limit: number,
+  shard?: Shard,
+  scope?: RowScope,
+): Promise<Row[]> {
   try {
     const keys = keyColumns(pk);
     if (keys.length === 1) {
@@ -77,6 +93,7 @@ export async function readBatch(db: Db, table: string, pk: KeySpec, columns: str
           .limit(limit),
         col,
         shard,
+        scope,
       );
       if (after !== null) q.where(col, '>', after as string | number);
       return (await q) as Row[];
@@ -89,6 +106,7 @@ export async function readBatch(db: Db, table: string, pk: KeySpec, columns: str
         .limit(limit),
       pk,
       shard,
+      scope,
     );
     if (after !== null) {
       const cond = db.adapter.keyAfter(keys, after as PkValue[]);
@@ -108,10 +126,11 @@ export async function* scanTable(
   batchSize: number,
   from: RowKey | null = null,
   shard?: Shard,
+  scope?: RowScope,
 ): AsyncGenerator<Row[]> {
   let cursor = from;
   for (;;) {
-    const rows = await readBatch(db, table, pk, columns, cursor, batchSize, shard);
+    const rows = await readBatch(db, table, pk, columns, cursor, batchSize, shard, scope);
     if (rows.length === 0) return;
     yield rows;
     cursor = keyOf(rows[rows.length - 1]!, pk);
@@ -120,11 +139,10 @@ export async function* scanTable(
 }
 
 /** A random sample of rows (ORDER BY random(): a full sort, acceptable for verify --sample). */
-export async function sampleRows(db: Db, table: string, pk: KeySpec, columns: string[], n: number): Promise<Row[]> {
+export async function sampleRows(db: Db, table: string, pk: KeySpec, columns: string[], n: number, scope?: RowScope): Promise<Row[]> {
   try {
     const keys = keyColumns(pk);
-    return (await db
-      .knex(table)
+    return (await scopeFilter(db.knex(table), scope)
       .select([...keys, ...columns])
       .orderByRaw(db.adapter.randomOrder)
       .limit(n)) as Row[];

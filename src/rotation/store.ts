@@ -80,6 +80,12 @@ export async function openRotation(db: Db | Knex.Transaction, keyring: string): 
   return row ? toRotation(row as Record<string, unknown>) : null;
 }
 
+/** Every open rotation, by keyring (one query, for summaries over many tenants). */
+export async function openRotations(db: Db): Promise<Map<string, Rotation>> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.rotations).whereNotNull('open_keyring');
+  return new Map(rows.map((r) => [String(r.keyring), toRotation(r)]));
+}
+
 export async function getRotation(db: Db, id: number): Promise<Rotation | null> {
   const row = await db.knex(TABLES.rotations).where({ id }).first();
   return row ? toRotation(row as Record<string, unknown>) : null;
@@ -215,7 +221,24 @@ export interface RegisteredVersion {
 export async function listVersions(db: Db | Knex.Transaction, keyring: string): Promise<RegisteredVersion[]> {
   const knex = 'knex' in db ? db.knex : db;
   const rows: Record<string, unknown>[] = await knex(TABLES.keyVersions).where({ keyring }).orderBy('version_number');
-  return rows.map((r) => ({
+  return rows.map(toVersion);
+}
+
+/** The registry of every keyring, by keyring (one query, for summaries over many tenants). */
+export async function versionsByKeyring(db: Db): Promise<Map<string, RegisteredVersion[]>> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.keyVersions).orderBy(['keyring', 'version_number']);
+  const out = new Map<string, RegisteredVersion[]>();
+  for (const r of rows) {
+    const v = toVersion(r);
+    const list = out.get(v.keyring);
+    if (list) list.push(v);
+    else out.set(v.keyring, [v]);
+  }
+  return out;
+}
+
+function toVersion(r: Record<string, unknown>): RegisteredVersion {
+  return {
     keyring: String(r.keyring),
     version: String(r.version),
     state: parseVersionState(r.state),
@@ -225,7 +248,7 @@ export async function listVersions(db: Db | Knex.Transaction, keyring: string): 
     stateChangedAt: fromDbTime(r.state_changed_at) ?? new Date(0),
     publishedAt: fromDbTime(r.published_at),
     material: r.material === 'destroyed' ? 'destroyed' : 'present',
-  }));
+  };
 }
 
 export async function setVersionState(t: Executor, db: Db, keyring: string, version: string, state: VersionState, at: Date): Promise<void> {
@@ -352,7 +375,9 @@ export type AuditAction =
   | 'purge'
   | 'approval-request'
   | 'approval-sign'
-  | 'approval-consume';
+  | 'approval-consume'
+  | 'tenant-add'
+  | 'shred';
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted' | 'skipped';
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['ok', 'refused', 'failed', 'interrupted', 'skipped'];
 
@@ -377,6 +402,8 @@ const AUDIT_ACTIONS: readonly AuditAction[] = [
   'approval-request',
   'approval-sign',
   'approval-consume',
+  'tenant-add',
+  'shred',
 ];
 
 function parseAction(v: string): AuditAction {
@@ -744,4 +771,49 @@ export async function listCheckpoints(db: Db, rotationId: number): Promise<Check
     completed: Boolean(Number(r.completed)),
     updatedAt: fromDbTime(r.updated_at),
   }));
+}
+
+// ── tenants ───────────────────────────────────────────────────────────────────────────────────
+
+export interface TenantRow {
+  tenant: string;
+  keyring: string;
+  createdBy: string;
+  createdAt: Date;
+  shreddedAt: Date | null;
+  shredReason: string | null;
+}
+
+function toTenant(r: Record<string, unknown>): TenantRow {
+  return {
+    tenant: String(r.tenant),
+    keyring: String(r.keyring),
+    createdBy: String(r.created_by),
+    createdAt: fromDbTime(r.created_at) ?? new Date(0),
+    shreddedAt: fromDbTime(r.shredded_at),
+    shredReason: r.shred_reason === null || r.shred_reason === undefined ? null : String(r.shred_reason),
+  };
+}
+
+export async function listTenantRows(db: Db): Promise<TenantRow[]> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.tenants).orderBy('tenant');
+  return rows.map(toTenant);
+}
+
+export async function getTenantRow(db: Db, tenant: string): Promise<TenantRow | null> {
+  const row = (await db.knex(TABLES.tenants).where({ tenant }).first()) as Record<string, unknown> | undefined;
+  return row ? toTenant(row) : null;
+}
+
+export async function insertTenantRow(t: Executor, db: Db, row: { tenant: string; keyring: string; createdBy: string; at: Date }): Promise<void> {
+  await t(TABLES.tenants).insert({ tenant: row.tenant, keyring: row.keyring, created_by: row.createdBy, created_at: db.adapter.toDbTime(row.at) });
+}
+
+/** Marks a tenant shredded; false when it already was (compare-and-set on shredded_at). */
+export async function markTenantShredded(t: Executor, db: Db, tenant: string, reason: string, at: Date): Promise<boolean> {
+  const n = await t(TABLES.tenants)
+    .where({ tenant })
+    .whereNull('shredded_at')
+    .update({ shredded_at: db.adapter.toDbTime(at), shred_reason: reason });
+  return Number(n) === 1;
 }

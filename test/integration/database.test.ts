@@ -59,6 +59,7 @@ for (const dialect of DIALECTS) {
         '0002_audit_hash_chain_and_key_publication',
         '0003_verify_evidence',
         '0004_approvals',
+        '0005_tenants',
       ]);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
       expect([...ra.applied, ...rb.applied].sort()).toEqual([
@@ -66,6 +67,7 @@ for (const dialect of DIALECTS) {
         '0002_audit_hash_chain_and_key_publication',
         '0003_verify_evidence',
         '0004_approvals',
+        '0005_tenants',
       ]);
       expect((await migrate(a)).applied).toEqual([]);
       expect(await pendingMigrations(a)).toEqual([]);

@@ -26,7 +26,7 @@ function tick(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-export async function run(rt: CliRuntime, f: DualKeyOptions = {}): Promise<number> {
+export async function run(rt: CliRuntime, f: Partial<DualKeyOptions> = {}): Promise<number> {
   return withCoreContext(rt, async (ctx) => {
     if (f.wait) {
       const { ms, version } = await dualKeyWaitMs(ctx);

@@ -38,6 +38,7 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
     force: Boolean(flags.force),
     demo: Boolean(flags.demo),
     rows: flags.rows,
+    ...(flags.tenants !== undefined ? { tenants: flags.tenants } : {}),
     ...(adoptKey ? { adoptKey } : {}),
     ...(flags.database ? { database: flags.database } : {}),
     ...(flags.keyring ? { keyring: flags.keyring } : {}),
@@ -56,8 +57,16 @@ export async function run(rt: CliRuntime, flags: InitOptions): Promise<number> {
       `${c.green('✓')} database ${result.database} ready`,
     ];
     if (result.databaseEnv) lines.push(`${c.green('✓')} database.connection reads $${result.databaseEnv}: set it for every keyctl command`);
-    if (result.demoRows !== null) lines.push(`${c.green('✓')} customers table with ${formatCount(result.demoRows)} encrypted rows (email, phone, notes)`);
-    lines.push('', `Next: run ${c.bold('keyctl status')} to see what each key protects.`);
+    if (result.demoRows !== null)
+      lines.push(
+        `${c.green('✓')} customers table with ${formatCount(result.demoRows)} encrypted rows (email, phone, notes)${result.tenants ? ` over ${formatCount(result.tenants)} tenants, each under its own keyring (keyctl tenant list)` : ''}`,
+      );
+    lines.push(
+      '',
+      result.tenants
+        ? `Next: run ${c.bold('keyctl tenant list')}, then rotate one tenant: ${c.bold('keyctl generate --tenant t001')}.`
+        : `Next: run ${c.bold('keyctl status')} to see what each key protects.`,
+    );
     return lines.join('\n');
   });
   return ExitCode.OK;

@@ -6,19 +6,23 @@ import { nextStep } from '../../rotation/machine.js';
 import { formatCount, formatIsoText } from '../../ui/format.js';
 import { describeJob } from '../../ui/jobs.js';
 import type { ChalkInstance } from 'chalk';
-import { openCoreContext, type CliRuntime } from '../runtime.js';
+import { openCoreContext, withCoreContext, type CliRuntime } from '../runtime.js';
+import { getTenantRow } from '../../rotation/store.js';
 import type { StatusOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number> {
+  if (rt.flags.tenancy?.all) return tenantsStatus(rt, flags, null);
   const ctx = await openCoreContext(rt);
-  let report: StatusReport;
+  let report: StatusReport | null = null;
   try {
-    report = await getStatus(ctx);
+    // A shredded tenant has no keys to reconcile: its summary says what is left.
+    if (ctx.config.tenant === undefined || !(await getTenantRow(ctx.db, ctx.config.tenant))?.shreddedAt) report = await getStatus(ctx);
     // status may append audit rows (a registry reconciled, a refusal): anchor them like any command.
     await (await import('../../core/audit.js')).anchorAfterCommand(ctx);
   } finally {
     await ctx.close();
   }
+  if (!report) return tenantsStatus(rt, flags, ctx.config.tenant!);
   for (const w of report.warnings) rt.output.warn(w);
   const problems = report.problems;
   const failed = Boolean(flags.check) && problems.length > 0;
@@ -29,6 +33,25 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
     if (!rt.output.json) {
       for (const p of problems) rt.output.info(`keyctl: check failed [${p.code}]: ${p.message}\nkeyctl: hint: ${p.hint}`);
     }
+    return ExitCode.PROBLEMS_FOUND;
+  }
+  return ExitCode.OK;
+}
+
+/** `status --all-tenants` (or a shredded tenant's status): the tenant summaries, and their problems under --check. */
+async function tenantsStatus(rt: CliRuntime, flags: StatusOptions, only: string | null): Promise<number> {
+  const { tenantSummaries, tenantProblems } = await import('../../core/tenants.js');
+  const { renderTenants } = await import('./tenant.js');
+  const { tenancy: _, ...keyringFlags } = rt.flags;
+  const base = { ...rt, flags: keyringFlags };
+  const report = await withCoreContext(base, (ctx) => tenantSummaries(ctx, { counts: true, ...(only !== null ? { only: [only] } : {}) }));
+  const problems = tenantProblems(report);
+  const failed = Boolean(flags.check) && problems.length > 0;
+  rt.output.result({ ...report, problems, ok: !failed }, () =>
+    [renderTenants(report), ...(problems.length > 0 ? ['', 'Problems:', ...problems.map((p) => `  - [${p.code}] ${p.message}`)] : [])].join('\n'),
+  );
+  if (failed) {
+    if (!rt.output.json) for (const p of problems) rt.output.info(`keyctl: check failed [${p.code}]: ${p.message}\nkeyctl: hint: ${p.hint}`);
     return ExitCode.PROBLEMS_FOUND;
   }
   return ExitCode.OK;

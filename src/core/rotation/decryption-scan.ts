@@ -117,9 +117,10 @@ export async function decryptionScan(
     const indexes = t.blindIndexes.map((b) => ({ column: b.column, source: b.source, indexer: new BlindIndexer(t.table, b.source, b.normalize) }));
     // A bound target's context columns are read with the row.
     const read = columnsToRead(t);
-    if (opts.sample !== undefined) check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, read, opts.sample), codec, indexes);
+    if (opts.sample !== undefined)
+      check(t.table, t.primaryKey, t.columns, await sampleRows(ctx.db, t.table, t.primaryKey, read, opts.sample, t.scope), codec, indexes);
     else {
-      for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, read, opts.batchSize ?? 2000)) {
+      for await (const rows of scanTable(ctx.db, t.table, t.primaryKey, read, opts.batchSize ?? 2000, null, undefined, t.scope)) {
         check(t.table, t.primaryKey, t.columns, rows, codec, indexes);
         // Large tables take minutes: say how far the scan is, every few seconds.
         if (opts.progress && Date.now() - lastReport >= (opts.progressEveryMs ?? 5000)) {

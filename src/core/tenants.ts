@@ -1,0 +1,353 @@
+/**
+ * Tenants (docs/tenants.md): each one a keyring of its own, created by `tenant add`, summarised by
+ * `tenant list` and `status --all-tenants` in a few queries however many tenants there are, and
+ * destroyed on purpose by `shred` (crypto-shredding: every key version of the tenant, so its data
+ * — in the database and in every database backup — can no longer be read).
+ */
+import { ConfigError, KeystoreError, RefusedError, UsageError } from '../base/errors.js';
+import { formatTime } from '../base/format.js';
+import type { LoadedConfig } from '../config/load.js';
+import type { TenancyConfig } from '../config/schema.js';
+import { tenantIdProblem, tenantView } from '../config/tenancy.js';
+import { fingerprint, generateKey } from '../crypto/keys.js';
+import {
+  appendAudit,
+  getTenantRow,
+  insertTenantRow,
+  listTenantRows,
+  listVersions,
+  markMaterialDestroyed,
+  markTenantShredded,
+  openRotation,
+  openRotations,
+  setVersionState,
+  versionsByKeyring,
+  type TenantRow,
+} from '../rotation/store.js';
+import { anchorAuditHead } from './audit-anchor.js';
+import { approvalDetails, approvalFor, bindingFor, consumeApproval } from './approvals.js';
+import type { CoreContext } from './context.js';
+import type { Problem } from './health.js';
+import { reconcileRegistry } from './registry.js';
+import { refuse } from './rotation/guard.js';
+import { countVersionsByTenant } from './status.js';
+
+const DAY_MS = 86_400_000;
+
+export function requireTenancy(config: LoadedConfig): TenancyConfig {
+  if (!config.tenancy)
+    throw new ConfigError(`${config.file} has no tenancy: section, so there are no tenants`, [], 'add tenancy: with the tenant column (docs/tenants.md)');
+  return config.tenancy;
+}
+
+/** The context of one tenant: its configuration view and its own keystore document. */
+export function tenantContext(ctx: CoreContext, id: string): CoreContext {
+  if (!ctx.keystoreFor) throw new Error('tenantContext needs ctx.keystoreFor');
+  const config = tenantView(ctx.config, id);
+  return { ...ctx, config, keystore: ctx.keystoreFor(config) };
+}
+
+function checkId(tenancy: TenancyConfig, id: string): void {
+  const problem = tenantIdProblem(tenancy, id);
+  if (problem) throw new UsageError(problem, 'tenant ids are the values of the tenancy column');
+}
+
+/** The tenants lifecycle commands act on with --all-tenants: every live one, in id order. */
+export async function liveTenants(ctx: CoreContext): Promise<string[]> {
+  requireTenancy(ctx.config);
+  return (await listTenantRows(ctx.db)).filter((r) => !r.shreddedAt).map((r) => r.tenant);
+}
+
+export interface AddTenantResult {
+  tenant: string;
+  keyring: string;
+  keystore: string;
+  primary: string;
+  fingerprint: string;
+  /** The keystore already held the tenant's keyring (a `tenant add` interrupted after writing it). */
+  adopted: boolean;
+}
+
+export async function addTenant(ctx: CoreContext, id: string): Promise<AddTenantResult> {
+  return (await createTenant(ctx, id)).result;
+}
+
+/** `init --demo --tenants N`: tenants t001, t002, … (as wide as N needs), each with its v1. */
+export async function createDemoTenants(ctx: CoreContext, n: number): Promise<Array<{ id: string; version: string; key: Buffer }>> {
+  const width = Math.max(3, String(n).length);
+  const out: Array<{ id: string; version: string; key: Buffer }> = [];
+  for (let i = 1; i <= n; i++) {
+    const id = `t${String(i).padStart(width, '0')}`;
+    const { result, key } = await createTenant(ctx, id);
+    out.push({ id, version: result.primary, key });
+  }
+  return out;
+}
+
+async function createTenant(ctx: CoreContext, id: string): Promise<{ result: AddTenantResult; key: Buffer }> {
+  const tenancy = requireTenancy(ctx.config);
+  checkId(tenancy, id);
+  const existing = await getTenantRow(ctx.db, id);
+  if (existing) {
+    throw new RefusedError(
+      existing.shreddedAt
+        ? `tenant ${id} was shredded ${formatTime(existing.shreddedAt)}; a shredded tenant's id is not used again`
+        : `tenant ${id} already exists (keyring ${existing.keyring})`,
+      'keyctl tenant list shows the tenants',
+    );
+  }
+  const t = tenantContext(ctx, id);
+  const keyring = t.config.keyring;
+  const snapshot = await t.keystore.read();
+  let primary = 'v1';
+  let key: Buffer;
+  if (snapshot) {
+    if (snapshot.doc.keyring !== keyring)
+      throw new KeystoreError(
+        `${t.keystore.describe()} holds keyring "${snapshot.doc.keyring}", not "${keyring}"`,
+        'move that document away, or rename the tenant',
+      );
+    primary = snapshot.doc.primary;
+    key = snapshot.doc.keys.get(primary)!;
+  } else {
+    key = generateKey();
+    await t.keystore.write({ keyring, primary, keys: new Map([[primary, key]]) }, null, `create the keyring of tenant ${id}`);
+  }
+  await reconcileRegistry(t);
+  const at = ctx.now();
+  await ctx.db.knex.transaction(async (trx) => {
+    await insertTenantRow(trx, ctx.db, { tenant: id, keyring, createdBy: ctx.actor, at });
+    await appendAudit(
+      ctx.db,
+      {
+        keyring,
+        action: 'tenant-add',
+        actor: ctx.actor,
+        newVersion: primary,
+        outcome: 'ok',
+        details: { tenant: id, fingerprint: fingerprint(key), keystore: t.keystore.provider, adopted: snapshot !== null },
+      },
+      at,
+      trx,
+    );
+  });
+  await anchor(t, keyring);
+  return { result: { tenant: id, keyring, keystore: t.keystore.describe(), primary, fingerprint: fingerprint(key), adopted: snapshot !== null }, key };
+}
+
+async function anchor(t: CoreContext, keyring: string): Promise<void> {
+  const r = await anchorAuditHead(t, keyring).catch((err: unknown) => ({ status: 'failed' as const, err }));
+  if (r.status === 'failed')
+    t.log.warn(`the audit anchor of ${keyring} was not written: ${(r.err as Error).message} — run \`keyctl audit --anchor --tenant …\``);
+  else if (r.status === 'refused') t.log.warn(`the audit anchor of ${keyring} was not written: ${r.reason} — ${r.hint}`);
+}
+
+export interface TenantSummary {
+  tenant: string;
+  keyring: string;
+  /** null once shredded. */
+  primary: string | null;
+  versions: Array<{ version: string; state: string; material: string }>;
+  rotation: { id: number; phase: string; emergency: boolean } | null;
+  /** null once shredded. */
+  nextRotationDue: string | null;
+  overdue: boolean;
+  shredded: boolean;
+  shreddedAt: string | null;
+  /** Values per version over every target column (with counts); a shredded tenant's are `shredded`. */
+  values: Record<string, number> | null;
+  /** Values under a version this tenant's registry does not hold, or holds destroyed (not shredded). */
+  unreadable: number;
+}
+
+export interface TenantsReport {
+  tenants: TenantSummary[];
+  /** Tenant values found in the targets with no keyring (reported, never guessed); `#null`: no tenant at all. */
+  unknownTenants: Array<{ tenant: string; values: number; rows: number }>;
+  counted: boolean;
+}
+
+/** Every tenant in a few queries: the registry, open rotations, and one grouped count per target. */
+export async function tenantSummaries(ctx: CoreContext, opts: { counts: boolean; only?: string[] }): Promise<TenantsReport> {
+  const tenancy = requireTenancy(ctx.config);
+  const rows = (await listTenantRows(ctx.db)).filter((r) => !opts.only || opts.only.includes(r.tenant));
+  const versions = await versionsByKeyring(ctx.db);
+  const open = await openRotations(ctx.db);
+  const counts = new Map<string, Record<string, number>>();
+  const rowsOf = new Map<string, number>();
+  if (opts.counts) {
+    for (const target of ctx.config.targets) {
+      for (const [tenant, c] of await countVersionsByTenant(ctx.db, target, tenancy.column)) {
+        const into = counts.get(tenant) ?? {};
+        for (const [b, n] of Object.entries(c)) into[b] = (into[b] ?? 0) + n;
+        counts.set(tenant, into);
+        rowsOf.set(tenant, (rowsOf.get(tenant) ?? 0) + Object.values(c).reduce((a, b) => a + b, 0) / target.columns.length);
+      }
+    }
+  }
+  const now = ctx.now().getTime();
+  const known = new Set<string>();
+  const tenants = rows.map((r): TenantSummary => {
+    known.add(r.tenant);
+    const vs = versions.get(r.keyring) ?? [];
+    const primary = r.shreddedAt ? null : (vs.find((v) => v.state === 'primary') ?? null);
+    const due = primary ? primary.createdAt.getTime() + ctx.config.policy.rotationIntervalDays * DAY_MS : null;
+    const rotation = open.get(r.keyring);
+    const c = counts.get(r.tenant) ?? {};
+    const readable = new Set(vs.filter((v) => v.material === 'present').map((v) => v.version));
+    const values: Record<string, number> = {};
+    let unreadable = 0;
+    for (const [b, n] of Object.entries(c)) {
+      if (b === '#null') continue;
+      if (r.shreddedAt) values.shredded = (values.shredded ?? 0) + n;
+      else {
+        values[b.replace(/^#/, '')] = n;
+        if (/^v\d+$/.test(b) && !readable.has(b)) unreadable += n;
+      }
+    }
+    return {
+      tenant: r.tenant,
+      keyring: r.keyring,
+      primary: primary?.version ?? null,
+      versions: vs.map((v) => ({ version: v.version, state: v.state, material: v.material })),
+      rotation: rotation ? { id: rotation.id, phase: rotation.phase, emergency: rotation.emergency } : null,
+      nextRotationDue: due === null ? null : new Date(due).toISOString(),
+      overdue: due !== null && now > due,
+      shredded: r.shreddedAt !== null,
+      shreddedAt: r.shreddedAt?.toISOString() ?? null,
+      values: opts.counts ? values : null,
+      unreadable,
+    };
+  });
+  const unknownTenants = opts.only
+    ? []
+    : [...counts.entries()]
+        .filter(([tenant]) => !known.has(tenant))
+        .map(([tenant, c]) => ({
+          tenant,
+          values: Object.entries(c)
+            .filter(([b]) => b !== '#null')
+            .reduce((a, [, n]) => a + n, 0),
+          rows: Math.round(rowsOf.get(tenant) ?? 0),
+        }))
+        .sort((a, b) => a.tenant.localeCompare(b.tenant));
+  return { tenants, unknownTenants, counted: opts.counts };
+}
+
+export interface ShredResult {
+  tenant: string;
+  keyring: string;
+  versions: string[];
+  /** The shred was recorded before (an earlier run stopped before the keystore was cleared). */
+  resumed: boolean;
+  approvedBy: string[];
+}
+
+/**
+ * Crypto-shred tenant `id`: after the guards (a live tenant, no open rotation, the two-person
+ * rule when configured), the registry marks every version retired with its material destroyed and
+ * an audited `shred` row records it — in one transaction — and then the keystore's documents of
+ * the keyring are removed. A run stopped between the two is finished by running shred again.
+ */
+export async function shredTenant(ctx: CoreContext, id: string, reason: string): Promise<ShredResult> {
+  const tenancy = requireTenancy(ctx.config);
+  checkId(tenancy, id);
+  if (!reason.trim()) throw new UsageError('shred needs --reason TEXT (recorded in the audit)');
+  const row = await getTenantRow(ctx.db, id);
+  if (!row) throw new RefusedError(`tenant ${id} has no keyring, so there is nothing to shred`, 'keyctl tenant list shows the tenants');
+  const t = tenantContext(ctx, id);
+  const keyring = t.config.keyring;
+  if (!t.keystore.destroyKeyring)
+    throw new KeystoreError(
+      `shred cannot remove keys from ${t.keystore.describe()} yet (provider ${t.keystore.provider})`,
+      'shredding is implemented for the file keystore; see docs/tenants.md',
+    );
+  if (row.shreddedAt) {
+    // Recorded, but the keystore may still hold the keyring (a run stopped after the commit).
+    const held = await t.keystore.read();
+    const archived = (await t.keystore.readArchive(keyring)).revision !== null;
+    if (held || archived) await t.keystore.destroyKeyring(keyring, `finish shredding tenant ${id}`);
+    const versions = (await listVersions(ctx.db, keyring)).map((v) => v.version);
+    return { tenant: id, keyring, versions, resumed: true, approvedBy: [] };
+  }
+  const rotation = await openRotation(ctx.db, keyring);
+  if (rotation) {
+    return refuse(t, {
+      action: 'shred',
+      rotation,
+      reason: `rotation #${rotation.id} of tenant ${id} is open (phase ${rotation.phase}); shred destroys every key of a tenant with no rotation open`,
+      hint: `finish the rotation or roll it back first: keyctl status --tenant ${id}`,
+      details: { guard: 'noOpenRotation', tenant: id },
+    });
+  }
+  const evidence = await approvalFor(t, await bindingFor(t, 'shred'), { emergency: false });
+  if (evidence && !evidence.ok)
+    return refuse(t, { action: 'shred', rotation: null, reason: evidence.reason, hint: evidence.hint, details: { ...evidence.details, tenant: id } });
+  const versions = await listVersions(ctx.db, keyring);
+  const at = ctx.now();
+  await ctx.db.knex.transaction(async (trx) => {
+    if (!(await markTenantShredded(trx, ctx.db, id, reason, at)))
+      throw new RefusedError(`tenant ${id} was shredded by another command at the same moment`, `keyctl status --tenant ${id}`);
+    for (const v of versions) {
+      if (v.state !== 'retired') await setVersionState(trx, ctx.db, keyring, v.version, 'retired', at);
+      if (v.material !== 'destroyed') await markMaterialDestroyed(trx, keyring, v.version);
+    }
+    await consumeApproval(t, trx, evidence, null, at);
+    await appendAudit(
+      ctx.db,
+      {
+        registryChanged: true,
+        keyring,
+        action: 'shred',
+        actor: ctx.actor,
+        oldVersion: versions.find((v) => v.state === 'primary')?.version ?? null,
+        outcome: 'ok',
+        details: {
+          tenant: id,
+          reason,
+          versions: versions.map((v) => ({ version: v.version, fingerprint: v.fingerprint })),
+          material: 'destroyed',
+          ...(evidence ? approvalDetails(evidence) : {}),
+        },
+      },
+      at,
+      trx,
+    );
+  });
+  await t.keystore.destroyKeyring(keyring, `shred tenant ${id}`);
+  await anchor(t, keyring);
+  return {
+    tenant: id,
+    keyring,
+    versions: versions.map((v) => v.version),
+    resumed: false,
+    approvedBy: evidence?.ok && evidence.kind === 'approved' ? evidence.state.valid.map((v) => v.approver) : [],
+  };
+}
+
+/** What `status --check --all-tenants` fails on, from the summaries (each tenant's full check: `status --check --tenant ID`). */
+export function tenantProblems(r: TenantsReport): Problem[] {
+  const out: Problem[] = [];
+  for (const t of r.tenants) {
+    if (t.shredded) continue;
+    if (t.overdue)
+      out.push({
+        code: 'rotation-overdue',
+        message: `tenant ${t.tenant}: rotation overdue (due ${t.nextRotationDue})`,
+        hint: `keyctl runbook run routine-rotation --tenant ${t.tenant}`,
+      });
+    if (t.unreadable > 0)
+      out.push({
+        code: 'unknown-version-values',
+        message: `tenant ${t.tenant}: ${t.unreadable} value(s) under a version its keyring does not hold`,
+        hint: `keyctl status --tenant ${t.tenant} shows which versions; restore the key from a backup (keyctl restore --tenant ${t.tenant})`,
+      });
+  }
+  for (const u of r.unknownTenants)
+    out.push({
+      code: 'tenant-without-keyring',
+      message: u.tenant === '#null' ? `${u.rows} row(s) have no tenant (NULL in the tenancy column)` : `tenant ${u.tenant}: ${u.rows} row(s), and no keyring`,
+      hint: u.tenant === '#null' ? 'give those rows their tenant' : `create its keyring: keyctl tenant add ${u.tenant}`,
+    });
+  return out;
+}
