@@ -174,9 +174,11 @@ export async function main(io: MainIO): Promise<number> {
       if (tenancy?.all && !HANDLES_ALL_TENANTS.has(command.name())) {
         const capture = async () => {
           let text = '';
-          const stream = Object.assign(new (await import('node:stream')).Writable({ write: (chunk, _enc, cb) => ((text += String(chunk)), cb()) }), {
-            isTTY: false,
-          });
+          const write = (chunk: unknown, _enc: BufferEncoding, cb: () => void) => {
+            text += String(chunk);
+            cb();
+          };
+          const stream = Object.assign(new (await import('node:stream')).Writable({ write }), { isTTY: false });
           return { output: await outputFor(rt.flags, stream), text: () => text };
         };
         status = await (await import('./all-tenants.js')).runForAllTenants(rt, capture, (r) => handler(r, command.opts(), command.args));
