@@ -219,7 +219,8 @@ const backupFlags = (cmd: Command) =>
     cmd
       .option('--out <dir>', 'backup directory (default: backup.dir in keyctl.yaml, .keyctl/backups)')
       .option('--recipient <file>', 'armored OpenPGP public key to encrypt to; repeat for several (default: backup.recipients)', collect, [])
-      .option('--if-configured', 'exit 0 without a backup when backup.recipients is empty (runbooks, shared scripts)'),
+      .option('--if-configured', 'exit 0 without a backup when backup.recipients is empty (runbooks, shared scripts)')
+      .option('--prune-tenant <id>', 'make no backup: delete the key backups of this shredded tenant from the backup directory (docs/tenants.md)'),
   );
 
 export type BackupOptions = OptionsOf<typeof backupFlags>;

@@ -25,6 +25,9 @@ import {
   type TenantRow,
 } from '../rotation/store.js';
 import { anchorAuditHead } from './audit-anchor.js';
+import { acquireLock, checksumFile, listBackups } from '../backup/files.js';
+import { resolveConfigPath } from '../config/load.js';
+import { promises as fs } from 'node:fs';
 import { approvalDetails, approvalFor, bindingFor, consumeApproval } from './approvals.js';
 import type { CoreContext } from './context.js';
 import type { Problem } from './health.js';
@@ -158,6 +161,11 @@ export interface TenantSummary {
   values: Record<string, number> | null;
   /** Values under a version this tenant's registry does not hold, or holds destroyed (not shredded). */
   unreadable: number;
+  /**
+   * A shredded tenant: key backups in backup.dir that still hold its keys. Retention never removes
+   * them (no backup of a shredded tenant is made again): `keyctl backup --prune-tenant ID` does.
+   */
+  keyBackups?: Array<{ file: string; createdAt: string }>;
 }
 
 export interface TenantsReport {
@@ -187,6 +195,12 @@ export async function tenantSummaries(ctx: CoreContext, opts: { counts: boolean;
   }
   const now = ctx.now().getTime();
   const known = new Set<string>();
+  const backupsOf = new Map<string, Array<{ file: string; createdAt: string }>>();
+  for (const r of rows.filter((x) => x.shreddedAt))
+    backupsOf.set(
+      r.keyring,
+      (await listBackups(backupDirOf(ctx), r.keyring)).map((b) => ({ file: b.file, createdAt: b.createdAt.toISOString() })),
+    );
   const tenants = rows.map((r): TenantSummary => {
     known.add(r.tenant);
     const vs = versions.get(r.keyring) ?? [];
@@ -217,6 +231,7 @@ export async function tenantSummaries(ctx: CoreContext, opts: { counts: boolean;
       shreddedAt: r.shreddedAt?.toISOString() ?? null,
       values: opts.counts ? values : null,
       unreadable,
+      ...(r.shreddedAt ? { keyBackups: backupsOf.get(r.keyring) ?? [] } : {}),
     };
   });
   const unknownTenants = opts.only
@@ -350,4 +365,37 @@ export function tenantProblems(r: TenantsReport): Problem[] {
       hint: u.tenant === '#null' ? 'give those rows their tenant' : `create its keyring: keyctl tenant add ${u.tenant}`,
     });
   return out;
+}
+
+function backupDirOf(ctx: CoreContext): string {
+  return resolveConfigPath(ctx.config, ctx.config.backup.dir);
+}
+
+/**
+ * `backup --prune-tenant ID`: delete the key backups of a shredded tenant (each holds only that
+ * tenant's keyring), under the backup directory's lock, with an audit row in the tenant's chain.
+ */
+export async function pruneTenantBackups(ctx: CoreContext, id: string, outDir?: string): Promise<{ tenant: string; deleted: string[] }> {
+  checkId(requireTenancy(ctx.config), id);
+  const row = await getTenantRow(ctx.db, id);
+  if (!row) throw new RefusedError(`tenant ${id} has no keyring`, 'keyctl tenant list shows the tenants');
+  if (!row.shreddedAt)
+    throw new RefusedError(
+      `tenant ${id} is not shredded; its key backups are what restores its data`,
+      'retention prunes the backups of a live tenant (backup.retentionDays); --prune-tenant is for a shredded one',
+    );
+  const dir = outDir ?? backupDirOf(ctx);
+  const release = await acquireLock(dir, ctx.now());
+  const deleted: string[] = [];
+  try {
+    for (const b of await listBackups(dir, row.keyring)) {
+      await fs.unlink(b.file);
+      await fs.unlink(checksumFile(b.file)).catch(() => undefined);
+      deleted.push(b.name);
+    }
+  } finally {
+    await release();
+  }
+  await appendAudit(ctx.db, { keyring: row.keyring, action: 'backup', actor: ctx.actor, outcome: 'ok', details: { pruneTenant: id, deleted, dir } }, ctx.now());
+  return { tenant: id, deleted };
 }

@@ -185,8 +185,20 @@ for (const dialect of DIALECTS) {
         await ok('approval', 'request', 'shred', '--tenant', 't003', '--reason', 'erasure 4411', '--json'),
       ).request;
       await ok('approval', 'sign', String(id), '--key', approver.sec, '--tenant', 't003');
+      await ok('backup', '--tenant', 't003', '--recipient', approver.pub);
       const beforeShred = await rowsOf(db);
       await ok('shred', '--tenant', 't003', '--reason', 'erasure request 4411', '--yes');
+      // Key backups: the old one of t003 is reported until pruned; new ones leave t003 out.
+      await ok('backup', '--all-tenants', '--recipient', approver.pub);
+      const backups = () => readdirSync(path.join(cwd, '.keyctl', 'backups')).filter((f) => f.endsWith('.gpg'));
+      expect(backups().filter((f) => f.startsWith('keyctl-backup-tenant-t003-'))).toHaveLength(1);
+      expect(backups().filter((f) => f.startsWith('keyctl-backup-tenant-t00'))).toHaveLength(3);
+      const held = json<{ tenants: Array<{ tenant: string; keyBackups?: unknown[] }> }>(await ok('tenant', 'list', '--json'));
+      expect(held.tenants.find((t) => t.tenant === 't003')!.keyBackups).toHaveLength(1);
+      expect((await run('backup', '--prune-tenant', 't001')).code).toBe(ExitCode.REFUSED);
+      await ok('backup', '--prune-tenant', 't003');
+      expect(backups().filter((f) => f.startsWith('keyctl-backup-tenant-t003-'))).toEqual([]);
+      expect(backups()).toHaveLength(2);
       expect(keysOf(cwd, 't003')).toBeNull();
       expect(readdirSync(path.join(cwd, '.keyctl', 'tenants')).filter((f) => f.startsWith('tenant-t003.') && !f.includes('audit-anchor'))).toEqual([]);
       // Values stay as they were (unreadable now), the other tenants still decrypt.

@@ -6,6 +6,19 @@ import { withCoreContext, type CliRuntime } from '../runtime.js';
 import type { BackupOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, f: BackupOptions): Promise<number> {
+  const tenant = f.pruneTenant;
+  if (tenant !== undefined) {
+    // Not a backup of one keyring: the shredded tenant is named by the option itself.
+    const { tenancy: _, ...flags } = rt.flags;
+    const { pruneTenantBackups } = await import('../../core/tenants.js');
+    const r = await withCoreContext({ ...rt, flags }, (ctx) => pruneTenantBackups(ctx, tenant, f.out ? path.resolve(rt.cwd, f.out) : undefined));
+    rt.output.result(r, () =>
+      r.deleted.length
+        ? `deleted ${r.deleted.length} key backup(s) of shredded tenant ${r.tenant}: ${r.deleted.join(', ')}`
+        : `no key backup of tenant ${r.tenant} left here`,
+    );
+    return ExitCode.OK;
+  }
   return withCoreContext(rt, async (ctx) => {
     if (f.ifConfigured && !f.recipient.length && ctx.config.backup.recipients.length === 0) {
       rt.output.result(

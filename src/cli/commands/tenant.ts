@@ -39,6 +39,10 @@ export function renderTenants(r: TenantsReport): string {
         ? `${formatCount(u.rows)} row(s) have no tenant (NULL in the tenancy column): no keyring can be chosen for them`
         : `tenant value ${JSON.stringify(u.tenant)} in ${formatCount(u.rows)} row(s) has no keyring: keyctl tenant add ${u.tenant} (keyctl never guesses one)`,
     );
+  for (const t of r.tenants.filter((x) => (x.keyBackups?.length ?? 0) > 0))
+    lines.push(
+      `tenant ${t.tenant} (shredded): ${t.keyBackups!.length} key backup(s) still hold its keys (newest ${t.keyBackups![0]!.createdAt.slice(0, 10)}); retention never removes them: keyctl backup --prune-tenant ${t.tenant}`,
+    );
   for (const t of r.tenants.filter((x) => x.unreadable > 0))
     lines.push(`tenant ${t.tenant}: ${formatCount(t.unreadable)} value(s) under a version its keyring does not hold`);
   return lines.join('\n');
