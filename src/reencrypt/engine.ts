@@ -81,6 +81,13 @@ export interface EngineOptions {
   afterRead?: (table: string, rows: Row[]) => Promise<void>;
   /** Checked after every committed batch: a reason to stop, or null to go on. */
   shouldStop?: () => Promise<string | null>;
+  /**
+   * A pass over many keyrings at once (reencrypt --all-tenants): the column whose value names each
+   * row's keyring among the planner's rings; a row of no ring there is left alone.
+   */
+  ringColumn?: string;
+  /** What is left after a pass (default: values not under `target`, counted by the database). */
+  countRemaining?: (t: TargetConfig) => Promise<number>;
 }
 
 export interface TableResult {
@@ -231,7 +238,8 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // Each read remembers its size: a short batch is the end of the table.
   // Columns a bound target's context reads are selected with the row (not compared or written).
   const contextNames = contextColumnsOf(t);
-  const readColumns = columnsToRead(t);
+  const readColumns = o.ringColumn && !columnsToRead(t).includes(o.ringColumn) ? [...columnsToRead(t), o.ringColumn] : columnsToRead(t);
+  const ringColumn = o.ringColumn;
   const read = async (after: RowKey | null) => {
     const size = Math.min(maxBatch, throttle.batchSize());
     const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, readColumns, after, size, o.shard, t.scope), {
@@ -409,6 +417,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
               columnNames: t.columns,
               ...(spec.context ? { context: contextOf(current) } : {}),
               ...(indexSpecs.length > 0 ? { indexes: { specs: indexSpecs, values: indexValuesOf(current) } } : {}),
+              ...(ringColumn ? { rings: current.map((r) => String(r[ringColumn])) } : {}),
             })
           : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),
@@ -448,7 +457,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       current = next;
     }
     // What is still not under the target, counted by the database.
-    result.remaining = await countNotUnder(db, t, o.target, { shard: o.shard, key: o.targetKey });
+    result.remaining = o.countRemaining ? await o.countRemaining(t) : await countNotUnder(db, t, o.target, { shard: o.shard, key: o.targetKey });
     if (o.dryRun || result.remaining <= failed.size) break;
     // Rows written behind the cursor with an old key, or changed under a batch: scan again.
     // The checkpoint's row count is of the pass (rows up to its cursor), like the cursor.

@@ -26,6 +26,17 @@ export interface BatchInput {
   context?: { names: string[]; values: unknown[] };
   /** For targets with blind indexes: each index, and their current values, row by row, `specs.length` per row. */
   indexes?: { specs: IndexSpec[]; values: unknown[] };
+  /**
+   * A pass over many keyrings at once (reencrypt --all-tenants): each row's keyring, one per row,
+   * naming an entry of the planner's rings. A row whose keyring is not among them is left alone.
+   */
+  rings?: string[];
+}
+
+/** One keyring's keys and the version its values must end up under. */
+export interface Ring {
+  keys: Map<string, Buffer>;
+  target: string;
 }
 
 export interface BatchPlan {
@@ -76,6 +87,24 @@ function indexerFor(table: string, source: string, normalize: NormalizeStep[]): 
 export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: string): BatchPlan {
   const targetKey = keys.get(target);
   if (!targetKey) throw new Error(`no key for the target version ${target}`);
+  const ring = { keys, target, targetKey };
+  return planRows(input, () => ring);
+}
+
+/** planBatch for a batch whose rows belong to different keyrings (BatchInput.rings). */
+export function planBatchRings(input: BatchInput, rings: ReadonlyMap<string, Ring>): BatchPlan {
+  const resolved = new Map<string, { keys: Map<string, Buffer>; target: string; targetKey: Buffer }>();
+  for (const [id, r] of rings) {
+    const targetKey = r.keys.get(r.target);
+    if (!targetKey) throw new Error(`no key for the target version ${r.target} of keyring ${id}`);
+    resolved.set(id, { ...r, targetKey });
+  }
+  const of = input.rings;
+  if (!of) throw new Error('planBatchRings needs each row’s keyring (BatchInput.rings)');
+  return planRows(input, (i) => resolved.get(of[i]!) ?? null);
+}
+
+function planRows(input: BatchInput, ringOf: (row: number) => { keys: Map<string, Buffer>; target: string; targetKey: Buffer } | null): BatchPlan {
   const field = codecFor(input.spec);
   const { values, columns } = input;
   const ctx = input.context;
@@ -109,6 +138,9 @@ export function planBatch(input: BatchInput, keys: Map<string, Buffer>, target: 
   // that it failed.
   const opened = new Array<{ plaintext: string; timestamp?: number | undefined } | null | undefined>(columns);
   for (let i = 0; i < rows; i++) {
+    const ring = ringOf(i);
+    if (!ring) continue;
+    const { keys, target, targetKey } = ring;
     opened.fill(undefined);
     for (let c = 0; c < columns; c++) {
       const at = i * columns + c;

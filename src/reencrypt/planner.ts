@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { planBatch, type BatchInput, type BatchPlan } from './plan.js';
+import { planBatch, planBatchRings, type BatchInput, type BatchPlan, type Ring } from './plan.js';
 
 export interface Planner {
   plan(batch: BatchInput): Promise<BatchPlan>;
@@ -18,9 +18,10 @@ export class InlinePlanner implements Planner {
   constructor(
     private readonly keys: Map<string, Buffer>,
     private readonly target: string,
+    private readonly rings?: ReadonlyMap<string, Ring>,
   ) {}
   async plan(batch: BatchInput): Promise<BatchPlan> {
-    return planBatch(batch, this.keys, this.target);
+    return this.rings ? planBatchRings(batch, this.rings) : planBatch(batch, this.keys, this.target);
   }
   async close(): Promise<void> {}
 }
@@ -39,8 +40,12 @@ export class ThreadPlanner implements Planner {
   private seq = 0;
   private readonly waiting = new Map<number, { resolve: (p: BatchPlan) => void; reject: (e: Error) => void }>();
 
-  private constructor(file: string, count: number, keys: Map<string, Buffer>, target: string) {
-    const workerData = { keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]), target };
+  private constructor(file: string, count: number, keys: Map<string, Buffer>, target: string, rings?: ReadonlyMap<string, Ring>) {
+    const workerData = {
+      keys: [...keys].map(([v, k]) => [v, new Uint8Array(k)]),
+      target,
+      ...(rings ? { rings: [...rings].map(([id, r]) => [id, [...r.keys].map(([v, k]) => [v, new Uint8Array(k)]), r.target]) } : {}),
+    };
     this.workers = Array.from({ length: count }, () => {
       // A larger young generation: each batch allocates many short-lived strings and buffers.
       const w = new Worker(file, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 64 } });
@@ -61,10 +66,10 @@ export class ThreadPlanner implements Planner {
   }
 
   /** Worker threads when the compiled worker is available and `count` > 0, else inline. */
-  static create(count: number, keys: Map<string, Buffer>, target: string): Planner {
+  static create(count: number, keys: Map<string, Buffer>, target: string, rings?: ReadonlyMap<string, Ring>): Planner {
     const file = workerFile();
-    if (count < 1 || !file) return new InlinePlanner(keys, target);
-    return new ThreadPlanner(file, count, keys, target);
+    if (count < 1 || !file) return new InlinePlanner(keys, target, rings);
+    return new ThreadPlanner(file, count, keys, target, rings);
   }
 
   /** Split the batch across all workers and merge their plans, so every worker is busy on every batch. */
@@ -78,6 +83,7 @@ export class ThreadPlanner implements Planner {
           ? this.send(w, {
               ...batch,
               values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns),
+              ...(batch.rings ? { rings: batch.rings.slice(i * per, (i + 1) * per) } : {}),
               ...(batch.indexes
                 ? {
                     indexes: {

@@ -9,6 +9,7 @@ import { reencrypt } from '../../core/rotation/reencrypt.js';
 import { controlFilePath, describeSettings, parseSetting, writeControl, type ControlSettings } from '../../reencrypt/control.js';
 import { jobsDir, listJobs, type JobView } from '../../reencrypt/jobs.js';
 import { RefusedError } from '../../base/errors.js';
+import type { TenantsReencryptReport } from '../../core/rotation/reencrypt-tenants.js';
 import { formatCount } from '../../ui/format.js';
 import { describeJob, duration } from '../../ui/jobs.js';
 import { nextStep } from '../../rotation/machine.js';
@@ -53,6 +54,8 @@ function resumeCommand(rt: CliRuntime, f: ReencryptOptions): string {
   flag('--table', f.table);
   flag('--shard', f.shard && shardText(f.shard));
   flag('--crypto-workers', f.cryptoWorkers);
+  flag('--tenant', f.tenant);
+  if (f.allTenants) parts.push('--all-tenants');
   return parts.join(' ');
 }
 
@@ -152,10 +155,13 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
       `, ${n(e.valuesRewritten)} ${f.dryRun ? 'to rewrite' : 'rewritten'}, ${e.failures} failed, batch ${n(e.batchSize)}${e.pass > 1 ? `, pass ${e.pass}` : ''}`
     );
   };
+  const all = rt.flags.tenancy?.all === true;
+  // --all-tenants: one pass over the tables for every tenant (core/rotation/reencrypt-tenants.ts).
+  const { tenancy: _, ...keyringFlags } = rt.flags;
   try {
-    return await withCoreContext(rt, async (ctx) => {
+    return await withCoreContext(all ? { ...rt, flags: keyringFlags } : rt, async (ctx) => {
       const started = Date.now();
-      const report = await reencrypt(ctx, {
+      const options: Parameters<typeof reencrypt>[1] = {
         dryRun: Boolean(f.dryRun),
         batchSize: f.batchSize,
         chunkTimeMs: f.chunkTime * 1000,
@@ -193,7 +199,15 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
           else progress!.update(text);
           lastEvent = e;
         },
-      });
+      };
+      if (all) {
+        const { job: _job, control: _control, ...fleet } = options;
+        const { reencryptAllTenants } = await import('../../core/rotation/reencrypt-tenants.js');
+        const r = await reencryptAllTenants(ctx, fleet);
+        progress!.stop();
+        return renderAllTenants(rt, r, (Date.now() - started) / 1000, resumeCommand(rt, f));
+      }
+      const report = await reencrypt(ctx, options);
       progress!.stop();
       const secs = (Date.now() - started) / 1000;
       const c = rt.output.out;
@@ -267,4 +281,50 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
     progress?.stop();
     for (const off of unsubscribe) off();
   }
+}
+
+/** `reencrypt --all-tenants`: the pass over the tables, then each tenant's rotation after it. */
+function renderAllTenants(rt: CliRuntime, r: TenantsReencryptReport, secs: number, resume: string): number {
+  const n = formatCount;
+  const c = rt.output.out;
+  const rowsScanned = r.tables.reduce((a, t) => a + t.rowsScanned, 0);
+  const summary = {
+    rowsScanned,
+    rowsRewritten: r.tables.reduce((a, t) => a + t.rowsUpdated, 0),
+    rowsSkippedConcurrent: r.tables.reduce((a, t) => a + t.rowsSkippedConcurrent, 0),
+    valuesFailed: r.failures.length,
+    seconds: Math.round(secs * 10) / 10,
+    rowsPerSecond: secs > 0 ? Math.round(rowsScanned / secs) : 0,
+  };
+  rt.output.result({ allTenants: true, ...r, summary, ...(r.interrupted ? { resume } : {}) }, () => {
+    const lines = r.tables.map(
+      (t) =>
+        `${t.table}: scanned ${n(t.rowsScanned)} rows, ${r.dryRun ? `would rewrite ${n(t.valuesPlanned)} values` : `rewrote ${n(t.rowsUpdated)} rows (${n(t.valuesPlanned)} values), ${n(t.rowsSkippedConcurrent)} skipped (changed by the application meanwhile)`}, ${t.failures.length} value(s) failed${t.resumedFrom !== null ? ` (resumed after pk ${String(t.resumedFrom)})` : ''}`,
+    );
+    lines.push(`${n(rowsScanned)} rows in ${duration(secs)} (${n(summary.rowsPerSecond)} rows/s), one pass for ${n(r.tenants.length)} tenant(s)`);
+    for (const x of r.failures.slice(0, 50)) lines.push(`  ${c.red('cannot decrypt')} ${x.table}.${x.column} pk=${x.pk}: ${x.reason}`);
+    const done = r.tenants.filter((t) => t.remaining === 0);
+    if (r.tenants.length === 0) lines.push('no tenant has a rotation in dual_key, reencrypting or rolling_back: nothing to re-encrypt');
+    else if (r.interrupted)
+      lines.push(
+        `${c.yellow(r.abortedBecause ? 'stopped' : 'interrupted')}: ${r.stoppedBecause ?? r.abortedBecause ?? 'progress is saved'}; resume with: ${resume}`,
+      );
+    else if (!r.dryRun) {
+      lines.push(
+        `${c.green('✓')} ${n(done.length)} of ${n(r.tenants.length)} tenant(s) have every value under their primary (now ${[...new Set(done.map((t) => t.phase))].join(', ') || '-'}); next: keyctl verify --all-tenants`,
+      );
+      for (const t of r.tenants.filter((x) => x.remaining > 0)) lines.push(`  tenant ${t.tenant}: ${n(t.remaining)} value(s) still not under ${t.target}`);
+    }
+    if (r.skipped.length > 0)
+      lines.push(
+        `not in this pass: ${r.skipped.length} tenant(s) (${r.skipped
+          .slice(0, 5)
+          .map((s) => `${s.tenant}: ${s.reason}`)
+          .join('; ')}${r.skipped.length > 5 ? '; …' : ''})`,
+      );
+    return lines.join('\n');
+  });
+  if (r.interrupted) return ExitCode.INTERRUPTED;
+  if (r.failures.length > 0) return ExitCode.PROBLEMS_FOUND;
+  return r.remaining > 0 && !r.dryRun ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;
 }

@@ -75,7 +75,8 @@ async function countPending(ctx: CoreContext, targets: CoreContext['config']['ta
   return n;
 }
 
-export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
+/** The pace options checked (batch size, load limits), and the database's load probe when they need one. */
+export function checkPace(ctx: CoreContext, opts: ReencryptOptions): ReturnType<typeof loadProbe> {
   if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1))
     throw new UsageError(`--batch-size must be a whole number ≥ 1, found ${opts.batchSize}`);
   const watchLoad = opts.maxLoad !== undefined || opts.criticalLoad !== undefined;
@@ -90,6 +91,11 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       `--critical-load ${opts.criticalLoad} must be above --max-load ${opts.maxLoad}`,
       'keyctl waits above --max-load and stops above --critical-load',
     );
+  return probe;
+}
+
+/** The targets of the run: every one, or --table's. */
+export function targetsOf(ctx: CoreContext, opts: ReencryptOptions): CoreContext['config']['targets'] {
   const targets = opts.table ? ctx.config.targets.filter((t) => t.table === opts.table) : ctx.config.targets;
   if (opts.table && targets.length === 0) {
     throw new UsageError(
@@ -97,6 +103,29 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
       `targets are: ${ctx.config.targets.map((t) => t.table).join(', ') || '(none)'}`,
     );
   }
+  return targets;
+}
+
+/** The run's throttle: batch sizing, --max-rate, --sleep, the pause file and the load limits. */
+export function throttleFor(opts: ReencryptOptions, probe: ReturnType<typeof loadProbe>, poll?: () => void): Throttle {
+  return new Throttle({
+    chunkTimeMs: opts.chunkTimeMs ?? 500,
+    fixedBatchSize: opts.batchSize ?? null,
+    maxBatchSize: 10_000,
+    maxRate: opts.maxRate ?? null,
+    sleepMs: opts.sleepMs ?? 0,
+    pauseFile: opts.pauseFile ?? null,
+    maxLoad: opts.maxLoad ?? null,
+    criticalLoad: opts.criticalLoad ?? null,
+    ...(poll ? { poll } : {}),
+    ...(probe ? { probeLoad: probe } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+}
+
+export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
+  const probe = checkPace(ctx, opts);
+  const targets = targetsOf(ctx, opts);
   const state = await prepare(ctx);
   await checkKeysUnique(ctx.db, ctx.config, targets);
   if (opts.shard) {
@@ -215,19 +244,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
         }
       }
     : null;
-  const throttle = new Throttle({
-    chunkTimeMs: opts.chunkTimeMs ?? 500,
-    fixedBatchSize: opts.batchSize ?? null,
-    maxBatchSize: 10_000,
-    maxRate: opts.maxRate ?? null,
-    sleepMs: opts.sleepMs ?? 0,
-    pauseFile: opts.pauseFile ?? null,
-    maxLoad: opts.maxLoad ?? null,
-    criticalLoad: opts.criticalLoad ?? null,
-    ...(pollControl ? { poll: pollControl } : {}),
-    ...(probe ? { probeLoad: probe } : {}),
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
+  const throttle = throttleFor(opts, probe, pollControl ?? undefined);
   // A run killed earlier (kill -9, a crash) wrote no audit row: its job file says what it did,
   // so it goes on record now, once (rows rewritten as of its last report, a second at most before
   // it died; the checkpoints hold the exact cursor).

@@ -1,0 +1,232 @@
+/**
+ * `keyctl reencrypt --all-tenants`: one keyset pass over each target table for every tenant at
+ * once (docs/tenants.md). Each row is rewritten under its own tenant's primary, by the same
+ * engine, compare-and-set, throttle and checkpoints as a single keyring's pass; a row of a tenant
+ * that takes no part (no rotation in a re-encryption phase, no keyring, shredded) is left alone.
+ *
+ * Every tenant whose open rotation is in dual_key, reencrypting or rolling_back takes part. The
+ * pass's cursor is saved under the lowest of their rotation ids, keyed by the set of tenants,
+ * rotations and target versions, so a run killed and started again with the same set resumes
+ * where it stopped; a different set starts a new pass (safe: a value already under its target is
+ * never touched again). Afterwards each tenant's phase moves on its own, with its own audit row.
+ */
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { UsageError } from '../../base/errors.js';
+import type { TargetConfig } from '../../config/schema.js';
+import { reencryptTable, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
+import type { Ring } from '../../reencrypt/plan.js';
+import { ThreadPlanner } from '../../reencrypt/planner.js';
+import { rule } from '../../rotation/machine.js';
+import { appendAudit, checkpointStore, openRotation, openRotations, type Rotation } from '../../rotation/store.js';
+import type { CoreContext } from '../context.js';
+import { countVersionsByTenant } from '../status.js';
+import { checkKeysUnique, checkTargets } from '../targets.js';
+import { liveTenants, requireTenancy, tenantContext } from '../tenants.js';
+import { checkGuards } from './guard.js';
+import { loadAllKeys } from './material.js';
+import { prepare, snapshot } from './prepare.js';
+import { checkPace, targetsOf, throttleFor, type ReencryptOptions } from './reencrypt.js';
+import { transition, wasMovedByAnother } from './transition.js';
+
+/** Phases a tenant's rotation takes part in a pass from. */
+const PASS_PHASES = ['dual_key', 'reencrypting', 'rolling_back'];
+
+export interface TenantPassResult {
+  tenant: string;
+  rotationId: number;
+  target: string;
+  /** The rotation's phase after the pass. */
+  phase: string;
+  /** Values of this tenant still not under its target. */
+  remaining: number;
+}
+
+export interface TenantsReencryptReport {
+  dryRun: boolean;
+  tenants: TenantPassResult[];
+  /** Live tenants that took no part, and why. */
+  skipped: Array<{ tenant: string; reason: string }>;
+  tables: TableResult[];
+  failures: ValueFailure[];
+  remaining: number;
+  interrupted: boolean;
+  abortedBecause?: string;
+  stoppedBecause?: string;
+}
+
+interface Part {
+  id: string;
+  t: CoreContext;
+  rotation: Rotation;
+  target: string;
+  keys: Map<string, Buffer>;
+  state: Awaited<ReturnType<typeof prepare>>;
+}
+
+export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptions): Promise<TenantsReencryptReport> {
+  const tenancy = requireTenancy(ctx.config);
+  const probe = checkPace(ctx, opts);
+  const targets = targetsOf(ctx, opts);
+  if (opts.shard)
+    throw new UsageError('--shard does not go with --all-tenants', 'run --all-tenants in one process, or shard one tenant: --tenant ID --shard i/N');
+  const unsupported = targets.filter((t) => t.codec !== 'aes-gcm' || t.from !== undefined || t.blindIndexes.length > 0);
+  if (unsupported.length > 0)
+    throw new UsageError(
+      `reencrypt --all-tenants rewrites aes-gcm targets without from: or blind indexes; ${unsupported.map((t) => t.table).join(', ')} ${unsupported.length === 1 ? 'has' : 'have'} them`,
+      'run those tenant by tenant: keyctl reencrypt --tenant ID (or --table for the other targets)',
+    );
+  await checkTargets(ctx.db, ctx.config);
+  await checkKeysUnique(ctx.db, ctx.config, targets);
+
+  const parts: Part[] = [];
+  const skipped: TenantsReencryptReport['skipped'] = [];
+  const open = await openRotations(ctx.db);
+  for (const id of await liveTenants(ctx)) {
+    const t = tenantContext(ctx, id);
+    const rotation = open.get(t.config.keyring);
+    if (!rotation || !PASS_PHASES.includes(rotation.phase)) {
+      skipped.push({ tenant: id, reason: rotation ? `rotation #${rotation.id} is in phase ${rotation.phase}` : 'no rotation open' });
+      continue;
+    }
+    const state = await prepare(t);
+    const keys = await loadAllKeys(t.keystore, t.config.keyring);
+    parts.push({ id, t, rotation: state.rotation ?? rotation, target: state.primary, keys, state });
+  }
+  const report: TenantsReencryptReport = { dryRun: opts.dryRun, tenants: [], skipped, tables: [], failures: [], remaining: 0, interrupted: false };
+  if (parts.length === 0) return report;
+
+  if (!opts.dryRun) {
+    for (const p of parts) {
+      if (p.rotation.phase !== 'dual_key') continue;
+      p.rotation = await transition(p.t, {
+        rule: 'reencrypt-start',
+        rotation: p.rotation,
+        alreadyThereIsFine: true,
+        changes: { verify: null },
+        details: {
+          target: p.target,
+          pending: null,
+          allTenants: true,
+          batchSize: opts.batchSize ?? null,
+          chunkTimeMs: opts.chunkTimeMs ?? 500,
+          table: opts.table ?? null,
+        },
+      });
+    }
+  }
+  const set = parts
+    .map((p) => `${p.id}:${p.rotation.id}:${p.target}`)
+    .sort()
+    .join(',');
+  const passTarget = `*${createHash('sha256').update(set).digest('hex').slice(0, 8)}`;
+  const anchorRotation = Math.min(...parts.map((p) => p.rotation.id));
+  const rings = new Map<string, Ring>(parts.map((p) => [p.id, { keys: p.keys, target: p.target }]));
+  const remainingOf = async (table: TargetConfig): Promise<Map<string, number>> => {
+    const counts = await countVersionsByTenant(ctx.db, table, tenancy.column);
+    return new Map(
+      parts.map((p) => [p.id, Object.entries(counts.get(p.id) ?? {}).reduce((n, [bucket, k]) => (bucket === '#null' || bucket === p.target ? n : n + k), 0)]),
+    );
+  };
+  const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+  // Stop (after saving the cursor) when any taking part was moved on meanwhile (a rollback, say).
+  const phaseChanged = async (): Promise<string | null> => {
+    const now = await openRotations(ctx.db);
+    for (const p of parts) {
+      const r = now.get(p.t.config.keyring);
+      if (r?.id === p.rotation.id && r.phase === p.rotation.phase) continue;
+      return `rotation #${p.rotation.id} of tenant ${p.id} left phase ${p.rotation.phase} while reencrypt was running (now ${r?.id === p.rotation.id ? r.phase : 'closed'})`;
+    }
+    return null;
+  };
+  const throttle = throttleFor(opts, probe);
+  const started = ctx.now();
+  const planner = ThreadPlanner.create(opts.cryptoWorkers ?? Math.max(1, Math.min(4, availableParallelism())), new Map(), '', rings);
+  try {
+    for (const table of targets) {
+      const res = await reencryptTable(table, {
+        db: ctx.db,
+        planner,
+        target: passTarget,
+        rotationId: anchorRotation,
+        checkpoints: checkpointStore,
+        dryRun: opts.dryRun,
+        throttle,
+        ringColumn: tenancy.column,
+        countRemaining: async (t) => sum(await remainingOf(t)),
+        now: ctx.now,
+        ...(opts.onRetry ? { onRetry: opts.onRetry } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.afterRead ? { afterRead: opts.afterRead } : {}),
+        ...(opts.dryRun ? {} : { shouldStop: phaseChanged }),
+      });
+      report.tables.push(res);
+      if (res.interrupted) break;
+    }
+  } finally {
+    await planner.close();
+  }
+  report.failures = report.tables.flatMap((t) => t.failures);
+  report.interrupted = report.tables.some((t) => t.interrupted);
+  const abortedBecause = report.tables.find((t) => t.abortedBecause)?.abortedBecause;
+  const stoppedBecause = report.tables.find((t) => t.stoppedBecause)?.stoppedBecause;
+  if (abortedBecause) report.abortedBecause = abortedBecause;
+  if (stoppedBecause) report.stoppedBecause = stoppedBecause;
+
+  // What is left, per tenant, over every target (not only --table's).
+  const left = new Map<string, number>(parts.map((p) => [p.id, 0]));
+  for (const table of ctx.config.targets) for (const [id, n] of await remainingOf(table)) left.set(id, (left.get(id) ?? 0) + n);
+  report.remaining = sum(left);
+  const seconds = (ctx.now().getTime() - started.getTime()) / 1000;
+  const tables = report.tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, passes: t.passes }));
+  for (const p of parts) {
+    const remaining = left.get(p.id) ?? 0;
+    let rotation = p.rotation;
+    if (!opts.dryRun) {
+      const details = { target: p.target, allTenants: true, tenants: parts.length, seconds, tables, remaining, ...(stoppedBecause ? { stoppedBecause } : {}) };
+      const now = await openRotation(ctx.db, p.t.config.keyring);
+      if (!report.interrupted && remaining === 0 && now?.id === rotation.id && rule('reencrypt-done').from.includes(now.phase)) {
+        await checkGuards(p.t, 'reencrypt-done', await snapshot(p.t, { ...p.state, rotation: now }), { remaining });
+        // Moved already by another run (transition then writes no row): this pass is still on record.
+        rotation = await transition(p.t, { rule: 'reencrypt-done', rotation: now, details, alreadyThereIsFine: true });
+        if (wasMovedByAnother(rotation))
+          await appendAudit(
+            ctx.db,
+            {
+              rotationId: rotation.id,
+              keyring: rotation.keyring,
+              action: 'reencrypt',
+              fromPhase: rotation.phase,
+              toPhase: rotation.phase,
+              actor: ctx.actor,
+              oldVersion: rotation.oldVersion,
+              newVersion: rotation.newVersion,
+              outcome: 'ok',
+              details: { ...details, alreadyDone: true },
+            },
+            ctx.now(),
+          );
+      } else {
+        await appendAudit(
+          ctx.db,
+          {
+            rotationId: rotation.id,
+            keyring: rotation.keyring,
+            action: 'reencrypt',
+            fromPhase: rotation.phase,
+            toPhase: rotation.phase,
+            actor: ctx.actor,
+            oldVersion: rotation.oldVersion,
+            newVersion: rotation.newVersion,
+            outcome: report.interrupted ? 'interrupted' : 'ok',
+            details,
+          },
+          ctx.now(),
+        );
+      }
+    }
+    report.tenants.push({ tenant: p.id, rotationId: rotation.id, target: p.target, phase: rotation.phase, remaining });
+  }
+  return report;
+}
