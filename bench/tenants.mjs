@@ -65,13 +65,14 @@ const fmt = (n) => Math.round(n).toLocaleString('en-US');
 async function pass() {
   console.log(`# ${dbKind}: ${fmt(rows)} rows, one keyring vs ${fmt(tenants)} tenants`);
   const single = await project();
+  let singleRate = 0;
   try {
     const setup = keyctl(single.dir, 'init', '--demo', '--rows', String(rows), '--database', single.url);
     keyctl(single.dir, 'generate');
     keyctl(single.dir, 'dual-key');
     const secs = keyctl(single.dir, 'reencrypt');
     console.log(`one keyring:   setup ${setup.toFixed(1)} s; reencrypt ${secs.toFixed(2)} s = ${fmt(rows / secs)} rows/s`);
-    var singleRate = rows / secs;
+    singleRate = rows / secs;
   } finally {
     await single.drop();
   }

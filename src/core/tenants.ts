@@ -22,7 +22,6 @@ import {
   openRotations,
   setVersionState,
   versionsByKeyring,
-  type TenantRow,
 } from '../rotation/store.js';
 import { anchorAuditHead } from './audit-anchor.js';
 import { acquireLock, checksumFile, listBackups } from '../backup/files.js';
