@@ -151,6 +151,8 @@ export async function main(io: MainIO): Promise<number> {
             ...(flags.color ? [] : ['--no-color']),
             ...(program.opts().logTimestamps ? ['--log-timestamps'] : []),
             ...args,
+            // A runbook run for one tenant runs its steps for that tenant.
+            ...(flags.tenancy?.tenant !== undefined && !args.includes('--tenant') ? ['--tenant', flags.tenancy.tenant] : []),
           ],
         }),
     };

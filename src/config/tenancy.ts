@@ -24,6 +24,9 @@ export function tenantIdProblem(tenancy: TenancyConfig, id: string): string | nu
     return `tenant id ${JSON.stringify(id.length > 60 ? `${id.slice(0, 60)}…` : id)} cannot name a keyring: use 1–48 letters, digits, _ and -, starting with a letter or digit`;
   }
   const keyring = tenancy.keyring.replace('{tenant}', id);
+  // Names the keystores use beside a keyring (its archive, its anchor) cannot be keyrings themselves.
+  if (/(^|-)(archive|audit-anchor)$/.test(keyring))
+    return `tenant id ${JSON.stringify(id)} gives keyring name "${keyring}", which ends like a keystore's archive or anchor name; choose another id`;
   if (!KEYRING_NAME.test(keyring))
     return `tenant id ${JSON.stringify(id)} gives keyring name "${keyring}", which is not a keyring name (at most 64 of letters, digits, _ . -)`;
   return null;

@@ -131,7 +131,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
     );
   }
   if (!Number.isInteger(opts.rows) || opts.rows < 0) throw new UsageError(`--rows must be a whole number ≥ 0, found ${opts.rows}`);
-  if (opts.tenants !== undefined && (!opts.demo || opts.existingConfig))
+  if (opts.tenants !== undefined && !opts.demo)
     throw new UsageError('--tenants goes with --demo (demo data spread over per-tenant keyrings)', 'keyctl init --demo --tenants 3 --rows 3000');
   if (opts.tenants !== undefined && (!Number.isInteger(opts.tenants) || opts.tenants < 1 || opts.tenants > 100_000))
     throw new UsageError(`--tenants must be a whole number from 1 to 100000, found ${opts.tenants}`);
@@ -209,6 +209,11 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       }
       let tenants: DemoTenant[] | undefined;
       if (opts.tenants !== undefined) {
+        if (config.tenancy?.column !== DEMO_TENANT_COLUMN)
+          throw new UsageError(
+            `--tenants: the demo table keeps its tenant in column ${DEMO_TENANT_COLUMN}, and ${configFile} has ${config.tenancy ? `tenancy.column: ${config.tenancy.column}` : 'no tenancy: section'}`,
+            `set tenancy: { column: ${DEMO_TENANT_COLUMN} } in the file, or run init --demo --tenants without --existing-config`,
+          );
         tenants = await createDemoTenants({ ...ctx, keystoreFor: (c) => openKeystore(c, env, opts.log) }, opts.tenants);
         opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} over ${formatCount(tenants.length)} tenants`);
       } else opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} under ${primary}`);

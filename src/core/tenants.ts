@@ -90,6 +90,13 @@ async function createTenant(ctx: CoreContext, id: string): Promise<{ result: Add
   const tenancy = requireTenancy(ctx.config);
   checkId(tenancy, id);
   const existing = await getTenantRow(ctx.db, id);
+  // A case-insensitive collation (MySQL's default) would give `Acme` the rows of `acme`.
+  const twin = existing ? null : (await listTenantRows(ctx.db)).find((r) => r.tenant.toLowerCase() === id.toLowerCase());
+  if (twin)
+    throw new RefusedError(
+      `tenant ${id} differs from tenant ${twin.tenant} only in case; a database comparing text without case would give both the same rows`,
+      'use a tenant id that differs in more than case',
+    );
   if (existing) {
     throw new RefusedError(
       existing.shreddedAt

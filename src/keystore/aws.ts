@@ -224,6 +224,20 @@ export class AwsSecretsManagerKeystore implements Keystore {
   // ── helpers ────────────────────────────────────────────────────────────────────────────────
 
   /**
+   * Crypto-shredding: every archive secret and the published secret are deleted without a recovery
+   * window (ForceDeleteWithoutRecovery), so no version of them stays recoverable. The anchor stays.
+   */
+  async destroyKeyring(_keyring: string, _why: string): Promise<void> {
+    const names = [...(await this.scanArchive()).map((e) => e.name), this.o.secretId];
+    for (const name of names) {
+      await this.call('DeleteSecret', name, (c, s) => c.send(new s.DeleteSecretCommand({ SecretId: name, ForceDeleteWithoutRecovery: true })), {
+        notFound: true,
+      });
+    }
+    this.o.log.info(`keystore: deleted ${names.join(', ')} without a recovery window`);
+  }
+
+  /**
    * The audit anchor: secret `<secret name>/audit-anchor` (see anchorSecretName), changed like the published keyring (staged
    * AWSPENDING, then AWSCURRENT moved with RemoveFromVersionId = the version read). Whether the
    * move lost a race is decided by re-reading the labels, whatever error Secrets Manager returned.

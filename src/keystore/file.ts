@@ -142,6 +142,7 @@ export class FileKeystore implements Keystore {
   readonly archiveFile: string;
   private readonly published: PrivateFile;
   private readonly archive: PrivateFile;
+  private cleaned = false;
 
   constructor(file: string, archiveFile = defaultArchivePath(file)) {
     this.file = file;
@@ -156,8 +157,13 @@ export class FileKeystore implements Keystore {
 
   async read(): Promise<KeystoreSnapshot | null> {
     // Temp files of a writer killed before its rename hold key material: gone at the next run
-    // (not while a writer holds the lock: it may be on another host sharing the directory).
-    for (const f of [this.file, this.archiveFile]) if (await lockFree(`${f}.lock`)) await removeDeadTempFiles(f);
+    // (not while a writer holds the lock: it may be on another host sharing the directory). Once
+    // per keystore in a process: a command reads its keyring several times, and a directory of
+    // many tenants' keyrings is long to list.
+    if (!this.cleaned) {
+      for (const f of [this.file, this.archiveFile]) if (await lockFree(`${f}.lock`)) await removeDeadTempFiles(f, { listedOnce: true });
+      this.cleaned = true;
+    }
     const got = await this.published.read();
     if (!got) return null;
     const doc = parseKeyringJson(got.text, `keyring file ${this.file}`, 'restore the file from a backup, or fix its JSON by hand');
@@ -219,15 +225,29 @@ async function lockFree(lock: string): Promise<boolean> {
 }
 
 /**
+ * The temp files in `dir` as listed the first time this process asked: a read's clean-up, done for
+ * each of thousands of tenants' keyrings in one directory, lists it once (a write lists it again).
+ */
+const listed = new Map<string, Promise<string[]>>();
+function tempFilesIn(dir: string): Promise<string[]> {
+  let names = listed.get(dir);
+  if (!names) {
+    names = fs.readdir(dir).then((all) => all.filter((n) => n.endsWith('.tmp')));
+    listed.set(dir, names);
+  }
+  return names;
+}
+
+/**
  * Remove `.<name>.<pid>.<random>.tmp` files (writeFileAtomic's temp files) whose writer on this host
  * no longer runs: a kill -9 between writing and renaming leaves one, with key material in it.
  */
-export async function removeDeadTempFiles(file: string): Promise<string[]> {
+export async function removeDeadTempFiles(file: string, opts: { listedOnce?: boolean } = {}): Promise<string[]> {
   const dir = path.dirname(file);
   const prefix = `.${path.basename(file)}.`;
   let names: string[];
   try {
-    names = await fs.readdir(dir);
+    names = opts.listedOnce ? await tempFilesIn(dir) : await fs.readdir(dir);
   } catch {
     return [];
   }

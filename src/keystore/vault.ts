@@ -53,6 +53,7 @@ type VaultReply = any;
 interface VaultClient {
   read(path: string): Promise<VaultReply>;
   write(path: string, data: unknown): Promise<VaultReply>;
+  delete(path: string): Promise<VaultReply>;
 }
 
 interface KvSecret {
@@ -61,7 +62,7 @@ interface KvSecret {
 }
 
 /** What a request needs, for the message when Vault says 403. */
-type Capability = 'read' | 'create/update' | 'update';
+type Capability = 'read' | 'create/update' | 'update' | 'delete';
 
 const SERVICE = 'Vault';
 const CAS_MISMATCH = /check-and-set parameter did not match the current version/;
@@ -137,6 +138,19 @@ export class VaultKeystore implements Keystore {
 
   async writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
     await this.writeKv(`${this.o.path}-audit-anchor`, JSON.parse(text) as Record<string, unknown>, expectedRevision);
+  }
+
+  /**
+   * Crypto-shredding: the archive and the published secret are deleted with their metadata, which
+   * in KV v2 removes every version of each for good (no undelete). The anchor secret stays.
+   */
+  async destroyKeyring(_keyring: string, _why: string): Promise<void> {
+    for (const p of [this.archivePath, this.o.path]) {
+      await this.call(`delete ${this.o.mount}/metadata/${p}`, 'delete', `${this.o.mount}/metadata/${p}`, (c) => c.delete(`${this.o.mount}/metadata/${p}`), {
+        notFound: true,
+      });
+    }
+    this.o.log.info(`keystore: deleted ${this.o.mount}/${this.o.path} and ${this.o.mount}/${this.archivePath} with every version`);
   }
 
   /** Keys that left one secret and are in neither now are destroyed: purge them from the KV history too. */

@@ -238,7 +238,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // Each read remembers its size: a short batch is the end of the table.
   // Columns a bound target's context reads are selected with the row (not compared or written).
   const contextNames = contextColumnsOf(t);
-  const readColumns = o.ringColumn && !columnsToRead(t).includes(o.ringColumn) ? [...columnsToRead(t), o.ringColumn] : columnsToRead(t);
+  const readColumns = [...new Set([...columnsToRead(t), ...(o.ringColumn ? [o.ringColumn] : []), ...(t.scope ? [t.scope.column] : [])])];
   const ringColumn = o.ringColumn;
   const read = async (after: RowKey | null) => {
     const size = Math.min(maxBatch, throttle.batchSize());
@@ -309,7 +309,10 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // A bound target's values were sealed for the context read with the batch: columns the
   // compare-and-set does not compare (a tenant id, say) are checked again, locked, in the write's
   // transaction, and a row whose context changed meanwhile is left for the next pass.
-  const contextGuards = contextNames.filter((c) => !keys.includes(c) && !t.columns.includes(c));
+  // The row's tenant (a scoped run, or the keyring each row of an all-tenants pass is under) is
+  // checked the same way: a row moved to another tenant meanwhile is not written with the old one's key.
+  const tenantGuards = [...(t.scope ? [t.scope.column] : []), ...(ringColumn ? [ringColumn] : [])];
+  const contextGuards = [...new Set([...contextNames, ...tenantGuards])].filter((c) => !keys.includes(c) && !t.columns.includes(c));
   const sameValue = (a: unknown, b: unknown): boolean => {
     const text = (v: unknown) => (v instanceof Uint8Array ? `b:${Buffer.from(v).toString('hex')}` : v === null || v === undefined ? 'null' : `v:${String(v)}`);
     return text(a) === text(b);

@@ -83,7 +83,7 @@ export async function shred(rt: CliRuntime, f: ShredOptions): Promise<number> {
     { shred: r },
     () =>
       `${rt.output.out.green('✓')} tenant ${r.tenant} shredded${r.resumed ? ' (finishing an earlier run)' : ''}: ${r.versions.join(', ')} destroyed in the keystore and marked so in the registry${r.approvedBy.length ? `; approved by ${r.approvedBy.join(', ')}` : ''}\n` +
-      '  key backups made before still hold its keys until retention prunes them: keyctl tenant list',
+      `  key backups made before still hold its keys, and retention never removes them: keyctl backup --prune-tenant ${r.tenant} (keyctl tenant list names them)`,
   );
   return ExitCode.OK;
 }

@@ -20,11 +20,12 @@ export interface Prepared {
   primary: string;
 }
 
-export async function prepare(ctx: CoreContext, opts: { sync?: boolean } = {}): Promise<Prepared> {
+export async function prepare(ctx: CoreContext, opts: { sync?: boolean; targetsChecked?: boolean } = {}): Promise<Prepared> {
   await reconcileRegistry(ctx);
   await requireRegistryIntact(ctx);
   if (opts.sync !== false) await syncKeystore(ctx);
-  await checkTargets(ctx.db, ctx.config);
+  // Tenants share the targets: a pass over many checks them once.
+  if (!opts.targetsChecked) await checkTargets(ctx.db, ctx.config);
   const versions = await listVersions(ctx.db, ctx.config.keyring);
   const primary = versions.find((v) => v.state === 'primary');
   if (!primary)

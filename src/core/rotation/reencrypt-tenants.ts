@@ -29,6 +29,9 @@ import { prepare, snapshot } from './prepare.js';
 import { checkPace, targetsOf, throttleFor, type ReencryptOptions } from './reencrypt.js';
 import { transition, wasMovedByAnother } from './transition.js';
 
+/** Tenants prepared at once (keystore reads and database queries in flight together). */
+const PREPARE_CONCURRENCY = 8;
+
 /** Phases a tenant's rotation takes part in a pass from. */
 const PASS_PHASES = ['dual_key', 'reencrypting', 'rolling_back'];
 
@@ -82,17 +85,27 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   const parts: Part[] = [];
   const skipped: TenantsReencryptReport['skipped'] = [];
   const open = await openRotations(ctx.db);
+  const taking: Array<{ id: string; t: CoreContext; rotation: Rotation }> = [];
   for (const id of await liveTenants(ctx)) {
     const t = tenantContext(ctx, id);
     const rotation = open.get(t.config.keyring);
-    if (!rotation || !PASS_PHASES.includes(rotation.phase)) {
+    if (!rotation || !PASS_PHASES.includes(rotation.phase))
       skipped.push({ tenant: id, reason: rotation ? `rotation #${rotation.id} is in phase ${rotation.phase}` : 'no rotation open' });
-      continue;
-    }
-    const state = await prepare(t);
-    const keys = await loadAllKeys(t.keystore, t.config.keyring);
-    parts.push({ id, t, rotation: state.rotation ?? rotation, target: state.primary, keys, state });
+    else taking.push({ id, t, rotation });
   }
+  // Each tenant's keyring checked and its keys loaded, a few at a time (keystore reads overlap).
+  let next = 0;
+  const prepared = new Array<Part>(taking.length);
+  const worker = async () => {
+    for (let i = next++; i < taking.length; i = next++) {
+      const { id, t, rotation } = taking[i]!;
+      const state = await prepare(t, { targetsChecked: true });
+      const keys = await loadAllKeys(t.keystore, t.config.keyring);
+      prepared[i] = { id, t, rotation: state.rotation ?? rotation, target: state.primary, keys, state };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PREPARE_CONCURRENCY, taking.length) }, worker));
+  parts.push(...prepared);
   const report: TenantsReencryptReport = { dryRun: opts.dryRun, tenants: [], skipped, tables: [], failures: [], remaining: 0, interrupted: false };
   if (parts.length === 0) return report;
 
@@ -140,6 +153,8 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
     return null;
   };
   const throttle = throttleFor(opts, probe);
+  /** Per table, what the engine counted after its last pass (reused when the table was finished). */
+  const countedAfterPass = new Map<string, Map<string, number>>();
   const started = ctx.now();
   const planner = ThreadPlanner.create(opts.cryptoWorkers ?? Math.max(1, Math.min(4, availableParallelism())), new Map(), '', rings);
   try {
@@ -153,7 +168,11 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
         dryRun: opts.dryRun,
         throttle,
         ringColumn: tenancy.column,
-        countRemaining: async (t) => sum(await remainingOf(t)),
+        countRemaining: async (t) => {
+          const m = await remainingOf(t);
+          countedAfterPass.set(t.table, m);
+          return sum(m);
+        },
         now: ctx.now,
         ...(opts.onRetry ? { onRetry: opts.onRetry } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
@@ -176,7 +195,11 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
 
   // What is left, per tenant, over every target (not only --table's).
   const left = new Map<string, number>(parts.map((p) => [p.id, 0]));
-  for (const table of ctx.config.targets) for (const [id, n] of await remainingOf(table)) left.set(id, (left.get(id) ?? 0) + n);
+  const finished = new Set(report.tables.filter((t) => !t.interrupted).map((t) => t.table));
+  for (const table of ctx.config.targets) {
+    const counted = finished.has(table.table) ? countedAfterPass.get(table.table) : undefined;
+    for (const [id, n] of counted ?? (await remainingOf(table))) left.set(id, (left.get(id) ?? 0) + n);
+  }
   report.remaining = sum(left);
   const seconds = (ctx.now().getTime() - started.getTime()) / 1000;
   const tables = report.tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, passes: t.passes }));
