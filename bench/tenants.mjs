@@ -51,7 +51,11 @@ async function project() {
   };
 }
 
-/** Run keyctl in `dir`; returns seconds; throws on a non-zero exit. */
+/**
+ * Run keyctl in `dir`; returns seconds; throws on a non-zero exit.
+ * @param {string} dir
+ * @param {...string} a
+ */
 function keyctl(dir, ...a) {
   const t0 = performance.now();
   const r = spawnSync(process.execPath, [bin, ...a], { cwd: dir, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
@@ -60,6 +64,7 @@ function keyctl(dir, ...a) {
   return secs;
 }
 
+/** @param {number} n */
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 
 async function pass() {

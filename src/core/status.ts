@@ -157,29 +157,33 @@ export async function countVersionsByTenant(db: Db, target: TargetConfig, tenant
   const field = new FieldCodec(fieldSpecOf(target));
   const binary = await binaryColumns(db, target.table);
   const out = new Map<string, Record<string, number>>();
-  for (const c of target.columns) {
-    const bucket = binary.has(c)
+  // One scan: grouped by tenant and every column's bucket together.
+  const select: Record<string, unknown> = { t: tenantColumn };
+  target.columns.forEach((c, i) => {
+    select[`b${i}`] = binary.has(c)
       ? db.adapter.binaryVersionBucket(db.knex, c, BINARY_MAGIC, BINARY_MIN_BYTES, field.spec.plaintext)
       : db.adapter.versionBucket(db.knex, c, field.sqlPatterns);
-    let rows: Array<Record<string, unknown>>;
-    try {
-      rows = await db
-        .knex(target.table)
-        .select({ t: tenantColumn, b: bucket } as unknown as Record<string, string>)
-        .count({ n: '*' })
-        .groupByRaw('1, 2');
-    } catch (err) {
-      throw translateDbError(err, db.endpoint, `count values per tenant in ${target.table} of`);
-    }
-    for (const r of rows) {
-      const tenant = r.t === null || r.t === undefined ? '#null' : String(r.t);
-      let b = String(r.b);
+  });
+  let rows: Array<Record<string, unknown>>;
+  try {
+    rows = await db
+      .knex(target.table)
+      .select(select as unknown as Record<string, string>)
+      .count({ n: '*' })
+      .groupByRaw(target.columns.map((_, i) => String(i + 2)).reduce((acc, g) => `${acc}, ${g}`, '1'));
+  } catch (err) {
+    throw translateDbError(err, db.endpoint, `count values per tenant in ${target.table} of`);
+  }
+  for (const r of rows) {
+    const tenant = r.t === null || r.t === undefined ? '#null' : String(r.t);
+    const counts = out.get(tenant) ?? {};
+    target.columns.forEach((c, i) => {
+      let b = String(r[`b${i}`]);
       if (binary.has(c) && /^[0-9a-f]{4}$/.test(b)) b = Number.parseInt(b, 16) > 0 ? `v${Number.parseInt(b, 16)}` : '#unparseable';
       else if (b !== '#null' && b !== '#plaintext' && b !== '#fernet' && !isVersionName(b)) b = '#unparseable';
-      const counts = out.get(tenant) ?? {};
       counts[b] = (counts[b] ?? 0) + Number(r.n);
-      out.set(tenant, counts);
-    }
+    });
+    out.set(tenant, counts);
   }
   return out;
 }

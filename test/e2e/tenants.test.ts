@@ -150,8 +150,11 @@ for (const dialect of DIALECTS) {
       const before = await rowsOf(db);
       const heads = await auditHeads(db);
       const files = { t001: fileOf(cwd, 't001'), t003: fileOf(cwd, 't003') };
-      for (const step of [['generate'], ['dual-key'], ['reencrypt'], ['verify'], ['promote'], ['retire', '--force', '--reason', 'test']])
-        await ok(...step, '--tenant', 't002');
+      for (const step of [['generate'], ['dual-key'], ['reencrypt'], ['verify'], ['promote'], ['retire', '--force', '--reason', 'test']]) {
+        const r = await ok(...step, '--tenant', 't002');
+        // The demo table has an index led by the tenancy column: the tenant's pass reads by it.
+        if (step[0] === 'reencrypt') expect(r.stderr).toContain('by the index on (tenant_id');
+      }
       const after = await rowsOf(db);
       for (const [id, r] of before) {
         if (r.tenant_id === 't002') expect(after.get(id)!.email.startsWith('v2:')).toBe(true);
@@ -164,6 +167,23 @@ for (const dialect of DIALECTS) {
       expect([headsAfter['tenant-t001'], headsAfter['tenant-t003']]).toEqual([heads['tenant-t001'], heads['tenant-t003']]);
       expect(headsAfter['tenant-t002']).not.toEqual(heads['tenant-t002']);
 
+      // ── A rotation of t001 rolled back: t002 and t003 stay as they were.
+      const beforeRollback = await rowsOf(db);
+      const headsBeforeRollback = await auditHeads(db);
+      // Without an index led by the tenancy column, a tenant's pass says what it costs.
+      await db.schema.alterTable('customers', (t) => t.dropIndex(['tenant_id'], 'customers_tenant_id'));
+      for (const step of [['generate'], ['dual-key'], ['reencrypt'], ['rollback', '--reason', 'test'], ['reencrypt'], ['verify']]) {
+        const r = await ok(...step, '--tenant', 't001');
+        if (step[0] === 'reencrypt') expect(r.stderr).toContain('has no index led by tenant_id');
+      }
+      const afterRollback = await rowsOf(db);
+      for (const [id, r] of beforeRollback) if (r.tenant_id !== 't001') expect(afterRollback.get(id)).toEqual(r);
+      expectReadable(cwd, afterRollback, ['t001'], 'v1');
+      const headsAfterRollback = await auditHeads(db);
+      expect([headsAfterRollback['tenant-t002'], headsAfterRollback['tenant-t003']]).toEqual([
+        headsBeforeRollback['tenant-t002'],
+        headsBeforeRollback['tenant-t003'],
+      ]);
       // ── Every tenant at once, killed mid-reencrypt twice, then resumed to the end.
       await ok('generate', '--all-tenants');
       await ok('dual-key', '--all-tenants');
@@ -177,8 +197,8 @@ for (const dialect of DIALECTS) {
       expect(resumed.tables[0]!.resumedFrom).not.toBeNull();
       await ok('verify', '--all-tenants');
       const rotated = await rowsOf(db);
-      expectReadable(cwd, rotated, ['t001', 't003'], 'v2');
-      expectReadable(cwd, rotated, ['t002'], 'v3');
+      expectReadable(cwd, rotated, ['t003'], 'v2');
+      expectReadable(cwd, rotated, ['t001', 't002'], 'v3');
       await ok('promote', '--all-tenants');
       await ok('retire', '--all-tenants', '--force', '--reason', 'test');
 
@@ -213,8 +233,7 @@ for (const dialect of DIALECTS) {
       // Values stay as they were (unreadable now), the other tenants still decrypt.
       const afterShred = await rowsOf(db);
       expect(afterShred).toEqual(beforeShred);
-      expectReadable(cwd, afterShred, ['t001'], 'v2');
-      expectReadable(cwd, afterShred, ['t002'], 'v3');
+      expectReadable(cwd, afterShred, ['t001', 't002'], 'v3');
       const status = json<{ tenants: Array<{ tenant: string; shredded: boolean; values: Record<string, number> }>; problems: unknown[] }>(
         await ok('status', '--all-tenants', '--check', '--json'),
       );

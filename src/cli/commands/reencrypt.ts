@@ -304,7 +304,8 @@ function renderAllTenants(rt: CliRuntime, r: TenantsReencryptReport, secs: numbe
     lines.push(`${n(rowsScanned)} rows in ${duration(secs)} (${n(summary.rowsPerSecond)} rows/s), one pass for ${n(r.tenants.length)} tenant(s)`);
     for (const x of r.failures.slice(0, 50)) lines.push(`  ${c.red('cannot decrypt')} ${x.table}.${x.column} pk=${x.pk}: ${x.reason}`);
     const done = r.tenants.filter((t) => t.remaining === 0);
-    if (r.tenants.length === 0) lines.push('no tenant has a rotation in dual_key, reencrypting or rolling_back: nothing to re-encrypt');
+    if (r.tenants.length === 0)
+      lines.push('no tenant has a rotation in a phase reencrypt moves forward (after dual-key, or rolling back): nothing to re-encrypt');
     else if (r.interrupted)
       lines.push(
         `${c.yellow(r.abortedBecause ? 'stopped' : 'interrupted')}: ${r.stoppedBecause ?? r.abortedBecause ?? 'progress is saved'}; resume with: ${resume}`,

@@ -17,7 +17,7 @@ import type { TargetConfig } from '../../config/schema.js';
 import { reencryptTable, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Ring } from '../../reencrypt/plan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
-import { rule } from '../../rotation/machine.js';
+import { isPhase, movesBack, rule, targetPhase } from '../../rotation/machine.js';
 import { appendAudit, checkpointStore, openRotation, openRotations, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { countVersionsByTenant } from '../status.js';
@@ -33,7 +33,12 @@ import { transition, wasMovedByAnother } from './transition.js';
 const PREPARE_CONCURRENCY = 8;
 
 /** Phases a tenant's rotation takes part in a pass from. */
-const PASS_PHASES = ['dual_key', 'reencrypting', 'rolling_back'];
+const PASS_PHASES: readonly string[] = (() => {
+  const start = rule('reencrypt-start');
+  // Not reencrypted or verified: a pass from there goes back along the procedure (run that tenant alone).
+  const forward = start.from.filter((p) => isPhase(p) && !movesBack(p, targetPhase(start, p)));
+  return [...forward, ...rule('reencrypt-done').from, ...rule('reencrypt-back').from];
+})();
 
 export interface TenantPassResult {
   tenant: string;
@@ -111,7 +116,7 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
 
   if (!opts.dryRun) {
     for (const p of parts) {
-      if (p.rotation.phase !== 'dual_key') continue;
+      if (!rule('reencrypt-start').from.includes(p.rotation.phase)) continue;
       p.rotation = await transition(p.t, {
         rule: 'reencrypt-start',
         rotation: p.rotation,

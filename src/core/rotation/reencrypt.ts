@@ -11,7 +11,7 @@ import type { CoreContext } from '../context.js';
 import { ConfigError, RefusedError, UsageError } from '../../base/errors.js';
 import { availableParallelism } from 'node:os';
 import { loadProbe } from '../../db/load.js';
-import { formatKey, shardColumn, type Shard } from '../../reencrypt/scan.js';
+import { formatKey, keyColumns, shardColumn, type Shard } from '../../reencrypt/scan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { controlWatcher } from '../../reencrypt/control.js';
 import { claimStopped, JobFile } from '../../reencrypt/jobs.js';
@@ -123,11 +123,31 @@ export function throttleFor(opts: ReencryptOptions, probe: ReturnType<typeof loa
   });
 }
 
+/**
+ * One tenant's pass reads `WHERE <tenancy column> = ID` in key order: an index led by the tenancy
+ * column lets the database read only that tenant's rows; without one it walks the whole table by its
+ * key and filters. Said either way, so a slow pass is explained before it starts.
+ */
+async function sayTenantIndexes(ctx: CoreContext, targets: CoreContext['config']['targets']): Promise<void> {
+  for (const t of targets) {
+    if (!t.scope) continue;
+    const column = t.scope.column;
+    const led = (await ctx.db.adapter.indexKeys(ctx.db.knex, t.table)).filter((k) => k[0] === column);
+    if (led.length > 0) ctx.log.info(`${t.table}: reading tenant ${t.scope.value}'s rows by the index on (${led[0]!.join(', ')})`);
+    else
+      ctx.log.warn(
+        `${t.table} has no index led by ${column}: each batch walks the table by its key and keeps tenant ${t.scope.value}'s rows (with many tenants, most of what it reads is theirs); ` +
+          `an index makes it read only this tenant's rows: CREATE INDEX ${t.table.replace(/\W/g, '_')}_${column} ON ${t.table} (${column}, ${keyColumns(t.primaryKey).join(', ')})`,
+      );
+  }
+}
+
 export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promise<ReencryptReport> {
   const probe = checkPace(ctx, opts);
   const targets = targetsOf(ctx, opts);
   const state = await prepare(ctx);
   await checkKeysUnique(ctx.db, ctx.config, targets);
+  await sayTenantIndexes(ctx, targets);
   if (opts.shard) {
     for (const t of targets) {
       // A composite key is split on its last column (the row id of `[tenant_id, id]`).

@@ -125,13 +125,21 @@ export class MysqlDialect implements SqlDialect {
   }
 
   /** information_schema.STATISTICS: NON_UNIQUE = 0 covers PRIMARY and UNIQUE; a functional key part has no COLUMN_NAME. */
-  async uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+  uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+    return this.keysOf(knex, table, true);
+  }
+
+  indexKeys(knex: Knex, table: string): Promise<string[][]> {
+    return this.keysOf(knex, table, false);
+  }
+
+  private async keysOf(knex: Knex, table: string, uniqueOnly: boolean): Promise<string[][]> {
     const dot = table.indexOf('.');
     const [schema, name] = dot < 0 ? [null, table] : [table.slice(0, dot), table.slice(dot + 1)];
     const [rows] = (await knex.raw(
       `SELECT INDEX_NAME AS ix, SEQ_IN_INDEX AS ord, COLUMN_NAME AS col FROM information_schema.STATISTICS
-        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY 1, 2`,
-      [schema, name],
+        WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND (NON_UNIQUE = 0 OR NOT ?) ORDER BY 1, 2`,
+      [schema, name, uniqueOnly],
     )) as [Array<{ ix: string; col: string | null }>];
     return groupKeyColumns(rows.map((x) => [x.ix, x.col]));
   }

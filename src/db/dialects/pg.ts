@@ -118,15 +118,23 @@ export class PgDialect implements SqlDialect {
   }
 
   /** Valid, non-partial unique indexes (the primary key's included), key columns only (no INCLUDE), none on an expression. */
-  async uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+  uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+    return this.keysOf(knex, table, true);
+  }
+
+  indexKeys(knex: Knex, table: string): Promise<string[][]> {
+    return this.keysOf(knex, table, false);
+  }
+
+  private async keysOf(knex: Knex, table: string, uniqueOnly: boolean): Promise<string[][]> {
     const r = await knex.raw(
       `SELECT i.indexrelid::text AS ix, k.ord, a.attname AS col
          FROM pg_index i
          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
-        WHERE i.indrelid = ?::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND k.ord <= i.indnkeyatts
+        WHERE i.indrelid = ?::regclass AND (i.indisunique OR NOT ?) AND i.indisvalid AND i.indpred IS NULL AND k.ord <= i.indnkeyatts
         ORDER BY 1, 2`,
-      [table],
+      [table, uniqueOnly],
     );
     return groupKeyColumns((r.rows as Array<{ ix: string; col: string | null }>).map((x) => [x.ix, x.col]));
   }

@@ -132,7 +132,15 @@ export class SqliteDialect implements SqlDialect {
   }
 
   /** PRAGMA table_info gives the primary key (also a rowid alias, which has no index); index_list the unique indexes. */
-  async uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+  uniqueKeys(knex: Knex, table: string): Promise<string[][]> {
+    return this.keysOf(knex, table, true);
+  }
+
+  indexKeys(knex: Knex, table: string): Promise<string[][]> {
+    return this.keysOf(knex, table, false);
+  }
+
+  private async keysOf(knex: Knex, table: string, uniqueOnly: boolean): Promise<string[][]> {
     const dot = table.indexOf('.');
     const schema = dot < 0 ? '' : `${this.quoteIdentifier(table.slice(0, dot))}.`;
     const name = this.quoteIdentifier(dot < 0 ? table : table.slice(dot + 1));
@@ -144,7 +152,7 @@ export class SqliteDialect implements SqlDialect {
     const keys = pk.length > 0 ? [pk] : [];
     const indexes = (await knex.raw(`PRAGMA ${schema}index_list(${name})`)) as Array<{ name: string; unique: number; partial: number }>;
     for (const ix of indexes) {
-      if (!ix.unique || ix.partial) continue;
+      if ((uniqueOnly && !ix.unique) || ix.partial) continue;
       const cols = (await knex.raw(`PRAGMA ${schema}index_info(${this.quoteIdentifier(ix.name)})`)) as Array<{ seqno: number; name: string | null }>;
       if (cols.every((c) => c.name !== null)) keys.push(cols.sort((a, b) => a.seqno - b.seqno).map((c) => c.name as string));
     }

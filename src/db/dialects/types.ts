@@ -166,6 +166,8 @@ export interface SqlDialect {
    * compare-and-set need a unique key: a column is one when some list is exactly that column.
    */
   uniqueKeys(knex: Knex, table: string): Promise<string[][]>;
+  /** Every index's columns in order, unique or not (the primary key first where the dialect lists it), same rules. */
+  indexKeys(knex: Knex, table: string): Promise<string[][]>;
   /**
    * Keyset pagination on a composite key: the rows whose key columns, as a tuple, come after
    * `after` (same length as `columns`) in key order — written so the database walks the key's index.
