@@ -229,27 +229,13 @@ export async function bindingFor(ctx: CoreContext, action: ApprovalAction, opts:
   const rotation = await openRotation(ctx.db, keyring);
   if (opts.emergency && action !== 'generate')
     throw new UsageError('--emergency goes with generate', 'a later step is an emergency one when its rotation is: keyctl approval request ACTION');
-  if (action === 'shred') {
-    if (rotation)
-      throw new RefusedError(
-        `rotation #${rotation.id} of keyring ${keyring} is open (phase ${rotation.phase}); shred destroys every key of a keyring with no rotation open`,
-        'finish the rotation (or roll it back) first',
-      );
-    const versions = await listVersions(ctx.db, keyring);
-    const primary = versions.find((v) => v.state === 'primary')?.version;
-    if (!primary) throw new RefusedError(`keyring ${keyring} has no primary version`, 'run `keyctl status`');
-    return {
-      keyring,
-      action,
-      rotationId: null,
-      afterRotation: (await latestRotation(ctx.db, keyring))?.id ?? 0,
-      fromVersion: primary,
-      toVersion: 'none',
-      emergency: false,
-    };
-  }
+  if (action === 'shred' && rotation)
+    throw new RefusedError(
+      `rotation #${rotation.id} of keyring ${keyring} is open (phase ${rotation.phase}); shred destroys every key of a keyring with no rotation open`,
+      'finish the rotation (or roll it back) first',
+    );
   if (rotation) return bindingOfRotation(rotation, action, action === 'generate' ? Boolean(opts.emergency) || rotation.emergency : rotation.emergency);
-  if (action !== 'generate') {
+  if (action !== 'generate' && action !== 'shred') {
     throw new RefusedError(
       `no rotation is open for keyring ${keyring}, so there is nothing to ${action}`,
       'start one with `keyctl generate` (with its own approval)',
@@ -264,7 +250,8 @@ export async function bindingFor(ctx: CoreContext, action: ApprovalAction, opts:
     rotationId: null,
     afterRotation: (await latestRotation(ctx.db, keyring))?.id ?? 0,
     fromVersion: primary,
-    toVersion: await nextVersionName(ctx.keystore, keyring, versions),
+    // shred: every version goes, none comes.
+    toVersion: action === 'shred' ? 'none' : await nextVersionName(ctx.keystore, keyring, versions),
     emergency: Boolean(opts.emergency),
   };
 }

@@ -5,7 +5,6 @@
  * onboarded with `plaintext: encrypt` (half its rows never encrypted) and for a migration from
  * Fernet to AES-GCM (half its rows Fernet tokens).
  */
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
@@ -13,36 +12,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { demoRows } from '../../src/core/demo.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
 import { FernetCodec } from '../../src/crypto/fernet.js';
-import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
+import { json, keyctl } from '../helpers/cli.js';
+import { killMidRun } from '../helpers/kill.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, knexForProject, type TestDatabase } from '../helpers/databases.js';
 
 const ROWS = 6000;
 const codec = new AesGcmV1Codec();
 
-/**
- * Start reencrypt and SIGKILL it once its checkpoint shows at least `threshold` rows scanned —
- * a random point in the middle of the run, whatever the machine's speed — plus a random few ms,
- * so the kill lands anywhere inside a batch.
- */
-async function killMidRun(cwd: string, env: NodeJS.ProcessEnv, db: Knex, threshold: number): Promise<void> {
-  const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--batch-size', '50'], { cwd, env: { ...process.env, ...env }, stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  let running = true;
-  void exited.then(() => (running = false));
-  while (running) {
-    const row = (await db('keyctl_reencrypt_checkpoints')
-      .sum({ n: 'rows_scanned' })
-      .first()
-      .catch(() => undefined)) as { n?: unknown } | undefined;
-    if (Number(row?.n ?? 0) >= threshold) {
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 15)));
-      child.kill('SIGKILL');
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  await exited;
-}
+/** Start reencrypt (batches of 50) and SIGKILL it once `threshold` rows are scanned. */
+const killReencrypt = (cwd: string, env: NodeJS.ProcessEnv, db: Knex, threshold: number) =>
+  killMidRun(['reencrypt', '--batch-size', '50'], cwd, env, db, threshold);
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`kill -9 during reencrypt on ${dialect}`, () => {
@@ -115,7 +94,7 @@ for (const dialect of DIALECTS) {
         try {
           for (let i = 0; i < 4; i++) {
             const done = (await v2Values()) / 3;
-            await killMidRun(cwd, env, db, done + 1 + Math.floor(Math.random() * ((ROWS - done) / 2)));
+            await killReencrypt(cwd, env, db, done + 1 + Math.floor(Math.random() * ((ROWS - done) / 2)));
             progress.push(await v2Values());
           }
         } finally {

@@ -5,7 +5,6 @@
  * new key; shredding one (behind the two-person rule) leaves its values reported as shredded and
  * the others readable.
  */
-import { spawn } from 'node:child_process';
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
@@ -13,7 +12,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { demoRows } from '../../src/core/demo.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
-import { json, keyctl, KEYCTL_BIN } from '../helpers/cli.js';
+import { json, keyctl } from '../helpers/cli.js';
+import { killMidRun, rowsScanned } from '../helpers/kill.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, knexForProject, type TestDatabase } from '../helpers/databases.js';
 import { GpgHome } from '../helpers/gpg.js';
 
@@ -75,35 +75,9 @@ function expectReadable(cwd: string, rows: Map<number, Row>, tenants: readonly s
   }
 }
 
-/** Rows scanned as the checkpoints record them, all rotations together. */
-const scanned = async (db: Knex) =>
-  Number(((await db('keyctl_reencrypt_checkpoints').sum({ n: 'rows_scanned' }).first()) as { n?: unknown } | undefined)?.n ?? 0);
-
-/** Start `reencrypt --all-tenants` (one pass) and SIGKILL it once its checkpoint shows `threshold` more rows scanned. */
-async function killMidRun(cwd: string, env: NodeJS.ProcessEnv, db: Knex, more: number): Promise<void> {
-  const threshold = (await scanned(db)) + more;
-  const child = spawn(process.execPath, [KEYCTL_BIN, 'reencrypt', '--all-tenants', '--batch-size', '20'], {
-    cwd,
-    env: { ...process.env, ...env },
-    stdio: 'ignore',
-  });
-  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  let running = true;
-  void exited.then(() => (running = false));
-  while (running) {
-    const row = (await db('keyctl_reencrypt_checkpoints')
-      .sum({ n: 'rows_scanned' })
-      .first()
-      .catch(() => undefined)) as { n?: unknown } | undefined;
-    if (Number(row?.n ?? 0) >= threshold) {
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 15)));
-      child.kill('SIGKILL');
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  await exited;
-}
+/** Start the one-pass `reencrypt --all-tenants` and SIGKILL it once its checkpoint shows `more` rows scanned. */
+const killAllTenants = async (cwd: string, env: NodeJS.ProcessEnv, db: Knex, more: number) =>
+  killMidRun(['reencrypt', '--all-tenants', '--batch-size', '20'], cwd, env, db, (await rowsScanned(db)) + more);
 
 const auditHeads = async (db: Knex) =>
   Object.fromEntries(
@@ -187,8 +161,8 @@ for (const dialect of DIALECTS) {
       // ── Every tenant at once, killed mid-reencrypt twice, then resumed to the end.
       await ok('generate', '--all-tenants');
       await ok('dual-key', '--all-tenants');
-      await killMidRun(cwd, env, db, ROWS / 4);
-      await killMidRun(cwd, env, db, ROWS / 4);
+      await killAllTenants(cwd, env, db, ROWS / 4);
+      await killAllTenants(cwd, env, db, ROWS / 4);
       const resumed = json<{ tenants: Array<{ tenant: string; phase: string; remaining: number }>; tables: Array<{ resumedFrom: unknown }> }>(
         await ok('reencrypt', '--all-tenants', '--json'),
       );

@@ -18,7 +18,7 @@ import { reencryptTable, type TableResult, type ValueFailure } from '../../reenc
 import type { Ring } from '../../reencrypt/plan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { isPhase, movesBack, rule, targetPhase } from '../../rotation/machine.js';
-import { appendAudit, checkpointStore, openRotation, openRotations, type Rotation } from '../../rotation/store.js';
+import { checkpointStore, openRotation, openRotations, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { countVersionsByTenant } from '../status.js';
 import { checkKeysUnique, checkTargets } from '../targets.js';
@@ -26,7 +26,7 @@ import { liveTenants, requireTenancy, tenantContext } from '../tenants.js';
 import { checkGuards } from './guard.js';
 import { loadAllKeys } from './material.js';
 import { prepare, snapshot } from './prepare.js';
-import { checkPace, targetsOf, throttleFor, type ReencryptOptions } from './reencrypt.js';
+import { checkPace, recordPass, targetsOf, throttleFor, type ReencryptOptions } from './reencrypt.js';
 import { transition, wasMovedByAnother } from './transition.js';
 
 /** Tenants prepared at once (keystore reads and database queries in flight together). */
@@ -218,41 +218,8 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
         await checkGuards(p.t, 'reencrypt-done', await snapshot(p.t, { ...p.state, rotation: now }), { remaining });
         // Moved already by another run (transition then writes no row): this pass is still on record.
         rotation = await transition(p.t, { rule: 'reencrypt-done', rotation: now, details, alreadyThereIsFine: true });
-        if (wasMovedByAnother(rotation))
-          await appendAudit(
-            ctx.db,
-            {
-              rotationId: rotation.id,
-              keyring: rotation.keyring,
-              action: 'reencrypt',
-              fromPhase: rotation.phase,
-              toPhase: rotation.phase,
-              actor: ctx.actor,
-              oldVersion: rotation.oldVersion,
-              newVersion: rotation.newVersion,
-              outcome: 'ok',
-              details: { ...details, alreadyDone: true },
-            },
-            ctx.now(),
-          );
-      } else {
-        await appendAudit(
-          ctx.db,
-          {
-            rotationId: rotation.id,
-            keyring: rotation.keyring,
-            action: 'reencrypt',
-            fromPhase: rotation.phase,
-            toPhase: rotation.phase,
-            actor: ctx.actor,
-            oldVersion: rotation.oldVersion,
-            newVersion: rotation.newVersion,
-            outcome: report.interrupted ? 'interrupted' : 'ok',
-            details,
-          },
-          ctx.now(),
-        );
-      }
+        if (wasMovedByAnother(rotation)) await recordPass(ctx, rotation, { outcome: 'ok', details: { ...details, alreadyDone: true } });
+      } else await recordPass(ctx, rotation, { outcome: report.interrupted ? 'interrupted' : 'ok', details });
     }
     report.tenants.push({ tenant: p.id, rotationId: rotation.id, target: p.target, phase: rotation.phase, remaining });
   }

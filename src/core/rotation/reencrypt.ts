@@ -123,6 +123,31 @@ export function throttleFor(opts: ReencryptOptions, probe: ReturnType<typeof loa
   });
 }
 
+/** A pass that leaves the phase as it is, on record: its own `reencrypt` row (phase unchanged). */
+export async function recordPass(
+  ctx: CoreContext,
+  rotation: Rotation,
+  row: { rowsAffected?: number; outcome: 'ok' | 'failed' | 'interrupted'; details: Record<string, unknown> },
+): Promise<void> {
+  await appendAudit(
+    ctx.db,
+    {
+      rotationId: rotation.id,
+      keyring: rotation.keyring,
+      action: 'reencrypt',
+      fromPhase: rotation.phase,
+      toPhase: rotation.phase,
+      actor: ctx.actor,
+      oldVersion: rotation.oldVersion,
+      newVersion: rotation.newVersion,
+      ...(row.rowsAffected !== undefined ? { rowsAffected: row.rowsAffected } : {}),
+      outcome: row.outcome,
+      details: row.details,
+    },
+    ctx.now(),
+  );
+}
+
 /**
  * One tenant's pass reads `WHERE <tenancy column> = ID` in key order: an index led by the tenancy
  * column lets the database read only that tenant's rows; without one it walks the whole table by its
@@ -220,23 +245,7 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
   }
   if (noop) {
     ctx.log.info(noop);
-    await appendAudit(
-      ctx.db,
-      {
-        rotationId: rotation.id,
-        keyring: rotation.keyring,
-        action: 'reencrypt',
-        fromPhase: rotation.phase,
-        toPhase: rotation.phase,
-        actor: ctx.actor,
-        oldVersion: rotation.oldVersion,
-        newVersion: rotation.newVersion,
-        rowsAffected: 0,
-        outcome: 'ok',
-        details: { target, noop: true },
-      },
-      ctx.now(),
-    );
+    await recordPass(ctx, rotation, { rowsAffected: 0, outcome: 'ok', details: { target, noop: true } });
     return { rotation, target, dryRun: false, tables: [], failures: [], remaining: 0, interrupted: false, noop };
   }
   const started = ctx.now();
@@ -408,42 +417,10 @@ export async function reencrypt(ctx: CoreContext, opts: ReencryptOptions): Promi
     // then writes no audit row. This run's work still goes on record — its own row, the phase
     // unchanged (see docs/reencrypt.md).
     if (wasMovedByAnother(moved)) {
-      await appendAudit(
-        ctx.db,
-        {
-          rotationId: rotation.id,
-          keyring: rotation.keyring,
-          action: 'reencrypt',
-          fromPhase: moved.phase,
-          toPhase: moved.phase,
-          actor: ctx.actor,
-          oldVersion: rotation.oldVersion,
-          newVersion: rotation.newVersion,
-          rowsAffected: rowsUpdated,
-          outcome: 'ok',
-          details: { ...details, alreadyDone: true },
-        },
-        ctx.now(),
-      );
+      await recordPass(ctx, { ...rotation, phase: moved.phase }, { rowsAffected: rowsUpdated, outcome: 'ok', details: { ...details, alreadyDone: true } });
     }
   } else {
-    await appendAudit(
-      ctx.db,
-      {
-        rotationId: rotation.id,
-        keyring: rotation.keyring,
-        action: 'reencrypt',
-        fromPhase: rotation.phase,
-        toPhase: rotation.phase,
-        actor: ctx.actor,
-        oldVersion: rotation.oldVersion,
-        newVersion: rotation.newVersion,
-        rowsAffected: rowsUpdated,
-        outcome: interrupted ? 'interrupted' : failures.length > 0 ? 'failed' : 'ok',
-        details,
-      },
-      ctx.now(),
-    );
+    await recordPass(ctx, rotation, { rowsAffected: rowsUpdated, outcome: interrupted ? 'interrupted' : failures.length > 0 ? 'failed' : 'ok', details });
   }
   return report;
 }
