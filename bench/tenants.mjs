@@ -7,7 +7,7 @@
 //           `tenant list --no-counts` and `status --all-tenants`.
 // Every keyctl command runs as a child process (the real command path). The demo data is the
 // same in both projects (`keyctl init --demo`, three encrypted columns per row).
-// Usage: npm run build && node bench/tenants.mjs [--db sqlite|pg|mysql] [--rows 200000] [--tenants 1000] [--scale 10000] [--scale-rows 100000] [--skip-pass]
+// Usage: npm run bench:tenants -- [--db sqlite|pg|mysql] [--rows 200000] [--tenants 1000] [--scale 10000] [--scale-rows 100000] [--skip-pass]
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -51,7 +51,8 @@ export async function verifyAudit(ctx: CoreContext, expect?: ExpectedHead): Prom
     }
     return { intact: false, chains: [], anchors: [], problems, unchecked, notes, missingTables };
   }
-  const chains = await verifyAuditChain(ctx.db);
+  // A tenant's check is of its own chain (thousands of tenants' chains are `status --check --all-tenants`'s).
+  const chains = await verifyAuditChain(ctx.db, ctx.config.tenant !== undefined ? keyring : undefined);
   for (const c of chains) for (const p of c.problems) problems.push(`${c.keyring}: ${p}`);
 
   const anchors: AnchorReport[] = [];

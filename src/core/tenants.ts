@@ -22,6 +22,7 @@ import {
   openRotations,
   setVersionState,
   versionsByKeyring,
+  verifyAuditChain,
 } from '../rotation/store.js';
 import { anchorAuditHead } from './audit-anchor.js';
 import { acquireLock, checksumFile, listBackups } from '../backup/files.js';
@@ -346,9 +347,26 @@ export async function shredTenant(ctx: CoreContext, id: string, reason: string):
   };
 }
 
-/** What `status --check --all-tenants` fails on, from the summaries (each tenant's full check: `status --check --tenant ID`). */
-export function tenantProblems(r: TenantsReport): Problem[] {
+/**
+ * What `status --check --all-tenants` fails on: the summaries, and every tenant's audit hash chain
+ * (one read of the audit table; the anchors live in each tenant's keystore document and are checked
+ * by `status --check --tenant ID`).
+ */
+export async function tenantProblems(ctx: CoreContext, r: TenantsReport): Promise<Problem[]> {
   const out: Problem[] = [];
+  const tenantOf = new Map(r.tenants.map((t) => [t.keyring, t.tenant]));
+  const one = r.tenants.length === 1 ? r.tenants[0]!.keyring : undefined;
+  for (const chain of await verifyAuditChain(ctx.db, one)) {
+    const tenant = tenantOf.get(chain.keyring);
+    // The registry's own finding is registry-tampered, in the tenant's own check.
+    const broken = chain.problems.filter((p) => !p.startsWith('keyctl_key_versions '));
+    if (tenant === undefined || broken.length === 0) continue;
+    out.push({
+      code: 'audit-chain-broken',
+      message: `tenant ${tenant}: the audit chain of keyring ${chain.keyring} does not verify: ${broken[0]}${broken.length > 1 ? ` (and ${broken.length - 1} more)` : ''}`,
+      hint: `keyctl audit --verify --tenant ${tenant}`,
+    });
+  }
   for (const t of r.tenants) {
     if (t.shredded) continue;
     if (t.overdue)

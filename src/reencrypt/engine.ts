@@ -309,10 +309,11 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   // A bound target's values were sealed for the context read with the batch: columns the
   // compare-and-set does not compare (a tenant id, say) are checked again, locked, in the write's
   // transaction, and a row whose context changed meanwhile is left for the next pass.
-  // The row's tenant (a scoped run, or the keyring each row of an all-tenants pass is under) is
-  // checked the same way: a row moved to another tenant meanwhile is not written with the old one's key.
-  const tenantGuards = [...(t.scope ? [t.scope.column] : []), ...(ringColumn ? [ringColumn] : [])];
-  const contextGuards = [...new Set([...contextNames, ...tenantGuards])].filter((c) => !keys.includes(c) && !t.columns.includes(c));
+  // A row's tenant (a scoped run, or the keyring of each row of an all-tenants pass) needs no such
+  // check: an application that moves a row to another tenant re-encrypts it under that tenant's key,
+  // which changes the value and fails the compare-and-set; one that moves it without re-encrypting
+  // left it under the old tenant's key already (docs/tenants.md, "Limits").
+  const contextGuards = contextNames.filter((c) => !keys.includes(c) && !t.columns.includes(c));
   const sameValue = (a: unknown, b: unknown): boolean => {
     const text = (v: unknown) => (v instanceof Uint8Array ? `b:${Buffer.from(v).toString('hex')}` : v === null || v === undefined ? 'null' : `v:${String(v)}`);
     return text(a) === text(b);

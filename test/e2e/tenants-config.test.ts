@@ -58,6 +58,14 @@ describe('tenancy: configuration and refusals', () => {
       expect((await k('customers').where({ tenant_id: 'ghost' }).first()).email.startsWith('v1:')).toBe(true);
     });
 
+    // A tenant's audit chain edited in the database: found by the check over all tenants.
+    await withProjectSqlite(cwd, async (k) => {
+      await k('rotation_audit').where({ keyring: 'tenant-t002', seq: 1 }).update({ actor: 'someone-else' });
+    });
+    const chain = await run('status', '--all-tenants', '--check');
+    expect(chain.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(chain.stderr).toContain('[audit-chain-broken]: tenant t002');
+
     // A target table without the tenancy column: named, with the column.
     writeFileSync(config, readFileSync(config, 'utf8').replace('column: tenant_id', 'column: org_id'));
     const missing = await run('status', '--tenant', 't001');

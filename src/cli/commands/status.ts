@@ -44,8 +44,10 @@ async function tenantsStatus(rt: CliRuntime, flags: StatusOptions, only: string 
   const { renderTenants } = await import('./tenant.js');
   const { tenancy: _, ...keyringFlags } = rt.flags;
   const base = { ...rt, flags: keyringFlags };
-  const report = await withCoreContext(base, (ctx) => tenantSummaries(ctx, { counts: true, ...(only !== null ? { only: [only] } : {}) }));
-  const problems = tenantProblems(report);
+  const { report, problems } = await withCoreContext(base, async (ctx) => {
+    const report = await tenantSummaries(ctx, { counts: true, ...(only !== null ? { only: [only] } : {}) });
+    return { report, problems: await tenantProblems(ctx, report) };
+  });
   const failed = Boolean(flags.check) && problems.length > 0;
   rt.output.result({ ...report, problems, ok: !failed }, () =>
     [renderTenants(report), ...(problems.length > 0 ? ['', 'Problems:', ...problems.map((p) => `  - [${p.code}] ${p.message}`)] : [])].join('\n'),
