@@ -26,11 +26,13 @@ export async function runForAllTenants(
   let status: number = ExitCode.OK;
   for (const [i, tenant] of ids.entries()) {
     const flags = { ...rt.flags, tenancy: { tenant, all: false } };
+    // Commands a run starts (runbook steps) act on the same tenant.
+    const invoke = (args: string[]) => rt.invoke(args.includes('--tenant') ? args : [...args, '--tenant', tenant]);
     if (rt.flags.json) {
       const c = await capture();
       let code: number;
       try {
-        code = await run({ ...rt, flags, output: c.output });
+        code = await run({ ...rt, flags, invoke, output: c.output });
       } catch (err) {
         code = c.output.error(err);
       }
@@ -47,7 +49,7 @@ export async function runForAllTenants(
       rt.output.info(`── tenant ${tenant} (${i + 1} of ${ids.length}) ──`);
       let code: number;
       try {
-        code = await run({ ...rt, flags });
+        code = await run({ ...rt, flags, invoke });
       } catch (err) {
         code = rt.output.error(err);
       }

@@ -94,14 +94,16 @@ export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { c
 
 /** --tenant ID names a tenant keyctl made a keyring for (and, for most commands, has not shredded). */
 async function checkTenant(db: import('../db/connect.js').Db, id: string, allowShredded: boolean): Promise<void> {
-  const [{ getTenantRow }, { RefusedError }, { formatTime }] = await Promise.all([
+  const [{ getTenantRow }, { shredProven }, { RefusedError }, { formatTime }] = await Promise.all([
     import('../rotation/store.js'),
+    import('../core/tenants.js'),
     import('../base/errors.js'),
     import('../base/format.js'),
   ]);
   const row = await getTenantRow(db, id);
   if (!row) throw new RefusedError(`tenant ${id} has no keyring`, `create it with: keyctl tenant add ${id}   (keyctl tenant list shows the tenants)`);
-  if (row.shreddedAt && !allowShredded)
+  // Shredded on keyctl's evidence, not keyctl_tenants' word (status reports a row that disagrees).
+  if (row.shreddedAt && !allowShredded && (await shredProven(db, row.keyring)))
     throw new RefusedError(
       `tenant ${id} was shredded ${formatTime(row.shreddedAt)}: its keys are destroyed and its values cannot be read any more`,
       `keyctl status --tenant ${id} and keyctl audit --tenant ${id} still show its state and history`,

@@ -6,6 +6,7 @@
  */
 import { formatIsoText } from '../base/format.js';
 import type { CoreContext } from './context.js';
+import { tenantOfKeyring, tenantView } from '../config/tenancy.js';
 import { anchorAuditHead, cannotAnchor, readAnchor, type AnchoredHead } from './audit-anchor.js';
 import { auditRowAt, exportAuditRows, keyringsAppended, missingAuditTables, readAuditHead, verifyAuditChain, type ChainReport } from '../rotation/store.js';
 
@@ -126,12 +127,21 @@ async function checkAnchor(ctx: CoreContext, k: string, problems: string[], unch
 /** After a command: anchor the configured keyring's head if this command appended audit rows. Never throws. */
 export async function anchorAfterCommand(ctx: CoreContext): Promise<void> {
   const keyring = ctx.config.keyring;
-  if (!keyringsAppended(ctx.db).includes(keyring) || cannotAnchor(ctx.keystore)) return;
-  try {
-    const r = await anchorAuditHead(ctx, keyring);
-    if (r.status === 'refused') ctx.log.warn(`the audit anchor was not moved: ${r.reason} — ${r.hint}`);
-  } catch (err) {
-    ctx.log.warn(`the audit anchor was not updated: ${(err as Error).message} — run \`keyctl audit --anchor\` when the keystore answers`);
+  for (const k of keyringsAppended(ctx.db)) {
+    // A command on many tenants (reencrypt --all-tenants, shred, backup --prune-tenant) appends
+    // rows to each tenant's chain: each is anchored in that tenant's own keystore document.
+    const tenant = k === keyring || !ctx.config.tenancy ? null : tenantOfKeyring(ctx.config.tenancy, k);
+    const keystore = k === keyring ? ctx.keystore : tenant !== null && ctx.keystoreFor ? ctx.keystoreFor(tenantView(ctx.config, tenant)) : null;
+    if (!keystore || cannotAnchor(keystore)) continue;
+    try {
+      const r = await anchorAuditHead({ ...ctx, keystore }, k);
+      const of = k === keyring ? '' : ` of ${k}`;
+      if (r.status === 'refused') ctx.log.warn(`the audit anchor${of} was not moved: ${r.reason} — ${r.hint}`);
+    } catch (err) {
+      ctx.log.warn(
+        `the audit anchor${k === keyring ? '' : ` of ${k}`} was not updated: ${(err as Error).message} — run \`keyctl audit --anchor\` when the keystore answers`,
+      );
+    }
   }
 }
 

@@ -21,10 +21,13 @@ import {
   openRotation,
   openRotations,
   setVersionState,
+  latestAuditOf,
   versionsByKeyring,
   verifyAuditChain,
+  type RegisteredVersion,
 } from '../rotation/store.js';
 import { anchorAuditHead } from './audit-anchor.js';
+import { verifyAudit } from './audit.js';
 import { acquireLock, checksumFile, listBackups } from '../backup/files.js';
 import { resolveConfigPath } from '../config/load.js';
 import { promises as fs } from 'node:fs';
@@ -36,6 +39,17 @@ import { refuse } from './rotation/guard.js';
 import { countVersionsByTenant } from './status.js';
 
 const DAY_MS = 86_400_000;
+
+/**
+ * Whether keyctl's own evidence says a tenant is shredded: an ok `shred` row in its audit chain and
+ * every version's material destroyed in the registry. keyctl_tenants.shredded_at alone is not
+ * enough: a database writer could set it, to hide a live tenant or to have keys destroyed.
+ */
+export async function shredProven(db: CoreContext['db'], keyring: string, versions?: readonly RegisteredVersion[]): Promise<boolean> {
+  const vs = versions ?? (await listVersions(db, keyring));
+  if (vs.length === 0 || vs.some((v) => v.material !== 'destroyed')) return false;
+  return (await latestAuditOf(db, keyring, 'shred', 1)).length > 0;
+}
 
 export function requireTenancy(config: LoadedConfig): TenancyConfig {
   if (!config.tenancy)
@@ -58,7 +72,9 @@ function checkId(tenancy: TenancyConfig, id: string): void {
 /** The tenants lifecycle commands act on with --all-tenants: every live one, in id order. */
 export async function liveTenants(ctx: CoreContext): Promise<string[]> {
   requireTenancy(ctx.config);
-  return (await listTenantRows(ctx.db)).filter((r) => !r.shreddedAt).map((r) => r.tenant);
+  const out: string[] = [];
+  for (const r of await listTenantRows(ctx.db)) if (!r.shreddedAt || !(await shredProven(ctx.db, r.keyring))) out.push(r.tenant);
+  return out;
 }
 
 export interface AddTenantResult {
@@ -173,6 +189,8 @@ export interface TenantSummary {
    * them (no backup of a shredded tenant is made again): `keyctl backup --prune-tenant ID` does.
    */
   keyBackups?: Array<{ file: string; createdAt: string }>;
+  /** keyctl_tenants says shredded, but the registry or the audit chain does not: the row was edited. */
+  shredUnproven?: true;
 }
 
 export interface TenantsReport {
@@ -208,10 +226,13 @@ export async function tenantSummaries(ctx: CoreContext, opts: { counts: boolean;
       r.keyring,
       (await listBackups(backupDirOf(ctx), r.keyring)).map((b) => ({ file: b.file, createdAt: b.createdAt.toISOString() })),
     );
+  const proven = new Set<string>();
+  for (const r of rows) if (r.shreddedAt && (await shredProven(ctx.db, r.keyring, versions.get(r.keyring) ?? []))) proven.add(r.tenant);
   const tenants = rows.map((r): TenantSummary => {
     known.add(r.tenant);
     const vs = versions.get(r.keyring) ?? [];
-    const primary = r.shreddedAt ? null : (vs.find((v) => v.state === 'primary') ?? null);
+    const shredded = proven.has(r.tenant);
+    const primary = shredded ? null : (vs.find((v) => v.state === 'primary') ?? null);
     const due = primary ? primary.createdAt.getTime() + ctx.config.policy.rotationIntervalDays * DAY_MS : null;
     const rotation = open.get(r.keyring);
     const c = counts.get(r.tenant) ?? {};
@@ -220,7 +241,7 @@ export async function tenantSummaries(ctx: CoreContext, opts: { counts: boolean;
     let unreadable = 0;
     for (const [b, n] of Object.entries(c)) {
       if (b === '#null') continue;
-      if (r.shreddedAt) values.shredded = (values.shredded ?? 0) + n;
+      if (shredded) values.shredded = (values.shredded ?? 0) + n;
       else {
         values[b.replace(/^#/, '')] = n;
         if (/^v\d+$/.test(b) && !readable.has(b)) unreadable += n;
@@ -234,11 +255,12 @@ export async function tenantSummaries(ctx: CoreContext, opts: { counts: boolean;
       rotation: rotation ? { id: rotation.id, phase: rotation.phase, emergency: rotation.emergency } : null,
       nextRotationDue: due === null ? null : new Date(due).toISOString(),
       overdue: due !== null && now > due,
-      shredded: r.shreddedAt !== null,
+      shredded,
       shreddedAt: r.shreddedAt?.toISOString() ?? null,
+      ...(r.shreddedAt && !shredded ? { shredUnproven: true } : {}),
       values: opts.counts ? values : null,
       unreadable,
-      ...(r.shreddedAt ? { keyBackups: backupsOf.get(r.keyring) ?? [] } : {}),
+      ...(shredded ? { keyBackups: backupsOf.get(r.keyring) ?? [] } : {}),
     };
   });
   const unknownTenants = opts.only
@@ -285,7 +307,19 @@ export async function shredTenant(ctx: CoreContext, id: string, reason: string):
       'shredding is implemented for the file keystore; see docs/tenants.md',
     );
   if (row.shreddedAt) {
-    // Recorded, but the keystore may still hold the keyring (a run stopped after the commit).
+    // Recorded, but the keystore may still hold the keyring (a run stopped after the commit). Only
+    // keyctl's own evidence finishes it: the shred row in the chain, the registry, and the chain
+    // intact up to its anchor (written before anything was removed).
+    const audit = await verifyAudit(t);
+    if (!(await shredProven(ctx.db, keyring)) || !audit.intact) {
+      return refuse(t, {
+        action: 'shred',
+        rotation: null,
+        reason: `keyctl_tenants marks tenant ${id} shredded, but ${audit.intact ? 'its audit chain records no shred, or its registry still holds key material' : `its audit chain does not verify (${audit.problems[0] ?? 'see keyctl audit --verify'})`}: keyctl will not destroy keys on the database's word`,
+        hint: `restore keyctl_tenants from a database backup; keyctl audit --verify --tenant ${id}`,
+        details: { guard: 'shredRecorded', tenant: id },
+      });
+    }
     const held = await t.keystore.read();
     const archived = (await t.keystore.readArchive(keyring)).revision !== null;
     if (held || archived) await t.keystore.destroyKeyring(keyring, `finish shredding tenant ${id}`);
@@ -336,8 +370,9 @@ export async function shredTenant(ctx: CoreContext, id: string, reason: string):
       trx,
     );
   });
-  await t.keystore.destroyKeyring(keyring, `shred tenant ${id}`);
+  // Anchored before anything is removed: a run stopped after this is finished only on that evidence.
   await anchor(t, keyring);
+  await t.keystore.destroyKeyring(keyring, `shred tenant ${id}`);
   return {
     tenant: id,
     keyring,
@@ -368,6 +403,12 @@ export async function tenantProblems(ctx: CoreContext, r: TenantsReport): Promis
     });
   }
   for (const t of r.tenants) {
+    if (t.shredUnproven)
+      out.push({
+        code: 'registry-tampered',
+        message: `tenant ${t.tenant}: keyctl_tenants marks it shredded, but its audit chain records no shred or its registry still holds key material: the row was edited outside keyctl`,
+        hint: `restore keyctl_tenants from a database backup (keyctl audit --tenant ${t.tenant} --all shows its history); the tenant is treated as live`,
+      });
     if (t.shredded) continue;
     if (t.overdue)
       out.push({
@@ -403,16 +444,21 @@ export async function pruneTenantBackups(ctx: CoreContext, id: string, outDir?: 
   checkId(requireTenancy(ctx.config), id);
   const row = await getTenantRow(ctx.db, id);
   if (!row) throw new RefusedError(`tenant ${id} has no keyring`, 'keyctl tenant list shows the tenants');
-  if (!row.shreddedAt)
+  // The keyring from the configuration, not the database's row; shredded on keyctl's own evidence,
+  // and gone from the keystore.
+  const t = tenantContext(ctx, id);
+  const keyring = t.config.keyring;
+  const gone = (await t.keystore.read()) === null && (await t.keystore.readArchive(keyring)).revision === null;
+  if (!row.shreddedAt || !gone || !(await shredProven(ctx.db, keyring)))
     throw new RefusedError(
-      `tenant ${id} is not shredded; its key backups are what restores its data`,
+      `tenant ${id} is not shredded${row.shreddedAt ? ' on keyctl’s evidence (audit chain, registry and keystore)' : ''}; its key backups are what restores its data`,
       'retention prunes the backups of a live tenant (backup.retentionDays); --prune-tenant is for a shredded one',
     );
   const dir = outDir ?? backupDirOf(ctx);
   const release = await acquireLock(dir, ctx.now());
   const deleted: string[] = [];
   try {
-    for (const b of await listBackups(dir, row.keyring)) {
+    for (const b of await listBackups(dir, keyring)) {
       await fs.unlink(b.file);
       await fs.unlink(checksumFile(b.file)).catch(() => undefined);
       deleted.push(b.name);

@@ -421,7 +421,8 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
               columnNames: t.columns,
               ...(spec.context ? { context: contextOf(current) } : {}),
               ...(indexSpecs.length > 0 ? { indexes: { specs: indexSpecs, values: indexValuesOf(current) } } : {}),
-              ...(ringColumn ? { rings: current.map((r) => String(r[ringColumn])) } : {}),
+              // A row with no tenant (NULL) is of no ring: '' is never a tenant id.
+              ...(ringColumn ? { rings: current.map((r) => (r[ringColumn] === null || r[ringColumn] === undefined ? '' : String(r[ringColumn]))) } : {}),
             })
           : Promise.resolve(null),
         writing ? writeBatch(writing) : Promise.resolve(),

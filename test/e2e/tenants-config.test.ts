@@ -58,6 +58,28 @@ describe('tenancy: configuration and refusals', () => {
       expect((await k('customers').where({ tenant_id: 'ghost' }).first()).email.startsWith('v1:')).toBe(true);
     });
 
+    // keyctl_tenants.shredded_at set by a database writer on a live tenant: no key is destroyed on
+    // that word (shred's "finish an earlier run" path, backup --prune-tenant), and the tenant stays
+    // live and reported.
+    await withProjectSqlite(cwd, async (k) => {
+      await k('keyctl_tenants').where({ tenant: 't002' }).update({ shredded_at: Date.now() });
+    });
+    const keyringFile = path.join(cwd, '.keyctl', 'tenants', 'tenant-t002.json');
+    const forged = await run('shred', '--tenant', 't002', '--reason', 'x', '--yes');
+    expect(forged.code, forged.stderr).toBe(ExitCode.REFUSED);
+    expect(forged.stderr).toContain('will not destroy keys on the database');
+    expect(readFileSync(keyringFile, 'utf8')).toContain('"primary"');
+    expect((await run('backup', '--prune-tenant', 't002')).code).toBe(ExitCode.REFUSED);
+    const unproven = await run('status', '--all-tenants', '--check', '--json');
+    expect(unproven.code).toBe(ExitCode.PROBLEMS_FOUND);
+    expect(json<{ problems: Array<{ code: string; message: string }> }>(unproven).problems).toContainEqual(
+      expect.objectContaining({ code: 'registry-tampered', message: expect.stringContaining('tenant t002') }),
+    );
+    expect((await run('status', '--tenant', 't002')).stdout).toContain('Keyring tenant-t002');
+    await withProjectSqlite(cwd, async (k) => {
+      await k('keyctl_tenants').where({ tenant: 't002' }).update({ shredded_at: null });
+    });
+
     // A tenant's audit chain edited in the database: found by the check over all tenants.
     await withProjectSqlite(cwd, async (k) => {
       await k('rotation_audit').where({ keyring: 'tenant-t002', seq: 1 }).update({ actor: 'someone-else' });

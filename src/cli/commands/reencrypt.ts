@@ -306,10 +306,10 @@ function renderAllTenants(rt: CliRuntime, r: TenantsReencryptReport, secs: numbe
     const done = r.tenants.filter((t) => t.remaining === 0);
     if (r.tenants.length === 0)
       lines.push('no tenant has a rotation in a phase reencrypt moves forward (after dual-key, or rolling back): nothing to re-encrypt');
+    else if (r.stoppedBecause)
+      lines.push(`${c.yellow('stopped')}: ${r.stoppedBecause}; progress is saved; keyctl status --all-tenants shows where each tenant stands`);
     else if (r.interrupted)
-      lines.push(
-        `${c.yellow(r.abortedBecause ? 'stopped' : 'interrupted')}: ${r.stoppedBecause ?? r.abortedBecause ?? 'progress is saved'}; resume with: ${resume}`,
-      );
+      lines.push(`${c.yellow(r.abortedBecause ? 'stopped' : 'interrupted')}: ${r.abortedBecause ?? 'progress is saved'}; resume with: ${resume}`);
     else if (!r.dryRun) {
       lines.push(
         `${c.green('✓')} ${n(done.length)} of ${n(r.tenants.length)} tenant(s) have every value under their primary (now ${[...new Set(done.map((t) => t.phase))].join(', ') || '-'}); next: keyctl verify --all-tenants`,
@@ -325,6 +325,8 @@ function renderAllTenants(rt: CliRuntime, r: TenantsReencryptReport, secs: numbe
       );
     return lines.join('\n');
   });
+  // Stopped because a tenant's rotation moved on (a rollback, say): a guard's answer, as for one keyring.
+  if (r.stoppedBecause) return ExitCode.REFUSED;
   if (r.interrupted) return ExitCode.INTERRUPTED;
   if (r.failures.length > 0) return ExitCode.PROBLEMS_FOUND;
   return r.remaining > 0 && !r.dryRun ? ExitCode.PROBLEMS_FOUND : ExitCode.OK;

@@ -8,6 +8,7 @@ import { describeJob } from '../../ui/jobs.js';
 import type { ChalkInstance } from 'chalk';
 import { openCoreContext, withCoreContext, type CliRuntime } from '../runtime.js';
 import { getTenantRow } from '../../rotation/store.js';
+import { shredProven } from '../../core/tenants.js';
 import type { StatusOptions } from '../specs.js';
 
 export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number> {
@@ -16,7 +17,8 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
   let report: StatusReport | null = null;
   try {
     // A shredded tenant has no keys to reconcile: its summary says what is left.
-    if (ctx.config.tenant === undefined || !(await getTenantRow(ctx.db, ctx.config.tenant))?.shreddedAt) report = await getStatus(ctx);
+    if (ctx.config.tenant === undefined || !(await getTenantRow(ctx.db, ctx.config.tenant))?.shreddedAt || !(await shredProven(ctx.db, ctx.config.keyring)))
+      report = await getStatus(ctx);
     // status may append audit rows (a registry reconciled, a refusal): anchor them like any command.
     await (await import('../../core/audit.js')).anchorAfterCommand(ctx);
   } finally {
