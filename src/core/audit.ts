@@ -127,21 +127,31 @@ async function checkAnchor(ctx: CoreContext, k: string, problems: string[], unch
 /** After a command: anchor the configured keyring's head if this command appended audit rows. Never throws. */
 export async function anchorAfterCommand(ctx: CoreContext): Promise<void> {
   const keyring = ctx.config.keyring;
-  for (const k of keyringsAppended(ctx.db)) {
-    // A command on many tenants (reencrypt --all-tenants, shred, backup --prune-tenant) appends
-    // rows to each tenant's chain: each is anchored in that tenant's own keystore document.
-    const tenant = k === keyring || !ctx.config.tenancy ? null : tenantOfKeyring(ctx.config.tenancy, k);
-    const keystore = k === keyring ? ctx.keystore : tenant !== null && ctx.keystoreFor ? ctx.keystoreFor(tenantView(ctx.config, tenant)) : null;
-    if (!keystore || cannotAnchor(keystore)) continue;
-    try {
-      const r = await anchorAuditHead({ ...ctx, keystore }, k);
-      const of = k === keyring ? '' : ` of ${k}`;
-      if (r.status === 'refused') ctx.log.warn(`the audit anchor${of} was not moved: ${r.reason} — ${r.hint}`);
-    } catch (err) {
-      ctx.log.warn(
-        `the audit anchor${k === keyring ? '' : ` of ${k}`} was not updated: ${(err as Error).message} — run \`keyctl audit --anchor\` when the keystore answers`,
-      );
-    }
+  const keyrings = keyringsAppended(ctx.db);
+  let next = 0;
+  // Several at a time: a pass over a thousand tenants anchors a thousand chains (a keystore write each).
+  await Promise.all(
+    Array.from({ length: Math.min(8, keyrings.length) }, async () => {
+      for (let i = next++; i < keyrings.length; i = next++) await anchorOne(ctx, keyrings[i]!, keyring);
+    }),
+  );
+}
+
+/** Anchor one appended keyring's head in its keystore (a tenant's in its own document). Never throws. */
+async function anchorOne(ctx: CoreContext, k: string, keyring: string): Promise<void> {
+  // A command on many tenants (reencrypt --all-tenants, shred, backup --prune-tenant) appends
+  // rows to each tenant's chain: each is anchored in that tenant's own keystore document.
+  const tenant = k === keyring || !ctx.config.tenancy ? null : tenantOfKeyring(ctx.config.tenancy, k);
+  const keystore = k === keyring ? ctx.keystore : tenant !== null && ctx.keystoreFor ? ctx.keystoreFor(tenantView(ctx.config, tenant)) : null;
+  if (!keystore || cannotAnchor(keystore)) return;
+  try {
+    const r = await anchorAuditHead({ ...ctx, keystore }, k);
+    const of = k === keyring ? '' : ` of ${k}`;
+    if (r.status === 'refused') ctx.log.warn(`the audit anchor${of} was not moved: ${r.reason} — ${r.hint}`);
+  } catch (err) {
+    ctx.log.warn(
+      `the audit anchor${k === keyring ? '' : ` of ${k}`} was not updated: ${(err as Error).message} — run \`keyctl audit --anchor\` when the keystore answers`,
+    );
   }
 }
 
