@@ -225,16 +225,17 @@ async function lockFree(lock: string): Promise<boolean> {
 }
 
 /**
- * The temp files in `dir` as listed the first time this process asked: a read's clean-up, done for
- * each of thousands of tenants' keyrings in one directory, lists it once (a write lists it again).
+ * The temp files in `dir`, listed again only when the directory changed (its mtime moves whenever
+ * a file is created, renamed or removed in it): a read's clean-up, done for each of thousands of
+ * tenants' keyrings in one directory, costs a stat instead of a listing.
  */
-const listed = new Map<string, Promise<string[]>>();
-function tempFilesIn(dir: string): Promise<string[]> {
-  let names = listed.get(dir);
-  if (!names) {
-    names = fs.readdir(dir).then((all) => all.filter((n) => n.endsWith('.tmp')));
-    listed.set(dir, names);
-  }
+const listed = new Map<string, { mtimeMs: number; names: string[] }>();
+async function tempFilesIn(dir: string): Promise<string[]> {
+  const { mtimeMs } = await fs.stat(dir);
+  const known = listed.get(dir);
+  if (known && known.mtimeMs === mtimeMs) return known.names;
+  const names = (await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'));
+  listed.set(dir, { mtimeMs, names });
   return names;
 }
 
