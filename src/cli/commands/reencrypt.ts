@@ -13,7 +13,7 @@ import type { TenantsReencryptReport } from '../../core/rotation/reencrypt-tenan
 import { formatCount } from '../../ui/format.js';
 import { describeJob, duration } from '../../ui/jobs.js';
 import { nextStep } from '../../rotation/machine.js';
-import type { ProgressEvent } from '../../reencrypt/engine.js';
+import type { ProgressEvent, TableResult } from '../../reencrypt/engine.js';
 import { startProgress, type ProgressLine } from '../../ui/progress.js';
 import { withCoreContext, type CliRuntime, type Signal } from '../runtime.js';
 import { DEFAULT_CHUNK_TIME, type ReencryptOptions } from '../specs.js';
@@ -212,15 +212,7 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
       const secs = (Date.now() - started) / 1000;
       const c = rt.output.out;
       const resume = resumeCommand(rt, f);
-      const rowsScanned = report.tables.reduce((n, t) => n + t.rowsScanned, 0);
-      const summary = {
-        rowsScanned,
-        rowsRewritten: report.tables.reduce((n, t) => n + t.rowsUpdated, 0),
-        rowsSkippedConcurrent: report.tables.reduce((n, t) => n + t.rowsSkippedConcurrent, 0),
-        valuesFailed: report.failures.length,
-        seconds: Math.round(secs * 10) / 10,
-        rowsPerSecond: secs > 0 ? Math.round(rowsScanned / secs) : 0,
-      };
+      const summary = summaryOf(report, secs);
       rt.output.result(
         {
           dryRun: report.dryRun,
@@ -283,19 +275,25 @@ export async function run(rt: CliRuntime, f: ReencryptOptions): Promise<number> 
   }
 }
 
-/** `reencrypt --all-tenants`: the pass over the tables, then each tenant's rotation after it. */
-function renderAllTenants(rt: CliRuntime, r: TenantsReencryptReport, secs: number, resume: string): number {
-  const n = formatCount;
-  const c = rt.output.out;
-  const rowsScanned = r.tables.reduce((a, t) => a + t.rowsScanned, 0);
-  const summary = {
+/** The run's totals, as `--json` gives them under `summary`. */
+function summaryOf(r: { tables: TableResult[]; failures: unknown[] }, secs: number) {
+  const rowsScanned = r.tables.reduce((n, t) => n + t.rowsScanned, 0);
+  return {
     rowsScanned,
-    rowsRewritten: r.tables.reduce((a, t) => a + t.rowsUpdated, 0),
-    rowsSkippedConcurrent: r.tables.reduce((a, t) => a + t.rowsSkippedConcurrent, 0),
+    rowsRewritten: r.tables.reduce((n, t) => n + t.rowsUpdated, 0),
+    rowsSkippedConcurrent: r.tables.reduce((n, t) => n + t.rowsSkippedConcurrent, 0),
     valuesFailed: r.failures.length,
     seconds: Math.round(secs * 10) / 10,
     rowsPerSecond: secs > 0 ? Math.round(rowsScanned / secs) : 0,
   };
+}
+
+/** `reencrypt --all-tenants`: the pass over the tables, then each tenant's rotation after it. */
+function renderAllTenants(rt: CliRuntime, r: TenantsReencryptReport, secs: number, resume: string): number {
+  const n = formatCount;
+  const c = rt.output.out;
+  const summary = summaryOf(r, secs);
+  const rowsScanned = summary.rowsScanned;
   rt.output.result({ allTenants: true, ...r, summary, ...(r.interrupted ? { resume } : {}) }, () => {
     const lines = r.tables.map(
       (t) =>
