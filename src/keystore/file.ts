@@ -69,7 +69,7 @@ class PrivateFile {
     await assertSafeDirectory(dir);
     const release = await this.lock();
     try {
-      await removeDeadTempFiles(this.file);
+      await removeDeadTempFiles(this.file, { listing: 'once' });
       await this.writeLocked(text, expectedRevision);
     } finally {
       await release();
@@ -240,15 +240,32 @@ async function tempFilesIn(dir: string): Promise<string[]> {
 }
 
 /**
+ * The temp files in `dir` when this process first listed it: a write (under its file's lock)
+ * removes a dead writer's temp files of that file. A command writing thousands of tenants'
+ * anchors in one directory lists it once; a writer killed during this command leaves a file the
+ * next command removes.
+ */
+const listedByProcess = new Map<string, string[]>();
+async function tempFilesListedOnce(dir: string): Promise<string[]> {
+  let names = listedByProcess.get(dir);
+  if (!names) {
+    names = (await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'));
+    listedByProcess.set(dir, names);
+  }
+  return names;
+}
+
+/**
  * Remove `.<name>.<pid>.<random>.tmp` files (writeFileAtomic's temp files) whose writer on this host
  * no longer runs: a kill -9 between writing and renaming leaves one, with key material in it.
+ * `listedOnce`: the directory is listed again only when it changed; `listing: 'once'`: once per process.
  */
-export async function removeDeadTempFiles(file: string, opts: { listedOnce?: boolean } = {}): Promise<string[]> {
+export async function removeDeadTempFiles(file: string, opts: { listedOnce?: boolean; listing?: 'once' } = {}): Promise<string[]> {
   const dir = path.dirname(file);
   const prefix = `.${path.basename(file)}.`;
   let names: string[];
   try {
-    names = opts.listedOnce ? await tempFilesIn(dir) : await fs.readdir(dir);
+    names = opts.listing === 'once' ? await tempFilesListedOnce(dir) : opts.listedOnce ? await tempFilesIn(dir) : await fs.readdir(dir);
   } catch {
     return [];
   }
@@ -260,6 +277,12 @@ export async function removeDeadTempFiles(file: string, opts: { listedOnce?: boo
     await fs.unlink(path.join(dir, name)).catch(() => undefined);
     removed.push(name);
   }
+  const once = listedByProcess.get(dir);
+  if (opts.listing === 'once' && once && removed.length > 0)
+    listedByProcess.set(
+      dir,
+      once.filter((n) => !removed.includes(n)),
+    );
   return removed;
 }
 

@@ -152,35 +152,60 @@ export async function countNotUnder(
     }
     return n;
   }
+  const binary = await binaryColumns(db, t.table);
+  const sums = notUnderTerms(db, t, version, binary).map((term, i) => db.knex.raw('SUM(?) AS ??', [term, `n_${i}`]));
+  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, opts.shard, t.scope)) as Array<Record<string, unknown>>;
+  return sums.reduce((n, _, i) => n + Number(row?.[`n_${i}`] ?? 0), 0);
+}
+
+/**
+ * countNotUnder for the rows of many keyrings at once (reencrypt --all-tenants), per value of
+ * `ringColumn`, for the keyrings whose target is `version` (AES-GCM): one scan whose WHERE keeps
+ * only rows with a value not under it, so after a finished pass the grouping sees next to nothing.
+ * A keyring with nothing left is absent from the map.
+ */
+export async function countNotUnderByRing(db: Db, t: TargetConfig, ringColumn: string, version: string): Promise<Map<string, number>> {
+  const field = new FieldCodec(fieldSpecOf(t));
+  if (field.writesFernet(version)) throw new Error(`countNotUnderByRing counts AES-GCM versions; ${version} writes Fernet`);
+  const terms = notUnderTerms(db, t, version, await binaryColumns(db, t.table));
+  const total = db.knex.raw(terms.map(() => '?').join(' + '), terms);
+  const rows = (await db
+    .knex(t.table)
+    .select({ ring: ringColumn })
+    .select(db.knex.raw('SUM(?) AS ??', [total, 'n']))
+    .where(db.knex.raw('? > 0', [total]))
+    .groupBy(ringColumn)) as Array<Record<string, unknown>>;
+  const out = new Map<string, number>();
+  for (const r of rows) if (r.ring !== null && r.ring !== undefined) out.set(String(r.ring), Number(r.n));
+  return out;
+}
+
+/** Per encrypted column and blind index, a 0/1 expression: 1 where the value is not under `version`. */
+function notUnderTerms(db: Db, t: TargetConfig, version: string, binary: ReadonlySet<string>): Knex.Raw[] {
   // Where plaintext is allowed, a plaintext value that happens to start with `v2:` is still pending.
   const claims = t.plaintext === 'encrypt' ? CLAIMS_CIPHERTEXT : undefined;
-  const binary = await binaryColumns(db, t.table);
-  const sums = t.columns.map((c) =>
+  const terms = t.columns.map((c) =>
     binary.has(c)
       ? // A binary value is under the version when it is long enough and its 3-byte header names it.
-        db.knex.raw('SUM(CASE WHEN ?? IS NULL THEN 0 WHEN length(??) >= ? AND substr(??, 1, 3) = ? THEN 0 ELSE 1 END) AS ??', [
+        db.knex.raw('CASE WHEN ?? IS NULL THEN 0 WHEN length(??) >= ? AND substr(??, 1, 3) = ? THEN 0 ELSE 1 END', [
           c,
           c,
           BINARY_MIN_BYTES,
           c,
           binaryHeader(version),
-          `n_${c}`,
         ])
-      : db.knex.raw('SUM(?) AS ??', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims), `n_${c}`]),
+      : db.knex.raw('?', [db.adapter.notPrefixed(db.knex, c, `${version}:`, claims)]),
   );
   // A blind index is pending where its source holds a value and the index is missing or another version's.
-  t.blindIndexes.forEach((b, j) => {
-    sums.push(
-      db.knex.raw('SUM(CASE WHEN ?? IS NULL THEN 0 WHEN ?? IS NULL THEN 1 ELSE ? END) AS ??', [
+  for (const b of t.blindIndexes)
+    terms.push(
+      db.knex.raw('CASE WHEN ?? IS NULL THEN 0 WHEN ?? IS NULL THEN 1 ELSE ? END', [
         b.source,
         b.column,
         db.adapter.notPrefixed(db.knex, b.column, `${version}:`),
-        `i_${j}`,
       ]),
     );
-  });
-  const [row] = (await shardFilter(db.knex(t.table).select(sums as unknown as string[]), t.primaryKey, opts.shard, t.scope)) as Array<Record<string, unknown>>;
-  return t.columns.reduce((n, c) => n + Number(row?.[`n_${c}`] ?? 0), 0) + t.blindIndexes.reduce((n, _, j) => n + Number(row?.[`i_${j}`] ?? 0), 0);
+  return terms;
 }
 
 /** The SQL type of each column of a composite key, where the dialect's compare-and-set needs them. */

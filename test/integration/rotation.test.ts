@@ -13,7 +13,7 @@ import { generate } from '../../src/core/rotation/generate.js';
 import { reencrypt } from '../../src/core/rotation/reencrypt.js';
 import { dualKey, promote, retire, rollback } from '../../src/core/rotation/steps.js';
 import { verify } from '../../src/core/rotation/verify.js';
-import { transition } from '../../src/core/rotation/transition.js';
+import { transition, transitionMany } from '../../src/core/rotation/transition.js';
 import { openRotation } from '../../src/rotation/store.js';
 import { getStatus } from '../../src/core/status.js';
 import { AesGcmV1Codec } from '../../src/crypto/codec.js';
@@ -399,6 +399,29 @@ for (const dialect of DIALECTS) {
         /moved away from phase reencrypted and back/,
       );
       expect(await openRotation(ctx.db, 'default')).toMatchObject({ phase: 'reencrypted', verifyOutcome: null });
+    });
+
+    it('moves made together commit together; one that lost its compare-and-set is refused afterwards without undoing the others', async () => {
+      const ctx = await setup(NO_WAIT, 30);
+      await generate(ctx, { emergency: false });
+      const generated = (await openRotation(ctx.db, 'default'))!;
+      await dualKey(ctx);
+      const dual = (await openRotation(ctx.db, 'default'))!;
+      const before = (await listAudit(ctx.db, 'default')).length;
+      // The first wins (dual_key → reencrypting); the second read the rotation before dual-key, so its compare-and-set matches nothing.
+      await expect(
+        transitionMany([
+          [ctx, { rule: 'reencrypt-start', rotation: dual, details: { target: 'v2' } }],
+          [ctx, { rule: 'dual-key', rotation: generated }],
+        ]),
+      ).rejects.toThrow(/left phase generated .*another operator got there first/);
+      expect((await openRotation(ctx.db, 'default'))!.phase).toBe('reencrypting');
+      const rows = (await listAudit(ctx.db, 'default')).slice(before);
+      expect(rows.map((r) => [r.action, r.outcome, r.fromPhase, r.toPhase])).toEqual([
+        ['reencrypt-start', 'ok', 'dual_key', 'reencrypting'],
+        ['dual-key', 'refused', 'generated', null],
+      ]);
+      expect((await verifyAuditChain(ctx.db, 'default'))[0]!.problems).toEqual([]);
     });
 
     it('a reencrypt running while someone rolls back stops after its batch instead of writing on', async () => {

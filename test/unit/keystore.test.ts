@@ -6,6 +6,7 @@ import { KeystoreError, KeystoreReadOnlyError } from '../../src/base/errors.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
 import { FileKeystore } from '../../src/keystore/file.js';
+import { rememberReads } from '../../src/keystore/remembered.js';
 
 function tmp(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'keyctl-ks-'));
@@ -96,6 +97,39 @@ describe('file keystore', () => {
     writeFileSync(real, '{}', { mode: 0o600 });
     symlinkSync(real, path.join(dir, 'link.json'));
     await failure(new FileKeystore(path.join(dir, 'link.json')).read(), KeystoreError);
+  });
+});
+
+describe('a keystore that remembers its reads (a pass over many tenants)', () => {
+  it('reads each document once, writes through with the revision it read, and a change made meanwhile is refused, not overwritten', async () => {
+    const file = path.join(tmp(), '.keyctl', 'keyring.json');
+    const direct = new FileKeystore(file);
+    const k1 = generateKey();
+    await direct.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, null, 'create');
+    const ks = rememberReads(new FileKeystore(file));
+    const first = await ks.read();
+    expect(await ks.read()).toBe(first);
+    expect(await ks.readArchive('default')).toBe(await ks.readArchive('default'));
+    // Another process adds a key: the remembered snapshot is older than the file …
+    const k2 = generateKey();
+    await direct.write(
+      {
+        keyring: 'default',
+        primary: 'v1',
+        keys: new Map([
+          ['v1', k1],
+          ['v2', k2],
+        ]),
+      },
+      first!.revision,
+      'other',
+    );
+    expect([...(await ks.read())!.doc.keys.keys()]).toEqual(['v1']);
+    // … so a write from it fails the check-and-set and the other process's key stays.
+    await failure(ks.write({ keyring: 'default', primary: 'v1', keys: new Map([['v1', k1]]) }, first!.revision, 'stale'), KeystoreError);
+    expect([...(await direct.read())!.doc.keys.keys()]).toEqual(['v1', 'v2']);
+    // A write (even a refused one) forgets what was read: the next read is the file's.
+    expect([...(await ks.read())!.doc.keys.keys()]).toEqual(['v1', 'v2']);
   });
 });
 

@@ -13,21 +13,21 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { UsageError } from '../../base/errors.js';
+import { rememberReads } from '../../keystore/remembered.js';
 import type { TargetConfig } from '../../config/schema.js';
-import { reencryptTable, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
+import { countNotUnderByRing, reencryptTable, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Ring } from '../../reencrypt/plan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { isPhase, movesBack, rule, targetPhase } from '../../rotation/machine.js';
-import { checkpointStore, openRotation, openRotations, type Rotation } from '../../rotation/store.js';
+import { checkpointStore, openRotations, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
-import { countVersionsByTenant } from '../status.js';
 import { checkKeysUnique, checkTargets } from '../targets.js';
 import { liveTenants, requireTenancy, tenantContext } from '../tenants.js';
 import { checkGuards } from './guard.js';
 import { loadAllKeys } from './material.js';
 import { prepare, snapshot } from './prepare.js';
-import { checkPace, recordPass, targetsOf, throttleFor, type ReencryptOptions } from './reencrypt.js';
-import { transition, wasMovedByAnother } from './transition.js';
+import { checkPace, recordPasses, targetsOf, throttleFor, type ReencryptOptions } from './reencrypt.js';
+import { transitionMany, wasMovedByAnother } from './transition.js';
 
 /** Tenants prepared at once (keystore reads and database queries in flight together). */
 const PREPARE_CONCURRENCY = 8;
@@ -104,8 +104,10 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   const worker = async () => {
     for (let i = next++; i < taking.length; i = next++) {
       const { id, t, rotation } = taking[i]!;
-      const state = await prepare(t, { targetsChecked: true });
-      const keys = await loadAllKeys(t.keystore, t.config.keyring);
+      // Each of the tenant's documents read once for all of prepare's checks and its keys.
+      const once = { ...t, keystore: rememberReads(t.keystore) };
+      const state = await prepare(once, { targetsChecked: true });
+      const keys = await loadAllKeys(once.keystore, t.config.keyring);
       prepared[i] = { id, t, rotation: state.rotation ?? rotation, target: state.primary, keys, state };
     }
   };
@@ -115,23 +117,30 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   if (parts.length === 0) return report;
 
   if (!opts.dryRun) {
-    for (const p of parts) {
-      if (!rule('reencrypt-start').from.includes(p.rotation.phase)) continue;
-      p.rotation = await transition(p.t, {
-        rule: 'reencrypt-start',
-        rotation: p.rotation,
-        alreadyThereIsFine: true,
-        changes: { verify: null },
-        details: {
-          target: p.target,
-          pending: null,
-          allTenants: true,
-          batchSize: opts.batchSize ?? null,
-          chunkTimeMs: opts.chunkTimeMs ?? 500,
-          table: opts.table ?? null,
+    // Every starting tenant's move in one transaction (one commit, not one per tenant).
+    const starting = parts.filter((p) => rule('reencrypt-start').from.includes(p.rotation.phase));
+    const moved = await transitionMany(
+      starting.map((p) => [
+        p.t,
+        {
+          rule: 'reencrypt-start',
+          rotation: p.rotation,
+          alreadyThereIsFine: true,
+          changes: { verify: null },
+          details: {
+            target: p.target,
+            pending: null,
+            allTenants: true,
+            batchSize: opts.batchSize ?? null,
+            chunkTimeMs: opts.chunkTimeMs ?? 500,
+            table: opts.table ?? null,
+          },
         },
-      });
-    }
+      ]),
+    );
+    starting.forEach((p, i) => {
+      p.rotation = moved[i]!;
+    });
   }
   const set = parts
     .map((p) => `${p.id}:${p.rotation.id}:${p.target}`)
@@ -140,11 +149,16 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   const passTarget = `*${createHash('sha256').update(set).digest('hex').slice(0, 8)}`;
   const anchorRotation = Math.min(...parts.map((p) => p.rotation.id));
   const rings = new Map<string, Ring>(parts.map((p) => [p.id, { keys: p.keys, target: p.target }]));
+  // Per tenant, its values not under its own target: one scan per distinct target (usually one).
+  const byTarget = new Map<string, Part[]>();
+  for (const p of parts) byTarget.set(p.target, [...(byTarget.get(p.target) ?? []), p]);
   const remainingOf = async (table: TargetConfig): Promise<Map<string, number>> => {
-    const counts = await countVersionsByTenant(ctx.db, table, tenancy.column);
-    return new Map(
-      parts.map((p) => [p.id, Object.entries(counts.get(p.id) ?? {}).reduce((n, [bucket, k]) => (bucket === '#null' || bucket === p.target ? n : n + k), 0)]),
-    );
+    const out = new Map<string, number>();
+    for (const [target, of] of byTarget) {
+      const counts = await countNotUnderByRing(ctx.db, table, tenancy.column, target);
+      for (const p of of) out.set(p.id, counts.get(p.id) ?? 0);
+    }
+    return out;
   };
   const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
   // Stop (after saving the cursor) when any taking part was moved on meanwhile (a rollback, say).
@@ -208,20 +222,30 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   report.remaining = sum(left);
   const seconds = (ctx.now().getTime() - started.getTime()) / 1000;
   const tables = report.tables.map((t) => ({ table: t.table, rowsScanned: t.rowsScanned, rowsUpdated: t.rowsUpdated, passes: t.passes }));
+  const rotationNow = opts.dryRun ? new Map<string, Rotation>() : await openRotations(ctx.db);
+  const finishing: Array<{ p: Part; rotation: Rotation; details: Record<string, unknown> }> = [];
+  const records: Array<{ rotation: Rotation; outcome: 'ok' | 'interrupted'; details: Record<string, unknown> }> = [];
   for (const p of parts) {
+    if (opts.dryRun) continue;
     const remaining = left.get(p.id) ?? 0;
-    let rotation = p.rotation;
-    if (!opts.dryRun) {
-      const details = { target: p.target, allTenants: true, tenants: parts.length, seconds, tables, remaining, ...(stoppedBecause ? { stoppedBecause } : {}) };
-      const now = await openRotation(ctx.db, p.t.config.keyring);
-      if (!report.interrupted && remaining === 0 && now?.id === rotation.id && rule('reencrypt-done').from.includes(now.phase)) {
-        await checkGuards(p.t, 'reencrypt-done', await snapshot(p.t, { ...p.state, rotation: now }), { remaining });
-        // Moved already by another run (transition then writes no row): this pass is still on record.
-        rotation = await transition(p.t, { rule: 'reencrypt-done', rotation: now, details, alreadyThereIsFine: true });
-        if (wasMovedByAnother(rotation)) await recordPass(ctx, rotation, { outcome: 'ok', details: { ...details, alreadyDone: true } });
-      } else await recordPass(ctx, rotation, { outcome: report.interrupted ? 'interrupted' : 'ok', details });
-    }
-    report.tenants.push({ tenant: p.id, rotationId: rotation.id, target: p.target, phase: rotation.phase, remaining });
+    const details = { target: p.target, allTenants: true, tenants: parts.length, seconds, tables, remaining, ...(stoppedBecause ? { stoppedBecause } : {}) };
+    const now = rotationNow.get(p.t.config.keyring);
+    if (!report.interrupted && remaining === 0 && now?.id === p.rotation.id && rule('reencrypt-done').from.includes(now.phase)) {
+      await checkGuards(p.t, 'reencrypt-done', await snapshot(p.t, { ...p.state, rotation: now }), { remaining });
+      finishing.push({ p, rotation: now, details });
+    } else records.push({ rotation: p.rotation, outcome: report.interrupted ? 'interrupted' : 'ok', details });
   }
+  // The finished tenants' moves in one transaction, as the start's.
+  const done = await transitionMany(
+    finishing.map(({ p, rotation, details }) => [p.t, { rule: 'reencrypt-done', rotation, details, alreadyThereIsFine: true }]),
+  );
+  finishing.forEach(({ p, details }, i) => {
+    p.rotation = done[i]!;
+    // Moved already by another run (transition then writes no row): this pass is still on record.
+    if (wasMovedByAnother(p.rotation)) records.push({ rotation: p.rotation, outcome: 'ok', details: { ...details, alreadyDone: true } });
+  });
+  await recordPasses(ctx, records);
+  for (const p of parts)
+    report.tenants.push({ tenant: p.id, rotationId: p.rotation.id, target: p.target, phase: p.rotation.phase, remaining: left.get(p.id) ?? 0 });
   return report;
 }

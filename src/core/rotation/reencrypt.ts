@@ -6,7 +6,9 @@
 import { countNotUnder, reencryptTable, type ProgressEvent, type TableResult, type ValueFailure } from '../../reencrypt/engine.js';
 import type { Row } from '../../reencrypt/scan.js';
 import { movesBack, nextStep, rule, targetPhase } from '../../rotation/machine.js';
-import { appendAudit, checkpointStore, openRotation, type Rotation } from '../../rotation/store.js';
+import { appendAudit, checkpointStore, openRotation, type AuditEntry, type Rotation } from '../../rotation/store.js';
+import { withRetry } from '../../base/retry.js';
+import { translateDbError } from '../../db/errors.js';
 import type { CoreContext } from '../context.js';
 import { ConfigError, RefusedError, UsageError } from '../../base/errors.js';
 import { availableParallelism } from 'node:os';
@@ -129,23 +131,49 @@ export async function recordPass(
   rotation: Rotation,
   row: { rowsAffected?: number; outcome: 'ok' | 'failed' | 'interrupted'; details: Record<string, unknown> },
 ): Promise<void> {
-  await appendAudit(
-    ctx.db,
-    {
-      rotationId: rotation.id,
-      keyring: rotation.keyring,
-      action: 'reencrypt',
-      fromPhase: rotation.phase,
-      toPhase: rotation.phase,
-      actor: ctx.actor,
-      oldVersion: rotation.oldVersion,
-      newVersion: rotation.newVersion,
-      ...(row.rowsAffected !== undefined ? { rowsAffected: row.rowsAffected } : {}),
-      outcome: row.outcome,
-      details: row.details,
-    },
-    ctx.now(),
-  );
+  await appendAudit(ctx.db, passEntry(ctx, rotation, row), ctx.now());
+}
+
+/** recordPass for many rotations (an all-tenants pass): one transaction, one commit. */
+export async function recordPasses(
+  ctx: CoreContext,
+  rows: ReadonlyArray<{ rotation: Rotation; rowsAffected?: number; outcome: 'ok' | 'failed' | 'interrupted'; details: Record<string, unknown> }>,
+): Promise<void> {
+  if (rows.length === 0) return;
+  const at = ctx.now();
+  try {
+    // A lock conflict rolls the whole transaction back: safe to run again.
+    await withRetry(
+      'recording reencrypt passes',
+      () =>
+        ctx.db.knex.transaction(async (trx) => {
+          for (const r of rows) await appendAudit(ctx.db, passEntry(ctx, r.rotation, r), at, trx);
+        }),
+      { tries: 5, baseDelayMs: 100, retryable: (e) => ctx.db.adapter.isRetryable(e), onRetry: () => undefined },
+    );
+  } catch (err) {
+    throw translateDbError(err, ctx.db.endpoint, 'record reencrypt passes in');
+  }
+}
+
+function passEntry(
+  ctx: CoreContext,
+  rotation: Rotation,
+  row: { rowsAffected?: number; outcome: 'ok' | 'failed' | 'interrupted'; details: Record<string, unknown> },
+): AuditEntry {
+  return {
+    rotationId: rotation.id,
+    keyring: rotation.keyring,
+    action: 'reencrypt',
+    fromPhase: rotation.phase,
+    toPhase: rotation.phase,
+    actor: ctx.actor,
+    oldVersion: rotation.oldVersion,
+    newVersion: rotation.newVersion,
+    ...(row.rowsAffected !== undefined ? { rowsAffected: row.rowsAffected } : {}),
+    outcome: row.outcome,
+    details: row.details,
+  };
 }
 
 /**

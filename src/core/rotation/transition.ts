@@ -43,7 +43,12 @@ export function wasMovedByAnother(rotation: Rotation): boolean {
 }
 
 export async function transition(ctx: CoreContext, spec: TransitionSpec): Promise<Rotation> {
-  const { db } = ctx;
+  const [moved] = await transitionMany([[ctx, spec]]);
+  return moved!;
+}
+
+/** The phase a move leads to, or a refusal (recorded) when the machine has no such move. */
+async function targetOf(ctx: CoreContext, spec: TransitionSpec): Promise<Phase> {
   const r = rule(spec.rule);
   const from = spec.rotation.phase;
   const to: Phase = r.from.includes(from) ? targetPhase(r, from) : from;
@@ -56,66 +61,113 @@ export async function transition(ctx: CoreContext, spec: TransitionSpec): Promis
       details: { guard: 'phase', rule: r.id },
     });
   }
+  return to;
+}
+
+/**
+ * Several rotations' moves (one per rotation; a command over many tenants) in one transaction:
+ * each is the same compare-and-set, registry change and audit row as `transition`'s, and one
+ * commit instead of one per tenant. A move that loses its compare-and-set is then settled on its
+ * own, as `transition` settles it (quietly when `alreadyThereIsFine`, else refused). Each move
+ * comes with its keyring's context (a tenant's, for its refusals); all share one database. Results
+ * are in the order of `moves`.
+ */
+export async function transitionMany(moves: ReadonlyArray<readonly [CoreContext, TransitionSpec]>): Promise<Rotation[]> {
+  if (moves.length === 0) return [];
+  const ctx = moves[0]![0];
+  const { db } = ctx;
+  const specs = moves.map(([, spec]) => spec);
+  const targets: Phase[] = [];
+  for (const [c, spec] of moves) targets.push(await targetOf(c, spec));
   const at = ctx.now();
-  let won = false;
+  let won: boolean[] = [];
+  const what = specs.length === 1 ? rule(specs[0]!.rule).action : `${specs.length} phase changes`;
   try {
     // A lock conflict (SQLite busy, a deadlock) rolls the whole transaction back: safe to run again.
     await withRetry(
       'recording a phase change',
       () =>
         db.knex.transaction(async (trx) => {
-          won = await casPhase(db, trx, spec.rotation.id, from, to, at, spec.changes, spec.unchangedSinceRead ? spec.rotation.phaseChangedAt : undefined);
-          if (!won) return;
-          await spec.apply?.(trx, at);
-          await appendAudit(
-            db,
-            {
-              registryChanged: spec.apply !== undefined,
-              rotationId: spec.rotation.id,
-              keyring: spec.rotation.keyring,
-              action: r.action,
-              fromPhase: from,
-              toPhase: to,
-              actor: ctx.actor,
-              oldVersion: spec.rotation.oldVersion,
-              newVersion: spec.rotation.newVersion,
-              rowsAffected: spec.rowsAffected ?? null,
-              outcome: spec.outcome ?? 'ok',
-              details: { rule: r.id, ...spec.details },
-            },
-            at,
-            trx,
-          );
-          await spec.after?.(trx, at);
+          won = [];
+          for (const [i, [c, spec]] of moves.entries()) {
+            const r = rule(spec.rule);
+            const from = spec.rotation.phase;
+            const to = targets[i]!;
+            const ok = await casPhase(
+              db,
+              trx,
+              spec.rotation.id,
+              from,
+              to,
+              at,
+              spec.changes,
+              spec.unchangedSinceRead ? spec.rotation.phaseChangedAt : undefined,
+            );
+            won.push(ok);
+            if (!ok) continue;
+            await spec.apply?.(trx, at);
+            await appendAudit(
+              db,
+              {
+                registryChanged: spec.apply !== undefined,
+                rotationId: spec.rotation.id,
+                keyring: spec.rotation.keyring,
+                action: r.action,
+                fromPhase: from,
+                toPhase: to,
+                actor: c.actor,
+                oldVersion: spec.rotation.oldVersion,
+                newVersion: spec.rotation.newVersion,
+                rowsAffected: spec.rowsAffected ?? null,
+                outcome: spec.outcome ?? 'ok',
+                details: { rule: r.id, ...spec.details },
+              },
+              at,
+              trx,
+            );
+            await spec.after?.(trx, at);
+          }
         }),
       {
         tries: 5,
         baseDelayMs: 200,
         retryable: (e) => db.adapter.isRetryable(e),
-        onRetry: (x) => ctx.log.warn(`${r.action}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`),
+        onRetry: (x) => ctx.log.warn(`${what}: ${x.what} hit ${x.code}; retrying in ${x.delayMs} ms`),
       },
     );
   } catch (err) {
-    throw translateDbError(err, db.endpoint, `record ${r.action} in`);
+    throw translateDbError(err, db.endpoint, `record ${what} in`);
   }
-  if (!won) {
-    const now = await currentPhase(db, spec.rotation.id);
-    if (spec.alreadyThereIsFine && now === to) {
-      const there = { ...spec.rotation, phase: to };
-      movedByAnother.add(there);
-      return there;
-    }
-    return refuse(ctx, {
-      action: r.action,
-      rotation: spec.rotation,
-      reason:
-        now === from
-          ? `rotation #${spec.rotation.id} moved away from phase ${from} and back while ${r.action} was running (another operator's command); what ${r.action} found no longer holds`
-          : `rotation #${spec.rotation.id} left phase ${from} while ${r.action} was running (it is now ${now ?? 'gone'}); another operator got there first`,
-      hint: `run \`keyctl status\` to see where it stands; next: ${now ? nextStep(now) : '`keyctl status`'}`,
-      details: { expectedPhase: from, actualPhase: now },
-    });
+  const out: Rotation[] = [];
+  for (const [i, [c, spec]] of moves.entries()) out.push(won[i] ? moved(spec, targets[i]!, at) : await lost(c, spec, targets[i]!));
+  return out;
+}
+
+/** A move whose compare-and-set matched nothing: made already by another command, or refused. */
+async function lost(ctx: CoreContext, spec: TransitionSpec, to: Phase): Promise<Rotation> {
+  const r = rule(spec.rule);
+  const from = spec.rotation.phase;
+  const now = await currentPhase(ctx.db, spec.rotation.id);
+  if (spec.alreadyThereIsFine && now === to) {
+    const there = { ...spec.rotation, phase: to };
+    movedByAnother.add(there);
+    return there;
   }
+  return refuse(ctx, {
+    action: r.action,
+    rotation: spec.rotation,
+    reason:
+      now === from
+        ? `rotation #${spec.rotation.id} moved away from phase ${from} and back while ${r.action} was running (another operator's command); what ${r.action} found no longer holds`
+        : `rotation #${spec.rotation.id} left phase ${from} while ${r.action} was running (it is now ${now ?? 'gone'}); another operator got there first`,
+    hint: `run \`keyctl status\` to see where it stands; next: ${now ? nextStep(now) : '`keyctl status`'}`,
+    details: { expectedPhase: from, actualPhase: now },
+  });
+}
+
+/** The rotation as a won move left it. */
+function moved(spec: TransitionSpec, to: Phase, at: Date): Rotation {
+  const from = spec.rotation.phase;
   const c = spec.changes ?? {};
   return {
     ...spec.rotation,
