@@ -151,7 +151,11 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   const rings = new Map<string, Ring>(parts.map((p) => [p.id, { keys: p.keys, target: p.target }]));
   // Per tenant, its values not under its own target: one scan per distinct target (usually one).
   const byTarget = new Map<string, Part[]>();
-  for (const p of parts) byTarget.set(p.target, [...(byTarget.get(p.target) ?? []), p]);
+  for (const p of parts) {
+    const of = byTarget.get(p.target);
+    if (of) of.push(p);
+    else byTarget.set(p.target, [p]);
+  }
   const remainingOf = async (table: TargetConfig): Promise<Map<string, number>> => {
     const out = new Map<string, number>();
     for (const [target, of] of byTarget) {
