@@ -66,6 +66,9 @@ export class KeystoreError extends KeyctlError {
   }
 }
 
+/** A check-and-set write lost: someone else changed the document since keyctl read it (read again and retry). */
+export class KeystoreConflictError extends KeystoreError {}
+
 /** The keystore is read-only (e.g. environment variables) and a command needed to write keys. */
 export class KeystoreReadOnlyError extends KeyctlError {
   constructor(message: string, hint?: string) {

@@ -28,7 +28,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { SecretsManagerClient, Tag } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '../base/logger.js';
-import { KeyctlError, KeystoreError } from '../base/errors.js';
+import { KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { compareVersions, isVersionName, versionName, versionNumber } from '../crypto/keys.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';
@@ -175,7 +175,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
     const live = liveEntries(all);
     const revision = live.length === 0 ? null : archiveRevision(live);
     if (revision !== expectedRevision) {
-      throw new KeystoreError(
+      throw new KeystoreConflictError(
         `the key archive under ${this.prefix} was changed by someone else since keyctl read it`,
         'run the command again so it starts from the current archive',
       );
@@ -259,7 +259,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
       await this.createOrFill(name, text, tags, `keyctl keyring ${keyring}: the audit chain anchor`, 'anchor the audit chain');
       return;
     }
-    const lost = new KeystoreError(`the audit anchor ${name} was changed by someone else since keyctl read it`, 'keyctl reads it again and retries');
+    const lost = new KeystoreConflictError(`the audit anchor ${name} was changed by someone else since keyctl read it`, 'keyctl reads it again and retries');
     if ((await this.currentVersionId(name)) !== expectedRevision) throw lost;
     const token = randomUUID();
     const staged = await this.call('PutSecretValue', name, (c, s) =>
@@ -314,7 +314,10 @@ export class AwsSecretsManagerKeystore implements Keystore {
     }
     const current = await this.currentVersionId(name);
     if (current !== null) {
-      throw new KeystoreError(`secret ${name} was created by someone else since keyctl read it`, 'run the command again so it starts from what is there now');
+      throw new KeystoreConflictError(
+        `secret ${name} was created by someone else since keyctl read it`,
+        'run the command again so it starts from what is there now',
+      );
     }
     await this.call('PutSecretValue', name, (c, s) =>
       c.send(new s.PutSecretValueCommand({ SecretId: name, ClientRequestToken: token, SecretString: text, VersionStages: ['AWSCURRENT'] })),
@@ -449,7 +452,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
   }
 
   private conflict(expected: string, now: string | null, pending: string | null): KeystoreError {
-    return new KeystoreError(
+    return new KeystoreConflictError(
       `${this.describe()} was changed by someone else since keyctl read it (AWSCURRENT is ${now ? `version ${now}` : 'gone'}, keyctl read ${expected})`,
       `run the command again so it starts from the current keyring${pending ? `; keyctl's change stays staged as AWSPENDING (version ${pending}) and was not made current` : ''}`,
     );

@@ -6,10 +6,10 @@
  * can read them. Temp files left by a killed writer are removed at the next read.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, promises as fs, constants as fsc } from 'node:fs';
+import { closeSync, existsSync, fstatSync, lstatSync, openSync, readFileSync, statSync, promises as fs, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import { makeDirectory } from '../util/directory.js';
-import { KeystoreError } from '../base/errors.js';
+import { KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 import { abandonedEmpty, isStale, processAlive, readHolder, tryLock } from '../util/lockfile.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
@@ -24,9 +24,11 @@ class PrivateFile {
 
   async read(): Promise<{ text: string; revision: string } | null> {
     await assertSafeDirectory(path.dirname(this.file));
-    let handle: fs.FileHandle;
+    // Synchronous: a few small local reads (a command over many tenants makes thousands; each
+    // asynchronous call costs a thread-pool round trip several times the read itself).
+    let fd: number;
     try {
-      handle = await fs.open(this.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      fd = openSync(this.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return null;
@@ -39,14 +41,14 @@ class PrivateFile {
       );
     }
     try {
-      const st = await handle.stat();
+      const st = fstatSync(fd);
       if (!st.isFile()) throw new KeystoreError(`${this.what} path ${this.file} is not a regular file`);
       assertTrustedOwner(`${this.what} ${this.file}`, this.file, st.uid);
       assertPrivateMode(this.file, st.mode);
-      const text = await handle.readFile('utf8');
+      const text = readFileSync(fd, 'utf8');
       return { text, revision: revisionOf(text) };
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   }
 
@@ -119,7 +121,7 @@ class PrivateFile {
   private async writeLocked(text: string, expectedRevision: string | null): Promise<void> {
     const current = (await this.read())?.revision ?? null;
     if (current !== expectedRevision) {
-      throw new KeystoreError(
+      throw new KeystoreConflictError(
         expectedRevision === null ? `${this.what} ${this.file} already exists` : `${this.what} ${this.file} was changed by someone else since keyctl read it`,
         'run the command again so it starts from the current keyring',
       );
@@ -231,7 +233,8 @@ async function lockFree(lock: string): Promise<boolean> {
  */
 const listed = new Map<string, { mtimeMs: number; names: string[] }>();
 async function tempFilesIn(dir: string): Promise<string[]> {
-  const { mtimeMs } = await fs.stat(dir);
+  // Synchronous: one stat per read, thousands in a command over many tenants.
+  const { mtimeMs } = statSync(dir);
   const known = listed.get(dir);
   if (known && known.mtimeMs === mtimeMs) return known.names;
   const names = (await fs.readdir(dir)).filter((n) => n.endsWith('.tmp'));
@@ -333,7 +336,7 @@ export function assertTrustedOwner(what: string, file: string, uid: number): voi
 export async function assertSafeDirectory(dir: string): Promise<void> {
   let st: import('node:fs').Stats;
   try {
-    st = await fs.lstat(dir);
+    st = lstatSync(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw new KeystoreError(`cannot inspect keystore directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);

@@ -27,7 +27,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../base/logger.js';
-import { KeyctlError, KeystoreError } from '../base/errors.js';
+import { KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
 import { networkCode, unreachable, withRemoteRetry } from './remote.js';
 import type { AnchorSnapshot, ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
@@ -188,7 +188,7 @@ export class VaultKeystore implements Keystore {
       // A retried write whose first try did land also fails the check: that is not a conflict.
       const now = await this.readKv(p).catch(() => null);
       if (now && now.version === cas + 1 && JSON.stringify(now.data) === JSON.stringify(data)) return;
-      throw new KeystoreError(
+      throw new KeystoreConflictError(
         `check-and-set failed on ${this.o.mount}/${p}: it is at version ${now?.version ?? '?'} now, keyctl read version ${cas} — someone else changed it meanwhile`,
         'nothing was written; run the command again so it starts from the current keyring',
       );

@@ -80,6 +80,12 @@ export async function openRotation(db: Db | Knex.Transaction, keyring: string): 
   return row ? toRotation(row as Record<string, unknown>) : null;
 }
 
+/** The id and phase of every open rotation, by keyring: the light check a pass over many tenants makes between batches. */
+export async function openPhases(db: Db): Promise<Map<string, { id: number; phase: string }>> {
+  const rows: Record<string, unknown>[] = await db.knex(TABLES.rotations).whereNotNull('open_keyring').select('keyring', 'id', 'phase');
+  return new Map(rows.map((r) => [String(r.keyring), { id: Number(r.id), phase: String(r.phase) }]));
+}
+
 /** Every open rotation, by keyring (one query, for summaries over many tenants). */
 export async function openRotations(db: Db): Promise<Map<string, Rotation>> {
   const rows: Record<string, unknown>[] = await db.knex(TABLES.rotations).whereNotNull('open_keyring');

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -11,10 +11,13 @@ export async function makeDirectory(dir: string): Promise<void> {
   const missing: string[] = [];
   let at = path.resolve(dir);
   for (;;) {
-    const st = await fs.stat(at).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+    // Synchronous: a stat of an existing directory, once per write (thousands over many tenants).
+    let st: Stats | undefined;
+    try {
+      st = statSync(at);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
     if (st) {
       if (!st.isDirectory()) throw Object.assign(new Error(`${at} is not a directory`), { code: 'ENOTDIR' });
       break;

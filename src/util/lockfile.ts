@@ -5,7 +5,7 @@
  * or for older locks the process's start time, differs), or — for callers that allow it — when it
  * comes from another host and is older than any real run. Anything else is held.
  */
-import { readFileSync, constants as fsc, promises as fs } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync, constants as fsc, promises as fs } from 'node:fs';
 import os from 'node:os';
 
 export interface LockHolder {
@@ -33,7 +33,17 @@ export function processAlive(pid: number): boolean {
 }
 
 /** Start time of a process in clock ticks since boot (Linux), or undefined where /proc is missing. */
+let ownStartToken: { token: string | undefined } | undefined;
+
 export function processStartToken(pid: number): string | undefined {
+  // This process's own start never changes: read once (every lock this process takes asks).
+  if (pid === process.pid && ownStartToken) return ownStartToken.token;
+  const token = readStartToken(pid);
+  if (pid === process.pid) ownStartToken = { token };
+  return token;
+}
+
+function readStartToken(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name (which may hold spaces and parentheses): state is field 3,
@@ -95,8 +105,20 @@ export async function tryLock(file: string, now: Date, rules: StaleRules = {}): 
   const token = processStartToken(process.pid);
   const me: LockHolder = { pid: process.pid, host: os.hostname(), startedAt: now.toISOString(), ...(token ? { pidStart: token } : {}) };
   const mine = JSON.stringify(me);
+  // Synchronous, as createExclusive: a lock file is a few bytes on a local disk.
   const release = async () => {
-    if ((await fs.readFile(file, 'utf8').catch(() => '')) === mine) await fs.unlink(file).catch(() => undefined);
+    let held = '';
+    try {
+      held = readFileSync(file, 'utf8');
+    } catch {
+      return;
+    }
+    if (held !== mine) return;
+    try {
+      unlinkSync(file);
+    } catch {
+      // Gone already.
+    }
   };
   for (let attempt = 0; ; attempt++) {
     if (await createExclusive(file, mine)) return { release };
@@ -119,18 +141,21 @@ export async function tryLock(file: string, now: Date, rules: StaleRules = {}): 
 }
 
 async function createExclusive(file: string, text: string): Promise<boolean> {
+  // Synchronous: a command over many tenants takes thousands of locks, and each asynchronous call
+  // costs a thread-pool round trip several times the work.
+  let fd: number;
   try {
-    const h = await fs.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    try {
-      await h.writeFile(text);
-    } finally {
-      await h.close();
-    }
-    return true;
+    fd = openSync(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     return false;
   }
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
 }
 
 /** The lock's holder; `{}` while it is being written, or when empty or damaged (no positive integer pid). */

@@ -23,10 +23,12 @@ export interface Prepared {
 export async function prepare(ctx: CoreContext, opts: { sync?: boolean; targetsChecked?: boolean } = {}): Promise<Prepared> {
   await reconcileRegistry(ctx);
   await requireRegistryIntact(ctx);
-  if (opts.sync !== false) await syncKeystore(ctx);
+  // The sync's own listing is the answer unless the sync changed the registry (a command over a
+  // thousand tenants prepares a thousand keyrings).
+  const synced = opts.sync !== false ? await syncKeystore(ctx) : null;
   // Tenants share the targets: a pass over many checks them once.
   if (!opts.targetsChecked) await checkTargets(ctx.db, ctx.config);
-  const versions = await listVersions(ctx.db, ctx.config.keyring);
+  const versions = synced && !synced.registryChanged ? synced.versions : await listVersions(ctx.db, ctx.config.keyring);
   const primary = versions.find((v) => v.state === 'primary');
   if (!primary)
     throw new KeystoreError(`the registry has no primary version for keyring ${ctx.config.keyring}`, 'restore the database or the keyring from a backup');

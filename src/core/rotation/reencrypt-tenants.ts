@@ -19,7 +19,7 @@ import { countNotUnderByRing, reencryptTable, type TableResult, type ValueFailur
 import type { Ring } from '../../reencrypt/plan.js';
 import { ThreadPlanner } from '../../reencrypt/planner.js';
 import { isPhase, movesBack, rule, targetPhase } from '../../rotation/machine.js';
-import { checkpointStore, openRotations, type Rotation } from '../../rotation/store.js';
+import { checkpointStore, openPhases, openRotations, type Rotation } from '../../rotation/store.js';
 import type { CoreContext } from '../context.js';
 import { checkKeysUnique, checkTargets } from '../targets.js';
 import { liveTenants, requireTenancy, tenantContext } from '../tenants.js';
@@ -167,7 +167,7 @@ export async function reencryptAllTenants(ctx: CoreContext, opts: ReencryptOptio
   const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
   // Stop (after saving the cursor) when any taking part was moved on meanwhile (a rollback, say).
   const phaseChanged = async (): Promise<string | null> => {
-    const now = await openRotations(ctx.db);
+    const now = await openPhases(ctx.db);
     for (const p of parts) {
       const r = now.get(p.t.config.keyring);
       if (r?.id === p.rotation.id && r.phase === p.rotation.phase) continue;

@@ -11,7 +11,7 @@
 import { compareVersions, fingerprint } from '../../crypto/keys.js';
 import type { ArchiveDocument, KeyringDocument } from '../../keystore/types.js';
 import type { CoreContext } from '../context.js';
-import { KeystoreError } from '../../base/errors.js';
+import { KeystoreConflictError, KeystoreError } from '../../base/errors.js';
 import { formatCount } from '../../base/format.js';
 import { destructionRecorded, listVersions, markPublished, type RegisteredVersion } from '../../rotation/store.js';
 import { countAllTargets } from './counts.js';
@@ -23,7 +23,35 @@ function sameKeys(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
   return true;
 }
 
-export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
+export interface Synced {
+  /** What was written to the keystore, in words. */
+  changes: string[];
+  /** The registry as this sync listed it (fresh: the keystore follows the newest registry). */
+  versions: RegisteredVersion[];
+  /** Whether the sync changed the registry itself (a version's first publication recorded). */
+  registryChanged: boolean;
+}
+
+/** Tries of a sync whose keystore write lost a check-and-set to another keyctl. */
+const SYNC_TRIES = 5;
+
+/**
+ * Make the keystore match the registry. Another keyctl syncing the same keyring at the same moment
+ * (two commands racing, each syncing after its move) makes one write lose its check-and-set: that
+ * one starts again from a fresh registry and keystore, every check included.
+ */
+export async function syncKeystore(ctx: CoreContext): Promise<Synced> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await syncOnce(ctx);
+    } catch (err) {
+      if (!(err instanceof KeystoreConflictError) || attempt >= SYNC_TRIES) throw err;
+      await new Promise((r) => setTimeout(r, 10 * attempt + Math.floor(Math.random() * 20)));
+    }
+  }
+}
+
+async function syncOnce(ctx: CoreContext): Promise<Synced> {
   const { keystore, db, config } = ctx;
   const keyring = config.keyring;
   const versions = await listVersions(db, keyring);
@@ -127,9 +155,13 @@ export async function syncKeystore(ctx: CoreContext): Promise<string[]> {
     changes.push(`archive: removed ${removals.join(', ')}`);
   }
   const at = ctx.now();
+  let registryChanged = false;
   for (const v of versions) {
-    if ((v.state === 'primary' || v.state === 'decrypt-only') && !v.publishedAt) await markPublished(db.knex, db, keyring, v.version, at);
+    if ((v.state === 'primary' || v.state === 'decrypt-only') && !v.publishedAt) {
+      await markPublished(db.knex, db, keyring, v.version, at);
+      registryChanged = true;
+    }
   }
   if (changes.length > 0) ctx.log.info(`keystore updated to match the registry: ${changes.join('; ')}`);
-  return changes;
+  return { changes, versions, registryChanged };
 }
