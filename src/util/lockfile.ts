@@ -32,9 +32,9 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-/** Start time of a process in clock ticks since boot (Linux), or undefined where /proc is missing. */
 let ownStartToken: { token: string | undefined } | undefined;
 
+/** Start time of a process in clock ticks since boot (Linux), or undefined where /proc is missing. */
 export function processStartToken(pid: number): string | undefined {
   // This process's own start never changes: read once (every lock this process takes asks).
   if (pid === process.pid && ownStartToken) return ownStartToken.token;
