@@ -35,7 +35,7 @@ export interface MainIO {
 export type { Signal };
 
 /** Commands whose --all-tenants is their own (a summary over every tenant), not one run per tenant. */
-const HANDLES_ALL_TENANTS = new Set(['status', 'reencrypt']);
+const HANDLES_ALL_TENANTS = new Set(['status', 'reencrypt', 'metrics']);
 /** Commands that still show a shredded tenant (its state and history). */
 const SHOWS_SHREDDED = new Set(['status', 'audit']);
 

@@ -5,6 +5,7 @@
  * the MainIO that bin/keyctl.js (or a test) passes in.
  */
 import os from 'node:os';
+import type { Logger } from '../base/logger.js';
 import type { CoreContext } from '../core/context.js';
 import type { Output } from '../ui/output.js';
 
@@ -58,8 +59,11 @@ export function actorName(env: NodeJS.ProcessEnv, flag?: string): string {
   return `${user}@${os.hostname()}`;
 }
 
+/** What opening a core context needs of the runtime (a worker thread has no more than this). */
+export type ContextRuntime = Pick<CliRuntime, 'flags' | 'env' | 'cwd' | 'now'> & { output: Logger };
+
 /** Load config, open keystore and database, apply keyctl's migrations. Caller must close(). */
-export async function openCoreContext(rt: CliRuntime): Promise<CoreContext & { close(): Promise<void> }> {
+export async function openCoreContext(rt: ContextRuntime): Promise<CoreContext & { close(): Promise<void> }> {
   const [{ loadConfig }, { openKeystore }, { openDatabase }, { migrate }] = await Promise.all([
     import('../config/load.js'),
     import('../keystore/index.js'),
@@ -114,7 +118,7 @@ async function checkTenant(db: import('../db/connect.js').Db, id: string, allowS
  * The configuration a command acts on: with tenancy, a command on one keyring needs --tenant ID
  * (its view: the tenant's keyring and rows); without tenancy, --tenant is refused.
  */
-async function configFor(rt: CliRuntime, config: import('../config/load.js').LoadedConfig): Promise<import('../config/load.js').LoadedConfig> {
+async function configFor(rt: ContextRuntime, config: import('../config/load.js').LoadedConfig): Promise<import('../config/load.js').LoadedConfig> {
   const t = rt.flags.tenancy;
   if (!t) return config;
   const { UsageError } = await import('../base/errors.js');

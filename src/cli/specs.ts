@@ -90,6 +90,33 @@ const status = defineCommand({
   handler: async () => (await import('./commands/status.js')).run,
 });
 
+// ---- keyctl metrics -----------------------------------------------------------------------------------
+const metricsFlags = (cmd: Command) =>
+  tenantOptions(
+    cmd
+      .option('--out <file.prom>', "write the metrics to this file (atomically) for node_exporter's textfile collector, instead of stdout")
+      .option('--no-counts', 'do not count the values of the target tables (no per-version, NULL, unparseable or plaintext gauges; for huge tables)')
+      .option('--listen <host:port>', 'serve GET /metrics on this address until stopped (e.g. 127.0.0.1:9469)')
+      .option('--cache-seconds <n>', 'with --listen: collect anew (in the background) when the cached metrics are older than this', '30'),
+  );
+
+export type MetricsOptions = OptionsOf<typeof metricsFlags>;
+
+const metrics = defineCommand({
+  name: 'metrics',
+  description: 'print Prometheus metrics: key age, rotation phase and progress, values per version, backups, evidence, status --check problems',
+  options: metricsFlags,
+  examples: [
+    'keyctl metrics --out /var/lib/node_exporter/textfile/keyctl.prom   # from cron, every 5 minutes',
+    'keyctl metrics --no-counts --out keyctl.prom                       # no table scans',
+    'keyctl metrics --listen 127.0.0.1:9469                              # scrape endpoint, cached 30 s',
+  ],
+  notes:
+    'Read-only apart from what every command may do (adopt a keystore into an empty registry). A keystore that does not\n' +
+    'answer is reported (keyctl_keystore_up 0), not an error. Alert rules and a Grafana dashboard: docs/monitoring/.',
+  handler: async () => (await import('./commands/metrics.js')).run,
+});
+
 // ---- keyctl generate ----------------------------------------------------------------------------------
 const generateFlags = (cmd: Command) =>
   tenantOptions(
@@ -640,6 +667,7 @@ const shred = defineCommand({
 export const COMMANDS: readonly CommandSpec[] = [
   init,
   status,
+  metrics,
   generate,
   dualKey,
   reencrypt,
