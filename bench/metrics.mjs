@@ -7,13 +7,8 @@
 //   storm     a burst of scrapes on an expired cache: answered from the old text at once while one
 //             collection runs behind them; when the new text is served.
 // Usage: npm run bench:metrics -- [--db sqlite|pg|mysql] [--rows 1000000] [--scrapes 500] [--burst 100]
-import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import knexFactory from 'knex';
+import { spawn } from 'node:child_process';
+import { benchProject, bin, runKeyctl as keyctl } from './lib.mjs';
 
 const args = process.argv.slice(2);
 /** @param {string} name @param {string} def */
@@ -25,36 +20,6 @@ const dbKind = opt('db', 'sqlite');
 const rows = Number(opt('rows', '1000000'));
 const scrapes = Number(opt('scrapes', '500'));
 const burst = Number(opt('burst', '100'));
-const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
-const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
-
-async function project() {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-bench-metrics-'));
-  if (dbKind === 'sqlite') return { dir, url: './bench.db', drop: async () => rmSync(dir, { recursive: true, force: true }) };
-  const name = `keyctl_bench_${randomBytes(4).toString('hex')}`;
-  const admin = knexFactory(dbKind === 'pg' ? { client: 'pg', connection: PG } : { client: 'mysql2', connection: MY });
-  await admin.raw(dbKind === 'pg' ? `CREATE DATABASE "${name}"` : `CREATE DATABASE \`${name}\``);
-  const u = new URL(dbKind === 'pg' ? PG : MY);
-  u.pathname = `/${name}`;
-  return {
-    dir,
-    url: u.toString(),
-    drop: async () => {
-      await admin.raw(dbKind === 'pg' ? `DROP DATABASE "${name}" WITH (FORCE)` : `DROP DATABASE \`${name}\``);
-      await admin.destroy();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** @param {string} dir @param {...string} a */
-function keyctl(dir, ...a) {
-  const t0 = performance.now();
-  const r = spawnSync(process.execPath, [bin, ...a], { cwd: dir, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-  if (r.status !== 0) throw new Error(`keyctl ${a.join(' ')} exited ${r.status}:\n${r.stderr.slice(-2000)}`);
-  return (performance.now() - t0) / 1000;
-}
 
 /** @param {number[]} xs @param {number} q */
 const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
@@ -97,7 +62,7 @@ async function scrape(base) {
   return { took, stamp, bytes: text.length };
 }
 
-const p = await project();
+const p = await benchProject(dbKind, 'keyctl-bench-metrics-');
 try {
   console.log(`# ${dbKind}: ${rows.toLocaleString('en-US')} rows (demo table, 3 encrypted columns)`);
   const setup = keyctl(p.dir, 'init', '--demo', '--rows', String(rows), '--database', p.url);

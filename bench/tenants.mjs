@@ -8,13 +8,7 @@
 // Every keyctl command runs as a child process (the real command path). The demo data is the
 // same in both projects (`keyctl init --demo`, three encrypted columns per row).
 // Usage: npm run bench:tenants -- [--db sqlite|pg|mysql] [--rows 200000] [--tenants 1000] [--scale 10000] [--scale-rows 100000] [--skip-pass]
-import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import knexFactory from 'knex';
+import { benchProject, runKeyctl as keyctl } from './lib.mjs';
 
 const args = process.argv.slice(2);
 /** @param {string} name @param {string} [def] */
@@ -27,49 +21,13 @@ const rows = Number(opt('rows', '200000'));
 const tenants = Number(opt('tenants', '1000'));
 const scale = Number(opt('scale', '0'));
 const scaleRows = Number(opt('scale-rows', '100000'));
-const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
-const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
-
-/** A fresh project directory and database; returns its directory and a cleanup. */
-async function project() {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-bench-tenants-'));
-  if (dbKind === 'sqlite') return { dir, url: './bench.db', drop: async () => rmSync(dir, { recursive: true, force: true }) };
-  const name = `keyctl_bench_${randomBytes(4).toString('hex')}`;
-  const admin = knexFactory(dbKind === 'pg' ? { client: 'pg', connection: PG } : { client: 'mysql2', connection: MY });
-  await admin.raw(dbKind === 'pg' ? `CREATE DATABASE "${name}"` : `CREATE DATABASE \`${name}\``);
-  const u = new URL(dbKind === 'pg' ? PG : MY);
-  u.pathname = `/${name}`;
-  return {
-    dir,
-    url: u.toString(),
-    drop: async () => {
-      await admin.raw(dbKind === 'pg' ? `DROP DATABASE "${name}" WITH (FORCE)` : `DROP DATABASE \`${name}\``);
-      await admin.destroy();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/**
- * Run keyctl in `dir`; returns seconds; throws on a non-zero exit.
- * @param {string} dir
- * @param {...string} a
- */
-function keyctl(dir, ...a) {
-  const t0 = performance.now();
-  const r = spawnSync(process.execPath, [bin, ...a], { cwd: dir, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-  const secs = (performance.now() - t0) / 1000;
-  if (r.status !== 0) throw new Error(`keyctl ${a.join(' ')} exited ${r.status}:\n${r.stderr.slice(-2000)}`);
-  return secs;
-}
 
 /** @param {number} n */
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 
 async function pass() {
   console.log(`# ${dbKind}: ${fmt(rows)} rows, one keyring vs ${fmt(tenants)} tenants`);
-  const single = await project();
+  const single = await benchProject(dbKind, 'keyctl-bench-tenants-');
   let singleRate = 0;
   try {
     const setup = keyctl(single.dir, 'init', '--demo', '--rows', String(rows), '--database', single.url);
@@ -81,7 +39,7 @@ async function pass() {
   } finally {
     await single.drop();
   }
-  const many = await project();
+  const many = await benchProject(dbKind, 'keyctl-bench-tenants-');
   try {
     const setup = keyctl(many.dir, 'init', '--demo', '--tenants', String(tenants), '--rows', String(rows), '--database', many.url);
     const gen = keyctl(many.dir, 'generate', '--all-tenants');
@@ -99,7 +57,7 @@ async function pass() {
 
 async function scaleRun() {
   console.log(`# ${dbKind}: ${fmt(scale)} tenants, ${fmt(scaleRows)} rows`);
-  const p = await project();
+  const p = await benchProject(dbKind, 'keyctl-bench-tenants-');
   try {
     const setup = keyctl(p.dir, 'init', '--demo', '--tenants', String(scale), '--rows', String(scaleRows), '--database', p.url);
     console.log(`init --demo --tenants ${scale}: ${setup.toFixed(1)} s (${((setup * 1000) / scale).toFixed(1)} ms per tenant)`);

@@ -48,6 +48,26 @@ const one = (all: Sample[], name: string, labels: Record<string, string> = {}): 
   return found[0]!.value;
 };
 
+/** `keyctl metrics --listen` on a free port; resolves once it serves, with its base URL. */
+async function startListener(cwd: string, cacheSeconds: string) {
+  const child = spawn(process.execPath, [KEYCTL_BIN, 'metrics', '--listen', '127.0.0.1:0', '--cache-seconds', cacheSeconds], {
+    cwd,
+    env: { ...process.env, KEYCTL_LOG_TIMESTAMPS: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const base = await new Promise<string>((resolve, reject) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      const m = /serving (http:\/\/\S+)\/metrics/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    child.on('close', () => reject(new Error(`keyctl metrics --listen exited: ${err}`)));
+  });
+  return { child, base, exited, stderr: () => err };
+}
+
 const ROWS = 30;
 const COLUMNS = ['email', 'phone', 'notes'];
 
@@ -216,21 +236,7 @@ describe('keyctl metrics --listen', () => {
     tdb = await createTestDatabase('sqlite');
     const cwd = tdb.dir;
     expect((await keyctl(['init', '--demo', '--rows', '10'], { cwd })).code).toBe(0);
-    const child = spawn(process.execPath, [KEYCTL_BIN, 'metrics', '--listen', '127.0.0.1:0', '--cache-seconds', '600'], {
-      cwd,
-      env: { ...process.env, KEYCTL_LOG_TIMESTAMPS: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    const base = await new Promise<string>((resolve, reject) => {
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-        const m = /serving (http:\/\/\S+)\/metrics/.exec(stderr);
-        if (m) resolve(m[1]!);
-      });
-      child.on('close', () => reject(new Error(`keyctl metrics --listen exited: ${stderr}`)));
-    });
+    const { child, base, exited, stderr } = await startListener(cwd, '600');
     try {
       const first = await fetch(`${base}/metrics`);
       expect(first.status).toBe(200);
@@ -246,28 +252,14 @@ describe('keyctl metrics --listen', () => {
     } finally {
       child.kill('SIGTERM');
     }
-    expect(await exited, stderr).toBe(0);
+    expect(await exited, stderr()).toBe(0);
   });
 
   it('answers from the old cache at once when it has expired, and has the next collection on a later scrape', { timeout: 60_000 }, async () => {
     tdb = await createTestDatabase('sqlite');
     const cwd = tdb.dir;
     expect((await keyctl(['init', '--demo', '--rows', '10'], { cwd })).code).toBe(0);
-    const child = spawn(process.execPath, [KEYCTL_BIN, 'metrics', '--listen', '127.0.0.1:0', '--cache-seconds', '1'], {
-      cwd,
-      env: { ...process.env, KEYCTL_LOG_TIMESTAMPS: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    const base = await new Promise<string>((resolve, reject) => {
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-        const m = /serving (http:\/\/\S+)\/metrics/.exec(stderr);
-        if (m) resolve(m[1]!);
-      });
-      child.on('close', () => reject(new Error(`keyctl metrics --listen exited: ${stderr}`)));
-    });
+    const { child, base, exited, stderr } = await startListener(cwd, '1');
     try {
       const stamp = async () => one(samples(await (await fetch(`${base}/metrics`)).text()), 'keyctl_metrics_timestamp_seconds');
       const first = await stamp();
@@ -283,7 +275,7 @@ describe('keyctl metrics --listen', () => {
     } finally {
       child.kill('SIGTERM');
     }
-    expect(await exited, stderr).toBe(0);
+    expect(await exited, stderr()).toBe(0);
   });
 
   it('refuses a bad address and a port in use with exit 2, an unreachable database with exit 6', { timeout: 60_000 }, async () => {
