@@ -22,7 +22,7 @@ const scrapes = Number(opt('scrapes', '500'));
 const burst = Number(opt('burst', '100'));
 
 /** @param {number[]} xs @param {number} q */
-const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
+const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? Number.NaN;
 /** @param {number} ms */
 const ms = (ms) => `${ms.toFixed(2)} ms`;
 
