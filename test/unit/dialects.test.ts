@@ -5,6 +5,7 @@
 import knexFactory from 'knex';
 import { describe, expect, it } from 'vitest';
 import { dialectFor, dialectForConnection, MysqlDialect, PgDialect, SqliteDialect, type CasBatch } from '../../src/db/dialects/index.js';
+import { paddedRows } from '../../src/db/dialects/mysql.js';
 import { pgArrayLiteral } from '../../src/db/dialects/pg.js';
 import type { DatabaseConfig } from '../../src/config/schema.js';
 
@@ -35,15 +36,36 @@ describe('compare-and-set SQL per dialect', () => {
     expect(big.executions[0]).toHaveLength(7);
   });
 
-  it('MySQL/MariaDB: UPDATE … JOIN a UNION ALL derived table, comparing as BINARY', () => {
+  it('MySQL/MariaDB: a prepared UPDATE … JOIN a UNION ALL derived table of whole row slots, comparing as BINARY', () => {
     const plan = new MysqlDialect().compareAndSetPlan(req);
+    const slot = ' UNION ALL SELECT ?, ?, ?, ?, ?';
+    expect(plan.prepared).toBe(true);
     expect(plan.sql).toBe(
-      'UPDATE `people` AS t JOIN (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1 UNION ALL SELECT ?, ?, ?, ?, ?) AS v ON t.`id` = v.pk ' +
+      `UPDATE \`people\` AS t JOIN (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${slot.repeat(63)}) AS v ON t.\`id\` = v.pk ` +
         'SET t.`a` = CASE WHEN v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY) THEN v.n0 ELSE t.`a` END, ' +
         't.`b` = CASE WHEN v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY) THEN v.n1 ELSE t.`b` END ' +
         'WHERE t.`id` BETWEEN ? AND ? AND ((v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY)) OR (v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY)))',
     );
-    expect(plan.executions).toEqual([[7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null, 7, 9]]);
+    // Two rows, then 62 NULL rows (they join nothing), then the key range.
+    expect(plan.executions).toEqual([[7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null, ...Array(62 * 5).fill(null), 7, 9]]);
+  });
+
+  it('MySQL/MariaDB: batches of nearby sizes share one statement text', () => {
+    const rows = (n: number) => ({
+      ...req,
+      batch: { pks: Array.from({ length: n }, (_, i) => i + 1), old: Array(2 * n).fill('v1:x'), next: Array(2 * n).fill('v2:x') },
+    });
+    const d = new MysqlDialect();
+    expect(d.compareAndSetPlan(rows(300)).sql).toBe(d.compareAndSetPlan(rows(512)).sql);
+    expect(d.compareAndSetPlan(rows(512)).sql).not.toBe(d.compareAndSetPlan(rows(513)).sql);
+    expect([1, 64, 65, 256, 257, 6000].map(paddedRows)).toEqual([64, 64, 256, 256, 512, 6144]);
+  });
+
+  it('MySQL/MariaDB: a batch holding a value over 8 KB goes as text, not as a prepared statement', () => {
+    const d = new MysqlDialect();
+    const big = `v2:${'x'.repeat(9000)}`;
+    expect(d.compareAndSetPlan({ ...req, batch: { ...batch, next: ['v2:a7', big, 'v2:a9', null] } }).prepared).toBe(false);
+    expect(d.compareAndSetPlan({ ...req, batch: { ...batch, old: [big, 'v1:b7', 'v1:a9', null] } }).prepared).toBe(false);
   });
 
   it('SQLite: one prepared per-row statement, run once per row with that row’s old and new values', () => {

@@ -2,7 +2,9 @@
  * MySQL and MariaDB (mysql2): the compare-and-set joins the table to a derived table of
  * `SELECT … UNION ALL SELECT …`, and compares as BINARY because the default collations ignore
  * case and trailing spaces; REGEXP likewise follows the collation, so the pattern turns case
- * sensitivity back on.
+ * sensitivity back on. The statement runs as a server-side prepared statement (binary protocol):
+ * the server parses each batch size once per connection instead of a new text of every batch
+ * (docs/performance.md, "What bounds MariaDB").
  */
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
@@ -32,6 +34,44 @@ import { groupKeyColumns } from './unique-keys.js';
 export function mysqlShapeRegex(shapePattern: string): string {
   const strictEnd = shapePattern.endsWith('$') && !shapePattern.endsWith('\\$') ? `${shapePattern.slice(0, -1)}\\z` : shapePattern;
   return `(?-i)${strictEnd}`;
+}
+
+/**
+ * Row slots of a batch's derived table: at least 64, then whole multiples of 256 (a batch of at
+ * most 10,000 rows needs at most 40 statements per table and connection; mysql2 keeps them in its
+ * per-connection statement cache and the server closes them with the connection).
+ */
+export function paddedRows(n: number): number {
+  return n <= 64 ? 64 : Math.ceil(n / 256) * 256;
+}
+
+/**
+ * Whether a value may travel as a prepared statement's parameter. MariaDB 10.11 materialises the
+ * derived table of a prepared statement whose parameters hold values of tens of KB in an Aria
+ * temporary table that it then reports as corrupted (error 127; 100 rows of 53 KB fail, 100 rows
+ * of 16 KB pass); the text protocol's literals do not fail. Larger values go as text.
+ */
+function fitsPrepared(v: unknown): boolean {
+  return typeof v === 'string' ? v.length <= PREPARED_MAX_VALUE : v instanceof Uint8Array ? v.byteLength <= PREPARED_MAX_VALUE : true;
+}
+const PREPARED_MAX_VALUE = 8192;
+
+/** The part of mysql2's (callback) connection keyctl uses to run a prepared statement. */
+interface Mysql2Connection {
+  execute(sql: string, values: unknown[], cb: (err: Error | null, result: unknown) => void): void;
+}
+
+/**
+ * Run `sql` as a prepared statement on the transaction's own connection (Knex sends text queries
+ * only): mysql2 prepares it once per connection and statement text, then sends only the values,
+ * in the binary protocol. Returns the rows the server reports (matched rows: mysql2 connects with
+ * FOUND_ROWS, as for text queries).
+ */
+async function executePrepared(trx: Knex.Transaction, sql: string, values: unknown[]): Promise<number> {
+  const conn = (await (trx as unknown as { client: { acquireConnection(): Promise<Mysql2Connection> } }).client.acquireConnection()) as Mysql2Connection;
+  return new Promise((resolve, reject) =>
+    conn.execute(sql, values, (err, result) => (err ? reject(err) : resolve(Number((result as { affectedRows?: number }).affectedRows ?? 0)))),
+  );
 }
 
 const RETRYABLE = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR']);
@@ -175,17 +215,29 @@ export class MysqlDialect implements SqlDialect {
     const anyMatch = `t.${q(keys[0]!)} BETWEEN ? AND ? AND (${ownColumns(req)
       .map((i) => `(${matches(i)})`)
       .join(' OR ')})`;
-    const bindings: unknown[] = [];
+    // The derived table has a whole number of row slots (paddedRows): the server keeps one prepared
+    // statement per slot count, not one per batch size. Spare slots are NULL rows, which join nothing.
+    const slots = paddedRows(n);
+    const bindings = new Array<unknown>(slots * vcols.length + 2).fill(null);
+    let at = 0;
     for (let r = 0; r < n; r++) {
-      for (let k = 0; k < kw; k++) bindings.push(batch.pks[r * kw + k]);
-      for (let c = 0; c < width; c++) bindings.push(batch.old[r * width + c], batch.next[r * width + c]);
+      for (let k = 0; k < kw; k++) bindings[at++] = batch.pks[r * kw + k] ?? null;
+      for (let c = 0; c < width; c++) {
+        bindings[at++] = batch.old[r * width + c] ?? null;
+        bindings[at++] = batch.next[r * width + c] ?? null;
+      }
     }
     const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
     const rest = ` UNION ALL SELECT ${vcols.map(() => '?').join(', ')}`;
-    const derived = first + rest.repeat(n - 1);
-    bindings.push(batch.pks[0], batch.pks[(n - 1) * kw]);
+    const derived = first + rest.repeat(slots - 1);
+    bindings[slots * vcols.length] = batch.pks[0];
+    bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
     const on = keys.map((c, k) => `t.${q(c)} = v.${vkeys[k]}`).join(' AND ');
-    return { sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON ${on} SET ${sets} WHERE ${anyMatch}`, executions: [bindings] };
+    return {
+      sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON ${on} SET ${sets} WHERE ${anyMatch}`,
+      executions: [bindings],
+      prepared: batch.old.every(fitsPrepared) && batch.next.every(fitsPrepared),
+    };
   }
 
   /** Expanded: MariaDB scans the whole index for `(a, b) > (?, ?)` but ranges over this form (see expandedAfter). */
@@ -196,6 +248,10 @@ export class MysqlDialect implements SqlDialect {
   async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {
     let updated = 0;
     for (const bindings of plan.executions) {
+      if (plan.prepared) {
+        updated += await executePrepared(trx, plan.sql, bindings);
+        continue;
+      }
       const res: unknown = await trx.raw(plan.sql, bindings as Knex.RawBinding[]);
       updated += Number((res as Array<{ affectedRows?: number }>)[0]?.affectedRows ?? 0);
     }

@@ -43,6 +43,8 @@ export interface CasBatch {
 export interface CasPlan {
   sql: string;
   executions: unknown[][];
+  /** Run as a server-side prepared statement (binary protocol), reused for plans of the same text. */
+  prepared?: boolean;
 }
 
 export interface CasRequest {
