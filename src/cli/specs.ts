@@ -170,7 +170,11 @@ const reencryptFlags = (cmd: Command) =>
     cmd
       .option('--dry-run', 'decrypt and re-encrypt in memory only: report what would be rewritten and what fails')
       .optionsGroup('Pace:')
-      .option('--batch-size <n>', 'a fixed number of rows per batch (default: sized to --chunk-time)', parsePositive('--batch-size'))
+      .option(
+        '--batch-size <n>',
+        'a fixed number of rows per batch (default: sized to --chunk-time); at most 2 MiB of values either way',
+        parsePositive('--batch-size'),
+      )
       .addOption(
         cmd
           .createOption('--chunk-time <seconds>', 'target time per batch; batch size adapts to it')

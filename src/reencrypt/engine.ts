@@ -219,6 +219,24 @@ async function compositeKeyTypes(db: Db, table: string, keys: readonly string[])
   return types;
 }
 
+/** The most bytes of values one batch reads (see `byteCap` in reencryptTable). */
+const MAX_BATCH_BYTES = 2 * 1024 * 1024;
+/** A batch holds at least this many rows, however large their values. */
+const MIN_BYTE_CAPPED_BATCH = 10;
+
+/** Bytes of the values a batch read (text as UTF-16 code units: what the strings hold). */
+function bytesOf(rows: Row[], columns: readonly string[]): number {
+  let n = 0;
+  for (const row of rows)
+    for (const c of columns) {
+      const v = row[c];
+      if (typeof v === 'string') n += v.length;
+      else if (v instanceof Uint8Array) n += v.byteLength;
+      else n += 8;
+    }
+  return n;
+}
+
 export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise<TableResult> {
   const { db } = o;
   const shard = shardKey(o.target, o.shard ? `${o.shard.index}/${o.shard.count}` : undefined);
@@ -265,12 +283,17 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const contextNames = contextColumnsOf(t);
   const readColumns = [...new Set([...columnsToRead(t), ...(o.ringColumn ? [o.ringColumn] : []), ...(t.scope ? [t.scope.column] : [])])];
   const ringColumn = o.ringColumn;
+  // Batches are capped by bytes as well as rows: rows of large values come in fewer at a time, so
+  // the batches in flight (read, encrypted, written) stay within a few MiB whatever the row size.
+  let byteCap = maxBatch;
+  const batchRows = () => Math.min(maxBatch, byteCap, throttle.batchSize());
   const read = async (after: RowKey | null) => {
-    const size = Math.min(maxBatch, throttle.batchSize());
+    const size = batchRows();
     const rows = await withRetry('reading a batch', () => readBatch(db, t.table, t.primaryKey, readColumns, after, size, o.shard, t.scope), {
       ...retry,
       onRetry,
     });
+    if (rows.length > 0) byteCap = Math.max(MIN_BYTE_CAPPED_BATCH, Math.floor((MAX_BATCH_BYTES * rows.length) / Math.max(1, bytesOf(rows, readColumns))));
     return Object.assign(rows, { size });
   };
   const width = t.columns.length;
@@ -403,7 +426,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       rowsTotal: Math.max(rowsTotal, passScanned),
       valuesRewritten: o.dryRun ? result.valuesPlanned : result.rowsUpdated,
       failures: failed.size,
-      batchSize: Math.min(maxBatch, throttle.batchSize()),
+      batchSize: batchRows(),
       throttle: throttleReason,
     });
 
