@@ -6,6 +6,9 @@
 //   crypto      the same decrypt + encrypt of the same values in memory, one thread, keyctl's codec
 //               (and once more split across one thread per core, to show how far crypto scales here)
 //   database    a server-side rewrite of the same columns in keyset batches (no client can beat it)
+//   peer        keyset pages of 1,000, one UPDATE per row in one transaction per page (the best
+//               hand-written loop, as ORM rotation helpers do it), over --peer-rows rows (all by default)
+//   verify      `keyctl verify`: the full decryption scan, against the crypto ceiling
 //   naive       OFFSET pages of 100, then one UPDATE per row (how hand-written procedures do it),
 //               measured on --naive-rows rows in pages spread evenly over the table (so OFFSET costs
 //               what it would on average over a full run) and reported as rows/s
@@ -14,7 +17,7 @@
 // With --fernet the table holds Fernet tokens behind a `FERNET_V1:` prefix under v1, and keyctl
 // migrates them to AES-GCM (`from: { codec: fernet, versions: [v1] }`); the crypto ceiling is
 // Fernet decryption (HMAC + AES-128-CBC) and AES-GCM encryption.
-// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext | --fernet] [--batch-size N] [--naive-rows N] [--keep] [--profile DIR]
+// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext | --fernet] [--batch-size N] [--naive-rows N] [--peer-rows N] [--keep] [--profile DIR]
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
@@ -41,6 +44,8 @@ const opt = (name, def) => {
 const dbKind = opt('db', 'sqlite') ?? 'sqlite';
 const rows = Number(opt('rows', '200000'));
 const naiveRows = Math.min(rows, Number(opt('naive-rows', String(Math.min(rows, 5000)))));
+// The hand-written peer runs over the whole table unless told otherwise.
+const peerRows = Math.min(rows, Number(opt('peer-rows', String(rows))));
 const batchSize = opt('batch-size');
 const cryptoWorkers = opt('workers');
 const batchArgs = [...(batchSize ? ['--batch-size', batchSize] : []), ...(cryptoWorkers ? ['--crypto-workers', cryptoWorkers] : [])];
@@ -297,6 +302,35 @@ async function main() {
   if (fernetFrom && report.tables[0].valuesPlanned !== 2 * rows)
     throw new Error(`reencrypt migrated ${report.tables[0].valuesPlanned} Fernet tokens, not ${2 * rows}`);
 
+  // keyctl verify: the full decryption scan (every value decrypted) that guards promote and key destruction.
+  const verified = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'verify', '--json'], { cwd: dir, encoding: 'utf8' });
+  if (verified.status !== 0) throw new Error(`keyctl verify exited ${verified.status}: ${verified.stderr}`);
+  const { rssKb: verifyRssKb, wall: verifyWall } = timeFields(verified.stderr);
+
+  // Peer: the loop a competent application developer writes by hand (as ORM rotation helpers do):
+  // keyset pages of 1,000 rows, decrypt + encrypt on one thread, one UPDATE per row inside one
+  // transaction per page. It rewrites the v2 values under v2 with fresh nonces: the same work.
+  t0 = performance.now();
+  let peerDone = 0;
+  for (let after = 0; peerDone < peerRows; ) {
+    const page = await knex('bench')
+      .select('id', 'email', 'note')
+      .where('id', '>', after)
+      .orderBy('id')
+      .limit(Math.min(1000, peerRows - peerDone));
+    if (page.length === 0) break;
+    await knex.transaction(async (trx) => {
+      for (const r of page) {
+        await trx('bench')
+          .where({ id: r.id })
+          .update({ email: codec.encrypt(codec.decrypt(r.email, lookup), 'v2', target), note: codec.encrypt(codec.decrypt(r.note, lookup), 'v2', target) });
+      }
+    });
+    after = Number(page[page.length - 1].id);
+    peerDone += page.length;
+  }
+  const peerSecs = (performance.now() - t0) / 1000;
+
   // Database ceiling: server-side rewrite of both columns in keyset batches of 1000.
   /** @type {(column: string) => string} */
   const concat = dbKind === 'mysql' ? (c) => `CONCAT('v3', SUBSTRING(${c}, 3))` : (c) => `'v3' || substr(${c}, 3)`;
@@ -332,6 +366,8 @@ async function main() {
   const cryptoRate = rate(rows, cryptoSecs);
   const dbRate = rate(rows, dbSecs);
   const naiveRate = rate(pages * 100, naiveSecs);
+  const peerRate = rate(peerRows, peerSecs);
+  const verifyRate = rate(rows, verifyWall);
   /** @param {number} x */
   const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(10);
   const lines = [
@@ -344,10 +380,14 @@ async function main() {
     `crypto on ${os.cpus().length} threads       ${fmt(rate(rows, parallelSecs))}   (${parallelSecs.toFixed(2)} s: the same work split across ${os.cpus().length} threads at once, ${(cryptoSecs / parallelSecs).toFixed(2)}× one thread)`,
     `database ceiling          ${fmt(dbRate)}   (${dbSecs.toFixed(2)} s, server-side UPDATE in keyset batches)`,
     `naive (OFFSET + per-row)  ${fmt(naiveRate)}   (${naiveSecs.toFixed(2)} s for ${pages} pages of 100 spread over the table)`,
+    `peer (keyset + per-row)   ${fmt(peerRate)}   (${peerSecs.toFixed(2)} s for ${peerRows} rows: pages of 1,000, one UPDATE per row, one transaction per page)`,
+    `keyctl verify (full)      ${fmt(verifyRate)}   (${verifyWall.toFixed(2)} s wall incl. start-up: every value decrypted; peak RSS ${(verifyRssKb / 1024).toFixed(0)} MiB)`,
     `keyctl / crypto ceiling   ${(keyctlRate / cryptoRate).toFixed(2)}`,
     `keyctl / database ceiling ${(keyctlRate / dbRate).toFixed(2)}`,
     `keyctl --dry-run / crypto ${(rate(rows, dryWall) / cryptoRate).toFixed(2)}`,
     `keyctl / naive            ${(keyctlRate / naiveRate).toFixed(1)}`,
+    `keyctl / peer             ${(keyctlRate / peerRate).toFixed(2)}`,
+    `verify / crypto ceiling   ${(verifyRate / cryptoRate).toFixed(2)}`,
   ];
   console.log(lines.join('\n'));
   if (args.includes('--json'))
@@ -361,6 +401,9 @@ async function main() {
         cryptoRate,
         dbRate,
         naiveRate,
+        peerRate,
+        verifyRate,
+        verifyPeakRssMiB: verifyRssKb / 1024,
         peakRssMiB: rssKb / 1024,
         wall,
         keyctlCpu: userCpu + sysCpu,
