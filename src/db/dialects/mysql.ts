@@ -15,6 +15,7 @@ import {
   casMatch,
   ownColumns,
   type BucketPatterns,
+  type CasBatch,
   type CasPlan,
   type CasRequest,
   type DbEndpoint,
@@ -46,15 +47,26 @@ export function paddedRows(n: number): number {
 }
 
 /**
- * Whether a value may travel as a prepared statement's parameter. MariaDB 10.11 materialises the
+ * Whether a batch may travel as a prepared statement's parameters. MariaDB 10.11 materialises the
  * derived table of a prepared statement whose parameters hold values of tens of KB in an Aria
  * temporary table that it then reports as corrupted (error 127; 100 rows of 53 KB fail, 100 rows
- * of 16 KB pass); the text protocol's literals do not fail. Larger values go as text.
+ * of 16 KB pass); the text protocol's literals do not fail. A batch with a row of more than 8 KB
+ * of old and new values (UTF-8 bytes) goes as text; so does one that would pass the limit of
+ * 65,535 placeholders once padded.
  */
-function fitsPrepared(v: unknown): boolean {
-  return typeof v === 'string' ? v.length <= PREPARED_MAX_VALUE : v instanceof Uint8Array ? v.byteLength <= PREPARED_MAX_VALUE : true;
+function rowsFitPrepared(batch: CasBatch, width: number): boolean {
+  for (let at = 0; at < batch.old.length; at += width) {
+    let bytes = 0;
+    for (let c = at; c < at + width; c++) bytes += byteSize(batch.old[c]) + byteSize(batch.next[c]);
+    if (bytes > PREPARED_MAX_ROW_BYTES) return false;
+  }
+  return true;
 }
-const PREPARED_MAX_VALUE = 8192;
+const byteSize = (v: unknown): number => (typeof v === 'string' ? Buffer.byteLength(v, 'utf8') : v instanceof Uint8Array ? v.byteLength : 8);
+const PREPARED_MAX_ROW_BYTES = 8192;
+const MAX_PLACEHOLDERS = 65_535;
+/** MariaDB's error 127 above: mysql2 reports errno 127, code HA_ERR_WRONG_IN_RECORD. */
+const HA_ERR_WRONG_IN_RECORD = 127;
 
 /** The part of mysql2's (callback) connection keyctl uses to run a prepared statement. */
 interface Mysql2Connection {
@@ -118,6 +130,10 @@ export class MysqlDialect implements SqlDialect {
         charset: 'utf8mb4',
         connectTimeout: timeoutMs,
         supportBigNumbers: true,
+        // keyctl prepares only its compare-and-set (a few slot counts per table): a small cache
+        // closes the least recently used ones, so the server-wide max_prepared_stmt_count, shared
+        // with the application, holds at most this many per keyctl connection.
+        maxPreparedStatements: 8,
         ...(ssl === 'true' || ssl === 'required' ? { ssl: {} } : {}),
       },
       pool: { min: cfg.pool?.min ?? 0, max: cfg.pool?.max ?? 4 },
@@ -236,7 +252,7 @@ export class MysqlDialect implements SqlDialect {
     return {
       sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON ${on} SET ${sets} WHERE ${anyMatch}`,
       executions: [bindings],
-      prepared: batch.old.every(fitsPrepared) && batch.next.every(fitsPrepared),
+      prepared: bindings.length <= MAX_PLACEHOLDERS && rowsFitPrepared(batch, width),
     };
   }
 
@@ -249,8 +265,14 @@ export class MysqlDialect implements SqlDialect {
     let updated = 0;
     for (const bindings of plan.executions) {
       if (plan.prepared) {
-        updated += await executePrepared(trx, plan.sql, bindings);
-        continue;
+        try {
+          updated += await executePrepared(trx, plan.sql, bindings);
+          continue;
+        } catch (err) {
+          // A storage-engine error on the derived table (see rowsFitPrepared) fails this statement
+          // only, not the transaction: the same statement as text does not hit it.
+          if ((err as { errno?: number }).errno !== HA_ERR_WRONG_IN_RECORD) throw err;
+        }
       }
       const res: unknown = await trx.raw(plan.sql, bindings as Knex.RawBinding[]);
       updated += Number((res as Array<{ affectedRows?: number }>)[0]?.affectedRows ?? 0);
