@@ -221,6 +221,8 @@ async function compositeKeyTypes(db: Db, table: string, keys: readonly string[])
 
 /** The most bytes of values one batch reads (see `byteCap` in reencryptTable). */
 const MAX_BATCH_BYTES = 2 * 1024 * 1024;
+/** Rows of a table's first batch at most (the adaptive size is shared by all tables of a run). */
+const FIRST_BATCH_ROWS = 1000;
 /** A batch holds at least this many rows, however large their values. */
 const MIN_BYTE_CAPPED_BATCH = 10;
 
@@ -285,7 +287,8 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
   const ringColumn = o.ringColumn;
   // Batches are capped by bytes as well as rows: rows of large values come in fewer at a time, so
   // the batches in flight (read, encrypted, written) stay within a few MiB whatever the row size.
-  let byteCap = maxBatch;
+  // The first batch of a table, before any row's size is known, holds at most FIRST_BATCH_ROWS.
+  let byteCap = Math.min(maxBatch, FIRST_BATCH_ROWS);
   const batchRows = () => Math.min(maxBatch, byteCap, throttle.batchSize());
   const read = async (after: RowKey | null) => {
     const size = batchRows();
