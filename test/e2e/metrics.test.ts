@@ -9,9 +9,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import path from 'node:path';
+import knexFactory from 'knex';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
-import { json, KEYCTL_BIN, keyctl } from '../helpers/cli.js';
+import { declareTestSecret, json, KEYCTL_BIN, keyctl } from '../helpers/cli.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
 
 /** `promtool check metrics` on an exposition: its exit status and what it said. */
@@ -49,10 +50,10 @@ const one = (all: Sample[], name: string, labels: Record<string, string> = {}): 
 };
 
 /** `keyctl metrics --listen` on a free port; resolves once it serves, with its base URL. */
-async function startListener(cwd: string, cacheSeconds: string) {
+async function startListener(cwd: string, cacheSeconds: string, env: NodeJS.ProcessEnv = {}) {
   const child = spawn(process.execPath, [KEYCTL_BIN, 'metrics', '--listen', '127.0.0.1:0', '--cache-seconds', cacheSeconds], {
     cwd,
-    env: { ...process.env, KEYCTL_LOG_TIMESTAMPS: '0' },
+    env: { ...process.env, KEYCTL_LOG_TIMESTAMPS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
@@ -277,6 +278,48 @@ describe('keyctl metrics --listen', () => {
     }
     expect(await exited, stderr()).toBe(0);
   });
+
+  it.skipIf(!dialectAvailable('pg'))(
+    'answers 503 naming the failure, without the database password or key material, when a refresh fails',
+    { timeout: 60_000 },
+    async () => {
+      tdb = await createTestDatabase('pg');
+      const cwd = tdb.dir;
+      // PostgreSQL here trusts local connections: the password is accepted and never needed.
+      const password = 'Mx7pw4Listener';
+      declareTestSecret(password, 'database password in the listener test');
+      const url = new URL(tdb.connection);
+      url.password = password;
+      const env = { APP_DB: url.toString() };
+      expect((await keyctl(['init', '--demo', '--rows', '5', '--database', '${APP_DB}'], { cwd, env })).code).toBe(0);
+      const key = Object.values(JSON.parse(readFileSync(path.join(cwd, '.keyctl', 'keyring.json'), 'utf8')).keys as Record<string, string>)[0]!;
+      const { child, base, exited, stderr } = await startListener(cwd, '1', env);
+      try {
+        expect((await fetch(`${base}/metrics`)).status).toBe(200);
+        // The database goes away under the listener: the next refresh fails.
+        const adminUrl = new URL(tdb.connection);
+        adminUrl.pathname = '/postgres';
+        const admin = knexFactory({ client: 'pg', connection: adminUrl.toString() });
+        await admin.raw(`DROP DATABASE "${url.pathname.slice(1)}" WITH (FORCE)`).finally(() => admin.destroy());
+        let res = await fetch(`${base}/metrics`);
+        for (let i = 0; i < 100 && res.status === 200; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          res = await fetch(`${base}/metrics`);
+        }
+        const body = await res.text();
+        expect(res.status, body).toBe(503);
+        expect(body).toContain('keyctl could not collect the metrics');
+        expect(stderr()).toContain('metrics: collecting failed');
+        for (const out of [body, stderr()]) {
+          expect(out).not.toContain(password);
+          expect(out).not.toContain(key);
+        }
+      } finally {
+        child.kill('SIGTERM');
+      }
+      expect(await exited, stderr()).toBe(0);
+    },
+  );
 
   it('refuses a bad address and a port in use with exit 2, an unreachable database with exit 6', { timeout: 60_000 }, async () => {
     tdb = await createTestDatabase('sqlite');
