@@ -26,6 +26,21 @@ export class InlinePlanner implements Planner {
   async close(): Promise<void> {}
 }
 
+/** Rows per message to a worker (see ThreadPlanner.plan). */
+const CHUNK_ROWS = 500;
+
+/** Rows [from, to) of a batch, with their keyrings, blind indexes and context. */
+function sliceBatch(batch: BatchInput, from: number, to: number): BatchInput {
+  const part = <T>(values: T[], width: number): T[] => values.slice(from * width, to * width);
+  return {
+    ...batch,
+    values: part(batch.values, batch.columns),
+    ...(batch.rings ? { rings: part(batch.rings, 1) } : {}),
+    ...(batch.indexes ? { indexes: { specs: batch.indexes.specs, values: part(batch.indexes.values, batch.indexes.specs.length) } } : {}),
+    ...(batch.context ? { context: { names: batch.context.names, values: part(batch.context.values, batch.context.names.length) } } : {}),
+  };
+}
+
 /** The compiled worker; when running from TypeScript sources (tests), the built one in dist/. */
 function workerFile(): string | null {
   const here = fileURLToPath(import.meta.url);
@@ -47,9 +62,9 @@ export class ThreadPlanner implements Planner {
       ...(rings ? { rings: [...rings].map(([id, r]) => [id, [...r.keys].map(([v, k]) => [v, new Uint8Array(k)]), r.target]) } : {}),
     };
     this.workers = Array.from({ length: count }, () => {
-      // A 16 MiB young generation: with two workers, 100 MiB less peak memory than 64 MiB for about
-      // 2% fewer rows/s (docs/performance.md).
-      const w = new Worker(file, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 16 } });
+      // An 8 MiB young generation: with two workers, about 130 MiB less peak memory than 64 MiB
+      // (docs/performance.md, "Memory").
+      const w = new Worker(file, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 8 } });
       w.on('message', (m: { id: number; plan?: BatchPlan; error?: string }) => {
         const p = this.waiting.get(m.id);
         if (!p) return;
@@ -73,43 +88,30 @@ export class ThreadPlanner implements Planner {
     return new ThreadPlanner(file, count, keys, target, rings);
   }
 
-  /** Split the batch across all workers and merge their plans, so every worker is busy on every batch. */
+  /**
+   * Split the batch across all workers and merge their plans, so every worker is busy on every
+   * batch. Each worker's share goes as messages of at most CHUNK_ROWS rows: a worker holds one
+   * message's values at a time, which keeps its young generation small and its scavenges cheap
+   * (docs/performance.md, "Memory").
+   */
   async plan(batch: BatchInput): Promise<BatchPlan> {
     const n = this.workers.length;
     const rows = batch.values.length / batch.columns;
     const per = Math.ceil(rows / n);
-    const parts = await Promise.all(
-      this.workers.map((w, i) =>
-        i * per < rows
-          ? this.send(w, {
-              ...batch,
-              values: batch.values.slice(i * per * batch.columns, (i + 1) * per * batch.columns),
-              ...(batch.rings ? { rings: batch.rings.slice(i * per, (i + 1) * per) } : {}),
-              ...(batch.indexes
-                ? {
-                    indexes: {
-                      specs: batch.indexes.specs,
-                      values: batch.indexes.values.slice(i * per * batch.indexes.specs.length, (i + 1) * per * batch.indexes.specs.length),
-                    },
-                  }
-                : {}),
-              ...(batch.context
-                ? {
-                    context: {
-                      names: batch.context.names,
-                      values: batch.context.values.slice(i * per * batch.context.names.length, (i + 1) * per * batch.context.names.length),
-                    },
-                  }
-                : {}),
-            })
-          : null,
-      ),
-    );
-    if (parts.length === 1 && parts[0]) return parts[0];
+    const offsets: number[] = [];
+    const sends: Array<Promise<BatchPlan>> = [];
+    this.workers.forEach((w, i) => {
+      const end = Math.min(rows, (i + 1) * per);
+      for (let from = i * per; from < end; from += CHUNK_ROWS) {
+        offsets.push(from);
+        sends.push(this.send(w, sliceBatch(batch, from, Math.min(end, from + CHUNK_ROWS))));
+      }
+    });
+    const parts = await Promise.all(sends);
+    if (parts.length === 1) return parts[0]!;
     const merged: BatchPlan = { next: [], indexNext: [], failures: [], planned: 0, plaintext: 0, keysTried: 0, indexesPlanned: 0 };
     parts.forEach((p, i) => {
-      if (!p) return;
-      const offset = i * per;
+      const offset = offsets[i]!;
       for (const v of p.next) merged.next.push(v);
       for (const v of p.indexNext) merged.indexNext.push(v);
       merged.indexesPlanned += p.indexesPlanned;

@@ -84,6 +84,10 @@ export class SqliteDialect implements SqlDialect {
             // Writers from other processes (shards) wait up to 5 s; a phase change that still finds
             // the database busy is retried (transition.ts), a batch too (engine.ts).
             conn.pragma('busy_timeout = 5000');
+            // SQLite's own default page cache (2 MB) instead of better-sqlite3's 16 MB: keyctl reads
+            // and rewrites tables in key order, and the smaller cache keeps a 1,000,000-row
+            // reencrypt inside its memory goal (docs/performance.md, "Memory").
+            conn.pragma('cache_size = -2000');
             conn.function('regexp', { deterministic: true }, (pattern, value) => sqliteRegexp(String(pattern), value));
             done(null, conn);
           } catch (err) {

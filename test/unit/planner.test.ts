@@ -1,0 +1,99 @@
+/**
+ * The worker-thread planner splits each batch across its workers and each worker's share into
+ * messages of a few hundred rows, then merges the answers. The merged plan must be the one the
+ * main thread computes itself: the same values to write at the same positions, the same failures
+ * at the same rows, the same counts.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { AesGcmV1Codec } from '../../src/crypto/codec.js';
+import { decryptForRow, encryptForRow } from '../../src/crypto/context.js';
+import { generateKey } from '../../src/crypto/keys.js';
+import type { FieldSpec } from '../../src/crypto/field.js';
+import type { BatchInput, BatchPlan } from '../../src/reencrypt/plan.js';
+import { InlinePlanner, ThreadPlanner, type Planner } from '../../src/reencrypt/planner.js';
+
+const aes = new AesGcmV1Codec();
+const keys = new Map([
+  ['v1', generateKey()],
+  ['v2', generateKey()],
+]);
+const AAD = '{table}.{column}:{id}';
+const spec = (context: boolean): FieldSpec => ({
+  fernetVersions: [],
+  fernetPrefix: '',
+  plaintext: false,
+  context: context ? { aad: AAD } : null,
+  unboundVersions: [],
+  table: 'users',
+});
+const COLUMNS = ['email', 'note'];
+const names = (column: string) => ({ table: 'users', column });
+const plain = (row: number, c: number): string => `${COLUMNS[c]} of ${row} ünï`;
+
+/**
+ * ROWS rows of two columns: most under v1, some under the target already, some NULL, and some
+ * that fail (not ciphertext, or a number), spread over every worker's share and message.
+ */
+function batch(rows: number, context: boolean): BatchInput {
+  const values: unknown[] = [];
+  for (let i = 0; i < rows; i++) {
+    for (let c = 0; c < COLUMNS.length; c++) {
+      const version = i % 11 === 3 ? 'v2' : 'v1';
+      if (i % 97 === 5 && c === 1) values.push(null);
+      else if (i % 131 === 7) values.push(c === 0 ? 'not ciphertext' : 42);
+      else if (context) values.push(encryptForRow(plain(i, c), version, keys.get(version)!, { aad: AAD }, { id: i }, names(COLUMNS[c]!)));
+      else values.push(aes.encrypt(plain(i, c), version, keys.get(version)!));
+    }
+  }
+  return {
+    values,
+    columns: COLUMNS.length,
+    spec: spec(context),
+    columnNames: COLUMNS,
+    ...(context ? { context: { names: ['id'], values: Array.from({ length: rows }, (_, i) => i) } } : {}),
+  };
+}
+
+/** The plan with each new value replaced by its plaintext (ciphertexts differ by their nonces). */
+function opened(plan: BatchPlan, context: boolean) {
+  return {
+    ...plan,
+    next: plan.next.map((v, at) => {
+      if (v === null) return null;
+      const row = Math.floor(at / COLUMNS.length);
+      const column = COLUMNS[at % COLUMNS.length]!;
+      expect(typeof v).toBe('string');
+      return context
+        ? decryptForRow(v as string, (ver) => keys.get(ver), { aad: AAD }, { id: row }, names(column))
+        : aes.decrypt(v as string, (ver) => keys.get(ver));
+    }),
+  };
+}
+
+describe('ThreadPlanner', () => {
+  const planners: Planner[] = [];
+  afterAll(async () => {
+    await Promise.all(planners.map((p) => p.close()));
+  });
+
+  for (const context of [false, true]) {
+    it(`merges its workers' answers into the plan the main thread computes (${context ? 'row context' : 'no context'})`, async () => {
+      const threads = ThreadPlanner.create(2, keys, 'v2');
+      planners.push(threads);
+      expect(threads).toBeInstanceOf(ThreadPlanner);
+      const inline = new InlinePlanner(keys, 'v2');
+      // 2,345 rows: two shares of 1,173 and 1,172 rows, each in three messages, the last ones short.
+      for (const rows of [1, 499, 2345]) {
+        const input = batch(rows, context);
+        const want = await inline.plan(input);
+        const got = await threads.plan(input);
+        expect(opened(got, context)).toEqual(opened(want, context));
+        if (rows === 2345) {
+          expect(want.failures.length).toBeGreaterThan(20);
+          expect(Math.max(...want.failures.map((f) => f.index))).toBeGreaterThan(2000);
+          expect(want.planned).toBeGreaterThan(4000);
+        }
+      }
+    });
+  }
+});
