@@ -11,6 +11,7 @@
 // Methods:
 //   union_all            UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) v, text protocol (the tool today)
 //   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text)
+//   prepared_typed       the same with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
 //   load_data            LOAD DATA LOCAL INFILE of the batch into an InnoDB session temporary table, then UPDATE … JOIN it
 //   load_data_memory     the same with an ENGINE=MEMORY temporary table (VARBINARY(1024) columns)
 //   two_connections      union_all with each batch split in halves written at once on two connections
@@ -240,6 +241,45 @@ async function writePreparedUnionAll(conn, b) {
   return /** @type {ResultSetHeader} */ (r).affectedRows;
 }
 
+/** @type {Map<number, string>} */
+const typedSqlCache = new Map();
+const TYPED_WIDTH = 1024;
+/**
+ * The UNION ALL statement with each value typed as VARCHAR(TYPED_WIDTH) in ASCII: the derived table
+ * has no TEXT/BLOB column, so the server may keep it in a MEMORY temporary table (values must be
+ * ASCII and at most TYPED_WIDTH long, which base64 ciphertexts are).
+ * @param {number} n
+ */
+function typedSql(n) {
+  let sql = typedSqlCache.get(n);
+  if (!sql) {
+    const v = `CAST(? AS CHAR(${TYPED_WIDTH}) CHARACTER SET ascii)`;
+    const rows = `SELECT CAST(? AS UNSIGNED) AS pk, ${v} AS o0, ${v} AS n0, ${v} AS o1, ${v} AS n1${` UNION ALL SELECT ?, ?, ?, ?, ?`.repeat(n - 1)}`;
+    sql = `UPDATE t AS t JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+    typedSqlCache.set(n, sql);
+  }
+  return sql;
+}
+
+/** Every value of the batch is ASCII and at most TYPED_WIDTH long. @param {Batch} b */
+const fitsTyped = (b) => [...b.old, ...b.next].every((pair) => pair.every((v) => v === null || (v.length <= TYPED_WIDTH && Buffer.byteLength(v) === v.length)));
+
+/**
+ * Binary protocol, values typed as ASCII VARCHAR (typedSql); a batch that does not fit goes as
+ * prepared_union_all does.
+ * @param {Connection} conn @param {Batch} b
+ */
+async function writePreparedTyped(conn, b) {
+  if (!fitsTyped(b)) return writePreparedUnionAll(conn, b);
+  const [r] = await conn.execute(typedSql(b.ids.length), unionAllValues(b));
+  return /** @type {ResultSetHeader} */ (r).affectedRows;
+}
+
+/** Room for the typed derived table in memory: the session's temporary tables may use 64 MiB. @param {Connection} conn */
+async function allowMemoryTemp(conn) {
+  await conn.query('SET SESSION tmp_table_size = ?, max_heap_table_size = ?', [64 << 20, 64 << 20]);
+}
+
 // ---- LOAD DATA LOCAL INFILE into a session temporary table ----
 
 const LOAD_SQL = [
@@ -393,6 +433,7 @@ const twoConnections = {
 const METHODS = [
   singleTransaction('union_all', writeUnionAll),
   singleTransaction('prepared_union_all', writePreparedUnionAll),
+  singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
   twoConnections,

@@ -3,10 +3,10 @@
 import { setFlagsFromString } from 'node:v8';
 
 // By default V8 lets a heap grow to up to 4× what survived its last full collection before it
-// collects again. keyctl's live data is small (the batches in flight), so it grows heaps by 30%
+// collects again. keyctl's live data is small (the batches in flight), so it grows heaps by 20%
 // instead: a 1,000,000-row reencrypt peaks about 90 MiB lower at the same speed
 // (docs/performance.md, "Memory"). The flag is read at each collection, for every thread.
-setFlagsFromString('--heap-growing-percent=30');
+setFlagsFromString('--heap-growing-percent=20');
 
 let cli;
 try {

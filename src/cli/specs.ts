@@ -172,7 +172,7 @@ const reencryptFlags = (cmd: Command) =>
       .optionsGroup('Pace:')
       .option(
         '--batch-size <n>',
-        'a fixed number of rows per batch (default: sized to --chunk-time); at most 2 MiB of values either way',
+        'a fixed number of rows per batch (default: sized to --chunk-time); at most 1 MiB of values either way',
         parsePositive('--batch-size'),
       )
       .addOption(

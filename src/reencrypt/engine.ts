@@ -220,7 +220,7 @@ async function compositeKeyTypes(db: Db, table: string, keys: readonly string[])
 }
 
 /** The most bytes of values one batch reads (see `byteCap` in reencryptTable). */
-const MAX_BATCH_BYTES = 2 * 1024 * 1024;
+const MAX_BATCH_BYTES = 1024 * 1024;
 /** Rows of a table's first batch at most (the adaptive size is shared by all tables of a run). */
 const FIRST_BATCH_ROWS = 1000;
 /** A batch holds at least this many rows, however large their values. */
