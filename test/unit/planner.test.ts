@@ -89,6 +89,7 @@ describe('ThreadPlanner', () => {
         const got = await threads.plan(input);
         expect(opened(got, context)).toEqual(opened(want, context));
         if (rows === 2345) {
+          expect(got.next.filter((v) => v !== null)).toHaveLength(want.planned);
           expect(want.failures.length).toBeGreaterThan(20);
           expect(Math.max(...want.failures.map((f) => f.index))).toBeGreaterThan(2000);
           expect(want.planned).toBeGreaterThan(4000);
@@ -96,4 +97,44 @@ describe('ThreadPlanner', () => {
       }
     });
   }
+
+  it('merges per-row keyrings: each row is planned with its own ring, rows of an unknown ring are left alone', async () => {
+    const ringKeys = { a: generateKey(), b: generateKey(), target: generateKey() };
+    const rings = new Map([
+      [
+        'a',
+        {
+          keys: new Map([
+            ['v1', ringKeys.a],
+            ['v2', ringKeys.target],
+          ]),
+          target: 'v2',
+        },
+      ],
+      [
+        'b',
+        {
+          keys: new Map([
+            ['v1', ringKeys.b],
+            ['v3', ringKeys.target],
+          ]),
+          target: 'v3',
+        },
+      ],
+    ]);
+    const threads = ThreadPlanner.create(2, keys, 'v2', rings);
+    planners.push(threads);
+    const rows = 1503;
+    const of = Array.from({ length: rows }, (_, i) => (i % 17 === 4 ? 'unknown' : i % 2 ? 'a' : 'b'));
+    const values = of.flatMap((r, i) => COLUMNS.map((_, c) => aes.encrypt(plain(i, c), 'v1', r === 'b' ? ringKeys.b : ringKeys.a)));
+    const input: BatchInput = { values, columns: COLUMNS.length, spec: spec(false), columnNames: COLUMNS, rings: of };
+    const want = await new InlinePlanner(keys, 'v2', rings).plan(input);
+    const got = await threads.plan(input);
+    const open = (p: BatchPlan) => ({
+      ...p,
+      next: p.next.map((v) => (v === null ? null : [aes.versionOf(v as string), aes.decrypt(v as string, () => ringKeys.target)])),
+    });
+    expect(open(got)).toEqual(open(want));
+    expect(got.next.filter((v) => v === null)).toHaveLength(of.filter((r) => r === 'unknown').length * COLUMNS.length);
+  });
 });
