@@ -349,4 +349,53 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
       await tdb.drop();
     }
   });
+
+  // mysql2 caches each prepared statement with the server's description of every parameter, about
+  // 450 bytes each: a 2 MiB batch has some 30,000 parameters, and up to 8 statements are cached per
+  // connection (docs/performance.md, "Memory"). The dialect drops the descriptions.
+  it.skipIf(!dialectAvailable('mysql'))('keeps no parameter descriptions with the prepared statements it caches, and reuses them', async () => {
+    const tdb = await createTestDatabase('mysql');
+    const config = testConfig(tdb);
+    const db = await openDatabase(config.database, { baseDir: config.baseDir });
+    try {
+      await db.knex.raw('CREATE TABLE small (id BIGINT PRIMARY KEY, email TEXT)');
+      await db.knex('small').insert(Array.from({ length: 300 }, (_, i) => ({ id: i + 1, email: `v1:${i + 1}` })));
+      const planFor = (from: number, to: number) =>
+        db.adapter.compareAndSetPlan({
+          table: 'small',
+          pk: 'id',
+          columns: ['email'],
+          batch: casBatch(
+            ['email'],
+            Array.from({ length: to - from + 1 }, (_, i) => ({ pk: from + i, changes: { email: [`v1:${from + i}`, `v2:${from + i}`] } })),
+          ),
+        });
+      // 280 and 20 rows: 512 and 64 row slots, two statement texts; 20 more rows reuse the second.
+      type Cached = { id: number; parameters: unknown[] };
+      const seen = await db.knex.transaction(async (trx) => {
+        const conn = await (
+          trx as unknown as { client: { acquireConnection(): Promise<{ _statements: { values(): Iterable<Cached> } }> } }
+        ).client.acquireConnection();
+        const plans = [planFor(1, 280), planFor(281, 300 - 10), planFor(291, 300)];
+        expect(plans.map((p) => p.prepared)).toEqual([true, true, true]);
+        expect(plans[2]!.sql).toBe(plans[1]!.sql);
+        const updated: number[] = [];
+        const cache: Cached[][] = [];
+        for (const plan of plans) {
+          updated.push(await db.adapter.runCompareAndSet(trx, plan));
+          cache.push([...conn._statements.values()]);
+        }
+        return { updated, cache };
+      });
+      expect(seen.updated).toEqual([280, 10, 10]);
+      expect(seen.cache.map((c) => c.length)).toEqual([1, 2, 2]);
+      expect(seen.cache[2]![0]!.id).toBe(seen.cache[1]![0]!.id);
+      for (const statement of seen.cache.flat()) expect(statement.parameters).toEqual([]);
+      const rows: Array<{ email: string }> = await db.knex('small').orderBy('id');
+      expect(rows.map((r) => r.email)).toEqual(Array.from({ length: 300 }, (_, i) => `v2:${i + 1}`));
+    } finally {
+      await db.close();
+      await tdb.drop();
+    }
+  });
 });
