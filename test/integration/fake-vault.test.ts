@@ -287,3 +287,152 @@ describe('fake Vault (KV v2) through node-vault', () => {
     expect((await vault.write('fresh/data/k', { options: { cas: 0 }, data: { a: 1 } })).data.version).toBe(1);
   });
 });
+
+describe('fake Vault (Transit) through node-vault', () => {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+  it('encrypts to a new key (created on first use), decrypts, and describes the key', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    const out = await vault.write('transit/encrypt/app', { plaintext: b64('hello') });
+    expect(out.data.key_version).toBe(1);
+    expect(out.data.ciphertext).toMatch(/^vault:v1:[A-Za-z0-9+/]+=*$/);
+    // 12-byte nonce, the 5 bytes of ciphertext, a 16-byte tag.
+    expect(Buffer.from(out.data.ciphertext.slice('vault:v1:'.length), 'base64')).toHaveLength(12 + 5 + 16);
+    const again = await vault.write('transit/encrypt/app', { plaintext: b64('hello') });
+    expect(again.data.ciphertext).not.toBe(out.data.ciphertext);
+    const back = await vault.write('transit/decrypt/app', { ciphertext: out.data.ciphertext });
+    expect(Buffer.from(back.data.plaintext, 'base64').toString()).toBe('hello');
+
+    const key = await vault.read('transit/keys/app');
+    expect(key.data).toMatchObject({ name: 'app', type: 'aes256-gcm96', derived: false, latest_version: 1, min_decryption_version: 1 });
+    expect(Object.keys(key.data.keys)).toEqual(['1']);
+    expect(JSON.stringify(key)).not.toMatch(/"key":/);
+    expect(fake.transitKey('app')).toMatchObject({ latestVersion: 1, derived: false });
+    expect(await failure(vault.read('transit/keys/nope'))).toMatchObject({ status: 404 });
+    expect(await failure(vault.write('transit/decrypt/nope', { ciphertext: out.data.ciphertext }))).toMatchObject({
+      status: 400,
+      message: 'encryption key not found',
+    });
+  });
+
+  it('rotates, rewraps an old ciphertext to the newest version, and refuses versions below min_decryption_version', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    await vault.write('transit/keys/kek', {});
+    const v1 = (await vault.write('transit/encrypt/kek', { plaintext: b64('data key') })).data.ciphertext as string;
+    const rotated = await vault.write('transit/keys/kek/rotate', {});
+    expect(rotated.data.latest_version).toBe(2);
+    expect((await vault.write('transit/encrypt/kek', { plaintext: b64('x') })).data.key_version).toBe(2);
+    const v1Again = (await vault.write('transit/encrypt/kek', { plaintext: b64('x'), key_version: 1 })).data.ciphertext as string;
+    expect(v1Again).toMatch(/^vault:v1:/);
+
+    const rewrapped = await vault.write('transit/rewrap/kek', { ciphertext: v1 });
+    expect(rewrapped.data).toMatchObject({ key_version: 2 });
+    expect(rewrapped.data.ciphertext).toMatch(/^vault:v2:/);
+    const plain = await vault.write('transit/decrypt/kek', { ciphertext: rewrapped.data.ciphertext });
+    expect(Buffer.from(plain.data.plaintext, 'base64').toString()).toBe('data key');
+
+    expect(await failure(vault.write('transit/keys/kek/config', { min_decryption_version: 3 }))).toMatchObject({
+      status: 400,
+      message: 'cannot set min decryption version of 3, latest key version is 2',
+    });
+    await vault.write('transit/keys/kek/config', { min_decryption_version: 2 });
+    expect(fake.transitKey('kek')).toMatchObject({ latestVersion: 2, minDecryptionVersion: 2 });
+    for (const path of ['transit/decrypt/kek', 'transit/rewrap/kek'])
+      expect(await failure(vault.write(path, { ciphertext: v1 }))).toMatchObject({
+        status: 400,
+        message: 'ciphertext or signature version is disallowed by policy (too old)',
+      });
+    expect(await failure(vault.write('transit/encrypt/kek', { plaintext: b64('x'), key_version: 3 }))).toMatchObject({
+      message: 'requested version for encryption is higher than the latest key version',
+    });
+    expect(await failure(vault.write('transit/keys/kek/config', { min_encryption_version: 1 }))).toMatchObject({
+      message: 'cannot set min encryption/decryption values; min encryption version of 1 must be greater than or equal to min decryption version of 2',
+    });
+    expect(await failure(vault.delete('transit/keys/kek'))).toMatchObject({
+      status: 400,
+      message: 'error deleting policy kek: deletion is not allowed for this key',
+    });
+  });
+
+  it('derived keys need the context they were used with', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    await vault.write('transit/keys/tenants', { derived: true });
+    const ctxA = b64('keyring=default;version=v2;tenant=a');
+    const ctxB = b64('keyring=default;version=v2;tenant=b');
+    expect(await failure(vault.write('transit/encrypt/tenants', { plaintext: b64('k') }))).toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/^missing 'context' for key derivation; the key was created using a derived key/),
+    });
+    const ct = (await vault.write('transit/encrypt/tenants', { plaintext: b64('k'), context: ctxA })).data.ciphertext as string;
+    expect(Buffer.from((await vault.write('transit/decrypt/tenants', { ciphertext: ct, context: ctxA })).data.plaintext, 'base64').toString()).toBe('k');
+    expect(await failure(vault.write('transit/decrypt/tenants', { ciphertext: ct, context: ctxB }))).toMatchObject({
+      status: 400,
+      message: 'cipher: message authentication failed',
+    });
+    expect(await failure(vault.write('transit/decrypt/tenants', { ciphertext: ct }))).toMatchObject({
+      message: expect.stringMatching(/^missing 'context' for key derivation/),
+    });
+    await vault.write('transit/keys/tenants/rotate', {});
+    const rewrapped = (await vault.write('transit/rewrap/tenants', { ciphertext: ct, context: ctxA })).data.ciphertext as string;
+    expect(rewrapped).toMatch(/^vault:v2:/);
+    expect(await failure(vault.write('transit/decrypt/tenants', { ciphertext: rewrapped, context: ctxB }))).toMatchObject({
+      message: 'cipher: message authentication failed',
+    });
+    // An encrypt with a context to a key that does not exist yet creates a derived key.
+    await vault.write('transit/encrypt/fresh', { plaintext: b64('k'), context: ctxA });
+    expect(fake.transitKey('fresh')).toMatchObject({ derived: true });
+    expect((await vault.read('transit/keys/fresh')).data).toMatchObject({ derived: true, kdf: 'hkdf_sha256' });
+  });
+
+  it('generates data keys, plaintext or wrapped only, that decrypt to the same bytes', async () => {
+    const fake = await start();
+    const vault = client(fake, fake.rootToken);
+    expect(await failure(vault.write('transit/datakey/plaintext/kek', {}))).toMatchObject({ status: 400, message: 'encryption key not found' });
+    await vault.write('transit/keys/kek', {});
+    const dk = await vault.write('transit/datakey/plaintext/kek', {});
+    expect(Buffer.from(dk.data.plaintext, 'base64')).toHaveLength(32);
+    expect(dk.data).toMatchObject({ key_version: 1 });
+    expect((await vault.write('transit/decrypt/kek', { ciphertext: dk.data.ciphertext })).data.plaintext).toBe(dk.data.plaintext);
+    const wrapped = await vault.write('transit/datakey/wrapped/kek', { bits: 512 });
+    expect(wrapped.data.plaintext).toBeUndefined();
+    expect(Buffer.from((await vault.write('transit/decrypt/kek', { ciphertext: wrapped.data.ciphertext })).data.plaintext, 'base64')).toHaveLength(64);
+    expect(await failure(vault.write('transit/datakey/wrapped/kek', { bits: 100 }))).toMatchObject({ message: 'invalid bit length' });
+    expect(await failure(vault.write('transit/datakey/both/kek', {}))).toMatchObject({ message: "Invalid path, must be 'plaintext' or 'wrapped'" });
+  });
+
+  it('names what is wrong with a malformed ciphertext, and applies the ACL (create only where a key is made)', async () => {
+    const fake = await start();
+    const root = client(fake, fake.rootToken);
+    const good = (await root.write('transit/encrypt/app', { plaintext: b64('x') })).data.ciphertext as string;
+    const cases: Array<[string, string]> = [
+      ['no-prefix', 'invalid ciphertext: no prefix'],
+      ['vault:v1', 'invalid ciphertext: wrong number of fields'],
+      ['vault:vX:abcd', 'invalid ciphertext: version number could not be decoded'],
+      [good.replace('vault:v1:', 'vault:v9:'), 'invalid ciphertext: version is too new'],
+      ['vault:v1:@@@@', 'invalid ciphertext: could not decode base64'],
+      [`${good.slice(0, -8)}AAAAAAA=`, 'cipher: message authentication failed'],
+    ];
+    for (const [ciphertext, message] of cases)
+      expect(await failure(root.write('transit/decrypt/app', { ciphertext })), ciphertext).toMatchObject({ status: 400, message });
+    expect(await failure(root.write('transit/encrypt/app', { plaintext: 'not base64!' }))).toMatchObject({
+      message: 'illegal base64 data at input byte 3',
+    });
+
+    fake.addToken('app-token', [
+      { path: 'transit/encrypt/*', capabilities: ['update'] },
+      { path: 'transit/decrypt/app', capabilities: ['update'] },
+    ]);
+    const app = client(fake, 'app-token');
+    expect((await app.write('transit/encrypt/app', { plaintext: b64('y') })).data.key_version).toBe(1);
+    expect(await failure(app.write('transit/encrypt/other', { plaintext: b64('y') }))).toMatchObject({ status: 403 });
+    expect(fake.transitKey('other')).toBeUndefined();
+    expect(await failure(app.write('transit/rewrap/app', { ciphertext: good }))).toMatchObject({ status: 403 });
+    expect(Buffer.from((await app.write('transit/decrypt/app', { ciphertext: good })).data.plaintext, 'base64').toString()).toBe('x');
+
+    fake.failNext(1, 503, '/transit/decrypt/');
+    expect(await failure(root.write('transit/decrypt/app', { ciphertext: good }))).toMatchObject({ status: 503, message: 'Vault is sealed' });
+  });
+});
