@@ -24,7 +24,7 @@ const codec = new AesGcmV1Codec();
  * rows/s: unthrottled, SQLite rewrote 6,000 rows at about 6,300 rows/s (8 ms a batch, mostly the
  * commit), and once in CI (two cores shared with other test files) the polling test process did
  * not read the checkpoint while the last 1,900 rows went by, so the run finished unkilled. Throttled,
- * half of each 17 ms batch period is still work, so the kills still land inside transactions.
+ * a batch still takes its ~8 ms of work in each 17 ms period, so about half the kills fall mid-batch.
  */
 const killReencrypt = (cwd: string, env: NodeJS.ProcessEnv, db: Knex, threshold: number) =>
   killMidRun(['reencrypt', '--batch-size', '50', '--max-rate', '3000'], cwd, env, db, threshold);

@@ -108,7 +108,7 @@ describe('local KMS through @aws-sdk/client-kms', () => {
     expect(fake.key(key.KeyId!)?.state).toBe('Disabled');
     expect(await failure(kms.send(new DecryptCommand({ CiphertextBlob: ct, EncryptionContext: ctx('v1') })))).toEqual({
       name: 'DisabledException',
-      message: `${key.Arn} is disabled.`,
+      message: expect.stringContaining(key.Arn!),
     });
     expect(await failure(kms.send(new GenerateDataKeyCommand({ KeyId: key.KeyId, KeySpec: 'AES_256' })))).toMatchObject({ name: 'DisabledException' });
     await kms.send(new EnableKeyCommand({ KeyId: key.KeyId }));
@@ -117,7 +117,7 @@ describe('local KMS through @aws-sdk/client-kms', () => {
     expect((await kms.send(new DescribeKeyCommand({ KeyId: key.KeyId }))).KeyMetadata).toMatchObject({ KeyState: 'PendingDeletion', Enabled: false });
     expect(await failure(kms.send(new DecryptCommand({ CiphertextBlob: ct, EncryptionContext: ctx('v1') })))).toEqual({
       name: 'KMSInvalidStateException',
-      message: `${key.Arn} is pending deletion.`,
+      message: expect.stringContaining(key.Arn!),
     });
     await kms.send(new CancelKeyDeletionCommand({ KeyId: key.KeyId }));
     expect(fake.key(key.KeyId!)?.state).toBe('Disabled');
@@ -143,7 +143,6 @@ describe('local KMS through @aws-sdk/client-kms', () => {
     fake.failNext('Decrypt', 1, 'throttle');
     expect(await failure(client(fake.endpoint, { maxAttempts: 1 }).send(new DecryptCommand({ CiphertextBlob: ct })))).toMatchObject({
       name: 'ThrottlingException',
-      message: 'You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.',
     });
 
     fake.deny('Decrypt');

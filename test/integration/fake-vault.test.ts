@@ -418,7 +418,10 @@ describe('fake Vault (Transit) through node-vault', () => {
     for (const [ciphertext, message] of cases)
       expect(await failure(root.write('transit/decrypt/app', { ciphertext })), ciphertext).toMatchObject({ status: 400, message });
     expect(await failure(root.write('transit/encrypt/app', { plaintext: 'not base64!' }))).toMatchObject({
-      message: 'illegal base64 data at input byte 3',
+      message: 'failed to base64-decode plaintext',
+    });
+    expect(await failure(root.write('transit/decrypt/app', { ciphertext: good, context: 'no!' }))).toMatchObject({
+      message: 'illegal base64 data at input byte 2',
     });
 
     fake.addToken('app-token', [
