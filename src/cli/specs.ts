@@ -389,6 +389,32 @@ const purge = defineCommand({
   handler: async () => (await import('./commands/purge.js')).run,
 });
 
+// ---- keyctl rewrap ------------------------------------------------------------------------------------
+const rewrapFlags = (cmd: Command) =>
+  tenantOptions(
+    cmd
+      .option('--to <key-id>', 'aws-kms: re-wrap under this KMS key (id, ARN or alias) instead of keystore.keyId; then set keystore.keyId to it')
+      .option('--dry-run', 'list the wrapped keys that would be re-wrapped, change nothing'),
+  );
+
+export type RewrapOptions = OptionsOf<typeof rewrapFlags>;
+
+const rewrap = defineCommand({
+  name: 'rewrap',
+  description:
+    'rotate the key-encryption key: re-wrap every wrapped data key (aws-kms, vault-transit keystores) under the new KMS key or Transit key version; no data row is touched',
+  options: rewrapFlags,
+  examples: [
+    'keyctl rewrap --dry-run                    # after moving the KMS alias, or `vault write -f transit/keys/<key>/rotate`',
+    'keyctl rewrap --all-tenants',
+    'keyctl rewrap --to alias/keyctl-2027       # aws-kms: another KMS key',
+  ],
+  notes:
+    'Each blob is replaced only after the new one was unwrapped back to the same key, and only if it is still the blob read\n' +
+    '(compare-and-set); interrupted, run it again: what is done is skipped. Audited (action rewrap). docs/keystores.md, "Envelope encryption".',
+  handler: async () => (await import('./commands/rewrap.js')).run,
+});
+
 // ---- keyctl audit -------------------------------------------------------------------------------------
 const FORMATS: readonly ['table', 'json', 'markdown'] = ['table', 'json', 'markdown'];
 
@@ -683,6 +709,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   retire,
   rollback,
   purge,
+  rewrap,
   audit,
   approval,
   tenant,

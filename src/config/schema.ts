@@ -95,7 +95,58 @@ const VaultKeystoreSchema = z.strictObject({
   ...networkOptions,
 });
 
-export const KeystoreSchema = z.discriminatedUnion('provider', [FileKeystoreSchema, EnvKeystoreSchema, AwsKeystoreSchema, VaultKeystoreSchema]);
+/** Where the envelope providers keep the wrapped data keys (docs/keystores.md, "Envelope encryption"). */
+const envelopeStorage = {
+  /** `file`: a JSON file of wrapped blobs, safe to deploy. `database` (a keyctl table) is not built yet. */
+  storage: z
+    .enum(['file', 'database'])
+    .default('file')
+    .refine((s) => s === 'file', 'storage: database is not available in this version; use storage: file (the wrapped keyring file, docs/keystores.md)'),
+  /** The wrapped keyring file; its archive is `<name>.archive.json` beside it. */
+  path: z.string().min(1).default('.keyctl/keyring.wrapped.json'),
+};
+
+const AwsKmsKeystoreSchema = z.strictObject({
+  provider: z.literal('aws-kms'),
+  /** The KMS key that wraps the data keys: key id, key ARN, alias name (alias/…) or alias ARN. */
+  keyId: z.string().min(1).max(2048),
+  /** Defaults to the key ARN's region, else the SDK's own (AWS_REGION, the profile's region). */
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1')
+    .optional(),
+  /** Another endpoint (VPC endpoint, FIPS endpoint, a local test server). */
+  endpoint: z.url({ protocol: /^https?$/ }).optional(),
+  ...envelopeStorage,
+  ...networkOptions,
+});
+
+const VaultTransitKeystoreSchema = z.strictObject({
+  provider: z.literal('vault-transit'),
+  /** Default: VAULT_ADDR. */
+  address: z.url({ protocol: /^https?$/ }).optional(),
+  /** Vault Enterprise namespace; default: VAULT_NAMESPACE. */
+  namespace: z.string().min(1).optional(),
+  /** Mount point of the Transit secrets engine. */
+  mount: vaultPath.default('transit'),
+  /** The Transit key that wraps the data keys (derived=true recommended: it binds each blob to its keyring and version). */
+  key: z.string().regex(/^[A-Za-z0-9_.@-]+$/, 'a Transit key name (letters, digits and _.@-)'),
+  /** File holding the token; default: VAULT_TOKEN, then ~/.vault-token. */
+  tokenFile: z.string().min(1).optional(),
+  /** PEM file of the CA that signed Vault's certificate; default: VAULT_CACERT. */
+  caCert: z.string().min(1).optional(),
+  ...envelopeStorage,
+  ...networkOptions,
+});
+
+export const KeystoreSchema = z.discriminatedUnion('provider', [
+  FileKeystoreSchema,
+  EnvKeystoreSchema,
+  AwsKeystoreSchema,
+  VaultKeystoreSchema,
+  AwsKmsKeystoreSchema,
+  VaultTransitKeystoreSchema,
+]);
 
 /** A Fernet token prefix: not one that reads as a keyctl version (`v2:`), which would pass for AES-GCM under it. */
 const fernetPrefix = z

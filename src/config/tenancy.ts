@@ -50,13 +50,15 @@ export function tenantOfKeyring(tenancy: TenancyConfig, keyring: string): string
 /**
  * Where a tenant's keyring lives, derived from the configured keystore: one document per tenant,
  * read only when a command needs that tenant (docs/tenants.md, "Keystore layout").
- * - file: `<keystore dir>/tenants/<keyring>.json` (archive and anchor beside it);
+ * - file, aws-kms, vault-transit: `<keystore dir>/tenants/<keyring>.json` (archive and anchor beside it);
  * - aws-secrets-manager: the secret `<secretId>/<keyring>`, archives under `<archivePrefix><keyring>/`;
  * - vault: `<path>/<keyring>`, archive `<archivePath>/<keyring>` (default `<path>/<keyring>-archive`).
  */
 export function tenantKeystore(ks: KeystoreConfig, keyring: string): KeystoreConfig {
   switch (ks.provider) {
     case 'file':
+    case 'aws-kms':
+    case 'vault-transit':
       return { ...ks, path: path.join(path.dirname(ks.path), 'tenants', `${keyring}.json`) };
     case 'aws-secrets-manager':
       return {

@@ -91,7 +91,7 @@ database:
   client: ${opts.client}              # sqlite | pg | mysql
   connection: ${JSON.stringify(opts.connection)}  # SQLite file (relative to this file) or a URL, may be \${DATABASE_URL}
 keystore:
-  provider: file              # file | env | aws-secrets-manager | vault (docs/keystores.md)
+  provider: file              # file | env | aws-secrets-manager | vault | aws-kms | vault-transit (docs/keystores.md)
   path: .keyctl/keyring.json  # created 0600 in a 0700 directory
 keyring: ${opts.keyring}
 ${
@@ -187,7 +187,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       keySource = 'existing';
       opts.log.info(`using the existing keyring in ${keystore.describe()} (primary ${primary})`);
     } else {
-      key = opts.adoptKey?.key ?? generateKey();
+      key = opts.adoptKey?.key ?? (keystore.newKey ? await keystore.newKey(config.keyring, 'v1') : generateKey());
       primary = 'v1';
       await keystore.write({ keyring: config.keyring, primary, keys: new Map([[primary, key]]) }, null, 'create the keyring');
       keySource = opts.adoptKey ? 'adopted' : 'generated';

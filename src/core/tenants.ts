@@ -136,7 +136,7 @@ async function createTenant(ctx: CoreContext, id: string): Promise<{ result: Add
     primary = snapshot.doc.primary;
     key = snapshot.doc.keys.get(primary)!;
   } else {
-    key = generateKey();
+    key = t.keystore.newKey ? await t.keystore.newKey(keyring, primary) : generateKey();
     await t.keystore.write({ keyring, primary, keys: new Map([[primary, key]]) }, null, `create the keyring of tenant ${id}`);
   }
   await reconcileRegistry(t);

@@ -31,7 +31,7 @@ import type { Logger } from '../base/logger.js';
 import { KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { compareVersions, isVersionName, versionName, versionNumber } from '../crypto/keys.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
-import { networkCode, unreachable, withRemoteRetry } from './remote.js';
+import { awsErrorName, awsHttpStatus, networkCode, unreachable, withRemoteRetry } from './remote.js';
 import type { AnchorSnapshot, ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 type Sdk = typeof import('@aws-sdk/client-secrets-manager');
@@ -491,18 +491,18 @@ export class AwsSecretsManagerKeystore implements Keystore {
       return await withRemoteRetry(`${op} ${secretId}`, () => fn(client, sdk), {
         attempts: this.o.maxAttempts,
         log: this.o.log,
-        serviceRetryable: (err) => RETRYABLE_NAMES.has(errName(err)) || (httpStatus(err) ?? 0) >= 500,
-        label: (err) => errName(err),
+        serviceRetryable: (err) => RETRYABLE_NAMES.has(awsErrorName(err)) || (awsHttpStatus(err) ?? 0) >= 500,
+        label: (err) => awsErrorName(err),
       });
     } catch (err) {
-      if (o?.notFound && errName(err) === 'ResourceNotFoundException') return null;
+      if (o?.notFound && awsErrorName(err) === 'ResourceNotFoundException') return null;
       throw this.translate(err, op, secretId);
     }
   }
 
   private translate(err: unknown, op: string, secretId: string): KeyctlError {
     if (err instanceof KeyctlError) return err;
-    const name = errName(err);
+    const name = awsErrorName(err);
     const message = String((err as { message?: unknown })?.message ?? '');
     const where = this.o.endpoint ?? `secretsmanager.${this.region ?? '<region>'}.amazonaws.com`;
     const net = networkCode(err);
@@ -537,7 +537,7 @@ export class AwsSecretsManagerKeystore implements Keystore {
     }
     if (/Region is missing/i.test(message))
       return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
-    if (RETRYABLE_NAMES.has(name) || (httpStatus(err) ?? 0) >= 500) {
+    if (RETRYABLE_NAMES.has(name) || (awsHttpStatus(err) ?? 0) >= 500) {
       return new KeystoreError(
         `${name}: ${SERVICE} did not complete ${op} on ${secretId} after ${this.o.maxAttempts} tries`,
         'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening',
@@ -546,14 +546,6 @@ export class AwsSecretsManagerKeystore implements Keystore {
     // Service error messages name resources and parameters, never secret values.
     return new KeystoreError(`${name}: ${SERVICE} refused ${op} on ${secretId}: ${message}`);
   }
-}
-
-function errName(err: unknown): string {
-  return String((err as { name?: unknown })?.name ?? 'Error');
-}
-
-function httpStatus(err: unknown): number | undefined {
-  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
 /** Archive secrets that hold a key now: not scheduled for deletion, with a current value. */

@@ -16,7 +16,7 @@ import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring 
 import type { AnchorSnapshot, ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 /** One private JSON file: permission checks, revisions, atomic replacement. */
-class PrivateFile {
+export class PrivateFile {
   constructor(
     readonly file: string,
     readonly what: string,

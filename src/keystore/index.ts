@@ -7,6 +7,10 @@ import { EnvKeystore } from './env.js';
 import { FileKeystore } from './file.js';
 import type { Keystore } from './types.js';
 import { VaultKeystore } from './vault.js';
+import { tenantOfKeyring } from '../config/tenancy.js';
+import { EnvelopeKeystore } from './envelope.js';
+import { KmsWrapper } from './kms.js';
+import { TransitWrapper } from './transit.js';
 
 export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv, log: Logger = silentLogger): Keystore {
   const ks = config.keystore;
@@ -25,6 +29,21 @@ export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv, log: 
         env,
         log,
       });
+    case 'aws-kms':
+    case 'vault-transit': {
+      const wrapper =
+        ks.provider === 'aws-kms'
+          ? new KmsWrapper({ ...ks, log })
+          : new TransitWrapper({
+              ...ks,
+              ...(ks.tokenFile ? { tokenFile: resolveConfigPath(config, ks.tokenFile) } : {}),
+              ...(ks.caCert ? { caCert: resolveConfigPath(config, ks.caCert) } : {}),
+              env,
+              log,
+            });
+      const tenant = config.tenancy ? (tenantOfKeyring(config.tenancy, config.keyring) ?? undefined) : undefined;
+      return new EnvelopeKeystore({ file: resolveConfigPath(config, ks.path), wrapper, tenant, log });
+    }
   }
 }
 

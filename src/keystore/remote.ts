@@ -62,3 +62,12 @@ export function unreachable(service: string, where: string, code: string, attemp
       : 'check the keystore address and region, the network path (proxy, firewall, VPC endpoint) and that the service is up; nothing was changed',
   );
 }
+
+/** An AWS SDK error's name (its exception type). */
+export function awsErrorName(err: unknown): string {
+  return String((err as { name?: unknown })?.name ?? 'Error');
+}
+
+export function awsHttpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}

@@ -69,6 +69,17 @@ export interface Keystore {
    * `present` stay) and later make it primary instead of `primary`, one line per step.
    */
   howToRotate?(present: readonly string[], primary: string | undefined, next: string): string;
+  /**
+   * A new data key for `version` made by the key service (envelope providers: KMS
+   * GenerateDataKey, Transit datakey), stored by the next `write` that holds it. Absent: keyctl
+   * makes the key itself (crypto.randomBytes).
+   */
+  newKey?(keyring: string, version: string): Promise<Buffer>;
+  /**
+   * Where a destroyed version's material is really gone, for retire and purge to say; absent when
+   * removing it from the keystore destroys it.
+   */
+  destructionNote?(): string;
   /** The published keyring, or null when the keystore holds none yet. */
   read(): Promise<KeystoreSnapshot | null>;
   /**

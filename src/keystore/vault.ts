@@ -19,17 +19,12 @@
  * enabled answers 400 "Upgrading from non-versioned to versioned data" for a short while; keyctl
  * waits for it, with backoff, up to UPGRADE_WAIT_MS.
  *
- * Token: VAULT_TOKEN, else `tokenFile`, else ~/.vault-token (as the vault CLI). Address:
- * `address`, else VAULT_ADDR. Namespace: `namespace`, else VAULT_NAMESPACE. TLS: `caCert`, else
- * VAULT_CACERT.
+ * Token, address, namespace and TLS are found as the vault CLI finds them (vault-client.ts).
  */
-import { readFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import type { Logger } from '../base/logger.js';
-import { KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
+import { type KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
-import { networkCode, unreachable, withRemoteRetry } from './remote.js';
+import { type Capability, type VaultClient, VaultConnection, type VaultReply, vaultMessage, vaultStatus } from './vault-client.js';
 import type { AnchorSnapshot, ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 export interface VaultKeystoreOptions {
@@ -46,25 +41,11 @@ export interface VaultKeystoreOptions {
   log: Logger;
 }
 
-/** node-vault's replies are untyped JSON; each caller checks the fields it reads. */
-// biome-ignore lint/suspicious/noExplicitAny: the shape of a Vault reply is checked where it is read
-type VaultReply = any;
-
-interface VaultClient {
-  read(path: string): Promise<VaultReply>;
-  write(path: string, data: unknown): Promise<VaultReply>;
-  delete(path: string): Promise<VaultReply>;
-}
-
 interface KvSecret {
   data: Record<string, unknown>;
   version: number;
 }
 
-/** What a request needs, for the message when Vault says 403. */
-type Capability = 'read' | 'create/update' | 'update' | 'delete';
-
-const SERVICE = 'Vault';
 const CAS_MISMATCH = /check-and-set parameter did not match the current version/;
 /** A KV v2 mount still upgrading its storage (just enabled, or upgraded from v1). Nothing was done. */
 const UPGRADING = /Upgrading from non-versioned to versioned data/;
@@ -75,21 +56,19 @@ export class VaultKeystore implements Keystore {
   readonly provider = 'vault';
   readonly writable = true;
   private readonly o: VaultKeystoreOptions;
-  private readonly address: string | undefined;
-  private readonly namespace: string | undefined;
+  private readonly vault: VaultConnection;
   private readonly archivePath: string;
-  private client: Promise<VaultClient> | undefined;
   private mountChecked: Promise<void> | undefined;
 
   constructor(o: VaultKeystoreOptions) {
     this.o = o;
-    this.address = (o.address ?? o.env.VAULT_ADDR)?.replace(/\/+$/, '') || undefined;
-    this.namespace = o.namespace ?? (o.env.VAULT_NAMESPACE || undefined);
+    this.vault = new VaultConnection(o);
     this.archivePath = o.archivePath ?? `${o.path}-archive`;
   }
 
   describe(): string {
-    return `Vault KV secret ${this.o.mount}/${this.o.path}${this.namespace ? ` (namespace ${this.namespace})` : ''}${this.address ? ` at ${this.address}` : ''}`;
+    const { namespace, address } = this.vault;
+    return `Vault KV secret ${this.o.mount}/${this.o.path}${namespace ? ` (namespace ${namespace})` : ''}${address ? ` at ${address}` : ''}`;
   }
 
   async read(): Promise<KeystoreSnapshot | null> {
@@ -258,53 +237,6 @@ export class VaultKeystore implements Keystore {
 
   // ── client, retries, errors ────────────────────────────────────────────────────────────────
 
-  private token(): string {
-    if (this.o.env.VAULT_TOKEN) return this.o.env.VAULT_TOKEN;
-    const file = this.o.tokenFile ?? path.join(this.o.env.HOME ?? os.homedir(), '.vault-token');
-    try {
-      const t = readFileSync(file, 'utf8').trim();
-      if (t) return t;
-    } catch {
-      if (this.o.tokenFile)
-        throw new KeystoreError(`cannot read the Vault token file ${file}`, 'check keystore.tokenFile and its permissions, or set VAULT_TOKEN');
-    }
-    throw new KeystoreError(
-      'no Vault token: VAULT_TOKEN is not set and there is no token file',
-      'log in (vault login …), set VAULT_TOKEN, or point keystore.tokenFile at a file holding the token',
-    );
-  }
-
-  private load(): Promise<VaultClient> {
-    this.client ??= (async () => {
-      if (!this.address)
-        throw new KeystoreError(
-          'no Vault address: keystore.address is not set and neither is VAULT_ADDR',
-          'set keystore.address (e.g. https://vault.example.com:8200) or VAULT_ADDR',
-        );
-      const token = this.token();
-      const caFile = this.o.caCert ?? (this.o.env.VAULT_CACERT || undefined);
-      let ca: string | undefined;
-      if (caFile) {
-        try {
-          ca = readFileSync(caFile, 'utf8');
-        } catch {
-          throw new KeystoreError(`cannot read the Vault CA certificate ${caFile}`, 'check keystore.caCert (or VAULT_CACERT)');
-        }
-      }
-      const { default: factory } = await import('node-vault');
-      return factory({
-        apiVersion: 'v1',
-        endpoint: this.address,
-        token,
-        ...(this.namespace ? { namespace: this.namespace } : {}),
-        requestOptions: { timeout: this.o.timeoutSeconds * 1000, ...(ca ? { ca } : {}) },
-        // node-vault's debug output would print request bodies, keys included.
-        debug: () => undefined,
-      } as Parameters<typeof factory>[0]) as unknown as VaultClient;
-    })();
-    return this.client;
-  }
-
   private call(what: string, capability: Capability, apiPath: string, fn: (c: VaultClient) => Promise<VaultReply>): Promise<VaultReply>;
   private call(
     what: string,
@@ -320,60 +252,27 @@ export class VaultKeystore implements Keystore {
     fn: (c: VaultClient) => Promise<VaultReply>,
     o?: { notFound: true },
   ): Promise<VaultReply | null> {
-    const client = await this.load();
     const started = Date.now();
     for (let delay = 250; ; delay = Math.min(delay * 2, 4000)) {
       try {
-        return await withRemoteRetry(what, () => fn(client), {
-          attempts: this.o.maxAttempts,
-          log: this.o.log,
-          serviceRetryable: (err) => [429, 500, 502, 503, 504].includes(statusOf(err) ?? 0),
-          label: (err) => `HTTP ${statusOf(err) ?? '?'}`,
-        });
+        return await this.vault.send(what, fn);
       } catch (err) {
         if (isUpgrading(err) && Date.now() - started + delay <= UPGRADE_WAIT_MS) {
           this.o.log.warn(`keystore: ${what} failed (${this.o.mount} is being upgraded to KV version 2), retrying in ${delay} ms`);
           await new Promise((resolve) => setTimeout(resolve, delay));
           continue;
         }
-        if (o?.notFound && statusOf(err) === 404) return null;
-        throw await this.translate(err, what, capability, apiPath, client);
+        if (o?.notFound && vaultStatus(err) === 404) return null;
+        throw await this.translate(err, what, capability, apiPath);
       }
     }
   }
 
-  private async translate(err: unknown, what: string, capability: Capability, apiPath: string, client: VaultClient): Promise<KeyctlError> {
-    if (err instanceof KeyctlError) return err;
-    const net = networkCode(err);
-    if (net) return unreachable(SERVICE, this.address ?? '?', net, this.o.maxAttempts);
-    if (/self[- ]signed|unable to verify|certificate/i.test(String((err as Error)?.message))) {
-      return new KeystoreError(
-        `TLS: cannot verify Vault's certificate at ${this.address}: ${(err as { code?: string }).code ?? (err as Error).message}`,
-        'point keystore.caCert (or VAULT_CACERT) at the PEM file of the CA that signed it',
-      );
-    }
-    const status = statusOf(err);
-    const message = String((err as Error)?.message ?? '');
-    if (status === 403) {
-      // Vault says "permission denied" both for a bad token and for a missing policy: ask which.
-      const tokenOk = await client.read('auth/token/lookup-self').then(
-        () => true,
-        () => false,
-      );
-      if (!tokenOk) {
-        return new KeystoreError(
-          `Vault rejected the token (403 permission denied on ${what}): it is invalid, expired or revoked`,
-          'log in again (vault login …) and set VAULT_TOKEN, or refresh the token file',
-        );
-      }
-      return new KeystoreError(
-        `Vault denied ${what}: the token's policies lack "${capability}" on ${this.namespace ? `${this.namespace}/` : ''}${apiPath}`,
-        `add to the token's policy: path "${apiPath}" { capabilities = [${capability
-          .split('/')
-          .map((c) => `"${c}"`)
-          .join(', ')}] }; docs/keystores.md lists what each command needs`,
-      );
-    }
+  private async translate(err: unknown, what: string, capability: Capability, apiPath: string): Promise<KeyctlError> {
+    const common = await this.vault.explain(err, what, capability, apiPath);
+    if (common) return common;
+    const status = vaultStatus(err);
+    const message = vaultMessage(err);
     if (isUpgrading(err)) {
       return new KeystoreError(
         `Vault is still upgrading ${this.o.mount} to KV version 2 after ${UPGRADE_WAIT_MS / 1000} s (400 on ${what}); nothing was written`,
@@ -386,23 +285,11 @@ export class VaultKeystore implements Keystore {
         'check keystore.mount and keystore.path; to create the keyring there, run `keyctl init --existing-config`',
       );
     }
-    if (status && [429, 500, 502, 503, 504].includes(status)) {
-      return new KeystoreError(
-        `Vault answered ${status}${message ? ` (${message})` : ''} to ${what} ${this.o.maxAttempts} times`,
-        status === 503
-          ? 'Vault may be sealed or in standby: unseal it or use the active node, then run the command again'
-          : 'wait a minute and run the command again (it resumes where it stopped)',
-      );
-    }
     // Vault's error strings name paths and parameters, never secret data.
     return new KeystoreError(`Vault refused ${what}${status ? ` (${status})` : ''}: ${message}`);
   }
 }
 
 function isUpgrading(err: unknown): boolean {
-  return statusOf(err) === 400 && UPGRADING.test(String((err as Error)?.message ?? ''));
-}
-
-function statusOf(err: unknown): number | undefined {
-  return (err as { response?: { statusCode?: number } })?.response?.statusCode;
+  return vaultStatus(err) === 400 && UPGRADING.test(String((err as Error)?.message ?? ''));
 }

@@ -383,7 +383,8 @@ export type AuditAction =
   | 'approval-sign'
   | 'approval-consume'
   | 'tenant-add'
-  | 'shred';
+  | 'shred'
+  | 'rewrap';
 export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'interrupted' | 'skipped';
 export const AUDIT_OUTCOMES: readonly AuditOutcome[] = ['ok', 'refused', 'failed', 'interrupted', 'skipped'];
 
@@ -410,6 +411,7 @@ const AUDIT_ACTIONS: readonly AuditAction[] = [
   'approval-consume',
   'tenant-add',
   'shred',
+  'rewrap',
 ];
 
 function parseAction(v: string): AuditAction {

@@ -217,7 +217,7 @@ describe('keyctl completion', () => {
   });
 
   it('bash: commands, subcommands, flags, choices, runbook names and --table targets from keyctl.yaml', () => {
-    expect(complete(project, 'keyctl re')).toEqual(['reencrypt', 'recover-test', 'restore', 'retire']);
+    expect(complete(project, 'keyctl re')).toEqual(['reencrypt', 'recover-test', 'restore', 'retire', 'rewrap']);
     expect(complete(project, 'keyctl runbook ')).toEqual(['list', 'run']);
     expect(complete(project, 'keyctl reencrypt --max-')).toEqual(['--max-rate', '--max-load']);
     expect(complete(project, 'keyctl --config keyctl.yaml reencrypt --ta')).toEqual(['--table']);

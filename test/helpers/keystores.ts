@@ -83,7 +83,7 @@ export async function vaultHarness(extraYaml = ''): Promise<KeystoreHarness & { 
 }
 
 /** keyctl.yaml for a project using this keystore, on the demo customers table. */
-export function writeConfig(dir: string, db: { config: { client: string }; connection: string }, h: KeystoreHarness, policy = ''): void {
+export function writeConfig(dir: string, db: { config: { client: string }; connection: string }, h: Pick<KeystoreHarness, 'yaml'>, policy = ''): void {
   writeFileSync(
     path.join(dir, 'keyctl.yaml'),
     `database:\n  client: ${db.config.client}\n  connection: ${JSON.stringify(db.connection)}\n${h.yaml}keyring: default\n` +

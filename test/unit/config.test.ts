@@ -148,7 +148,7 @@ extra: 1
 
   it('names an unknown keystore provider', () => {
     const text = problemsOf(ISSUE_EXAMPLE.replace('provider: file', 'provider: s3')).join('\n');
-    expect(text).toContain('keystore.provider: expected "file" | "env" | "aws-secrets-manager" | "vault", found "s3"');
+    expect(text).toContain('keystore.provider: expected "file" | "env" | "aws-secrets-manager" | "vault" | "aws-kms" | "vault-transit", found "s3"');
   });
 
   it('checks the network keystores: required fields, ranges, and archivePrefix with an ARN', () => {

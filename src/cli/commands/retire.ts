@@ -13,7 +13,7 @@ export async function run(rt: CliRuntime, f: RetireOptions): Promise<number> {
         ? new Date(ctx.now().getTime() + ctx.config.policy.retiredKeyRetentionDays * 86_400_000).toISOString().slice(0, 10)
         : null;
     const how = destroyed
-      ? 'was destroyed'
+      ? (ctx.keystore.destructionNote?.() ?? 'was destroyed')
       : until
         ? `is kept in the archive until ${until} (policy.retiredKeyRetentionDays), then \`keyctl purge\` destroys it`
         : 'is kept in the archive for good (policy.retiredKeys: archive)';

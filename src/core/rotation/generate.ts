@@ -147,7 +147,7 @@ export async function generate(ctx: CoreContext, opts: GenerateOptions): Promise
   let key = published.doc.keys.get(newVersion);
   const resumed = key !== undefined;
   if (!key) {
-    key = generateKey();
+    key = keystore.newKey ? await keystore.newKey(keyring, newVersion) : generateKey();
     const keys = new Map(published.doc.keys);
     keys.set(newVersion, key);
     await keystore.write({ ...published.doc, keys }, published.revision, `add key ${newVersion}`);

@@ -1,0 +1,137 @@
+/**
+ * Whole rotations with the data keys wrapped by AWS KMS or Vault Transit (keystore providers
+ * aws-kms and vault-transit): only wrapped blobs are stored, an application unwraps them with the
+ * exact encryption context, and `keyctl rewrap` moves every blob to a new key-encryption key —
+ * interrupted by kill -9 and resumed — without touching a data row.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { fingerprint } from '../../src/crypto/keys.js';
+import { json, KEYCTL_BIN, keyctl, type RunResult } from '../helpers/cli.js';
+import { dialectAvailable, knexForProject, perTestDatabase } from '../helpers/databases.js';
+import { archived, type EnvelopeHarness, kmsHarness, published, transitHarness, WRAPPED_FILE, wrappedFile } from '../helpers/envelope.js';
+import { writeConfig } from '../helpers/keystores.js';
+
+const ROWS = 120;
+const harnesses = { 'aws-kms': kmsHarness, 'vault-transit': transitHarness } as const;
+
+interface StatusJson {
+  primary: string;
+  versions: Array<{ version: string; fingerprint: string; kek?: string | null }>;
+}
+
+/** Every encrypted value of the demo table, to show rewrap changes none. */
+async function tableDigest(dir: string, dialect: string, connection: string): Promise<string> {
+  const k = knexForProject(dialect, dir, connection);
+  try {
+    const rows = (await k('customers').select('id', 'email', 'phone', 'notes').orderBy('id')) as Array<Record<string, unknown>>;
+    return JSON.stringify(rows);
+  } finally {
+    await k.destroy();
+  }
+}
+
+for (const provider of ['aws-kms', 'vault-transit'] as const) {
+  for (const dialect of ['sqlite', 'pg'] as const) {
+    describe.runIf(dialectAvailable(dialect))(`${provider} keystore on ${dialect}`, () => {
+      const t = perTestDatabase(dialect);
+      let h: EnvelopeHarness | undefined;
+      afterEach(async () => {
+        await h?.close();
+        h = undefined;
+      });
+
+      it('rotates with only wrapped keys stored, then rewraps under a new KEK, killed midway and resumed, touching no data row', async () => {
+        h = await harnesses[provider]();
+        const dir = t.db.dir;
+        writeConfig(dir, t.db, h, '  retiredKeyRetentionDays: 0\n');
+        const run = async (...args: string[]): Promise<RunResult> => {
+          const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
+          expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
+          return r;
+        };
+        const status = async () => json<StatusJson>(await run('status', '--json'));
+
+        await run('init', '--existing-config', '--demo', '--rows', String(ROWS));
+        expect(published(dir)).toEqual({ primary: 'v1', keys: ['v1'] });
+        expect(wrappedFile(dir)!.keys.v1!.kek).toBe(h.currentKek());
+        // An application unwraps v1 with the documented context and gets the key keyctl registered.
+        const v1 = await h.unwrapAsApplication(dir, 'v1');
+        expect(fingerprint(v1)).toBe((await status()).versions.find((v) => v.version === 'v1')!.fingerprint);
+        // The key itself is stored nowhere keyctl writes.
+        const stored = readFileSync(path.join(dir, WRAPPED_FILE), 'utf8');
+        expect(stored).not.toContain(v1.toString('base64'));
+        expect(stored).not.toContain(v1.toString('hex'));
+        if (h.provider === 'aws-kms') expect(h.kms.calls.map((c) => c.op)).toContain('GenerateDataKey');
+
+        await run('generate');
+        expect(published(dir)).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
+        expect(wrappedFile(dir)!.keys.v1!.blob, 'an unchanged key keeps its blob').toBe(JSON.parse(stored).keys.v1.blob);
+        await run('dual-key');
+        expect(json(await run('reencrypt', '--batch-size', '50', '--json'))).toMatchObject({ remaining: 0 });
+        expect(json(await run('verify', '--json'))).toMatchObject({ passed: true, byVersion: { v2: ROWS * 3 } });
+        await run('promote');
+        expect(published(dir)).toEqual({ primary: 'v2', keys: ['v2'] });
+        expect(archived(dir)).toEqual({ v1: 'archived' });
+        const retired = await run('retire', '--force', '--reason', 'e2e');
+        expect(retired.stdout).toMatch(/wrapped blob is gone from .*a copy of an older file .* still unwraps/s);
+        expect(archived(dir)).toEqual({});
+        expect(JSON.stringify(wrappedFile(dir))).not.toContain('"v1"');
+
+        // A second rotation left at dual-key: two published data keys to rewrap.
+        await run('generate');
+        await run('dual-key');
+        const oldKek = h.currentKek();
+        const newKek = await h.rotateKek();
+        expect(newKek).not.toBe(oldKek);
+        const before = await tableDigest(dir, t.db.config.client, t.db.connection);
+
+        const dry = json<{ entries: Array<{ version: string; state: string }> }>(await run('rewrap', '--dry-run', '--json'));
+        expect(dry.entries.map((e) => [e.version, e.state])).toEqual([
+          ['v2', 'would-rewrap'],
+          ['v3', 'would-rewrap'],
+        ]);
+        expect(Object.values(wrappedFile(dir)!.keys).map((e) => e.kek)).toEqual([oldKek, oldKek]);
+
+        // kill -9 while the service holds the second rewrap: v2 is done, v3 is not.
+        if (h.provider === 'aws-kms') h.kms.failNext('ReEncrypt', 1, 'hang', 1);
+        else h.vault.hangNext(1, '/transit/rewrap/', 1);
+        const child = spawn(process.execPath, [KEYCTL_BIN, 'rewrap'], { cwd: dir, env: { ...process.env, ...h.env }, stdio: 'ignore' });
+        const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+        for (let i = 0; i < 400 && wrappedFile(dir)!.keys.v2!.kek !== newKek; i++) await new Promise((r) => setTimeout(r, 25));
+        await new Promise((r) => setTimeout(r, 200));
+        child.kill('SIGKILL');
+        await exited;
+        const halfway = wrappedFile(dir)!.keys;
+        expect([halfway.v2!.kek, halfway.v3!.kek]).toEqual([newKek, oldKek]);
+
+        const resumed = json<{ entries: Array<{ version: string; state: string }>; unusedKeks: string[]; keksInUse: string[] }>(await run('rewrap', '--json'));
+        expect(resumed.entries.map((e) => [e.version, e.state])).toEqual([
+          ['v2', 'current'],
+          ['v3', 'rewrapped'],
+        ]);
+        expect(resumed.unusedKeks).toEqual([oldKek]);
+        expect(resumed.keksInUse).toEqual([newKek]);
+        expect(Object.values(wrappedFile(dir)!.keys).map((e) => e.kek)).toEqual([newKek, newKek]);
+        expect(await tableDigest(dir, t.db.config.client, t.db.connection), 'rewrap touches no data row').toBe(before);
+        // The rewrapped blobs still give the registered keys, to keyctl and to an application.
+        const s = await status();
+        for (const v of ['v2', 'v3']) expect(fingerprint(await h.unwrapAsApplication(dir, v))).toBe(s.versions.find((x) => x.version === v)!.fingerprint);
+        expect(json(await run('rewrap', '--json'))).toMatchObject({ entries: [{ state: 'current' }, { state: 'current' }], unusedKeks: [] });
+
+        await run('reencrypt', '--batch-size', '50');
+        expect(json(await run('verify', '--json'))).toMatchObject({ passed: true, byVersion: { v3: ROWS * 3 } });
+        const audit = json<{ entries: Array<{ action: string; outcome: string; details?: { version?: string } }> }>(
+          await run('audit', '--all', '--format', 'json'),
+        ).entries;
+        expect(audit.filter((e) => e.action === 'rewrap').map((e) => [e.outcome, e.details?.version])).toEqual([
+          ['ok', 'v2'],
+          ['ok', 'v3'],
+        ]);
+        expect(JSON.stringify(audit)).not.toMatch(/[A-Za-z0-9+/]{43}=/);
+      });
+    });
+  }
+}
