@@ -11,10 +11,11 @@ import { ConfigError } from '../base/errors.js';
 import { formatTime } from '../base/format.js';
 import { listBackups, type BackupFile } from '../backup/files.js';
 import { resolveConfigPath } from '../config/load.js';
-import type { KeyringDocument } from '../keystore/types.js';
+import type { KeyringDocument, Keystore } from '../keystore/types.js';
 import { PHASE_INFO, secondsLeft } from '../rotation/machine.js';
 import { checkRegistry, latestAuditOf, type RegisteredVersion, type Rotation } from '../rotation/store.js';
 import { verifyAudit } from './audit.js';
+import { type KekOverview, kekOverview, kekUnusable } from './kek.js';
 import { breakGlassOwed, describeBinding } from './approvals.js';
 import type { CoreContext } from './context.js';
 
@@ -38,6 +39,7 @@ export const PROBLEM_CODES = {
   'break-glass-unapproved':
     'break-glass action awaiting approval: an emergency step ran with --break-glass and lacks the signatures approvals.require asks for',
   'tenant-without-keyring': 'with tenancy: a target holds rows whose tenant has no keyring (or no tenant at all), which no key can be chosen for',
+  'kek-unusable': 'envelope keystores: a key-encryption key that wraps a stored data key is disabled, pending deletion, gone or below min_decryption_version',
 } as const;
 
 export type ProblemCode = keyof typeof PROBLEM_CODES;
@@ -56,18 +58,43 @@ export interface HealthInput {
   doc: KeyringDocument;
   versions: readonly RegisteredVersion[];
   rotation: Rotation | null;
+  /** Envelope keystores: the KEKs and their state (null for the other providers). */
+  keks?: KekOverview | null;
 }
 
 /** The problems that need more than the counts: keystore against registry, rotation age, backups, evidence. */
 export async function checkHealth(ctx: CoreContext, input: HealthInput): Promise<Problem[]> {
   return [
     ...keystoreProblems(input),
+    ...kekProblems(input.keks ?? null),
     ...compromisedProblems(input),
     ...(await rotationAgeProblems(ctx, input.rotation)),
     ...(await backupProblems(ctx)),
     ...(await evidenceProblems(ctx).catch((err: unknown) => [unreadableEvidence(err)])),
     ...(await breakGlassProblems(ctx)),
   ];
+}
+
+/**
+ * For `status --check` when the keyring cannot be read at all: a disabled or deleted KEK makes
+ * every unwrap fail, so its problem is all the check can report (empty for other providers).
+ */
+export async function unusableKekProblems(keystore: Keystore): Promise<Problem[]> {
+  return kekProblems(await kekOverview(keystore).catch(() => null));
+}
+
+/** A KEK that can no longer unwrap a stored data key: every application that unwraps it fails, and a deleted one loses the key. */
+function kekProblems(keks: KekOverview | null): Problem[] {
+  return (keks?.keks ?? []).filter(kekUnusable).map((k) => ({
+    code: 'kek-unusable' as const,
+    message: `${k.kek} wraps ${k.versions.join(', ')} but is ${k.state}${k.problem ? ` (${k.problem})` : ''}: applications cannot unwrap ${k.versions.length > 1 ? 'them' : 'it'}`,
+    hint:
+      k.state === 'pending-deletion'
+        ? 'cancel the deletion now (aws kms cancel-key-deletion, then enable-key): once deleted, the data keys it wraps are lost; then `keyctl rewrap` to another KEK'
+        : k.state === 'disabled'
+          ? 'enable it again (aws kms enable-key, or lower min_decryption_version), then `keyctl rewrap` before disabling it'
+          : 'restore the key in the key service, or restore the data keys from a backup (keyctl restore); docs/keystores.md, "Envelope encryption"',
+  }));
 }
 
 /** Emergency steps taken with --break-glass whose approvals have not come in afterwards. */

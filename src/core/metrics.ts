@@ -13,6 +13,7 @@ import { PHASES } from '../rotation/machine.js';
 import { latestAuditOf, openRotation } from '../rotation/store.js';
 import type { CoreContext } from './context.js';
 import { PROBLEM_CODES, type ProblemCode } from './health.js';
+import { kekOverview } from './kek.js';
 import { getStatus, type StatusReport } from './status.js';
 import { liveTenants, tenantContext } from './tenants.js';
 
@@ -34,6 +35,10 @@ export interface MetricsOptions {
 export const METRICS = {
   keyctl_keystore_up: 'Whether the keystore answered a read of the keyring (1) or not (0).',
   keyctl_keystore_probe_duration_seconds: 'How long that read of the keystore took, in seconds.',
+  keyctl_kek_up: 'Envelope keystores: whether the key service answered a query about the key-encryption key (1) or not (0).',
+  keyctl_kek_probe_duration_seconds: 'Envelope keystores: how long the key service took to answer about the key-encryption key, in seconds.',
+  keyctl_kek_usable: 'Envelope keystores: whether the key-encryption key can decrypt (1), or is disabled, pending deletion or gone (0).',
+  keyctl_kek_wrapped_keys: 'Envelope keystores: stored data keys (published and archived) the key-encryption key wraps.',
   keyctl_primary_key_age_seconds: 'Age of the primary key version in seconds (since it was created).',
   keyctl_rotation_due_seconds: 'Seconds until the next rotation is due (policy.rotationIntervalDays); negative when overdue.',
   keyctl_rotation_open: 'Whether a rotation is open (1) or not (0).',
@@ -102,6 +107,14 @@ export async function collectMetrics(ctx: CoreContext, opts: MetricsOptions): Pr
   m.set('keyctl_keystore_probe_duration_seconds', (performance.now() - probeStart) / 1000);
 
   const report: StatusReport | null = keystoreUp ? await getStatus(ctx, { counts: opts.counts }) : null;
+  // Envelope keystores: the KEKs, also when the keyring could not be read (a disabled KEK is why).
+  const keks = report ? report.keystore.keks : (await kekOverview(ctx.keystore).catch(() => null))?.keks;
+  for (const k of keks ?? []) {
+    m.set('keyctl_kek_up', k.reachable ? 1 : 0, { kek: k.kek });
+    if (k.latencyMs !== null) m.set('keyctl_kek_probe_duration_seconds', k.latencyMs / 1000, { kek: k.kek });
+    m.set('keyctl_kek_usable', k.state === 'enabled' ? 1 : 0, { kek: k.kek, state: k.state });
+    m.set('keyctl_kek_wrapped_keys', k.versions.length, { kek: k.kek });
+  }
 
   // The open rotation, from the database (also when the keystore is down).
   const rotation = await openRotation(ctx.db, keyring);

@@ -27,6 +27,7 @@ import { formatKey } from '../reencrypt/scan.js';
 import { nextStep, PHASE_INFO, preview, type Phase } from '../rotation/machine.js';
 import { checkTargets } from './targets.js';
 import { checkHealth, type Problem } from './health.js';
+import { kekOverview, type KekReport } from './kek.js';
 import { loadAllKeys } from './rotation/material.js';
 
 export interface ColumnCounts {
@@ -61,7 +62,12 @@ export type CountKeys = ReadonlyMap<string, Buffer> | (() => Promise<ReadonlyMap
 export interface StatusReport {
   keyring: string;
   primary: string;
-  keystore: { provider: string; location: string };
+  keystore: {
+    provider: string;
+    location: string;
+    /** Envelope keystores (aws-kms, vault-transit): each key-encryption key, the versions it wraps, its state and latency. */
+    keks?: KekReport[];
+  };
   versions: Array<{
     version: string;
     state: VersionState;
@@ -69,6 +75,8 @@ export interface StatusReport {
     compromised: boolean;
     createdAt: string;
     inKeystore: boolean;
+    /** Envelope keystores: the key-encryption key that wraps it (null when the keystore holds no blob of it). */
+    kek?: string | null;
     material: 'present' | 'destroyed';
     /** Retired keys still kept: when `keyctl purge` may destroy the material (null: kept for good). */
     destroyAfter?: string | null;
@@ -326,11 +334,12 @@ export async function getStatus(ctx: CoreContext, opts: { counts?: boolean } = {
   const since = primaryReg?.createdAt ?? ctx.now();
   const due = new Date(since.getTime() + config.policy.rotationIntervalDays * DAY_MS);
   const overdue = ctx.now().getTime() > due.getTime();
-  const problems = [...countProblems(targets, overdue, due), ...(await checkHealth(ctx, { doc: snapshot.doc, versions, rotation }))];
+  const keks = await kekOverview(ctx.keystore);
+  const problems = [...countProblems(targets, overdue, due), ...(await checkHealth(ctx, { doc: snapshot.doc, versions, rotation, keks }))];
   return {
     keyring: config.keyring,
     primary: snapshot.doc.primary,
-    keystore: { provider: ctx.keystore.provider, location: ctx.keystore.describe() },
+    keystore: { provider: ctx.keystore.provider, location: ctx.keystore.describe(), ...(keks ? { keks: keks.keks } : {}) },
     versions: versions.map((v) => ({
       version: v.version,
       state: v.state,
@@ -338,6 +347,7 @@ export async function getStatus(ctx: CoreContext, opts: { counts?: boolean } = {
       compromised: v.compromised,
       createdAt: v.createdAt.toISOString(),
       inKeystore: snapshot.doc.keys.has(v.version),
+      ...(keks ? { kek: keks.byVersion.get(v.version) ?? null } : {}),
       material: v.material,
       ...(v.state === 'retired' && v.material === 'present' ? { destroyAfter: retention(ctx, [v])[0]?.destroyAfter?.toISOString() ?? null } : {}),
     })),

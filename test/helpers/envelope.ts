@@ -30,7 +30,9 @@ interface Base {
   unwrapAsApplication(dir: string, version: string, keyring?: string): Promise<Buffer>;
   close(): Promise<void>;
 }
-export type EnvelopeHarness = (Base & { provider: 'aws-kms'; kms: FakeKms }) | (Base & { provider: 'vault-transit'; vault: FakeVault });
+export type EnvelopeHarness =
+  | (Base & { provider: 'aws-kms'; kms: FakeKms; client: KMSClient })
+  | (Base & { provider: 'vault-transit'; vault: FakeVault; call: (method: 'GET' | 'POST', api: string, body?: unknown) => Promise<Record<string, unknown>> });
 
 export function wrappedFile(dir: string, which: 'published' | 'archive' = 'published'): WrappedState | null {
   const file = path.join(dir, which === 'published' ? WRAPPED_FILE : WRAPPED_FILE.replace(/\.json$/, '.archive.json'));
@@ -69,6 +71,7 @@ export async function kmsHarness(extraYaml = ''): Promise<EnvelopeHarness> {
   return {
     provider: 'aws-kms',
     kms,
+    client,
     yaml: `keystore:\n  provider: aws-kms\n  keyId: ${ALIAS}\n  region: ${AWS_ENV.AWS_REGION}\n  endpoint: ${kms.endpoint}\n  timeoutSeconds: 2\n${extraYaml}`,
     env: { ...AWS_ENV },
     currentKek: () => current,
@@ -116,6 +119,7 @@ export async function transitHarness(extraYaml = '', o: { derived?: boolean } = 
   return {
     provider: 'vault-transit',
     vault,
+    call: (method, api, body) => vaultCall(vault, method, api, body),
     yaml: `keystore:\n  provider: vault-transit\n  address: ${vault.address}\n  mount: transit\n  key: ${TRANSIT_KEY}\n  timeoutSeconds: 2\n${extraYaml}`,
     env: { VAULT_TOKEN: vault.rootToken },
     currentKek: () => `transit/${TRANSIT_KEY}:v${version}`,

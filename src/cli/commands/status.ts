@@ -1,6 +1,7 @@
 /** `keyctl status [--check]`: render the status report as tables, or JSON. */
 import { ExitCode } from '../../base/exit-codes.js';
-import type { Problem } from '../../core/health.js';
+import { KeystoreError } from '../../base/errors.js';
+import { type Problem, unusableKekProblems } from '../../core/health.js';
 import { getStatus, type StatusReport } from '../../core/status.js';
 import { nextStep } from '../../rotation/machine.js';
 import { formatCount, formatIsoText } from '../../ui/format.js';
@@ -15,14 +16,27 @@ export async function run(rt: CliRuntime, flags: StatusOptions): Promise<number>
   if (rt.flags.tenancy?.all) return tenantsStatus(rt, flags, null);
   const ctx = await openCoreContext(rt);
   let report: StatusReport | null = null;
+  let unreadable: { error: unknown; problems: Problem[] } | null = null;
   try {
     // A shredded tenant has no keys to reconcile: its summary says what is left.
     if (ctx.config.tenant === undefined || !(await getTenantRow(ctx.db, ctx.config.tenant))?.shreddedAt || !(await shredProven(ctx.db, ctx.config.keyring)))
       report = await getStatus(ctx);
     // status may append audit rows (a registry reconciled, a refusal): anchor them like any command.
     await (await import('../../core/audit.js')).anchorAfterCommand(ctx);
+  } catch (err) {
+    // An envelope keyring whose KEK is disabled or deleted cannot be read; --check still names the problem.
+    const problems = flags.check && err instanceof KeystoreError ? await unusableKekProblems(ctx.keystore) : [];
+    if (problems.length === 0) throw err;
+    unreadable = { error: err, problems };
   } finally {
     await ctx.close();
+  }
+  if (unreadable) {
+    const { problems } = unreadable;
+    const error = (unreadable.error as Error).message;
+    rt.output.result({ ok: false, keystoreError: error, problems }, () => `the keyring cannot be read: ${error}`);
+    if (!rt.output.json) for (const p of problems) rt.output.info(`keyctl: check failed [${p.code}]: ${p.message}\nkeyctl: hint: ${p.hint}`);
+    return ExitCode.PROBLEMS_FOUND;
   }
   if (!report) return tenantsStatus(rt, flags, ctx.config.tenant!);
   for (const w of report.warnings) rt.output.warn(w);
@@ -117,6 +131,12 @@ function renderStatus(r: StatusReport, problems: Problem[], c: ChalkInstance, Ta
     versions.push([v.version, v.state === 'primary' ? c.green(v.state) : v.state, v.fingerprint, utc(v.createdAt), notes]);
   }
   out.push(versions.toString());
+  for (const k of r.keystore.keks ?? []) {
+    const state = k.state === 'enabled' ? c.green('enabled') : k.reachable ? c.red(k.state) : c.yellow('unreachable');
+    out.push(
+      `${c.bold('KEK')} ${k.kek} wraps ${k.versions.join(', ')}: ${state}${k.latencyMs !== null ? `, answered in ${k.latencyMs} ms` : ''}${k.problem && k.state !== 'enabled' ? ` (${k.problem})` : ''}`,
+    );
+  }
 
   if (r.rotation) {
     out.push(
