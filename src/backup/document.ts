@@ -8,6 +8,8 @@ import { BackupError } from '../base/errors.js';
 
 export const BACKUP_FORMAT = 'keyctl-key-backup';
 export const BACKUP_FORMAT_VERSION = 1;
+/** A backup with a key entry that holds only its wrapped blob (backup.unwrappedKeys: false): keyctl before it cannot read one. */
+export const BACKUP_FORMAT_VERSION_WRAPPED_ONLY = 2;
 
 const KeyEntry = z.object({
   version: z.string(),
@@ -16,8 +18,10 @@ const KeyEntry = z.object({
   fingerprint: z.string(),
   compromised: z.boolean(),
   createdAt: z.string(),
-  /** base64 of the 32 key bytes */
-  key: z.string(),
+  /** base64 of the 32 key bytes; absent when the backup holds only the wrapped blob (format version 2). */
+  key: z.string().optional(),
+  /** Envelope keystores: the data key as stored, wrapped by the key-encryption key (never key material in the clear). */
+  wrapped: z.object({ kek: z.string(), blob: z.string() }).optional(),
 });
 
 const RegistryEntry = z.object({
@@ -29,13 +33,13 @@ const RegistryEntry = z.object({
 
 export const BackupDocumentSchema = z.object({
   format: z.literal(BACKUP_FORMAT),
-  formatVersion: z.literal(BACKUP_FORMAT_VERSION),
+  formatVersion: z.union([z.literal(BACKUP_FORMAT_VERSION), z.literal(BACKUP_FORMAT_VERSION_WRAPPED_ONLY)]),
   keyring: z.string(),
   createdAt: z.string(),
   primary: z.string(),
   database: z.object({ client: z.string() }),
   rotation: z.object({ id: z.number(), phase: z.string(), oldVersion: z.string().nullable(), newVersion: z.string().nullable() }).nullable(),
-  keys: z.array(KeyEntry),
+  keys: z.array(KeyEntry.refine((k) => k.key !== undefined || k.wrapped !== undefined, 'a key entry needs "key" or "wrapped"')),
   registry: z.array(RegistryEntry),
 });
 
@@ -53,7 +57,7 @@ export function parseBackupDocument(bytes: Uint8Array, file: string): BackupDocu
     const issue = r.error.issues[0]!;
     throw new BackupError(
       `${file} is not a keyctl key backup this version can read: ${issue.path.join('.') || '(document)'}: ${issue.message}`,
-      `keyctl reads ${BACKUP_FORMAT} format version ${BACKUP_FORMAT_VERSION}`,
+      `keyctl reads ${BACKUP_FORMAT} format versions ${BACKUP_FORMAT_VERSION} and ${BACKUP_FORMAT_VERSION_WRAPPED_ONLY}`,
     );
   }
   return r.data;

@@ -311,6 +311,12 @@ export const BackupSchema = z.strictObject({
   maxAgeHours: z.number().positive().max(87600).default(26),
   /** `status --check` (with recipients set): fails when no recover-test passed within this many days. */
   recoverTestMaxAgeDays: z.number().positive().max(3650).default(35),
+  /**
+   * Envelope keystores (aws-kms, vault-transit): backups always hold the wrapped blobs; with true
+   * (the default) also the unwrapped keys, encrypted to the recipients, so a KMS outage or a
+   * deleted KMS key does not lose them. false: wrapped blobs only (docs/backup.md, "Envelope keystores").
+   */
+  unwrappedKeys: z.boolean().default(true),
 });
 
 /** The actions a two-person rule can guard (docs/approvals.md). */

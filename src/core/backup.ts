@@ -18,7 +18,8 @@ import { columnsToRead, FieldCodec, fieldSpecOf } from '../crypto/field.js';
 import { fingerprint, KEY_BYTES } from '../crypto/keys.js';
 import { formatKey, keyOf, sampleRows } from '../reencrypt/scan.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, parseBackupDocument, type BackupDocument } from '../backup/document.js';
+import { BACKUP_FORMAT, BACKUP_FORMAT_VERSION, BACKUP_FORMAT_VERSION_WRAPPED_ONLY, parseBackupDocument, type BackupDocument } from '../backup/document.js';
+import { EnvelopeKeystore } from '../keystore/envelope.js';
 import { acquireLock, backupName, checkChecksum, listBackups, pruneBackups, sha256Hex, writeChecksum } from '../backup/files.js';
 import { makeDirectory } from '../util/directory.js';
 import { type Recipient, decryptWith, encryptTo, readIdentity, readRecipients } from '../backup/pgp.js';
@@ -113,6 +114,16 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
       const { snapshot, versions: registry } = await reconcileRegistry(ctx);
       const archive = await ctx.keystore.readArchive(ctx.config.keyring);
       const rotation = await openRotation(ctx.db, ctx.config.keyring);
+      // Envelope keystores: the wrapped blobs as stored, in every backup.
+      const envelope = ctx.keystore instanceof EnvelopeKeystore ? ctx.keystore : null;
+      if (!cfg.unwrappedKeys && !envelope)
+        throw new UsageError(
+          `backup.unwrappedKeys: false keeps only wrapped keys, but keystore provider ${ctx.keystore.provider} does not wrap them`,
+          'remove backup.unwrappedKeys from keyctl.yaml (only aws-kms and vault-transit keystores have wrapped keys)',
+        );
+      const wrapped = new Map<string, { kek: string; blob: string }>();
+      for (const place of ['archive', 'published'] as const)
+        for (const [v, e] of (await envelope?.readWrapped(place))?.doc.keys ?? []) wrapped.set(v, { kek: e.kek, blob: e.blob });
       const keys: BackupDocument['keys'] = [];
       for (const v of registry) {
         // Retired keys still in the archive are backed up too: database backups made before their
@@ -135,13 +146,14 @@ export async function runBackup(ctx: CoreContext, opts: BackupOptions = {}): Pro
           fingerprint: v.fingerprint,
           compromised: v.compromised,
           createdAt: v.createdAt.toISOString(),
-          key: key.toString('base64'),
+          ...(cfg.unwrappedKeys ? { key: key.toString('base64') } : {}),
+          ...(wrapped.has(v.version) ? { wrapped: wrapped.get(v.version)! } : {}),
         });
       }
       const at = ctx.now();
       const doc: BackupDocument = {
         format: BACKUP_FORMAT,
-        formatVersion: BACKUP_FORMAT_VERSION,
+        formatVersion: cfg.unwrappedKeys ? BACKUP_FORMAT_VERSION : BACKUP_FORMAT_VERSION_WRAPPED_ONLY,
         keyring: ctx.config.keyring,
         createdAt: at.toISOString(),
         primary: snapshot.doc.primary,
@@ -282,7 +294,13 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
     const registry = new Map((await listVersions(ctx.db, ctx.config.keyring)).map((v) => [v.version, v]));
     const keyProblems: string[] = [];
     for (const k of doc.keys) {
-      const key = Buffer.from(k.key, 'base64');
+      let key: Buffer;
+      try {
+        key = await keyOfEntry(ctx, doc, k);
+      } catch (err) {
+        keyProblems.push(`${k.version}: ${err instanceof Error ? err.message : String(err)}`);
+        continue;
+      }
       if (key.length !== KEY_BYTES) keyProblems.push(`${k.version} is ${key.length} bytes, not ${KEY_BYTES}`);
       else if (fingerprint(key) !== k.fingerprint) keyProblems.push(`${k.version} does not match the fingerprint recorded in the backup`);
       else if (registry.has(k.version) && registry.get(k.version)!.fingerprint !== k.fingerprint)
@@ -437,7 +455,7 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
   const plan: RestorePlan = { file, createdAt: doc.createdAt, toPublished: [], toArchive: [], unchanged: [], createsKeyring: published === null };
   const material = new Map<string, Buffer>();
   for (const k of doc.keys) {
-    const key = Buffer.from(k.key, 'base64');
+    const key = await keyOfEntry(ctx, doc, k);
     if (key.length !== KEY_BYTES || fingerprint(key) !== k.fingerprint)
       throw new BackupError(`${k.version} in ${file} is damaged (wrong length or fingerprint)`, 'use another backup');
     const reg = registry.get(k.version);
@@ -488,4 +506,19 @@ export async function restoreBackup(ctx: CoreContext, opts: RestoreOptions): Pro
       : {}),
   });
   return { ...plan, applied: true };
+}
+
+/**
+ * A backed-up key: its bytes, or — in a backup of wrapped blobs only — unwrapped by the envelope
+ * keystore's KEK (so the key service must be reachable and the KEK usable).
+ */
+async function keyOfEntry(ctx: CoreContext, doc: BackupDocument, k: BackupDocument['keys'][number]): Promise<Buffer> {
+  if (k.key !== undefined) return Buffer.from(k.key, 'base64');
+  const ks = ctx.keystore;
+  if (!(ks instanceof EnvelopeKeystore) || !k.wrapped)
+    throw new BackupError(
+      `the backup holds ${k.version} only wrapped (by ${k.wrapped?.kek ?? '?'}), and keystore provider ${ks.provider} cannot unwrap it`,
+      'use the aws-kms or vault-transit keystore whose key-encryption key wrapped it, or a backup made with backup.unwrappedKeys: true',
+    );
+  return ks.unwrapEntry(doc.keyring, k.version, k.wrapped);
 }
