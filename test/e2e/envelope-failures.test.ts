@@ -45,7 +45,7 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
       expect((await run('generate')).code).toBe(0);
 
       // Throttling: retried with backoff, each retry logged; the command succeeds.
-      if (h.provider === 'aws-kms') h.kms.failNext('*', 2, 'throttle');
+      if (h.provider === 'aws-kms') h.kms!.failNext('*', 2, 'throttle');
       else h.vault.failNext(2, 429, '/transit/');
       const throttled = await run('status');
       expect(throttled.code, throttled.stderr).toBe(0);
@@ -67,9 +67,9 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
       // Access denied.
       let limited: RunResult;
       if (h.provider === 'aws-kms') {
-        h.kms.deny('Decrypt');
+        h.kms!.deny('Decrypt');
         limited = await run('status');
-        h.kms.allow('Decrypt');
+        h.kms!.allow('Decrypt');
         expect(limited.stderr).toMatch(/AccessDeniedException: AWS denied kms:Decrypt on arn:aws:kms:\S+ \(v1 of keyring default\)/);
         expect(limited.stderr).toContain('allow "kms:Decrypt"');
       } else {

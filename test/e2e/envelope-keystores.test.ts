@@ -11,7 +11,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { fingerprint } from '../../src/crypto/keys.js';
 import { json, KEYCTL_BIN, keyctl, type RunResult } from '../helpers/cli.js';
 import { dialectAvailable, knexForProject, perTestDatabase } from '../helpers/databases.js';
-import { archived, type EnvelopeHarness, kmsHarness, published, transitHarness, WRAPPED_FILE, wrappedFile } from '../helpers/envelope.js';
+import { archived, type EnvelopeHarness, kmsHarness, kmsHarnessAt, published, transitHarness, WRAPPED_FILE, wrappedFile } from '../helpers/envelope.js';
+import { motoEnabled, motoNotice, startMoto } from '../helpers/moto.js';
+import { DisableKeyCommand } from '@aws-sdk/client-kms';
 import { writeConfig } from '../helpers/keystores.js';
 
 const ROWS = 120;
@@ -64,7 +66,7 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
         const stored = readFileSync(path.join(dir, WRAPPED_FILE), 'utf8');
         expect(stored).not.toContain(v1.toString('base64'));
         expect(stored).not.toContain(v1.toString('hex'));
-        if (h.provider === 'aws-kms') expect(h.kms.calls.map((c) => c.op)).toContain('GenerateDataKey');
+        if (h.provider === 'aws-kms') expect(h.kms!.calls.map((c) => c.op)).toContain('GenerateDataKey');
 
         await run('generate');
         expect(published(dir)).toEqual({ primary: 'v1', keys: ['v1', 'v2'] });
@@ -96,7 +98,7 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
         expect(Object.values(wrappedFile(dir)!.keys).map((e) => e.kek)).toEqual([oldKek, oldKek]);
 
         // kill -9 while the service holds the second rewrap: v2 is done, v3 is not.
-        if (h.provider === 'aws-kms') h.kms.failNext('ReEncrypt', 1, 'hang', 1);
+        if (h.provider === 'aws-kms') h.kms!.failNext('ReEncrypt', 1, 'hang', 1);
         else h.vault.hangNext(1, '/transit/rewrap/', 1);
         const child = spawn(process.execPath, [KEYCTL_BIN, 'rewrap'], { cwd: dir, env: { ...process.env, ...h.env }, stdio: 'ignore' });
         const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
@@ -135,3 +137,43 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
     });
   }
 }
+
+motoNotice('the aws-kms keystore check against a second KMS');
+
+describe.runIf(motoEnabled)('aws-kms keystore against moto (python3 -m moto.server), a second KMS implementation', () => {
+  const t = perTestDatabase('sqlite');
+  let h: EnvelopeHarness | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+  });
+
+  it('generates, rotates the KEK and rewraps, and reports a disabled KEK, as against the local KMS', { timeout: 120_000 }, async () => {
+    const moto = await startMoto();
+    h = await kmsHarnessAt(moto.endpoint, '', undefined, async () => moto.stop());
+    const dir = t.db.dir;
+    writeConfig(dir, t.db, h);
+    const run = async (...args: string[]): Promise<RunResult> => {
+      const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
+      expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
+      return r;
+    };
+    await run('init', '--existing-config', '--demo', '--rows', '30');
+    await run('generate');
+    const oldKek = h.currentKek();
+    expect(Object.values(wrappedFile(dir)!.keys).map((e) => e.kek)).toEqual([oldKek, oldKek]);
+    const newKek = await h.rotateKek();
+    const r = json<{ entries: Array<{ state: string }>; unusedKeks: string[] }>(await run('rewrap', '--json'));
+    expect(r.entries.map((e) => e.state)).toEqual(['rewrapped', 'rewrapped']);
+    expect(r.unusedKeks).toEqual([oldKek]);
+    const s = json<StatusJson>(await run('status', '--json'));
+    expect(s.versions.map((v) => v.kek)).toEqual([newKek, newKek]);
+    for (const v of ['v1', 'v2']) expect(fingerprint(await h.unwrapAsApplication(dir, v))).toBe(s.versions.find((x) => x.version === v)!.fingerprint);
+    if (h.provider !== 'aws-kms') throw new Error('unreachable');
+    // moto's DisableKey takes a key id, not an ARN.
+    await h.client.send(new DisableKeyCommand({ KeyId: newKek.split('/').pop() }));
+    const check = await keyctl(['status', '--check'], { cwd: dir, env: h.env });
+    expect(check.code, check.stderr).toBe(4);
+    expect(check.stderr).toMatch(/\[kek-unusable\]: \S+ wraps v1, v2 but is disabled/);
+  });
+});

@@ -31,7 +31,7 @@ interface Base {
   close(): Promise<void>;
 }
 export type EnvelopeHarness =
-  | (Base & { provider: 'aws-kms'; kms: FakeKms; client: KMSClient })
+  | (Base & { provider: 'aws-kms'; kms?: FakeKms | undefined; client: KMSClient; endpoint: string })
   | (Base & { provider: 'vault-transit'; vault: FakeVault; call: (method: 'GET' | 'POST', api: string, body?: unknown) => Promise<Record<string, unknown>> });
 
 export function wrappedFile(dir: string, which: 'published' | 'archive' = 'published'): WrappedState | null {
@@ -60,8 +60,13 @@ function context(keyring: string, version: string): Record<string, string> {
 
 export async function kmsHarness(extraYaml = ''): Promise<EnvelopeHarness> {
   const kms = await startFakeKms({ region: AWS_ENV.AWS_REGION });
+  return kmsHarnessAt(kms.endpoint, extraYaml, kms, () => kms.close());
+}
+
+/** The harness on any KMS endpoint (the local one, or moto): a KMS key behind the alias keyctl is configured with. */
+export async function kmsHarnessAt(endpoint: string, extraYaml: string, kms: FakeKms | undefined, stop: () => Promise<void>) {
   const client = new KMSClient({
-    endpoint: kms.endpoint,
+    endpoint,
     region: AWS_ENV.AWS_REGION,
     credentials: { accessKeyId: AWS_ENV.AWS_ACCESS_KEY_ID, secretAccessKey: AWS_ENV.AWS_SECRET_ACCESS_KEY },
   });
@@ -69,10 +74,11 @@ export async function kmsHarness(extraYaml = ''): Promise<EnvelopeHarness> {
   await client.send(new CreateAliasCommand({ AliasName: ALIAS, TargetKeyId: first.KeyId }));
   let current = first.Arn!;
   return {
-    provider: 'aws-kms',
+    provider: 'aws-kms' as const,
     kms,
     client,
-    yaml: `keystore:\n  provider: aws-kms\n  keyId: ${ALIAS}\n  region: ${AWS_ENV.AWS_REGION}\n  endpoint: ${kms.endpoint}\n  timeoutSeconds: 2\n${extraYaml}`,
+    endpoint,
+    yaml: `keystore:\n  provider: aws-kms\n  keyId: ${ALIAS}\n  region: ${AWS_ENV.AWS_REGION}\n  endpoint: ${endpoint}\n  timeoutSeconds: 2\n${extraYaml}`,
     env: { ...AWS_ENV },
     currentKek: () => current,
     rotateKek: async () => {
@@ -81,7 +87,7 @@ export async function kmsHarness(extraYaml = ''): Promise<EnvelopeHarness> {
       current = next.Arn!;
       return current;
     },
-    unwrapAsApplication: async (dir, version, keyring = 'default') => {
+    unwrapAsApplication: async (dir: string, version: string, keyring = 'default') => {
       const entry = wrappedFile(dir)!.keys[version]!;
       const out = await client.send(
         new DecryptCommand({ KeyId: entry.kek, CiphertextBlob: Buffer.from(entry.blob, 'base64'), EncryptionContext: context(keyring, version) }),
@@ -90,7 +96,7 @@ export async function kmsHarness(extraYaml = ''): Promise<EnvelopeHarness> {
     },
     close: async () => {
       client.destroy();
-      await kms.close();
+      await stop();
     },
   };
 }

@@ -5,8 +5,6 @@
  * implementation of the protocol does. Without moto it is skipped with a notice; .ci/run sets
  * KEYCTL_TEST_MOTO=required when moto is installed, and then a moto that does not start fails.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
 import {
   CancelKeyDeletionCommand,
   CreateAliasCommand,
@@ -24,6 +22,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startFakeKms, type FakeKms } from '../fixtures/aws-kms.js';
+import { motoEnabled, motoNotice, startMoto } from '../helpers/moto.js';
 
 const started: FakeKms[] = [];
 afterEach(async () => {
@@ -153,40 +152,16 @@ describe('local KMS through @aws-sdk/client-kms', () => {
   });
 });
 
-/** A free TCP port on 127.0.0.1 for moto (which does not report a port it picked itself). */
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
+motoNotice('the KMS envelope scenario');
 
-const motoInstalled = spawnSync('python3', ['-c', 'import moto.server'], { stdio: 'ignore' }).status === 0;
-const motoRequired = process.env.KEYCTL_TEST_MOTO === 'required';
-if (!motoInstalled && !motoRequired)
-  console.warn('NOTICE: python3 -m moto.server is not available here: the KMS envelope scenario runs against the local KMS only (pip install "moto[server]")');
-
-describe.skipIf(!motoInstalled && !motoRequired)('the same envelope scenario against moto (python3 -m moto.server)', () => {
-  let moto: ChildProcess | undefined;
+describe.skipIf(!motoEnabled)('the same envelope scenario against moto (python3 -m moto.server)', () => {
+  let moto: Awaited<ReturnType<typeof startMoto>> | undefined;
   afterAll(() => {
-    moto?.kill('SIGTERM');
+    moto?.stop();
   });
 
   it('behaves as the local KMS does', { timeout: 60_000 }, async () => {
-    const port = await freePort();
-    moto = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-    const endpoint = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const up = await fetch(`${endpoint}/moto-api/`).then(
-        () => true,
-        () => false,
-      );
-      if (up) break;
-      if (Date.now() > deadline) throw new Error('moto did not answer within 30 s');
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    await envelopeScenario(client(endpoint));
+    moto = await startMoto();
+    await envelopeScenario(client(moto.endpoint));
   });
 });
