@@ -72,7 +72,7 @@ export function tenantKeystore(ks: KeystoreConfig, keyring: string): KeystoreCon
       throw new ConfigError(
         'tenancy needs a keystore keyctl can write one keyring per tenant to; provider env holds one keyring',
         [],
-        'use keystore provider file, aws-secrets-manager or vault with tenancy:',
+        'use keystore provider file, aws-secrets-manager, vault, aws-kms or vault-transit with tenancy:',
       );
   }
 }
@@ -82,7 +82,8 @@ export function tenancyProblems(config: Pick<LoadedConfig, 'tenancy' | 'keystore
   const t = config.tenancy;
   if (!t) return [];
   const problems: string[] = [];
-  if (config.keystore.provider === 'env') problems.push(`${label}: tenancy: keystore provider env holds one keyring; use file, aws-secrets-manager or vault`);
+  if (config.keystore.provider === 'env')
+    problems.push(`${label}: tenancy: keystore provider env holds one keyring; use file, aws-secrets-manager, vault, aws-kms or vault-transit`);
   if (config.keystore.provider === 'aws-secrets-manager' && config.keystore.secretId.startsWith('arn:'))
     problems.push(`${label}: keystore.secretId: with tenancy, give the secret's name (tenants' secrets are named <secretId>/<keyring>), not an ARN`);
   for (const [i, target] of config.targets.entries()) {

@@ -5,7 +5,7 @@
  * interrupted by kill -9 and resumed — without touching a data row.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fingerprint } from '../../src/crypto/keys.js';
@@ -13,7 +13,7 @@ import { json, KEYCTL_BIN, keyctl, type RunResult } from '../helpers/cli.js';
 import { dialectAvailable, knexForProject, perTestDatabase } from '../helpers/databases.js';
 import { archived, type EnvelopeHarness, kmsHarness, kmsHarnessAt, published, transitHarness, WRAPPED_FILE, wrappedFile } from '../helpers/envelope.js';
 import { motoEnabled, motoNotice, startMoto } from '../helpers/moto.js';
-import { DisableKeyCommand } from '@aws-sdk/client-kms';
+import { DecryptCommand, DisableKeyCommand } from '@aws-sdk/client-kms';
 import { writeConfig } from '../helpers/keystores.js';
 
 const ROWS = 120;
@@ -175,5 +175,55 @@ describe.runIf(motoEnabled)('aws-kms keystore against moto (python3 -m moto.serv
     const check = await keyctl(['status', '--check'], { cwd: dir, env: h.env });
     expect(check.code, check.stderr).toBe(4);
     expect(check.stderr).toMatch(/\[kek-unusable\]: \S+ wraps v1, v2 but is disabled/);
+  });
+});
+
+describe('tenants in an aws-kms keystore', () => {
+  const t = perTestDatabase('sqlite');
+  let h: EnvelopeHarness | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+  });
+
+  it("wraps each tenant's data keys under its own context, in its own file, and rewraps every tenant", { timeout: 120_000 }, async () => {
+    h = await kmsHarness();
+    const dir = t.db.dir;
+    writeFileSync(
+      path.join(dir, 'keyctl.yaml'),
+      `database:\n  client: sqlite\n  connection: ${JSON.stringify(t.db.connection)}\n${h.yaml}keyring: default\n` +
+        'tenancy:\n  column: tenant_id\n  keyring: "tenant-{tenant}"\n' +
+        'targets:\n  - table: customers\n    primaryKey: id\n    columns: [email, phone, notes]\npolicy:\n  minPropagationSeconds: 0\n',
+    );
+    const run = async (...args: string[]): Promise<RunResult> => {
+      const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
+      expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
+      return r;
+    };
+    await run('init', '--existing-config', '--demo', '--tenants', '2', '--rows', '40');
+    const tenantFile = (tenant: string) => JSON.parse(readFileSync(path.join(dir, '.keyctl', 'tenants', `tenant-${tenant}.json`), 'utf8'));
+    const t1 = tenantFile('t001');
+    expect(t1).toMatchObject({ format: 'keyctl-envelope/1', keyring: 'tenant-t001', primary: 'v1' });
+    // The tenant is in the context: a Decrypt without it, or with the other tenant's, fails.
+    if (h.provider !== 'aws-kms') throw new Error('unreachable');
+    const decrypt = (ctx: Record<string, string>) =>
+      h!.provider === 'aws-kms'
+        ? h!.client.send(new DecryptCommand({ KeyId: t1.keys.v1.kek, CiphertextBlob: Buffer.from(t1.keys.v1.blob, 'base64'), EncryptionContext: ctx }))
+        : Promise.reject(new Error('unreachable'));
+    const base = { 'keyctl:keyring': 'tenant-t001', 'keyctl:version': 'v1' };
+    await expect(decrypt(base)).rejects.toMatchObject({ name: 'InvalidCiphertextException' });
+    await expect(decrypt({ ...base, 'keyctl:tenant': 't002' })).rejects.toMatchObject({ name: 'InvalidCiphertextException' });
+    expect((await decrypt({ ...base, 'keyctl:tenant': 't001' })).Plaintext).toHaveLength(32);
+
+    const newKek = await h.rotateKek();
+    const all = json<{ tenants: Array<{ tenant: string; exitCode: number; result: { entries: Array<{ state: string }> } }> }>(
+      await run('rewrap', '--all-tenants', '--json'),
+    );
+    expect(all.tenants.map((x) => [x.tenant, x.exitCode, x.result.entries.map((e) => e.state)])).toEqual([
+      ['t001', 0, ['rewrapped']],
+      ['t002', 0, ['rewrapped']],
+    ]);
+    for (const tenant of ['t001', 't002']) expect(tenantFile(tenant).keys.v1.kek).toBe(newKek);
+    await run('verify', '--all-tenants');
   });
 });
