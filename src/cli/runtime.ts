@@ -73,11 +73,15 @@ export async function openCoreContext(rt: ContextRuntime): Promise<CoreContext &
   const base = loadConfig({ explicitPath: rt.flags.config, env: rt.env, cwd: rt.cwd });
   for (const warning of base.warnings ?? []) rt.output.warn(warning);
   const config = await configFor(rt, base);
-  const keystoreFor = (c: typeof config) => openKeystore(c, rt.env, rt.output);
+  // A keystore with storage: database reads this command's own connection, once migrated.
+  let ready: (db: import('../db/connect.js').Db) => void = () => undefined;
+  const migrated = new Promise<import('../db/connect.js').Db>((resolve) => (ready = resolve));
+  const keystoreFor = (c: typeof config) => openKeystore(c, rt.env, rt.output, { db: () => migrated });
   const keystore = keystoreFor(config);
   const db = await openDatabase(config.database, { baseDir: config.baseDir, mustExist: true });
   try {
     const result = await migrate(db);
+    ready(db);
     if (result.applied.length > 0) rt.output.info(`applied keyctl migrations: ${result.applied.join(', ')}`);
     if (config.tenant !== undefined) await checkTenant(db, config.tenant, rt.flags.tenancy?.allowShredded === true);
   } catch (err) {

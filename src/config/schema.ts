@@ -97,12 +97,9 @@ const VaultKeystoreSchema = z.strictObject({
 
 /** Where the envelope providers keep the wrapped data keys (docs/keystores.md, "Envelope encryption"). */
 const envelopeStorage = {
-  /** `file`: a JSON file of wrapped blobs, safe to deploy. `database` (a keyctl table) is not built yet. */
-  storage: z
-    .enum(['file', 'database'])
-    .default('file')
-    .refine((s) => s === 'file', 'storage: database is not available in this version; use storage: file (the wrapped keyring file, docs/keystores.md)'),
-  /** The wrapped keyring file; its archive is `<name>.archive.json` beside it. */
+  /** `file`: a JSON file of wrapped blobs, safe to deploy. `database`: keyctl's tables in the application database (references only). */
+  storage: z.enum(['file', 'database']).default('file'),
+  /** The wrapped keyring file (its archive is `<name>.archive.json` beside it); with storage: database, the audit anchor's place (beside it). */
   path: z.string().min(1).default('.keyctl/keyring.wrapped.json'),
 };
 

@@ -11,7 +11,7 @@ import { formatCount } from '../base/format.js';
 import { expandEnv, parseConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { AesGcmV1Codec } from '../crypto/codec.js';
 import { fingerprint, generateKey } from '../crypto/keys.js';
-import { openDatabase } from '../db/connect.js';
+import { type Db, openDatabase } from '../db/connect.js';
 import { dialectFor, dialectForConnection, type Dialect } from '../db/dialects/index.js';
 import { migrate } from '../db/migrations.js';
 import { hasLiteralPassword, redactUrl } from '../db/redact.js';
@@ -159,7 +159,20 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
   const config: LoadedConfig = parseConfig(text, configFile, env);
   if (!opts.existingConfig) for (const warning of config.warnings ?? []) opts.log.warn(warning);
 
-  const keystore = openKeystore(config, env, opts.log);
+  // The database is opened (and migrated) when first needed: by a keystore with storage:
+  // database, else below, after the keystore checks, so that a refusal leaves nothing behind.
+  let opened: Promise<Db> | undefined;
+  const database = (): Promise<Db> =>
+    (opened ??= openDatabase(config.database, { baseDir: config.baseDir }).then(async (db) => {
+      try {
+        await migrate(db);
+      } catch (err) {
+        await db.close();
+        throw err;
+      }
+      return db;
+    }));
+  const keystore = openKeystore(config, env, opts.log, { db: database });
   const existing = await keystore.read();
   if (existing && opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
     throw new RefusedError(
@@ -176,7 +189,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
 
   // Connect before creating any key, so a wrong database URL leaves nothing behind.
   const sqliteFile = dialectFor(config.database.client).embedded ? resolveConfigPath(config, config.database.connection) : null;
-  const db = await openDatabase(config.database, { baseDir: config.baseDir });
+  const db = await database();
   try {
     let keySource: InitResult['keySource'];
     let primary: string;
@@ -195,7 +208,6 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
         opts.adoptKey ? `adopted the key from ${opts.adoptKey.source} as v1 in ${keystore.describe()}` : `created key v1 in ${keystore.describe()}`,
       );
     }
-    await migrate(db);
     const ctx: CoreContext = { config, db, keystore, now: opts.now, actor: opts.actor, log: opts.log };
     await reconcileRegistry(ctx);
     let demoRows: number | null = null;
@@ -214,7 +226,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
             `--tenants: the demo table keeps its tenant in column ${DEMO_TENANT_COLUMN}, and ${configFile} has ${config.tenancy ? `tenancy.column: ${config.tenancy.column}` : 'no tenancy: section'}`,
             `set tenancy: { column: ${DEMO_TENANT_COLUMN} } in the file, or run init --demo --tenants without --existing-config`,
           );
-        tenants = await createDemoTenants({ ...ctx, keystoreFor: (c) => openKeystore(c, env, opts.log) }, opts.tenants);
+        tenants = await createDemoTenants({ ...ctx, keystoreFor: (c) => openKeystore(c, env, opts.log, { db: database }) }, opts.tenants);
         opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} over ${formatCount(tenants.length)} tenants`);
       } else opts.log.info(`creating ${formatCount(opts.rows)} demo rows in ${DEMO_TARGET.table} under ${primary}`);
       await createDemoTable(db, { rows: opts.rows, version: primary, key, codec: new AesGcmV1Codec(), replace: exists, ...(tenants ? { tenants } : {}) });

@@ -19,6 +19,8 @@ export const TABLES = {
   approvals: 'keyctl_approval_requests',
   approvalSignatures: 'keyctl_approval_signatures',
   tenants: 'keyctl_tenants',
+  wrappedKeys: 'keyctl_wrapped_keys',
+  wrappedHeads: 'keyctl_wrapped_heads',
 } as const;
 
 interface Migration {
@@ -181,6 +183,32 @@ const MIGRATIONS: Migration[] = [
         t.datetime('created_at', { precision: 3 }).notNullable();
         t.datetime('shredded_at', { precision: 3 }).nullable();
         t.text('shred_reason').nullable();
+      });
+    },
+  },
+  {
+    name: '0006_wrapped_keys',
+    async up(knex) {
+      // Envelope keystores with `storage: database` (docs/keystores.md): wrapped data keys only —
+      // KMS or Transit ciphertexts and the KEK that made them, never a key in the clear. A head row
+      // per keyring and document carries the revision writers compare-and-set.
+      await createIfMissing(knex, TABLES.wrappedHeads, (t) => {
+        t.string('keyring', 64).notNullable();
+        t.string('place', 16).notNullable();
+        t.integer('revision').notNullable();
+        t.string('primary_version', 16).nullable();
+        t.string('wrapping', 32).notNullable();
+        t.primary(['keyring', 'place']);
+      });
+      await createIfMissing(knex, TABLES.wrappedKeys, (t) => {
+        t.string('keyring', 64).notNullable();
+        t.string('place', 16).notNullable();
+        t.string('version', 16).notNullable();
+        t.text('kek').notNullable();
+        t.text('blob').notNullable();
+        t.string('status', 16).nullable();
+        t.string('since', 32).nullable();
+        t.primary(['keyring', 'place', 'version']);
       });
     },
   },

@@ -9,10 +9,17 @@ import type { Keystore } from './types.js';
 import { VaultKeystore } from './vault.js';
 import { tenantOfKeyring } from '../config/tenancy.js';
 import { EnvelopeKeystore } from './envelope.js';
+import { DatabaseWrappedStorage, FileWrappedStorage } from './envelope-storage.js';
+import type { Db } from '../db/connect.js';
 import { KmsWrapper } from './kms.js';
 import { TransitWrapper } from './transit.js';
 
-export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv, log: Logger = silentLogger): Keystore {
+/** What a keystore may need besides its config: the application database (`storage: database`), opened on first use. */
+export interface KeystoreDeps {
+  db?: () => Promise<Db>;
+}
+
+export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv, log: Logger = silentLogger, deps: KeystoreDeps = {}): Keystore {
   const ks = config.keystore;
   switch (ks.provider) {
     case 'file':
@@ -42,7 +49,18 @@ export function openKeystore(config: LoadedConfig, env: NodeJS.ProcessEnv, log: 
               log,
             });
       const tenant = config.tenancy ? (tenantOfKeyring(config.tenancy, config.keyring) ?? undefined) : undefined;
-      return new EnvelopeKeystore({ file: resolveConfigPath(config, ks.path), wrapper, tenant, log });
+      const file = resolveConfigPath(config, ks.path);
+      const storage =
+        ks.storage === 'database'
+          ? new DatabaseWrappedStorage(
+              config.keyring,
+              deps.db ??
+                (() => {
+                  throw new Error('keystore storage: database opened without the database connection');
+                }),
+            )
+          : new FileWrappedStorage(file);
+      return new EnvelopeKeystore({ file, storage, wrapper, tenant, log });
     }
   }
 }

@@ -227,3 +227,72 @@ describe('tenants in an aws-kms keystore', () => {
     await run('verify', '--all-tenants');
   });
 });
+
+/** The wrapped keys as `storage: database` keeps them: keyctl_wrapped_keys rows of one document. */
+async function storedRows(dir: string, dialect: string, connection: string, place = 'published'): Promise<Record<string, { kek: string; blob: string }>> {
+  const k = knexForProject(dialect, dir, connection);
+  try {
+    const rows = (await k('keyctl_wrapped_keys').where({ keyring: 'default', place }).orderBy('version')) as Array<{
+      version: string;
+      kek: string;
+      blob: string;
+    }>;
+    return Object.fromEntries(rows.map((r) => [r.version, { kek: r.kek, blob: r.blob }]));
+  } finally {
+    await k.destroy();
+  }
+}
+
+for (const dialect of ['sqlite', 'pg'] as const) {
+  describe.runIf(dialectAvailable(dialect))(`aws-kms keystore with storage: database on ${dialect}`, () => {
+    const t = perTestDatabase(dialect);
+    let h: EnvelopeHarness | undefined;
+    afterEach(async () => {
+      await h?.close();
+      h = undefined;
+    });
+
+    it('keeps only wrapped blobs in keyctl_wrapped_keys through a rotation and a rewrap killed midway', async () => {
+      h = await kmsHarness('  storage: database\n');
+      const dir = t.db.dir;
+      writeConfig(dir, t.db, h, '  retiredKeyRetentionDays: 0\n');
+      const run = async (...args: string[]): Promise<RunResult> => {
+        const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
+        expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
+        return r;
+      };
+      const rows = (place?: string) => storedRows(dir, t.db.config.client, t.db.connection, place);
+      await run('init', '--existing-config', '--demo', '--rows', '60');
+      expect(wrappedFile(dir), 'no wrapped keyring file').toBeNull();
+      expect(Object.keys(await rows())).toEqual(['v1']);
+      const v1 = await h.unwrapAsApplicationFrom((await rows()).v1!, 'v1');
+      expect(JSON.stringify(await rows())).not.toContain(v1.toString('base64'));
+      for (const step of ['generate', 'dual-key', 'reencrypt', 'verify', 'promote']) await run(step);
+      expect(Object.keys(await rows())).toEqual(['v2']);
+      expect(Object.keys(await rows('archive'))).toEqual(['v1']);
+      expect((await run('retire', '--force', '--reason', 'e2e')).stdout).toMatch(/wrapped blob is gone from keyctl_wrapped_keys/);
+      expect(await rows('archive')).toEqual({});
+      await run('generate');
+
+      const oldKek = h.currentKek();
+      const newKek = await h.rotateKek();
+      if (h.provider !== 'aws-kms') throw new Error('unreachable');
+      h.kms!.failNext('ReEncrypt', 1, 'hang', 1);
+      const child = spawn(process.execPath, [KEYCTL_BIN, 'rewrap'], { cwd: dir, env: { ...process.env, ...h.env }, stdio: 'ignore' });
+      const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+      for (let i = 0; i < 400 && (await rows()).v2?.kek !== newKek; i++) await new Promise((r) => setTimeout(r, 25));
+      await new Promise((r) => setTimeout(r, 200));
+      child.kill('SIGKILL');
+      await exited;
+      expect(Object.values(await rows()).map((e) => e.kek)).toEqual([newKek, oldKek]);
+      const resumed = json<{ entries: Array<{ version: string; state: string }> }>(await run('rewrap', '--json'));
+      expect(resumed.entries.map((e) => [e.version, e.state])).toEqual([
+        ['v2', 'current'],
+        ['v3', 'rewrapped'],
+      ]);
+      expect(Object.values(await rows()).map((e) => e.kek)).toEqual([newKek, newKek]);
+      const s = json<StatusJson>(await run('status', '--json'));
+      expect(s.versions.filter((v) => v.kek).map((v) => v.kek)).toEqual([newKek, newKek]);
+    });
+  });
+}

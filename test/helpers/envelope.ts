@@ -28,6 +28,8 @@ interface Base {
   rotateKek(): Promise<string>;
   /** What an application does: unwrap `version` of the stored file with the exact encryption context. */
   unwrapAsApplication(dir: string, version: string, keyring?: string): Promise<Buffer>;
+  /** The same for a wrapped key read from elsewhere (storage: database). */
+  unwrapAsApplicationFrom(entry: { kek: string; blob: string }, version: string, keyring?: string): Promise<Buffer>;
   close(): Promise<void>;
 }
 export type EnvelopeHarness =
@@ -87,18 +89,19 @@ export async function kmsHarnessAt(endpoint: string, extraYaml: string, kms: Fak
       current = next.Arn!;
       return current;
     },
-    unwrapAsApplication: async (dir: string, version: string, keyring = 'default') => {
-      const entry = wrappedFile(dir)!.keys[version]!;
-      const out = await client.send(
-        new DecryptCommand({ KeyId: entry.kek, CiphertextBlob: Buffer.from(entry.blob, 'base64'), EncryptionContext: context(keyring, version) }),
-      );
-      return Buffer.from(out.Plaintext!);
-    },
+    unwrapAsApplication: (dir: string, version: string, keyring = 'default') => unwrap(wrappedFile(dir)!.keys[version]!, version, keyring),
+    unwrapAsApplicationFrom: (entry: { kek: string; blob: string }, version: string, keyring = 'default') => unwrap(entry, version, keyring),
     close: async () => {
       client.destroy();
       await stop();
     },
   };
+  async function unwrap(entry: { kek: string; blob: string }, version: string, keyring: string): Promise<Buffer> {
+    const out = await client.send(
+      new DecryptCommand({ KeyId: entry.kek, CiphertextBlob: Buffer.from(entry.blob, 'base64'), EncryptionContext: context(keyring, version) }),
+    );
+    return Buffer.from(out.Plaintext!);
+  }
 }
 
 async function vaultCall(vault: FakeVault, method: 'GET' | 'POST', api: string, body?: unknown): Promise<Record<string, unknown>> {
@@ -134,14 +137,15 @@ export async function transitHarness(extraYaml = '', o: { derived?: boolean } = 
       version += 1;
       return `transit/${TRANSIT_KEY}:v${version}`;
     },
-    unwrapAsApplication: async (dir, v, keyring = 'default') => {
-      const entry = wrappedFile(dir)!.keys[v]!;
-      const out = await vaultCall(vault, 'POST', `transit/decrypt/${TRANSIT_KEY}`, {
-        ciphertext: entry.blob,
-        ...(derived ? { context: transitContext(keyring, v) } : {}),
-      });
-      return Buffer.from((out.data as { plaintext: string }).plaintext, 'base64');
-    },
+    unwrapAsApplication: (dir, v, keyring = 'default') => unwrapTransit(wrappedFile(dir)!.keys[v]!, v, keyring),
+    unwrapAsApplicationFrom: (entry, v, keyring = 'default') => unwrapTransit(entry, v, keyring),
     close: () => vault.close(),
   };
+  async function unwrapTransit(entry: { kek: string; blob: string }, v: string, keyring: string): Promise<Buffer> {
+    const out = await vaultCall(vault, 'POST', `transit/decrypt/${TRANSIT_KEY}`, {
+      ciphertext: entry.blob,
+      ...(derived ? { context: transitContext(keyring, v) } : {}),
+    });
+    return Buffer.from((out.data as { plaintext: string }).plaintext, 'base64');
+  }
 }

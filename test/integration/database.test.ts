@@ -60,6 +60,7 @@ for (const dialect of DIALECTS) {
         '0003_verify_evidence',
         '0004_approvals',
         '0005_tenants',
+        '0006_wrapped_keys',
       ]);
       const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
       expect([...ra.applied, ...rb.applied].sort()).toEqual([
@@ -68,6 +69,7 @@ for (const dialect of DIALECTS) {
         '0003_verify_evidence',
         '0004_approvals',
         '0005_tenants',
+        '0006_wrapped_keys',
       ]);
       expect((await migrate(a)).applied).toEqual([]);
       expect(await pendingMigrations(a)).toEqual([]);
