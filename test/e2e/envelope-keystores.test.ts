@@ -13,7 +13,7 @@ import { json, KEYCTL_BIN, keyctl, type RunResult } from '../helpers/cli.js';
 import { dialectAvailable, knexForProject, perTestDatabase } from '../helpers/databases.js';
 import { archived, type EnvelopeHarness, kmsHarness, kmsHarnessAt, published, transitHarness, WRAPPED_FILE, wrappedFile } from '../helpers/envelope.js';
 import { motoEnabled, motoNotice, startMoto } from '../helpers/moto.js';
-import { DecryptCommand, DisableKeyCommand } from '@aws-sdk/client-kms';
+import { CreateKeyCommand, DecryptCommand, DisableKeyCommand } from '@aws-sdk/client-kms';
 import { writeConfig } from '../helpers/keystores.js';
 
 const ROWS = 120;
@@ -293,6 +293,32 @@ for (const dialect of ['sqlite', 'pg'] as const) {
       expect(Object.values(await rows()).map((e) => e.kek)).toEqual([newKek, newKek]);
       const s = json<StatusJson>(await run('status', '--json'));
       expect(s.versions.filter((v) => v.kek).map((v) => v.kek)).toEqual([newKek, newKek]);
+      const human = (await run('status')).stdout;
+      expect(human).toContain(`KEK ${newKek} wraps v2, v3: enabled, answered in`);
+
+      // --to another KMS key: every blob moves there; the alias's key is then unused.
+      const third = (await h.client.send(new CreateKeyCommand({ Description: 'keyctl KEK 3' }))).KeyMetadata!;
+      const to = json<{ entries: Array<{ state: string; to: string }>; unusedKeks: string[] }>(await run('rewrap', '--to', third.KeyId!, '--json'));
+      expect(to.entries.map((e) => [e.state, e.to])).toEqual([
+        ['rewrapped', third.Arn],
+        ['rewrapped', third.Arn],
+      ]);
+      expect(to.unusedKeks).toEqual([newKek]);
+      expect(Object.values(await rows()).map((e) => e.kek)).toEqual([third.Arn, third.Arn]);
+      const after = json<StatusJson>(await run('status', '--json'));
+      expect(after.versions.map((v) => v.fingerprint)).toEqual(s.versions.map((v) => v.fingerprint));
     });
   });
 }
+
+describe('keyctl rewrap on a keystore that does not wrap its keys', () => {
+  const t = perTestDatabase('sqlite');
+  it('is refused with what to use instead', async () => {
+    const dir = t.db.dir;
+    expect((await keyctl(['init', '--demo', '--rows', '5'], { cwd: dir })).code).toBe(0);
+    const r = await keyctl(['rewrap'], { cwd: dir });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/keystore provider file stores the keys themselves, not wrapped/);
+    expect(r.stderr).toMatch(/use keystore provider aws-kms or vault-transit/);
+  });
+});

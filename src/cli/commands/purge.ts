@@ -17,7 +17,7 @@ export async function run(rt: CliRuntime, f: PurgeOptions): Promise<number> {
         else
           lines.push(
             r.destroyed.length
-              ? `destroyed ${r.destroyed.join(', ')} after checking ${formatCount(r.valuesChecked)} value(s) decrypt without them`
+              ? `destroyed ${r.destroyed.join(', ')} after checking ${formatCount(r.valuesChecked)} value(s) decrypt without them${ctx.keystore.destructionNote ? ` (${ctx.keystore.destructionNote()})` : ''}`
               : 'nothing to destroy yet',
           );
         for (const k of kept)
