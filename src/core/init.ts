@@ -160,7 +160,7 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
   if (!opts.existingConfig) for (const warning of config.warnings ?? []) opts.log.warn(warning);
 
   // The database is opened (and migrated) when first needed: by a keystore with storage:
-  // database, else below, after the keystore checks, so that a refusal leaves nothing behind.
+  // database, else below, after the keystore checks, so that a refusal there leaves no file behind.
   let opened: Promise<Db> | undefined;
   const database = (): Promise<Db> =>
     (opened ??= openDatabase(config.database, { baseDir: config.baseDir }).then(async (db) => {
@@ -173,18 +173,25 @@ export async function initProject(opts: InitOptions): Promise<InitResult> {
       return db;
     }));
   const keystore = openKeystore(config, env, opts.log, { db: database });
-  const existing = await keystore.read();
-  if (existing && opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
-    throw new RefusedError(
-      `${keystore.describe()} already exists with a different v1 than the key in ${opts.adoptKey.source}`,
-      'keyctl never overwrites existing keys: move the keyring file away first if you really mean to replace it',
-    );
-  }
-  if (existing && existing.doc.keyring !== config.keyring) {
-    throw new RefusedError(
-      `${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`,
-      `use --keyring ${existing.doc.keyring}, or another keystore path`,
-    );
+  let existing: Awaited<ReturnType<typeof keystore.read>>;
+  try {
+    existing = await keystore.read();
+    if (existing && opts.adoptKey && !existing.doc.keys.get('v1')?.equals(opts.adoptKey.key)) {
+      throw new RefusedError(
+        `${keystore.describe()} already exists with a different v1 than the key in ${opts.adoptKey.source}`,
+        'keyctl never overwrites existing keys: move the keyring file away first if you really mean to replace it',
+      );
+    }
+    if (existing && existing.doc.keyring !== config.keyring) {
+      throw new RefusedError(
+        `${keystore.describe()} holds keyring "${existing.doc.keyring}", not "${config.keyring}"`,
+        `use --keyring ${existing.doc.keyring}, or another keystore path`,
+      );
+    }
+  } catch (err) {
+    // A keystore in the database opened it: close it, or its pool keeps the process alive.
+    if (opened) await (await opened.catch(() => null))?.close();
+    throw err;
   }
 
   // Connect before creating any key, so a wrong database URL leaves nothing behind.

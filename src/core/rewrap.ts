@@ -2,8 +2,8 @@
  * `keyctl rewrap`: rotate the key-encryption key of an envelope keystore (aws-kms, vault-transit).
  * Every wrapped data key — published and archived — that is not under the target KEK (`--to`, else
  * the configured KMS key as its alias now resolves, else the Transit key's newest version) is
- * re-wrapped by the service (KMS ReEncrypt, Transit rewrap), without the data key leaving it, and
- * no data row is touched.
+ * re-wrapped by the service (KMS ReEncrypt, Transit rewrap: keyctl sends no key), and no data row
+ * is touched.
  *
  * Each blob is replaced by a compare-and-set (only if it is still the blob read), and only after
  * the new blob was unwrapped back to the same key: a KEK that cannot decrypt what it wrapped never
@@ -13,6 +13,7 @@
  * and one when a run fails.
  */
 import { KeystoreError, RefusedError } from '../base/errors.js';
+import { noOtherKek } from '../keystore/transit.js';
 import { fingerprint } from '../crypto/keys.js';
 import { EnvelopeKeystore, type WrappedPlace } from '../keystore/envelope.js';
 import { appendAudit } from '../rotation/store.js';
@@ -34,7 +35,7 @@ export interface RewrapResult {
   /** The target KEK as asked for (`--to`, or the configured one). */
   target: string;
   entries: RewrapEntry[];
-  /** KEKs that wrapped something before this run and wrap nothing now (checked by reading the files back). */
+  /** KEKs that wrapped a key of this keyring before this run and wrap none now (read back); with tenants, other keyrings may still use them. */
   unusedKeks: string[];
   /** KEKs that still wrap a stored blob. */
   keksInUse: string[];
@@ -50,6 +51,7 @@ export async function rewrap(ctx: CoreContext, opts: { to?: string | undefined; 
       'use keystore provider aws-kms or vault-transit (docs/keystores.md, "Envelope encryption"); to change the keys themselves, rotate: keyctl generate',
     );
   }
+  if (opts.to !== undefined && ks.wrapper.provider === 'vault-transit') throw noOtherKek(opts.to);
   const keyring = ctx.config.keyring;
   const dryRun = opts.dryRun === true;
   const entries: RewrapEntry[] = [];
@@ -105,7 +107,12 @@ export async function rewrap(ctx: CoreContext, opts: { to?: string | undefined; 
   };
   if (failure) {
     const done = entries.filter((e) => e.state === 'rewrapped').map((e) => e.version);
-    await audit(ctx, 'failed', { target: result.target, rewrappedBeforeFailure: done, error: failure instanceof Error ? failure.message : String(failure) });
+    // The failure is what the operator must see; a database that cannot take its record too is a warning.
+    await audit(ctx, 'failed', {
+      target: result.target,
+      rewrappedBeforeFailure: done,
+      error: failure instanceof Error ? failure.message : String(failure),
+    }).catch((err: unknown) => ctx.log.warn(`could not record the failed rewrap in the audit: ${err instanceof Error ? err.message : String(err)}`));
   }
   if (failure) throw failure;
   return result;

@@ -31,7 +31,7 @@ import type { Logger } from '../base/logger.js';
 import { KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { compareVersions, isVersionName, versionName, versionNumber } from '../crypto/keys.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
-import { awsErrorName, awsHttpStatus, networkCode, unreachable, withRemoteRetry } from './remote.js';
+import { awsCommonError, awsErrorName, awsHttpStatus, networkCode, unreachable, withRemoteRetry } from './remote.js';
 import type { AnchorSnapshot, ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
 type Sdk = typeof import('@aws-sdk/client-secrets-manager');
@@ -520,31 +520,14 @@ export class AwsSecretsManagerKeystore implements Keystore {
           `ResourceNotFoundException: ${SERVICE} has no secret ${secretId}${this.region ? ` in ${this.region}` : ''}`,
           'check keystore.secretId and keystore.region; to create the keyring there, run `keyctl init --existing-config`',
         );
-      case 'UnrecognizedClientException':
-      case 'InvalidSignatureException':
-      case 'ExpiredTokenException':
-      case 'InvalidClientTokenId':
-      case 'IncompleteSignature':
-        return new KeystoreError(
-          `${name}: AWS rejected keyctl's credentials for secretsmanager:${op}`,
-          'check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or refresh the session (e.g. aws sso login)',
-        );
-      case 'CredentialsProviderError':
-        return new KeystoreError(
-          'no AWS credentials found (environment, shared config/profile, SSO, web identity, instance role)',
-          'set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached; keyctl never reads credentials from its own config',
-        );
     }
-    if (/Region is missing/i.test(message))
-      return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
-    if (RETRYABLE_NAMES.has(name) || (awsHttpStatus(err) ?? 0) >= 500) {
-      return new KeystoreError(
-        `${name}: ${SERVICE} did not complete ${op} on ${secretId} after ${this.o.maxAttempts} tries`,
-        'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening',
-      );
-    }
-    // Service error messages name resources and parameters, never secret values.
-    return new KeystoreError(`${name}: ${SERVICE} refused ${op} on ${secretId}: ${message}`);
+    return awsCommonError(err, {
+      service: SERVICE,
+      action: `secretsmanager:${op}`,
+      resource: secretId,
+      maxAttempts: this.o.maxAttempts,
+      retryable: RETRYABLE_NAMES,
+    });
   }
 }
 

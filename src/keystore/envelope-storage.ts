@@ -7,8 +7,10 @@
  *   compare-and-set: a writer bumps it from the revision it read, in the transaction that replaces
  *   the rows, so two writers can never both pass (the "references only" model: no key in the clear).
  */
-import { DatabaseError, KeystoreConflictError } from '../base/errors.js';
+import type { Knex } from 'knex';
+import { KeystoreConflictError } from '../base/errors.js';
 import type { Db } from '../db/connect.js';
+import { translateDbError } from '../db/errors.js';
 import { TABLES } from '../db/migrations.js';
 import { parseWrapped, serialiseWrapped, type WrappedDocument, type WrappedEntry, type WrappedPlace } from './envelope-document.js';
 import { defaultArchivePath, PrivateFile } from './file.js';
@@ -50,6 +52,7 @@ export class FileWrappedStorage implements WrappedStorage {
 interface HeadRow {
   revision: number | string;
   primary_version: string | null;
+  wrapping: string;
 }
 
 interface KeyRow {
@@ -71,38 +74,40 @@ export class DatabaseWrappedStorage implements WrappedStorage {
   }
 
   async read(place: WrappedPlace): Promise<{ doc: WrappedDocument; revision: string } | null> {
-    const { knex } = await this.db();
-    return this.guard('read', async () => {
-      const head = (await knex(TABLES.wrappedHeads).where({ keyring: this.keyring, place }).first()) as HeadRow | undefined;
-      if (!head) return null;
-      const rows = (await knex(TABLES.wrappedKeys).where({ keyring: this.keyring, place }).select('version', 'kek', 'blob', 'status', 'since')) as KeyRow[];
-      const keys: Record<string, Record<string, string>> = {};
-      for (const r of rows) keys[r.version] = { kek: r.kek, blob: r.blob, ...(r.status ? { status: r.status } : {}), ...(r.since ? { since: r.since } : {}) };
-      // Parsed as the file form is: the same checks, whoever wrote the rows.
-      const text = JSON.stringify({
-        format: 'keyctl-envelope/1',
-        keyring: this.keyring,
-        ...(head.primary_version ? { primary: head.primary_version } : {}),
-        keys,
-      });
-      return { doc: parseWrapped(text, `${this.describe()}, ${place}`, place), revision: String(head.revision) };
-    });
+    const db = await this.db();
+    // One transaction: the head and its rows as one writer left them.
+    return this.guard(db, 'read', place, () =>
+      db.knex.transaction(async (trx) => {
+        const head = (await trx(TABLES.wrappedHeads).where({ keyring: this.keyring, place }).first()) as HeadRow | undefined;
+        if (!head || head.wrapping === REMOVED) return null;
+        const rows = (await trx(TABLES.wrappedKeys).where({ keyring: this.keyring, place }).select('version', 'kek', 'blob', 'status', 'since')) as KeyRow[];
+        const keys: Record<string, Record<string, string>> = {};
+        for (const r of rows) keys[r.version] = { kek: r.kek, blob: r.blob, ...(r.status ? { status: r.status } : {}), ...(r.since ? { since: r.since } : {}) };
+        // Parsed as the file form is: the same checks, whoever wrote the rows.
+        const text = JSON.stringify({
+          format: 'keyctl-envelope/1',
+          keyring: this.keyring,
+          ...(head.primary_version ? { primary: head.primary_version } : {}),
+          keys,
+        });
+        return { doc: parseWrapped(text, `${this.describe()}, ${place}`, place), revision: String(head.revision) };
+      }),
+    );
   }
 
   async write(place: WrappedPlace, doc: WrappedDocument, provider: string, expectedRevision: string | null): Promise<void> {
-    const { knex } = await this.db();
-    await this.guard('write', () =>
-      knex.transaction(async (trx) => {
+    const db = await this.db();
+    await this.guard(db, 'write', place, () =>
+      db.knex.transaction(async (trx) => {
         const at = { keyring: this.keyring, place };
+        const fields = { primary_version: doc.primary ?? null, wrapping: provider };
         if (expectedRevision === null) {
-          const exists = await trx(TABLES.wrappedHeads).where(at).first();
-          if (exists) throw conflict(place, 'already exists');
-          await trx(TABLES.wrappedHeads).insert({ ...at, revision: 1, primary_version: doc.primary ?? null, wrapping: provider });
-        } else {
-          const bumped = await trx(TABLES.wrappedHeads)
-            .where({ ...at, revision: Number(expectedRevision) })
-            .update({ revision: Number(expectedRevision) + 1, primary_version: doc.primary ?? null, wrapping: provider });
-          if (bumped !== 1) throw conflict(place, 'was changed by someone else since keyctl read it');
+          const head = (await trx(TABLES.wrappedHeads).where(at).first()) as HeadRow | undefined;
+          if (!head) await trx(TABLES.wrappedHeads).insert({ ...at, revision: 1, ...fields });
+          // A removed document's head stays, so its revisions are never handed out twice.
+          else if (head.wrapping !== REMOVED || (await bump(trx, at, Number(head.revision), fields)) !== 1) throw conflict(place, 'already exists');
+        } else if ((await bump(trx, at, Number(expectedRevision), fields)) !== 1) {
+          throw conflict(place, 'was changed by someone else since keyctl read it');
         }
         await trx(TABLES.wrappedKeys).where(at).delete();
         const rows = [...doc.keys].map(([version, e]: [string, WrappedEntry]) => ({
@@ -119,28 +124,37 @@ export class DatabaseWrappedStorage implements WrappedStorage {
   }
 
   async remove(place: WrappedPlace): Promise<void> {
-    const { knex } = await this.db();
-    await this.guard('remove', () =>
-      knex.transaction(async (trx) => {
-        await trx(TABLES.wrappedKeys).where({ keyring: this.keyring, place }).delete();
-        await trx(TABLES.wrappedHeads).where({ keyring: this.keyring, place }).delete();
+    const db = await this.db();
+    await this.guard(db, 'remove', place, () =>
+      db.knex.transaction(async (trx) => {
+        const at = { keyring: this.keyring, place };
+        await trx(TABLES.wrappedKeys).where(at).delete();
+        await trx(TABLES.wrappedHeads)
+          .where(at)
+          .update({ revision: trx.raw('revision + 1'), primary_version: null, wrapping: REMOVED });
       }),
     );
   }
 
-  /** A database failure as a keystore message; a conflict (or a unique violation from a racing create) as a conflict. */
-  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /** A conflict as a conflict (a racing creator's unique violation too); any other failure as the database's. */
+  private async guard<T>(db: Db, what: string, place: WrappedPlace, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof KeystoreConflictError) throw err;
-      if (/unique|duplicate/i.test(String((err as Error)?.message))) throw conflict('published', 'was created by someone else at the same moment');
-      throw new DatabaseError(
-        `cannot ${what} the wrapped keys in ${TABLES.wrappedKeys}: ${(err as { code?: string }).code ?? (err as Error).message}`,
-        'check the database connection; `keyctl migrate` creates the tables',
-      );
+      if (db.adapter.isUniqueViolation(err)) throw conflict(place, 'was created by someone else at the same moment');
+      throw translateDbError(err, db.endpoint, `${what} the wrapped keys (${TABLES.wrappedKeys}) in`);
     }
   }
+}
+
+/** The head of a removed document (destroyKeyring): kept, with its revision, so a stale writer still fails. */
+const REMOVED = 'removed';
+
+function bump(trx: Knex.Transaction, at: { keyring: string; place: WrappedPlace }, from: number, fields: Record<string, unknown>): Promise<number> {
+  return trx(TABLES.wrappedHeads)
+    .where({ ...at, revision: from })
+    .update({ revision: from + 1, ...fields });
 }
 
 function conflict(place: WrappedPlace, what: string): KeystoreConflictError {

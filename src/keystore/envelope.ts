@@ -43,10 +43,10 @@ export class EnvelopeKeystore implements Keystore {
   readonly file: string;
   readonly storage: WrappedStorage;
   private readonly o: EnvelopeKeystoreOptions;
-  /** blob → data key, for blobs unwrapped or made by this process. */
+  /** (KEK, blob, context) → data key, for blobs unwrapped or made by this process. */
   private readonly unwrapped = new Map<string, Buffer>();
-  /** version → its latest wrapped form and key, so an unchanged key keeps its blob. */
-  private readonly wrappedByVersion = new Map<string, { key: Buffer; wrapped: WrappedKey }>();
+  /** version → a data key the service just made (newKey) and its blob, for the write that stores it. */
+  private readonly made = new Map<string, { key: Buffer; wrapped: WrappedKey }>();
 
   constructor(o: EnvelopeKeystoreOptions) {
     this.o = o;
@@ -78,8 +78,9 @@ export class EnvelopeKeystore implements Keystore {
   }
 
   async write(doc: KeyringDocument, expectedRevision: string | null, _why: string): Promise<void> {
+    const stored = await this.storedBlobs();
     const keys = new Map<string, WrappedEntry>();
-    for (const [version, key] of doc.keys) keys.set(version, await this.wrappedFor(doc.keyring, version, key));
+    for (const [version, key] of doc.keys) keys.set(version, await this.wrappedFor(doc.keyring, version, key, stored, 'published'));
     await this.storage.write('published', { keyring: doc.keyring, primary: doc.primary, keys }, this.provider, expectedRevision);
   }
 
@@ -94,8 +95,10 @@ export class EnvelopeKeystore implements Keystore {
   }
 
   async writeArchive(doc: ArchiveDocument, expectedRevision: string | null, _why: string): Promise<void> {
+    const stored = await this.storedBlobs();
     const keys = new Map<string, WrappedEntry>();
-    for (const [version, a] of doc.keys) keys.set(version, { ...(await this.wrappedFor(doc.keyring, version, a.key)), status: a.status, since: a.since });
+    for (const [version, a] of doc.keys)
+      keys.set(version, { ...(await this.wrappedFor(doc.keyring, version, a.key, stored, 'archive')), status: a.status, since: a.since });
     await this.storage.write('archive', { keyring: doc.keyring, keys }, this.provider, expectedRevision);
   }
 
@@ -107,7 +110,8 @@ export class EnvelopeKeystore implements Keystore {
   /** A new data key made by the key service (GenerateDataKey, Transit datakey); `write` stores its blob. */
   async newKey(keyring: string, version: string): Promise<Buffer> {
     const made = await this.wrapper.generate(this.context(keyring, version));
-    this.remember(version, made.key, made.wrapped);
+    this.remember(keyring, version, made.key, made.wrapped);
+    this.made.set(version, made);
     return made.key;
   }
 
@@ -141,8 +145,8 @@ export class EnvelopeKeystore implements Keystore {
       got.doc.keys.set(version, { ...now, kek: next.kek, blob: next.blob });
       try {
         await this.storage.write(place, got.doc, this.provider, got.revision);
-        const key = this.unwrapped.get(expected.blob);
-        if (key) this.remember(version, key, next);
+        const key = this.unwrapped.get(cacheKey(this.context(got.doc.keyring, version), expected));
+        if (key) this.remember(got.doc.keyring, version, key, next);
         return true;
       } catch (err) {
         if (!(err instanceof KeystoreConflictError) || attempt >= 5) throw err;
@@ -150,32 +154,57 @@ export class EnvelopeKeystore implements Keystore {
     }
   }
 
-  /** The data key of one stored entry, from the service (or this process's cache). */
+  /** The data key of one stored entry, from the service (or this process's cache of the same blob under the same context). */
   async unwrapEntry(keyring: string, version: string, w: WrappedKey): Promise<Buffer> {
-    const cached = this.unwrapped.get(w.blob);
+    const context = this.context(keyring, version);
+    const cached = this.unwrapped.get(cacheKey(context, w));
     if (cached) return cached;
-    const key = await this.wrapper.unwrap(w, this.context(keyring, version));
+    const key = await this.wrapper.unwrap(w, context);
     if (key.length !== 32)
       throw new KeystoreError(
         `${version} in ${this.storage.describe()} unwraps to ${key.length} bytes, not a 32-byte key`,
         'restore the file from a backup; this blob was not written by keyctl',
       );
-    this.remember(version, key, w);
+    this.remember(keyring, version, key, w);
     return key;
   }
 
-  private remember(version: string, key: Buffer, wrapped: WrappedKey): void {
-    this.unwrapped.set(wrapped.blob, key);
-    this.wrappedByVersion.set(version, { key, wrapped });
+  private remember(keyring: string, version: string, key: Buffer, wrapped: WrappedKey): void {
+    this.unwrapped.set(cacheKey(this.context(keyring, version), wrapped), key);
   }
 
-  private async wrappedFor(keyring: string, version: string, key: Buffer): Promise<WrappedKey> {
-    const known = this.wrappedByVersion.get(version);
-    if (known?.key.equals(key)) return known.wrapped;
-    const wrapped = await this.wrapper.wrap(key, this.context(keyring, version));
-    this.remember(version, key, wrapped);
+  /** The blobs stored now, per document and version: what a write may keep. */
+  private async storedBlobs(): Promise<Record<WrappedPlace, Map<string, WrappedEntry>>> {
+    const [published, archive] = await Promise.all([this.storage.read('published'), this.storage.read('archive')]);
+    return { published: published?.doc.keys ?? new Map(), archive: archive?.doc.keys ?? new Map() };
+  }
+
+  /**
+   * The blob to store for `version`: one stored now (in `place` first, else the other document,
+   * where a promote or rollback moves it from) or just made by `newKey` — only if this process
+   * knows it holds `key` — else a new wrap. A blob seen elsewhere (an old backup's) is never reused.
+   */
+  private async wrappedFor(
+    keyring: string,
+    version: string,
+    key: Buffer,
+    stored: Record<WrappedPlace, Map<string, WrappedEntry>>,
+    place: WrappedPlace,
+  ): Promise<WrappedKey> {
+    const context = this.context(keyring, version);
+    const other: WrappedPlace = place === 'published' ? 'archive' : 'published';
+    for (const candidate of [stored[place].get(version), stored[other].get(version), this.made.get(version)?.wrapped]) {
+      if (candidate && this.unwrapped.get(cacheKey(context, candidate))?.equals(key)) return { kek: candidate.kek, blob: candidate.blob };
+    }
+    const wrapped = await this.wrapper.wrap(key, context);
+    this.remember(keyring, version, key, wrapped);
     return wrapped;
   }
+}
+
+/** A cached unwrap is valid only for the same KEK, blob and context: a blob moved to another version is asked of the service again. */
+function cacheKey(context: WrapContext, w: WrappedKey): string {
+  return JSON.stringify([w.kek, w.blob, context.keyring, context.version, context.tenant ?? null]);
 }
 
 export type { WrappedDocument, WrappedEntry, WrappedPlace } from './envelope-document.js';

@@ -5,13 +5,14 @@
  * key leaving KMS. `@aws-sdk/client-kms` is loaded on first use; credentials come from the SDK's
  * default chain (environment, profile, SSO, web identity, instance role), never from keyctl.yaml.
  *
- * Every Decrypt names the KMS key it expects (KeyId), as AWS recommends: a blob planted under
- * another key is refused (IncorrectKeyException) instead of being decrypted by whatever key made it.
+ * Every Decrypt names the KMS key the stored blob says wrapped it (KeyId, as AWS recommends), and
+ * only a key of the configured key's account and region is accepted: a blob planted under a key
+ * elsewhere is refused before anything is sent (assertTrusted).
  */
 import type { KMSClient } from '@aws-sdk/client-kms';
 import { KeyctlError, KeystoreError } from '../base/errors.js';
 import type { Logger } from '../base/logger.js';
-import { awsErrorName, awsHttpStatus, networkCode, unreachable, withRemoteRetry } from './remote.js';
+import { awsCommonError, awsErrorName, awsHttpStatus, networkCode, unreachable, withRemoteRetry } from './remote.js';
 import { encryptionContext, type KekHealth, type KekState, type KeyWrapper, type WrapContext, type WrappedKey } from './wrap.js';
 
 type Sdk = typeof import('@aws-sdk/client-kms');
@@ -61,6 +62,7 @@ export class KmsWrapper implements KeyWrapper {
   }
 
   async unwrap(w: WrappedKey, ctx: WrapContext): Promise<Buffer> {
+    await this.assertTrusted(w, ctx);
     const out = await this.call(
       'Decrypt',
       w.kek,
@@ -71,6 +73,7 @@ export class KmsWrapper implements KeyWrapper {
   }
 
   async rewrap(w: WrappedKey, ctx: WrapContext, to?: string): Promise<WrappedKey> {
+    await this.assertTrusted(w, ctx);
     const destination = to ?? this.o.keyId;
     const context = encryptionContext(ctx);
     const out = await this.call(
@@ -95,12 +98,30 @@ export class KmsWrapper implements KeyWrapper {
     return w.kek === (await this.arnOf(to ?? this.o.keyId));
   }
 
+  /**
+   * The KEK a stored blob names must be a KMS key of the configured key's partition, account and
+   * region: the file or table is not trusted to pick the key its own blob is decrypted with (a
+   * writer of it could otherwise plant a data key under a KMS key of their own).
+   */
+  private async assertTrusted(w: WrappedKey, ctx: WrapContext): Promise<void> {
+    const scope = (arn: string) => /^arn:([^:]+):kms:([^:]+):(\d{12}):key\/[^/]+$/.exec(arn)?.slice(1, 4).join(':');
+    const mine = scope(await this.arnOf(this.o.keyId));
+    if (mine !== undefined && scope(w.kek) === mine) return;
+    throw new KeystoreError(
+      `${ctx.version} of keyring ${ctx.keyring} names ${w.kek} as its KMS key, which is not a key of the account and region of keystore.keyId (${this.o.keyId}); keyctl did not send it to KMS`,
+      'the wrapped keys were edited or replaced: restore them from a backup (keyctl restore), and find out who could write them',
+    );
+  }
+
   /** The key ARN behind a key id or alias (DescribeKey). */
   arnOf(keyId: string): Promise<string> {
     let arn = this.arns.get(keyId);
     if (!arn) {
       arn = this.call('DescribeKey', keyId, (c, s) => c.send(new s.DescribeKeyCommand({ KeyId: keyId }))).then((out) => out.KeyMetadata!.Arn!);
-      arn.catch(() => this.arns.delete(keyId));
+      const asked = arn;
+      asked.catch(() => {
+        if (this.arns.get(keyId) === asked) this.arns.delete(keyId);
+      });
       this.arns.set(keyId, arn);
     }
     return arn;
@@ -112,14 +133,16 @@ export class KmsWrapper implements KeyWrapper {
       const { client, sdk } = await this.load();
       const out = await client.send(new sdk.DescribeKeyCommand({ KeyId: kek }));
       const state = out.KeyMetadata?.KeyState;
+      // Unavailable (a custom key store disconnected), PendingImport (no key material) and
+      // Creating cannot decrypt either: reported as disabled, with the state named.
       const mapped: KekState =
         state === 'Enabled'
           ? 'enabled'
-          : state === 'Disabled'
-            ? 'disabled'
-            : state?.startsWith('PendingDeletion') || state === 'PendingReplicaDeletion'
-              ? 'pending-deletion'
-              : 'unknown';
+          : state?.startsWith('PendingDeletion') || state === 'PendingReplicaDeletion'
+            ? 'pending-deletion'
+            : state === undefined
+              ? 'unknown'
+              : 'disabled';
       return {
         kek,
         reachable: true,
@@ -206,30 +229,7 @@ export class KmsWrapper implements KeyWrapper {
           `NotFoundException: ${SERVICE} has no key ${key}${this.region ? ` in ${this.region}` : ''}`,
           'check keystore.keyId and keystore.region',
         );
-      case 'UnrecognizedClientException':
-      case 'InvalidSignatureException':
-      case 'ExpiredTokenException':
-      case 'InvalidClientTokenId':
-      case 'IncompleteSignature':
-        return new KeystoreError(
-          `${name}: AWS rejected keyctl's credentials for kms:${op}`,
-          'check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or refresh the session (e.g. aws sso login)',
-        );
-      case 'CredentialsProviderError':
-        return new KeystoreError(
-          'no AWS credentials found (environment, shared config/profile, SSO, web identity, instance role)',
-          'set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached; keyctl never reads credentials from its own config',
-        );
     }
-    if (/Region is missing/i.test(message))
-      return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
-    if (RETRYABLE.has(name) || (awsHttpStatus(err) ?? 0) >= 500) {
-      return new KeystoreError(
-        `${name}: ${SERVICE} did not complete ${op} on ${key} after ${this.o.maxAttempts} tries`,
-        'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening',
-      );
-    }
-    // KMS's messages name keys and parameters, never plaintext.
-    return new KeystoreError(`${name}: ${SERVICE} refused ${op} on ${key}: ${message}`);
+    return awsCommonError(err, { service: SERVICE, action: `kms:${op}`, resource: key, maxAttempts: this.o.maxAttempts, retryable: RETRYABLE });
   }
 }

@@ -71,3 +71,42 @@ export function awsErrorName(err: unknown): string {
 export function awsHttpStatus(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
+
+/**
+ * The AWS failures both AWS keystores explain alike, after their own cases: credentials rejected
+ * or missing, no region, retries used up, and any other refusal in the service's own words (which
+ * name resources and parameters, never secret values).
+ */
+export function awsCommonError(
+  err: unknown,
+  o: { service: string; action: string; resource: string; maxAttempts: number; retryable: ReadonlySet<string> },
+): KeystoreError {
+  const name = awsErrorName(err);
+  const message = String((err as { message?: unknown })?.message ?? '');
+  switch (name) {
+    case 'UnrecognizedClientException':
+    case 'InvalidSignatureException':
+    case 'ExpiredTokenException':
+    case 'InvalidClientTokenId':
+    case 'IncompleteSignature':
+      return new KeystoreError(
+        `${name}: AWS rejected keyctl's credentials for ${o.action}`,
+        'check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or refresh the session (e.g. aws sso login)',
+      );
+    case 'CredentialsProviderError':
+      return new KeystoreError(
+        'no AWS credentials found (environment, shared config/profile, SSO, web identity, instance role)',
+        'set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role is attached; keyctl never reads credentials from its own config',
+      );
+  }
+  if (/Region is missing/i.test(message))
+    return new KeystoreError('no AWS region is set for the keystore', 'set keystore.region in keyctl.yaml, or AWS_REGION');
+  const op = o.action.split(':')[1] ?? o.action;
+  if (o.retryable.has(name) || (awsHttpStatus(err) ?? 0) >= 500) {
+    return new KeystoreError(
+      `${name}: ${o.service} did not complete ${op} on ${o.resource} after ${o.maxAttempts} tries`,
+      'wait a minute and run the command again (it resumes where it stopped); raise keystore.maxAttempts if this keeps happening',
+    );
+  }
+  return new KeystoreError(`${name}: ${o.service} refused ${op} on ${o.resource}: ${message}`);
+}

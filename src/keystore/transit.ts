@@ -10,21 +10,12 @@
  * prefix. Token, address, namespace and TLS: as the `vault` provider (vault-client.ts).
  */
 import { KeystoreError, UsageError } from '../base/errors.js';
-import type { Logger } from '../base/logger.js';
-import { type Capability, type VaultClient, VaultConnection, type VaultReply, vaultMessage, vaultStatus } from './vault-client.js';
+import { type Capability, type VaultClient, VaultConnection, type VaultConnectionOptions, type VaultReply, vaultMessage, vaultStatus } from './vault-client.js';
 import { contextBytes, type KekHealth, type KeyWrapper, type WrapContext, type WrappedKey } from './wrap.js';
 
-export interface TransitWrapperOptions {
-  address?: string | undefined;
-  namespace?: string | undefined;
+export interface TransitWrapperOptions extends VaultConnectionOptions {
   mount: string;
   key: string;
-  tokenFile?: string | undefined;
-  caCert?: string | undefined;
-  timeoutSeconds: number;
-  maxAttempts: number;
-  env: NodeJS.ProcessEnv;
-  log: Logger;
 }
 
 interface TransitKeyInfo {
@@ -38,6 +29,7 @@ export class TransitWrapper implements KeyWrapper {
   private readonly o: TransitWrapperOptions;
   private readonly vault: VaultConnection;
   private info: Promise<TransitKeyInfo> | undefined;
+  private warned = false;
 
   constructor(o: TransitWrapperOptions) {
     this.o = o;
@@ -86,6 +78,14 @@ export class TransitWrapper implements KeyWrapper {
       const info = await this.keyInfo();
       const latencyMs = Math.round(performance.now() - started);
       const version = kek ? Number(/:v(\d+)$/.exec(kek)?.[1] ?? Number.NaN) : info.latestVersion;
+      if (kek !== undefined && (!kek.startsWith(`${this.o.mount}/${this.o.key}:v`) || !Number.isInteger(version)))
+        return {
+          kek: name,
+          reachable: true,
+          latencyMs,
+          state: 'unknown',
+          problem: `not a version of ${this.o.mount}/${this.o.key}, the configured Transit key`,
+        };
       if (version < info.minDecryptionVersion)
         return {
           kek: name,
@@ -126,16 +126,23 @@ export class TransitWrapper implements KeyWrapper {
       const apiPath = `${this.o.mount}/keys/${this.o.key}`;
       const got = await this.call(`read Transit key ${this.o.mount}/${this.o.key}`, 'read', apiPath, (c) => c.read(apiPath));
       const d = got?.data ?? {};
+      if (d.derived !== true && !this.warned) {
+        this.warned = true;
+        this.o.log.warn(
+          `Transit key ${this.o.mount}/${this.o.key} is not derived: its blobs are not bound to their keyring and version (create keys with derived=true; docs/keystores.md)`,
+        );
+      }
       return {
         derived: d.derived === true,
         latestVersion: Number(d.latest_version ?? 0),
         minDecryptionVersion: Number(d.min_decryption_version ?? 1),
       };
     })();
-    this.info.catch(() => {
-      this.info = undefined;
+    const asked = this.info;
+    asked.catch(() => {
+      if (this.info === asked) this.info = undefined;
     });
-    return this.info;
+    return asked;
   }
 
   private async request(op: 'encrypt' | 'decrypt' | 'rewrap' | 'datakey', ctx: WrapContext, body: Record<string, unknown>): Promise<VaultReply> {
@@ -187,7 +194,7 @@ export function transitVersion(blob: string): number {
   return m ? Number(m[1]) : 0;
 }
 
-function noOtherKek(to: string): UsageError {
+export function noOtherKek(to: string): UsageError {
   return new UsageError(
     `--to ${to}: Vault Transit rewraps under the newest version of keystore.key only`,
     'rotate the Transit key (vault write -f <mount>/keys/<key>/rotate) and run `keyctl rewrap` without --to',

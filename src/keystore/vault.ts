@@ -21,24 +21,15 @@
  *
  * Token, address, namespace and TLS are found as the vault CLI finds them (vault-client.ts).
  */
-import type { Logger } from '../base/logger.js';
 import { type KeyctlError, KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import { parseArchiveJson, parseKeyringJson, serialiseArchive, serialiseKeyring } from './document.js';
-import { type Capability, type VaultClient, VaultConnection, type VaultReply, vaultMessage, vaultStatus } from './vault-client.js';
+import { type Capability, type VaultClient, VaultConnection, type VaultConnectionOptions, type VaultReply, vaultMessage, vaultStatus } from './vault-client.js';
 import type { AnchorSnapshot, ArchiveDocument, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 
-export interface VaultKeystoreOptions {
-  address?: string | undefined;
-  namespace?: string | undefined;
+export interface VaultKeystoreOptions extends VaultConnectionOptions {
   mount: string;
   path: string;
   archivePath?: string | undefined;
-  tokenFile?: string | undefined;
-  caCert?: string | undefined;
-  timeoutSeconds: number;
-  maxAttempts: number;
-  env: NodeJS.ProcessEnv;
-  log: Logger;
 }
 
 interface KvSecret {

@@ -46,7 +46,7 @@ export interface KeyWrapper {
   wrap(key: Buffer, ctx: WrapContext): Promise<WrappedKey>;
   unwrap(wrapped: WrappedKey, ctx: WrapContext): Promise<Buffer>;
   /**
-   * Re-wrap without the data key leaving the service (KMS ReEncrypt / Transit rewrap): under `to`
+   * Re-wrap in the service (KMS ReEncrypt / Transit rewrap: keyctl sends no key): under `to`
    * (a KMS key), or under the configured KEK's newest version.
    */
   rewrap(wrapped: WrappedKey, ctx: WrapContext, to?: string): Promise<WrappedKey>;

@@ -76,13 +76,14 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
       ]);
       expect((await run('recover-test', '--identity', sec, '--backup', file)).stdout).toMatch(/recover-test passed/);
 
-      // The wrapped keyring is lost; restore brings back the same blobs, unwrapped and checked on the way.
+      // The wrapped keyring is lost; restore brings back the same keys.
       for (const f of readdirSync(path.join(dir, '.keyctl'))) if (f.startsWith('keyring.wrapped')) rmSync(path.join(dir, '.keyctl', f));
       expect(wrappedFile(dir)).toBeNull();
       await run('restore', '--backup', file, '--identity', sec, '--yes');
       const back = wrappedFile(dir)!;
       expect(back.primary).toBe('v1');
-      expect(back.keys).toEqual({ v1: stored.v1, v2: stored.v2 });
+      // Wrapped again under the configured KEK (the backed-up blobs were unwrapped to check them).
+      expect(Object.values(back.keys).map((e) => e.kek)).toEqual([h.currentKek(), h.currentKek()]);
       expect(json(await run('status', '--json'))).toMatchObject({
         primary: 'v1',
         versions: [
@@ -90,6 +91,17 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
           { version: 'v2', inKeystore: true },
         ],
       });
+
+      // A blobs-only backup made before a KEK rotation: restoring a lost archive from it wraps
+      // under the KEK of today, never puts back a blob of the old KEK that rewrap reported unused.
+      for (const step of ['dual-key', 'reencrypt', 'verify', 'promote']) await run(step);
+      const before = json<{ file: string }>(await run('backup', '--json')).file;
+      const newKek = await h.rotateKek();
+      expect(json<{ unusedKeks: string[] }>(await run('rewrap', '--json')).unusedKeks).toHaveLength(1);
+      rmSync(path.join(dir, '.keyctl', 'keyring.wrapped.archive.json'));
+      await run('restore', '--backup', before, '--identity', sec, '--yes');
+      expect(wrappedFile(dir, 'archive')!.keys.v1!.kek).toBe(newKek);
+      expect(wrappedFile(dir)!.keys.v2!.kek).toBe(newKek);
     });
   });
 }

@@ -93,6 +93,22 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
       );
       expect(swapped.stderr).toMatch(/moved from another keyring, version or tenant/);
       expect((await run('status')).code).toBe(0);
+      if (h.provider === 'aws-kms') {
+        // The file cannot choose the KMS key its blob is decrypted with: one outside the account is refused unsent.
+        const file = path.join(dir, WRAPPED_FILE);
+        const text = readFileSync(file, 'utf8');
+        const doc = JSON.parse(text) as { keys: Record<string, { kek: string }> };
+        doc.keys.v1!.kek = 'arn:aws:kms:eu-west-1:999999999999:key/planted';
+        writeFileSync(file, JSON.stringify(doc), { mode: 0o600 });
+        const calls = h.kms!.calls.length;
+        const planted = await run('status');
+        writeFileSync(file, text, { mode: 0o600 });
+        expect(planted.code).toBe(ExitCode.KEYSTORE);
+        expect(planted.stderr).toMatch(
+          /names arn:aws:kms:eu-west-1:999999999999:key\/planted as its KMS key, which is not a key of the account and region of keystore.keyId/,
+        );
+        expect(h.kms!.calls.slice(calls).filter((c) => c.op === 'Decrypt' && c.keyId?.includes('999999999999'))).toEqual([]);
+      }
 
       // The KEK made unusable while it still wraps both versions.
       if (h.provider === 'aws-kms') await h.client.send(new DisableKeyCommand({ KeyId: h.currentKek() }));

@@ -41,6 +41,11 @@ for (const dialect of ['sqlite', 'pg', 'mysql'] as const) {
       expect(await new DatabaseWrappedStorage('other', async () => ctx.db).read('published')).toBeNull();
       await a.remove('published');
       expect(await a.read('published')).toBeNull();
+      // Revisions are not handed out again after a removal: a writer that read revision 2 still fails.
+      await expect(b.write('published', doc('E'), 'aws-kms', '2')).rejects.toBeInstanceOf(KeystoreConflictError);
+      await b.write('published', doc('F'), 'aws-kms', null);
+      expect((await a.read('published'))!).toEqual({ doc: doc('F'), revision: '4' });
+      await expect(a.write('published', doc('G'), 'aws-kms', null)).rejects.toBeInstanceOf(KeystoreConflictError);
     });
   });
 }

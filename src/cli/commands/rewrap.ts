@@ -18,7 +18,7 @@ export async function run(rt: CliRuntime, f: RewrapOptions): Promise<number> {
       for (const e of [...todo, ...done]) lines.push(`  ${e.version} (${e.place}): ${e.from}${e.to ? ` → ${e.to}` : ''}`);
       if (current.length && (todo.length || done.length)) lines.push(`  ${current.length} already under it`);
       for (const e of changed) lines.push(`  ${e.version} (${e.place}): changed by someone else meanwhile; run keyctl rewrap again`);
-      if (r.unusedKeks.length) lines.push(`no stored key is wrapped by ${r.unusedKeks.join(', ')} any more`);
+      if (r.unusedKeks.length) lines.push(`no stored key of keyring ${r.keyring} is wrapped by ${r.unusedKeks.join(', ')} any more`);
       if (!r.dryRun) lines.push(`key-encryption keys in use: ${r.keksInUse.join(', ') || 'none'}`);
       return lines.join('\n');
     });
