@@ -7,9 +7,9 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { json, keyctl, type RunResult } from '../helpers/cli.js';
+import { json } from '../helpers/cli.js';
 import { perTestDatabase } from '../helpers/databases.js';
-import { type EnvelopeHarness, kmsHarness, transitHarness, wrappedFile } from '../helpers/envelope.js';
+import { type EnvelopeHarness, kmsHarness, succeeding, transitHarness, wrappedFile } from '../helpers/envelope.js';
 import { GpgHome } from '../helpers/gpg.js';
 import { writeConfig } from '../helpers/keystores.js';
 
@@ -48,12 +48,7 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
       const dir = t.db.dir;
       const backup = (unwrapped: boolean) => `backup:\n  recipients: [${JSON.stringify(pub)}]\n  unwrappedKeys: ${unwrapped}\n`;
       writeConfig(dir, t.db, h, backup(true));
-      const env = { ...h.env, KEYCTL_ACTOR: 'e2e@test' };
-      const run = async (...args: string[]): Promise<RunResult> => {
-        const r = await keyctl(args, { cwd: dir, env });
-        expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
-        return r;
-      };
+      const run = succeeding(dir, h.env);
       await run('init', '--existing-config', '--demo', '--rows', '30');
       await run('generate');
       const stored = wrappedFile(dir)!.keys;

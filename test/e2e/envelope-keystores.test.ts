@@ -9,9 +9,19 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fingerprint } from '../../src/crypto/keys.js';
-import { json, KEYCTL_BIN, keyctl, type RunResult } from '../helpers/cli.js';
+import { json, KEYCTL_BIN, keyctl } from '../helpers/cli.js';
 import { dialectAvailable, knexForProject, perTestDatabase } from '../helpers/databases.js';
-import { archived, type EnvelopeHarness, kmsHarness, kmsHarnessAt, published, transitHarness, WRAPPED_FILE, wrappedFile } from '../helpers/envelope.js';
+import {
+  archived,
+  type EnvelopeHarness,
+  kmsHarness,
+  kmsHarnessAt,
+  published,
+  succeeding,
+  transitHarness,
+  WRAPPED_FILE,
+  wrappedFile,
+} from '../helpers/envelope.js';
 import { motoEnabled, motoNotice, startMoto } from '../helpers/moto.js';
 import { CreateKeyCommand, DecryptCommand, DisableKeyCommand } from '@aws-sdk/client-kms';
 import { writeConfig } from '../helpers/keystores.js';
@@ -49,11 +59,7 @@ for (const provider of ['aws-kms', 'vault-transit'] as const) {
         h = await harnesses[provider]();
         const dir = t.db.dir;
         writeConfig(dir, t.db, h, '  retiredKeyRetentionDays: 0\n');
-        const run = async (...args: string[]): Promise<RunResult> => {
-          const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
-          expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
-          return r;
-        };
+        const run = succeeding(dir, h.env);
         const status = async () => json<StatusJson>(await run('status', '--json'));
 
         await run('init', '--existing-config', '--demo', '--rows', String(ROWS));
@@ -153,11 +159,7 @@ describe.runIf(motoEnabled)('aws-kms keystore against moto (python3 -m moto.serv
     h = await kmsHarnessAt(moto.endpoint, '', undefined, async () => moto.stop());
     const dir = t.db.dir;
     writeConfig(dir, t.db, h);
-    const run = async (...args: string[]): Promise<RunResult> => {
-      const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
-      expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
-      return r;
-    };
+    const run = succeeding(dir, h.env);
     await run('init', '--existing-config', '--demo', '--rows', '30');
     await run('generate');
     const oldKek = h.currentKek();
@@ -195,11 +197,7 @@ describe('tenants in an aws-kms keystore', () => {
         'tenancy:\n  column: tenant_id\n  keyring: "tenant-{tenant}"\n' +
         'targets:\n  - table: customers\n    primaryKey: id\n    columns: [email, phone, notes]\npolicy:\n  minPropagationSeconds: 0\n',
     );
-    const run = async (...args: string[]): Promise<RunResult> => {
-      const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
-      expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
-      return r;
-    };
+    const run = succeeding(dir, h.env);
     await run('init', '--existing-config', '--demo', '--tenants', '2', '--rows', '40');
     const tenantFile = (tenant: string) => JSON.parse(readFileSync(path.join(dir, '.keyctl', 'tenants', `tenant-${tenant}.json`), 'utf8'));
     const t1 = tenantFile('t001');
@@ -256,11 +254,7 @@ for (const dialect of ['sqlite', 'pg'] as const) {
       h = await kmsHarness('  storage: database\n');
       const dir = t.db.dir;
       writeConfig(dir, t.db, h, '  retiredKeyRetentionDays: 0\n');
-      const run = async (...args: string[]): Promise<RunResult> => {
-        const r = await keyctl(args, { cwd: dir, env: { ...h!.env, KEYCTL_ACTOR: 'e2e@test' } });
-        expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
-        return r;
-      };
+      const run = succeeding(dir, h.env);
       const rows = (place?: string) => storedRows(dir, t.db.config.client, t.db.connection, place);
       await run('init', '--existing-config', '--demo', '--rows', '60');
       expect(wrappedFile(dir), 'no wrapped keyring file').toBeNull();

@@ -6,7 +6,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, KMSClient, UpdateAliasCommand } from '@aws-sdk/client-kms';
+import { expect } from 'vitest';
 import { startFakeKms, type FakeKms } from '../fixtures/aws-kms.js';
+import { keyctl, type RunResult } from './cli.js';
 import { startFakeVault, type FakeVault } from '../fixtures/vault-server.js';
 import { AWS_ENV } from './keystores.js';
 
@@ -148,4 +150,13 @@ export async function transitHarness(extraYaml = '', o: { derived?: boolean } = 
     });
     return Buffer.from((out.data as { plaintext: string }).plaintext, 'base64');
   }
+}
+
+/** keyctl in `dir` as an operator runs it, each command expected to succeed (its stderr shown when one does not). */
+export function succeeding(dir: string, env: NodeJS.ProcessEnv): (...args: string[]) => Promise<RunResult> {
+  return async (...args) => {
+    const r = await keyctl(args, { cwd: dir, env: { ...env, KEYCTL_ACTOR: 'e2e@test' } });
+    expect(r.code, `keyctl ${args.join(' ')}\n${r.stderr}`).toBe(0);
+    return r;
+  };
 }
