@@ -78,7 +78,9 @@ export class DatabaseWrappedStorage implements WrappedStorage {
     // One transaction: the head and its rows as one writer left them.
     return this.guard(db, 'read', place, () =>
       db.knex.transaction(async (trx) => {
-        const head = (await trx(TABLES.wrappedHeads).where({ keyring: this.keyring, place }).first()) as HeadRow | undefined;
+        // Shared lock on the head (PostgreSQL, MySQL): a writer's rows are not half seen under READ COMMITTED.
+        const headQuery = trx(TABLES.wrappedHeads).where({ keyring: this.keyring, place }).first();
+        const head = (await (db.adapter.embedded ? headQuery : headQuery.forShare())) as HeadRow | undefined;
         if (!head || head.wrapping === REMOVED) return null;
         const rows = (await trx(TABLES.wrappedKeys).where({ keyring: this.keyring, place }).select('version', 'kek', 'blob', 'status', 'since')) as KeyRow[];
         const keys: Record<string, Record<string, string>> = {};
@@ -143,6 +145,9 @@ export class DatabaseWrappedStorage implements WrappedStorage {
     } catch (err) {
       if (err instanceof KeystoreConflictError) throw err;
       if (db.adapter.isUniqueViolation(err)) throw conflict(place, 'was created by someone else at the same moment');
+      // A busy SQLite snapshot, a deadlock or lock timeout: another writer got there; nothing was written.
+      if (db.adapter.isRetryable(err) || db.adapter.isLockContention(err) || /^SQLITE_BUSY/.test(String((err as { code?: unknown })?.code ?? '')))
+        throw conflict(place, 'was being changed by another writer at the same moment');
       throw translateDbError(err, db.endpoint, `${what} the wrapped keys (${TABLES.wrappedKeys}) in`);
     }
   }

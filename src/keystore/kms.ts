@@ -35,6 +35,8 @@ export class KmsWrapper implements KeyWrapper {
   private readonly o: KmsWrapperOptions;
   private readonly region: string | undefined;
   private loaded: Promise<{ sdk: Sdk; client: KMSClient }> | undefined;
+  /** Account scopes a blob's KEK may be in besides the configured key's: a `rewrap --to` destination's. */
+  private readonly trustedScopes = new Set<string>();
   /** keyId (alias, id, ARN) → key ARN, once per process. */
   private readonly arns = new Map<string, Promise<string>>();
 
@@ -75,6 +77,9 @@ export class KmsWrapper implements KeyWrapper {
   async rewrap(w: WrappedKey, ctx: WrapContext, to?: string): Promise<WrappedKey> {
     await this.assertTrusted(w, ctx);
     const destination = to ?? this.o.keyId;
+    // The operator named the destination: blobs under it (read back below, and later) are trusted too.
+    const scope = kmsScope(await this.arnOf(destination));
+    if (scope !== undefined) this.trustedScopes.add(scope);
     const context = encryptionContext(ctx);
     const out = await this.call(
       'ReEncrypt',
@@ -104,9 +109,8 @@ export class KmsWrapper implements KeyWrapper {
    * writer of it could otherwise plant a data key under a KMS key of their own).
    */
   private async assertTrusted(w: WrappedKey, ctx: WrapContext): Promise<void> {
-    const scope = (arn: string) => /^arn:([^:]+):kms:([^:]+):(\d{12}):key\/[^/]+$/.exec(arn)?.slice(1, 4).join(':');
-    const mine = scope(await this.arnOf(this.o.keyId));
-    if (mine !== undefined && scope(w.kek) === mine) return;
+    const theirs = kmsScope(w.kek);
+    if (theirs !== undefined && (theirs === kmsScope(await this.arnOf(this.o.keyId)) || this.trustedScopes.has(theirs))) return;
     throw new KeystoreError(
       `${ctx.version} of keyring ${ctx.keyring} names ${w.kek} as its KMS key, which is not a key of the account and region of keystore.keyId (${this.o.keyId}); keyctl did not send it to KMS`,
       'the wrapped keys were edited or replaced: restore them from a backup (keyctl restore), and find out who could write them',
@@ -134,9 +138,10 @@ export class KmsWrapper implements KeyWrapper {
       const out = await client.send(new sdk.DescribeKeyCommand({ KeyId: kek }));
       const state = out.KeyMetadata?.KeyState;
       // Unavailable (a custom key store disconnected), PendingImport (no key material) and
-      // Creating cannot decrypt either: reported as disabled, with the state named.
+      // Creating cannot decrypt either: reported as disabled, with the state named. Updating (a
+      // multi-Region key changing its primary region) still decrypts.
       const mapped: KekState =
-        state === 'Enabled'
+        state === 'Enabled' || state === 'Updating'
           ? 'enabled'
           : state?.startsWith('PendingDeletion') || state === 'PendingReplicaDeletion'
             ? 'pending-deletion'
@@ -232,4 +237,14 @@ export class KmsWrapper implements KeyWrapper {
     }
     return awsCommonError(err, { service: SERVICE, action: `kms:${op}`, resource: key, maxAttempts: this.o.maxAttempts, retryable: RETRYABLE });
   }
+}
+
+/**
+ * Where a KMS key lives, for assertTrusted: partition, region and account — and for a multi-Region
+ * key (`mrk-…`) partition and account only, since its replicas share the id in other regions.
+ */
+function kmsScope(arn: string): string | undefined {
+  const m = /^arn:([^:]+):kms:([^:]+):(\d{12}):key\/([^/]+)$/.exec(arn);
+  if (!m) return undefined;
+  return m[4]!.startsWith('mrk-') ? `${m[1]}:*:${m[3]}` : `${m[1]}:${m[2]}:${m[3]}`;
 }
