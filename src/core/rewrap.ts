@@ -113,8 +113,8 @@ export async function rewrap(ctx: CoreContext, opts: { to?: string | undefined; 
       rewrappedBeforeFailure: done,
       error: failure instanceof Error ? failure.message : String(failure),
     }).catch((err: unknown) => ctx.log.warn(`could not record the failed rewrap in the audit: ${err instanceof Error ? err.message : String(err)}`));
+    throw failure;
   }
-  if (failure) throw failure;
   return result;
 }
 

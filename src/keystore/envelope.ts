@@ -13,15 +13,15 @@
  * write is a compare-and-set: files like the file keystore's (0600, atomic replace, under a lock),
  * rows in one transaction, so a kill -9 leaves the old or the new document.
  *
- * Unwrapped keys are cached by blob for the life of the process: a command reads its keyring
- * several times and should not ask the service each time. Keys keyctl wraps are wrapped once: the
- * blob of an unchanged version is kept as it is.
+ * Unwrapped keys are cached for the life of the process, by KEK, blob and encryption context: a
+ * command reads its keyring several times and should not ask the service each time. A write keeps
+ * the stored blob of a version whose key is unchanged (wrappedFor) instead of wrapping it again.
  */
 import { KeystoreConflictError, KeystoreError } from '../base/errors.js';
 import type { Logger } from '../base/logger.js';
 import type { WrappedDocument, WrappedEntry, WrappedPlace } from './envelope-document.js';
 import { FileWrappedStorage, type WrappedStorage } from './envelope-storage.js';
-import { anchorPath, PrivateFile } from './file.js';
+import { readAnchorBeside, writeAnchorBeside } from './file.js';
 import type { AnchorSnapshot, ArchiveDocument, ArchivedKey, ArchiveSnapshot, Keystore, KeyringDocument, KeystoreSnapshot } from './types.js';
 import type { KeyWrapper, WrapContext, WrappedKey } from './wrap.js';
 
@@ -115,14 +115,13 @@ export class EnvelopeKeystore implements Keystore {
     return made.key;
   }
 
-  async readAnchor(_keyring: string): Promise<AnchorSnapshot> {
-    const file = anchorPath(this.o.file);
-    const got = await new PrivateFile(file, 'audit anchor').read();
-    return { text: got?.text ?? null, revision: got?.revision ?? null, where: `audit anchor ${file}` };
+  /** The audit anchor: a file beside `file`, also with storage: database (evidence stays outside the database). */
+  readAnchor(_keyring: string): Promise<AnchorSnapshot> {
+    return readAnchorBeside(this.o.file);
   }
 
-  async writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
-    await new PrivateFile(anchorPath(this.o.file), 'audit anchor').write(text, expectedRevision);
+  writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
+    return writeAnchorBeside(this.o.file, text, expectedRevision);
   }
 
   // ── the wrapped documents, for rewrap and status ───────────────────────────────────────────

@@ -194,15 +194,24 @@ export class FileKeystore implements Keystore {
   }
 
   /** The audit anchor: `<name>.audit-anchor.json` beside the keyring file, 0600, same lock and check-and-set. */
-  async readAnchor(_keyring: string): Promise<AnchorSnapshot> {
-    const file = anchorPath(this.file);
-    const got = await new PrivateFile(file, 'audit anchor').read();
-    return { text: got?.text ?? null, revision: got?.revision ?? null, where: `audit anchor ${file}` };
+  readAnchor(_keyring: string): Promise<AnchorSnapshot> {
+    return readAnchorBeside(this.file);
   }
 
-  async writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
-    await new PrivateFile(anchorPath(this.file), 'audit anchor').write(text, expectedRevision);
+  writeAnchor(_keyring: string, text: string, expectedRevision: string | null): Promise<void> {
+    return writeAnchorBeside(this.file, text, expectedRevision);
   }
+}
+
+/** The audit anchor beside a keyring file (`<name>.audit-anchor.json`), as the file and envelope keystores keep it. */
+export async function readAnchorBeside(keyringFile: string): Promise<AnchorSnapshot> {
+  const file = anchorPath(keyringFile);
+  const got = await new PrivateFile(file, 'audit anchor').read();
+  return { text: got?.text ?? null, revision: got?.revision ?? null, where: `audit anchor ${file}` };
+}
+
+export async function writeAnchorBeside(keyringFile: string, text: string, expectedRevision: string | null): Promise<void> {
+  await new PrivateFile(anchorPath(keyringFile), 'audit anchor').write(text, expectedRevision);
 }
 
 /** `.keyctl/keyring.json` → `.keyctl/keyring.audit-anchor.json` */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, KMSClient, UpdateAliasCommand } from '@aws-sdk/client-kms';
 import { expect } from 'vitest';
 import { startFakeKms, type FakeKms } from '../fixtures/aws-kms.js';
-import { keyctl, type RunResult } from './cli.js';
+import { declareTestSecret, keyctl, type RunResult } from './cli.js';
 import { startFakeVault, type FakeVault } from '../fixtures/vault-server.js';
 import { AWS_ENV } from './keystores.js';
 
@@ -102,7 +102,10 @@ export async function kmsHarnessAt(endpoint: string, extraYaml: string, kms: Fak
     const out = await client.send(
       new DecryptCommand({ KeyId: entry.kek, CiphertextBlob: Buffer.from(entry.blob, 'base64'), EncryptionContext: context(keyring, version) }),
     );
-    return Buffer.from(out.Plaintext!);
+    const key = Buffer.from(out.Plaintext!);
+    // The suite-wide secret grep then looks for this data key in every later keyctl output.
+    declareTestSecret(key, `${keyring} ${version} data key (aws-kms)`);
+    return key;
   }
 }
 
@@ -148,7 +151,9 @@ export async function transitHarness(extraYaml = '', o: { derived?: boolean } = 
       ciphertext: entry.blob,
       ...(derived ? { context: transitContext(keyring, v) } : {}),
     });
-    return Buffer.from((out.data as { plaintext: string }).plaintext, 'base64');
+    const key = Buffer.from((out.data as { plaintext: string }).plaintext, 'base64');
+    declareTestSecret(key, `${keyring} ${v} data key (vault-transit)`);
+    return key;
   }
 }
 
