@@ -9,9 +9,10 @@
 //                 over the loop: everything that server did meanwhile, other clients' work included
 //   client CPU    this process (process.cpuUsage()) over the loop
 // Methods:
-//   union_all            UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) v, text protocol (the tool today)
-//   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text)
+//   union_all            UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) v, text protocol (keyctl before the prepared statement; still its path for rows of over 8 KB)
+//   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text): keyctl now
 //   prepared_typed       the same with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
+//   values               UPDATE … JOIN (WITH v(…) AS (VALUES (?, …), …) SELECT * FROM v) v, text protocol (MariaDB 10.3+)
 //   load_data            LOAD DATA LOCAL INFILE of the batch into an InnoDB session temporary table, then UPDATE … JOIN it
 //   load_data_memory     the same with an ENGINE=MEMORY temporary table (VARBINARY(1024) columns)
 //   two_connections      union_all with each batch split in halves written at once on two connections
@@ -242,6 +243,32 @@ async function writePreparedUnionAll(conn, b) {
 }
 
 /** @type {Map<number, string>} */
+const valuesSqlCache = new Map();
+/**
+ * The statement with the batch as a table value constructor, `VALUES (…), (…)` named by a CTE's
+ * column list (MariaDB 10.3+; MySQL 8.0.19+ spells the rows `ROW(…)`), for n rows.
+ * @param {number} n
+ */
+function valuesSql(n) {
+  let sql = valuesSqlCache.get(n);
+  if (!sql) {
+    const rows = `WITH v(pk, o0, n0, o1, n1) AS (VALUES (?, ?, ?, ?, ?)${', (?, ?, ?, ?, ?)'.repeat(n - 1)}) SELECT * FROM v`;
+    sql = `UPDATE t AS t JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+    valuesSqlCache.set(n, sql);
+  }
+  return sql;
+}
+
+/**
+ * Text protocol, the batch as VALUES rows. (As a prepared statement MariaDB 10.11 types each VALUES
+ * column from the first row's parameter and fails the next rows: "Data too long for column 'pk' at row 2".)
+ * @param {Connection} conn @param {Batch} b
+ */
+async function writeValues(conn, b) {
+  return (await run(conn, valuesSql(b.ids.length), unionAllValues(b))).affectedRows;
+}
+
+/** @type {Map<number, string>} */
 const typedSqlCache = new Map();
 const TYPED_WIDTH = 1024;
 /**
@@ -433,6 +460,7 @@ const twoConnections = {
 const METHODS = [
   singleTransaction('union_all', writeUnionAll),
   singleTransaction('prepared_union_all', writePreparedUnionAll),
+  singleTransaction('values', writeValues),
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),

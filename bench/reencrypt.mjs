@@ -17,7 +17,8 @@
 // With --fernet the table holds Fernet tokens behind a `FERNET_V1:` prefix under v1, and keyctl
 // migrates them to AES-GCM (`from: { codec: fernet, versions: [v1] }`); the crypto ceiling is
 // Fernet decryption (HMAC + AES-128-CBC) and AES-GCM encryption.
-// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext | --fernet] [--batch-size N] [--naive-rows N] [--peer-rows N] [--keep] [--profile DIR]
+// Usage: npm run bench -- --db sqlite|pg|mysql --rows N [--plaintext | --fernet] [--batch-size N] [--naive-rows N] [--peer-rows N] [--keep] [--profile DIR] [--quick]
+// KEYCTL_BENCH_NODE_ARGS: extra node options for the timed keyctl reencrypt (e.g. --max-semi-space-size=32).
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { randomBytes } from 'node:crypto';
@@ -56,10 +57,13 @@ if (plaintext && fernetFrom) throw new Error('--plaintext and --fernet are two d
 const FERNET_PREFIX = 'FERNET_V1:';
 // --profile DIR: write a V8 CPU profile of the keyctl reencrypt process into DIR.
 const profileDir = opt('profile');
-const profileArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : [];
+const profileArgs = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : []), ...(process.env.KEYCTL_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
 const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
-const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
+// KEYCTL_BENCH_BIN: another build's bin/keyctl.js (an older commit's worktree), to compare two builds with the same bench.
+const bin = process.env.KEYCTL_BENCH_BIN ? path.resolve(process.env.KEYCTL_BENCH_BIN) : fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
+// --quick: only keyctl reencrypt and the crypto ceiling (for pairs of builds run one after the other).
+const quick = args.includes('--quick');
 const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'keyctl-bench-'));
@@ -271,13 +275,13 @@ async function main() {
   const cryptoSecs = (performance.now() - t0) / 1000;
   if (sink === 0) throw new Error('unreachable');
   // The same work on one thread per core at once: how far crypto scales on this machine.
-  const parallelSecs = await parallelCrypto(values, os.cpus().length);
+  const parallelSecs = quick ? Number.NaN : await parallelCrypto(values, os.cpus().length);
   values.length = 0;
 
   // keyctl reencrypt --dry-run: the same reads and crypto without the writes, to tell what the
   // writes (the database server's share of the two cores) cost the real run.
   const dryServerBefore = serverCpuSeconds();
-  const dry = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
+  const dry = quick ? { status: 0, stderr: '0 0 0 0' } : spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
     cwd: dir,
     encoding: 'utf8',
   });
@@ -302,6 +306,14 @@ async function main() {
   if (fernetFrom && report.tables[0].valuesPlanned !== 2 * rows)
     throw new Error(`reencrypt migrated ${report.tables[0].valuesPlanned} Fernet tokens, not ${2 * rows}`);
 
+  if (quick) {
+    const { rssKb, wall } = timeFields(timed.stderr);
+    console.log(
+      `db=${dbKind} rows=${rows} keyctl ${Math.round(rows / wall)} rows/s (${wall.toFixed(2)} s, peak RSS ${(rssKb / 1024).toFixed(0)} MiB, CPU keyctl ${(userCpu + sysCpu).toFixed(1)} s, server ${serverCpu.toFixed(1)} s) crypto ceiling ${Math.round(rows / cryptoSecs)} rows/s keyctl/crypto ${((rows / wall) / (rows / cryptoSecs)).toFixed(2)}`,
+    );
+    await knex.destroy();
+    return;
+  }
   // keyctl verify: the full decryption scan (every value decrypted) that guards promote and key destruction.
   const verified = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'verify', '--json'], { cwd: dir, encoding: 'utf8' });
   if (verified.status !== 0) throw new Error(`keyctl verify exited ${verified.status}: ${verified.stderr}`);

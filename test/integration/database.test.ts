@@ -14,7 +14,7 @@ import { fingerprint, generateKey } from '../../src/crypto/keys.js';
 import { openDatabase } from '../../src/db/connect.js';
 import { loadProbe } from '../../src/db/load.js';
 import { compareAndSetBatch, type CasBatch } from '../../src/reencrypt/cas.js';
-import { PgDialect } from '../../src/db/dialects/pg.js';
+import { PgDialect, pgBinaryArray } from '../../src/db/dialects/pg.js';
 import type { PkValue } from '../../src/reencrypt/scan.js';
 import { migrate, pendingMigrations, TABLES } from '../../src/db/migrations.js';
 import { EnvKeystore } from '../../src/keystore/env.js';
@@ -316,6 +316,31 @@ describe('bulk compare-and-set on PostgreSQL', () => {
         .join('\n');
       expect(plan).not.toMatch(/Seq Scan on big/);
       expect(plan).toMatch(/Index Scan using big_pkey/);
+    } finally {
+      await db.close();
+      await tdb.drop();
+    }
+  });
+  // The value arrays travel in the binary array format: every value must reach the server byte for
+  // byte, whatever array-literal or SQL syntax it holds.
+  it.skipIf(!dialectAvailable('pg'))('binary value arrays reach the server exactly as given', async () => {
+    const tdb = await createTestDatabase('pg');
+    const config = testConfig(tdb);
+    const db = await openDatabase(config.database, { baseDir: config.baseDir });
+    try {
+      const texts = ['v1:AAAA', '', 'NULL', null, '{a,b}', 'with "quote"', 'back\\slash', "it's", ' spaced ', 'tab\tline\n', 'ü ☕ 𝄞', 'x'.repeat(53_000)];
+      const [textRow] = (await db.knex.raw('SELECT CAST(? AS text[]) AS a', [pgBinaryArray(25, texts.length, (i) => texts[i])])).rows;
+      expect(textRow.a).toEqual(texts);
+      const bytes = [Buffer.from([0, 1, 2, 255]), null, Buffer.alloc(0), Buffer.from('\\x41')];
+      // node-postgres does not parse bytea[]: compare the server's own hex output.
+      const [hexRow] = (
+        await db.knex.raw("SELECT array_to_string(ARRAY(SELECT coalesce(encode(x, 'hex'), '-') FROM unnest(CAST(? AS bytea[])) x), ',') AS h", [
+          pgBinaryArray(17, bytes.length, (i) => bytes[i]),
+        ])
+      ).rows;
+      expect(hexRow.h).toBe('000102ff,-,,5c783431');
+      const [empty] = (await db.knex.raw('SELECT cardinality(CAST(? AS text[])) AS n', [pgBinaryArray(25, 0, () => null)])).rows;
+      expect(empty.n).toBe(0);
     } finally {
       await db.close();
       await tdb.drop();

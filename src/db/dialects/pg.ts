@@ -1,6 +1,7 @@
 /**
  * PostgreSQL (node-postgres): the compare-and-set joins the table to one array per column
- * (`unnest`), so the statement has the same size and plan for any batch size.
+ * (`unnest`), so the statement has the same size and plan for any batch size. The value arrays
+ * travel in PostgreSQL's binary array format (pgBinaryArray), the key arrays as array literals.
  */
 import type { Knex } from 'knex';
 import type { DatabaseConfig } from '../../config/schema.js';
@@ -162,12 +163,14 @@ export class PgDialect implements SqlDialect {
         (c) => `v.n${c}`,
       );
     const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const arrays = [pgArrayLiteral(n, (r) => batch.pks[r])];
-    for (let c = 0; c < width; c++)
+    const arrays: unknown[] = [pgArrayLiteral(n, (r) => batch.pks[r])];
+    for (let c = 0; c < width; c++) {
+      const oid = req.binary?.[c] ? BYTEA_OID : TEXT_OID;
       arrays.push(
-        pgArrayLiteral(n, (r) => batch.old[r * width + c]),
-        pgArrayLiteral(n, (r) => batch.next[r * width + c]),
+        pgBinaryArray(oid, n, (r) => batch.old[r * width + c]),
+        pgBinaryArray(oid, n, (r) => batch.next[r * width + c]),
       );
+    }
     const types = vcols.map((_, c) => (c === 0 ? keyType : req.binary?.[Math.floor((c - 1) / 2)] ? 'bytea' : 'text'));
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     // The batch's key range (rows arrive in key order): without it PostgreSQL hash-joins the
@@ -208,12 +211,14 @@ export class PgDialect implements SqlDialect {
         (c) => `v.n${c}`,
       );
     const sets = columns.map((c, i) => `${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const arrays = pk.map((_, k) => pgArrayLiteral(n, (r) => batch.pks[r * kw + k]));
-    for (let c = 0; c < width; c++)
+    const arrays: unknown[] = pk.map((_, k) => pgArrayLiteral(n, (r) => batch.pks[r * kw + k]));
+    for (let c = 0; c < width; c++) {
+      const oid = req.binary?.[c] ? BYTEA_OID : TEXT_OID;
       arrays.push(
-        pgArrayLiteral(n, (r) => batch.old[r * width + c]),
-        pgArrayLiteral(n, (r) => batch.next[r * width + c]),
+        pgBinaryArray(oid, n, (r) => batch.old[r * width + c]),
+        pgBinaryArray(oid, n, (r) => batch.next[r * width + c]),
       );
+    }
     const unnest = `unnest(${types.map((ty) => `CAST(? AS ${ty}[])`).join(', ')}) AS v(${vcols.join(', ')})`;
     const tuple = `(${pk.map((c) => `t.${q(c)}`).join(', ')})`;
     const bound = `(${keyTypes.map((ty) => `CAST(? AS ${ty})`).join(', ')})`;
@@ -269,8 +274,53 @@ export class PgDialect implements SqlDialect {
   }
 }
 
+/** Element types of the value arrays (pg_type OIDs). */
+const TEXT_OID = 25;
+const BYTEA_OID = 17;
+
 /**
- * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter. Elements without a
+ * A one-dimensional PostgreSQL array in the binary format the server reads with array_recv (what
+ * array_send writes): dimensions, element type, then each element as a 4-byte length (-1 for NULL)
+ * and its bytes — UTF-8 for text, the bytes themselves for bytea. node-postgres sends a Buffer
+ * parameter in binary format, and `CAST($n AS text[])` gives the parameter its type. The server then
+ * copies each element instead of parsing an array literal: on PostgreSQL 15 this halved the server's
+ * time to bind a batch of 2,800 rows (docs/performance.md, "Binary arrays on PostgreSQL").
+ * Values are taken as they are: nothing is quoted or escaped, so no text can change what is compared.
+ */
+export function pgBinaryArray(elementOid: number, length: number, at: (i: number) => unknown): Buffer {
+  const sizes = new Int32Array(length);
+  let total = length === 0 ? 12 : 20;
+  let hasNull = 0;
+  for (let i = 0; i < length; i++) {
+    const v = at(i);
+    const size = v === null || v === undefined ? -1 : v instanceof Uint8Array ? v.byteLength : Buffer.byteLength(String(v), 'utf8');
+    sizes[i] = size;
+    if (size < 0) hasNull = 1;
+    total += 4 + Math.max(0, size);
+  }
+  const out = Buffer.allocUnsafe(total);
+  let o = out.writeInt32BE(length === 0 ? 0 : 1, 0);
+  o = out.writeInt32BE(hasNull, o);
+  o = out.writeInt32BE(elementOid, o);
+  if (length > 0) {
+    o = out.writeInt32BE(length, o);
+    o = out.writeInt32BE(1, o); // lower bound
+  }
+  for (let i = 0; i < length; i++) {
+    const size = sizes[i]!;
+    o = out.writeInt32BE(size, o);
+    if (size <= 0) continue;
+    const v = at(i);
+    if (v instanceof Uint8Array) out.set(v, o);
+    else out.write(String(v), o, size, 'utf8');
+    o += size;
+  }
+  return out;
+}
+
+/**
+ * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter (the key arrays, whose
+ * type is the key column's own). Elements without a
  * quote or backslash (every ciphertext) are copied as they are, one test instead of node-postgres'
  * two regex replaces per element; any other (a plaintext being onboarded, a key) is escaped as the
  * array syntax requires.
