@@ -57,7 +57,10 @@ if (plaintext && fernetFrom) throw new Error('--plaintext and --fernet are two d
 const FERNET_PREFIX = 'FERNET_V1:';
 // --profile DIR: write a V8 CPU profile of the keyctl reencrypt process into DIR.
 const profileDir = opt('profile');
-const profileArgs = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : []), ...(process.env.KEYCTL_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
+const profileArgs = [
+  ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : []),
+  ...(process.env.KEYCTL_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+];
 const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 // KEYCTL_BENCH_BIN: another build's bin/keyctl.js (an older commit's worktree), to compare two builds with the same bench.
@@ -281,10 +284,12 @@ async function main() {
   // keyctl reencrypt --dry-run: the same reads and crypto without the writes, to tell what the
   // writes (the database server's share of the two cores) cost the real run.
   const dryServerBefore = serverCpuSeconds();
-  const dry = quick ? { status: 0, stderr: '0 0 0 0' } : spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
-    cwd: dir,
-    encoding: 'utf8',
-  });
+  const dry = quick
+    ? { status: 0, stderr: '0 0 0 0' }
+    : spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
+        cwd: dir,
+        encoding: 'utf8',
+      });
   if (dry.status !== 0) throw new Error(`keyctl reencrypt --dry-run exited ${dry.status}: ${dry.stderr}`);
   const dryServerCpu = serverCpuSeconds() - dryServerBefore;
   const { wall: dryWall, user: dryUser, sys: drySys } = timeFields(dry.stderr);
@@ -309,7 +314,7 @@ async function main() {
   if (quick) {
     const { rssKb, wall } = timeFields(timed.stderr);
     console.log(
-      `db=${dbKind} rows=${rows} keyctl ${Math.round(rows / wall)} rows/s (${wall.toFixed(2)} s, peak RSS ${(rssKb / 1024).toFixed(0)} MiB, CPU keyctl ${(userCpu + sysCpu).toFixed(1)} s, server ${serverCpu.toFixed(1)} s) crypto ceiling ${Math.round(rows / cryptoSecs)} rows/s keyctl/crypto ${((rows / wall) / (rows / cryptoSecs)).toFixed(2)}`,
+      `db=${dbKind} rows=${rows} keyctl ${Math.round(rows / wall)} rows/s (${wall.toFixed(2)} s, peak RSS ${(rssKb / 1024).toFixed(0)} MiB, CPU keyctl ${(userCpu + sysCpu).toFixed(1)} s, server ${serverCpu.toFixed(1)} s) crypto ceiling ${Math.round(rows / cryptoSecs)} rows/s keyctl/crypto ${(rows / wall / (rows / cryptoSecs)).toFixed(2)}`,
     );
     await knex.destroy();
     return;

@@ -319,11 +319,10 @@ export function pgBinaryArray(elementOid: number, length: number, at: (i: number
 }
 
 /**
- * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter (the key arrays, whose
- * type is the key column's own). Elements without a
- * quote or backslash (every ciphertext) are copied as they are, one test instead of node-postgres'
- * two regex replaces per element; any other (a plaintext being onboarded, a key) is escaped as the
- * array syntax requires.
+ * A PostgreSQL array literal (`{"a","b",NULL}`), passed as one text parameter: the key arrays, whose
+ * element type is the key column's own. Elements without a quote or backslash are copied as they
+ * are, one test instead of node-postgres' two regex replaces per element; any other is escaped as
+ * the array syntax requires.
  */
 export function pgArrayLiteral(length: number, at: (i: number) => unknown): string {
   let out = '{';
@@ -334,8 +333,8 @@ export function pgArrayLiteral(length: number, at: (i: number) => unknown): stri
     // Bytes as bytea's hex form (`\x…`), its backslash escaped for the array syntax.
     else if (v instanceof Uint8Array) out += `"\\\\x${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}"`;
     else {
-      // Every element quoted, a quote or backslash inside escaped: plaintext being onboarded
-      // (plaintext: encrypt) is compared as it is, whatever it holds ("NULL" and {braces} too).
+      // Every element quoted, a quote or backslash inside escaped: a text key is compared as it
+      // is, whatever it holds ("NULL" and {braces} too).
       const str = String(v);
       out += NEEDS_ESCAPE.test(str) ? `"${str.replace(/[\\"]/g, '\\$&')}"` : `"${str}"`;
     }
