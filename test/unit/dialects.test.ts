@@ -6,8 +6,28 @@ import knexFactory from 'knex';
 import { describe, expect, it } from 'vitest';
 import { dialectFor, dialectForConnection, MysqlDialect, PgDialect, SqliteDialect, type CasBatch } from '../../src/db/dialects/index.js';
 import { paddedRows } from '../../src/db/dialects/mysql.js';
-import { pgArrayLiteral } from '../../src/db/dialects/pg.js';
+import { pgArrayLiteral, pgBinaryArray } from '../../src/db/dialects/pg.js';
 import type { DatabaseConfig } from '../../src/config/schema.js';
+
+/** A one-dimensional array in PostgreSQL's binary format, read back: element type, NULL flag, values (text as UTF-8). */
+function readPgBinaryArray(buf: Buffer): { oid: number; hasNull: number; values: Array<string | null> } {
+  const ndim = buf.readInt32BE(0);
+  const hasNull = buf.readInt32BE(4);
+  const oid = buf.readInt32BE(8);
+  const values: Array<string | null> = [];
+  if (ndim === 0) return { oid, hasNull, values };
+  expect(ndim).toBe(1);
+  expect(buf.readInt32BE(16)).toBe(1);
+  let o = 20;
+  for (let i = 0; i < buf.readInt32BE(12); i++) {
+    const size = buf.readInt32BE(o);
+    o += 4;
+    values.push(size < 0 ? null : buf.toString('utf8', o, o + size));
+    o += Math.max(0, size);
+  }
+  expect(o).toBe(buf.length);
+  return { oid, hasNull, values };
+}
 
 /** Two rows, two columns; row 2's column b is not written. */
 const batch: CasBatch = {
@@ -25,7 +45,24 @@ describe('compare-and-set SQL per dialect', () => {
         'FROM unnest(CAST(? AS bigint[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[])) AS v(pk, o0, n0, o1, n1) ' +
         'WHERE t."id" = v.pk AND t."id" BETWEEN CAST(? AS bigint) AND CAST(? AS bigint) AND ((v.n0 IS NOT NULL AND t."a" = v.o0) OR (v.n1 IS NOT NULL AND t."b" = v.o1))',
     );
-    expect(plan.executions).toEqual([['{"7","9"}', '{"v1:a7","v1:a9"}', '{"v2:a7","v2:a9"}', '{"v1:b7",NULL}', '{"v2:b7",NULL}', 7, 9]]);
+    const [keys, ...rest] = plan.executions[0]!;
+    expect(keys).toBe('{"7","9"}');
+    // The value arrays go in PostgreSQL's binary array format, the key range as plain values.
+    expect(rest.slice(0, 4).map((a) => readPgBinaryArray(a as Buffer))).toEqual([
+      { oid: 25, hasNull: 0, values: ['v1:a7', 'v1:a9'] },
+      { oid: 25, hasNull: 0, values: ['v2:a7', 'v2:a9'] },
+      { oid: 25, hasNull: 1, values: ['v1:b7', null] },
+      { oid: 25, hasNull: 1, values: ['v2:b7', null] },
+    ]);
+    expect(rest.slice(4)).toEqual([7, 9]);
+  });
+
+  it('PostgreSQL binary arrays: array_send layout, NULLs flagged, UTF-8 text, bytes as they are, an empty array without dimensions', () => {
+    expect(readPgBinaryArray(pgBinaryArray(25, 3, (i) => ['ü ☕', '', '{"NULL"}'][i]))).toEqual({ oid: 25, hasNull: 0, values: ['ü ☕', '', '{"NULL"}'] });
+    const bytes = pgBinaryArray(17, 2, (i) => [Uint8Array.from([0, 255]), null][i]);
+    expect(bytes.subarray(0, 20)).toEqual(Buffer.from([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 17, 0, 0, 0, 2, 0, 0, 0, 1]));
+    expect(bytes.subarray(20)).toEqual(Buffer.from([0, 0, 0, 2, 0, 255, 255, 255, 255, 255]));
+    expect(pgBinaryArray(25, 0, () => null)).toEqual(Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25]));
   });
 
   it('PostgreSQL: the key type defaults to text, and the statement size does not grow with the batch', () => {
