@@ -10,11 +10,16 @@
 //   client CPU    this process (process.cpuUsage()) over the loop
 // Methods:
 //   union_all            UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) v, text protocol (keyctl before the prepared statement; still its path for rows of over 8 KB)
-//   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text): keyctl now
+//   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text): keyctl before 2026-12-07
+//   prepared_straight    the same with the derived table driving the join (UPDATE (…) v STRAIGHT_JOIN t): keyctl now
 //   prepared_typed       the same with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
 //   values               UPDATE … JOIN (WITH v(…) AS (VALUES (?, …), …) SELECT * FROM v) v, text protocol (MariaDB 10.3+)
+//   json_table           UPDATE … JOIN JSON_TABLE(?, '$[*]' COLUMNS(…)) v: the batch as one JSON parameter, binary protocol (MariaDB 10.6+, MySQL 8.0.4+)
+//   json_straight        the same with JSON_TABLE driving the join (STRAIGHT_JOIN)
 //   load_data            LOAD DATA LOCAL INFILE of the batch into an InnoDB session temporary table, then UPDATE … JOIN it
 //   load_data_memory     the same with an ENGINE=MEMORY temporary table (VARBINARY(1024) columns)
+//   insert_memory        a prepared multi-row INSERT of the batch into the MEMORY staging table, then UPDATE cas_batch STRAIGHT_JOIN t
+//   insert_aria          the same into an Aria (TRANSACTIONAL=0) staging table of LONGBLOB columns: no width limit (MariaDB only)
 //   two_connections      union_all with each batch split in halves written at once on two connections
 // After each method every row must hold its next values, and a 50-row check (values changed by the
 // application after they were read must be left alone; binary comparison; NULL = column not rewritten;
@@ -268,6 +273,40 @@ async function writeValues(conn, b) {
   return (await run(conn, valuesSql(b.ids.length), unionAllValues(b))).affectedRows;
 }
 
+/**
+ * The batch as one JSON document, `[[id, o0, n0, o1, n1], …]`, read by JSON_TABLE (MariaDB 10.6+,
+ * MySQL 8.0.4+): one parameter, so one statement text for every batch size. JSON null reads as NULL.
+ */
+const JSON_TABLE_SQL = `UPDATE t AS t JOIN JSON_TABLE(?, '$[*]' COLUMNS(pk BIGINT PATH '$[0]', o0 VARCHAR(2048) PATH '$[1]', n0 VARCHAR(2048) PATH '$[2]', o1 VARCHAR(2048) PATH '$[3]', n1 VARCHAR(2048) PATH '$[4]')) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+/** @param {Batch} b */
+function jsonTableValues(b) {
+  const rows = [];
+  for (let i = 0; i < b.ids.length; i++) {
+    const [o, n] = [at(b.old, i), at(b.next, i)];
+    rows.push([at(b.ids, i), o[0], n[0], o[1], n[1]]);
+  }
+  return [JSON.stringify(rows), b.first, b.last];
+}
+/** Binary protocol: the JSON document is one string parameter. @param {Connection} conn @param {Batch} b */
+async function writeJsonTable(conn, b) {
+  const [r] = await conn.execute(JSON_TABLE_SQL, jsonTableValues(b));
+  return /** @type {ResultSetHeader} */ (r).affectedRows;
+}
+
+/** The same JSON_TABLE, read first: each of its rows looks its row of t up by primary key (STRAIGHT_JOIN). */
+const JSON_STRAIGHT_SQL = JSON_TABLE_SQL.replace(/^UPDATE t AS t JOIN (JSON_TABLE\(.*\) AS v) ON/s, 'UPDATE $1 STRAIGHT_JOIN t AS t ON');
+/** @param {Connection} conn @param {Batch} b */
+async function writeJsonStraight(conn, b) {
+  const [r] = await conn.execute(JSON_STRAIGHT_SQL, jsonTableValues(b));
+  return /** @type {ResultSetHeader} */ (r).affectedRows;
+}
+/** The prepared UNION ALL derived table, read first (STRAIGHT_JOIN) instead of indexed for t's range scan. @param {Connection} conn @param {Batch} b */
+async function writePreparedStraight(conn, b) {
+  const sql = unionAllSql(b.ids.length).replace(/^UPDATE t AS t JOIN (\(.*\) AS v) ON/s, 'UPDATE $1 STRAIGHT_JOIN t AS t ON');
+  const [r] = await conn.execute(sql, unionAllValues(b));
+  return /** @type {ResultSetHeader} */ (r).affectedRows;
+}
+
 /** @type {Map<number, string>} */
 const typedSqlCache = new Map();
 const TYPED_WIDTH = 1024;
@@ -360,12 +399,52 @@ const writeLoadData = (maxBytes) => async (conn, b) => {
   return (await run(conn, JOIN_SQL, [b.first, b.last])).affectedRows;
 };
 
+/** @type {Map<number, string>} */
+const insertSqlCache = new Map();
+/** A multi-row INSERT of n rows into the staging table (prepared once per n). @param {number} n */
+function insertSql(n) {
+  let sql = insertSqlCache.get(n);
+  if (!sql) {
+    sql = `INSERT INTO cas_batch (pk, o0, n0, o1, n1) VALUES (?, ?, ?, ?, ?)${', (?, ?, ?, ?, ?)'.repeat(n - 1)}`;
+    insertSqlCache.set(n, sql);
+  }
+  return sql;
+}
+const STAGE_JOIN_SQL = `UPDATE cas_batch AS v STRAIGHT_JOIN t AS t ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+/**
+ * Stage the batch with one prepared multi-row INSERT (binary protocol) into the MEMORY staging table,
+ * then the UPDATE driven by it (STRAIGHT_JOIN: each staged row looks its row of t up by key).
+ * @param {Connection} conn @param {Batch} b
+ */
+async function writeInsertMemory(conn, b) {
+  return writeInsertStage(conn, b, MEMORY_WIDTH);
+}
+/** The same into an Aria (non-transactional) staging table of LONGBLOB columns: no width limit. @param {Connection} conn @param {Batch} b */
+async function writeInsertAria(conn, b) {
+  return writeInsertStage(conn, b, null);
+}
+/** @param {Connection} conn @param {Batch} b @param {number | null} width */
+async function writeInsertStage(conn, b, width) {
+  if (width !== null)
+    for (const row of [...b.old, ...b.next])
+      for (const v of row) if (v !== null && Buffer.byteLength(v, 'utf8') > width) throw new Error(`a value exceeds ${width} bytes`);
+  await conn.query('DELETE FROM cas_batch');
+  const values = unionAllValues(b);
+  values.length -= 2;
+  await conn.execute(insertSql(b.ids.length), values);
+  return (await run(conn, STAGE_JOIN_SQL, [b.first, b.last])).affectedRows;
+}
+
 /** The staging table's DDL. @param {string} type of the value columns @param {string} engine */
 function stageSql(type, engine) {
   const cols = ['o0', 'n0', 'o1', 'n1'].map((c) => `${c} ${type}`).join(', ');
   return `CREATE TEMPORARY TABLE IF NOT EXISTS cas_batch (pk BIGINT PRIMARY KEY, ${cols}) ENGINE=${engine}`;
 }
 
+/** @param {Connection} conn */
+async function createAriaStage(conn) {
+  await conn.query(`${stageSql('LONGBLOB', 'Aria')} TRANSACTIONAL=0`);
+}
 /** @param {Connection} conn */
 async function createInnodbStage(conn) {
   await conn.query(stageSql('LONGBLOB', 'InnoDB'));
@@ -461,9 +540,14 @@ const METHODS = [
   singleTransaction('union_all', writeUnionAll),
   singleTransaction('prepared_union_all', writePreparedUnionAll),
   singleTransaction('values', writeValues),
+  singleTransaction('json_table', writeJsonTable),
+  singleTransaction('json_straight', writeJsonStraight),
+  singleTransaction('prepared_straight', writePreparedStraight),
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
+  singleTransaction('insert_memory', writeInsertMemory, createMemoryStage),
+  singleTransaction('insert_aria', writeInsertAria, createAriaStage),
   twoConnections,
 ];
 

@@ -377,6 +377,58 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
     }
   });
 
+  // The batch drives the statement (STRAIGHT_JOIN): each of its rows finds its row of the table by
+  // key, so the open transaction holds locks on those rows alone. Joined the other way round, the
+  // table was read by a range scan over the batch's keys, which under REPEATABLE READ locks every
+  // row in the range and the gaps between them.
+  it.skipIf(!dialectAvailable('mysql'))('locks only the rows it rewrites: the application writes other rows in the batch key range meanwhile', async () => {
+    const tdb = await createTestDatabase('mysql');
+    const config = testConfig(tdb);
+    const db = await openDatabase(config.database, { baseDir: config.baseDir });
+    const app = await openDatabase(config.database, { baseDir: config.baseDir });
+    try {
+      await db.knex.raw('CREATE TABLE gap (id BIGINT PRIMARY KEY, email TEXT)');
+      await db.knex('gap').insert([10, 20, 30, 40].map((id) => ({ id, email: `v1:${id}` })));
+      const plan = db.adapter.compareAndSetPlan({
+        table: 'gap',
+        pk: 'id',
+        columns: ['email'],
+        batch: casBatch(
+          ['email'],
+          [10, 40].map((id) => ({ pk: id, changes: { email: [`v1:${id}`, `v2:${id}`] } })),
+        ),
+      });
+      const trx = await db.knex.transaction();
+      try {
+        expect(await db.adapter.runCompareAndSet(trx, plan)).toBe(2);
+        // While keyctl's transaction is open: a row between the batch's rows is updated, a new key
+        // inserted between them, and a row of the batch waits (and gives up after a second).
+        await app.knex.transaction(async (t2) => {
+          await t2.raw('SET SESSION innodb_lock_wait_timeout = 1');
+          await t2('gap').where({ id: 20 }).update({ email: 'app:20' });
+          await t2('gap').insert({ id: 25, email: 'app:25' });
+          await expect(t2('gap').where({ id: 40 }).update({ email: 'app:40' })).rejects.toThrow(/Lock wait timeout/);
+        });
+        await trx.commit();
+      } catch (err) {
+        await trx.rollback().catch(() => undefined);
+        throw err;
+      }
+      const rows: Array<{ id: number; email: string }> = await db.knex('gap').orderBy('id');
+      expect(rows.map((r) => [Number(r.id), r.email])).toEqual([
+        [10, 'v2:10'],
+        [20, 'app:20'],
+        [25, 'app:25'],
+        [30, 'v1:30'],
+        [40, 'v2:40'],
+      ]);
+    } finally {
+      await app.close();
+      await db.close();
+      await tdb.drop();
+    }
+  });
+
   // mysql2 caches each prepared statement with the server's description of every parameter, about
   // 450 bytes each: a 2 MiB batch has some 30,000 parameters, and up to 8 statements are cached per
   // connection (docs/performance.md, "Memory"). The dialect drops the descriptions.

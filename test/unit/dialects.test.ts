@@ -73,12 +73,12 @@ describe('compare-and-set SQL per dialect', () => {
     expect(big.executions[0]).toHaveLength(7);
   });
 
-  it('MySQL/MariaDB: a prepared UPDATE … JOIN a UNION ALL derived table of whole row slots, comparing as BINARY', () => {
+  it('MySQL/MariaDB: a prepared UPDATE driven by a UNION ALL derived table of whole row slots, comparing as BINARY', () => {
     const plan = new MysqlDialect().compareAndSetPlan(req);
     const slot = ' UNION ALL SELECT ?, ?, ?, ?, ?';
     expect(plan.prepared).toBe(true);
     expect(plan.sql).toBe(
-      `UPDATE \`people\` AS t JOIN (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${slot.repeat(63)}) AS v ON t.\`id\` = v.pk ` +
+      `UPDATE (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${slot.repeat(63)}) AS v STRAIGHT_JOIN \`people\` AS t ON t.\`id\` = v.pk ` +
         'SET t.`a` = CASE WHEN v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY) THEN v.n0 ELSE t.`a` END, ' +
         't.`b` = CASE WHEN v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY) THEN v.n1 ELSE t.`b` END ' +
         'WHERE t.`id` BETWEEN ? AND ? AND ((v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY)) OR (v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY)))',

@@ -2,7 +2,8 @@
  * MySQL and MariaDB (mysql2): the compare-and-set joins the table to a derived table of
  * `SELECT … UNION ALL SELECT …`, and compares as BINARY because the default collations ignore
  * case and trailing spaces; REGEXP likewise follows the collation, so the pattern turns case
- * sensitivity back on. The statement runs as a server-side prepared statement (binary protocol):
+ * sensitivity back on. The derived table drives the join (STRAIGHT_JOIN; see compareAndSetPlan).
+ * The statement runs as a server-side prepared statement (binary protocol):
  * the server parses each batch size once per connection instead of a new text of every batch
  * (docs/performance.md, "What bounds MariaDB").
  */
@@ -217,9 +218,14 @@ export class MysqlDialect implements SqlDialect {
   }
 
   /**
-   * UPDATE t JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE …
+   * UPDATE (SELECT … UNION ALL SELECT …) AS v STRAIGHT_JOIN t ON t.pk = v.pk SET … WHERE …
    * A composite key joins on each column (`v.k0`, `v.k1`, …) and bounds the batch by its leading
    * column's range (rows arrive in key order, so the first row's leading value is the least).
+   * STRAIGHT_JOIN reads the batch first and finds each of its rows in t by key (the key is unique:
+   * checkKeysUnique), so the transaction locks the rows it rewrites and no others. Left to itself
+   * the optimizer read t by a range scan over the batch's keys, which under REPEATABLE READ locks
+   * every row in that range and the gaps between them until the batch commits, and cost the server
+   * more (docs/performance.md, "The batch drives the statement").
    */
   compareAndSetPlan(req: CasRequest): CasPlan {
     const { table, pk, columns, batch } = req;
@@ -266,7 +272,7 @@ export class MysqlDialect implements SqlDialect {
     bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
     const on = keys.map((c, k) => `t.${q(c)} = v.${vkeys[k]}`).join(' AND ');
     return {
-      sql: `UPDATE ${q(table)} AS t JOIN (${derived}) AS v ON ${on} SET ${sets} WHERE ${anyMatch}`,
+      sql: `UPDATE (${derived}) AS v STRAIGHT_JOIN ${q(table)} AS t ON ${on} SET ${sets} WHERE ${anyMatch}`,
       executions: [bindings],
       prepared: bindings.length <= MAX_PLACEHOLDERS && rowsFitPrepared(batch, width),
     };
