@@ -222,10 +222,10 @@ export class MysqlDialect implements SqlDialect {
    * A composite key joins on each column (`v.k0`, `v.k1`, …) and bounds the batch by its leading
    * column's range (rows arrive in key order, so the first row's leading value is the least).
    * STRAIGHT_JOIN reads the batch first and finds each of its rows in t by key (the key is unique:
-   * checkKeysUnique), so the transaction locks the rows it rewrites and no others. Left to itself
-   * the optimizer read t by a range scan over the batch's keys, which under REPEATABLE READ locks
-   * every row in that range and the gaps between them until the batch commits, and cost the server
-   * more (docs/performance.md, "The batch drives the statement").
+   * checkKeysUnique), so the transaction locks the batch's rows and no others. Left to itself the
+   * optimizer read t by a range scan over the batch's keys, which under REPEATABLE READ locks every
+   * row in that range and the gaps between them until the batch commits (docs/performance.md,
+   * "MariaDB: the batch drives the statement").
    */
   compareAndSetPlan(req: CasRequest): CasPlan {
     const { table, pk, columns, batch } = req;
