@@ -20,14 +20,16 @@ const ROWS = 6000;
 const codec = new AesGcmV1Codec();
 
 /**
- * Start reencrypt (batches of 50) and SIGKILL it once `threshold` rows are scanned. At most 3,000
+ * Start reencrypt (batches of 50) and SIGKILL it once `threshold` rows are scanned. At most 1,500
  * rows/s: unthrottled, SQLite rewrote 6,000 rows at about 6,300 rows/s (8 ms a batch, mostly the
- * commit), and once in CI (two cores shared with other test files) the polling test process did
- * not read the checkpoint while the last 1,900 rows went by, so the run finished unkilled. Throttled,
- * a batch still takes its ~8 ms of work in each 17 ms period, so about half the kills fall mid-batch.
+ * commit), and in CI (two cores shared with other test files) the polling test process twice did
+ * not see the checkpoint reach its threshold before the run ended, once at 3,000 rows/s with the
+ * threshold up to half-way through the rows left. Throttled, a batch still takes its ~8 ms of work
+ * in each 33 ms period, so some kills fall mid-batch; the threshold lies in the first third of the
+ * rows left, so at least two thirds of the run remain to be seen.
  */
 const killReencrypt = (cwd: string, env: NodeJS.ProcessEnv, db: Knex, threshold: number) =>
-  killMidRun(['reencrypt', '--batch-size', '50', '--max-rate', '3000'], cwd, env, db, threshold);
+  killMidRun(['reencrypt', '--batch-size', '50', '--max-rate', '1500'], cwd, env, db, threshold);
 
 for (const dialect of DIALECTS) {
   describe.skipIf(!dialectAvailable(dialect))(`kill -9 during reencrypt on ${dialect}`, () => {
@@ -92,6 +94,7 @@ for (const dialect of DIALECTS) {
         expect((await keyctl(['dual-key'], { cwd, env })).code).toBe(0);
 
         const progress: number[] = [];
+        const outcomes: string[] = [];
         const v2Values = async () =>
           json<{ targets: Array<{ counts: Record<string, number> }> }>(await keyctl(['status', '--json'], { cwd, env })).targets.reduce(
             (n, t) => n + (t.counts.v2 ?? 0),
@@ -100,14 +103,19 @@ for (const dialect of DIALECTS) {
         try {
           for (let i = 0; i < 4; i++) {
             const done = (await v2Values()) / 3;
-            await killReencrypt(cwd, env, db, done + 1 + Math.floor(Math.random() * ((ROWS - done) / 2)));
+            const threshold = done + 1 + Math.floor(Math.random() * ((ROWS - done) / 3));
+            const k = await killReencrypt(cwd, env, db, threshold);
+            outcomes.push(`${k.killed ? 'killed' : 'ran to its end'} (threshold ${threshold}, ${k.polls} checkpoint reads, last ${k.lastSeen})`);
             progress.push(await v2Values());
           }
         } finally {
           await db.destroy();
         }
         // The kills landed mid-run: progress was partial each time and never went backwards.
-        expect(progress.filter((n) => n > 0 && n < 3 * ROWS).length, `values under v2 after each kill: ${progress.join(', ')}`).toBeGreaterThanOrEqual(3);
+        expect(
+          progress.filter((n) => n > 0 && n < 3 * ROWS).length,
+          `values under v2 after each kill: ${progress.join(', ')}; runs: ${outcomes.join('; ')}`,
+        ).toBeGreaterThanOrEqual(3);
         expect([...progress].sort((a, b) => a - b)).toEqual(progress);
         const mid = { targets: progress };
         const kills = progress;
