@@ -211,27 +211,39 @@ const setCol = (col, c) => `t.${col} = CASE WHEN ${cas(col, c)} THEN v.n${c} ELS
 const SET = `${setCol('email', 0)}, ${setCol('note', 1)}`;
 const WHERE = `t.id BETWEEN ? AND ? AND ((${cas('email', 0)}) OR (${cas('note', 1)}))`;
 
-/** @type {Map<number, string>} */
+/** @type {Map<string, string>} */
 const unionSqlCache = new Map();
-/** The UNION ALL statement for n rows (the same text for the same n, so prepared statements are reused). @param {number} n */
-function unionAllSql(n) {
-  let sql = unionSqlCache.get(n);
+/** `UPDATE t JOIN v`, or with `v` driving the join: `UPDATE v STRAIGHT_JOIN t`. @param {string} v the batch as a table, aliased v @param {boolean} straight */
+const joinUpdate = (v, straight) => `UPDATE ${straight ? `${v} STRAIGHT_JOIN t AS t` : `t AS t JOIN ${v}`} ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+/**
+ * The UNION ALL statement for n rows (the same text for the same n, so prepared statements are reused).
+ * @param {number} n @param {boolean} [straight] the derived table drives the join
+ */
+function unionAllSql(n, straight = false) {
+  const key = `${n}${straight ? 's' : ''}`;
+  let sql = unionSqlCache.get(key);
   if (!sql) {
     const rows = `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
-    sql = `UPDATE t AS t JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
-    unionSqlCache.set(n, sql);
+    sql = joinUpdate(`(${rows}) AS v`, straight);
+    unionSqlCache.set(key, sql);
   }
   return sql;
 }
 
-/** Placeholder values for unionAllSql(b.ids.length). @param {Batch} b */
-function unionAllValues(b) {
+/** The batch's rows as placeholder values, `id, o0, n0, o1, n1` each. @param {Batch} b */
+function rowValues(b) {
   /** @type {(string | number | null)[]} */
   const values = [];
   for (let i = 0; i < b.ids.length; i++) {
     const [o, n] = [at(b.old, i), at(b.next, i)];
     values.push(at(b.ids, i), o[0], n[0], o[1], n[1]);
   }
+  return values;
+}
+
+/** Placeholder values for unionAllSql(b.ids.length): the rows, then the key range. @param {Batch} b */
+function unionAllValues(b) {
+  const values = rowValues(b);
   values.push(b.first, b.last);
   return values;
 }
@@ -241,10 +253,20 @@ async function writeUnionAll(conn, b) {
   return (await run(conn, unionAllSql(b.ids.length), unionAllValues(b))).affectedRows;
 }
 
-/** Binary protocol: prepared once per SQL text (i.e. per batch size) and cached by mysql2. @param {Connection} conn @param {Batch} b */
-async function writePreparedUnionAll(conn, b) {
-  const [r] = await conn.execute(unionAllSql(b.ids.length), unionAllValues(b));
+/** A statement through the binary protocol (prepared once per SQL text and cached by mysql2); its matched rows. @param {Connection} conn @param {string} sql @param {(string | number | null)[]} values */
+async function execute(conn, sql, values) {
+  const [r] = await conn.execute(sql, values);
   return /** @type {ResultSetHeader} */ (r).affectedRows;
+}
+
+/** Binary protocol: prepared once per SQL text (i.e. per batch size). @param {Connection} conn @param {Batch} b */
+async function writePreparedUnionAll(conn, b) {
+  return execute(conn, unionAllSql(b.ids.length), unionAllValues(b));
+}
+
+/** The same with the derived table driving the join: each of its rows looks its row of t up by key. @param {Connection} conn @param {Batch} b */
+async function writePreparedStraight(conn, b) {
+  return execute(conn, unionAllSql(b.ids.length, true), unionAllValues(b));
 }
 
 /** @type {Map<number, string>} */
@@ -258,7 +280,7 @@ function valuesSql(n) {
   let sql = valuesSqlCache.get(n);
   if (!sql) {
     const rows = `WITH v(pk, o0, n0, o1, n1) AS (VALUES (?, ?, ?, ?, ?)${', (?, ?, ?, ?, ?)'.repeat(n - 1)}) SELECT * FROM v`;
-    sql = `UPDATE t AS t JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+    sql = joinUpdate(`(${rows}) AS v`, false);
     valuesSqlCache.set(n, sql);
   }
   return sql;
@@ -277,7 +299,7 @@ async function writeValues(conn, b) {
  * The batch as one JSON document, `[[id, o0, n0, o1, n1], …]`, read by JSON_TABLE (MariaDB 10.6+,
  * MySQL 8.0.4+): one parameter, so one statement text for every batch size. JSON null reads as NULL.
  */
-const JSON_TABLE_SQL = `UPDATE t AS t JOIN JSON_TABLE(?, '$[*]' COLUMNS(pk BIGINT PATH '$[0]', o0 VARCHAR(2048) PATH '$[1]', n0 VARCHAR(2048) PATH '$[2]', o1 VARCHAR(2048) PATH '$[3]', n1 VARCHAR(2048) PATH '$[4]')) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+const JSON_TABLE = `JSON_TABLE(?, '$[*]' COLUMNS(pk BIGINT PATH '$[0]', o0 VARCHAR(2048) PATH '$[1]', n0 VARCHAR(2048) PATH '$[2]', o1 VARCHAR(2048) PATH '$[3]', n1 VARCHAR(2048) PATH '$[4]')) AS v`;
 /** @param {Batch} b */
 function jsonTableValues(b) {
   const rows = [];
@@ -287,25 +309,14 @@ function jsonTableValues(b) {
   }
   return [JSON.stringify(rows), b.first, b.last];
 }
-/** Binary protocol: the JSON document is one string parameter. @param {Connection} conn @param {Batch} b */
-async function writeJsonTable(conn, b) {
-  const [r] = await conn.execute(JSON_TABLE_SQL, jsonTableValues(b));
-  return /** @type {ResultSetHeader} */ (r).affectedRows;
-}
-
-/** The same JSON_TABLE, read first: each of its rows looks its row of t up by primary key (STRAIGHT_JOIN). */
-const JSON_STRAIGHT_SQL = JSON_TABLE_SQL.replace(/^UPDATE t AS t JOIN (JSON_TABLE\(.*\) AS v) ON/s, 'UPDATE $1 STRAIGHT_JOIN t AS t ON');
-/** @param {Connection} conn @param {Batch} b */
-async function writeJsonStraight(conn, b) {
-  const [r] = await conn.execute(JSON_STRAIGHT_SQL, jsonTableValues(b));
-  return /** @type {ResultSetHeader} */ (r).affectedRows;
-}
-/** The prepared UNION ALL derived table, read first (STRAIGHT_JOIN) instead of indexed for t's range scan. @param {Connection} conn @param {Batch} b */
-async function writePreparedStraight(conn, b) {
-  const sql = unionAllSql(b.ids.length).replace(/^UPDATE t AS t JOIN (\(.*\) AS v) ON/s, 'UPDATE $1 STRAIGHT_JOIN t AS t ON');
-  const [r] = await conn.execute(sql, unionAllValues(b));
-  return /** @type {ResultSetHeader} */ (r).affectedRows;
-}
+/**
+ * Binary protocol, the JSON document one string parameter; `straight`: JSON_TABLE drives the join.
+ * @param {boolean} straight @returns {(conn: Connection, b: Batch) => Promise<number>}
+ */
+const writeJsonTable = (straight) => {
+  const sql = joinUpdate(JSON_TABLE, straight);
+  return (conn, b) => execute(conn, sql, jsonTableValues(b));
+};
 
 /** @type {Map<number, string>} */
 const typedSqlCache = new Map();
@@ -321,7 +332,7 @@ function typedSql(n) {
   if (!sql) {
     const v = `CAST(? AS CHAR(${TYPED_WIDTH}) CHARACTER SET ascii)`;
     const rows = `SELECT CAST(? AS UNSIGNED) AS pk, ${v} AS o0, ${v} AS n0, ${v} AS o1, ${v} AS n1${` UNION ALL SELECT ?, ?, ?, ?, ?`.repeat(n - 1)}`;
-    sql = `UPDATE t AS t JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+    sql = joinUpdate(`(${rows}) AS v`, false);
     typedSqlCache.set(n, sql);
   }
   return sql;
@@ -337,8 +348,7 @@ const fitsTyped = (b) => [...b.old, ...b.next].every((pair) => pair.every((v) =>
  */
 async function writePreparedTyped(conn, b) {
   if (!fitsTyped(b)) return writePreparedUnionAll(conn, b);
-  const [r] = await conn.execute(typedSql(b.ids.length), unionAllValues(b));
-  return /** @type {ResultSetHeader} */ (r).affectedRows;
+  return execute(conn, typedSql(b.ids.length), unionAllValues(b));
 }
 
 /** Room for the typed derived table in memory: the session's temporary tables may use 64 MiB. @param {Connection} conn */
@@ -352,7 +362,7 @@ const LOAD_SQL = [
   "LOAD DATA LOCAL INFILE 'batch' INTO TABLE cas_batch CHARACTER SET binary",
   "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (pk, o0, n0, o1, n1)",
 ].join(' ');
-const JOIN_SQL = `UPDATE t AS t JOIN cas_batch AS v ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+const JOIN_SQL = joinUpdate('cas_batch AS v', false);
 /** @type {Record<string, string>} */
 const TSV_ESCAPES = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
 /** A field of the LOAD DATA file: \N for NULL, else the value with \, tab, LF, CR and NUL escaped. @param {string | null} v */
@@ -374,21 +384,28 @@ function tsvChunks(b) {
 }
 
 /**
+ * A longer value would be truncated by a VARBINARY(maxBytes) staging column, and a truncated next
+ * value would be written: refuse the batch.
+ * @param {Batch} b @param {number | null} maxBytes (null: unlimited)
+ */
+function refuseWider(b, maxBytes) {
+  if (maxBytes === null) return;
+  for (const row of [...b.old, ...b.next]) {
+    for (const v of row) {
+      const bytes = v === null ? 0 : Buffer.byteLength(v, 'utf8');
+      if (bytes > maxBytes) throw new Error(`a value of ${bytes} bytes exceeds ${maxBytes}`);
+    }
+  }
+}
+
+/**
  * Stage the batch with LOAD DATA LOCAL, then one UPDATE … JOIN. mysql2 answers the server's request for
  * the file 'batch' with the stream returned by the query's `infileStreamFactory` option.
  * @param {number | null} maxBytes widest value the staging table can hold (null: unlimited)
  * @returns {(conn: Connection, b: Batch) => Promise<number>}
  */
 const writeLoadData = (maxBytes) => async (conn, b) => {
-  if (maxBytes !== null) {
-    // A longer value would be truncated by the VARBINARY column, and a truncated next value would be written: refuse.
-    for (const row of [...b.old, ...b.next]) {
-      for (const v of row) {
-        const bytes = v === null ? 0 : Buffer.byteLength(v, 'utf8');
-        if (bytes > maxBytes) throw new Error(`a value of ${bytes} bytes exceeds ${maxBytes}`);
-      }
-    }
-  }
+  refuseWider(b, maxBytes);
   // DELETE, not TRUNCATE: TRUNCATE may commit the open transaction implicitly.
   await conn.query('DELETE FROM cas_batch');
   const chunks = tsvChunks(b);
@@ -410,30 +427,19 @@ function insertSql(n) {
   }
   return sql;
 }
-const STAGE_JOIN_SQL = `UPDATE cas_batch AS v STRAIGHT_JOIN t AS t ON t.id = v.pk SET ${SET} WHERE ${WHERE}`;
+const STAGE_JOIN_SQL = joinUpdate('cas_batch AS v', true);
 /**
- * Stage the batch with one prepared multi-row INSERT (binary protocol) into the MEMORY staging table,
- * then the UPDATE driven by it (STRAIGHT_JOIN: each staged row looks its row of t up by key).
- * @param {Connection} conn @param {Batch} b
+ * Stage the batch with one prepared multi-row INSERT (binary protocol), then the UPDATE driven by the
+ * staging table (STRAIGHT_JOIN: each staged row looks its row of t up by key).
+ * @param {number | null} maxBytes widest value the staging table can hold (null: unlimited)
+ * @returns {(conn: Connection, b: Batch) => Promise<number>}
  */
-async function writeInsertMemory(conn, b) {
-  return writeInsertStage(conn, b, MEMORY_WIDTH);
-}
-/** The same into an Aria (non-transactional) staging table of LONGBLOB columns: no width limit. @param {Connection} conn @param {Batch} b */
-async function writeInsertAria(conn, b) {
-  return writeInsertStage(conn, b, null);
-}
-/** @param {Connection} conn @param {Batch} b @param {number | null} width */
-async function writeInsertStage(conn, b, width) {
-  if (width !== null)
-    for (const row of [...b.old, ...b.next])
-      for (const v of row) if (v !== null && Buffer.byteLength(v, 'utf8') > width) throw new Error(`a value exceeds ${width} bytes`);
+const writeInsertStage = (maxBytes) => async (conn, b) => {
+  refuseWider(b, maxBytes);
   await conn.query('DELETE FROM cas_batch');
-  const values = unionAllValues(b);
-  values.length -= 2;
-  await conn.execute(insertSql(b.ids.length), values);
+  await execute(conn, insertSql(b.ids.length), rowValues(b));
   return (await run(conn, STAGE_JOIN_SQL, [b.first, b.last])).affectedRows;
-}
+};
 
 /** The staging table's DDL. @param {string} type of the value columns @param {string} engine */
 function stageSql(type, engine) {
@@ -540,14 +546,14 @@ const METHODS = [
   singleTransaction('union_all', writeUnionAll),
   singleTransaction('prepared_union_all', writePreparedUnionAll),
   singleTransaction('values', writeValues),
-  singleTransaction('json_table', writeJsonTable),
-  singleTransaction('json_straight', writeJsonStraight),
+  singleTransaction('json_table', writeJsonTable(false)),
+  singleTransaction('json_straight', writeJsonTable(true)),
   singleTransaction('prepared_straight', writePreparedStraight),
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
-  singleTransaction('insert_memory', writeInsertMemory, createMemoryStage),
-  singleTransaction('insert_aria', writeInsertAria, createAriaStage),
+  singleTransaction('insert_memory', writeInsertStage(MEMORY_WIDTH), createMemoryStage),
+  singleTransaction('insert_aria', writeInsertStage(null), createAriaStage),
   twoConnections,
 ];
 
