@@ -12,6 +12,10 @@
 //   union_all            UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) v, text protocol (keyctl before the prepared statement; still its path for rows of over 8 KB)
 //   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text): keyctl before 2026-12-07
 //   prepared_straight    the same with the derived table driving the join (UPDATE (…) v STRAIGHT_JOIN t): keyctl now
+//   prepared_in_list     prepared_straight's derived table joined to t read first by the batch's keys as an IN list
+//   prepared_row_cas     the same with a row-level compare-and-set (every column null-safe equal to the value read, in
+//                        WHERE) and a SET that reads nothing of t, so MariaDB updates t as it reads it; a row changed
+//                        in any column is left whole (the check expects that for this method)
 //   prepared_typed       the same with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
 //   values               UPDATE … JOIN (WITH v(…) AS (VALUES (?, …), …) SELECT * FROM v) v, text protocol (MariaDB 10.3+)
 //   json_table           UPDATE … JOIN JSON_TABLE(?, '$[*]' COLUMNS(…)) v: the batch as one JSON parameter, binary protocol (MariaDB 10.6+, MySQL 8.0.4+)
@@ -50,6 +54,7 @@ import mysql from 'mysql2/promise';
  * @property {string} name
  * @property {(c: Conns) => Promise<void>} [prepare] once per connection, before the timed loop
  * @property {(c: Conns, b: Batch) => Promise<number>} batch one batch with its checkpoint, committed; returns matched rows
+ * @property {boolean} [rowLevel] a row changed in any column is left whole (the check expects that instead of per column)
  */
 
 const { values: argv } = parseArgs({
@@ -267,6 +272,65 @@ async function writePreparedUnionAll(conn, b) {
 /** The same with the derived table driving the join: each of its rows looks its row of t up by key. @param {Connection} conn @param {Batch} b */
 async function writePreparedStraight(conn, b) {
   return execute(conn, unionAllSql(b.ids.length, true), unionAllValues(b));
+}
+
+/** @type {Map<number, string>} */
+const inListSqlCache = new Map();
+/**
+ * t first, read by the batch's keys as an IN list (one equality range per key), the derived table
+ * joined to it by its key: t is updated as it is read, without multi-update's temporary table.
+ * @param {number} n
+ */
+function inListSql(n) {
+  let sql = inListSqlCache.get(n);
+  if (!sql) {
+    const rows = `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
+    const where = `t.id IN (${Array.from({ length: n }, () => '?').join(', ')}) AND ((${cas('email', 0)}) OR (${cas('note', 1)}))`;
+    sql = `UPDATE t AS t STRAIGHT_JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${where}`;
+    inListSqlCache.set(n, sql);
+  }
+  return sql;
+}
+
+/** The IN-list statement through the binary protocol. @param {Connection} conn @param {Batch} b */
+async function writePreparedInList(conn, b) {
+  const values = rowValues(b);
+  for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
+  return execute(conn, inListSql(b.ids.length), values);
+}
+
+/** @type {Map<number, string>} */
+const rowCasSqlCache = new Map();
+/**
+ * Row-level compare-and-set with t updated as it is read: t first, by the batch's keys as an IN
+ * list; a row is rewritten only where every column still holds the value read (null-safe), and the
+ * SET reads nothing of t (a column not rewritten gets the value read back), so MariaDB needs no
+ * temporary table of the rows to update. A row changed in any column is left whole for the next pass.
+ * @param {number} n
+ */
+function rowCasSql(n) {
+  let sql = rowCasSqlCache.get(n);
+  if (!sql) {
+    const rows = `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
+    /** @param {string} col @param {number} c */
+    const same = (col, c) => `CAST(t.${col} AS BINARY) <=> CAST(v.o${c} AS BINARY)`;
+    const where = `t.id IN (${Array.from({ length: n }, () => '?').join(', ')}) AND ${same('email', 0)} AND ${same('note', 1)}`;
+    sql = `UPDATE t AS t STRAIGHT_JOIN (${rows}) AS v ON t.id = v.pk SET t.email = v.n0, t.note = v.n1 WHERE ${where}`;
+    rowCasSqlCache.set(n, sql);
+  }
+  return sql;
+}
+
+/** The row-level statement through the binary protocol. @param {Connection} conn @param {Batch} b */
+async function writePreparedRowCas(conn, b) {
+  /** @type {(string | number | null)[]} */
+  const values = [];
+  for (let i = 0; i < b.ids.length; i++) {
+    const [o, n] = [at(b.old, i), at(b.next, i)];
+    values.push(at(b.ids, i), o[0], n[0] ?? o[0], o[1], n[1] ?? o[1]);
+  }
+  for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
+  return execute(conn, rowCasSql(b.ids.length), values);
 }
 
 /** @type {Map<number, string>} */
@@ -549,6 +613,8 @@ const METHODS = [
   singleTransaction('json_table', writeJsonTable(false)),
   singleTransaction('json_straight', writeJsonTable(true)),
   singleTransaction('prepared_straight', writePreparedStraight),
+  singleTransaction('prepared_in_list', writePreparedInList),
+  { ...singleTransaction('prepared_row_cas', writePreparedRowCas), rowLevel: true },
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
@@ -607,13 +673,15 @@ async function correctnessCheck(method, conns) {
   for (let i = 0; i < n; i++) {
     const changed = i >= 10 && i < 20;
     const [a, o, x] = [at(app, i), at(old, i), at(next, i)];
-    const want = [0, 1].map((c) => (changed && a[c] !== o[c] ? a[c] : (x[c] ?? o[c])));
+    // Per column, a changed column keeps the application's value; row-level, a changed row keeps all of it.
+    const want = [0, 1].map((c) => (changed && (method.rowLevel || a[c] !== o[c]) ? a[c] : (x[c] ?? o[c])));
     const have = got.get(i + 1);
     for (const c of [0, 1]) {
       if (have?.[c] !== want[c]) problems.push(`row ${i + 1} ${c ? 'note' : 'email'}: ${show(have?.[c])} != ${show(want[c])}`);
     }
   }
-  const expectedMatched = n - 4; // rows 17..20 changed in both columns match nothing
+  // Rows 17..20 changed in both columns match nothing; row-level, no changed row does.
+  const expectedMatched = method.rowLevel ? n - 10 : n - 4;
   if (matched !== expectedMatched) problems.push(`matched ${matched} rows, expected ${expectedMatched}`);
   const cp = await selectOne(conn, 'SELECT last_id FROM checkpoint WHERE id = 1');
   if (Number(cp.last_id) !== n) problems.push(`checkpoint ${cp.last_id}, expected ${n}`);

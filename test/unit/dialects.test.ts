@@ -73,18 +73,45 @@ describe('compare-and-set SQL per dialect', () => {
     expect(big.executions[0]).toHaveLength(7);
   });
 
-  it('MySQL/MariaDB: a prepared UPDATE driven by a UNION ALL derived table of whole row slots, comparing as BINARY', () => {
+  it('MySQL/MariaDB: integer keys: t read first by an IN list of the keys, joined to a UNION ALL derived table of whole row slots; per row, comparing as BINARY', () => {
     const plan = new MysqlDialect().compareAndSetPlan(req);
     const slot = ' UNION ALL SELECT ?, ?, ?, ?, ?';
     expect(plan.prepared).toBe(true);
     expect(plan.sql).toBe(
-      `UPDATE (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${slot.repeat(63)}) AS v STRAIGHT_JOIN \`people\` AS t ON t.\`id\` = v.pk ` +
-        'SET t.`a` = CASE WHEN v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY) THEN v.n0 ELSE t.`a` END, ' +
-        't.`b` = CASE WHEN v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY) THEN v.n1 ELSE t.`b` END ' +
-        'WHERE t.`id` BETWEEN ? AND ? AND ((v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY)) OR (v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY)))',
+      `UPDATE \`people\` AS t STRAIGHT_JOIN (SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${slot.repeat(63)}) AS v ON t.\`id\` = v.pk ` +
+        'SET t.`a` = v.n0, t.`b` = v.n1 ' +
+        `WHERE t.\`id\` IN (?${', ?'.repeat(63)}) AND CAST(t.\`a\` AS BINARY) <=> CAST(v.o0 AS BINARY) AND CAST(t.\`b\` AS BINARY) <=> CAST(v.o1 AS BINARY)`,
     );
-    // Two rows, then 62 NULL rows (they join nothing), then the key range.
-    expect(plan.executions).toEqual([[7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null, ...Array(62 * 5).fill(null), 7, 9]]);
+    // Two rows (row 9's column b, not rewritten, gets the value read back: here, without `read`,
+    // `old`'s NULL), then 62 NULL rows (they join nothing), then the keys and 62 NULLs.
+    expect(plan.executions).toEqual([
+      [7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null, ...Array(62 * 5).fill(null), 7, 9, ...Array(62).fill(null)],
+    ]);
+  });
+
+  it('MySQL/MariaDB: a column not rewritten is compared with the value read and given it back', () => {
+    const plan = new MysqlDialect().compareAndSetPlan({ ...req, batch: { ...batch, read: ['v1:a7', 'v1:b7', 'v1:a9', 'v1:b9'] } });
+    expect(plan.executions[0]!.slice(0, 10)).toEqual([7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', 'v1:b9', 'v1:b9']);
+  });
+
+  it('MySQL/MariaDB: other keys (text, or a BIGINT past 2^53 as text): the derived table drives the join, bounded by the key range', () => {
+    const plan = new MysqlDialect().compareAndSetPlan({ ...req, batch: { ...batch, pks: ['9007199254740993', '9007199254740995'] } });
+    expect(plan.sql).toMatch(
+      /^UPDATE \(SELECT \? AS pk, .*\) AS v STRAIGHT_JOIN `people` AS t ON t\.`id` = v\.pk SET t\.`a` = v\.n0, t\.`b` = v\.n1 WHERE t\.`id` BETWEEN \? AND \? AND CAST/,
+    );
+    expect(plan.executions[0]!.slice(-2)).toEqual(['9007199254740993', '9007199254740995']);
+    expect(plan.executions[0]).toHaveLength(64 * 5 + 2);
+  });
+
+  it('MySQL/MariaDB: a composite integer key is read as an IN list of tuples', () => {
+    const plan = new MysqlDialect().compareAndSetPlan({
+      ...req,
+      pk: ['org', 'id'],
+      columns: ['a'],
+      batch: { pks: [1, 7, 1, 9], old: ['v1:x', 'v1:y'], next: ['v2:x', 'v2:y'] },
+    });
+    expect(plan.sql).toContain('ON t.`org` = v.k0 AND t.`id` = v.k1 SET t.`a` = v.n0 WHERE (t.`org`, t.`id`) IN ((?, ?), (?, ?),');
+    expect(plan.executions[0]!.slice(64 * 4, 64 * 4 + 5)).toEqual([1, 7, 1, 9, null]);
   });
 
   it('MySQL/MariaDB: batches of nearby sizes share one statement text', () => {

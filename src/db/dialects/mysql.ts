@@ -2,7 +2,8 @@
  * MySQL and MariaDB (mysql2): the compare-and-set joins the table to a derived table of
  * `SELECT … UNION ALL SELECT …`, and compares as BINARY because the default collations ignore
  * case and trailing spaces; REGEXP likewise follows the collation, so the pattern turns case
- * sensitivity back on. The derived table drives the join (STRAIGHT_JOIN; see compareAndSetPlan).
+ * sensitivity back on. The compare-and-set is per row, and reads t by the batch's keys alone (see
+ * compareAndSetPlan).
  * The statement runs as a server-side prepared statement (binary protocol):
  * the server parses each batch size once per connection instead of a new text of every batch
  * (docs/performance.md, "What bounds MariaDB").
@@ -13,8 +14,6 @@ import { driverCode, expandedAfter, keyColumnsOf, quoteWith, retryableWith, serv
 import {
   binaryBucketCase,
   bucketCase,
-  casMatch,
-  ownColumns,
   type BucketPatterns,
   type CasBatch,
   type CasPlan,
@@ -55,10 +54,10 @@ export function paddedRows(n: number): number {
  * of old and new values (UTF-8 bytes) goes as text; so does one that would pass the limit of
  * 65,535 placeholders once padded.
  */
-function rowsFitPrepared(batch: CasBatch, width: number): boolean {
-  for (let at = 0; at < batch.old.length; at += width) {
+function rowsFitPrepared(read: CasBatch['old'], next: CasBatch['next'], width: number): boolean {
+  for (let at = 0; at < read.length; at += width) {
     let bytes = 0;
-    for (let c = at; c < at + width; c++) bytes += byteSize(batch.old[c]) + byteSize(batch.next[c]);
+    for (let c = at; c < at + width; c++) bytes += byteSize(read[c]) + byteSize(next[c] ?? read[c]);
     if (bytes > PREPARED_MAX_ROW_BYTES) return false;
   }
   return true;
@@ -218,14 +217,26 @@ export class MysqlDialect implements SqlDialect {
   }
 
   /**
-   * UPDATE (SELECT … UNION ALL SELECT …) AS v STRAIGHT_JOIN t ON t.pk = v.pk SET … WHERE …
-   * A composite key joins on each column (`v.k0`, `v.k1`, …) and bounds the batch by its leading
-   * column's range (rows arrive in key order, so the first row's leading value is the least).
-   * STRAIGHT_JOIN reads the batch first and finds each of its rows in t by key (the key is unique:
-   * checkKeysUnique), so the transaction locks the batch's rows and no others. Left to itself the
-   * optimizer read t by a range scan over the batch's keys, which under REPEATABLE READ locks every
-   * row in that range and the gaps between them until the batch commits (docs/performance.md,
-   * "MariaDB: the batch drives the statement").
+   * A row-level compare-and-set: a row is rewritten only where every column of the batch still
+   * holds, byte for byte, the value read with it (`read`; NULL-safe), and then every column is set
+   * from the batch (a column not rewritten gets its value read back). A row the application changed
+   * in any column is left whole for the next pass. The SET reads nothing of t, so where t is the
+   * first table of the join, MariaDB updates each row as it reads it; a multiple-table UPDATE that
+   * reads t later, or whose SET reads t, first copies every row to update into a temporary table and
+   * reads each again by position (docs/performance.md, "MariaDB: a row-level compare-and-set").
+   *
+   * Keys that are all JS numbers (integer keys; mysql2 gives a BIGINT beyond 2^53 as text):
+   *   UPDATE t STRAIGHT_JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE t.pk IN (…) AND …
+   * t is read by the batch's keys (one equality range per key of the unique key: checkKeysUnique),
+   * and each row finds its row of the batch through an index the server builds on the derived table.
+   * Other keys (text, decimals, dates) could not use that index (a key of another character set, or
+   * a number sent as text, leaves the derived table unindexed and the join quadratic), so the batch
+   * drives the join and finds each row of t by key:
+   *   UPDATE (SELECT …) AS v STRAIGHT_JOIN t ON t.pk = v.pk SET … WHERE t.pk BETWEEN ? AND ? AND …
+   * Either way the statement reads t by the batch's keys alone, so the transaction locks the batch's
+   * rows and no others; left to itself the optimizer read t by a range scan over the batch's keys,
+   * which under REPEATABLE READ locks every row in that range and the gaps between them until the
+   * batch commits. A composite key joins on each column (`v.k0`, `v.k1`, …).
    */
   compareAndSetPlan(req: CasRequest): CasPlan {
     const { table, pk, columns, batch } = req;
@@ -234,47 +245,48 @@ export class MysqlDialect implements SqlDialect {
     const kw = keys.length;
     const n = batch.pks.length / kw;
     const width = columns.length;
+    const read = batch.read ?? batch.old;
     const vkeys = kw === 1 ? ['pk'] : keys.map((_, k) => `k${k}`);
     const vcols = [...vkeys];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
-    const bin = (sql: string) => `CAST(${sql} AS BINARY)`;
-    const matches = (i: number) =>
-      casMatch(
-        req,
-        i,
-        (c) => bin(`t.${q(columns[c]!)}`),
-        (c) => bin(`v.o${c}`),
-        (c) => `v.n${c}`,
-        (c) => bin(`v.n${c}`),
-      );
-    // A multi-table UPDATE may assign in any order: a guarded column's (a blind index's) guard
-    // accepts its source's new value as well as its old one, so the order does not matter.
-    const sets = columns.map((c, i) => `t.${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
-    const anyMatch = `t.${q(keys[0]!)} BETWEEN ? AND ? AND (${ownColumns(req)
-      .map((i) => `(${matches(i)})`)
-      .join(' OR ')})`;
+    const sets = columns.map((c, i) => `t.${q(c)} = v.n${i}`).join(', ');
+    const unchanged = columns.map((c, i) => `CAST(t.${q(c)} AS BINARY) <=> CAST(v.o${i} AS BINARY)`).join(' AND ');
     // The derived table has a whole number of row slots (paddedRows): the server keeps one prepared
     // statement per slot count, not one per batch size. Spare slots are NULL rows, which join nothing.
     const slots = paddedRows(n);
-    const bindings = new Array<unknown>(slots * vcols.length + 2).fill(null);
+    const byKeys = batch.pks.every((v) => typeof v === 'number');
+    const bindings = new Array<unknown>(slots * vcols.length + (byKeys ? slots * kw : 2)).fill(null);
     let at = 0;
     for (let r = 0; r < n; r++) {
       for (let k = 0; k < kw; k++) bindings[at++] = batch.pks[r * kw + k] ?? null;
       for (let c = 0; c < width; c++) {
-        bindings[at++] = batch.old[r * width + c] ?? null;
-        bindings[at++] = batch.next[r * width + c] ?? null;
+        const was = read[r * width + c] ?? null;
+        bindings[at++] = was;
+        bindings[at++] = batch.next[r * width + c] ?? was;
       }
     }
     const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
     const rest = ` UNION ALL SELECT ${vcols.map(() => '?').join(', ')}`;
-    const derived = first + rest.repeat(slots - 1);
-    bindings[slots * vcols.length] = batch.pks[0];
-    bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
+    const derived = `(${first + rest.repeat(slots - 1)}) AS v`;
     const on = keys.map((c, k) => `t.${q(c)} = v.${vkeys[k]}`).join(' AND ');
+    const target = `${q(table)} AS t`;
+    let sql: string;
+    if (byKeys) {
+      at = slots * vcols.length;
+      for (let i = 0; i < n * kw; i++) bindings[at++] = batch.pks[i];
+      const tuple = kw === 1 ? '?' : `(${keys.map(() => '?').join(', ')})`;
+      const key = kw === 1 ? `t.${q(keys[0]!)}` : `(${keys.map((c) => `t.${q(c)}`).join(', ')})`;
+      const inList = `${key} IN (${Array.from({ length: slots }, () => tuple).join(', ')})`;
+      sql = `UPDATE ${target} STRAIGHT_JOIN ${derived} ON ${on} SET ${sets} WHERE ${inList} AND ${unchanged}`;
+    } else {
+      bindings[slots * vcols.length] = batch.pks[0];
+      bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
+      sql = `UPDATE ${derived} STRAIGHT_JOIN ${target} ON ${on} SET ${sets} WHERE t.${q(keys[0]!)} BETWEEN ? AND ? AND ${unchanged}`;
+    }
     return {
-      sql: `UPDATE (${derived}) AS v STRAIGHT_JOIN ${q(table)} AS t ON ${on} SET ${sets} WHERE ${anyMatch}`,
+      sql,
       executions: [bindings],
-      prepared: bindings.length <= MAX_PLACEHOLDERS && rowsFitPrepared(batch, width),
+      prepared: bindings.length <= MAX_PLACEHOLDERS && rowsFitPrepared(read, batch.next, width),
     };
   }
 

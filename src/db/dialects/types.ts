@@ -34,6 +34,13 @@ export interface CasBatch {
   old: Array<string | Buffer | null>;
   /** next[row * columns + column]: the new ciphertext, or null where the column is not written. */
   next: Array<string | Buffer | null>;
+  /**
+   * read[row * columns + column]: every column's value as read with the batch, written or not (a
+   * blind index's too), for a dialect whose compare-and-set is per row (MySQL/MariaDB): a row is
+   * rewritten only where all of them still hold, and a column not written gets its value back.
+   * Without it, `old` stands in, so a row with a column not written is left alone there.
+   */
+  read?: Array<string | Buffer | null>;
 }
 
 /**
@@ -62,7 +69,8 @@ export interface CasRequest {
    * Per column, the column whose value guards it, or null (the default) for its own old value. A
    * guarded column (a blind index) is written only where its guard still holds the old value read
    * with the batch or the new one this statement writes, whatever order a database evaluates the
-   * assignments in; it does not count towards matching a row. Its `old` entries are not used.
+   * assignments in; it does not count towards matching a row. Its `old` entries are not used. (A
+   * per-row compare-and-set, MySQL/MariaDB's, compares it with its `read` value like any column.)
    */
   guardedBy?: readonly (number | null)[] | undefined;
   /** Per column, whether it holds bytes (bytea, BLOB): values are Buffers, for dialects that type them. */
