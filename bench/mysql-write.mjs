@@ -216,6 +216,9 @@ const setCol = (col, c) => `t.${col} = CASE WHEN ${cas(col, c)} THEN v.n${c} ELS
 const SET = `${setCol('email', 0)}, ${setCol('note', 1)}`;
 const WHERE = `t.id BETWEEN ? AND ? AND ((${cas('email', 0)}) OR (${cas('note', 1)}))`;
 
+/** The batch as a derived table's rows, `pk, o0, n0, o1, n1` each, for n rows. @param {number} n */
+const unionRows = (n) => `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
+
 /** @type {Map<string, string>} */
 const unionSqlCache = new Map();
 /** `UPDATE t JOIN v`, or with `v` driving the join: `UPDATE v STRAIGHT_JOIN t`. @param {string} v the batch as a table, aliased v @param {boolean} straight */
@@ -228,20 +231,23 @@ function unionAllSql(n, straight = false) {
   const key = `${n}${straight ? 's' : ''}`;
   let sql = unionSqlCache.get(key);
   if (!sql) {
-    const rows = `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
-    sql = joinUpdate(`(${rows}) AS v`, straight);
+    sql = joinUpdate(`(${unionRows(n)}) AS v`, straight);
     unionSqlCache.set(key, sql);
   }
   return sql;
 }
 
-/** The batch's rows as placeholder values, `id, o0, n0, o1, n1` each. @param {Batch} b */
-function rowValues(b) {
+/**
+ * The batch's rows as placeholder values, `id, o0, n0, o1, n1` each; `readBack`: a column not
+ * rewritten gets its old value as the new one.
+ * @param {Batch} b @param {boolean} [readBack]
+ */
+function rowValues(b, readBack = false) {
   /** @type {(string | number | null)[]} */
   const values = [];
   for (let i = 0; i < b.ids.length; i++) {
     const [o, n] = [at(b.old, i), at(b.next, i)];
-    values.push(at(b.ids, i), o[0], n[0], o[1], n[1]);
+    values.push(at(b.ids, i), o[0], readBack ? (n[0] ?? o[0]) : n[0], o[1], readBack ? (n[1] ?? o[1]) : n[1]);
   }
   return values;
 }
@@ -274,64 +280,42 @@ async function writePreparedStraight(conn, b) {
   return execute(conn, unionAllSql(b.ids.length, true), unionAllValues(b));
 }
 
-/** @type {Map<number, string>} */
+/** @type {Map<string, string>} */
 const inListSqlCache = new Map();
 /**
  * t first, read by the batch's keys as an IN list (one equality range per key), the derived table
- * joined to it by its key: t is updated as it is read, without multi-update's temporary table.
- * @param {number} n
+ * joined to it through an index the server builds on it. Per column (`rowLevel` false), the SET
+ * reads t, so MariaDB still copies the rows to update into a temporary table. `rowLevel`: a row is
+ * rewritten only where every column still holds the value read (null-safe), and the SET reads
+ * nothing of t (a column not rewritten gets the value read back), so t is updated as it is read;
+ * a row changed in any column is left whole for the next pass.
+ * @param {number} n @param {boolean} rowLevel
  */
-function inListSql(n) {
-  let sql = inListSqlCache.get(n);
+function inListSql(n, rowLevel) {
+  const key = `${n}${rowLevel ? 'r' : ''}`;
+  let sql = inListSqlCache.get(key);
   if (!sql) {
-    const rows = `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
-    const where = `t.id IN (${Array.from({ length: n }, () => '?').join(', ')}) AND ((${cas('email', 0)}) OR (${cas('note', 1)}))`;
-    sql = `UPDATE t AS t STRAIGHT_JOIN (${rows}) AS v ON t.id = v.pk SET ${SET} WHERE ${where}`;
-    inListSqlCache.set(n, sql);
-  }
-  return sql;
-}
-
-/** The IN-list statement through the binary protocol. @param {Connection} conn @param {Batch} b */
-async function writePreparedInList(conn, b) {
-  const values = rowValues(b);
-  for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
-  return execute(conn, inListSql(b.ids.length), values);
-}
-
-/** @type {Map<number, string>} */
-const rowCasSqlCache = new Map();
-/**
- * Row-level compare-and-set with t updated as it is read: t first, by the batch's keys as an IN
- * list; a row is rewritten only where every column still holds the value read (null-safe), and the
- * SET reads nothing of t (a column not rewritten gets the value read back), so MariaDB needs no
- * temporary table of the rows to update. A row changed in any column is left whole for the next pass.
- * @param {number} n
- */
-function rowCasSql(n) {
-  let sql = rowCasSqlCache.get(n);
-  if (!sql) {
-    const rows = `SELECT ? AS pk, ? AS o0, ? AS n0, ? AS o1, ? AS n1${' UNION ALL SELECT ?, ?, ?, ?, ?'.repeat(n - 1)}`;
+    const ids = `t.id IN (${Array.from({ length: n }, () => '?').join(', ')})`;
     /** @param {string} col @param {number} c */
     const same = (col, c) => `CAST(t.${col} AS BINARY) <=> CAST(v.o${c} AS BINARY)`;
-    const where = `t.id IN (${Array.from({ length: n }, () => '?').join(', ')}) AND ${same('email', 0)} AND ${same('note', 1)}`;
-    sql = `UPDATE t AS t STRAIGHT_JOIN (${rows}) AS v ON t.id = v.pk SET t.email = v.n0, t.note = v.n1 WHERE ${where}`;
-    rowCasSqlCache.set(n, sql);
+    const [set, where] = rowLevel
+      ? ['t.email = v.n0, t.note = v.n1', `${ids} AND ${same('email', 0)} AND ${same('note', 1)}`]
+      : [SET, `${ids} AND ((${cas('email', 0)}) OR (${cas('note', 1)}))`];
+    sql = `UPDATE t AS t STRAIGHT_JOIN (${unionRows(n)}) AS v ON t.id = v.pk SET ${set} WHERE ${where}`;
+    inListSqlCache.set(key, sql);
   }
   return sql;
 }
 
-/** The row-level statement through the binary protocol. @param {Connection} conn @param {Batch} b */
-async function writePreparedRowCas(conn, b) {
-  /** @type {(string | number | null)[]} */
-  const values = [];
-  for (let i = 0; i < b.ids.length; i++) {
-    const [o, n] = [at(b.old, i), at(b.next, i)];
-    values.push(at(b.ids, i), o[0], n[0] ?? o[0], o[1], n[1] ?? o[1]);
-  }
+/**
+ * The IN-list statement through the binary protocol: the rows, then the keys.
+ * @param {boolean} rowLevel @returns {(conn: Connection, b: Batch) => Promise<number>}
+ */
+const writeInList = (rowLevel) => async (conn, b) => {
+  const values = rowValues(b, rowLevel);
   for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
-  return execute(conn, rowCasSql(b.ids.length), values);
-}
+  return execute(conn, inListSql(b.ids.length, rowLevel), values);
+};
 
 /** @type {Map<number, string>} */
 const valuesSqlCache = new Map();
@@ -613,8 +597,8 @@ const METHODS = [
   singleTransaction('json_table', writeJsonTable(false)),
   singleTransaction('json_straight', writeJsonTable(true)),
   singleTransaction('prepared_straight', writePreparedStraight),
-  singleTransaction('prepared_in_list', writePreparedInList),
-  { ...singleTransaction('prepared_row_cas', writePreparedRowCas), rowLevel: true },
+  singleTransaction('prepared_in_list', writeInList(false)),
+  { ...singleTransaction('prepared_row_cas', writeInList(true)), rowLevel: true },
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
