@@ -125,11 +125,26 @@ describe('compare-and-set SQL per dialect', () => {
     expect([1, 64, 65, 256, 257, 6000].map(paddedRows)).toEqual([64, 64, 256, 256, 512, 6144]);
   });
 
-  it('MySQL/MariaDB: a batch holding a value over 8 KB goes as text, not as a prepared statement', () => {
+  it('MySQL/MariaDB: a batch holding a value over 8 KB goes as text, not as a prepared statement, and never with the IN list', () => {
     const d = new MysqlDialect();
     const big = `v2:${'x'.repeat(9000)}`;
-    expect(d.compareAndSetPlan({ ...req, batch: { ...batch, next: ['v2:a7', big, 'v2:a9', null] } }).prepared).toBe(false);
-    expect(d.compareAndSetPlan({ ...req, batch: { ...batch, old: [big, 'v1:b7', 'v1:a9', null] } }).prepared).toBe(false);
+    for (const plan of [
+      d.compareAndSetPlan({ ...req, batch: { ...batch, next: ['v2:a7', big, 'v2:a9', null] } }),
+      d.compareAndSetPlan({ ...req, batch: { ...batch, old: [big, 'v1:b7', 'v1:a9', null] } }),
+    ]) {
+      expect(plan.prepared).toBe(false);
+      // As text the keys would be literals, and MariaDB turns 1,000 of them into a join that leaves the batch unindexed.
+      expect(plan.sql).not.toContain(' IN (');
+      expect(plan.sql.startsWith('UPDATE (SELECT ? AS pk')).toBe(true);
+      expect(plan.executions[0]!.slice(-2)).toEqual([7, 9]);
+    }
+    // A prepared IN-list statement the server fails (error 127) runs again as text in the driven form.
+    const prepared = d.compareAndSetPlan(req);
+    expect(prepared.sql).toContain(' IN (');
+    const text = prepared.asText!();
+    expect(text.sql.startsWith('UPDATE (SELECT ? AS pk')).toBe(true);
+    expect(text.sql).not.toContain(' IN (');
+    expect(text.executions[0]).toHaveLength(64 * 5 + 2);
   });
 
   it('SQLite: one prepared per-row statement, run once per row with that row’s old and new values', () => {

@@ -225,13 +225,14 @@ export class MysqlDialect implements SqlDialect {
    * reads t later, or whose SET reads t, first copies every row to update into a temporary table and
    * reads each again by position (docs/performance.md, "MariaDB: a row-level compare-and-set").
    *
-   * Keys that are all JS numbers (integer keys; mysql2 gives a BIGINT beyond 2^53 as text):
+   * Keys that are all JS numbers (integer keys; mysql2 gives a BIGINT beyond 2^53 as text), in a
+   * batch that goes as a prepared statement (see casStatement):
    *   UPDATE t STRAIGHT_JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE t.pk IN (…) AND …
    * t is read by the batch's keys (one equality range per key of the unique key: checkKeysUnique),
    * and each row finds its row of the batch through an index the server builds on the derived table.
    * Other keys (text, decimals, dates) could not use that index (a key of another character set, or
-   * a number sent as text, leaves the derived table unindexed and the join quadratic), so the batch
-   * drives the join and finds each row of t by key:
+   * a number sent as text, leaves the derived table unindexed and the join quadratic), so for them,
+   * and for a batch that goes as text, the batch drives the join and finds each row of t by key:
    *   UPDATE (SELECT …) AS v STRAIGHT_JOIN t ON t.pk = v.pk SET … WHERE t.pk BETWEEN ? AND ? AND …
    * Either way the statement reads t by the batch's keys alone, so the transaction locks the batch's
    * rows and no others; left to itself the optimizer read t by a range scan over the batch's keys,
@@ -239,13 +240,32 @@ export class MysqlDialect implements SqlDialect {
    * batch commits. A composite key joins on each column (`v.k0`, `v.k1`, …).
    */
   compareAndSetPlan(req: CasRequest): CasPlan {
+    const { batch } = req;
+    const width = req.columns.length;
+    const read = batch.read ?? batch.old;
+    const fits = rowsFitPrepared(read, batch.next, width);
+    const driven = () => this.casStatement(req, read, false);
+    if (fits && batch.pks.every((v) => typeof v === 'number')) {
+      const byKeys = this.casStatement(req, read, true);
+      if (byKeys.executions[0]!.length <= MAX_PLACEHOLDERS) return { ...byKeys, prepared: true, asText: driven };
+    }
+    const plan = driven();
+    return { ...plan, prepared: fits && plan.executions[0]!.length <= MAX_PLACEHOLDERS };
+  }
+
+  /**
+   * One of the two statements of compareAndSetPlan. The IN list form goes only as a prepared
+   * statement: as text its keys are literals, and MariaDB turns an IN list of 1,000 literals or more
+   * (`in_predicate_conversion_threshold`) into a join with a table of them, which left the derived
+   * table unindexed (`EXPLAIN`: `<derived>` ALL).
+   */
+  private casStatement(req: CasRequest, read: CasBatch['old'], byKeys: boolean): Pick<CasPlan, 'sql' | 'executions'> {
     const { table, pk, columns, batch } = req;
     const q = (name: string) => this.quoteIdentifier(name);
     const keys = keyColumnsOf(pk);
     const kw = keys.length;
     const n = batch.pks.length / kw;
     const width = columns.length;
-    const read = batch.read ?? batch.old;
     const vkeys = kw === 1 ? ['pk'] : keys.map((_, k) => `k${k}`);
     const vcols = [...vkeys];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
@@ -254,7 +274,6 @@ export class MysqlDialect implements SqlDialect {
     // The derived table has a whole number of row slots (paddedRows): the server keeps one prepared
     // statement per slot count, not one per batch size. Spare slots are NULL rows, which join nothing.
     const slots = paddedRows(n);
-    const byKeys = batch.pks.every((v) => typeof v === 'number');
     const bindings = new Array<unknown>(slots * vcols.length + (byKeys ? slots * kw : 2)).fill(null);
     let at = 0;
     for (let r = 0; r < n; r++) {
@@ -270,23 +289,19 @@ export class MysqlDialect implements SqlDialect {
     const derived = `(${first + rest.repeat(slots - 1)}) AS v`;
     const on = keys.map((c, k) => `t.${q(c)} = v.${vkeys[k]}`).join(' AND ');
     const target = `${q(table)} AS t`;
-    let sql: string;
     if (byKeys) {
       at = slots * vcols.length;
       for (let i = 0; i < n * kw; i++) bindings[at++] = batch.pks[i];
       const tuple = kw === 1 ? '?' : `(${keys.map(() => '?').join(', ')})`;
       const key = kw === 1 ? `t.${q(keys[0]!)}` : `(${keys.map((c) => `t.${q(c)}`).join(', ')})`;
       const inList = `${key} IN (${Array.from({ length: slots }, () => tuple).join(', ')})`;
-      sql = `UPDATE ${target} STRAIGHT_JOIN ${derived} ON ${on} SET ${sets} WHERE ${inList} AND ${unchanged}`;
-    } else {
-      bindings[slots * vcols.length] = batch.pks[0];
-      bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
-      sql = `UPDATE ${derived} STRAIGHT_JOIN ${target} ON ${on} SET ${sets} WHERE t.${q(keys[0]!)} BETWEEN ? AND ? AND ${unchanged}`;
+      return { sql: `UPDATE ${target} STRAIGHT_JOIN ${derived} ON ${on} SET ${sets} WHERE ${inList} AND ${unchanged}`, executions: [bindings] };
     }
+    bindings[slots * vcols.length] = batch.pks[0];
+    bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
     return {
-      sql,
+      sql: `UPDATE ${derived} STRAIGHT_JOIN ${target} ON ${on} SET ${sets} WHERE t.${q(keys[0]!)} BETWEEN ? AND ? AND ${unchanged}`,
       executions: [bindings],
-      prepared: bindings.length <= MAX_PLACEHOLDERS && rowsFitPrepared(read, batch.next, width),
     };
   }
 
@@ -297,18 +312,21 @@ export class MysqlDialect implements SqlDialect {
 
   async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {
     let updated = 0;
-    for (const bindings of plan.executions) {
+    for (const [i, bindings] of plan.executions.entries()) {
+      let text = { sql: plan.sql, bindings };
       if (plan.prepared) {
         try {
           updated += await executePrepared(trx, plan.sql, bindings);
           continue;
         } catch (err) {
           // A storage-engine error on the derived table (see rowsFitPrepared) fails this statement
-          // only, not the transaction: the same statement as text does not hit it.
+          // only, not the transaction: the same compare-and-set as text does not hit it.
           if ((err as { errno?: number }).errno !== HA_ERR_WRONG_IN_RECORD) throw err;
+          const alt = plan.asText?.();
+          if (alt) text = { sql: alt.sql, bindings: alt.executions[i]! };
         }
       }
-      const res: unknown = await trx.raw(plan.sql, bindings as Knex.RawBinding[]);
+      const res: unknown = await trx.raw(text.sql, text.bindings as Knex.RawBinding[]);
       updated += Number((res as Array<{ affectedRows?: number }>)[0]?.affectedRows ?? 0);
     }
     return updated;

@@ -52,6 +52,11 @@ export interface CasPlan {
   executions: unknown[][];
   /** Run as a server-side prepared statement (binary protocol), reused for plans of the same text. */
   prepared?: boolean;
+  /**
+   * The same compare-and-set for the text protocol, where it must differ from the prepared one
+   * (MySQL/MariaDB: see compareAndSetPlan), for a prepared statement the server fails.
+   */
+  asText?: () => Pick<CasPlan, 'sql' | 'executions'>;
 }
 
 export interface CasRequest {
