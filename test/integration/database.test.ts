@@ -12,7 +12,7 @@ import { listVersions } from '../../src/rotation/store.js';
 import { countVersions, getStatus, statusProblems } from '../../src/core/status.js';
 import { AesGcmV1Codec, isWellFormed } from '../../src/crypto/codec.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
-import { openDatabase } from '../../src/db/connect.js';
+import { openDatabase, type Db } from '../../src/db/connect.js';
 import { loadProbe } from '../../src/db/load.js';
 import { compareAndSetBatch, type CasBatch } from '../../src/reencrypt/cas.js';
 import { PgDialect, pgBinaryArray } from '../../src/db/dialects/pg.js';
@@ -354,14 +354,28 @@ describe('bulk compare-and-set on PostgreSQL', () => {
 });
 
 describe('bulk compare-and-set on MySQL/MariaDB', () => {
+  /** A fresh database for one test: `db` and any further connections (`connect`) are closed, and the database dropped, after it. */
+  async function onFreshMysql(fn: (db: Db, connect: () => Promise<Db>) => Promise<void>): Promise<void> {
+    const tdb = await createTestDatabase('mysql');
+    const config = testConfig(tdb);
+    const opened: Db[] = [];
+    const connect = async (): Promise<Db> => {
+      const d = await openDatabase(config.database, { baseDir: config.baseDir });
+      opened.push(d);
+      return d;
+    };
+    try {
+      await fn(await connect(), connect);
+    } finally {
+      for (const d of opened.reverse()) await d.close();
+      await tdb.drop();
+    }
+  }
   // MariaDB 10.11 fails a prepared statement whose derived table holds values of tens of KB with
   // error 127 ("Table file is corrupted"); the dialect sends such batches as text, and a prepared
   // plan that hits the error anyway is run again as text within the same transaction.
   it.skipIf(!dialectAvailable('mysql'))('rewrites 100 rows of 53 KB values, also when the plan asks for a prepared statement', async () => {
-    const tdb = await createTestDatabase('mysql');
-    const config = testConfig(tdb);
-    const db = await openDatabase(config.database, { baseDir: config.baseDir });
-    try {
+    await onFreshMysql(async (db) => {
       await db.knex.raw('CREATE TABLE big (id BIGINT PRIMARY KEY, notes MEDIUMTEXT)');
       const old = (i: number) => `v1:${String(i).repeat(10)}`;
       await db.knex('big').insert(Array.from({ length: 100 }, (_, i) => ({ id: i + 1, notes: old(i + 1) })));
@@ -376,17 +390,14 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
       expect(updated).toBe(100);
       const rows: Array<{ id: number; notes: string }> = await db.knex('big').orderBy('id');
       expect(rows.every((r) => r.notes === next(r.id))).toBe(true);
-    } finally {
-      await db.close();
-      await tdb.drop();
-    }
+    });
   });
 
-  // The batch drives the statement (STRAIGHT_JOIN): each of its rows finds its row of the table by
-  // key, so the open transaction holds locks on those rows alone. Joined the other way round, the
-  // table was read by a range scan over the batch's keys, which under REPEATABLE READ locks every
-  // row in the range and the gaps between them.
-  // Integer keys read t by an IN list, other keys let the batch drive the join: both lock alone.
+  // The statement reads the table by the batch's keys alone (integer keys: an IN list; other keys:
+  // the batch drives the join, STRAIGHT_JOIN, each of its rows finding its row by key), so the open
+  // transaction holds locks on those rows alone. Left to itself, MariaDB read the table by a range
+  // scan over the batch's keys, which under REPEATABLE READ locks every row in the range and the
+  // gaps between them.
   for (const [kind, keyType, key] of [
     ['integer', 'BIGINT', (n: number): PkValue => n],
     ['text', 'VARCHAR(20)', (n: number): PkValue => `k${n}`],
@@ -394,11 +405,8 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
     it.skipIf(!dialectAvailable('mysql'))(
       `locks only the rows it rewrites: the application writes other rows in the batch key range meanwhile (${kind} keys)`,
       async () => {
-        const tdb = await createTestDatabase('mysql');
-        const config = testConfig(tdb);
-        const db = await openDatabase(config.database, { baseDir: config.baseDir });
-        const app = await openDatabase(config.database, { baseDir: config.baseDir });
-        try {
+        await onFreshMysql(async (db, connect) => {
+          const app = await connect();
           await db.knex.raw(`CREATE TABLE gap (id ${keyType} PRIMARY KEY, email TEXT)`);
           await db.knex('gap').insert([10, 20, 30, 40].map((id) => ({ id: key(id), email: `v1:${id}` })));
           const plan = db.adapter.compareAndSetPlan({
@@ -441,11 +449,7 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
             ['30', 'v1:30'],
             ['40', 'v2:40'],
           ]);
-        } finally {
-          await app.close();
-          await db.close();
-          await tdb.drop();
-        }
+        });
       },
     );
   }
@@ -459,10 +463,7 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
     it.skipIf(!dialectAvailable('mysql'))(
       `updates each row of an integer-keyed table as it reads it, with the batch found by an index (${composite ? 'composite' : 'one-column'} key)`,
       async () => {
-        const tdb = await createTestDatabase('mysql');
-        const config = testConfig(tdb);
-        const db = await openDatabase(config.database, { baseDir: config.baseDir });
-        try {
+        await onFreshMysql(async (db) => {
           await db.knex.raw(
             composite
               ? 'CREATE TABLE fly (org INT, id BIGINT, a TEXT, b TEXT, PRIMARY KEY (org, id))'
@@ -508,10 +509,7 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
           expect(rows.map((r) => [r.a, r.b])).toEqual(
             all.map((id) => (rewritten.has(id) ? [`v2:a${id}`, id % 2 ? `v2:b${id}` : null] : [`v1:a${id}`, id % 2 ? `v1:b${id}` : null])),
           );
-        } finally {
-          await db.close();
-          await tdb.drop();
-        }
+        });
       },
     );
   }
@@ -519,10 +517,7 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
   // Per row on the IN-list form too: a row whose column not being rewritten changed is left whole;
   // a NULL not rewritten must still be NULL; a column not rewritten gets its value back.
   it.skipIf(!dialectAvailable('mysql'))('integer keys: a row changed in a column keyctl does not rewrite is left whole', async () => {
-    const tdb = await createTestDatabase('mysql');
-    const config = testConfig(tdb);
-    const db = await openDatabase(config.database, { baseDir: config.baseDir });
-    try {
+    await onFreshMysql(async (db) => {
       await db.knex.raw('CREATE TABLE whole (id BIGINT PRIMARY KEY, a TEXT, b TEXT)');
       await db.knex('whole').insert([
         { id: 1, a: 'v1:a1', b: 'v1:b1' },
@@ -555,19 +550,13 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
         ['v1:a4', 'v2:app4'],
         ['v1:a5', 'v2:app5'],
       ]);
-    } finally {
-      await db.close();
-      await tdb.drop();
-    }
+    });
   });
 
   // A batch with a row of over 8 KB goes as text, where the keys would be literals: MariaDB turns an
   // IN list of 1,000 literals or more into a join that leaves the batch unindexed (n² reads).
   it.skipIf(!dialectAvailable('mysql'))('a batch that goes as text, of 1,000 integer keys and more, lets the batch drive the join', async () => {
-    const tdb = await createTestDatabase('mysql');
-    const config = testConfig(tdb);
-    const db = await openDatabase(config.database, { baseDir: config.baseDir });
-    try {
+    await onFreshMysql(async (db) => {
       await db.knex.raw('CREATE TABLE big_text (id BIGINT PRIMARY KEY, a MEDIUMTEXT)');
       const n = 1500;
       const ids = Array.from({ length: n }, (_, i) => i + 1);
@@ -602,20 +591,14 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
       expect(after - before).toBeLessThan(10 * n);
       const rows: Array<{ a: string }> = await db.knex('big_text').orderBy('id');
       expect(rows.map((r) => r.a)).toEqual(ids.map((id) => (id === 7 ? large : `v2:a${id}`)));
-    } finally {
-      await db.close();
-      await tdb.drop();
-    }
+    });
   });
 
   // mysql2 caches each prepared statement with the server's description of every parameter, about
   // 450 bytes each: a 2 MiB batch has some 30,000 parameters, and up to 8 statements are cached per
   // connection (docs/performance.md, "Memory"). The dialect drops the descriptions.
   it.skipIf(!dialectAvailable('mysql'))('keeps no parameter descriptions with the prepared statements it caches, and reuses them', async () => {
-    const tdb = await createTestDatabase('mysql');
-    const config = testConfig(tdb);
-    const db = await openDatabase(config.database, { baseDir: config.baseDir });
-    try {
+    await onFreshMysql(async (db) => {
       await db.knex.raw('CREATE TABLE small (id BIGINT PRIMARY KEY, email TEXT)');
       await db.knex('small').insert(Array.from({ length: 300 }, (_, i) => ({ id: i + 1, email: `v1:${i + 1}` })));
       const planFor = (from: number, to: number) =>
@@ -651,9 +634,6 @@ describe('bulk compare-and-set on MySQL/MariaDB', () => {
       for (const statement of seen.cache.flat()) expect(statement.parameters).toEqual([]);
       const rows: Array<{ email: string }> = await db.knex('small').orderBy('id');
       expect(rows.map((r) => r.email)).toEqual(Array.from({ length: 300 }, (_, i) => `v2:${i + 1}`));
-    } finally {
-      await db.close();
-      await tdb.drop();
-    }
+    });
   });
 });
