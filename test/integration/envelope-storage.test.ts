@@ -7,7 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { KeystoreConflictError } from '../../src/base/errors.js';
 import type { WrappedDocument } from '../../src/keystore/envelope-document.js';
 import { DatabaseWrappedStorage } from '../../src/keystore/envelope-storage.js';
-import { openTestContext } from '../helpers/context.js';
+import { openDatabase } from '../../src/db/connect.js';
+import { TABLES } from '../../src/db/migrations.js';
+import { openTestContext, testConfig } from '../helpers/context.js';
 import { dialectAvailable, perTestDatabase } from '../helpers/databases.js';
 
 const doc = (blob: string): WrappedDocument => ({
@@ -49,3 +51,36 @@ for (const dialect of ['sqlite', 'pg', 'mysql'] as const) {
     });
   });
 }
+
+// A writer that finds the head row locked by another writer's open transaction, and gives up
+// waiting (PostgreSQL's lock_timeout, SQLSTATE 55P03), is told of a conflict; nothing is written.
+describe.runIf(dialectAvailable('pg'))('wrapped keys in the database: a writer blocked by another writer (pg)', () => {
+  const t = perTestDatabase('pg');
+
+  it('reports lock contention as a conflict and changes nothing', async () => {
+    const ctx = await openTestContext(t.db);
+    t.cleanup(() => ctx.db.close());
+    const a = new DatabaseWrappedStorage('payments', async () => ctx.db);
+    await a.write('published', doc('A'), 'aws-kms', null);
+    // New sessions of this test's database wait at most 300 ms for a lock.
+    const name = new URL(t.db.connection).pathname.slice(1);
+    await ctx.db.knex.raw(`ALTER DATABASE ?? SET lock_timeout = '300ms'`, [name]);
+    const config = testConfig(t.db);
+    const other = await openDatabase(config.database, { baseDir: config.baseDir });
+    t.cleanup(() => other.close());
+    const b = new DatabaseWrappedStorage('payments', async () => other);
+    const holder = await ctx.db.knex.transaction();
+    try {
+      await holder(TABLES.wrappedHeads).where({ keyring: 'payments', place: 'published' }).forUpdate().first();
+      const err = await b.write('published', doc('B'), 'aws-kms', '1').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KeystoreConflictError);
+      expect((err as Error).message).toContain('was being changed by another writer at the same moment');
+    } finally {
+      await holder.rollback();
+    }
+    expect(await a.read('published')).toEqual({ doc: doc('A'), revision: '1' });
+    // Once the lock is gone the same write goes through: the conflict was the lock, not the revision.
+    await b.write('published', doc('B'), 'aws-kms', '1');
+    expect(await a.read('published')).toEqual({ doc: doc('B'), revision: '2' });
+  });
+});
