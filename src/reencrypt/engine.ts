@@ -337,7 +337,7 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
         if (result.failures.length < MAX_LISTED_FAILURES) result.failures.push({ table: t.table, pk, column, reason: f.reason });
       }
     }
-    const cas: CasBatch & { read: NonNullable<CasBatch['read']> } = { pks: [], old: [], next: [], read: [] };
+    const cas: CasBatch = { pks: [], read: [], next: [] };
     const { next, indexNext } = batchPlan;
     const iw = indexSpecs.length;
     for (let r = 0; r < rows.length; r++) {
@@ -346,16 +346,13 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
       if (!any) continue;
       for (let k = 0; k < keyWidth; k++) cas.pks.push(rows[r]![keys[k]!] as PkValue);
       for (let c = 0, at = r * width; c < width; c++, at++) {
-        const was = asCasValue(values[at]);
-        cas.read.push(was);
-        cas.old.push(next[at] === null ? null : was);
+        cas.read.push(asCasValue(values[at]));
         cas.next.push(asCasValue(next[at]));
       }
-      // A blind index's old value is not compared where the compare-and-set is per column (its
-      // source guards it); a per-row one compares the value read like any other.
+      // A blind index's value read: compared where the compare-and-set is per row; per column, its
+      // source guards it.
       for (let j = 0; j < iw; j++) {
         cas.read.push(asCasValue(rows[r]![indexSpecs[j]!.column]));
-        cas.old.push(null);
         cas.next.push(indexNext[r * iw + j] ?? null);
       }
     }
@@ -383,17 +380,16 @@ export async function reencryptTable(t: TargetConfig, o: EngineOptions): Promise
     const now = new Map<string, Row>();
     for (const row of (await q) as Row[]) now.set(formatKey(keyOf(row, t.primaryKey)), row);
     const read = new Map<string, Row>(b.rows.map((row) => [formatKey(keyOf(row, t.primaryKey)), row]));
-    const kept: CasBatch = { pks: [], old: [], next: [], ...(b.cas.read ? { read: [] } : {}) };
-    const cw = b.cas.old.length / n;
+    const kept: CasBatch = { pks: [], read: [], next: [] };
+    const cw = b.cas.read.length / n;
     for (let r = 0; r < n; r++) {
       const id = formatKey((keyWidth === 1 ? tuples[r]![0] : tuples[r]) as RowKey);
       const cur = now.get(id);
       const was = read.get(id);
       if (!cur || !was || !contextGuards.every((c) => sameValue(cur[c], was[c]))) continue;
       kept.pks.push(...tuples[r]!);
-      kept.old.push(...b.cas.old.slice(r * cw, (r + 1) * cw));
+      kept.read.push(...b.cas.read.slice(r * cw, (r + 1) * cw));
       kept.next.push(...b.cas.next.slice(r * cw, (r + 1) * cw));
-      kept.read?.push(...b.cas.read!.slice(r * cw, (r + 1) * cw));
     }
     return kept;
   };

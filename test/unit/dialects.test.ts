@@ -32,7 +32,7 @@ function readPgBinaryArray(buf: Buffer): { oid: number; hasNull: number; values:
 /** Two rows, two columns; row 2's column b is not written. */
 const batch: CasBatch = {
   pks: [7, 9],
-  old: ['v1:a7', 'v1:b7', 'v1:a9', null],
+  read: ['v1:a7', 'v1:b7', 'v1:a9', null],
   next: ['v2:a7', 'v2:b7', 'v2:a9', null],
 };
 const req = { table: 'people', pk: 'id', columns: ['a', 'b'], batch };
@@ -68,7 +68,7 @@ describe('compare-and-set SQL per dialect', () => {
   it('PostgreSQL: the key type defaults to text, and the statement size does not grow with the batch', () => {
     const small = new PgDialect().compareAndSetPlan(req);
     expect(small.sql).toContain('CAST(? AS text[])');
-    const big = new PgDialect().compareAndSetPlan({ ...req, batch: { pks: [1, 2, 3, 4], old: Array(8).fill('v1:x'), next: Array(8).fill('v2:x') } });
+    const big = new PgDialect().compareAndSetPlan({ ...req, batch: { pks: [1, 2, 3, 4], read: Array(8).fill('v1:x'), next: Array(8).fill('v2:x') } });
     expect(big.sql).toBe(small.sql);
     expect(big.executions[0]).toHaveLength(7);
   });
@@ -82,23 +82,32 @@ describe('compare-and-set SQL per dialect', () => {
         'SET t.`a` = v.n0, t.`b` = v.n1 ' +
         `WHERE t.\`id\` IN (?${', ?'.repeat(63)}) AND CAST(t.\`a\` AS BINARY) <=> CAST(v.o0 AS BINARY) AND CAST(t.\`b\` AS BINARY) <=> CAST(v.o1 AS BINARY)`,
     );
-    // Two rows (row 9's column b, not rewritten, gets the value read back: here, without `read`,
-    // `old`'s NULL), then 62 NULL rows (they join nothing), then the keys and 62 NULLs.
+    // Two rows (row 9's column b, not rewritten, gets the value read back: here NULL), then 62 NULL
+    // rows (they join nothing), then the keys and 62 NULLs.
     expect(plan.executions).toEqual([
       [7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null, ...Array(62 * 5).fill(null), 7, 9, ...Array(62).fill(null)],
     ]);
   });
 
-  it('MySQL/MariaDB: a column not rewritten is compared with the value read and given it back', () => {
+  it('MySQL/MariaDB: the per-row statement compares a column not rewritten with the value read and gives it back; the per-column one follows for rows it left', () => {
     const plan = new MysqlDialect().compareAndSetPlan({ ...req, batch: { ...batch, read: ['v1:a7', 'v1:b7', 'v1:a9', 'v1:b9'] } });
     expect(plan.executions[0]!.slice(0, 10)).toEqual([7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', 'v1:b9', 'v1:b9']);
+    expect(plan.leftovers!.rows).toBe(2);
+    const perColumn = plan.leftovers!.plan();
+    expect(perColumn.sql).toContain('CASE WHEN v.n0 IS NOT NULL');
+    // Per column, a column not rewritten is NULL on both sides: it matches nothing and keeps its value.
+    expect(perColumn.executions[0]!.slice(0, 10)).toEqual([7, 'v1:a7', 'v2:a7', 'v1:b7', 'v2:b7', 9, 'v1:a9', 'v2:a9', null, null]);
   });
 
-  it('MySQL/MariaDB: other keys (text, or a BIGINT past 2^53 as text): the derived table drives the join, bounded by the key range', () => {
+  it('MySQL/MariaDB: other keys (text, or a BIGINT past 2^53 as text): per column alone, the derived table driving the join, bounded by the key range', () => {
     const plan = new MysqlDialect().compareAndSetPlan({ ...req, batch: { ...batch, pks: ['9007199254740993', '9007199254740995'] } });
-    expect(plan.sql).toMatch(
-      /^UPDATE \(SELECT \? AS pk, .*\) AS v STRAIGHT_JOIN `people` AS t ON t\.`id` = v\.pk SET t\.`a` = v\.n0, t\.`b` = v\.n1 WHERE t\.`id` BETWEEN \? AND \? AND CAST/,
+    expect(plan.sql).toMatch(/^UPDATE \(SELECT \? AS pk, .*\) AS v STRAIGHT_JOIN `people` AS t ON t\.`id` = v\.pk /);
+    expect(plan.sql).toContain(
+      'SET t.`a` = CASE WHEN v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY) THEN v.n0 ELSE t.`a` END, ' +
+        't.`b` = CASE WHEN v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY) THEN v.n1 ELSE t.`b` END ' +
+        'WHERE t.`id` BETWEEN ? AND ? AND ((v.n0 IS NOT NULL AND CAST(t.`a` AS BINARY) = CAST(v.o0 AS BINARY)) OR (v.n1 IS NOT NULL AND CAST(t.`b` AS BINARY) = CAST(v.o1 AS BINARY)))',
     );
+    expect(plan.leftovers).toBeUndefined();
     expect(plan.executions[0]!.slice(-2)).toEqual(['9007199254740993', '9007199254740995']);
     expect(plan.executions[0]).toHaveLength(64 * 5 + 2);
   });
@@ -108,7 +117,7 @@ describe('compare-and-set SQL per dialect', () => {
       ...req,
       pk: ['org', 'id'],
       columns: ['a'],
-      batch: { pks: [1, 7, 1, 9], old: ['v1:x', 'v1:y'], next: ['v2:x', 'v2:y'] },
+      batch: { pks: [1, 7, 1, 9], read: ['v1:x', 'v1:y'], next: ['v2:x', 'v2:y'] },
     });
     expect(plan.sql).toContain('ON t.`org` = v.k0 AND t.`id` = v.k1 SET t.`a` = v.n0 WHERE (t.`org`, t.`id`) IN ((?, ?), (?, ?),');
     expect(plan.executions[0]!.slice(64 * 4, 64 * 4 + 5)).toEqual([1, 7, 1, 9, null]);
@@ -117,7 +126,7 @@ describe('compare-and-set SQL per dialect', () => {
   it('MySQL/MariaDB: batches of nearby sizes share one statement text', () => {
     const rows = (n: number) => ({
       ...req,
-      batch: { pks: Array.from({ length: n }, (_, i) => i + 1), old: Array(2 * n).fill('v1:x'), next: Array(2 * n).fill('v2:x') },
+      batch: { pks: Array.from({ length: n }, (_, i) => i + 1), read: Array(2 * n).fill('v1:x'), next: Array(2 * n).fill('v2:x') },
     });
     const d = new MysqlDialect();
     expect(d.compareAndSetPlan(rows(300)).sql).toBe(d.compareAndSetPlan(rows(512)).sql);
@@ -130,7 +139,7 @@ describe('compare-and-set SQL per dialect', () => {
     const big = `v2:${'x'.repeat(9000)}`;
     for (const plan of [
       d.compareAndSetPlan({ ...req, batch: { ...batch, next: ['v2:a7', big, 'v2:a9', null] } }),
-      d.compareAndSetPlan({ ...req, batch: { ...batch, old: [big, 'v1:b7', 'v1:a9', null] } }),
+      d.compareAndSetPlan({ ...req, batch: { ...batch, read: [big, 'v1:b7', 'v1:a9', null] } }),
     ]) {
       expect(plan.prepared).toBe(false);
       // As text the keys would be literals, and MariaDB turns 1,000 of them into a join that leaves the batch unindexed.

@@ -2,8 +2,8 @@
  * MySQL and MariaDB (mysql2): the compare-and-set joins the table to a derived table of
  * `SELECT … UNION ALL SELECT …`, and compares as BINARY because the default collations ignore
  * case and trailing spaces; REGEXP likewise follows the collation, so the pattern turns case
- * sensitivity back on. The compare-and-set is per row, and reads t by the batch's keys alone (see
- * compareAndSetPlan).
+ * sensitivity back on. The compare-and-set reads t by the batch's keys alone, and where it can,
+ * first rewrites whole rows in place (see compareAndSetPlan).
  * The statement runs as a server-side prepared statement (binary protocol):
  * the server parses each batch size once per connection instead of a new text of every batch
  * (docs/performance.md, "What bounds MariaDB").
@@ -14,6 +14,9 @@ import { driverCode, expandedAfter, keyColumnsOf, quoteWith, retryableWith, serv
 import {
   binaryBucketCase,
   bucketCase,
+  casMatch,
+  casOld,
+  ownColumns,
   type BucketPatterns,
   type CasBatch,
   type CasPlan,
@@ -54,10 +57,10 @@ export function paddedRows(n: number): number {
  * of old and new values (UTF-8 bytes) goes as text; so does one that would pass the limit of
  * 65,535 placeholders once padded.
  */
-function rowsFitPrepared(read: CasBatch['old'], next: CasBatch['next'], width: number): boolean {
-  for (let at = 0; at < read.length; at += width) {
+function rowsFitPrepared(batch: CasBatch, width: number): boolean {
+  for (let at = 0; at < batch.read.length; at += width) {
     let bytes = 0;
-    for (let c = at; c < at + width; c++) bytes += byteSize(read[c]) + byteSize(next[c] ?? read[c]);
+    for (let c = at; c < at + width; c++) bytes += byteSize(batch.read[c]) + byteSize(batch.next[c] ?? batch.read[c]);
     if (bytes > PREPARED_MAX_ROW_BYTES) return false;
   }
   return true;
@@ -217,49 +220,52 @@ export class MysqlDialect implements SqlDialect {
   }
 
   /**
-   * A row-level compare-and-set: a row is rewritten only where every column of the batch still
-   * holds, byte for byte, the value read with it (`read`; NULL-safe), and then every column is set
-   * from the batch (a column not rewritten gets its value read back). A row the application changed
-   * in any column is left whole for the next pass. The SET reads nothing of t, so where t is the
-   * first table of the join, MariaDB updates each row as it reads it; a multiple-table UPDATE that
-   * reads t later, or whose SET reads t, first copies every row to update into a temporary table and
-   * reads each again by position (docs/performance.md, "MariaDB: a row-level compare-and-set").
+   * The compare-and-set per column, as on the other databases, in one or two statements.
    *
-   * Keys that are all JS numbers (integer keys; mysql2 gives a BIGINT beyond 2^53 as text), in a
-   * batch that goes as a prepared statement (see casStatement):
-   *   UPDATE t STRAIGHT_JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET … WHERE t.pk IN (…) AND …
-   * t is read by the batch's keys (one equality range per key of the unique key: checkKeysUnique),
-   * and each row finds its row of the batch through an index the server builds on the derived table.
-   * Other keys (text, decimals, dates) could not use that index (a key of another character set, or
-   * a number sent as text, leaves the derived table unindexed and the join quadratic), so for them,
-   * and for a batch that goes as text, the batch drives the join and finds each row of t by key:
-   *   UPDATE (SELECT …) AS v STRAIGHT_JOIN t ON t.pk = v.pk SET … WHERE t.pk BETWEEN ? AND ? AND …
-   * Either way the statement reads t by the batch's keys alone, so the transaction locks the batch's
+   * Integer keys (all JS numbers; mysql2 gives a BIGINT beyond 2^53 as text), in a batch that goes
+   * as a prepared statement, first get a statement per row that MariaDB runs in place:
+   *   UPDATE t STRAIGHT_JOIN (SELECT … UNION ALL SELECT …) AS v ON t.pk = v.pk SET t.c = v.n, …
+   *   WHERE t.pk IN (…) AND CAST(t.c AS BINARY) <=> CAST(v.o AS BINARY) AND …
+   * It rewrites the rows whose every column still holds the value read (`read`; a column not
+   * rewritten gets its value back). Its SET reads nothing of t and t comes first, so MariaDB updates
+   * each row as it reads it; a multiple-table UPDATE whose SET reads t (as the per-column CASE must)
+   * first copies every row to update into a temporary table and reads each again by position
+   * (docs/performance.md, "MariaDB: a row-level compare-and-set"). t is read by the batch's keys
+   * (one equality range per key of the unique key: checkKeysUnique), and each row finds its row of
+   * the batch through an index the server builds on the derived table. Only where it left rows (the
+   * application changed one of their columns meanwhile) does the per-column statement run as well.
+   *
+   * Other keys, and every batch that goes as text, get the per-column statement alone, with the
+   * batch driving the join:
+   *   UPDATE (SELECT …) AS v STRAIGHT_JOIN t ON t.pk = v.pk SET t.c = CASE WHEN … THEN v.n ELSE t.c END, …
+   *   WHERE t.pk BETWEEN ? AND ? AND (<any column matches>)
+   * The server could not index the derived table on a key of another character set or a number sent
+   * as text (`EXPLAIN`: `<derived>` ALL under t, a quadratic join), and as text the IN list's keys
+   * would be literals, which MariaDB turns into a join with a table of them from 1,000 on
+   * (`in_predicate_conversion_threshold`), leaving the derived table unindexed again.
+   *
+   * Either way the statements read t by the batch's keys alone, so the transaction locks the batch's
    * rows and no others; left to itself the optimizer read t by a range scan over the batch's keys,
    * which under REPEATABLE READ locks every row in that range and the gaps between them until the
    * batch commits. A composite key joins on each column (`v.k0`, `v.k1`, …).
    */
   compareAndSetPlan(req: CasRequest): CasPlan {
     const { batch } = req;
-    const width = req.columns.length;
-    const read = batch.read ?? batch.old;
-    const fits = rowsFitPrepared(read, batch.next, width);
-    const driven = () => this.casStatement(req, read, false);
+    const fits = rowsFitPrepared(batch, req.columns.length);
+    const perColumn = (): CasPlan => {
+      const plan = this.casStatement(req, false);
+      return { ...plan, prepared: fits && plan.executions[0]!.length <= MAX_PLACEHOLDERS };
+    };
     if (fits && batch.pks.every((v) => typeof v === 'number')) {
-      const byKeys = this.casStatement(req, read, true);
-      if (byKeys.executions[0]!.length <= MAX_PLACEHOLDERS) return { ...byKeys, prepared: true, asText: driven };
+      const inPlace = this.casStatement(req, true);
+      const rows = batch.pks.length / keyColumnsOf(req.pk).length;
+      if (inPlace.executions[0]!.length <= MAX_PLACEHOLDERS) return { ...inPlace, prepared: true, asText: perColumn, leftovers: { rows, plan: perColumn } };
     }
-    const plan = driven();
-    return { ...plan, prepared: fits && plan.executions[0]!.length <= MAX_PLACEHOLDERS };
+    return perColumn();
   }
 
-  /**
-   * One of the two statements of compareAndSetPlan. The IN list form goes only as a prepared
-   * statement: as text its keys are literals, and MariaDB turns an IN list of 1,000 literals or more
-   * (`in_predicate_conversion_threshold`) into a join with a table of them, which left the derived
-   * table unindexed (`EXPLAIN`: `<derived>` ALL).
-   */
-  private casStatement(req: CasRequest, read: CasBatch['old'], byKeys: boolean): Pick<CasPlan, 'sql' | 'executions'> {
+  /** One of the two statements of compareAndSetPlan: per row in place (`inPlace`), or per column with the batch driving the join. */
+  private casStatement(req: CasRequest, inPlace: boolean): Pick<CasPlan, 'sql' | 'executions'> {
     const { table, pk, columns, batch } = req;
     const q = (name: string) => this.quoteIdentifier(name);
     const keys = keyColumnsOf(pk);
@@ -269,19 +275,18 @@ export class MysqlDialect implements SqlDialect {
     const vkeys = kw === 1 ? ['pk'] : keys.map((_, k) => `k${k}`);
     const vcols = [...vkeys];
     for (let i = 0; i < width; i++) vcols.push(`o${i}`, `n${i}`);
-    const sets = columns.map((c, i) => `t.${q(c)} = v.n${i}`).join(', ');
-    const unchanged = columns.map((c, i) => `CAST(t.${q(c)} AS BINARY) <=> CAST(v.o${i} AS BINARY)`).join(' AND ');
     // The derived table has a whole number of row slots (paddedRows): the server keeps one prepared
     // statement per slot count, not one per batch size. Spare slots are NULL rows, which join nothing.
     const slots = paddedRows(n);
-    const bindings = new Array<unknown>(slots * vcols.length + (byKeys ? slots * kw : 2)).fill(null);
+    const bindings = new Array<unknown>(slots * vcols.length + (inPlace ? slots * kw : 2)).fill(null);
     let at = 0;
     for (let r = 0; r < n; r++) {
       for (let k = 0; k < kw; k++) bindings[at++] = batch.pks[r * kw + k] ?? null;
-      for (let c = 0; c < width; c++) {
-        const was = read[r * width + c] ?? null;
+      for (let c = r * width; c < (r + 1) * width; c++) {
+        // Per row: every value read, and a column not rewritten gets it back. Per column: NULL there.
+        const was = inPlace ? (batch.read[c] ?? null) : casOld(batch, c);
         bindings[at++] = was;
-        bindings[at++] = batch.next[r * width + c] ?? was;
+        bindings[at++] = batch.next[c] ?? was;
       }
     }
     const first = `SELECT ${vcols.map((c) => `? AS ${c}`).join(', ')}`;
@@ -289,20 +294,35 @@ export class MysqlDialect implements SqlDialect {
     const derived = `(${first + rest.repeat(slots - 1)}) AS v`;
     const on = keys.map((c, k) => `t.${q(c)} = v.${vkeys[k]}`).join(' AND ');
     const target = `${q(table)} AS t`;
-    if (byKeys) {
+    const bin = (sql: string) => `CAST(${sql} AS BINARY)`;
+    if (inPlace) {
       at = slots * vcols.length;
       for (let i = 0; i < n * kw; i++) bindings[at++] = batch.pks[i];
       const tuple = kw === 1 ? '?' : `(${keys.map(() => '?').join(', ')})`;
       const key = kw === 1 ? `t.${q(keys[0]!)}` : `(${keys.map((c) => `t.${q(c)}`).join(', ')})`;
       const inList = `${key} IN (${Array.from({ length: slots }, () => tuple).join(', ')})`;
+      const sets = columns.map((c, i) => `t.${q(c)} = v.n${i}`).join(', ');
+      const unchanged = columns.map((c, i) => `${bin(`t.${q(c)}`)} <=> ${bin(`v.o${i}`)}`).join(' AND ');
       return { sql: `UPDATE ${target} STRAIGHT_JOIN ${derived} ON ${on} SET ${sets} WHERE ${inList} AND ${unchanged}`, executions: [bindings] };
     }
+    const matches = (i: number) =>
+      casMatch(
+        req,
+        i,
+        (c) => bin(`t.${q(columns[c]!)}`),
+        (c) => bin(`v.o${c}`),
+        (c) => `v.n${c}`,
+        (c) => bin(`v.n${c}`),
+      );
+    // A multi-table UPDATE may assign in any order: a guarded column's (a blind index's) guard
+    // accepts its source's new value as well as its old one, so the order does not matter.
+    const sets = columns.map((c, i) => `t.${q(c)} = CASE WHEN ${matches(i)} THEN v.n${i} ELSE t.${q(c)} END`).join(', ');
+    const anyMatch = `t.${q(keys[0]!)} BETWEEN ? AND ? AND (${ownColumns(req)
+      .map((i) => `(${matches(i)})`)
+      .join(' OR ')})`;
     bindings[slots * vcols.length] = batch.pks[0];
     bindings[slots * vcols.length + 1] = batch.pks[(n - 1) * kw];
-    return {
-      sql: `UPDATE ${derived} STRAIGHT_JOIN ${target} ON ${on} SET ${sets} WHERE t.${q(keys[0]!)} BETWEEN ? AND ? AND ${unchanged}`,
-      executions: [bindings],
-    };
+    return { sql: `UPDATE ${derived} STRAIGHT_JOIN ${target} ON ${on} SET ${sets} WHERE ${anyMatch}`, executions: [bindings] };
   }
 
   /** Expanded: MariaDB scans the whole index for `(a, b) > (?, ?)` but ranges over this form (see expandedAfter). */
@@ -329,6 +349,9 @@ export class MysqlDialect implements SqlDialect {
       const res: unknown = await trx.raw(text.sql, text.bindings as Knex.RawBinding[]);
       updated += Number((res as Array<{ affectedRows?: number }>)[0]?.affectedRows ?? 0);
     }
+    // Rows the per-row statement left (changed meanwhile in some column): per column, in the same
+    // transaction. A row it rewrote no longer holds its old values, so none is counted twice.
+    if (plan.leftovers && updated < plan.leftovers.rows) updated += await this.runCompareAndSet(trx, plan.leftovers.plan());
     return updated;
   }
 

@@ -10,6 +10,7 @@ import {
   binaryBucketCase,
   bucketCase,
   casMatch,
+  casOld,
   ownColumns,
   type BucketPatterns,
   type CasPlan,
@@ -167,7 +168,7 @@ export class PgDialect implements SqlDialect {
     for (let c = 0; c < width; c++) {
       const oid = req.binary?.[c] ? BYTEA_OID : TEXT_OID;
       arrays.push(
-        pgBinaryArray(oid, n, (r) => batch.old[r * width + c]),
+        pgBinaryArray(oid, n, (r) => casOld(batch, r * width + c)),
         pgBinaryArray(oid, n, (r) => batch.next[r * width + c]),
       );
     }
@@ -215,7 +216,7 @@ export class PgDialect implements SqlDialect {
     for (let c = 0; c < width; c++) {
       const oid = req.binary?.[c] ? BYTEA_OID : TEXT_OID;
       arrays.push(
-        pgBinaryArray(oid, n, (r) => batch.old[r * width + c]),
+        pgBinaryArray(oid, n, (r) => casOld(batch, r * width + c)),
         pgBinaryArray(oid, n, (r) => batch.next[r * width + c]),
       );
     }

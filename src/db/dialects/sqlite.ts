@@ -10,6 +10,7 @@ import { driverCode, keyColumnsOf, quoteWith, retryableWith, rowValueAfter } fro
 import {
   binaryBucketCase,
   bucketCase,
+  casOld,
   guardOf,
   ownColumns,
   type BucketPatterns,
@@ -188,11 +189,11 @@ export class SqliteDialect implements SqlDialect {
       const params: unknown[] = [];
       for (let c = 0; c < width; c++) {
         const g = guardOf(req, c);
-        if (g === c) params.push(batch.old[r * width + c], batch.next[r * width + c]);
-        else params.push(batch.next[r * width + c], batch.old[r * width + g], batch.next[r * width + g], batch.next[r * width + c]);
+        if (g === c) params.push(casOld(batch, r * width + c), batch.next[r * width + c]);
+        else params.push(batch.next[r * width + c], casOld(batch, r * width + g), batch.next[r * width + g], batch.next[r * width + c]);
       }
       for (let k = 0; k < kw; k++) params.push(batch.pks[r * kw + k]);
-      for (const c of own) params.push(batch.old[r * width + c]);
+      for (const c of own) params.push(casOld(batch, r * width + c));
       executions[r] = params;
     }
     return { sql, executions };

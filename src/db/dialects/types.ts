@@ -30,17 +30,20 @@ export interface DbEndpoint {
 export interface CasBatch {
   /** The rows' keys, flat: one entry per key column per row (pks[row * keyColumns + k]). */
   pks: PkValue[];
-  /** old[row * columns + column]: the ciphertext read, or null where the column is not written. */
-  old: Array<string | Buffer | null>;
-  /** next[row * columns + column]: the new ciphertext, or null where the column is not written. */
-  next: Array<string | Buffer | null>;
   /**
    * read[row * columns + column]: every column's value as read with the batch, written or not (a
-   * blind index's too), for a dialect whose compare-and-set is per row (MySQL/MariaDB): a row is
-   * rewritten only where all of them still hold, and a column not written gets its value back.
-   * Without it, `old` stands in, so a row with a column not written is left alone there.
+   * blind index's too). A per-column compare-and-set compares only a written column's (`casOld`);
+   * MySQL/MariaDB's first, per-row statement compares them all and gives a column not written its
+   * value back.
    */
-  read?: Array<string | Buffer | null>;
+  read: Array<string | Buffer | null>;
+  /** next[row * columns + column]: the new ciphertext, or null where the column is not written. */
+  next: Array<string | Buffer | null>;
+}
+
+/** What a per-column compare-and-set compares entry `i` with: the value read where it is written, else NULL (matches nothing). */
+export function casOld(batch: CasBatch, i: number): string | Buffer | null {
+  return batch.next[i] === null || batch.next[i] === undefined ? null : (batch.read[i] ?? null);
 }
 
 /**
@@ -57,6 +60,11 @@ export interface CasPlan {
    * (MySQL/MariaDB: see compareAndSetPlan), for a prepared statement the server fails.
    */
   asText?: () => Pick<CasPlan, 'sql' | 'executions'>;
+  /**
+   * A first statement that rewrites only rows with every value still as read (MySQL/MariaDB): the
+   * batch's row count, and the per-column compare-and-set to run as well when it matched fewer.
+   */
+  leftovers?: { rows: number; plan: () => CasPlan };
 }
 
 export interface CasRequest {
@@ -74,8 +82,8 @@ export interface CasRequest {
    * Per column, the column whose value guards it, or null (the default) for its own old value. A
    * guarded column (a blind index) is written only where its guard still holds the old value read
    * with the batch or the new one this statement writes, whatever order a database evaluates the
-   * assignments in; it does not count towards matching a row. Its `old` entries are not used. (A
-   * per-row compare-and-set, MySQL/MariaDB's, compares it with its `read` value like any column.)
+   * assignments in; it does not count towards matching a row, and its own value read is not
+   * compared. (A per-row statement, MySQL/MariaDB's first, compares it like any column.)
    */
   guardedBy?: readonly (number | null)[] | undefined;
   /** Per column, whether it holds bytes (bytea, BLOB): values are Buffers, for dialects that type them. */
