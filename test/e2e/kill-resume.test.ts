@@ -22,11 +22,11 @@ const codec = new AesGcmV1Codec();
 /**
  * Start reencrypt (batches of 50) and SIGKILL it once `threshold` rows are scanned. At most 1,500
  * rows/s: unthrottled, SQLite rewrote 6,000 rows at about 6,300 rows/s (8 ms a batch, mostly the
- * commit), and in CI (two cores shared with other test files) the polling test process twice did
- * not see the checkpoint reach its threshold before the run ended, once at 3,000 rows/s with the
- * threshold up to half-way through the rows left. Throttled, a batch still takes its ~8 ms of work
- * in each 33 ms period, so some kills fall mid-batch; the threshold lies in the first third of the
- * rows left, so at least two thirds of the run remain to be seen.
+ * commit). Throttled, a batch still takes its ~8 ms of work in each 33 ms period, so some kills
+ * fall mid-batch; the threshold lies in the first third of the rows left, so at least two thirds
+ * of the run remain to be seen. (In three CI runs a run ended before its kill: the test's
+ * SQLite connection had been reading a deleted copy of the database's -wal and -shm files since
+ * the secret grep read them; secret-capture.ts now reads such files from another process.)
  */
 const killReencrypt = (cwd: string, env: NodeJS.ProcessEnv, db: Knex, threshold: number) =>
   killMidRun(['reencrypt', '--batch-size', '50', '--max-rate', '1500'], cwd, env, db, threshold);

@@ -8,6 +8,7 @@
  * and as base64, base64url and hex, in every capture, and global-setup's teardown fails the run
  * listing each one found.
  */
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
@@ -128,6 +129,39 @@ function keysUnder(dir: string): Secret[] {
   return found;
 }
 
+/**
+ * Inode numbers of the files this process holds a POSIX record lock on (Linux's /proc/locks), or
+ * null where that cannot be read.
+ */
+function inodesLockedHere(): Set<number> | null {
+  let text: string;
+  try {
+    text = readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return null;
+  }
+  const inodes = new Set<number>();
+  // `4: POSIX  ADVISORY  READ 8704 fe:00:2146808 1073741826 1073742335`; a waiter's line has `->`.
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === 'POSIX' && Number(f[4]) === process.pid) inodes.add(Number(f[5]?.split(':')[2]));
+  }
+  return inodes;
+}
+
+/**
+ * A file's bytes, read so that the test's own locks on it survive. A close() of any descriptor of
+ * a file drops every POSIX lock the process holds on it, and a test may hold a SQLite connection
+ * to the project's database (WAL mode locks the database and its -shm file): another process then
+ * takes itself for the last one, deletes the -wal and -shm on close, and the test's connection
+ * reads its unlinked copy from then on. Such a file is read by another process, whose close() is
+ * its own.
+ */
+function readKeepingLocks(file: string, locked: Set<number> | null): Buffer {
+  const held = locked ? locked.has(statSync(file).ino) : /\.(db|sqlite3?)(-wal|-shm|-journal)?$/.test(file);
+  return held ? execFileSync('cat', [file], { maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] }) : readFileSync(file);
+}
+
 /** Files under `dir` (not following links), at most `depth` directories down. */
 function* walk(dir: string, depth: number): Generator<string> {
   let entries: import('node:fs').Dirent[];
@@ -163,6 +197,7 @@ export function recordRun(run: Omit<RunCapture, 'test' | 'command'> & { args: re
   // Files this run wrote (the project directory is removed before the run ends, so look now).
   const keyringFiles = new Set([...walk(run.cwd, 3)].filter((f) => keys.some((k) => k.label.endsWith(` of ${path.relative(run.cwd, f)}`))));
   const leaks: Leak[] = [];
+  const locked = inodesLockedHere();
   for (const file of walk(run.cwd, 3)) {
     let st: import('node:fs').Stats;
     try {
@@ -177,7 +212,7 @@ export function recordRun(run: Omit<RunCapture, 'test' | 'command'> & { args: re
     if (path.basename(file) === 'keyctl.yaml' && (!initWroteConfig || (st.mode & 0o077) === 0)) continue;
     let bytes: Buffer;
     try {
-      bytes = readFileSync(file);
+      bytes = readKeepingLocks(file, locked);
     } catch {
       continue;
     }
