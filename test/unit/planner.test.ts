@@ -82,7 +82,7 @@ describe('ThreadPlanner', () => {
       planners.push(threads);
       expect(threads).toBeInstanceOf(ThreadPlanner);
       const inline = new InlinePlanner(keys, 'v2');
-      // 2,345 rows: two shares of 1,173 and 1,172 rows, each in three messages, the last ones short.
+      // 2,345 rows: two shares of 1,173 and 1,172 rows, each in five messages, the last ones short.
       for (const rows of [1, 499, 2345]) {
         const input = batch(rows, context);
         const want = await inline.plan(input);
@@ -97,6 +97,26 @@ describe('ThreadPlanner', () => {
       }
     });
   }
+
+  it('cuts a share of large values into messages by size, and merges them at the right rows', async () => {
+    const threads = ThreadPlanner.create(2, keys, 'v2');
+    planners.push(threads);
+    const inline = new InlinePlanner(keys, 'v2');
+    // Every third row holds 40 KB values: a message reaches its byte cap after a few rows, so the
+    // messages hold different numbers of rows; the failures sit in different messages.
+    const rows = 90;
+    const values: unknown[] = [];
+    for (let i = 0; i < rows; i++)
+      for (let c = 0; c < COLUMNS.length; c++) {
+        if (i % 29 === 13) values.push('not ciphertext');
+        else values.push(aes.encrypt(i % 3 === 0 ? `${plain(i, c)} ${'x'.repeat(40_000)}` : plain(i, c), 'v1', keys.get('v1')!));
+      }
+    const input: BatchInput = { values, columns: COLUMNS.length, spec: spec(false), columnNames: COLUMNS };
+    const want = await inline.plan(input);
+    const got = await threads.plan(input);
+    expect(opened(got, false)).toEqual(opened(want, false));
+    expect(want.failures.map((f) => f.index)).toEqual([13, 13, 42, 42, 71, 71]);
+  });
 
   it('merges per-row keyrings: each row is planned with its own ring, rows of an unknown ring are left alone', async () => {
     const ringKeys = { a: generateKey(), b: generateKey(), target: generateKey() };
