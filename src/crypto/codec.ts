@@ -84,7 +84,8 @@ const VERSION_RE = /^v[0-9]+$/;
 // ignoreBOM: a leading U+FEFF is part of the plaintext, not an encoding mark to drop.
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-interface ParsedValue {
+/** A value of the form v<N>:<nonce>:<ciphertext>, checked and decoded (see AesGcmV1Codec.parse). */
+export interface ParsedValue {
   version: string;
   nonce: Buffer;
   sealed: Buffer;
@@ -132,6 +133,15 @@ export class AesGcmV1Codec implements Codec {
     return parse(value).version;
   }
 
+  /**
+   * The value checked and decoded, for decryptParsed: a caller that needs the version before it
+   * decrypts (to choose how) checks and decodes the value once instead of twice. Throws
+   * CiphertextError as decrypt does.
+   */
+  parse(value: string): ParsedValue {
+    return parse(value);
+  }
+
   encrypt(plaintext: string, version: string, key: Buffer): string {
     return this.encryptWithNonce(plaintext, version, key, this.nonces.next());
   }
@@ -150,7 +160,11 @@ export class AesGcmV1Codec implements Codec {
   }
 
   decrypt(value: string, keyFor: KeyLookup): string {
-    const { version, nonce, sealed } = parse(value);
+    return this.decryptParsed(parse(value), keyFor);
+  }
+
+  /** decrypt, for a value parse() has checked and decoded. */
+  decryptParsed({ version, nonce, sealed }: ParsedValue, keyFor: KeyLookup): string {
     const key = keyFor(version);
     if (key === undefined) {
       throw new CiphertextError('unknown-version', `no key for version ${version} in the keyring`, version);

@@ -183,11 +183,13 @@ export class FieldCodec {
       const r = this.fernet.decryptWithAny(value, this.fernetCandidates(keys));
       return { plaintext: r.plaintext, version: r.version, tried: r.tried, timestamp: r.timestamp };
     }
-    const version = this.aes.versionOf(value);
+    // Checked and decoded once: the version says whether the value is bound to its row.
+    const parsed = this.aes.parse(value);
+    const { version } = parsed;
     const context = this.contextFor(version);
     const plaintext = context
       ? decryptForRow(value, (v) => keys.get(v), context, this.siteRow(site), { table: this.spec.table, column: site!.column })
-      : this.aes.decrypt(value, (v) => keys.get(v));
+      : this.aes.decryptParsed(parsed, (v) => keys.get(v));
     return { plaintext, version, tried: 0 };
   }
 

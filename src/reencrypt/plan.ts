@@ -168,7 +168,8 @@ function planRows(input: BatchInput, ringOf: (row: number) => { keys: Map<string
       }
       if (field.isUnder(value, target, targetKey)) continue;
       try {
-        if (field.kind(value) === 'plaintext') {
+        // Only a target that onboards plaintext has any (kind() reads the whole value).
+        if (input.spec.plaintext && field.kind(value) === 'plaintext') {
           plan.next[at] = field.seal(value, target, targetKey, undefined, siteOf(i, c));
           plan.planned++;
           plan.plaintext++;
