@@ -338,7 +338,7 @@ export async function recoverTest(ctx: CoreContext, opts: RecoverTestOptions): P
         for (const c of t.columns) {
           const value = row[c];
           if (typeof value !== 'string' && !(value instanceof Uint8Array)) continue;
-          if (field.kind(value) === 'plaintext') {
+          if (field.isPlaintext(value)) {
             plaintext++;
             continue;
           }

@@ -124,6 +124,14 @@ export class FieldCodec {
     return value.startsWith(FERNET_HEAD) || (this.spec.fernetPrefix !== '' && value.startsWith(this.spec.fernetPrefix));
   }
 
+  /**
+   * kind(value) === 'plaintext', without reading the whole value where the target onboards no
+   * plaintext (then nothing is plaintext).
+   */
+  isPlaintext(value: unknown): boolean {
+    return this.spec.plaintext && this.kind(value) === 'plaintext';
+  }
+
   kind(value: unknown): ValueKind {
     if (value === null || value === undefined) return 'null';
     if (value instanceof Uint8Array) return this.binaryKind(value);

@@ -152,7 +152,7 @@ function planRows(input: BatchInput, ringOf: (row: number) => { keys: Map<string
         opened[c] = null;
         if (field.isUnderBinary(value, target)) continue;
         try {
-          const plain = field.kind(value) === 'plaintext' ? value : field.openBinary(value, keys).plaintext;
+          const plain = field.isPlaintext(value) ? value : field.openBinary(value, keys).plaintext;
           plan.next[at] = field.sealBinary(plain, target, targetKey);
           plan.planned++;
           if (plain === value) plan.plaintext++;
@@ -168,8 +168,7 @@ function planRows(input: BatchInput, ringOf: (row: number) => { keys: Map<string
       }
       if (field.isUnder(value, target, targetKey)) continue;
       try {
-        // Only a target that onboards plaintext has any (kind() reads the whole value).
-        if (input.spec.plaintext && field.kind(value) === 'plaintext') {
+        if (field.isPlaintext(value)) {
           plan.next[at] = field.seal(value, target, targetKey, undefined, siteOf(i, c));
           plan.planned++;
           plan.plaintext++;

@@ -69,9 +69,8 @@ export async function decryptionScan(
       opened.clear();
       for (const column of columns) {
         const value = row[column];
-        const kind = codec.kind(value);
-        if (kind === 'null') continue;
-        if (kind === 'plaintext') {
+        if (value === null || value === undefined) continue;
+        if (codec.isPlaintext(value)) {
           plaintext++;
           continue;
         }
