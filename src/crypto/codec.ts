@@ -163,7 +163,7 @@ export class AesGcmV1Codec implements Codec {
     return this.decryptParsed(parse(value), keyFor);
   }
 
-  /** decrypt, for a value parse() has checked and decoded. */
+  /** decrypt, for what parse() returned (only that: it checks nothing parse() checked). */
   decryptParsed({ version, nonce, sealed }: ParsedValue, keyFor: KeyLookup): string {
     const key = keyFor(version);
     if (key === undefined) {

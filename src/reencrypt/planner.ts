@@ -82,9 +82,9 @@ export class ThreadPlanner implements Planner {
       ...(rings ? { rings: [...rings].map(([id, r]) => [id, [...r.keys].map(([v, k]) => [v, new Uint8Array(k)]), r.target]) } : {}),
     };
     this.workers = Array.from({ length: count }, () => {
-      // A 4 MiB young generation, for messages of at most 250 rows and about 256 KB: about 10 MiB
-      // less peak memory than 8 MiB with 500-row messages, at the same speed; 8 MiB had saved
-      // about 130 MiB against 64 MiB (docs/performance.md, "Memory").
+      // A 4 MiB young generation, for messages of at most 250 rows and about 256 KB: 10–14 MiB
+      // less peak memory than 8 MiB with 500-row messages, no change in speed measurable on the
+      // project machine; 8 MiB had saved about 130 MiB against 64 MiB (docs/performance.md).
       const w = new Worker(file, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       w.on('message', (m: { id: number; plan?: BatchPlan; error?: string }) => {
         const p = this.waiting.get(m.id);

@@ -158,8 +158,16 @@ function inodesLockedHere(): Set<number> | null {
  * its own.
  */
 function readKeepingLocks(file: string, locked: Set<number> | null): Buffer {
-  const held = locked ? locked.has(statSync(file).ino) : /\.(db|sqlite3?)(-wal|-shm|-journal)?$/.test(file);
-  return held ? execFileSync('cat', [file], { maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] }) : readFileSync(file);
+  // By name as well: /proc/locks may list nothing of this process (another PID namespace).
+  const held = Boolean(locked?.has(statSync(file).ino)) || /\.(db|sqlite3?)(-wal|-shm|-journal)?$/.test(file);
+  if (held) {
+    try {
+      return execFileSync('cat', [file], { maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
+    } catch {
+      // No cat here: the file is still checked, at the risk the comment above describes.
+    }
+  }
+  return readFileSync(file);
 }
 
 /** Files under `dir` (not following links), at most `depth` directories down. */

@@ -101,6 +101,7 @@ describe('ThreadPlanner', () => {
   it('cuts a share of large values into messages by size, and merges them at the right rows', async () => {
     const threads = ThreadPlanner.create(2, keys, 'v2');
     planners.push(threads);
+    expect(threads).toBeInstanceOf(ThreadPlanner);
     const inline = new InlinePlanner(keys, 'v2');
     // Every third row holds 40 KB values: a message reaches its byte cap after a few rows, so the
     // messages hold different numbers of rows; the failures sit in different messages.
