@@ -20,7 +20,7 @@ import { columnsToRead, contextColumnsOf, FieldCodec, fieldSpecOf } from '../cry
 import type { Db } from '../db/connect.js';
 import { compareAndSetBatch, maxCasBatch, type CasBatch } from './cas.js';
 import { shardKey, type Checkpoint, type CheckpointStore } from './checkpoint.js';
-import type { BatchPlan, IndexSpec } from './plan.js';
+import { valueSize, type BatchPlan, type IndexSpec } from './plan.js';
 import type { Planner } from './planner.js';
 import { withRetry, type RetryOptions } from '../base/retry.js';
 import type { Throttle } from './throttle.js';
@@ -229,13 +229,7 @@ const MIN_BYTE_CAPPED_BATCH = 10;
 /** Bytes of the values a batch read (text as UTF-16 code units: what the strings hold). */
 function bytesOf(rows: Row[], columns: readonly string[]): number {
   let n = 0;
-  for (const row of rows)
-    for (const c of columns) {
-      const v = row[c];
-      if (typeof v === 'string') n += v.length;
-      else if (v instanceof Uint8Array) n += v.byteLength;
-      else n += 8;
-    }
+  for (const row of rows) for (const c of columns) n += valueSize(row[c]);
   return n;
 }
 

@@ -39,6 +39,11 @@ export interface Ring {
   target: string;
 }
 
+/** About how much room a value read takes (characters of text, bytes of binary, 8 else): for the caps in bytes on batches and on messages to the workers. */
+export function valueSize(v: unknown): number {
+  return typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.byteLength : 8;
+}
+
 export interface BatchPlan {
   /** next[row * columns + column]: the new ciphertext (bytes for a binary column), or null where nothing is to be written. */
   next: Array<string | Uint8Array | null>;

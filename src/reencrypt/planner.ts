@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { planBatch, planBatchRings, type BatchInput, type BatchPlan, type Ring } from './plan.js';
+import { planBatch, planBatchRings, valueSize, type BatchInput, type BatchPlan, type Ring } from './plan.js';
 
 export interface Planner {
   plan(batch: BatchInput): Promise<BatchPlan>;
@@ -30,15 +30,13 @@ export class InlinePlanner implements Planner {
 const CHUNK_ROWS = 250;
 const CHUNK_BYTES = 256 * 1024;
 
-const sizeOf = (v: unknown): number => (typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.byteLength : 8);
-
 /** Where the messages for rows [from, end) end: after CHUNK_ROWS rows, or the row that reaches CHUNK_BYTES. */
 function messageEnds(batch: BatchInput, from: number, end: number): number[] {
   const ends: number[] = [];
   let start = from;
   let bytes = 0;
   for (let r = from; r < end; r++) {
-    for (let c = r * batch.columns; c < (r + 1) * batch.columns; c++) bytes += sizeOf(batch.values[c]);
+    for (let c = r * batch.columns; c < (r + 1) * batch.columns; c++) bytes += valueSize(batch.values[c]);
     if (r + 1 - start >= CHUNK_ROWS || bytes >= CHUNK_BYTES) {
       ends.push(r + 1);
       start = r + 1;

@@ -157,9 +157,9 @@ function inodesLockedHere(): Set<number> | null {
  * reads its unlinked copy from then on. Such a file is read by another process, whose close() is
  * its own.
  */
-function readKeepingLocks(file: string, locked: Set<number> | null): Buffer {
+function readKeepingLocks(file: string, ino: number, locked: Set<number> | null): Buffer {
   // By name as well: /proc/locks may list nothing of this process (another PID namespace).
-  const held = Boolean(locked?.has(statSync(file).ino)) || /\.(db|sqlite3?)(-wal|-shm|-journal)?$/.test(file);
+  const held = Boolean(locked?.has(ino)) || /\.(db|sqlite3?)(-wal|-shm|-journal)?$/.test(file);
   if (held) {
     try {
       return execFileSync('cat', [file], { maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
@@ -220,7 +220,7 @@ export function recordRun(run: Omit<RunCapture, 'test' | 'command'> & { args: re
     if (path.basename(file) === 'keyctl.yaml' && (!initWroteConfig || (st.mode & 0o077) === 0)) continue;
     let bytes: Buffer;
     try {
-      bytes = readKeepingLocks(file, locked);
+      bytes = readKeepingLocks(file, st.ino, locked);
     } catch {
       continue;
     }

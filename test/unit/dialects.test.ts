@@ -3,6 +3,7 @@
  * statement and its parameters, identifier quoting against Knex's own, URL handling and error codes.
  */
 import knexFactory from 'knex';
+import type { Knex } from 'knex';
 import { describe, expect, it } from 'vitest';
 import { dialectFor, dialectForConnection, MysqlDialect, PgDialect, SqliteDialect, type CasBatch } from '../../src/db/dialects/index.js';
 import { paddedRows } from '../../src/db/dialects/mysql.js';
@@ -154,6 +155,29 @@ describe('compare-and-set SQL per dialect', () => {
     expect(text.sql.startsWith('UPDATE (SELECT ? AS pk')).toBe(true);
     expect(text.sql).not.toContain(' IN (');
     expect(text.executions[0]).toHaveLength(64 * 5 + 2);
+  });
+
+  it('MySQL/MariaDB: a per-row statement the server fails (error 127) runs as the per-column one, once', async () => {
+    const d = new MysqlDialect();
+    const plan = d.compareAndSetPlan(req);
+    expect(plan.leftovers).toBeDefined();
+    const raw: string[] = [];
+    // A connection whose every prepared statement fails with error 127, and text statements that
+    // match one row of the two (the other changed meanwhile).
+    const conn = {
+      prepare: (_sql: string, cb: (err: Error | null, st: unknown) => void) =>
+        cb(null, { parameters: [], execute: (_v: unknown[], done: (e: Error | null) => void) => done(Object.assign(new Error('corrupted'), { errno: 127 })) }),
+    };
+    const trx = {
+      client: { acquireConnection: async () => conn },
+      raw: async (sql: string) => {
+        raw.push(sql);
+        return [{ affectedRows: 1 }];
+      },
+    } as unknown as Knex.Transaction;
+    expect(await d.runCompareAndSet(trx, plan)).toBe(1);
+    expect(raw).toHaveLength(1);
+    expect(raw[0]!.startsWith('UPDATE (SELECT ? AS pk')).toBe(true);
   });
 
   it('SQLite: one prepared per-row statement, run once per row with that row’s old and new values', () => {

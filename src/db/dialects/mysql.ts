@@ -332,6 +332,7 @@ export class MysqlDialect implements SqlDialect {
 
   async runCompareAndSet(trx: Knex.Transaction, plan: CasPlan): Promise<number> {
     let updated = 0;
+    let perColumnAsText = false;
     for (const [i, bindings] of plan.executions.entries()) {
       let text = { sql: plan.sql, bindings };
       if (plan.prepared) {
@@ -343,15 +344,19 @@ export class MysqlDialect implements SqlDialect {
           // only, not the transaction: the same compare-and-set as text does not hit it.
           if ((err as { errno?: number }).errno !== HA_ERR_WRONG_IN_RECORD) throw err;
           const alt = plan.asText?.();
-          if (alt) text = { sql: alt.sql, bindings: alt.executions[i]! };
+          if (alt) {
+            text = { sql: alt.sql, bindings: alt.executions[i]! };
+            perColumnAsText = true;
+          }
         }
       }
       const res: unknown = await trx.raw(text.sql, text.bindings as Knex.RawBinding[]);
       updated += Number((res as Array<{ affectedRows?: number }>)[0]?.affectedRows ?? 0);
     }
     // Rows the per-row statement left (changed meanwhile in some column): per column, in the same
-    // transaction. A row it rewrote no longer holds its old values, so none is counted twice.
-    if (plan.leftovers && updated < plan.leftovers.rows) updated += await this.runCompareAndSet(trx, plan.leftovers.plan());
+    // transaction. A row it rewrote no longer holds its old values, so none is counted twice. Where
+    // the per-row statement failed and went as text, the text was the per-column one already.
+    if (plan.leftovers && !perColumnAsText && updated < plan.leftovers.rows) updated += await this.runCompareAndSet(trx, plan.leftovers.plan());
     return updated;
   }
 
