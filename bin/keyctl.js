@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Tiny launcher: the CLI is compiled to dist/ by `npm ci` / `npm run build`.
+import { statSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 
 // By default V8 lets a heap grow to up to 4× what survived its last full collection before it
@@ -9,9 +10,23 @@ import { setFlagsFromString } from 'node:v8';
 // every thread.
 setFlagsFromString('--heap-growing-percent=20');
 
+// dist/bundle/ (scripts/bundle.mjs) holds the same code as dist/cli/ in far fewer files, which
+// starts about a fifth faster. It is used only when it was written after tsc's last build, so a
+// `tsc` run on its own (or a bundle step that failed) never leaves an older CLI in charge.
+/** @param {string} rel */
+const mtime = (rel) => {
+  try {
+    return statSync(new URL(rel, import.meta.url)).mtimeMs;
+  } catch {
+    return -1;
+  }
+};
+const bundled = mtime('../dist/bundle/main.js');
+const entry = bundled >= 0 && bundled >= mtime('../dist/cli/main.js') ? '../dist/bundle/main.js' : '../dist/cli/main.js';
+
 let cli;
 try {
-  cli = await import('../dist/cli/main.js');
+  cli = await import(entry);
 } catch (err) {
   if (err && err.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('dist/cli/main.js')) {
     process.stderr.write('keyctl: error: keyctl is not built yet\nkeyctl: hint: run `npm ci` (or `npm run build`) in the keyctl directory\n');

@@ -3,7 +3,8 @@
  * Most tests run keyctl in-process (main() with captured streams, the same code the launcher
  * runs); the launcher itself is checked as a child process.
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import knexFactory from 'knex';
@@ -12,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/base/exit-codes.js';
 import { FernetCodec, fernetKeyToString } from '../../src/crypto/fernet.js';
 import { fingerprint, generateKey } from '../../src/crypto/keys.js';
-import { json, keyctl, keyctlInProcess, startKeyctlInProcess } from '../helpers/cli.js';
+import { json, KEYCTL_BIN, keyctl, keyctlInProcess, startKeyctlInProcess } from '../helpers/cli.js';
 import { createTestDatabase, DIALECTS, dialectAvailable, type TestDatabase } from '../helpers/databases.js';
 
 /** The start of an ANSI colour or cursor sequence (ESC [). */
@@ -37,6 +38,32 @@ describe('keyctl basics', () => {
     const r = await keyctl(['--version'], { cwd: tmpdir() });
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+  });
+
+  it("the launcher runs dist/bundle/ only when it was written after tsc's dist/cli/, else dist/cli/", () => {
+    // A copy of the launcher beside two stand-in builds that each say which one ran.
+    const root = tmpdir();
+    mkdirSync(path.join(root, 'bin'));
+    copyFileSync(KEYCTL_BIN, path.join(root, 'bin', 'keyctl.js'));
+    const stand = (dir: string) => {
+      mkdirSync(path.join(root, 'dist', dir), { recursive: true });
+      const file = path.join(root, 'dist', dir, 'main.js');
+      writeFileSync(file, `export async function main(io) { io.stdout.write('${dir}\\n'); return 0; }\n`);
+      return file;
+    };
+    const cli = stand('cli');
+    const run = () => spawnSync(process.execPath, [path.join(root, 'bin', 'keyctl.js')], { cwd: root, encoding: 'utf8' });
+    const at = (file: string, seconds: number) => utimesSync(file, seconds, seconds);
+
+    expect(run().stdout).toBe('cli\n'); // no bundle
+    const bundle = stand('bundle');
+    at(cli, 1_000);
+    at(bundle, 2_000);
+    expect(run().stdout).toBe('bundle\n'); // bundled after tsc
+    at(cli, 3_000);
+    expect(run().stdout).toBe('cli\n'); // tsc ran again after the bundle
+    at(bundle, 3_000);
+    expect(run().stdout).toBe('bundle\n');
   });
 
   it('--help lists the commands and the exit codes; every command has help', async () => {

@@ -50,7 +50,22 @@ function build(reason: string): void {
   process.stderr.write(`fresh-dist: built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 }
 
+/**
+ * bin/keyctl.js runs dist/bundle/ (scripts/bundle.mjs) when it was written after tsc's output, so
+ * the bundle is rebuilt whenever it is missing or older than that output or than the script
+ * itself: the tests run the same files a user's `npm ci` gives them.
+ */
+function bundle(): void {
+  const started = Date.now();
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'bundle.mjs')], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bundling dist/ failed (scripts/bundle.mjs exited ${r.status ?? r.signal}):\n${r.stdout}${r.stderr}`);
+  process.stderr.write(`fresh-dist: bundled in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+}
+
 export default function setup(): void {
   const stale = staleSource();
   if (stale) build(`${stale} is newer than its build`);
+  const bundled = mtimeMs(path.join(distDir, 'bundle', 'main.js'));
+  const newest = Math.max(mtimeMs(path.join(distDir, 'cli', 'main.js')) ?? Number.POSITIVE_INFINITY, mtimeMs(path.join(root, 'scripts', 'bundle.mjs')) ?? 0);
+  if (stale || bundled === null || bundled < newest) bundle();
 }
