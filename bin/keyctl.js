@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Tiny launcher: the CLI is compiled to dist/ by `npm ci` / `npm run build`.
+// Tiny launcher: the CLI is compiled to dist/ and bundled into dist/bundle/ by `npm ci` / `npm run build`.
 import { statSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 
