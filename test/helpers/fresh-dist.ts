@@ -52,7 +52,8 @@ function build(reason: string): void {
 
 /**
  * bin/keyctl.js runs dist/bundle/ (scripts/bundle.mjs) when it was written after tsc's output, so
- * the bundle is rebuilt whenever it is missing or older than that output or than the script
+ * the bundle is rebuilt whenever it is missing or older than any file of that output (a partial
+ * build, e.g. `tsc --watch`, rewrites only some), than the installed packages or than the script
  * itself: the tests run the same files a user's `npm ci` gives them.
  */
 function bundle(): void {
@@ -62,10 +63,20 @@ function bundle(): void {
   process.stderr.write(`fresh-dist: bundled in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 }
 
+/** The newest of what the bundle is made from: tsc's output (any file of it), the installed packages and the bundle script. */
+function newestBundleInput(): number {
+  let newest = Math.max(mtimeMs(path.join(root, 'node_modules', '.package-lock.json')) ?? 0, mtimeMs(path.join(root, 'scripts', 'bundle.mjs')) ?? 0);
+  const bundleDir = path.join(distDir, 'bundle');
+  for (const entry of readdirSync(distDir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile() || !entry.name.endsWith('.js') || entry.parentPath === bundleDir || entry.parentPath.startsWith(bundleDir + path.sep)) continue;
+    newest = Math.max(newest, mtimeMs(path.join(entry.parentPath, entry.name)) ?? 0);
+  }
+  return newest;
+}
+
 export default function setup(): void {
   const stale = staleSource();
   if (stale) build(`${stale} is newer than its build`);
   const bundled = mtimeMs(path.join(distDir, 'bundle', 'main.js'));
-  const newest = Math.max(mtimeMs(path.join(distDir, 'cli', 'main.js')) ?? Number.POSITIVE_INFINITY, mtimeMs(path.join(root, 'scripts', 'bundle.mjs')) ?? 0);
-  if (stale || bundled === null || bundled < newest) bundle();
+  if (stale || bundled === null || bundled < newestBundleInput()) bundle();
 }
