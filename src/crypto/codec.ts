@@ -9,6 +9,7 @@
  * plaintext (GCM authenticates) and never throws anything else for bad input.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { isBase64 } from './base64.js';
 import { NonceSource } from './nonce.js';
 
 export type CiphertextErrorReason =
@@ -75,10 +76,6 @@ export function claimsCiphertext(value: string): boolean {
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_BYTES = 32;
-// Same language as ^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$ once the length
-// is a multiple of 4 (checked separately), without the quantified groups that made it a hot spot.
-const BASE64_CHARS_RE = /^[A-Za-z0-9+/]*={0,2}$/;
-const isBase64 = (s: string): boolean => s.length % 4 === 0 && BASE64_CHARS_RE.test(s);
 const NONCE_RE = /^[A-Za-z0-9+/]{16}$/;
 const VERSION_RE = /^v[0-9]+$/;
 // ignoreBOM: a leading U+FEFF is part of the plaintext, not an encoding mark to drop.

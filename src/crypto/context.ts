@@ -14,6 +14,7 @@
  */
 import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto';
 import { CiphertextError, type KeyLookup } from './codec.js';
+import { isBase64 } from './base64.js';
 import { NonceSource } from './nonce.js';
 
 /** The placeholders that name the target instead of a row column. */
@@ -312,9 +313,7 @@ export function derivedKeys(keyFor: KeyLookup, info: Buffer): KeyLookup {
   };
 }
 
-// --- Copied from codec.ts, which does not export its parser (kept identical so both read the same values).
-const BASE64_CHARS_RE = /^[A-Za-z0-9+/]*={0,2}$/;
-const isBase64 = (s: string): boolean => s.length % 4 === 0 && BASE64_CHARS_RE.test(s);
+// --- Copied from codec.ts, which does not export its parser (kept identical so both read the same values; isBase64 is shared).
 const NONCE_RE = /^[A-Za-z0-9+/]{16}$/;
 const VERSION_RE = /^v[0-9]+$/;
 
