@@ -53,7 +53,7 @@ const keepOutside = {
       if (args.path.startsWith('node:')) return { external: true };
       const name = packageName(args.path);
       if (NEVER.has(name)) return { external: true };
-      if (args.path in DRIVERS) return { path: `./${DRIVERS[/** @type {keyof typeof DRIVERS} */ (args.path)]}`, external: true };
+      if (Object.hasOwn(DRIVERS, args.path)) return { path: `./${DRIVERS[/** @type {keyof typeof DRIVERS} */ (args.path)]}`, external: true };
       // From keyctl's own code: only the listed packages come in.
       if (!path.relative(root, args.importer).startsWith(`node_modules${path.sep}`) && !BUNDLED.has(name)) return { external: true };
       return undefined;

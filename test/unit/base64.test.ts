@@ -9,12 +9,15 @@ import { describe, expect, it } from 'vitest';
 import { isBase64 } from '../../src/crypto/base64.js';
 
 const REFERENCE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const NEAR = ['A', 'z', '0', '9', '+', '/', '=', '-', '_', ' ', '\n', '.', ':', 'é', '☕', '\u0000', String.fromCharCode(127), String.fromCharCode(128 + 65)];
+const ALPHABET = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'];
+const NEAR = ['=', '-', '_', ' ', '\n', '.', ':', 'é', '☕', '\u0000', String.fromCharCode(127), String.fromCharCode(128 + 65)];
+// Mostly the alphabet, so that valid strings (and ones one character away from valid) are common.
+const CHAR = fc.oneof({ weight: 8, arbitrary: fc.constantFrom(...ALPHABET) }, { weight: 1, arbitrary: fc.constantFrom(...NEAR) });
 
 describe('isBase64', () => {
   it('agrees with the canonical expression on random strings near the alphabet', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom(...NEAR), { maxLength: 24 }), (chars) => {
+      fc.property(fc.array(CHAR, { maxLength: 24 }), (chars) => {
         const s = chars.join('');
         expect(isBase64(s)).toBe(REFERENCE.test(s));
       }),
@@ -22,7 +25,7 @@ describe('isBase64', () => {
     );
   });
 
-  it('accepts every encoding of 0–64 random bytes and rejects it with one character changed', () => {
+  it('accepts every encoding of 0–64 random bytes, and agrees with the canonical expression once one character is changed', () => {
     for (let n = 0; n <= 64; n++) {
       const s = randomBytes(n).toString('base64');
       expect(isBase64(s)).toBe(true);
