@@ -246,16 +246,23 @@ async function parallelCrypto(values, threads) {
 }
 
 /**
- * The numbers `/usr/bin/time -f '%M %e %U %S'` printed on the last line of a child's stderr.
+ * The numbers `/usr/bin/time -f '%M %e %U %S %R'` (peak RSS in KiB, wall, user and system CPU seconds, minor page faults) printed on the last line of a child's stderr.
  * @param {string} stderr
  */
 function timeFields(stderr) {
   const last = stderr.trim().split('\n').at(-1) ?? '';
-  const [rssKb, wall, user, sys] = last.split(' ').map(Number);
-  if (rssKb === undefined || wall === undefined || user === undefined || sys === undefined || [rssKb, wall, user, sys].some(Number.isNaN)) {
+  const [rssKb, wall, user, sys, faults] = last.split(' ').map(Number);
+  if (
+    rssKb === undefined ||
+    wall === undefined ||
+    user === undefined ||
+    sys === undefined ||
+    faults === undefined ||
+    [rssKb, wall, user, sys, faults].some(Number.isNaN)
+  ) {
     throw new Error(`unexpected /usr/bin/time output: ${last}`);
   }
-  return { rssKb, wall, user, sys };
+  return { rssKb, wall, user, sys, faults };
 }
 
 async function main() {
@@ -286,8 +293,8 @@ async function main() {
   // writes (the database server's share of the two cores) cost the real run.
   const dryServerBefore = serverCpuSeconds();
   const dry = quick
-    ? { status: 0, stderr: '0 0 0 0' }
-    : spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
+    ? { status: 0, stderr: '0 0 0 0 0' }
+    : spawnSync('/usr/bin/time', ['-f', '%M %e %U %S %R', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
         cwd: dir,
         encoding: 'utf8',
       });
@@ -297,13 +304,13 @@ async function main() {
 
   // keyctl reencrypt, the real command (wall time includes process start-up).
   const serverBefore = serverCpuSeconds();
-  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], {
+  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S %R', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], {
     cwd: dir,
     encoding: 'utf8',
   });
   if (timed.status !== 0) throw new Error(`keyctl reencrypt exited ${timed.status}: ${timed.stderr}`);
   const serverCpu = serverCpuSeconds() - serverBefore;
-  const { rssKb, wall, user: userCpu, sys: sysCpu } = timeFields(timed.stderr);
+  const { rssKb, wall, user: userCpu, sys: sysCpu, faults } = timeFields(timed.stderr);
   const report = JSON.parse(timed.stdout);
   if (report.remaining !== 0) throw new Error(`reencrypt left ${report.remaining} values`);
   if (plaintext && report.tables[0].plaintextPlanned !== 2 * rows)
@@ -315,7 +322,7 @@ async function main() {
   if (quick) {
     const { rssKb, wall } = timeFields(timed.stderr);
     console.log(
-      `db=${dbKind} rows=${rows} keyctl ${Math.round(rows / wall)} rows/s (${wall.toFixed(2)} s, peak RSS ${(rssKb / 1024).toFixed(0)} MiB, CPU keyctl ${(userCpu + sysCpu).toFixed(1)} s, server ${serverCpu.toFixed(1)} s) crypto ceiling ${Math.round(rows / cryptoSecs)} rows/s keyctl/crypto ${(rows / wall / (rows / cryptoSecs)).toFixed(2)}`,
+      `db=${dbKind} rows=${rows} keyctl ${Math.round(rows / wall)} rows/s (${wall.toFixed(2)} s, peak RSS ${(rssKb / 1024).toFixed(0)} MiB, CPU keyctl ${(userCpu + sysCpu).toFixed(1)} s (system ${sysCpu.toFixed(1)} s, ${faults.toLocaleString('en-US')} minor page faults), server ${serverCpu.toFixed(1)} s) crypto ceiling ${Math.round(rows / cryptoSecs)} rows/s keyctl/crypto ${(rows / wall / (rows / cryptoSecs)).toFixed(2)}`,
     );
     await knex.destroy();
     return;
@@ -335,7 +342,7 @@ async function main() {
   const cryptoMeanSecs = Number.isNaN(cryptoAfterSecs) ? cryptoSecs : (cryptoSecs + cryptoAfterSecs) / 2;
 
   // keyctl verify: the full decryption scan (every value decrypted) that guards promote and key destruction.
-  const verified = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S', process.execPath, bin, 'verify', '--json'], { cwd: dir, encoding: 'utf8' });
+  const verified = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S %R', process.execPath, bin, 'verify', '--json'], { cwd: dir, encoding: 'utf8' });
   if (verified.status !== 0) throw new Error(`keyctl verify exited ${verified.status}: ${verified.stderr}`);
   const { rssKb: verifyRssKb, wall: verifyWall } = timeFields(verified.stderr);
 
@@ -406,7 +413,7 @@ async function main() {
     `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : fernetFrom ? 'Fernet token columns per row, migrated to AES-GCM' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length}`,
     `method                         rows/s`,
     `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
-    `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
+    `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s (system ${sysCpu.toFixed(1)} s, ${faults.toLocaleString('en-US')} minor page faults)${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
     `keyctl --dry-run          ${fmt(rate(rows, dryWall))}   (${dryWall.toFixed(2)} s wall: reads and crypto, no writes; CPU keyctl ${(dryUser + drySys).toFixed(1)} s${dbKind === 'sqlite' ? '' : `, database server ${dryServerCpu.toFixed(1)} s`})`,
     `crypto ceiling (1 thread) ${fmt(cryptoRate)}   (${Number.isNaN(cryptoAfterSecs) ? `${cryptoSecs.toFixed(2)} s` : `mean of ${cryptoSecs.toFixed(2)} s before keyctl's run and ${cryptoAfterSecs.toFixed(2)} s after it: ${fmt(rate(rows, cryptoSecs)).trim()} and ${fmt(rate(rows, cryptoAfterSecs)).trim()} rows/s`}${plaintext ? ', encryption only' : fernetFrom ? ', Fernet decryption + AES-GCM encryption' : ''})`,
     `crypto on ${os.cpus().length} threads       ${fmt(rate(rows, parallelSecs))}   (${parallelSecs.toFixed(2)} s: the same work split across ${os.cpus().length} threads at once, ${(cryptoSecs / parallelSecs).toFixed(2)}× one thread)`,
@@ -441,6 +448,8 @@ async function main() {
         peakRssMiB: rssKb / 1024,
         wall,
         keyctlCpu: userCpu + sysCpu,
+        keyctlSystemCpu: sysCpu,
+        keyctlMinorFaults: faults,
         serverCpu,
         dryRunRate: rate(rows, dryWall),
         dryRunCpu: dryUser + drySys,
