@@ -66,6 +66,13 @@ const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432
 const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 // KEYCTL_BENCH_BIN: another build's bin/keyctl.js (an older commit's worktree), to compare two builds with the same bench.
 const bin = process.env.KEYCTL_BENCH_BIN ? path.resolve(process.env.KEYCTL_BENCH_BIN) : fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
+// The timed commands run as an operator runs keyctl: the launcher as a program (its shell line sets
+// glibc's malloc tunables, see bin/keyctl.js), with this Node.js first on PATH. With node options
+// (--profile, KEYCTL_BENCH_NODE_ARGS) they run as `node OPTIONS bin/keyctl.js`, without the tunables.
+const asProgram = profileArgs.length === 0;
+/** @param {string[]} a keyctl's arguments */
+const timedCommand = (a) => ['-f', '%M %e %U %S %R', ...(asProgram ? [bin] : [process.execPath, ...profileArgs, bin]), ...a];
+const timedEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
 // --quick: only keyctl reencrypt and the crypto ceiling (for pairs of builds run one after the other).
 const quick = args.includes('--quick');
 const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };
@@ -294,8 +301,9 @@ async function main() {
   const dryServerBefore = serverCpuSeconds();
   const dry = quick
     ? { status: 0, stderr: '0 0 0 0 0' }
-    : spawnSync('/usr/bin/time', ['-f', '%M %e %U %S %R', process.execPath, bin, 'reencrypt', '--dry-run', '--json', ...batchArgs], {
+    : spawnSync('/usr/bin/time', timedCommand(['reencrypt', '--dry-run', '--json', ...batchArgs]), {
         cwd: dir,
+        env: timedEnv,
         encoding: 'utf8',
       });
   if (dry.status !== 0) throw new Error(`keyctl reencrypt --dry-run exited ${dry.status}: ${dry.stderr}`);
@@ -304,8 +312,9 @@ async function main() {
 
   // keyctl reencrypt, the real command (wall time includes process start-up).
   const serverBefore = serverCpuSeconds();
-  const timed = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S %R', process.execPath, ...profileArgs, bin, 'reencrypt', '--json', ...batchArgs], {
+  const timed = spawnSync('/usr/bin/time', timedCommand(['reencrypt', '--json', ...batchArgs]), {
     cwd: dir,
+    env: timedEnv,
     encoding: 'utf8',
   });
   if (timed.status !== 0) throw new Error(`keyctl reencrypt exited ${timed.status}: ${timed.stderr}`);
@@ -342,7 +351,7 @@ async function main() {
   const cryptoMeanSecs = Number.isNaN(cryptoAfterSecs) ? cryptoSecs : (cryptoSecs + cryptoAfterSecs) / 2;
 
   // keyctl verify: the full decryption scan (every value decrypted) that guards promote and key destruction.
-  const verified = spawnSync('/usr/bin/time', ['-f', '%M %e %U %S %R', process.execPath, bin, 'verify', '--json'], { cwd: dir, encoding: 'utf8' });
+  const verified = spawnSync('/usr/bin/time', timedCommand(['verify', '--json']), { cwd: dir, env: timedEnv, encoding: 'utf8' });
   if (verified.status !== 0) throw new Error(`keyctl verify exited ${verified.status}: ${verified.stderr}`);
   const { rssKb: verifyRssKb, wall: verifyWall } = timeFields(verified.stderr);
 
@@ -410,7 +419,7 @@ async function main() {
   /** @param {number} x */
   const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(10);
   const lines = [
-    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : fernetFrom ? 'Fernet token columns per row, migrated to AES-GCM' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length}`,
+    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : fernetFrom ? 'Fernet token columns per row, migrated to AES-GCM' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length} keyctl run ${asProgram ? 'as a program' : 'as node OPTIONS bin/keyctl.js'}`,
     `method                         rows/s`,
     `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
     `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s (system ${sysCpu.toFixed(1)} s, ${faults.toLocaleString('en-US')} minor page faults)${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,

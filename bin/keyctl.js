@@ -1,7 +1,25 @@
-#!/usr/bin/env node
+#!/bin/sh
+//bin/sh -c :; [ -n "${GLIBC_TUNABLES+set}" ] || { GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432 KEYCTL_LAUNCHER_GLIBC_TUNABLES=1; export GLIBC_TUNABLES KEYCTL_LAUNCHER_GLIBC_TUNABLES; }; exec node "$0" "$@"; exit 127
 // Tiny launcher: the CLI is compiled to dist/ and bundled into dist/bundle/ by `npm ci` / `npm run build`.
+//
+// Run as a program (`keyctl`, `npx keyctl`, `./bin/keyctl.js`) this file is first a shell script.
+// Its second line, a comment to Node.js (`//bin/sh -c :` is a no-op to the shell), sets
+// GLIBC_TUNABLES unless it is set already and replaces the shell with Node.js running this file
+// (exec: the same pid, so signals, kill -9 and the job files behave as before; without Node.js on
+// PATH it stops there with exit 127, as `#!/usr/bin/env node` did). glibc reads the variable only
+// when a process starts: it tells malloc to keep up to 64 MiB of freed memory for reuse instead of
+// handing it back to the kernel at every garbage collection, which halves the page faults of a
+// reencrypt on MySQL/MariaDB and PostgreSQL (docs/performance.md, "Page faults, and glibc's
+// malloc"). musl ignores it. Run as `node bin/keyctl.js`, the shell line is skipped and nothing
+// is set.
 import { statSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
+
+// What the shell line set is not passed on to the programs keyctl starts (runbook checks).
+if (process.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES === '1') {
+  delete process.env.GLIBC_TUNABLES;
+  delete process.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES;
+}
 
 // By default V8 lets a heap grow to up to 4× what survived its last full collection before it
 // collects again. keyctl's live data is small (the batches in flight), so it grows heaps by 20%

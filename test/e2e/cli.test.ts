@@ -4,7 +4,7 @@
  * runs); the launcher itself is checked as a child process.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import knexFactory from 'knex';
@@ -73,6 +73,81 @@ describe('keyctl basics', () => {
     at(bundle, 4_000);
     expect(run().stdout).toBe('bundle\n');
   });
+
+  it.runIf(process.platform === 'linux')(
+    "run as a program, the launcher sets glibc's malloc tunables unless they are set, in the same process, and keyctl passes on only the operator's own",
+    () => {
+      // A copy of the launcher linked from a bin directory as npm links it, beside a stand-in build
+      // that reports its pid, its arguments, the environment the process started with (what glibc
+      // read) and the environment keyctl hands on to what it runs.
+      const root = tmpdir();
+      mkdirSync(path.join(root, 'bin'));
+      mkdirSync(path.join(root, 'dist', 'cli'), { recursive: true });
+      copyFileSync(KEYCTL_BIN, path.join(root, 'bin', 'keyctl.js'));
+      chmodSync(path.join(root, 'bin', 'keyctl.js'), 0o755);
+      mkdirSync(path.join(root, 'node_modules', '.bin'), { recursive: true });
+      const linked = path.join(root, 'node_modules', '.bin', 'keyctl');
+      symlinkSync('../../bin/keyctl.js', linked);
+      writeFileSync(
+        path.join(root, 'dist', 'cli', 'main.js'),
+        `import { readFileSync } from 'node:fs';
+export async function main(io) {
+  const started = readFileSync('/proc/self/environ', 'latin1').split('\\0');
+  const at = (name) => started.find((e) => e.startsWith(name + '='))?.slice(name.length + 1) ?? null;
+  io.stdout.write(JSON.stringify({ pid: process.pid, args: io.argv.slice(2), glibcSaw: at('GLIBC_TUNABLES'), passedOn: io.env.GLIBC_TUNABLES ?? null, marker: io.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES ?? null, childSees: process.env.GLIBC_TUNABLES ?? null }));
+  return 0;
+}
+`,
+      );
+      const { GLIBC_TUNABLES: _own, KEYCTL_LAUNCHER_GLIBC_TUNABLES: _marker, ...env } = process.env;
+      const PATH = `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}`;
+      const args = ['reencrypt', 'a b', '', '$HOME', '--x=*'];
+      const run = (file: string, argv: string[], extra: Record<string, string> = {}) => {
+        const r = spawnSync(file, argv, { cwd: root, encoding: 'utf8', env: { ...env, PATH, ...extra } });
+        expect(r.stderr).toBe('');
+        expect(r.status).toBe(0);
+        return { spawned: r.pid, ...JSON.parse(r.stdout) } as Record<string, unknown>;
+      };
+
+      const asProgram = run(linked, args);
+      // glibc 2.36 writes a NUL after each tunable it parses into the environment block it started
+      // with, so the first is what /proc shows of it.
+      expect(asProgram.glibcSaw).toMatch(/^glibc\.malloc\.trim_threshold=67108864\b/);
+      expect(asProgram.args).toEqual(args);
+      // The shell was replaced, not left as a parent: the process spawnSync started is the one that ran keyctl.
+      expect(asProgram.pid).toBe(asProgram.spawned);
+      expect([asProgram.passedOn, asProgram.marker, asProgram.childSees]).toEqual([null, null, null]);
+
+      // What the shell line hands to `node`, exactly (a stand-in node first on PATH).
+      const fakeBin = path.join(root, 'fake-node');
+      mkdirSync(fakeBin);
+      writeFileSync(path.join(fakeBin, 'node'), '#!/bin/sh\nprintf "%s|" "$$" "$GLIBC_TUNABLES" "$KEYCTL_LAUNCHER_GLIBC_TUNABLES" "$@"\n');
+      chmodSync(path.join(fakeBin, 'node'), 0o755);
+      const shown = spawnSync(linked, args, { cwd: root, encoding: 'utf8', env: { ...env, PATH: `${fakeBin}${path.delimiter}${PATH}` } });
+      expect(shown.stdout).toBe(
+        [shown.pid, 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432', '1', linked, ...args].map((x) => `${x}|`).join(''),
+      );
+
+      // An operator's own setting wins, even empty, and is passed on.
+      const own = run(linked, ['--version'], { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' });
+      expect([own.glibcSaw, own.passedOn, own.marker]).toEqual(['glibc.malloc.arena_max=2', 'glibc.malloc.arena_max=2', null]);
+      const empty = run(linked, ['--version'], { GLIBC_TUNABLES: '' });
+      expect([empty.glibcSaw, empty.passedOn]).toEqual(['', '']);
+
+      // Without Node.js on PATH the shell stops there (exit 127, as `#!/usr/bin/env node` did) and
+      // reads no further into the file.
+      const noNode = spawnSync(linked, args, { cwd: root, encoding: 'utf8', env: { ...env, PATH: fakeBin.replace('fake-node', 'nowhere') } });
+      expect(noNode.status).toBe(127);
+      expect(noNode.stdout).toBe('');
+      expect(noNode.stderr.trim().split('\n')).toHaveLength(1);
+      expect(noNode.stderr).toContain('node');
+
+      // `node bin/keyctl.js` skips the shell line: nothing set.
+      const viaNode = run(process.execPath, [path.join(root, 'bin', 'keyctl.js'), ...args]);
+      expect([viaNode.glibcSaw, viaNode.passedOn, viaNode.marker]).toEqual([null, null, null]);
+      expect(viaNode.args).toEqual(args);
+    },
+  );
 
   it('--help lists the commands and the exit codes; every command has help', async () => {
     const r = await keyctlInProcess(['--help'], { cwd: tmpdir() });
