@@ -69,7 +69,10 @@ const bin = process.env.KEYCTL_BENCH_BIN ? path.resolve(process.env.KEYCTL_BENCH
 // The timed commands run as an operator runs keyctl: the launcher as a program (its shell line sets
 // glibc's malloc tunables, see bin/keyctl.js), with this Node.js first on PATH. With node options
 // (--profile, KEYCTL_BENCH_NODE_ARGS) they run as `node OPTIONS bin/keyctl.js`, without the tunables.
+// An older build's launcher (KEYCTL_BENCH_BIN) may have no shell line: a pair of builds then also
+// compares the tunables. The report says how keyctl ran and what GLIBC_TUNABLES the bench inherited.
 const asProgram = profileArgs.length === 0;
+const launch = `${asProgram ? 'as a program' : 'as node OPTIONS bin/keyctl.js'}, GLIBC_TUNABLES ${process.env.GLIBC_TUNABLES === undefined ? (asProgram ? 'left to the launcher' : 'unset') : `'${process.env.GLIBC_TUNABLES}' from the environment`}`;
 /** @param {string[]} a keyctl's arguments */
 const timedCommand = (a) => ['-f', '%M %e %U %S %R', ...(asProgram ? [bin] : [process.execPath, ...profileArgs, bin]), ...a];
 const timedEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
@@ -419,7 +422,7 @@ async function main() {
   /** @param {number} x */
   const fmt = (x) => Math.round(x).toLocaleString('en-US').padStart(10);
   const lines = [
-    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : fernetFrom ? 'Fernet token columns per row, migrated to AES-GCM' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length} keyctl run ${asProgram ? 'as a program' : 'as node OPTIONS bin/keyctl.js'}`,
+    `db=${dbKind} rows=${rows} (2 ${plaintext ? 'plaintext columns per row, encrypted for the first time' : fernetFrom ? 'Fernet token columns per row, migrated to AES-GCM' : 'encrypted columns per row'}) node=${process.version} cpus=${os.cpus().length} keyctl run ${launch}`,
     `method                         rows/s`,
     `keyctl reencrypt          ${fmt(keyctlRate)}   (${wall.toFixed(2)} s wall incl. start-up; ${report.summary.seconds} s in the command itself; peak RSS ${(rssKb / 1024).toFixed(0)} MiB)`,
     `  CPU during the run: keyctl ${(userCpu + sysCpu).toFixed(1)} s (system ${sysCpu.toFixed(1)} s, ${faults.toLocaleString('en-US')} minor page faults)${dbKind === 'sqlite' ? ' (SQLite runs inside keyctl)' : `, database server ${serverCpu.toFixed(1)} s`}, of ${(wall * os.cpus().length).toFixed(1)} s available on ${os.cpus().length} cores`,
@@ -457,6 +460,7 @@ async function main() {
         peakRssMiB: rssKb / 1024,
         wall,
         keyctlCpu: userCpu + sysCpu,
+        keyctlLaunch: launch,
         keyctlSystemCpu: sysCpu,
         keyctlMinorFaults: faults,
         serverCpu,

@@ -1,5 +1,5 @@
 #!/bin/sh
-//bin/sh -c :; [ -n "${GLIBC_TUNABLES+set}" ] || { GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432 KEYCTL_LAUNCHER_GLIBC_TUNABLES=1; export GLIBC_TUNABLES KEYCTL_LAUNCHER_GLIBC_TUNABLES; }; exec node "$0" "$@"; exit 127
+//bin/sh -c :; if [ -z "${GLIBC_TUNABLES+set}" ]; then GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432 KEYCTL_LAUNCHER_GLIBC_TUNABLES=1; export GLIBC_TUNABLES KEYCTL_LAUNCHER_GLIBC_TUNABLES; else unset KEYCTL_LAUNCHER_GLIBC_TUNABLES; fi; exec node "$0" "$@"; exit 127
 // Tiny launcher: the CLI is compiled to dist/ and bundled into dist/bundle/ by `npm ci` / `npm run build`.
 //
 // Run as a program (`keyctl`, `npx keyctl`, `./bin/keyctl.js`) this file is first a shell script.
@@ -8,15 +8,17 @@
 // (exec: the same pid, so signals, kill -9 and the job files behave as before; without Node.js on
 // PATH it stops there with exit 127, as `#!/usr/bin/env node` did). glibc reads the variable only
 // when a process starts: it tells malloc to keep up to 64 MiB of freed memory for reuse instead of
-// handing it back to the kernel at every garbage collection, which halves the page faults of a
-// reencrypt on MySQL/MariaDB and PostgreSQL (docs/performance.md, "Page faults, and glibc's
-// malloc"). musl ignores it. Run as `node bin/keyctl.js`, the shell line is skipped and nothing
-// is set.
+// handing it back to the kernel at every garbage collection, which cut the page faults of a
+// reencrypt on MySQL/MariaDB and PostgreSQL by a third to four fifths (docs/performance.md, "Page
+// faults, and glibc's malloc"). It applies to every command. musl ignores it. Run as `node
+// bin/keyctl.js`, the shell line is skipped and nothing is set.
 import { statSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 
-// What the shell line set is not passed on to the programs keyctl starts (runbook checks).
-if (process.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES === '1') {
+// What the shell line set is not passed on to the programs keyctl starts (runbook checks); an
+// operator's own GLIBC_TUNABLES is (the shell line unsets the marker then).
+const LAUNCHER_TUNABLES = 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432';
+if (process.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES === '1' && process.env.GLIBC_TUNABLES === LAUNCHER_TUNABLES) {
   delete process.env.GLIBC_TUNABLES;
   delete process.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES;
 }

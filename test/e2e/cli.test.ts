@@ -90,11 +90,13 @@ describe('keyctl basics', () => {
       symlinkSync('../../bin/keyctl.js', linked);
       writeFileSync(
         path.join(root, 'dist', 'cli', 'main.js'),
-        `import { readFileSync } from 'node:fs';
+        `import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 export async function main(io) {
+  const child = execFileSync('sh', ['-c', 'printf %s "\${GLIBC_TUNABLES-unset}"'], { encoding: 'utf8' });
   const started = readFileSync('/proc/self/environ', 'latin1').split('\\0');
   const at = (name) => started.find((e) => e.startsWith(name + '='))?.slice(name.length + 1) ?? null;
-  io.stdout.write(JSON.stringify({ pid: process.pid, args: io.argv.slice(2), glibcSaw: at('GLIBC_TUNABLES'), passedOn: io.env.GLIBC_TUNABLES ?? null, marker: io.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES ?? null, childSees: process.env.GLIBC_TUNABLES ?? null }));
+  io.stdout.write(JSON.stringify({ pid: process.pid, args: io.argv.slice(2), glibcSaw: at('GLIBC_TUNABLES'), passedOn: io.env.GLIBC_TUNABLES ?? null, marker: io.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES ?? null, childSees: child }));
   return 0;
 }
 `,
@@ -109,6 +111,7 @@ export async function main(io) {
         return { spawned: r.pid, ...JSON.parse(r.stdout) } as Record<string, unknown>;
       };
 
+      const LAUNCHER = 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432';
       const asProgram = run(linked, args);
       // glibc 2.36 writes a NUL after each tunable it parses into the environment block it started
       // with, so the first is what /proc shows of it.
@@ -116,7 +119,7 @@ export async function main(io) {
       expect(asProgram.args).toEqual(args);
       // The shell was replaced, not left as a parent: the process spawnSync started is the one that ran keyctl.
       expect(asProgram.pid).toBe(asProgram.spawned);
-      expect([asProgram.passedOn, asProgram.marker, asProgram.childSees]).toEqual([null, null, null]);
+      expect([asProgram.passedOn, asProgram.marker, asProgram.childSees]).toEqual([null, null, 'unset']);
 
       // What the shell line hands to `node`, exactly (a stand-in node first on PATH).
       const fakeBin = path.join(root, 'fake-node');
@@ -124,15 +127,25 @@ export async function main(io) {
       writeFileSync(path.join(fakeBin, 'node'), '#!/bin/sh\nprintf "%s|" "$$" "$GLIBC_TUNABLES" "$KEYCTL_LAUNCHER_GLIBC_TUNABLES" "$@"\n');
       chmodSync(path.join(fakeBin, 'node'), 0o755);
       const shown = spawnSync(linked, args, { cwd: root, encoding: 'utf8', env: { ...env, PATH: `${fakeBin}${path.delimiter}${PATH}` } });
-      expect(shown.stdout).toBe(
-        [shown.pid, 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432', '1', linked, ...args].map((x) => `${x}|`).join(''),
-      );
+      expect(shown.stdout).toBe([shown.pid, LAUNCHER, '1', linked, ...args].map((x) => `${x}|`).join(''));
 
       // An operator's own setting wins, even empty, and is passed on.
       const own = run(linked, ['--version'], { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' });
       expect([own.glibcSaw, own.passedOn, own.marker]).toEqual(['glibc.malloc.arena_max=2', 'glibc.malloc.arena_max=2', null]);
+      expect(own.childSees).toBe('glibc.malloc.arena_max=2');
       const empty = run(linked, ['--version'], { GLIBC_TUNABLES: '' });
       expect([empty.glibcSaw, empty.passedOn]).toEqual(['', '']);
+      // A marker that came from outside (copied from an environment dump) does not take it away.
+      const copied = run(linked, ['--version'], { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2', KEYCTL_LAUNCHER_GLIBC_TUNABLES: '1' });
+      expect([copied.passedOn, copied.marker, copied.childSees]).toEqual(['glibc.malloc.arena_max=2', null, 'glibc.malloc.arena_max=2']);
+
+      // The shell line under each POSIX shell this machine has, with the stand-in node.
+      for (const shell of ['dash', 'bash', 'busybox']) {
+        if (spawnSync('sh', ['-c', `command -v ${shell}`]).status !== 0) continue;
+        const argv = shell === 'busybox' ? ['sh', linked, ...args] : shell === 'bash' ? ['--posix', linked, ...args] : [linked, ...args];
+        const r = spawnSync(shell, argv, { cwd: root, encoding: 'utf8', env: { ...env, PATH: `${fakeBin}${path.delimiter}${PATH}` } });
+        expect(r.stdout, shell).toBe([r.pid, LAUNCHER, '1', linked, ...args].map((x) => `${x}|`).join(''));
+      }
 
       // Without Node.js on PATH the shell stops there (exit 127, as `#!/usr/bin/env node` did) and
       // reads no further into the file.

@@ -1,9 +1,10 @@
 /**
- * Runs keyctl for tests: `keyctl` starts the built bin/keyctl.js as a child process, the way an
- * operator or cron would (signals, terminals, the launcher); `keyctlInProcess` calls main() from
- * src/ with captured streams, for everything else (help, errors, exit codes, JSON shapes), in a
- * fraction of the time. Both record what keyctl printed and wrote for the suite's secret grep
- * (secret-capture.ts).
+ * Runs keyctl for tests: `keyctl` starts the built bin/keyctl.js as a child process with node, the
+ * way cron with node named by path would (signals, terminals, the launcher's JavaScript; the shell
+ * line it runs first as a program has its own test in test/e2e/cli.test.ts); `keyctlInProcess`
+ * calls main() from src/ with captured streams, for everything else (help, errors, exit codes, JSON
+ * shapes), in a fraction of the time. Both record what keyctl printed and wrote for the suite's
+ * secret grep (secret-capture.ts).
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
