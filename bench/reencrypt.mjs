@@ -332,7 +332,6 @@ async function main() {
     throw new Error(`reencrypt migrated ${report.tables[0].valuesPlanned} Fernet tokens, not ${2 * rows}`);
 
   if (quick) {
-    const { rssKb, wall } = timeFields(timed.stderr);
     console.log(
       `db=${dbKind} rows=${rows} keyctl ${Math.round(rows / wall)} rows/s (${wall.toFixed(2)} s, peak RSS ${(rssKb / 1024).toFixed(0)} MiB, CPU keyctl ${(userCpu + sysCpu).toFixed(1)} s (system ${sysCpu.toFixed(1)} s, ${faults.toLocaleString('en-US')} minor page faults), server ${serverCpu.toFixed(1)} s) crypto ceiling ${Math.round(rows / cryptoSecs)} rows/s keyctl/crypto ${(rows / wall / (rows / cryptoSecs)).toFixed(2)}`,
     );

@@ -16,7 +16,9 @@ import { statSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 
 // What the shell line set is not passed on to the programs keyctl starts (runbook checks); an
-// operator's own GLIBC_TUNABLES is (the shell line unsets the marker then).
+// operator's own GLIBC_TUNABLES is (the shell line unsets the marker then, and the value is checked
+// too for `node bin/keyctl.js`, which runs no shell line). The same value as line 2 (the launcher
+// test in test/e2e/cli.test.ts fails when the two differ).
 const LAUNCHER_TUNABLES = 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432';
 if (process.env.KEYCTL_LAUNCHER_GLIBC_TUNABLES === '1' && process.env.GLIBC_TUNABLES === LAUNCHER_TUNABLES) {
   delete process.env.GLIBC_TUNABLES;

@@ -158,6 +158,12 @@ export async function main(io) {
       // `node bin/keyctl.js` skips the shell line: nothing set.
       const viaNode = run(process.execPath, [path.join(root, 'bin', 'keyctl.js'), ...args]);
       expect([viaNode.glibcSaw, viaNode.passedOn, viaNode.marker]).toEqual([null, null, null]);
+      // …and a marker copied into its environment beside an operator's own value takes nothing away.
+      const viaNodeCopied = run(process.execPath, [path.join(root, 'bin', 'keyctl.js'), '--version'], {
+        GLIBC_TUNABLES: 'glibc.malloc.arena_max=2',
+        KEYCTL_LAUNCHER_GLIBC_TUNABLES: '1',
+      });
+      expect([viaNodeCopied.passedOn, viaNodeCopied.childSees]).toEqual(['glibc.malloc.arena_max=2', 'glibc.malloc.arena_max=2']);
       expect(viaNode.args).toEqual(args);
     },
   );
