@@ -24,6 +24,7 @@
 //   load_data_memory     the same with an ENGINE=MEMORY temporary table (VARBINARY(1024) columns)
 //   insert_memory        a prepared multi-row INSERT of the batch into the MEMORY staging table, then UPDATE cas_batch STRAIGHT_JOIN t
 //   insert_aria          the same into an Aria (TRANSACTIONAL=0) staging table of LONGBLOB columns: no width limit (MariaDB only)
+//   multi_statement      one UPDATE per row (row-level compare-and-set), all of a batch's statements in one text packet
 //   two_connections      union_all with each batch split in halves written at once on two connections
 // After each method every row must hold its next values, and a 50-row check (values changed by the
 // application after they were read must be left alone; binary comparison; NULL = column not rewritten;
@@ -90,6 +91,8 @@ function connect(database) {
     supportBigNumbers: true,
     // LOAD DATA LOCAL needs the LOCAL_FILES capability; it is among mysql2's default flags, named here to be explicit.
     flags: ['+LOCAL_FILES'],
+    // multi_statement sends a batch's per-row UPDATEs in one text packet.
+    multipleStatements: true,
   });
 }
 
@@ -516,6 +519,26 @@ async function createMemoryStage(conn) {
 
 // ---- transactions and methods ----
 
+/** One row's compare-and-set: rewritten only where every column still holds the value read (null-safe). */
+const ROW_UPDATE =
+  'UPDATE t SET email = ?, note = ? WHERE id = ? AND CAST(email AS BINARY) <=> CAST(? AS BINARY) AND CAST(note AS BINARY) <=> CAST(? AS BINARY)';
+/**
+ * Text protocol, one packet: a statement per row, separated by `;` (the connection allows multiple
+ * statements). A column not rewritten gets its value read back, so the compare-and-set is row-level.
+ * @param {Connection} conn @param {Batch} b
+ */
+async function writeMultiStatement(conn, b) {
+  /** @type {(string | number | null)[]} */
+  const values = [];
+  for (let i = 0; i < b.ids.length; i++) {
+    const [o, n] = [at(b.old, i), at(b.next, i)];
+    values.push(n[0] ?? o[0], n[1] ?? o[1], at(b.ids, i), o[0], o[1]);
+  }
+  const [results] = await conn.query(Array.from({ length: b.ids.length }, () => ROW_UPDATE).join(';\n'), values);
+  const list = Array.isArray(results) ? results : [results];
+  return list.reduce((sum, r) => sum + /** @type {ResultSetHeader} */ (r).affectedRows, 0);
+}
+
 /** @param {Connection} conn @param {number} lastId */
 const checkpoint = (conn, lastId) => conn.query('UPDATE checkpoint SET last_id = ? WHERE id = 1', [lastId]);
 
@@ -599,6 +622,7 @@ const METHODS = [
   singleTransaction('prepared_straight', writePreparedStraight),
   singleTransaction('prepared_in_list', writeInList(false)),
   { ...singleTransaction('prepared_row_cas', writeInList(true)), rowLevel: true },
+  { ...singleTransaction('multi_statement', writeMultiStatement), rowLevel: true },
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
