@@ -10,6 +10,12 @@ import knexFactory from 'knex';
 export const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 export const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
+/**
+ * The environment to run keyctl in as an operator does, as a program (`keyctl …`, the launcher's
+ * shell line first: it sets glibc's malloc tunables, see bin/keyctl.js), with this Node.js first
+ * on PATH so the launcher's `exec node` finds the same node as the bench.
+ */
+export const programEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
 
 /**
  * A fresh project directory and, for pg/mysql, a fresh database; returns its directory, the
@@ -37,13 +43,13 @@ export async function benchProject(dbKind, prefix) {
 }
 
 /**
- * Run keyctl in `dir`; returns seconds; throws on a non-zero exit.
+ * Run keyctl in `dir` as a program (programEnv); returns seconds; throws on a non-zero exit.
  * @param {string} dir
  * @param {...string} a
  */
 export function runKeyctl(dir, ...a) {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [bin, ...a], { cwd: dir, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  const r = spawnSync(bin, a, { cwd: dir, env: programEnv, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   const secs = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`keyctl ${a.join(' ')} exited ${r.status}:\n${r.stderr.slice(-2000)}`);
   return secs;

@@ -8,7 +8,7 @@
 //             collection runs behind them; when the new text is served.
 // Usage: npm run bench:metrics -- [--db sqlite|pg|mysql] [--rows 1000000] [--scrapes 500] [--burst 100]
 import { spawn } from 'node:child_process';
-import { benchProject, bin, runKeyctl as keyctl } from './lib.mjs';
+import { benchProject, bin, programEnv, runKeyctl as keyctl } from './lib.mjs';
 
 const args = process.argv.slice(2);
 /** @param {string} name @param {string} def */
@@ -28,9 +28,9 @@ const ms = (ms) => `${ms.toFixed(2)} ms`;
 
 /** Start the listener; resolves with its base URL once its first collection is cached. @param {string} dir @param {string[]} extra */
 function listen(dir, extra) {
-  const child = spawn(process.execPath, [bin, 'metrics', '--listen', '127.0.0.1:0', ...extra], {
+  const child = spawn(bin, ['metrics', '--listen', '127.0.0.1:0', ...extra], {
     cwd: dir,
-    env: { ...process.env, KEYCTL_LOG_TIMESTAMPS: '0' },
+    env: { ...programEnv, KEYCTL_LOG_TIMESTAMPS: '0' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -28,6 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
+import { programEnv } from './lib.mjs';
 import { AesGcmV1Codec } from '../dist/crypto/codec.js';
 import { FernetCodec } from '../dist/crypto/fernet.js';
 import { generateKey } from '../dist/crypto/keys.js';
@@ -75,7 +76,7 @@ const asProgram = profileArgs.length === 0;
 const launch = `${asProgram ? 'as a program' : 'as node OPTIONS bin/keyctl.js'}, GLIBC_TUNABLES ${process.env.GLIBC_TUNABLES === undefined ? (asProgram ? 'left to the launcher' : 'unset') : `'${process.env.GLIBC_TUNABLES}' from the environment`}`;
 /** @param {string[]} a keyctl's arguments */
 const timedCommand = (a) => ['-f', '%M %e %U %S %R', ...(asProgram ? [bin] : [process.execPath, ...profileArgs, bin]), ...a];
-const timedEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
+const timedEnv = programEnv;
 // --quick: only keyctl reencrypt and the crypto ceiling (for pairs of builds run one after the other).
 const quick = args.includes('--quick');
 const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };

@@ -4,12 +4,14 @@
 // open the database: `keyctl status --json` and a `keyctl reencrypt --json` with nothing left to
 // do, in a SQLite demo project of 100 rows (so the time is start-up, not work).
 // Usage: node bench/startup.mjs [runs]
+// keyctl runs as a program, as an operator runs it (the launcher's shell line, then node on itself).
 // KEYCTL_BENCH_BIN: another build's bin/keyctl.js (an older commit's worktree), to compare two builds.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { programEnv } from './lib.mjs';
 
 const bin = process.env.KEYCTL_BENCH_BIN ? path.resolve(process.env.KEYCTL_BENCH_BIN) : fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
 const runs = Number(process.argv[2] ?? 20);
@@ -21,7 +23,7 @@ if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be a whole n
  * @param {string} cwd
  */
 function keyctl(args, cwd) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd, encoding: 'utf8' });
+  const r = spawnSync(bin, args, { cwd, env: programEnv, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`keyctl ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
 }
 
