@@ -6,16 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
+import { assertStarted, programEnv } from './program.mjs';
 
 export const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 export const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
-/**
- * The environment to run keyctl in as an operator does, as a program (`keyctl …`, the launcher's
- * shell line first: it sets glibc's malloc tunables, see bin/keyctl.js), with this Node.js first
- * on PATH so the launcher's `exec node` finds the same node as the bench.
- */
-export const programEnv = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
+export { programEnv };
 
 /**
  * A fresh project directory and, for pg/mysql, a fresh database; returns its directory, the
@@ -43,7 +39,7 @@ export async function benchProject(dbKind, prefix) {
 }
 
 /**
- * Run keyctl in `dir` as a program (programEnv); returns seconds; throws on a non-zero exit.
+ * Run keyctl in `dir` as a program (bench/program.mjs); returns seconds; throws on a non-zero exit.
  * @param {string} dir
  * @param {...string} a
  */
@@ -51,6 +47,7 @@ export function runKeyctl(dir, ...a) {
   const t0 = performance.now();
   const r = spawnSync(bin, a, { cwd: dir, env: programEnv, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   const secs = (performance.now() - t0) / 1000;
+  assertStarted(r, `keyctl ${a.join(' ')}`);
   if (r.status !== 0) throw new Error(`keyctl ${a.join(' ')} exited ${r.status}:\n${r.stderr.slice(-2000)}`);
   return secs;
 }

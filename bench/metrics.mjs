@@ -42,6 +42,7 @@ function listen(dir, extra) {
       if (m) resolve({ base: m[1], startSecs: (performance.now() - t0) / 1000 });
     });
     child.on('close', (code) => reject(new Error(`listener exited ${code}: ${stderr}`)));
+    child.on('error', (err) => reject(new Error(`the listener did not start: ${err.message}`)));
   });
   const stop = () =>
     new Promise((resolve) => {

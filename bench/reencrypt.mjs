@@ -28,7 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { programEnv } from './lib.mjs';
+import { programEnv } from './program.mjs';
 import { AesGcmV1Codec } from '../dist/crypto/codec.js';
 import { FernetCodec } from '../dist/crypto/fernet.js';
 import { generateKey } from '../dist/crypto/keys.js';

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { programEnv } from './lib.mjs';
+import { assertStarted, programEnv } from './program.mjs';
 
 const bin = process.env.KEYCTL_BENCH_BIN ? path.resolve(process.env.KEYCTL_BENCH_BIN) : fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
 const runs = Number(process.argv[2] ?? 20);
@@ -24,6 +24,7 @@ if (!Number.isInteger(runs) || runs < 1) throw new Error(`runs must be a whole n
  */
 function keyctl(args, cwd) {
   const r = spawnSync(bin, args, { cwd, env: programEnv, encoding: 'utf8' });
+  assertStarted(r, `keyctl ${args.join(' ')}`);
   if (r.status !== 0) throw new Error(`keyctl ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
 }
 
