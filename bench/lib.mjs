@@ -11,7 +11,6 @@ import { assertStarted, programEnv } from './program.mjs';
 export const PG = process.env.KEYCTL_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 export const MY = process.env.KEYCTL_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test';
 export const bin = fileURLToPath(new URL('../bin/keyctl.js', import.meta.url));
-export { programEnv };
 
 /**
  * A fresh project directory and, for pg/mysql, a fresh database; returns its directory, the

@@ -8,7 +8,8 @@
 //             collection runs behind them; when the new text is served.
 // Usage: npm run bench:metrics -- [--db sqlite|pg|mysql] [--rows 1000000] [--scrapes 500] [--burst 100]
 import { spawn } from 'node:child_process';
-import { benchProject, bin, programEnv, runKeyctl as keyctl } from './lib.mjs';
+import { benchProject, bin, runKeyctl as keyctl } from './lib.mjs';
+import { programEnv } from './program.mjs';
 
 const args = process.argv.slice(2);
 /** @param {string} name @param {string} def */

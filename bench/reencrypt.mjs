@@ -76,7 +76,6 @@ const asProgram = profileArgs.length === 0;
 const launch = `${asProgram ? 'as a program' : 'as node OPTIONS bin/keyctl.js'}, GLIBC_TUNABLES ${process.env.GLIBC_TUNABLES === undefined ? (asProgram ? 'left to the launcher' : 'unset') : `'${process.env.GLIBC_TUNABLES}' from the environment`}`;
 /** @param {string[]} a keyctl's arguments */
 const timedCommand = (a) => ['-f', '%M %e %U %S %R', ...(asProgram ? [bin] : [process.execPath, ...profileArgs, bin]), ...a];
-const timedEnv = programEnv;
 // --quick: only keyctl reencrypt and the crypto ceiling (for pairs of builds run one after the other).
 const quick = args.includes('--quick');
 const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };
@@ -307,7 +306,7 @@ async function main() {
     ? { status: 0, stderr: '0 0 0 0 0' }
     : spawnSync('/usr/bin/time', timedCommand(['reencrypt', '--dry-run', '--json', ...batchArgs]), {
         cwd: dir,
-        env: timedEnv,
+        env: programEnv,
         encoding: 'utf8',
       });
   if (dry.status !== 0) throw new Error(`keyctl reencrypt --dry-run exited ${dry.status}: ${dry.stderr}`);
@@ -318,7 +317,7 @@ async function main() {
   const serverBefore = serverCpuSeconds();
   const timed = spawnSync('/usr/bin/time', timedCommand(['reencrypt', '--json', ...batchArgs]), {
     cwd: dir,
-    env: timedEnv,
+    env: programEnv,
     encoding: 'utf8',
   });
   if (timed.status !== 0) throw new Error(`keyctl reencrypt exited ${timed.status}: ${timed.stderr}`);
@@ -354,7 +353,7 @@ async function main() {
   const cryptoMeanSecs = Number.isNaN(cryptoAfterSecs) ? cryptoSecs : (cryptoSecs + cryptoAfterSecs) / 2;
 
   // keyctl verify: the full decryption scan (every value decrypted) that guards promote and key destruction.
-  const verified = spawnSync('/usr/bin/time', timedCommand(['verify', '--json']), { cwd: dir, env: timedEnv, encoding: 'utf8' });
+  const verified = spawnSync('/usr/bin/time', timedCommand(['verify', '--json']), { cwd: dir, env: programEnv, encoding: 'utf8' });
   if (verified.status !== 0) throw new Error(`keyctl verify exited ${verified.status}: ${verified.stderr}`);
   const { rssKb: verifyRssKb, wall: verifyWall } = timeFields(verified.stderr);
 
