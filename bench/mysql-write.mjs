@@ -16,6 +16,7 @@
 //   prepared_row_cas     the same with a row-level compare-and-set (every column null-safe equal to the value read, in
 //                        WHERE) and a SET that reads nothing of t, so MariaDB updates t as it reads it; a row changed
 //                        in any column is left whole (the check expects that for this method)
+//   prepared_row_cas_binary  prepared_row_cas with the values sent as Buffers (binary strings) instead of text
 //   prepared_typed       the same with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
 //   values               UPDATE … JOIN (WITH v(…) AS (VALUES (?, …), …) SELECT * FROM v) v, text protocol (MariaDB 10.3+)
 //   json_table           UPDATE … JOIN JSON_TABLE(?, '$[*]' COLUMNS(…)) v: the batch as one JSON parameter, binary protocol (MariaDB 10.6+, MySQL 8.0.4+)
@@ -320,6 +321,17 @@ const writeInList = (rowLevel) => async (conn, b) => {
   return execute(conn, inListSql(b.ids.length, rowLevel), values);
 };
 
+/**
+ * The row-level IN-list statement with the values as Buffers (binary strings: no conversion or
+ * character count of the parameters on the server; the column store still checks them).
+ * @param {Connection} conn @param {Batch} b
+ */
+async function writeInListBinary(conn, b) {
+  const values = rowValues(b, true).map((v) => (typeof v === 'string' ? Buffer.from(v) : v));
+  for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
+  return execute(conn, inListSql(b.ids.length, true), values);
+}
+
 /** @type {Map<number, string>} */
 const valuesSqlCache = new Map();
 /**
@@ -622,6 +634,7 @@ const METHODS = [
   singleTransaction('prepared_straight', writePreparedStraight),
   singleTransaction('prepared_in_list', writeInList(false)),
   { ...singleTransaction('prepared_row_cas', writeInList(true)), rowLevel: true },
+  { ...singleTransaction('prepared_row_cas_binary', writeInListBinary), rowLevel: true },
   { ...singleTransaction('multi_statement', writeMultiStatement), rowLevel: true },
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
