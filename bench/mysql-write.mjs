@@ -268,7 +268,7 @@ async function writeUnionAll(conn, b) {
   return (await run(conn, unionAllSql(b.ids.length), unionAllValues(b))).affectedRows;
 }
 
-/** A statement through the binary protocol (prepared once per SQL text and cached by mysql2); its matched rows. @param {Connection} conn @param {string} sql @param {(string | number | null)[]} values */
+/** A statement through the binary protocol (prepared once per SQL text and cached by mysql2); its matched rows. @param {Connection} conn @param {string} sql @param {(string | number | Buffer | null)[]} values */
 async function execute(conn, sql, values) {
   const [r] = await conn.execute(sql, values);
   return /** @type {ResultSetHeader} */ (r).affectedRows;
