@@ -16,8 +16,9 @@
 //   prepared_row_cas     the same with a row-level compare-and-set (every column null-safe equal to the value read, in
 //                        WHERE) and a SET that reads nothing of t, so MariaDB updates t as it reads it; a row changed
 //                        in any column is left whole (the check expects that for this method)
-//   prepared_row_cas_binary  prepared_row_cas with the values sent as Buffers (binary strings) instead of text
-//   prepared_typed       the same with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
+//   prepared_row_cas_binary
+//                        prepared_row_cas with the values sent as Buffers (binary strings) instead of text
+//   prepared_typed       prepared_union_all with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
 //   values               UPDATE … JOIN (WITH v(…) AS (VALUES (?, …), …) SELECT * FROM v) v, text protocol (MariaDB 10.3+)
 //   json_table           UPDATE … JOIN JSON_TABLE(?, '$[*]' COLUMNS(…)) v: the batch as one JSON parameter, binary protocol (MariaDB 10.6+, MySQL 8.0.4+)
 //   json_straight        the same with JSON_TABLE driving the join (STRAIGHT_JOIN)
