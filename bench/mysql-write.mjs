@@ -313,25 +313,20 @@ function inListSql(n, rowLevel) {
 }
 
 /**
- * The IN-list statement through the binary protocol: the rows, then the keys.
- * @param {boolean} rowLevel @returns {(conn: Connection, b: Batch) => Promise<number>}
+ * The IN-list statement through the binary protocol: the rows, then the keys. `binary`: the values
+ * go as Buffers (binary strings: no conversion or character count of the parameters on the server;
+ * the column store still checks them).
+ * @param {boolean} rowLevel @param {boolean} [binary] @returns {(conn: Connection, b: Batch) => Promise<number>}
  */
-const writeInList = (rowLevel) => async (conn, b) => {
-  const values = rowValues(b, rowLevel);
-  for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
-  return execute(conn, inListSql(b.ids.length, rowLevel), values);
-};
-
-/**
- * The row-level IN-list statement with the values as Buffers (binary strings: no conversion or
- * character count of the parameters on the server; the column store still checks them).
- * @param {Connection} conn @param {Batch} b
- */
-async function writeInListBinary(conn, b) {
-  const values = rowValues(b, true).map((v) => (typeof v === 'string' ? Buffer.from(v) : v));
-  for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
-  return execute(conn, inListSql(b.ids.length, true), values);
-}
+const writeInList =
+  (rowLevel, binary = false) =>
+  async (conn, b) => {
+    const rows = rowValues(b, rowLevel);
+    /** @type {(string | number | Buffer | null)[]} */
+    const values = binary ? rows.map((v) => (typeof v === 'string' ? Buffer.from(v) : v)) : rows;
+    for (let i = 0; i < b.ids.length; i++) values.push(at(b.ids, i));
+    return execute(conn, inListSql(b.ids.length, rowLevel), values);
+  };
 
 /** @type {Map<number, string>} */
 const valuesSqlCache = new Map();
@@ -635,7 +630,7 @@ const METHODS = [
   singleTransaction('prepared_straight', writePreparedStraight),
   singleTransaction('prepared_in_list', writeInList(false)),
   { ...singleTransaction('prepared_row_cas', writeInList(true)), rowLevel: true },
-  { ...singleTransaction('prepared_row_cas_binary', writeInListBinary), rowLevel: true },
+  { ...singleTransaction('prepared_row_cas_binary', writeInList(true, true)), rowLevel: true },
   { ...singleTransaction('multi_statement', writeMultiStatement), rowLevel: true },
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
