@@ -27,6 +27,9 @@
 //   insert_memory        a prepared multi-row INSERT of the batch into the MEMORY staging table, then UPDATE cas_batch STRAIGHT_JOIN t
 //   insert_aria          the same into an Aria (TRANSACTIONAL=0) staging table of LONGBLOB columns: no width limit (MariaDB only)
 //   multi_statement      one UPDATE per row (row-level compare-and-set), all of a batch's statements in one text packet
+//   bulk_row_cas         the same per-row UPDATE prepared once and run for every row of the batch in one round trip by
+//                        MariaDB's bulk execution (COM_STMT_BULK_EXECUTE, MariaDB 10.2.7+, not in MySQL) through the
+//                        mariadb connector's batch(); only when named in --only, after `npm i --no-save mariadb@3`
 //   two_connections      union_all with each batch split in halves written at once on two connections
 // After each method every row must hold its next values, and a 50-row check (values changed by the
 // application after they were read must be left alone; binary comparison; NULL = column not rewritten;
@@ -58,6 +61,8 @@ import mysql from 'mysql2/promise';
  * @property {(c: Conns) => Promise<void>} [prepare] once per connection, before the timed loop
  * @property {(c: Conns, b: Batch) => Promise<number>} batch one batch with its checkpoint, committed; returns matched rows
  * @property {boolean} [rowLevel] a row changed in any column is left whole (the check expects that instead of per column)
+ * @property {() => Promise<void>} [close] after the method's run, whether it passed or not
+ * @property {boolean} [onlyWhenNamed] not in a run without --only (it needs a package keyctl does not depend on)
  */
 
 const { values: argv } = parseArgs({
@@ -547,6 +552,68 @@ async function writeMultiStatement(conn, b) {
   return list.reduce((sum, r) => sum + /** @type {ResultSetHeader} */ (r).affectedRows, 0);
 }
 
+/**
+ * ROW_UPDATE prepared once, then executed for each row of the batch in one round trip by MariaDB's
+ * bulk execution (array binding), with the checkpoint in the same transaction, all on a connection
+ * of the mariadb connector (mysql2 does not speak COM_STMT_BULK_EXECUTE). Row-level, like
+ * multi_statement. The server reports the rows updated over the whole batch.
+ * @returns {Method}
+ */
+function bulkRowCas() {
+  /** @type {any} a connection of the mariadb connector */
+  let mconn = null;
+  return {
+    name: 'bulk_row_cas',
+    rowLevel: true,
+    onlyWhenNamed: true,
+    async prepare({ conn }) {
+      /** @type {any} */
+      let mariadb;
+      try {
+        // An optional package, installed by hand for this method only (a name in a variable: not resolved by the typecheck).
+        const connector = 'mariadb';
+        mariadb = (await import(connector)).default;
+      } catch {
+        throw new Error('bulk_row_cas needs the mariadb connector: npm i --no-save mariadb@3');
+      }
+      await mconn?.end();
+      const { database } = /** @type {{ config: { database: string } }} */ (/** @type {unknown} */ (conn)).config;
+      mconn = await mariadb.createConnection({
+        host: URL_.hostname,
+        port: Number(URL_.port || 3306),
+        user: decodeURIComponent(URL_.username || 'root'),
+        password: decodeURIComponent(URL_.password),
+        database,
+        charset: 'utf8mb4',
+      });
+    },
+    async batch(_c, b) {
+      /** @type {(string | number | null)[][]} */
+      const rows = [];
+      for (let i = 0; i < b.ids.length; i++) {
+        const [o, n] = [at(b.old, i), at(b.next, i)];
+        rows.push([n[0] ?? o[0], n[1] ?? o[1], at(b.ids, i), o[0], o[1]]);
+      }
+      await mconn.beginTransaction();
+      try {
+        const r = await mconn.batch(ROW_UPDATE, rows);
+        await mconn.query('UPDATE checkpoint SET last_id = ? WHERE id = 1', [b.last]);
+        await mconn.commit();
+        // One result for the batch, or one per row where the connector ran the statement row by row.
+        const results = Array.isArray(r) ? r : [r];
+        return results.reduce((sum, x) => sum + Number(x.affectedRows), 0);
+      } catch (e) {
+        await mconn.rollback().catch(() => {});
+        throw e;
+      }
+    },
+    async close() {
+      await mconn?.end();
+      mconn = null;
+    },
+  };
+}
+
 /** @param {Connection} conn @param {number} lastId */
 const checkpoint = (conn, lastId) => conn.query('UPDATE checkpoint SET last_id = ? WHERE id = 1', [lastId]);
 
@@ -632,6 +699,7 @@ const METHODS = [
   { ...singleTransaction('prepared_row_cas', writeInList(true)), rowLevel: true },
   { ...singleTransaction('prepared_row_cas_binary', writeInList(true, true)), rowLevel: true },
   { ...singleTransaction('multi_statement', writeMultiStatement), rowLevel: true },
+  bulkRowCas(),
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
@@ -789,6 +857,7 @@ async function measure(admin, method, runNo, pid) {
   } catch (e) {
     result.problems.push(`error: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
+    await method.close?.().catch(() => {});
     await Promise.allSettled(open.map((c) => c.end()));
     await admin.query(`DROP DATABASE IF EXISTS \`${db}\``);
   }
@@ -809,7 +878,7 @@ const fmt = (x, digits) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
 /** @param {number} x */
 const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
 
-const names = argv.only ? argv.only.split(',').map((s) => s.trim()) : METHODS.map((m) => m.name);
+const names = argv.only ? argv.only.split(',').map((s) => s.trim()) : METHODS.filter((m) => !m.onlyWhenNamed).map((m) => m.name);
 const unknown = names.filter((n) => !METHODS.some((m) => m.name === n));
 if (unknown.length) throw new Error(`unknown method(s) ${unknown.join(', ')}; known: ${METHODS.map((m) => m.name).join(', ')}`);
 const methods = METHODS.filter((m) => names.includes(m.name));
