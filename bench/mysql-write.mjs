@@ -30,6 +30,8 @@
 //   bulk_row_cas         the same per-row UPDATE prepared once and run for every row of the batch in one round trip by
 //                        MariaDB's bulk execution (COM_STMT_BULK_EXECUTE, MariaDB 10.2.7+, not in MySQL) through the
 //                        mariadb connector's batch(); only when named in --only, after `npm i --no-save mariadb@3`
+//   pipelined_row_cas    bulk_row_cas with the connector's bulk execution off (bulk: false): one execution of the
+//                        prepared statement per row, sent one after the other without waiting; as bulk_row_cas
 //   two_connections      union_all with each batch split in halves written at once on two connections
 // After each method every row must hold its next values, and a 50-row check (values changed by the
 // application after they were read must be left alone; binary comparison; NULL = column not rewritten;
@@ -556,14 +558,16 @@ async function writeMultiStatement(conn, b) {
  * ROW_UPDATE prepared once, then executed for each row of the batch in one round trip by MariaDB's
  * bulk execution (array binding), with the checkpoint in the same transaction, all on a connection
  * of the mariadb connector (mysql2 does not speak COM_STMT_BULK_EXECUTE). Row-level, like
- * multi_statement. The server reports the rows updated over the whole batch.
+ * multi_statement. The server reports the rows updated over the whole batch. With `bulk` false the
+ * connector sends one execution per row instead, without waiting for each answer.
+ * @param {string} name @param {boolean} bulk
  * @returns {Method}
  */
-function bulkRowCas() {
+function rowCasByConnector(name, bulk) {
   /** @type {any} a connection of the mariadb connector */
   let mconn = null;
   return {
-    name: 'bulk_row_cas',
+    name,
     rowLevel: true,
     onlyWhenNamed: true,
     async prepare({ conn }) {
@@ -574,7 +578,7 @@ function bulkRowCas() {
         const connector = 'mariadb';
         mariadb = (await import(connector)).default;
       } catch {
-        throw new Error('bulk_row_cas needs the mariadb connector: npm i --no-save mariadb@3');
+        throw new Error(`${name} needs the mariadb connector: npm i --no-save mariadb@3`);
       }
       await mconn?.end();
       const { database } = /** @type {{ config: { database: string } }} */ (/** @type {unknown} */ (conn)).config;
@@ -585,6 +589,7 @@ function bulkRowCas() {
         password: decodeURIComponent(URL_.password),
         database,
         charset: 'utf8mb4',
+        bulk,
       });
     },
     async batch(_c, b) {
@@ -699,7 +704,8 @@ const METHODS = [
   { ...singleTransaction('prepared_row_cas', writeInList(true)), rowLevel: true },
   { ...singleTransaction('prepared_row_cas_binary', writeInList(true, true)), rowLevel: true },
   { ...singleTransaction('multi_statement', writeMultiStatement), rowLevel: true },
-  bulkRowCas(),
+  rowCasByConnector('bulk_row_cas', true),
+  rowCasByConnector('pipelined_row_cas', false),
   singleTransaction('prepared_typed', writePreparedTyped, allowMemoryTemp),
   singleTransaction('load_data', writeLoadData(null), createInnodbStage),
   singleTransaction('load_data_memory', writeLoadData(MEMORY_WIDTH), createMemoryStage),
