@@ -88,15 +88,20 @@ const CLK_TCK = 100;
 /** Progress goes to stderr; stdout holds the table, or JSON lines with --json. @param {string} s */
 const log = (s) => process.stderr.write(`${s}\n`);
 
+/** Where and as whom to connect (KEYCTL_TEST_MYSQL_URL), for mysql2 and the mariadb connector alike. @param {string} [database] */
+const serverOptions = (database) => ({
+  host: URL_.hostname,
+  port: Number(URL_.port || 3306),
+  user: decodeURIComponent(URL_.username || 'root'),
+  password: decodeURIComponent(URL_.password),
+  database,
+  charset: 'utf8mb4',
+});
+
 /** @param {string} [database] */
 function connect(database) {
   return mysql.createConnection({
-    host: URL_.hostname,
-    port: Number(URL_.port || 3306),
-    user: decodeURIComponent(URL_.username || 'root'),
-    password: decodeURIComponent(URL_.password),
-    database,
-    charset: 'utf8mb4',
+    ...serverOptions(database),
     supportBigNumbers: true,
     // LOAD DATA LOCAL needs the LOCAL_FILES capability; it is among mysql2's default flags, named here to be explicit.
     flags: ['+LOCAL_FILES'],
@@ -582,15 +587,7 @@ function rowCasByConnector(name, bulk) {
       }
       await mconn?.end();
       const { database } = /** @type {{ config: { database: string } }} */ (/** @type {unknown} */ (conn)).config;
-      mconn = await mariadb.createConnection({
-        host: URL_.hostname,
-        port: Number(URL_.port || 3306),
-        user: decodeURIComponent(URL_.username || 'root'),
-        password: decodeURIComponent(URL_.password),
-        database,
-        charset: 'utf8mb4',
-        bulk,
-      });
+      mconn = await mariadb.createConnection({ ...serverOptions(database), bulk });
     },
     async batch(_c, b) {
       /** @type {(string | number | null)[][]} */
