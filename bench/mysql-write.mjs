@@ -11,11 +11,12 @@
 // Methods:
 //   union_all            UPDATE … JOIN (SELECT ? … UNION ALL SELECT ? …) v, text protocol (keyctl before the prepared statement; still its path for rows of over 8 KB)
 //   prepared_union_all   the same statement through the binary protocol (conn.execute, cached per SQL text): keyctl before 2026-12-07
-//   prepared_straight    the same with the derived table driving the join (UPDATE (…) v STRAIGHT_JOIN t): keyctl now
+//   prepared_straight    the same with the derived table driving the join (UPDATE (…) v STRAIGHT_JOIN t): keyctl's per-column statement
 //   prepared_in_list     prepared_straight's derived table joined to t read first by the batch's keys as an IN list
 //   prepared_row_cas     the same with a row-level compare-and-set (every column null-safe equal to the value read, in
 //                        WHERE) and a SET that reads nothing of t, so MariaDB updates t as it reads it; a row changed
-//                        in any column is left whole (the check expects that for this method)
+//                        in any column is left whole (the check expects that for this method); keyctl's first
+//                        statement for a batch with integer keys
 //   prepared_row_cas_binary
 //                        prepared_row_cas with the values sent as Buffers (binary strings) instead of text
 //   prepared_typed       prepared_union_all with every value typed as ASCII VARCHAR(1024), so the derived table may stay in memory
@@ -31,7 +32,8 @@
 //                        MariaDB's bulk execution (COM_STMT_BULK_EXECUTE, MariaDB 10.2.7+, not in MySQL) through the
 //                        mariadb connector's batch(); only when named in --only, after `npm i --no-save mariadb@3`
 //   pipelined_row_cas    bulk_row_cas with the connector's bulk execution off (bulk: false): one execution of the
-//                        prepared statement per row, sent one after the other without waiting; as bulk_row_cas
+//                        prepared statement per row, sent one after the other without waiting; like bulk_row_cas,
+//                        only when named in --only
 //   two_connections      union_all with each batch split in halves written at once on two connections
 // After each method every row must hold its next values, and a 50-row check (values changed by the
 // application after they were read must be left alone; binary comparison; NULL = column not rewritten;
@@ -60,7 +62,7 @@ import mysql from 'mysql2/promise';
 /**
  * @typedef {object} Method
  * @property {string} name
- * @property {(c: Conns) => Promise<void>} [prepare] once per connection, before the timed loop
+ * @property {(c: Conns) => Promise<void>} [prepare] once per run, before the timed loop
  * @property {(c: Conns, b: Batch) => Promise<number>} batch one batch with its checkpoint, committed; returns matched rows
  * @property {boolean} [rowLevel] a row changed in any column is left whole (the check expects that instead of per column)
  * @property {() => Promise<void>} [close] after the method's run, whether it passed or not
@@ -581,13 +583,15 @@ function rowCasByConnector(name, bulk) {
       try {
         // An optional package, installed by hand for this method only (a name in a variable: not resolved by the typecheck).
         const connector = 'mariadb';
-        mariadb = (await import(connector)).default;
-      } catch {
-        throw new Error(`${name} needs the mariadb connector: npm i --no-save mariadb@3`);
+        const mod = await import(connector);
+        mariadb = mod.default ?? mod;
+      } catch (e) {
+        throw new Error(`${name} needs the mariadb connector: npm i --no-save mariadb@3`, { cause: e });
       }
       await mconn?.end();
       const { database } = /** @type {{ config: { database: string } }} */ (/** @type {unknown} */ (conn)).config;
-      mconn = await mariadb.createConnection({ ...serverOptions(database), bulk });
+      // foundRows (the connector's default, as mysql2's): affectedRows counts the rows matched.
+      mconn = await mariadb.createConnection({ ...serverOptions(database), bulk, foundRows: true });
     },
     async batch(_c, b) {
       /** @type {(string | number | null)[][]} */
