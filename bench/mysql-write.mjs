@@ -550,16 +550,25 @@ const ROW_UPDATE =
  * @param {Connection} conn @param {Batch} b
  */
 async function writeMultiStatement(conn, b) {
-  /** @type {(string | number | null)[]} */
-  const values = [];
-  for (let i = 0; i < b.ids.length; i++) {
-    const [o, n] = [at(b.old, i), at(b.next, i)];
-    values.push(n[0] ?? o[0], n[1] ?? o[1], at(b.ids, i), o[0], o[1]);
-  }
-  const [results] = await conn.query(Array.from({ length: b.ids.length }, () => ROW_UPDATE).join(';\n'), values);
-  const list = Array.isArray(results) ? results : [results];
-  return list.reduce((sum, r) => sum + /** @type {ResultSetHeader} */ (r).affectedRows, 0);
+  const [results] = await conn.query(Array.from({ length: b.ids.length }, () => ROW_UPDATE).join(';\n'), rowUpdateParams(b).flat());
+  return sumAffected(results);
 }
+
+/**
+ * ROW_UPDATE's parameters for each row of the batch: the new values (a column not rewritten gets
+ * its value read back), the key, the values read.
+ * @param {Batch} b @returns {(string | number | null)[][]}
+ */
+function rowUpdateParams(b) {
+  return b.ids.map((id, i) => {
+    const [o, n] = [at(b.old, i), at(b.next, i)];
+    return [n[0] ?? o[0], n[1] ?? o[1], id, o[0], o[1]];
+  });
+}
+
+/** The rows matched over one result header or a list of them (one per statement). @param {unknown} results */
+const sumAffected = (results) =>
+  (Array.isArray(results) ? results : [results]).reduce((sum, r) => sum + Number(/** @type {ResultSetHeader} */ (r).affectedRows), 0);
 
 /**
  * ROW_UPDATE prepared once, then executed for each row of the batch in one round trip by MariaDB's
@@ -588,31 +597,18 @@ function rowCasByConnector(name, bulk) {
       } catch (e) {
         throw new Error(`${name} needs the mariadb connector: npm i --no-save mariadb@3`, { cause: e });
       }
-      await mconn?.end();
       const { database } = /** @type {{ config: { database: string } }} */ (/** @type {unknown} */ (conn)).config;
       // foundRows (the connector's default, as mysql2's): affectedRows counts the rows matched.
       mconn = await mariadb.createConnection({ ...serverOptions(database), bulk, foundRows: true });
     },
-    async batch(_c, b) {
-      /** @type {(string | number | null)[][]} */
-      const rows = [];
-      for (let i = 0; i < b.ids.length; i++) {
-        const [o, n] = [at(b.old, i), at(b.next, i)];
-        rows.push([n[0] ?? o[0], n[1] ?? o[1], at(b.ids, i), o[0], o[1]]);
-      }
-      await mconn.beginTransaction();
-      try {
-        const r = await mconn.batch(ROW_UPDATE, rows);
-        await mconn.query('UPDATE checkpoint SET last_id = ? WHERE id = 1', [b.last]);
-        await mconn.commit();
+    // The connector's query() takes the same SQL and values as mysql2's: the same transaction and checkpoint.
+    batch: (_c, b) =>
+      inTransaction(mconn, async () => {
         // One result for the batch, or one per row where the connector ran the statement row by row.
-        const results = Array.isArray(r) ? r : [r];
-        return results.reduce((sum, x) => sum + Number(x.affectedRows), 0);
-      } catch (e) {
-        await mconn.rollback().catch(() => {});
-        throw e;
-      }
-    },
+        const matched = sumAffected(await mconn.batch(ROW_UPDATE, rowUpdateParams(b)));
+        await checkpoint(mconn, b.last);
+        return matched;
+      }),
     async close() {
       await mconn?.end();
       mconn = null;
